@@ -1,0 +1,128 @@
+//! The xDS transport both sides share: Envoy's protobuf types (re-exported from `envoy-types`), type URLs,
+//! the node metadata keys a sidecar reports, `Any` packing, and Envoy-shaped JSON for config dumps.
+//!
+//! What weftd sends and weft-proxy understands is pinned in this crate's `README.md`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod json;
+pub mod node;
+
+/// Envoy's generated protobuf types (`envoy_types::pb`).
+pub use envoy_types::pb;
+
+use prost::Message;
+
+/// `google.protobuf.Any`, as prost generates it.
+pub type Any = pb::google::protobuf::Any;
+
+/// Type URLs of the resources weft serves, as Envoy names them.
+pub mod type_url {
+    /// LDS.
+    pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+    /// RDS.
+    pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    /// CDS.
+    pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    /// EDS.
+    pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+    /// The HTTP connection manager, inside a listener's filter chain.
+    pub const HTTP_CONNECTION_MANAGER: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    /// Fault injection, in a route's `typed_per_filter_config`.
+    pub const HTTP_FAULT: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+    /// The router filter.
+    pub const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+
+    /// The four types in the order a proxy should apply them (Envoy's: clusters before endpoints,
+    /// listeners before routes).
+    pub const ALL: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+
+    /// The short name proxy-status prints (`CDS`, `LDS`, …), or the URL itself when unknown.
+    pub fn short(url: &str) -> &str {
+        match url {
+            LISTENER => "LDS",
+            ROUTE => "RDS",
+            CLUSTER => "CDS",
+            ENDPOINT => "EDS",
+            other => other,
+        }
+    }
+}
+
+/// Names of the filters weft puts in listeners and routes (Envoy's well-known names).
+pub mod filter_name {
+    /// The network filter that runs HTTP.
+    pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
+    /// Fault injection.
+    pub const FAULT: &str = "envoy.filters.http.fault";
+    /// The terminal router filter.
+    pub const ROUTER: &str = "envoy.filters.http.router";
+}
+
+/// Packs a message into an `Any` with the given type URL.
+pub fn pack<M: Message>(type_url: &str, msg: &M) -> Any {
+    Any {
+        type_url: type_url.to_string(),
+        value: msg.encode_to_vec(),
+    }
+}
+
+/// A resource that did not decode as the type its URL claims.
+#[derive(Debug, thiserror::Error)]
+#[error("resource of type {type_url} does not decode")]
+pub struct DecodeError {
+    /// The type URL the resource carried.
+    pub type_url: String,
+    /// What prost said.
+    #[source]
+    pub source: prost::DecodeError,
+}
+
+/// Unpacks an `Any` into `M`.
+pub fn unpack<M: Message + Default>(any: &Any) -> Result<M, DecodeError> {
+    M::decode(any.value.as_slice()).map_err(|source| DecodeError {
+        type_url: any.type_url.clone(),
+        source,
+    })
+}
+
+/// The client and server for ADS, from `envoy-types`.
+pub mod ads {
+    pub use envoy_types::pb::envoy::service::discovery::v3::{
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        aggregated_discovery_service_server::{
+            AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+        },
+        DiscoveryRequest, DiscoveryResponse,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::envoy::config::cluster::v3::Cluster;
+
+    #[test]
+    fn pack_then_unpack_round_trips() {
+        let c = Cluster {
+            name: "outbound|9080||reviews.default.svc.cluster.local".into(),
+            ..Default::default()
+        };
+        let any = pack(type_url::CLUSTER, &c);
+        let back: Cluster = unpack(&any).expect("decodes");
+        assert_eq!(back.name, c.name);
+        assert_eq!(type_url::short(&any.type_url), "CDS");
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_naming_the_type() {
+        let any = Any {
+            type_url: type_url::CLUSTER.into(),
+            value: vec![0xff, 0xff, 0xff],
+        };
+        let err = unpack::<Cluster>(&any).expect_err("garbage");
+        assert!(err.to_string().contains("envoy.config.cluster.v3.Cluster"));
+    }
+}
