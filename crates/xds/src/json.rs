@@ -29,9 +29,7 @@ pub enum JsonError {
 
 fn pool() -> Result<&'static DescriptorPool, JsonError> {
     static POOL: OnceLock<Result<DescriptorPool, String>> = OnceLock::new();
-    let res = POOL.get_or_init(|| {
-        DescriptorPool::decode(DESCRIPTORS).map_err(|e| format!("{e}"))
-    });
+    let res = POOL.get_or_init(|| DescriptorPool::decode(DESCRIPTORS).map_err(|e| format!("{e}")));
     res.as_ref().map_err(|e| JsonError::Descriptors(e.clone()))
 }
 
@@ -84,7 +82,10 @@ mod tests {
         };
         let v = any_to_json(&crate::pack(type_url::CLUSTER, &c)).expect("renders");
         assert_eq!(v["@type"], type_url::CLUSTER);
-        assert_eq!(v["name"], "outbound|9080|v1|reviews.default.svc.cluster.local");
+        assert_eq!(
+            v["name"],
+            "outbound|9080|v1|reviews.default.svc.cluster.local"
+        );
         assert_eq!(v["type"], "EDS");
     }
 

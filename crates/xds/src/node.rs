@@ -68,11 +68,7 @@ impl ProxyIdentity {
             .map(|(svc, app)| format!("{svc}:{app}"))
             .collect();
         fields.insert(INBOUND_PORTS.into(), s(&ports.join(",")));
-        let labels = self
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), s(v)))
-            .collect();
+        let labels = self.labels.iter().map(|(k, v)| (k.clone(), s(v))).collect();
         fields.insert(
             LABELS.into(),
             Value {
@@ -158,7 +154,11 @@ mod tests {
         let id = ProxyIdentity {
             workload: "reviews-v1".into(),
             namespace: "default".into(),
-            labels: [("app".into(), "reviews".into()), ("version".into(), "v1".into())].into(),
+            labels: [
+                ("app".into(), "reviews".into()),
+                ("version".into(), "v1".into()),
+            ]
+            .into(),
             service_account: "bookinfo-reviews".into(),
             ip: "127.0.1.4".into(),
             inbound_ports: vec![(9080, 19080)],

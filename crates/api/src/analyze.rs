@@ -1,0 +1,856 @@
+//! Validation: each resource on its own, then the set as a whole (references between resources).
+//! Errors refuse a resource; warnings accept it and tell the user what weft does not enforce yet.
+
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::host::qualify;
+use crate::networking::virtual_service::{HeaderOperations, HttpRoute, StringMatch};
+use crate::networking::{DestinationRule, ServiceEntry, VirtualService, WorkloadEntry};
+use crate::resource::{Kind, Resource, Spec};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Retry conditions Istio accepts in `retryOn` besides numeric status codes.
+pub const RETRY_ON: [&str; 16] = [
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+struct Out<'a> {
+    r: &'a Resource,
+    diags: Vec<Diagnostic>,
+}
+
+impl<'a> Out<'a> {
+    fn push(&mut self, severity: Severity, field: String, needle: &str, message: String) {
+        self.diags.push(Diagnostic {
+            severity,
+            file: self.r.file.clone(),
+            line: self.r.line_of(needle),
+            kind: self.r.kind.to_string(),
+            namespace: self.r.metadata.namespace.clone(),
+            name: self.r.metadata.name.clone(),
+            field,
+            message,
+        });
+    }
+    fn error(&mut self, field: String, needle: &str, message: impl Into<String>) {
+        self.push(Severity::Error, field, needle, message.into());
+    }
+    fn warn(&mut self, field: String, needle: &str, message: impl Into<String>) {
+        self.push(Severity::Warning, field, needle, message.into());
+    }
+}
+
+/// Validates one resource on its own.
+pub fn validate(r: &Resource) -> Vec<Diagnostic> {
+    let mut out = Out { r, diags: vec![] };
+    match &r.spec {
+        Spec::VirtualService(vs) => validate_vs(&mut out, vs),
+        Spec::DestinationRule(dr) => validate_dr(&mut out, dr),
+        Spec::ServiceEntry(se) => validate_se(&mut out, se),
+        Spec::WorkloadEntry(we) => validate_we(&mut out, "spec", we),
+    }
+    out.diags
+}
+
+const NOT_YET: &str = "not supported by weft yet";
+
+fn validate_string_match(out: &mut Out, field: String, m: &StringMatch, allow_empty: bool) {
+    let set = [&m.exact, &m.prefix, &m.regex]
+        .iter()
+        .filter(|v| v.is_some())
+        .count();
+    if set > 1 {
+        out.error(
+            field.clone(),
+            "",
+            "only one of exact, prefix, regex may be set",
+        );
+    }
+    if set == 0 && !allow_empty {
+        out.error(field.clone(), "", "one of exact, prefix, regex is required");
+    }
+    if let Some(re) = &m.regex {
+        if let Err(e) = regex::Regex::new(&format!("^(?:{re})$")) {
+            let last = e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let first = last.strip_prefix("error: ").unwrap_or(&last).to_string();
+            out.error(
+                format!("{field}.regex"),
+                re,
+                format!("invalid regex {re:?}: {first}"),
+            );
+        }
+    }
+}
+
+fn validate_header_ops(out: &mut Out, field: &str, ops: &HeaderOperations) {
+    for name in ops
+        .set
+        .keys()
+        .chain(ops.add.keys())
+        .chain(ops.remove.iter())
+    {
+        if http_header_name_invalid(name) {
+            out.error(
+                field.to_string(),
+                name,
+                format!("invalid header name {name:?}"),
+            );
+        }
+    }
+}
+
+fn http_header_name_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn validate_percent(out: &mut Out, field: String, value: f64) {
+    if !(0.0..=100.0).contains(&value) {
+        out.error(
+            field,
+            "percentage",
+            format!("percentage {value} is not between 0 and 100"),
+        );
+    }
+}
+
+fn validate_vs(out: &mut Out, vs: &VirtualService) {
+    if vs.hosts.is_empty() {
+        out.error(
+            "spec.hosts".into(),
+            "hosts",
+            "at least one host is required",
+        );
+    }
+    for (i, h) in vs.hosts.iter().enumerate() {
+        if h == "*" && vs.applies_to_sidecars() {
+            out.error(
+                format!("spec.hosts[{i}]"),
+                h,
+                "host \"*\" is only valid for gateways",
+            );
+        }
+    }
+    if !vs.applies_to_sidecars() {
+        out.warn(
+            "spec.gateways".into(),
+            "gateways",
+            "bound only to gateways, which weft does not run yet: sidecars ignore this VirtualService",
+        );
+    }
+    if !vs.tls.is_empty() {
+        out.error(
+            "spec.tls".into(),
+            "tls:",
+            format!("tls routes are {NOT_YET}"),
+        );
+    }
+    if !vs.tcp.is_empty() {
+        out.error(
+            "spec.tcp".into(),
+            "tcp:",
+            format!("tcp routes are {NOT_YET}"),
+        );
+    }
+    for (i, route) in vs.http.iter().enumerate() {
+        validate_http_route(out, &format!("spec.http[{i}]"), route);
+    }
+}
+
+fn validate_http_route(out: &mut Out, f: &str, route: &HttpRoute) {
+    let unsupported: [(&str, bool); 9] = [
+        ("redirect", route.redirect.is_some()),
+        ("directResponse", route.direct_response.is_some()),
+        ("delegate", route.delegate.is_some()),
+        ("rewrite", route.rewrite.is_some()),
+        ("mirror", route.mirror.is_some()),
+        ("mirrors", !route.mirrors.is_empty()),
+        ("mirrorPercentage", route.mirror_percentage.is_some()),
+        ("mirrorPercent", route.mirror_percent.is_some()),
+        ("corsPolicy", route.cors_policy.is_some()),
+    ];
+    for (name, present) in unsupported {
+        if present {
+            out.error(format!("{f}.{name}"), &format!("{name}:"), NOT_YET);
+        }
+    }
+    if route.route.is_empty()
+        && route.redirect.is_none()
+        && route.direct_response.is_none()
+        && route.delegate.is_none()
+    {
+        out.error(
+            format!("{f}.route"),
+            "",
+            "a rule needs route, redirect, directResponse or delegate",
+        );
+    }
+    for (j, m) in route.matches.iter().enumerate() {
+        let mf = format!("{f}.match[{j}]");
+        for (name, sm) in [
+            ("uri", &m.uri),
+            ("method", &m.method),
+            ("authority", &m.authority),
+        ] {
+            if let Some(sm) = sm {
+                validate_string_match(out, format!("{mf}.{name}"), sm, false);
+            }
+        }
+        if m.scheme.is_some() {
+            out.error(format!("{mf}.scheme"), "scheme:", NOT_YET);
+        }
+        if !m.query_params.is_empty() {
+            out.error(format!("{mf}.queryParams"), "queryParams:", NOT_YET);
+        }
+        if !m.source_labels.is_empty() {
+            out.error(format!("{mf}.sourceLabels"), "sourceLabels:", NOT_YET);
+        }
+        if m.source_namespace.is_some() {
+            out.error(format!("{mf}.sourceNamespace"), "sourceNamespace:", NOT_YET);
+        }
+        if !m.gateways.is_empty() {
+            out.error(format!("{mf}.gateways"), "gateways:", NOT_YET);
+        }
+        for (map_name, map) in [
+            ("headers", &m.headers),
+            ("withoutHeaders", &m.without_headers),
+        ] {
+            for (name, sm) in map {
+                if http_header_name_invalid(name) || name.bytes().any(|b| b.is_ascii_uppercase()) {
+                    out.error(
+                        format!("{mf}.{map_name}.{name}"),
+                        name,
+                        "header names must be lowercase tokens",
+                    );
+                }
+                validate_string_match(out, format!("{mf}.{map_name}.{name}"), sm, true);
+            }
+        }
+        if let Some(p) = m.port {
+            if p == 0 || p > 65535 {
+                out.error(
+                    format!("{mf}.port"),
+                    "port:",
+                    format!("port {p} out of range"),
+                );
+            }
+        }
+    }
+    let mut total_weight = 0i64;
+    for (j, d) in route.route.iter().enumerate() {
+        let df = format!("{f}.route[{j}]");
+        if d.destination.host.is_empty() {
+            out.error(
+                format!("{df}.destination.host"),
+                "destination",
+                "host is required",
+            );
+        }
+        if let Some(s) = &d.destination.subset {
+            if s.is_empty() {
+                out.error(
+                    format!("{df}.destination.subset"),
+                    "subset",
+                    "subset must not be empty",
+                );
+            }
+        }
+        if let Some(p) = d.destination.port {
+            if p.number == 0 || p.number > 65535 {
+                out.error(
+                    format!("{df}.destination.port.number"),
+                    "number",
+                    "port out of range",
+                );
+            }
+        }
+        if let Some(w) = d.weight {
+            if w < 0 {
+                out.error(
+                    format!("{df}.weight"),
+                    "weight",
+                    "weight must not be negative",
+                );
+            }
+            total_weight += w.max(0);
+        }
+        if d.headers.is_some() {
+            out.error(
+                format!("{df}.headers"),
+                "headers:",
+                format!("per-destination headers are {NOT_YET}"),
+            );
+        }
+    }
+    if route.route.len() > 1 && route.route.iter().all(|d| d.weight.is_some()) && total_weight == 0
+    {
+        out.error(
+            format!("{f}.route"),
+            "weight",
+            "weights add up to 0: no destination would get traffic",
+        );
+    }
+    if let Some(t) = route.timeout {
+        if t.get() > std::time::Duration::ZERO && t.get() < std::time::Duration::from_millis(1) {
+            out.error(
+                format!("{f}.timeout"),
+                "timeout",
+                "timeout must be at least 1ms",
+            );
+        }
+    }
+    if let Some(r) = &route.retries {
+        if let Some(a) = r.attempts {
+            if a < 0 {
+                out.error(
+                    format!("{f}.retries.attempts"),
+                    "attempts",
+                    "attempts must not be negative",
+                );
+            }
+        }
+        if let Some(t) = r.per_try_timeout {
+            if t.get() < std::time::Duration::from_millis(1) {
+                out.error(
+                    format!("{f}.retries.perTryTimeout"),
+                    "perTryTimeout",
+                    "perTryTimeout must be at least 1ms",
+                );
+            }
+        }
+        if let Some(on) = &r.retry_on {
+            for cond in on.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                let numeric_ok = cond
+                    .parse::<u16>()
+                    .map(|c| (100..600).contains(&c))
+                    .unwrap_or(false);
+                if !numeric_ok && !RETRY_ON.contains(&cond) {
+                    out.error(
+                        format!("{f}.retries.retryOn"),
+                        "retryOn",
+                        format!("unknown retry condition {cond:?}"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(fault) = &route.fault {
+        let ff = format!("{f}.fault");
+        if fault.delay.is_none() && fault.abort.is_none() {
+            out.error(ff.clone(), "fault", "fault needs delay or abort");
+        }
+        if let Some(d) = &fault.delay {
+            if d.exponential_delay.is_some() {
+                out.error(
+                    format!("{ff}.delay.exponentialDelay"),
+                    "exponentialDelay",
+                    NOT_YET,
+                );
+            }
+            match d.fixed_delay {
+                None if d.exponential_delay.is_none() => out.error(
+                    format!("{ff}.delay.fixedDelay"),
+                    "delay",
+                    "fixedDelay is required",
+                ),
+                Some(t) if t.get() < std::time::Duration::from_millis(1) => out.error(
+                    format!("{ff}.delay.fixedDelay"),
+                    "fixedDelay",
+                    "fixedDelay must be at least 1ms",
+                ),
+                _ => {}
+            }
+            if let Some(p) = d.percentage {
+                validate_percent(out, format!("{ff}.delay.percentage.value"), p.value);
+            }
+            if let Some(p) = d.percent {
+                validate_percent(out, format!("{ff}.delay.percent"), p as f64);
+            }
+        }
+        if let Some(a) = &fault.abort {
+            if a.grpc_status.is_some() {
+                out.error(format!("{ff}.abort.grpcStatus"), "grpcStatus", NOT_YET);
+            }
+            if a.http2_error.is_some() {
+                out.error(format!("{ff}.abort.http2Error"), "http2Error", NOT_YET);
+            }
+            match a.http_status {
+                Some(s) if !(200..=599).contains(&s) => out.error(
+                    format!("{ff}.abort.httpStatus"),
+                    "httpStatus",
+                    format!("httpStatus {s} is not between 200 and 599"),
+                ),
+                None if a.grpc_status.is_none() && a.http2_error.is_none() => out.error(
+                    format!("{ff}.abort.httpStatus"),
+                    "abort",
+                    "httpStatus is required",
+                ),
+                _ => {}
+            }
+            if let Some(p) = a.percentage {
+                validate_percent(out, format!("{ff}.abort.percentage.value"), p.value);
+            }
+        }
+    }
+    if let Some(h) = &route.headers {
+        if let Some(ops) = &h.request {
+            validate_header_ops(out, &format!("{f}.headers.request"), ops);
+        }
+        if let Some(ops) = &h.response {
+            validate_header_ops(out, &format!("{f}.headers.response"), ops);
+        }
+    }
+}
+
+fn validate_dr(out: &mut Out, dr: &DestinationRule) {
+    if dr.host.is_empty() {
+        out.error("spec.host".into(), "", "host is required");
+    }
+    let mut seen = BTreeSet::new();
+    for (i, s) in dr.subsets.iter().enumerate() {
+        if s.name.is_empty() {
+            out.error(
+                format!("spec.subsets[{i}].name"),
+                "subsets",
+                "subset name is required",
+            );
+        } else if !seen.insert(s.name.as_str()) {
+            out.error(
+                format!("spec.subsets[{i}].name"),
+                &format!("name: {}", s.name),
+                format!("duplicate subset {:?}", s.name),
+            );
+        }
+        if s.traffic_policy.is_some() {
+            out.warn(
+                format!("spec.subsets[{i}].trafficPolicy"),
+                "trafficPolicy",
+                "subset traffic policies are not enforced by weft yet",
+            );
+        }
+    }
+    if let Some(tp) = &dr.traffic_policy {
+        if let Some(lb) = &tp.load_balancer {
+            let simple = lb.simple.as_deref().unwrap_or("");
+            if !matches!(simple, "ROUND_ROBIN" | "") || lb.consistent_hash.is_some() {
+                out.warn(
+                    "spec.trafficPolicy.loadBalancer".into(),
+                    "loadBalancer",
+                    "weft balances round robin for now; this load balancer setting is not enforced yet",
+                );
+            }
+        }
+        for (name, present) in [
+            ("connectionPool", tp.connection_pool.is_some()),
+            ("outlierDetection", tp.outlier_detection.is_some()),
+            ("tls", tp.tls.is_some()),
+            ("portLevelSettings", !tp.port_level_settings.is_empty()),
+            ("tunnel", tp.tunnel.is_some()),
+            ("proxyProtocol", tp.proxy_protocol.is_some()),
+            ("retryBudget", tp.retry_budget.is_some()),
+        ] {
+            if present {
+                out.warn(
+                    format!("spec.trafficPolicy.{name}"),
+                    &format!("{name}:"),
+                    "not enforced by weft yet",
+                );
+            }
+        }
+    }
+}
+
+fn validate_se(out: &mut Out, se: &ServiceEntry) {
+    if se.hosts.is_empty() {
+        out.error(
+            "spec.hosts".into(),
+            "hosts",
+            "at least one host is required",
+        );
+    }
+    for (i, h) in se.hosts.iter().enumerate() {
+        if h == "*" {
+            out.error(format!("spec.hosts[{i}]"), h, "host \"*\" is not allowed");
+        }
+    }
+    if se.ports.is_empty() {
+        out.error(
+            "spec.ports".into(),
+            "ports",
+            "at least one port is required",
+        );
+    }
+    let mut names = BTreeSet::new();
+    for (i, p) in se.ports.iter().enumerate() {
+        if p.number == 0 || p.number > 65535 {
+            out.error(
+                format!("spec.ports[{i}].number"),
+                "number",
+                format!("port {} out of range", p.number),
+            );
+        }
+        if p.name.is_empty() {
+            out.error(
+                format!("spec.ports[{i}].name"),
+                "ports",
+                "port name is required",
+            );
+        } else if !names.insert(p.name.as_str()) {
+            out.error(
+                format!("spec.ports[{i}].name"),
+                &p.name,
+                format!("duplicate port name {:?}", p.name),
+            );
+        }
+        let proto = p.effective_protocol();
+        const KNOWN: [&str; 12] = [
+            "HTTP", "HTTP2", "HTTPS", "GRPC", "GRPC-WEB", "TCP", "TLS", "UDP", "MONGO", "REDIS",
+            "MYSQL", "",
+        ];
+        if p.protocol.is_some() && !KNOWN.contains(&proto.as_str()) {
+            out.error(
+                format!("spec.ports[{i}].protocol"),
+                "protocol",
+                format!("unknown protocol {proto:?}"),
+            );
+        } else if !p.is_http() {
+            out.warn(
+                format!("spec.ports[{i}].protocol"),
+                "protocol",
+                format!(
+                    "only HTTP ports are proxied by weft yet; port {} ({proto}) gets no listener",
+                    p.number
+                ),
+            );
+        }
+    }
+    match se.location.as_deref() {
+        None | Some("MESH_EXTERNAL") | Some("MESH_INTERNAL") => {}
+        Some(other) => out.error(
+            "spec.location".into(),
+            "location",
+            format!("unknown location {other:?}"),
+        ),
+    }
+    match se.resolution.as_deref() {
+        Some("STATIC") => {}
+        None | Some("NONE") | Some("DNS") | Some("DNS_ROUND_ROBIN") | Some("DYNAMIC_DNS") => out
+            .warn(
+                "spec.resolution".into(),
+                "resolution",
+                "only STATIC resolution is implemented yet: this service gets no endpoints",
+            ),
+        Some(other) => out.error(
+            "spec.resolution".into(),
+            "resolution",
+            format!("unknown resolution {other:?}"),
+        ),
+    }
+    if !se.endpoints.is_empty() && se.workload_selector.is_some() {
+        out.error(
+            "spec.workloadSelector".into(),
+            "workloadSelector",
+            "endpoints and workloadSelector are mutually exclusive",
+        );
+    }
+    if se.workload_selector.is_some() && se.location.as_deref() != Some("MESH_INTERNAL") {
+        out.error(
+            "spec.workloadSelector".into(),
+            "workloadSelector",
+            "workloadSelector needs location MESH_INTERNAL",
+        );
+    }
+    for (i, ep) in se.endpoints.iter().enumerate() {
+        validate_we(out, &format!("spec.endpoints[{i}]"), ep);
+        for port_name in ep.ports.keys() {
+            if !se.ports.iter().any(|p| &p.name == port_name) {
+                out.error(
+                    format!("spec.endpoints[{i}].ports.{port_name}"),
+                    port_name,
+                    format!("no service port is named {port_name:?}"),
+                );
+            }
+        }
+    }
+}
+
+fn validate_we(out: &mut Out, f: &str, we: &WorkloadEntry) {
+    match we.address.as_deref() {
+        None | Some("") => out.error(format!("{f}.address"), "", "address is required"),
+        Some(a) if a.parse::<std::net::IpAddr>().is_err() => out.error(
+            format!("{f}.address"),
+            a,
+            format!("address {a:?} is not an IP address (hostnames need DNS resolution, not implemented yet)"),
+        ),
+        _ => {}
+    }
+    for (name, port) in &we.ports {
+        if *port == 0 || *port > 65535 {
+            out.error(
+                format!("{f}.ports.{name}"),
+                name,
+                format!("port {port} out of range"),
+            );
+        }
+    }
+}
+
+/// The registry view the cross-checks need: service hosts with their ports, DR subsets by host.
+#[derive(Default)]
+struct Index {
+    services: BTreeMap<String, Vec<u32>>,
+    subsets: BTreeMap<String, BTreeSet<String>>,
+}
+
+fn index(resources: &[&Resource]) -> Index {
+    let mut idx = Index::default();
+    for r in resources {
+        match &r.spec {
+            Spec::ServiceEntry(se) => {
+                for h in &se.hosts {
+                    let ports = se.ports.iter().map(|p| p.number).collect();
+                    idx.services
+                        .insert(qualify(h, &r.metadata.namespace), ports);
+                }
+            }
+            Spec::DestinationRule(dr) => {
+                let e = idx
+                    .subsets
+                    .entry(qualify(&dr.host, &r.metadata.namespace))
+                    .or_default();
+                e.extend(dr.subsets.iter().map(|s| s.name.clone()));
+            }
+            _ => {}
+        }
+    }
+    idx
+}
+
+/// Checks one resource against the others (hosts and subsets it references). Pass the set it lives in.
+pub fn check_references(r: &Resource, set: &[&Resource]) -> Vec<Diagnostic> {
+    let idx = index(set);
+    let mut out = Out { r, diags: vec![] };
+    match &r.spec {
+        Spec::VirtualService(vs) if vs.applies_to_sidecars() => {
+            for (i, route) in vs.http.iter().enumerate() {
+                for (j, d) in route.route.iter().enumerate() {
+                    let host = qualify(&d.destination.host, &r.metadata.namespace);
+                    let df = format!("spec.http[{i}].route[{j}].destination");
+                    let Some(ports) = idx.services.get(&host) else {
+                        out.error(
+                            format!("{df}.host"),
+                            &format!("host: {}", d.destination.host),
+                            format!("host {host} is not in the service registry (no ServiceEntry declares it)"),
+                        );
+                        continue;
+                    };
+                    if let Some(p) = d.destination.port {
+                        if !ports.contains(&p.number) {
+                            out.error(
+                                format!("{df}.port.number"),
+                                &format!("number: {}", p.number),
+                                format!("service {host} has no port {}", p.number),
+                            );
+                        }
+                    }
+                    if let Some(subset) = &d.destination.subset {
+                        let defined = idx.subsets.get(&host).is_some_and(|s| s.contains(subset));
+                        if !defined {
+                            out.error(
+                                format!("{df}.subset"),
+                                &format!("subset: {subset}"),
+                                format!("subset {subset:?} is not defined by any DestinationRule for host {host}"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Spec::DestinationRule(dr) => {
+            let host = qualify(&dr.host, &r.metadata.namespace);
+            if !host.starts_with('*') && !idx.services.contains_key(&host) {
+                out.warn(
+                    "spec.host".into(),
+                    "host",
+                    format!("host {host} is not in the service registry: this rule has no effect"),
+                );
+            }
+        }
+        _ => {}
+    }
+    out.diags
+}
+
+/// Validates every resource, then the references between them, and reports duplicates. Returns all
+/// problems, errors and warnings, in file order.
+pub fn analyze(resources: &[Resource]) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    let mut seen: BTreeMap<(Kind, &str, &str), &Resource> = BTreeMap::new();
+    let mut valid: Vec<&Resource> = Vec::new();
+    for r in resources {
+        let key = (
+            r.kind,
+            r.metadata.namespace.as_str(),
+            r.metadata.name.as_str(),
+        );
+        if let Some(first) = seen.get(&key) {
+            diags.push(Diagnostic {
+                severity: Severity::Error,
+                file: r.file.clone(),
+                line: r.line,
+                kind: r.kind.to_string(),
+                namespace: r.metadata.namespace.clone(),
+                name: r.metadata.name.clone(),
+                field: "metadata.name".into(),
+                message: format!("already defined at {}:{}", first.file, first.line),
+            });
+            continue;
+        }
+        seen.insert(key, r);
+        let own = validate(r);
+        let ok = !own.iter().any(Diagnostic::is_error);
+        diags.extend(own);
+        if ok {
+            valid.push(r);
+        }
+    }
+    for r in &valid {
+        diags.extend(check_references(r, &valid));
+    }
+    diags.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    diags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_file;
+
+    const REGISTRY: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {number: 9080, name: http, protocol: HTTP}\n  workloadSelector:\n    labels: {app: reviews}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: reviews\nspec:\n  host: reviews\n  subsets:\n  - name: v1\n    labels: {version: v1}\n";
+
+    fn run(extra: &str) -> Vec<String> {
+        let mut all = parse_file("registry.yaml", REGISTRY);
+        let p = parse_file("vs.yaml", extra);
+        assert!(p.diagnostics.is_empty(), "parse: {:?}", p.diagnostics);
+        all.resources.extend(p.resources);
+        analyze(&all.resources)
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    fn vs(http: &str) -> String {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews]\n  http:\n{http}")
+    }
+
+    #[test]
+    fn valid_config_has_no_problems() {
+        assert!(run(&vs(
+            "  - route:\n    - destination: {host: reviews, subset: v1}\n"
+        ))
+        .is_empty());
+    }
+
+    #[test]
+    fn table_of_problems() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "undefined subset",
+                "  - route:\n    - destination:\n        host: reviews\n        subset: v4\n",
+                "vs.yaml:11: VirtualService default/reviews: spec.http[0].route[0].destination.subset: subset \"v4\" is not defined by any DestinationRule for host reviews.default.svc.cluster.local",
+            ),
+            (
+                "unknown host",
+                "  - route:\n    - destination:\n        host: nope\n",
+                "vs.yaml:10: VirtualService default/reviews: spec.http[0].route[0].destination.host: host nope.default.svc.cluster.local is not in the service registry (no ServiceEntry declares it)",
+            ),
+            (
+                "bad regex",
+                "  - match:\n    - uri:\n        regex: \"/a(\"\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:10: VirtualService default/reviews: spec.http[0].match[0].uri.regex: invalid regex \"/a(\": unclosed group",
+            ),
+            (
+                "two string matchers",
+                "  - match:\n    - uri: {exact: /a, prefix: /b}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:1: VirtualService default/reviews: spec.http[0].match[0].uri: only one of exact, prefix, regex may be set",
+            ),
+            (
+                "unknown retry condition",
+                "  - retries: {attempts: 2, retryOn: \"5xx,sometimes\"}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].retries.retryOn: unknown retry condition \"sometimes\"",
+            ),
+            (
+                "abort status out of range",
+                "  - fault: {abort: {httpStatus: 700, percentage: {value: 100}}}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].fault.abort.httpStatus: httpStatus 700 is not between 200 and 599",
+            ),
+            (
+                "percentage over 100",
+                "  - fault: {delay: {fixedDelay: 1s, percentage: {value: 150}}}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].fault.delay.percentage.value: percentage 150 is not between 0 and 100",
+            ),
+            (
+                "mirror not yet",
+                "  - mirror: {host: reviews}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].mirror: not supported by weft yet",
+            ),
+            (
+                "no route",
+                "  - name: empty\n",
+                "vs.yaml:1: VirtualService default/reviews: spec.http[0].route: a rule needs route, redirect, directResponse or delegate",
+            ),
+        ];
+        for (name, http, want) in cases {
+            let got = run(&vs(http));
+            assert_eq!(got, vec![want.to_string()], "case {name}");
+        }
+    }
+
+    #[test]
+    fn duplicates_are_refused_naming_the_first() {
+        let got = run(&format!(
+            "{}---\n{}",
+            vs("  - route:\n    - destination: {host: reviews}\n"),
+            vs("  - route:\n    - destination: {host: reviews}\n")
+        ));
+        assert_eq!(
+            got,
+            vec!["vs.yaml:11: VirtualService default/reviews: metadata.name: already defined at vs.yaml:1".to_string()]
+        );
+    }
+
+    #[test]
+    fn unenforced_policy_is_a_warning() {
+        let text = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: ratings\nspec:\n  host: reviews\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n";
+        let p = parse_file("dr.yaml", text);
+        let d = validate(&p.resources[0]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].severity, Severity::Warning);
+        assert_eq!(
+            d[0].to_string(),
+            "dr.yaml:8: DestinationRule default/ratings: spec.trafficPolicy.tls: warning: not enforced by weft yet"
+        );
+    }
+}

@@ -1,0 +1,394 @@
+//! Reading a YAML file (one or more documents) into typed resources, with every problem located by line.
+
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::mesh::{is_mesh_file, MeshConfig};
+use crate::networking::{DestinationRule, ServiceEntry, VirtualService, WorkloadEntry};
+use crate::resource::{Kind, ObjectMeta, Resource, Spec, LATER_KINDS, NETWORKING_VERSIONS};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+/// What one file yielded.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Resources that parsed (not yet validated: see [`crate::analyze`]).
+    pub resources: Vec<Resource>,
+    /// The mesh config, when this is a mesh file.
+    pub mesh: Option<MeshConfig>,
+    /// Problems found while parsing.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Doc<T> {
+    #[allow(dead_code)]
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: T,
+    #[allow(dead_code)]
+    status: Option<serde_yaml_ng::Value>,
+}
+
+/// Splits `text` into YAML documents, each with the 1-based line its text starts on.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut start = 1;
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let is_sep = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if is_sep {
+            docs.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    docs.push((start, current));
+    docs.into_iter()
+        .filter(|(_, d)| {
+            d.lines().any(|l| {
+                let t = l.trim();
+                !t.is_empty() && !t.starts_with('#')
+            })
+        })
+        .collect()
+}
+
+/// The first line of a document with content, so messages point at the resource, not a comment above it.
+fn first_content_line(start: usize, doc: &str) -> usize {
+    doc.lines()
+        .position(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#')
+        })
+        .map(|i| start + i)
+        .unwrap_or(start)
+}
+
+/// A best-effort `kind`/`name`/`namespace` read from the raw text, for documents that do not parse.
+fn guess_identity(doc: &str) -> (String, String, String) {
+    let mut kind = "-".to_string();
+    let mut name = "-".to_string();
+    let mut ns = "default".to_string();
+    for line in doc.lines() {
+        if let Some(v) = line.strip_prefix("kind:") {
+            kind = v.trim().to_string();
+        } else if let Some(v) = line.trim_start().strip_prefix("name:") {
+            if name == "-" && line.starts_with("  ") && !line.starts_with("    ") {
+                name = v.trim().trim_matches('"').to_string();
+            }
+        } else if let Some(v) = line.trim_start().strip_prefix("namespace:") {
+            if line.starts_with("  ") && !line.starts_with("    ") {
+                ns = v.trim().trim_matches('"').to_string();
+            }
+        }
+    }
+    (kind, ns, name)
+}
+
+/// Removes every " at line N column M" (the line is reported separately) and the comma it leaves behind.
+fn strip_locations(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(" at line ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + " at line ".len()..];
+        let skip_digits = |s: &str| {
+            s.trim_start_matches(|c: char| c.is_ascii_digit())
+                .to_string()
+        };
+        let mut tail = skip_digits(after);
+        if let Some(t) = tail.strip_prefix(" column ") {
+            tail = skip_digits(t);
+        }
+        let tail = tail.strip_prefix(',').unwrap_or(&tail).to_string();
+        rest = &msg[msg.len() - tail.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Turns a serde_yaml error into a field path and message; `line` is where the document starts.
+fn yaml_error(e: &serde_yaml_ng::Error, doc_start: usize) -> (usize, String, String) {
+    let line = e
+        .location()
+        .map(|l| doc_start + l.line().saturating_sub(1))
+        .unwrap_or(doc_start);
+    let msg = strip_locations(&e.to_string());
+    // serde_yaml_ng prefixes the path when it knows it: "spec.http[0]: unknown field `foo`, expected ..."
+    let (mut path, mut rest) = match msg.split_once(": ") {
+        Some((p, r)) if !p.contains(' ') && !p.is_empty() => (p.to_string(), r.to_string()),
+        _ => (String::new(), msg.clone()),
+    };
+    if let Some(after) = rest.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = after.split_once('`') {
+            path = if path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            let expected = expected
+                .trim_start_matches(", ")
+                .replace("expected one of ", "")
+                .replace("expected ", "")
+                .replace('`', "");
+            rest = if expected.is_empty() {
+                "unknown field".to_string()
+            } else {
+                format!("unknown field (known fields: {expected})")
+            };
+        }
+    }
+    if path.is_empty() {
+        path = "yaml".into();
+    }
+    (line, path, rest)
+}
+
+/// Parses one file. `file` is how messages name it; `text` its contents.
+pub fn parse_file(file: &str, text: &str) -> Parsed {
+    let mut out = Parsed::default();
+    let base = file.rsplit('/').next().unwrap_or(file);
+    for (start, doc) in split_documents(text) {
+        let line = first_content_line(start, &doc);
+        let mut problem =
+            |line: usize, kind: &str, ns: &str, name: &str, field: &str, msg: String| {
+                out.diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    file: file.to_string(),
+                    line,
+                    kind: kind.to_string(),
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    field: field.to_string(),
+                    message: msg,
+                });
+            };
+        let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(&doc) {
+            Ok(v) => v,
+            Err(e) => {
+                let (kind, ns, name) = guess_identity(&doc);
+                let (l, _, msg) = yaml_error(&e, start);
+                problem(l, &kind, &ns, &name, "yaml", msg);
+                continue;
+            }
+        };
+        let Some(map) = value.as_mapping() else {
+            problem(
+                line,
+                "-",
+                "-",
+                "-",
+                "yaml",
+                "document is not a mapping".into(),
+            );
+            continue;
+        };
+        let get = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let kind_s = get("kind");
+        let api_version = get("apiVersion");
+        if kind_s.is_none() && api_version.is_none() && is_mesh_file(base) {
+            match serde_yaml_ng::from_str::<MeshConfig>(&doc) {
+                Ok(m) => out.mesh = Some(m),
+                Err(e) => {
+                    let (l, field, msg) = yaml_error(&e, start);
+                    problem(l, "MeshConfig", "-", "mesh", &field, msg);
+                }
+            }
+            continue;
+        }
+        let (gk, gns, gname) = guess_identity(&doc);
+        let Some(kind_s) = kind_s else {
+            problem(line, &gk, &gns, &gname, "kind", "missing kind".into());
+            continue;
+        };
+        let kind_line = line
+            + doc
+                .lines()
+                .skip(line - start)
+                .position(|l| l.starts_with("kind:"))
+                .unwrap_or(0);
+        let Some(kind) = Kind::parse(&kind_s) else {
+            let msg = if LATER_KINDS.contains(&kind_s.as_str()) {
+                format!("kind {kind_s} is not supported by weft yet")
+            } else {
+                format!(
+                    "unknown kind {kind_s} (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry)"
+                )
+            };
+            problem(kind_line, &kind_s, &gns, &gname, "kind", msg);
+            continue;
+        };
+        let api_version = api_version.unwrap_or_default();
+        if !NETWORKING_VERSIONS.contains(&api_version.as_str()) {
+            problem(
+                line,
+                &kind_s,
+                &gns,
+                &gname,
+                "apiVersion",
+                format!(
+                    "apiVersion {api_version:?} does not serve {kind_s} (use one of {})",
+                    NETWORKING_VERSIONS.join(", ")
+                ),
+            );
+            continue;
+        }
+        fn typed<T: DeserializeOwned>(doc: &str) -> Result<(ObjectMeta, T), serde_yaml_ng::Error> {
+            serde_yaml_ng::from_str::<Doc<T>>(doc).map(|d| (d.metadata, d.spec))
+        }
+        let parsed = match kind {
+            Kind::VirtualService => {
+                typed::<VirtualService>(&doc).map(|(m, s)| (m, Spec::VirtualService(s)))
+            }
+            Kind::DestinationRule => {
+                typed::<DestinationRule>(&doc).map(|(m, s)| (m, Spec::DestinationRule(Box::new(s))))
+            }
+            Kind::ServiceEntry => {
+                typed::<ServiceEntry>(&doc).map(|(m, s)| (m, Spec::ServiceEntry(s)))
+            }
+            Kind::WorkloadEntry => {
+                typed::<WorkloadEntry>(&doc).map(|(m, s)| (m, Spec::WorkloadEntry(s)))
+            }
+        };
+        match parsed {
+            Ok((mut metadata, spec)) => {
+                if metadata.namespace.is_empty() {
+                    metadata.namespace = "default".into();
+                }
+                if metadata.name.is_empty() {
+                    problem(
+                        line,
+                        &kind_s,
+                        &metadata.namespace,
+                        "-",
+                        "metadata.name",
+                        "name is required".into(),
+                    );
+                    continue;
+                }
+                out.resources.push(Resource {
+                    api_version,
+                    kind,
+                    metadata,
+                    spec,
+                    file: file.to_string(),
+                    line,
+                    text: doc
+                        .lines()
+                        .skip(line - start)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                });
+            }
+            Err(e) => {
+                let (l, field, msg) = yaml_error(&e, start);
+                let field = if field == "yaml" {
+                    "spec".into()
+                } else {
+                    field
+                };
+                problem(l, &kind_s, &gns, &gname, &field, msg);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VS: &str = "# comment\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination:\n        host: reviews\n        subset: v1\n";
+
+    #[test]
+    fn reads_every_document_with_its_line() {
+        let text = format!("{VS}---\n{VS}");
+        let p = parse_file("a.yaml", &text);
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        assert_eq!(p.resources.len(), 2);
+        assert_eq!(p.resources[0].line, 2);
+        assert_eq!(p.resources[1].line, 15);
+        assert_eq!(p.resources[0].metadata.namespace, "default");
+    }
+
+    #[test]
+    fn each_problem_names_file_line_resource_and_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "unknown field",
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination:\n        host: reviews\n      wieght: 50\n",
+                "f.yaml:11: VirtualService default/reviews: spec.http[0].route[0].wieght: unknown field (known fields: destination, weight, headers)",
+            ),
+            (
+                "bad duration",
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\n  namespace: prod\nspec:\n  hosts: [reviews]\n  http:\n  - timeout: 7x\n    route:\n    - destination:\n        host: reviews\n",
+                "f.yaml:9: VirtualService prod/r: spec.http[0]: bad duration \"7x\": unknown unit \"x\"",
+            ),
+            (
+                "malformed yaml",
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews\n",
+                "f.yaml:7: VirtualService default/reviews: yaml: did not find expected ',' or ']' while parsing a flow sequence",
+            ),
+            (
+                "unknown kind",
+                "apiVersion: v1\nkind: Deployment\nmetadata:\n  name: x\n",
+                "f.yaml:2: Deployment default/x: kind: unknown kind Deployment (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry)",
+            ),
+            (
+                "later kind",
+                "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n",
+                "f.yaml:2: Gateway default/gw: kind: kind Gateway is not supported by weft yet",
+            ),
+            (
+                "wrong group",
+                "apiVersion: security.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: x\nspec: {}\n",
+                "f.yaml:1: VirtualService default/x: apiVersion: apiVersion \"security.istio.io/v1\" does not serve VirtualService (use one of networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3)",
+            ),
+            (
+                "missing name",
+                "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {}\nspec:\n  host: reviews\n",
+                "f.yaml:1: DestinationRule default/-: metadata.name: name is required",
+            ),
+        ];
+        for (name, text, want) in cases {
+            let p = parse_file("f.yaml", text);
+            let got: Vec<String> = p.diagnostics.iter().map(|d| d.to_string()).collect();
+            assert_eq!(got, vec![want.to_string()], "case {name}");
+            assert!(p.resources.is_empty(), "case {name}: nothing accepted");
+        }
+    }
+
+    #[test]
+    fn accepts_every_networking_version() {
+        for v in NETWORKING_VERSIONS {
+            let text = VS.replace("networking.istio.io/v1", v);
+            let p = parse_file("a.yaml", &text);
+            assert!(p.diagnostics.is_empty(), "{v}: {:?}", p.diagnostics);
+        }
+    }
+
+    #[test]
+    fn mesh_file_is_read_as_mesh_config() {
+        let p = parse_file(
+            "dir/mesh.yaml",
+            "rootNamespace: weft-system\nconnectTimeout: 2s\n",
+        );
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        let m = p.mesh.expect("mesh");
+        assert_eq!(m.root_namespace, "weft-system");
+        assert_eq!(m.trust_domain, "cluster.local");
+        let p = parse_file("dir/mesh.yaml", "rootNamespac: x\n");
+        assert!(
+            p.diagnostics[0]
+                .to_string()
+                .starts_with("dir/mesh.yaml:1: MeshConfig -/mesh: rootNamespac: unknown field"),
+            "{}",
+            p.diagnostics[0]
+        );
+    }
+}
