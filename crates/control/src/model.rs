@@ -1,0 +1,66 @@
+//! The merged, immutable view of config and registry that every push reads. A change builds a new
+//! `Model`; nothing mutates one in place.
+
+use crate::registry::{self, Service};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use weft_api::host::qualify;
+use weft_api::{MeshConfig, Resource};
+
+/// One generation of config.
+#[derive(Debug, Default)]
+pub struct Model {
+    /// Increases with every model built; used as the xDS version.
+    pub generation: u64,
+    /// Services by FQDN.
+    pub services: BTreeMap<String, Arc<Service>>,
+    /// VirtualServices that apply to sidecars, by qualified host; the first (by namespace/name) wins, as
+    /// sidecars do not merge VirtualServices for one host.
+    pub virtual_services: BTreeMap<String, Arc<Resource>>,
+    /// DestinationRules by qualified host (first by namespace/name).
+    pub destination_rules: BTreeMap<String, Arc<Resource>>,
+    /// Mesh settings.
+    pub mesh: MeshConfig,
+}
+
+impl Model {
+    /// Builds a model from accepted resources (sorted by kind/namespace/name by the caller's map).
+    pub fn build(generation: u64, resources: &[Arc<Resource>], mesh: MeshConfig) -> Model {
+        let services = registry::build(resources);
+        let mut virtual_services = BTreeMap::new();
+        let mut destination_rules = BTreeMap::new();
+        for r in resources {
+            let ns = &r.metadata.namespace;
+            if let Some(vs) = r.as_virtual_service() {
+                if !vs.applies_to_sidecars() {
+                    continue;
+                }
+                for h in &vs.hosts {
+                    virtual_services
+                        .entry(qualify(h, ns))
+                        .or_insert_with(|| r.clone());
+                }
+            } else if let Some(dr) = r.as_destination_rule() {
+                destination_rules
+                    .entry(qualify(&dr.host, ns))
+                    .or_insert_with(|| r.clone());
+            }
+        }
+        Model {
+            generation,
+            services,
+            virtual_services,
+            destination_rules,
+            mesh,
+        }
+    }
+
+    /// Subset labels for `host`/`subset`, if a DestinationRule defines them.
+    pub fn subset_labels(&self, host: &str, subset: &str) -> Option<&BTreeMap<String, String>> {
+        let dr = self.destination_rules.get(host)?.as_destination_rule()?;
+        dr.subsets
+            .iter()
+            .find(|s| s.name == subset)
+            .map(|s| &s.labels)
+    }
+}

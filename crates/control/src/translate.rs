@@ -1,0 +1,332 @@
+//! Istio model → Envoy xDS resources for one proxy, following Istio's naming (see `crates/xds/README.md`).
+
+mod route;
+
+use crate::model::Model;
+use crate::registry::Service;
+use std::collections::{BTreeMap, BTreeSet};
+use weft_xds::node::ProxyIdentity;
+use weft_xds::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
+};
+use weft_xds::pb::envoy::config::cluster::v3::Cluster;
+use weft_xds::pb::envoy::config::core::v3::address::Address as AddressKind;
+use weft_xds::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+use weft_xds::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use weft_xds::pb::envoy::config::core::v3::{
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, TrafficDirection,
+};
+use weft_xds::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use weft_xds::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use weft_xds::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use weft_xds::pb::envoy::config::route::v3::RouteConfiguration;
+use weft_xds::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use weft_xds::pb::envoy::extensions::filters::http::router::v3::Router;
+use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::{CodecType, RouteSpecifier},
+    http_filter, HttpConnectionManager, HttpFilter, Rds,
+};
+use weft_xds::pb::google::protobuf::{BoolValue, UInt32Value};
+use weft_xds::{filter_name, pack, type_url, Any};
+
+pub use route::route_configuration;
+
+/// Every resource one proxy should hold, by type URL, each map keyed by resource name.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ProxyResources {
+    /// By type URL, then name.
+    pub by_type: BTreeMap<&'static str, BTreeMap<String, Any>>,
+}
+
+impl ProxyResources {
+    /// Resources of one type.
+    pub fn of(&self, type_url: &str) -> Option<&BTreeMap<String, Any>> {
+        self.by_type.get(type_url)
+    }
+}
+
+/// Istio's outbound cluster name.
+pub fn outbound_cluster_name(port: u32, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+/// Istio's inbound cluster name.
+pub fn inbound_cluster_name(port: u32) -> String {
+    format!("inbound|{port}||")
+}
+
+pub(crate) fn duration(d: std::time::Duration) -> weft_xds::pb::google::protobuf::Duration {
+    weft_xds::pb::google::protobuf::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn socket_address(ip: &str, port: u32) -> Address {
+    Address {
+        address: Some(AddressKind::SocketAddress(SocketAddress {
+            address: ip.to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    }
+}
+
+/// Translates the model for one proxy.
+pub fn for_proxy(model: &Model, proxy: &ProxyIdentity) -> ProxyResources {
+    let mut out = ProxyResources::default();
+    let clusters = out.by_type.entry(type_url::CLUSTER).or_default();
+    for (name, c) in clusters_for(model, proxy) {
+        clusters.insert(name, pack(type_url::CLUSTER, &c));
+    }
+    let endpoints = out.by_type.entry(type_url::ENDPOINT).or_default();
+    for cla in endpoints_for(model) {
+        endpoints.insert(cla.cluster_name.clone(), pack(type_url::ENDPOINT, &cla));
+    }
+    let listeners = out.by_type.entry(type_url::LISTENER).or_default();
+    for l in listeners_for(model, proxy) {
+        listeners.insert(l.name.clone(), pack(type_url::LISTENER, &l));
+    }
+    let routes = out.by_type.entry(type_url::ROUTE).or_default();
+    for port in http_ports(model) {
+        let rc: RouteConfiguration = route_configuration(model, &proxy.namespace, port);
+        routes.insert(rc.name.clone(), pack(type_url::ROUTE, &rc));
+    }
+    out
+}
+
+/// The HTTP service ports in the mesh: one outbound virtual listener and route config each.
+fn http_ports(model: &Model) -> BTreeSet<u32> {
+    model
+        .services
+        .values()
+        .flat_map(|s| s.ports.iter().filter(|p| p.is_http()).map(|p| p.number))
+        .collect()
+}
+
+/// Subset names a DestinationRule defines for a service.
+fn subsets(model: &Model, svc: &Service) -> Vec<String> {
+    model
+        .destination_rules
+        .get(&svc.hostname)
+        .and_then(|r| r.as_destination_rule())
+        .map(|dr| dr.subsets.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn connect_timeout(model: &Model, svc: &Service) -> std::time::Duration {
+    model
+        .destination_rules
+        .get(&svc.hostname)
+        .and_then(|r| r.as_destination_rule())
+        .and_then(|dr| dr.traffic_policy.as_ref())
+        .and_then(|tp| tp.connection_pool.as_ref())
+        .and_then(|cp| cp.tcp.as_ref())
+        .and_then(|tcp| tcp.connect_timeout)
+        .unwrap_or(model.mesh.connect_timeout)
+        .get()
+}
+
+fn clusters_for(model: &Model, proxy: &ProxyIdentity) -> Vec<(String, Cluster)> {
+    let mut out = Vec::new();
+    for svc in model.services.values() {
+        let timeout = connect_timeout(model, svc);
+        for port in svc.ports.iter().filter(|p| p.is_http()) {
+            let mut names = vec![outbound_cluster_name(port.number, "", &svc.hostname)];
+            names.extend(
+                subsets(model, svc)
+                    .iter()
+                    .map(|s| outbound_cluster_name(port.number, s, &svc.hostname)),
+            );
+            for name in names {
+                let c = Cluster {
+                    name: name.clone(),
+                    cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+                        DiscoveryType::Eds as i32,
+                    )),
+                    eds_cluster_config: Some(EdsClusterConfig {
+                        eds_config: Some(ads()),
+                        service_name: name.clone(),
+                    }),
+                    connect_timeout: Some(duration(timeout)),
+                    lb_policy: LbPolicy::RoundRobin as i32,
+                    ..Default::default()
+                };
+                out.push((name, c));
+            }
+        }
+    }
+    for &(svc_port, app_port) in &proxy.inbound_ports {
+        let name = inbound_cluster_name(svc_port.into());
+        let c = Cluster {
+            name: name.clone(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+            connect_timeout: Some(duration(model.mesh.connect_timeout.get())),
+            lb_policy: LbPolicy::RoundRobin as i32,
+            load_assignment: Some(load_assignment(
+                &name,
+                [(proxy.ip.as_str(), u32::from(app_port), None)],
+            )),
+            ..Default::default()
+        };
+        out.push((name, c));
+    }
+    out
+}
+
+fn load_assignment<'a>(
+    cluster: &str,
+    endpoints: impl IntoIterator<Item = (&'a str, u32, Option<u32>)>,
+) -> ClusterLoadAssignment {
+    let lb_endpoints = endpoints
+        .into_iter()
+        .map(|(ip, port, weight)| LbEndpoint {
+            host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                address: Some(socket_address(ip, port)),
+                ..Default::default()
+            })),
+            load_balancing_weight: weight.map(|value| UInt32Value { value }),
+            ..Default::default()
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: cluster.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn endpoints_for(model: &Model) -> Vec<ClusterLoadAssignment> {
+    let mut out = Vec::new();
+    for svc in model.services.values() {
+        for port in svc.ports.iter().filter(|p| p.is_http()) {
+            let all = svc
+                .instances
+                .iter()
+                .map(|i| (i.ip.as_str(), i.port_for(port), i.weight));
+            out.push(load_assignment(
+                &outbound_cluster_name(port.number, "", &svc.hostname),
+                all,
+            ));
+            for subset in subsets(model, svc) {
+                let Some(sel) = model.subset_labels(&svc.hostname, &subset) else {
+                    continue;
+                };
+                let picked = svc
+                    .instances
+                    .iter()
+                    .filter(|i| weft_api::networking::labels_match(sel, &i.labels))
+                    .map(|i| (i.ip.as_str(), i.port_for(port), i.weight));
+                out.push(load_assignment(
+                    &outbound_cluster_name(port.number, &subset, &svc.hostname),
+                    picked,
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn http_filters() -> Vec<HttpFilter> {
+    vec![
+        HttpFilter {
+            name: filter_name::FAULT.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack(
+                type_url::HTTP_FAULT,
+                &HttpFault::default(),
+            ))),
+            ..Default::default()
+        },
+        HttpFilter {
+            name: filter_name::ROUTER.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack(
+                type_url::ROUTER,
+                &Router::default(),
+            ))),
+            ..Default::default()
+        },
+    ]
+}
+
+fn hcm_listener(
+    name: String,
+    address: Address,
+    direction: TrafficDirection,
+    bind: bool,
+    hcm: HttpConnectionManager,
+) -> Listener {
+    Listener {
+        name,
+        address: Some(address),
+        traffic_direction: direction as i32,
+        bind_to_port: (!bind).then_some(BoolValue { value: false }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: filter_name::HTTP_CONNECTION_MANAGER.into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack(
+                    type_url::HTTP_CONNECTION_MANAGER,
+                    &hcm,
+                ))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn listeners_for(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
+    let mut out = Vec::new();
+    for port in http_ports(model) {
+        let hcm = HttpConnectionManager {
+            stat_prefix: format!("outbound_0.0.0.0_{port}"),
+            codec_type: CodecType::Auto as i32,
+            route_specifier: Some(RouteSpecifier::Rds(Rds {
+                config_source: Some(ads()),
+                route_config_name: port.to_string(),
+            })),
+            http_filters: http_filters(),
+            ..Default::default()
+        };
+        out.push(hcm_listener(
+            format!("0.0.0.0_{port}"),
+            socket_address("0.0.0.0", port),
+            TrafficDirection::Outbound,
+            false,
+            hcm,
+        ));
+    }
+    for &(svc_port, _) in &proxy.inbound_ports {
+        let port = u32::from(svc_port);
+        let hcm = HttpConnectionManager {
+            stat_prefix: format!("inbound_0.0.0.0_{port}"),
+            codec_type: CodecType::Auto as i32,
+            route_specifier: Some(RouteSpecifier::RouteConfig(route::inbound(port))),
+            http_filters: http_filters(),
+            ..Default::default()
+        };
+        out.push(hcm_listener(
+            format!("inbound_{}_{port}", proxy.ip),
+            socket_address(&proxy.ip, port),
+            TrafficDirection::Inbound,
+            true,
+            hcm,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+//! Translation tests: named cases of Istio YAML in, Envoy resources out, plus a golden file of a whole
+//! proxy's config (regenerate with `WEFT_UPDATE_GOLDEN=1`, review the diff).
+
+use super::*;
+use std::sync::Arc;
+use weft_api::parse_file;
+use weft_xds::pb::envoy::config::route::v3::route::Action;
+use weft_xds::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use weft_xds::pb::envoy::config::route::v3::route_match::PathSpecifier;
+use weft_xds::pb::envoy::config::route::v3::{Route, RouteConfiguration};
+use weft_xds::unpack;
+
+const REGISTRY: &str = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1}
+spec: {address: 127.0.1.12, labels: {app: reviews, version: v1}, serviceAccount: bookinfo-reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v2}
+spec: {address: 127.0.1.13, labels: {app: reviews, version: v2}, serviceAccount: bookinfo-reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+";
+
+fn model(extra: &str) -> Model {
+    let mut p = parse_file("registry.yaml", REGISTRY);
+    let e = parse_file("extra.yaml", extra);
+    assert!(p.diagnostics.is_empty() && e.diagnostics.is_empty());
+    p.resources.extend(e.resources);
+    let all: Vec<weft_api::Resource> = p.resources.clone();
+    let problems: Vec<String> = weft_api::analyze(&all)
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    assert!(problems.is_empty(), "{problems:?}");
+    let res: Vec<Arc<weft_api::Resource>> = p.resources.into_iter().map(Arc::new).collect();
+    Model::build(1, &res, weft_api::MeshConfig::default())
+}
+
+fn proxy(ns: &str) -> ProxyIdentity {
+    ProxyIdentity {
+        workload: "productpage-v1".into(),
+        namespace: ns.into(),
+        ip: "127.0.1.10".into(),
+        inbound_ports: vec![(9080, 19080)],
+        ..Default::default()
+    }
+}
+
+fn routes(extra: &str) -> Vec<Route> {
+    let m = model(extra);
+    let res = for_proxy(&m, &proxy("default"));
+    let rc: RouteConfiguration =
+        unpack(&res.of(type_url::ROUTE).expect("routes")["9080"]).expect("decodes");
+    rc.virtual_hosts[0].routes.clone()
+}
+
+fn action(r: &Route) -> &weft_xds::pb::envoy::config::route::v3::RouteAction {
+    match &r.action {
+        Some(Action::Route(a)) => a,
+        other => panic!("not a route action: {other:?}"),
+    }
+}
+
+#[test]
+fn names_follow_istio() {
+    let m = model("");
+    let res = for_proxy(&m, &proxy("default"));
+    let names = |t: &str| -> Vec<String> { res.of(t).expect("type").keys().cloned().collect() };
+    assert_eq!(
+        names(type_url::CLUSTER),
+        vec![
+            "inbound|9080||",
+            "outbound|9080|v1|reviews.default.svc.cluster.local",
+            "outbound|9080|v2|reviews.default.svc.cluster.local",
+            "outbound|9080||reviews.default.svc.cluster.local",
+        ]
+    );
+    assert_eq!(
+        names(type_url::LISTENER),
+        vec!["0.0.0.0_9080", "inbound_127.0.1.10_9080"]
+    );
+    assert_eq!(names(type_url::ROUTE), vec!["9080"]);
+    let cla: ClusterLoadAssignment = unpack(
+        &res.of(type_url::ENDPOINT).expect("eds")
+            ["outbound|9080|v2|reviews.default.svc.cluster.local"],
+    )
+    .expect("decodes");
+    assert_eq!(
+        cla.endpoints[0].lb_endpoints.len(),
+        1,
+        "subset v2 has one endpoint"
+    );
+}
+
+#[test]
+fn domains_depend_on_the_proxy_namespace() {
+    let m = model("");
+    for (ns, want) in [
+        (
+            "default",
+            vec![
+                "reviews.default.svc.cluster.local:9080",
+                "reviews.default.svc.cluster.local",
+                "reviews:9080",
+                "reviews",
+                "reviews.default:9080",
+                "reviews.default",
+                "reviews.default.svc:9080",
+                "reviews.default.svc",
+            ],
+        ),
+        (
+            "other",
+            vec![
+                "reviews.default.svc.cluster.local:9080",
+                "reviews.default.svc.cluster.local",
+                "reviews.default:9080",
+                "reviews.default",
+                "reviews.default.svc:9080",
+                "reviews.default.svc",
+            ],
+        ),
+    ] {
+        let rc = route_configuration(&m, ns, 9080);
+        assert_eq!(rc.virtual_hosts[0].domains, want, "proxy in {ns}");
+    }
+}
+
+#[test]
+fn table_of_rules() {
+    struct Case {
+        name: &'static str,
+        http: &'static str,
+        check: fn(&[Route]),
+    }
+    let cases = [
+        Case {
+            name: "no virtual service: default route with Istio's retries",
+            http: "",
+            check: |r| {
+                let a = action(&r[0]);
+                assert_eq!(
+                    a.cluster_specifier,
+                    Some(ClusterSpecifier::Cluster("outbound|9080||reviews.default.svc.cluster.local".into()))
+                );
+                let rp = a.retry_policy.as_ref().expect("default retries");
+                assert_eq!(rp.num_retries.as_ref().map(|n| n.value), Some(2));
+                assert_eq!(rp.retriable_status_codes, vec![503]);
+                assert_eq!(a.timeout.as_ref().map(|t| t.seconds), Some(0));
+            },
+        },
+        Case {
+            name: "header match then fallback",
+            http: "  - match: [{headers: {end-user: {exact: jason}}}]\n    route: [{destination: {host: reviews, subset: v2}}]\n  - route: [{destination: {host: reviews, subset: v1}}]\n",
+            check: |r| {
+                assert_eq!(r.len(), 2);
+                let m = r[0].r#match.as_ref().expect("match");
+                assert_eq!(m.headers[0].name, "end-user");
+                assert_eq!(
+                    action(&r[1]).cluster_specifier,
+                    Some(ClusterSpecifier::Cluster("outbound|9080|v1|reviews.default.svc.cluster.local".into()))
+                );
+            },
+        },
+        Case {
+            name: "weights",
+            http: "  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 50}\n    - {destination: {host: reviews, subset: v2}, weight: 50}\n",
+            check: |r| match &action(&r[0]).cluster_specifier {
+                Some(ClusterSpecifier::WeightedClusters(w)) => {
+                    let got: Vec<(String, u32)> = w
+                        .clusters
+                        .iter()
+                        .map(|c| (c.name.clone(), c.weight.as_ref().map(|v| v.value).unwrap_or(0)))
+                        .collect();
+                    assert_eq!(got[0].1 + got[1].1, 100);
+                    assert!(got[1].0.contains("|v2|"));
+                }
+                other => panic!("{other:?}"),
+            },
+        },
+        Case {
+            name: "uri matches, OR across matches",
+            http: "  - match: [{uri: {exact: /a}}, {uri: {prefix: /b}}, {uri: {regex: \"/c/[0-9]+\"}, ignoreUriCase: true}]\n    route: [{destination: {host: reviews}}]\n",
+            check: |r| {
+                assert_eq!(r.len(), 3);
+                let p = |i: usize| r[i].r#match.as_ref().and_then(|m| m.path_specifier.clone());
+                assert_eq!(p(0), Some(PathSpecifier::Path("/a".into())));
+                assert_eq!(p(1), Some(PathSpecifier::Prefix("/b".into())));
+                assert!(matches!(p(2), Some(PathSpecifier::SafeRegex(_))));
+                assert_eq!(r[2].r#match.as_ref().and_then(|m| m.case_sensitive.clone()).map(|b| b.value), Some(false));
+            },
+        },
+        Case {
+            name: "timeout, retries, headers",
+            http: "  - timeout: 3s\n    retries: {attempts: 3, perTryTimeout: 1s, retryOn: \"5xx,503\"}\n    headers: {request: {set: {x-a: \"1\"}, add: {x-b: \"2\"}, remove: [x-c]}}\n    route: [{destination: {host: reviews}}]\n",
+            check: |r| {
+                let a = action(&r[0]);
+                assert_eq!(a.timeout.as_ref().map(|t| t.seconds), Some(3));
+                let rp = a.retry_policy.as_ref().expect("retries");
+                assert_eq!(rp.retry_on, "5xx,retriable-status-codes");
+                assert_eq!(rp.retriable_status_codes, vec![503]);
+                assert_eq!(rp.num_retries.as_ref().map(|n| n.value), Some(3));
+                assert_eq!(r[0].request_headers_to_add.len(), 2);
+                assert_eq!(r[0].request_headers_to_remove, vec!["x-c".to_string()]);
+            },
+        },
+        Case {
+            name: "fault replaces timeout and retries",
+            http: "  - fault: {delay: {fixedDelay: 7s, percentage: {value: 50}}, abort: {httpStatus: 500, percentage: {value: 100}}}\n    timeout: 1s\n    route: [{destination: {host: reviews}}]\n",
+            check: |r| {
+                let a = action(&r[0]);
+                assert!(a.retry_policy.is_none());
+                assert_eq!(a.timeout.as_ref().map(|t| t.seconds), Some(0));
+                let f: HttpFault = unpack(&r[0].typed_per_filter_config[filter_name::FAULT]).expect("fault");
+                let d = f.delay.expect("delay");
+                assert_eq!(d.percentage.map(|p| p.numerator), Some(500_000));
+                assert_eq!(f.abort.and_then(|a| a.percentage).map(|p| p.numerator), Some(1_000_000));
+            },
+        },
+        Case {
+            name: "attempts 0 disables retries",
+            http: "  - retries: {attempts: 0}\n    route: [{destination: {host: reviews}}]\n",
+            check: |r| assert!(action(&r[0]).retry_policy.is_none()),
+        },
+    ];
+    for case in cases {
+        let extra = if case.http.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n{}",
+                case.http
+            )
+        };
+        let got = std::panic::catch_unwind(|| (case.check)(&routes(&extra)));
+        assert!(got.is_ok(), "case failed: {}", case.name);
+    }
+}
+
+#[test]
+fn golden_productpage_config() {
+    let m = model(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{headers: {end-user: {exact: jason}}}]\n    route: [{destination: {host: reviews, subset: v2}}]\n  - route: [{destination: {host: reviews, subset: v1}}]\n",
+    );
+    let res = for_proxy(&m, &proxy("default"));
+    let mut dump = serde_json::Map::new();
+    for (t, items) in &res.by_type {
+        let rendered: Vec<serde_json::Value> = items
+            .values()
+            .map(|a| weft_xds::json::any_to_json(a).expect("renders"))
+            .collect();
+        dump.insert(type_url::short(t).to_string(), rendered.into());
+    }
+    let got = serde_json::to_string_pretty(&dump).expect("json") + "\n";
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/productpage-proxy.json"
+    );
+    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, &got).expect("write golden");
+    }
+    let want = std::fs::read_to_string(path).expect("golden file (WEFT_UPDATE_GOLDEN=1 to create)");
+    assert_eq!(
+        got, want,
+        "translation changed: review, then WEFT_UPDATE_GOLDEN=1"
+    );
+}
