@@ -4,6 +4,364 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod config;
+pub mod debug;
 pub mod model;
 pub mod registry;
+pub mod server;
 pub mod translate;
+
+use clap::Parser;
+use config::DirSource;
+use model::Model;
+use serde::Serialize;
+use server::status::StatusRegistry;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+/// Default xDS address (Istio's plaintext xDS port).
+pub const DEFAULT_XDS_ADDRESS: &str = "127.0.0.1:15010";
+/// Default debug address (Istio's istiod monitoring port).
+pub const DEFAULT_DEBUG_ADDRESS: &str = "127.0.0.1:15014";
+/// Quiet period after a change before pushing, as Istio's `PILOT_DEBOUNCE_AFTER` default.
+pub const DEFAULT_DEBOUNCE_AFTER: &str = "100ms";
+/// Longest a burst of changes may delay a push, as Istio's `PILOT_DEBOUNCE_MAX` default.
+pub const DEFAULT_DEBOUNCE_MAX: &str = "10s";
+/// How often the directory is re-read even without a change notification (a safety net for file systems
+/// that do not report changes, such as some bind mounts).
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    weft_api::Duration::parse(s)
+        .map(|d| d.get())
+        .map_err(|e| e.to_string())
+}
+
+/// weftd's flags; each is also an environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "weftd",
+    version,
+    about = "Weft control plane: Istio config in, xDS out"
+)]
+pub struct Args {
+    /// Directory of Istio YAML to serve (read recursively, watched).
+    #[arg(long, env = "WEFTD_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+    /// Address of the ADS (xDS) gRPC server (Istio: 15010).
+    #[arg(long, env = "WEFTD_XDS_ADDRESS", default_value = DEFAULT_XDS_ADDRESS)]
+    pub xds_address: SocketAddr,
+    /// Address of the readiness and debug endpoints (Istio: 15014).
+    #[arg(long, env = "WEFTD_DEBUG_ADDRESS", default_value = DEFAULT_DEBUG_ADDRESS)]
+    pub debug_address: SocketAddr,
+    /// Quiet period after a config change before pushing (Istio: PILOT_DEBOUNCE_AFTER).
+    #[arg(long, env = "PILOT_DEBOUNCE_AFTER", default_value = DEFAULT_DEBOUNCE_AFTER, value_parser = parse_duration)]
+    pub debounce_after: Duration,
+    /// Longest delay of a push under a stream of changes (Istio: PILOT_DEBOUNCE_MAX).
+    #[arg(long, env = "PILOT_DEBOUNCE_MAX", default_value = DEFAULT_DEBOUNCE_MAX, value_parser = parse_duration)]
+    pub debounce_max: Duration,
+    /// Validate the config directory, print every problem, and exit (1 on errors).
+    #[arg(long)]
+    pub check: bool,
+    /// Log filter, RUST_LOG syntax.
+    #[arg(long, env = "WEFTD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format: plain or json.
+    #[arg(long, env = "WEFTD_LOG_FORMAT", default_value = "plain")]
+    pub log_format: String,
+}
+
+/// weftd's validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Config directory.
+    pub config_dir: PathBuf,
+    /// xDS address.
+    pub xds_address: SocketAddr,
+    /// Debug address.
+    pub debug_address: SocketAddr,
+    /// Debounce quiet period.
+    pub debounce_after: Duration,
+    /// Debounce maximum.
+    pub debounce_max: Duration,
+}
+
+/// Why weftd cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config directory is not a directory.
+    #[error("config directory {0} does not exist or is not a directory")]
+    ConfigDir(PathBuf),
+    /// `--debounce-after` exceeds `--debounce-max`.
+    #[error("--debounce-after ({after:?}) must not exceed --debounce-max ({max:?})")]
+    Debounce {
+        /// After.
+        after: Duration,
+        /// Max.
+        max: Duration,
+    },
+    /// A listener could not be bound.
+    #[error("cannot bind {what} on {addr}")]
+    Bind {
+        /// Which server.
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("xDS server failed")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+impl TryFrom<&Args> for Config {
+    type Error = Error;
+    fn try_from(a: &Args) -> Result<Self, Error> {
+        if !a.config_dir.is_dir() {
+            return Err(Error::ConfigDir(a.config_dir.clone()));
+        }
+        if a.debounce_after > a.debounce_max {
+            return Err(Error::Debounce {
+                after: a.debounce_after,
+                max: a.debounce_max,
+            });
+        }
+        Ok(Config {
+            config_dir: a.config_dir.clone(),
+            xds_address: a.xds_address,
+            debug_address: a.debug_address,
+            debounce_after: a.debounce_after,
+            debounce_max: a.debounce_max,
+        })
+    }
+}
+
+/// Reads the directory once and returns its problems (for `--check`).
+pub fn check(dir: &std::path::Path) -> Vec<weft_api::Diagnostic> {
+    DirSource::new(dir).reload().diagnostics
+}
+
+fn log_diagnostics(diags: &[weft_api::Diagnostic]) {
+    for d in diags {
+        if d.is_error() {
+            warn!(problem = %d, "config refused; last good version stays in force");
+        } else {
+            info!(problem = %d, "config warning");
+        }
+    }
+}
+
+/// Starts watching `dir`; every change (or the periodic rescan) sends a unit into the returned channel.
+/// The watcher must be kept alive by the caller.
+fn watch_dir(dir: &std::path::Path) -> (Option<notify::RecommendedWatcher>, mpsc::Receiver<()>) {
+    use notify::Watcher;
+    let (tx, rx) = mpsc::channel(1);
+    let ntx = tx.clone();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok() {
+            // Full channel: a reload is already pending, which will see this change too.
+            let _ = ntx.try_send(());
+        }
+    });
+    let watcher = match watcher {
+        Ok(mut w) => match w.watch(dir, notify::RecursiveMode::Recursive) {
+            Ok(()) => Some(w),
+            Err(e) => {
+                warn!(error = %e, dir = %dir.display(), "cannot watch config directory; rescanning periodically");
+                None
+            }
+        },
+        Err(e) => {
+            warn!(error = %e, "no file watcher; rescanning periodically");
+            None
+        }
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RESCAN_INTERVAL);
+        loop {
+            tick.tick().await;
+            if tx.is_closed() {
+                return;
+            }
+            let _ = tx.try_send(());
+        }
+    });
+    (watcher, rx)
+}
+
+/// Reloads the source off the async runtime; returns it with the outcome.
+async fn reload(mut src: DirSource) -> (DirSource, config::Reload) {
+    match tokio::task::spawn_blocking(move || {
+        let r = src.reload();
+        (src, r)
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            error!(error = %e, "config reload task failed");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs weftd until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), Error> {
+    info!(config = %serde_json::to_string(&config).unwrap_or_default(), "starting weftd");
+    let (src, first) = reload(DirSource::new(&config.config_dir)).await;
+    log_diagnostics(&first.diagnostics);
+    let mut generation = 1;
+    let model = Model::build_with(
+        generation,
+        &src.resources(),
+        src.mesh().clone(),
+        first.diagnostics.clone(),
+    );
+    info!(
+        resources = model.resources.len(),
+        services = model.services.len(),
+        "config loaded"
+    );
+    let (model_tx, model_rx) = watch::channel(Arc::new(model));
+    let status = Arc::new(StatusRegistry::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let xds_listener = tokio::net::TcpListener::bind(config.xds_address)
+        .await
+        .map_err(|source| Error::Bind {
+            what: "xds",
+            addr: config.xds_address,
+            source,
+        })?;
+    let debug_listener = tokio::net::TcpListener::bind(config.debug_address)
+        .await
+        .map_err(|source| Error::Bind {
+            what: "debug",
+            addr: config.debug_address,
+            source,
+        })?;
+    info!(xds = %config.xds_address, debug = %config.debug_address, "serving");
+
+    // Config watcher with debounce: wait for `debounce_after` of quiet (at most `debounce_max`), reload,
+    // and publish a new model only when the accepted config changed.
+    let (watcher, mut changes) = watch_dir(&config.config_dir);
+    let (after, max) = (config.debounce_after, config.debounce_max);
+    let mut last_problems = first.diagnostics;
+    let watch_task = tokio::spawn(async move {
+        let _watcher = watcher;
+        let mut src = src;
+        while changes.recv().await.is_some() {
+            let start = tokio::time::Instant::now();
+            loop {
+                let quiet = tokio::time::sleep(after);
+                tokio::select! {
+                    more = changes.recv() => if more.is_none() { return },
+                    _ = quiet => break,
+                }
+                if start.elapsed() >= max {
+                    break;
+                }
+            }
+            let (s, r) = reload(src).await;
+            src = s;
+            if r.diagnostics != last_problems {
+                log_diagnostics(&r.diagnostics);
+                last_problems = r.diagnostics.clone();
+            }
+            if r.changed {
+                generation += 1;
+                let m = Model::build_with(
+                    generation,
+                    &src.resources(),
+                    src.mesh().clone(),
+                    r.diagnostics,
+                );
+                info!(
+                    generation,
+                    resources = m.resources.len(),
+                    services = m.services.len(),
+                    "config changed; pushing"
+                );
+                if model_tx.send(Arc::new(m)).is_err() {
+                    return;
+                }
+            } else {
+                // Keep /debug/configz's problem list current even when nothing was accepted.
+                let cur = model_tx.borrow().clone();
+                if cur.diagnostics != r.diagnostics {
+                    let m = Model::build_with(
+                        cur.generation,
+                        &cur.resources,
+                        cur.mesh.clone(),
+                        r.diagnostics,
+                    );
+                    model_tx.send_replace(Arc::new(m));
+                }
+            }
+        }
+    });
+
+    let debug_state = debug::DebugState {
+        config_dir: config.config_dir.clone(),
+        model: model_rx.clone(),
+        status: status.clone(),
+    };
+    let debug_task = tokio::spawn(debug::serve(
+        debug_listener,
+        debug_state,
+        shutdown_rx.clone(),
+    ));
+
+    let service = weft_xds::ads::AggregatedDiscoveryServiceServer::new(server::Discovery::new(
+        model_rx, status,
+    ))
+    .max_decoding_message_size(16 * 1024 * 1024);
+    let mut sd = shutdown_rx.clone();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = sd.changed().await;
+        });
+    let grpc_task = tokio::spawn(grpc);
+
+    shutdown_signal().await;
+    info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    watch_task.abort();
+    let _ = debug_task.await;
+    // Open ADS streams do not end by themselves: give the server a moment, then stop.
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), grpc_task).await {
+        return Err(Error::Serve(e));
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -21,11 +21,25 @@ pub struct Model {
     pub destination_rules: BTreeMap<String, Arc<Resource>>,
     /// Mesh settings.
     pub mesh: MeshConfig,
+    /// The accepted resources this model was built from.
+    pub resources: Vec<Arc<Resource>>,
+    /// Problems found when the config was last read (errors and warnings).
+    pub diagnostics: Vec<weft_api::Diagnostic>,
 }
 
 impl Model {
     /// Builds a model from accepted resources (sorted by kind/namespace/name by the caller's map).
     pub fn build(generation: u64, resources: &[Arc<Resource>], mesh: MeshConfig) -> Model {
+        Self::build_with(generation, resources, mesh, Vec::new())
+    }
+
+    /// Like [`Model::build`], keeping the diagnostics of the read for `/debug/configz`.
+    pub fn build_with(
+        generation: u64,
+        resources: &[Arc<Resource>],
+        mesh: MeshConfig,
+        diagnostics: Vec<weft_api::Diagnostic>,
+    ) -> Model {
         let services = registry::build(resources);
         let mut virtual_services = BTreeMap::new();
         let mut destination_rules = BTreeMap::new();
@@ -52,6 +66,8 @@ impl Model {
             virtual_services,
             destination_rules,
             mesh,
+            resources: resources.to_vec(),
+            diagnostics,
         }
     }
 

@@ -349,7 +349,6 @@ fn http_fault(f: &weft_api::networking::virtual_service::HttpFaultInjection) -> 
                     d.fixed_delay?.get(),
                 ))),
                 percentage: Some(fraction(d.percentage, d.percent)),
-                ..Default::default()
             })
         }),
         abort: f.abort.as_ref().and_then(|a| {

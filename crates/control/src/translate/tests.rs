@@ -207,7 +207,7 @@ fn table_of_rules() {
                 assert_eq!(p(0), Some(PathSpecifier::Path("/a".into())));
                 assert_eq!(p(1), Some(PathSpecifier::Prefix("/b".into())));
                 assert!(matches!(p(2), Some(PathSpecifier::SafeRegex(_))));
-                assert_eq!(r[2].r#match.as_ref().and_then(|m| m.case_sensitive.clone()).map(|b| b.value), Some(false));
+                assert_eq!(r[2].r#match.as_ref().and_then(|m| m.case_sensitive).map(|b| b.value), Some(false));
             },
         },
         Case {

@@ -1,0 +1,333 @@
+//! The directory config source: parse, validate, keep last good, and watch for changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use weft_api::analyze::{check_references, validate};
+use weft_api::{parse_file, Diagnostic, MeshConfig, Resource, ResourceKey};
+
+/// The accepted config of a directory, and how to refresh it.
+#[derive(Debug)]
+pub struct DirSource {
+    dir: PathBuf,
+    accepted: BTreeMap<ResourceKey, Arc<Resource>>,
+    mesh: MeshConfig,
+}
+
+/// The result of one reload.
+#[derive(Debug, Default, Clone)]
+pub struct Reload {
+    /// Every problem found, errors and warnings, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// True when the accepted set or mesh config differs from before.
+    pub changed: bool,
+}
+
+/// Lists config files under `dir`, sorted, skipping hidden files and directories (editor swap files).
+pub fn list_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                stack.push(path);
+            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl DirSource {
+    /// A source for `dir`, empty until the first [`DirSource::reload`].
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DirSource {
+            dir: dir.into(),
+            accepted: BTreeMap::new(),
+            mesh: MeshConfig::default(),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The accepted resources, sorted by kind, namespace, name.
+    pub fn resources(&self) -> Vec<Arc<Resource>> {
+        self.accepted.values().cloned().collect()
+    }
+
+    /// The accepted mesh config.
+    pub fn mesh(&self) -> &MeshConfig {
+        &self.mesh
+    }
+
+    /// Re-reads the directory. Blocking file I/O: call from `spawn_blocking`.
+    ///
+    /// A resource that fails to parse or validate keeps its last good version; so does every resource of
+    /// a file with a syntax error that can no longer be read from it. A resource whose file is gone, or that
+    /// was removed from a file that still parses, is removed.
+    pub fn reload(&mut self) -> Reload {
+        let mut diagnostics = Vec::new();
+        let files = match list_files(&self.dir) {
+            Ok(f) => f,
+            Err(e) => {
+                diagnostics.push(Diagnostic {
+                    severity: weft_api::Severity::Error,
+                    file: self.dir.display().to_string(),
+                    line: 0,
+                    kind: "-".into(),
+                    namespace: "-".into(),
+                    name: "-".into(),
+                    field: "-".into(),
+                    message: format!("cannot list config directory: {e}"),
+                });
+                return Reload {
+                    diagnostics,
+                    changed: false,
+                };
+            }
+        };
+        let mut candidates: Vec<Resource> = Vec::new();
+        let mut broken_files: BTreeSet<String> = BTreeSet::new();
+        let mut mesh: Option<MeshConfig> = None;
+        let mut mesh_broken = false;
+        for path in &files {
+            let name = path.display().to_string();
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    broken_files.insert(name.clone());
+                    diagnostics.push(Diagnostic {
+                        severity: weft_api::Severity::Error,
+                        file: name,
+                        line: 0,
+                        kind: "-".into(),
+                        namespace: "-".into(),
+                        name: "-".into(),
+                        field: "-".into(),
+                        message: format!("cannot read: {e}"),
+                    });
+                    continue;
+                }
+            };
+            let parsed = parse_file(&name, &text);
+            if parsed.diagnostics.iter().any(Diagnostic::is_error) {
+                broken_files.insert(name.clone());
+                if parsed.diagnostics.iter().any(|d| d.kind == "MeshConfig") {
+                    mesh_broken = true;
+                }
+            }
+            diagnostics.extend(parsed.diagnostics);
+            if parsed.mesh.is_some() {
+                mesh = parsed.mesh;
+            }
+            candidates.extend(parsed.resources);
+        }
+
+        // One version per key: the first file (in path order) wins.
+        let mut next: BTreeMap<ResourceKey, Arc<Resource>> = BTreeMap::new();
+        for r in candidates {
+            let key = r.key();
+            if let Some(first) = next.get(&key) {
+                diagnostics.push(diag(
+                    &r,
+                    "metadata.name",
+                    format!("already defined at {}:{}", first.file, first.line),
+                ));
+                continue;
+            }
+            let own = validate(&r);
+            let ok = !own.iter().any(Diagnostic::is_error);
+            diagnostics.extend(own);
+            if ok {
+                next.insert(key, Arc::new(r));
+            } else if let Some(prev) = self.accepted.get(&key) {
+                next.insert(key, prev.clone());
+            }
+        }
+        // Resources of unreadable files stay as they were.
+        for (key, prev) in &self.accepted {
+            if broken_files.contains(&prev.file) && !next.contains_key(key) {
+                next.insert(key.clone(), prev.clone());
+            }
+        }
+        // References between resources: a rule pointing at nothing falls back to its last good version.
+        let set: Vec<Arc<Resource>> = next.values().cloned().collect();
+        let refs: Vec<&Resource> = set.iter().map(|r| r.as_ref()).collect();
+        for r in &set {
+            let problems = check_references(r, &refs);
+            if problems.iter().any(Diagnostic::is_error) {
+                let key = r.key();
+                match self.accepted.get(&key) {
+                    Some(prev) if !Arc::ptr_eq(prev, r) => {
+                        let still_bad = check_references(prev, &refs)
+                            .iter()
+                            .any(Diagnostic::is_error);
+                        if still_bad {
+                            next.remove(&key);
+                        } else {
+                            next.insert(key, prev.clone());
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        next.remove(&key);
+                    }
+                }
+            }
+            diagnostics.extend(problems);
+        }
+        let next_mesh = match (mesh, mesh_broken) {
+            (Some(m), _) => m,
+            (None, true) => self.mesh.clone(),
+            (None, false) => MeshConfig::default(),
+        };
+        let changed = next != self.accepted || next_mesh != self.mesh;
+        self.accepted = next;
+        self.mesh = next_mesh;
+        diagnostics.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        diagnostics.dedup();
+        Reload {
+            diagnostics,
+            changed,
+        }
+    }
+}
+
+fn diag(r: &Resource, field: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        severity: weft_api::Severity::Error,
+        file: r.file.clone(),
+        line: r.line,
+        kind: r.kind.to_string(),
+        namespace: r.metadata.namespace.clone(),
+        name: r.metadata.name.clone(),
+        field: field.into(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1}]\n";
+    const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}]\n";
+
+    fn vs(subset: &str, timeout: &str) -> String {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n  - timeout: {timeout}\n    route: [{{destination: {{host: reviews, subset: {subset}}}}}]\n")
+    }
+
+    fn timeout_of(src: &DirSource) -> Option<String> {
+        src.resources()
+            .iter()
+            .find_map(|r| r.as_virtual_service().cloned())
+            .and_then(|vs| vs.http[0].timeout)
+            .map(|t| t.to_string())
+    }
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let p = std::env::temp_dir().join(format!("weft-dir-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).expect("mkdir");
+            TempDir(p)
+        }
+        fn write(&self, name: &str, text: &str) {
+            std::fs::write(self.0.join(name), text).expect("write");
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn bad_versions_keep_the_last_good_one() {
+        let d = TempDir::new("lastgood");
+        d.write("registry.yaml", &format!("{SE}---\n{DR}"));
+        d.write("vs.yaml", &vs("v1", "3s"));
+        let mut src = DirSource::new(&d.0);
+        let r = src.reload();
+        assert!(r.diagnostics.is_empty(), "{:?}", r.diagnostics);
+        assert_eq!(timeout_of(&src).as_deref(), Some("3s"));
+
+        let cases = [
+            (
+                "unknown field",
+                vs("v1", "4s").replace("timeout", "timeoutt"),
+                "spec.http[0].timeoutt: unknown field",
+            ),
+            ("bad duration", vs("v1", "4x"), "bad duration \"4x\""),
+            (
+                "malformed yaml",
+                vs("v1", "4s").replace("hosts: [reviews]", "hosts: [reviews"),
+                "yaml:",
+            ),
+            (
+                "undefined subset",
+                vs("v9", "4s"),
+                "subset \"v9\" is not defined by any DestinationRule",
+            ),
+        ];
+        for (name, text, want) in cases {
+            d.write("vs.yaml", &text);
+            let r = src.reload();
+            let msgs: Vec<String> = r.diagnostics.iter().map(|d| d.to_string()).collect();
+            assert!(
+                msgs.iter()
+                    .any(|m| m.contains(want) && m.contains("vs.yaml")),
+                "case {name}: {msgs:?}"
+            );
+            assert!(!r.changed, "case {name}: nothing changes");
+            assert_eq!(
+                timeout_of(&src).as_deref(),
+                Some("3s"),
+                "case {name}: last good stays"
+            );
+        }
+
+        d.write("vs.yaml", &vs("v1", "5s"));
+        assert!(src.reload().changed);
+        assert_eq!(timeout_of(&src).as_deref(), Some("5s"));
+
+        std::fs::remove_file(d.0.join("vs.yaml")).expect("rm");
+        assert!(src.reload().changed);
+        assert_eq!(timeout_of(&src), None, "deleting the file removes the rule");
+    }
+
+    #[test]
+    fn a_rule_waits_for_its_subset() {
+        let d = TempDir::new("subset");
+        d.write("se.yaml", SE);
+        d.write("vs.yaml", &vs("v1", "3s"));
+        let mut src = DirSource::new(&d.0);
+        src.reload();
+        assert_eq!(
+            timeout_of(&src),
+            None,
+            "refused while no DestinationRule defines v1"
+        );
+        d.write("dr.yaml", DR);
+        src.reload();
+        assert_eq!(
+            timeout_of(&src).as_deref(),
+            Some("3s"),
+            "accepted once it does"
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! weftd's debug and readiness endpoints (`--debug-address`, Istio's 15014): `/ready`, `/debug/syncz`,
+//! `/debug/configz`, `/debug/config_dump?proxyID=…`.
+
+use crate::model::Model;
+use crate::server::status::StatusRegistry;
+use crate::translate;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::json;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::debug;
+
+/// What the debug endpoints read.
+#[derive(Clone)]
+pub struct DebugState {
+    /// The config directory (reported so `weft apply` can find it).
+    pub config_dir: PathBuf,
+    /// The current model.
+    pub model: watch::Receiver<Arc<Model>>,
+    /// Proxy sync status.
+    pub status: Arc<StatusRegistry>,
+}
+
+fn json_response(code: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+fn text(code: StatusCode, s: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(s.to_string())))
+        .unwrap_or_default()
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// Answers one request.
+pub fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    let model = state.model.borrow().clone();
+    match req.uri().path() {
+        "/ready" => text(StatusCode::OK, "ready\n"),
+        "/debug/syncz" => {
+            let v = serde_json::to_value(state.status.snapshot()).unwrap_or_default();
+            json_response(StatusCode::OK, &v)
+        }
+        "/debug/configz" => {
+            let resources: Vec<serde_json::Value> = model
+                .resources
+                .iter()
+                .map(|r| serde_json::to_value(r.as_ref()).unwrap_or_default())
+                .collect();
+            let diagnostics: Vec<String> =
+                model.diagnostics.iter().map(|d| d.to_string()).collect();
+            let v = json!({
+                "configDir": state.config_dir,
+                "generation": model.generation,
+                "mesh": model.mesh,
+                "resources": resources,
+                "diagnostics": diagnostics,
+            });
+            json_response(StatusCode::OK, &v)
+        }
+        "/debug/config_dump" => {
+            let q = req.uri().query().unwrap_or_default();
+            let Some(id) = query_param(q, "proxyID") else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "missing ?proxyID=<node id or workload>\n",
+                );
+            };
+            let found = state
+                .status
+                .snapshot()
+                .into_iter()
+                .find(|p| p.node_id == id || p.identity.workload == id);
+            let Some(p) = found else {
+                return text(StatusCode::NOT_FOUND, &format!("no connected proxy {id}\n"));
+            };
+            let res = translate::for_proxy(&model, &p.identity);
+            let mut out = serde_json::Map::new();
+            for (t, items) in &res.by_type {
+                let rendered: Vec<serde_json::Value> = items
+                    .values()
+                    .filter_map(|a| weft_xds::json::any_to_json(a).ok())
+                    .collect();
+                out.insert(weft_xds::type_url::short(t).to_string(), rendered.into());
+            }
+            json_response(StatusCode::OK, &serde_json::Value::Object(out))
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Serves the debug endpoints on `listener` until `shutdown` fires.
+pub async fn serve(listener: TcpListener, state: DebugState, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                debug!(error = %e, "debug accept failed");
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let resp = handle(&state, &req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                debug!(error = %e, "debug connection ended");
+            }
+        });
+    }
+}
