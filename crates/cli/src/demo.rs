@@ -1,0 +1,357 @@
+//! `weft demo`: weftd, the six Bookinfo workloads and a weft-proxy beside each, on loopback.
+//!
+//! Each workload gets its own address in 127.0.0.0/8 (Linux routes the whole block to `lo`), so every
+//! service keeps Bookinfo's port 9080 as it would in a pod: the sidecar listens on `<ip>:9080` (inbound),
+//! `<ip>:15001` (the app's `http_proxy`) and `<ip>:15000` (admin); the app listens on `<ip>:19080`.
+//! The same [`Layout`] is used by the end-to-end tests, so they start exactly what users start.
+
+use crate::http::get;
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// The registry file of the demo (ServiceEntries and WorkloadEntries on 127.0.1.x).
+pub const BOOKINFO_REGISTRY: &str =
+    include_str!("../../../samples/bookinfo/platform/local/bookinfo.yaml");
+/// The subnet the registry file is written for.
+pub const DEFAULT_SUBNET: &str = "127.0.1";
+/// Where the application listens on its workload address.
+pub const APP_PORT: u16 = 19080;
+/// The service port.
+pub const SERVICE_PORT: u16 = 9080;
+
+/// One Bookinfo workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    /// Service name.
+    pub service: &'static str,
+    /// Version label.
+    pub version: &'static str,
+    /// Last octet of its address.
+    pub host: u8,
+}
+
+impl Workload {
+    /// `reviews-v2`.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.service, self.version)
+    }
+}
+
+/// Bookinfo's workloads, with the addresses `samples/bookinfo/platform/local/bookinfo.yaml` records.
+pub const WORKLOADS: [Workload; 6] = [
+    Workload {
+        service: "productpage",
+        version: "v1",
+        host: 10,
+    },
+    Workload {
+        service: "details",
+        version: "v1",
+        host: 11,
+    },
+    Workload {
+        service: "reviews",
+        version: "v1",
+        host: 12,
+    },
+    Workload {
+        service: "reviews",
+        version: "v2",
+        host: 13,
+    },
+    Workload {
+        service: "reviews",
+        version: "v3",
+        host: 14,
+    },
+    Workload {
+        service: "ratings",
+        version: "v1",
+        host: 15,
+    },
+];
+
+/// Where everything of one demo mesh lives.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// First three octets of the workloads' addresses (`127.0.1`).
+    pub subnet: String,
+    /// weftd's address.
+    pub weftd_ip: String,
+    /// Directory holding `weftd`, `weft-proxy` and `bookinfo`.
+    pub bin_dir: PathBuf,
+    /// weftd's config directory.
+    pub config_dir: PathBuf,
+}
+
+impl Layout {
+    /// A workload's address.
+    pub fn ip(&self, w: &Workload) -> String {
+        format!("{}.{}", self.subnet, w.host)
+    }
+    /// weftd's xDS address.
+    pub fn xds_address(&self) -> String {
+        format!("{}:15010", self.weftd_ip)
+    }
+    /// weftd's debug address.
+    pub fn debug_address(&self) -> String {
+        format!("{}:15014", self.weftd_ip)
+    }
+    /// productpage through its sidecar.
+    pub fn productpage_address(&self) -> String {
+        format!("{}.10:{SERVICE_PORT}", self.subnet)
+    }
+    /// A workload's sidecar admin address.
+    pub fn admin_address(&self, w: &Workload) -> String {
+        format!("{}:15000", self.ip(w))
+    }
+
+    /// Writes the registry (rewritten for this subnet) into the config directory.
+    pub fn write_registry(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.config_dir)
+            .with_context(|| format!("cannot create {}", self.config_dir.display()))?;
+        let text = BOOKINFO_REGISTRY.replace("127.0.1.", &format!("{}.", self.subnet));
+        let path = self.config_dir.join("bookinfo.yaml");
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn bin(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    /// The weftd command.
+    pub fn weftd(&self) -> Command {
+        let mut c = Command::new(self.bin("weftd"));
+        c.arg("--config-dir")
+            .arg(&self.config_dir)
+            .arg("--xds-address")
+            .arg(self.xds_address())
+            .arg("--debug-address")
+            .arg(self.debug_address());
+        c
+    }
+
+    /// The application command for a workload.
+    pub fn app(&self, w: &Workload) -> Command {
+        let ip = self.ip(w);
+        let mut c = Command::new(self.bin("bookinfo"));
+        c.arg("--service")
+            .arg(w.service)
+            .arg("--version")
+            .arg(w.version)
+            .arg("--listen")
+            .arg(format!("{ip}:{APP_PORT}"))
+            .env("http_proxy", format!("http://{ip}:15001"));
+        c
+    }
+
+    /// The sidecar command for a workload.
+    pub fn proxy(&self, w: &Workload) -> Command {
+        let mut c = Command::new(self.bin("weft-proxy"));
+        c.arg("--xds-address")
+            .arg(format!("http://{}", self.xds_address()))
+            .arg("--workload")
+            .arg(w.name())
+            .arg("--namespace")
+            .arg("default")
+            .arg("--labels")
+            .arg(format!("app={},version={}", w.service, w.version))
+            .arg("--service-account")
+            .arg(format!("bookinfo-{}", w.service))
+            .arg("--ip")
+            .arg(self.ip(w))
+            .arg("--inbound-ports")
+            .arg(format!("{SERVICE_PORT}:{APP_PORT}"));
+        c
+    }
+
+    /// Checks that the three binaries exist.
+    pub fn check_binaries(&self) -> anyhow::Result<()> {
+        for b in ["weftd", "weft-proxy", "bookinfo"] {
+            if !self.bin(b).exists() {
+                bail!(
+                    "{} not found: build everything first with `cargo build --release --workspace --bins`",
+                    self.bin(b).display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Polls `GET http://addr/path` until it answers 200 or `deadline` passes.
+pub async fn wait_ok(addr: &str, path: &str, deadline: Duration) -> anyhow::Result<String> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match get(addr, path).await {
+            Ok((200, body)) => return Ok(body),
+            Ok((s, _)) if start.elapsed() > deadline => {
+                bail!("{addr}{path} still answers {s} after {deadline:?}")
+            }
+            Err(e) if start.elapsed() > deadline => {
+                return Err(e.context(format!("{addr}{path} not ready after {deadline:?}")))
+            }
+            _ => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Processes a demo started, stopped together.
+#[derive(Default)]
+pub struct Processes {
+    children: Vec<(String, Child)>,
+}
+
+impl Processes {
+    /// Starts `cmd` with its output in `log_dir/<name>.log`.
+    pub fn spawn(&mut self, name: &str, mut cmd: Command, log_dir: &Path) -> anyhow::Result<()> {
+        let log = std::fs::File::create(log_dir.join(format!("{name}.log")))
+            .with_context(|| format!("cannot create log for {name}"))?;
+        let err = log.try_clone().context("cannot duplicate log handle")?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// Kills one process by name and waits for it.
+    pub async fn kill(&mut self, name: &str) {
+        if let Some(i) = self.children.iter().position(|(n, _)| n == name) {
+            let (_, mut c) = self.children.remove(i);
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Names of processes that exited.
+    pub fn exited(&mut self) -> Vec<String> {
+        self.children
+            .iter_mut()
+            .filter_map(|(n, c)| matches!(c.try_wait(), Ok(Some(_))).then(|| n.clone()))
+            .collect()
+    }
+
+    /// Stops everything and waits for each to exit.
+    pub async fn stop_all(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.start_kill();
+        }
+        for (_, c) in &mut self.children {
+            let _ = c.wait().await;
+        }
+        self.children.clear();
+    }
+}
+
+/// Starts weftd, every app and every sidecar, and waits until productpage answers through its sidecar.
+pub async fn start(layout: &Layout, log_dir: &Path, procs: &mut Processes) -> anyhow::Result<()> {
+    layout.check_binaries()?;
+    std::fs::create_dir_all(log_dir)
+        .with_context(|| format!("cannot create {}", log_dir.display()))?;
+    procs.spawn("weftd", layout.weftd(), log_dir)?;
+    wait_ok(&layout.debug_address(), "/ready", Duration::from_secs(15)).await?;
+    for w in &WORKLOADS {
+        procs.spawn(&w.name(), layout.app(w), log_dir)?;
+        procs.spawn(&format!("{}-proxy", w.name()), layout.proxy(w), log_dir)?;
+    }
+    for w in &WORKLOADS {
+        wait_ok(&layout.admin_address(w), "/ready", Duration::from_secs(20)).await?;
+    }
+    wait_ok(
+        &layout.productpage_address(),
+        "/productpage",
+        Duration::from_secs(20),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `weft demo`: runs until SIGINT or SIGTERM.
+pub async fn run(layout: Layout, keep_config: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    layout.write_registry()?;
+    let log_dir = layout.config_dir.with_extension("logs");
+    let mut procs = Processes::default();
+    if let Err(e) = start(&layout, &log_dir, &mut procs).await {
+        procs.stop_all().await;
+        return Err(e.context(format!("demo did not start; logs in {}", log_dir.display())));
+    }
+    let took = started.elapsed();
+    println!(
+        "Weft demo is up ({:.1} s to the first productpage answer).",
+        took.as_secs_f64()
+    );
+    println!();
+    println!(
+        "  productpage:   http://{}/productpage",
+        layout.productpage_address()
+    );
+    println!(
+        "  weftd:         xDS {}  debug http://{}/debug/syncz",
+        layout.xds_address(),
+        layout.debug_address()
+    );
+    println!("  config dir:    {}", layout.config_dir.display());
+    println!("  logs:          {}", log_dir.display());
+    println!();
+    println!("Try:");
+    println!("  weft proxy-status");
+    println!("  weft apply -f samples/bookinfo/networking/destination-rule-all.yaml");
+    println!("  weft apply -f samples/bookinfo/networking/virtual-service-all-v1.yaml");
+    println!("  weft proxy-config routes productpage-v1");
+    println!();
+    println!("Ctrl-C stops everything.");
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let stop = crate::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = check.tick() => {
+                for name in procs.exited() {
+                    eprintln!("warning: {name} exited; see {}/{name}.log", log_dir.display());
+                    procs.kill(&name).await;
+                }
+            }
+        }
+    }
+    println!("stopping");
+    procs.stop_all().await;
+    if !keep_config {
+        let _ = std::fs::remove_dir_all(&layout.config_dir);
+        let _ = std::fs::remove_dir_all(&log_dir);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_matches_the_layout() {
+        for w in &WORKLOADS {
+            let addr = format!("address: {DEFAULT_SUBNET}.{}", w.host);
+            assert!(
+                BOOKINFO_REGISTRY.contains(&addr),
+                "bookinfo.yaml lacks {addr} for {}",
+                w.name()
+            );
+        }
+        let p = weft_api::parse_file("bookinfo.yaml", BOOKINFO_REGISTRY);
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        assert!(weft_api::analyze(&p.resources)
+            .iter()
+            .all(|d| !d.is_error()));
+    }
+}
