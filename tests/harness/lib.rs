@@ -1,1 +1,213 @@
-//! harness
+//! The end-to-end harness: a whole mesh (weftd, Bookinfo, sidecars) on its own loopback addresses, a
+//! client that reads which reviews version served a page, and the `weft` command.
+
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+use weft_cli::demo::{self, Layout, Processes};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Where the release binaries are.
+pub fn bin_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    target.join("release")
+}
+
+/// A Bookinfo sample file.
+pub fn sample(rel: &str) -> PathBuf {
+    workspace().join("samples/bookinfo").join(rel)
+}
+
+/// A running mesh, stopped on drop.
+pub struct Mesh {
+    /// Addresses and commands.
+    pub layout: Layout,
+    /// Its processes.
+    pub procs: Processes,
+    /// Where the processes log.
+    pub log_dir: PathBuf,
+}
+
+impl Mesh {
+    /// Starts a mesh on `127.<net>.1.x` with weftd on `127.<net>.0.1`.
+    pub async fn start(net: u8) -> anyhow::Result<Mesh> {
+        let root = std::env::temp_dir().join(format!("weft-e2e-{}-{net}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let layout = Layout {
+            subnet: format!("127.{net}.1"),
+            weftd_ip: format!("127.{net}.0.1"),
+            bin_dir: bin_dir(),
+            config_dir: root.join("config"),
+        };
+        layout.write_registry()?;
+        let log_dir = root.join("logs");
+        let mut procs = Processes::default();
+        if let Err(e) = demo::start(&layout, &log_dir, &mut procs).await {
+            procs.stop_all().await;
+            bail!("{e:#}\n{}", dump_logs(&log_dir));
+        }
+        Ok(Mesh {
+            layout,
+            procs,
+            log_dir,
+        })
+    }
+
+    /// `GET /productpage` as `user` (or anonymous); returns the page.
+    pub async fn productpage(&self, user: Option<&str>) -> anyhow::Result<(u16, String)> {
+        let path = match user {
+            Some(u) => format!("/productpage?u={u}"),
+            None => "/productpage".to_string(),
+        };
+        weft_cli::http::get(&self.layout.productpage_address(), &path).await
+    }
+
+    /// Which reviews workload served the page (`reviews-v2`), if the page says.
+    pub async fn reviews_version(&self, user: Option<&str>) -> anyhow::Result<String> {
+        let (status, page) = self.productpage(user).await?;
+        if status != 200 {
+            bail!("productpage answered {status}");
+        }
+        reviews_version_of(&page).with_context(|| format!("page names no reviews version:\n{page}"))
+    }
+
+    /// Runs `weft` against this mesh's weftd.
+    pub fn weft(&self, args: &[&str]) -> Output {
+        let mut cmd = std::process::Command::new(bin_dir().join("weft"));
+        cmd.arg("--weftd")
+            .arg(self.layout.debug_address())
+            .args(args);
+        cmd.output().expect("weft runs")
+    }
+
+    /// `weft apply -f <sample>`, panicking with its output on failure.
+    pub fn apply(&self, sample_path: &str) {
+        let p = sample(sample_path);
+        let out = self.weft(&["apply", "-f", p.to_str().expect("utf-8 path")]);
+        assert!(
+            out.status.success(),
+            "apply {sample_path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `weft delete -f <sample>`.
+    pub fn delete(&self, sample_path: &str) {
+        let p = sample(sample_path);
+        let out = self.weft(&["delete", "-f", p.to_str().expect("utf-8 path")]);
+        assert!(
+            out.status.success(),
+            "delete {sample_path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Polls until every one of `n` consecutive pages comes from a reviews version in `allowed`.
+    pub async fn converge(
+        &self,
+        user: Option<&str>,
+        allowed: &[&str],
+        deadline: Duration,
+    ) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let mut streak = 0;
+        while streak < 10 {
+            if start.elapsed() > deadline {
+                bail!("not converged on {allowed:?} after {deadline:?}");
+            }
+            match self.reviews_version(user).await {
+                Ok(v) if allowed.contains(&v.as_str()) => streak += 1,
+                _ => {
+                    streak = 0;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Ok(start.elapsed())
+    }
+
+    /// weftd's proxy status (JSON list).
+    pub async fn syncz(&self) -> anyhow::Result<serde_json::Value> {
+        weft_cli::http::get_json(&self.layout.debug_address(), "/debug/syncz").await
+    }
+
+    /// Waits until all six proxies are connected and every type is SYNCED.
+    pub async fn all_synced(&self, deadline: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Ok(v) = self.syncz().await {
+                let proxies = v.as_array().cloned().unwrap_or_default();
+                let synced = proxies.len() == demo::WORKLOADS.len()
+                    && proxies.iter().all(|p| {
+                        ["CDS", "LDS", "EDS", "RDS"]
+                            .iter()
+                            .all(|t| p["types"][t]["status"] == "SYNCED")
+                    });
+                if synced {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > deadline {
+                bail!(
+                    "proxies not all SYNCED after {deadline:?}: {:?}",
+                    self.syncz().await.ok()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The logs of every process, for failure messages.
+    pub fn logs(&self) -> String {
+        dump_logs(&self.log_dir)
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        // Processes are killed on drop (kill_on_drop); the directories go with them.
+        if let Some(root) = self.log_dir.parent() {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+}
+
+/// `reviews-v2` from a page that says "Reviews served by: reviews-v2".
+pub fn reviews_version_of(page: &str) -> Option<String> {
+    let i = page.find("reviews-v")?;
+    let v: String = page[i..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    Some(v)
+}
+
+/// The tail of every log file in `dir`.
+pub fn dump_logs(dir: &Path) -> String {
+    let mut out = String::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        out.push_str(&format!("==> {} <==\n", p.display()));
+        for l in tail.into_iter().rev() {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
