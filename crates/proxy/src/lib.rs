@@ -1,1 +1,483 @@
-//! placeholder
+//! weft-proxy, the sidecar: it subscribes to weftd over ADS, turns the Envoy resources it receives into its
+//! own validated [`config::Snapshot`], and proxies HTTP on three kinds of listener:
+//!
+//! - the outbound explicit HTTP proxy (`--outbound-port`, Istio's 15001), which routes by the request's
+//!   authority through the virtual listener `0.0.0.0_<port>` and its RDS route table;
+//! - the inbound listeners LDS asks for (`inbound_<ip>_<port>`), which forward to the local application;
+//! - the admin port (`/ready`, `/config_dump`, `/clusters`, `/quitquitquit`).
+//!
+//! The request path is charted in this crate's `README.md`. [`Proxy::start`] starts everything and returns a
+//! handle with the bound addresses; [`run`] does the same and waits for a signal.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod admin;
+pub mod balance;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod inbound;
+pub mod outbound;
+pub mod xds_client;
+
+use arc_swap::ArcSwap;
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use weft_xds::node::ProxyIdentity;
+
+/// Default ADS address of weftd (Istio's plaintext xDS port).
+pub const DEFAULT_XDS_ADDRESS: &str = "http://127.0.0.1:15010";
+/// Default outbound explicit-proxy port (Istio's outbound capture port).
+pub const DEFAULT_OUTBOUND_PORT: &str = "15001";
+/// Default admin port (Envoy's admin port in Istio).
+pub const DEFAULT_ADMIN_PORT: &str = "15000";
+/// Default number of worker threads; a sidecar on a shared machine should stay small (Istio: 2).
+pub const DEFAULT_CONCURRENCY: &str = "2";
+/// How long in-flight requests get to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The command line of `weft-proxy`. Every flag is also an environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "weft-proxy", version, about = "The Weft sidecar proxy")]
+pub struct Args {
+    /// ADS address of weftd (URL; Istio: discoveryAddress).
+    #[arg(long, env = "WEFT_PROXY_XDS_ADDRESS", default_value = DEFAULT_XDS_ADDRESS)]
+    pub xds_address: String,
+    /// Workload name (Istio: ISTIO_META_WORKLOAD_NAME).
+    #[arg(long, env = "ISTIO_META_WORKLOAD_NAME")]
+    pub workload: String,
+    /// Namespace of the workload (Istio: POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Workload labels, `k=v,k=v`.
+    #[arg(long, env = "WEFT_PROXY_LABELS", default_value = "")]
+    pub labels: String,
+    /// Service account of the workload (Istio: SERVICE_ACCOUNT).
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
+    pub service_account: String,
+    /// The workload's IP address; outbound and admin listeners bind on it (Istio: INSTANCE_IPS).
+    #[arg(long, env = "INSTANCE_IPS", default_value = "127.0.0.1")]
+    pub ip: IpAddr,
+    /// `servicePort:appPort` pairs, comma separated.
+    #[arg(long, env = "WEFT_PROXY_INBOUND_PORTS", default_value = "")]
+    pub inbound_ports: String,
+    /// Port of the outbound explicit HTTP proxy, bound on `--ip` (Istio: 15001).
+    #[arg(long, env = "WEFT_PROXY_OUTBOUND_PORT", default_value = DEFAULT_OUTBOUND_PORT)]
+    pub outbound_port: u16,
+    /// Port of the admin server, bound on `--ip` (Istio: 15000).
+    #[arg(long, env = "WEFT_PROXY_ADMIN_PORT", default_value = DEFAULT_ADMIN_PORT)]
+    pub admin_port: u16,
+    /// Tokio worker threads (Istio: concurrency).
+    #[arg(long, env = "WEFT_PROXY_CONCURRENCY", default_value = DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Log filter, RUST_LOG syntax.
+    #[arg(long, env = "WEFT_PROXY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, env = "WEFT_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags that do not make a valid configuration.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `--labels` is not `k=v,k=v`.
+    #[error("--labels={value:?} is not a list of key=value pairs")]
+    Labels {
+        /// The value given.
+        value: String,
+    },
+    /// `--inbound-ports` is not `svc:app,...`.
+    #[error("--inbound-ports={value:?} is not a list of servicePort:appPort pairs")]
+    InboundPorts {
+        /// The value given.
+        value: String,
+    },
+    /// `--xds-address` is not a URL.
+    #[error("--xds-address={value:?} is not an http:// URL")]
+    XdsAddress {
+        /// The value given.
+        value: String,
+    },
+    /// `--concurrency` is zero.
+    #[error("--concurrency must be at least 1")]
+    Concurrency,
+}
+
+/// The validated configuration the proxy runs with.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Config {
+    /// ADS URL of weftd.
+    pub xds_address: String,
+    /// Who this sidecar is (sent as node metadata).
+    pub identity: ProxyIdentity,
+    /// Address of the outbound explicit proxy (port 0: ephemeral).
+    pub outbound_addr: SocketAddr,
+    /// Address of the admin server (port 0: ephemeral).
+    pub admin_addr: SocketAddr,
+    /// Tokio worker threads.
+    pub concurrency: usize,
+    /// Connect timeout towards weftd.
+    pub xds_connect_timeout: Duration,
+    /// Grace period for in-flight requests at shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl TryFrom<&Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: &Args) -> Result<Self, ConfigError> {
+        let mut labels = BTreeMap::new();
+        for part in args
+            .labels
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = part.split_once('=').ok_or_else(|| ConfigError::Labels {
+                value: args.labels.clone(),
+            })?;
+            if k.trim().is_empty() {
+                return Err(ConfigError::Labels {
+                    value: args.labels.clone(),
+                });
+            }
+            labels.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let inbound_ports =
+            weft_xds::node::parse_inbound_ports(&args.inbound_ports).map_err(|_| {
+                ConfigError::InboundPorts {
+                    value: args.inbound_ports.clone(),
+                }
+            })?;
+        if !(args.xds_address.starts_with("http://") || args.xds_address.starts_with("https://")) {
+            return Err(ConfigError::XdsAddress {
+                value: args.xds_address.clone(),
+            });
+        }
+        if args.concurrency == 0 {
+            return Err(ConfigError::Concurrency);
+        }
+        let admin_addr = SocketAddr::new(args.ip, args.admin_port);
+        Ok(Config {
+            xds_address: args.xds_address.clone(),
+            identity: ProxyIdentity {
+                workload: args.workload.clone(),
+                namespace: args.namespace.clone(),
+                labels,
+                service_account: args.service_account.clone(),
+                ip: args.ip.to_string(),
+                inbound_ports,
+                admin_address: admin_addr.to_string(),
+            },
+            outbound_addr: SocketAddr::new(args.ip, args.outbound_port),
+            admin_addr,
+            concurrency: args.concurrency,
+            xds_connect_timeout: Duration::from_secs(5),
+            drain_timeout: DRAIN_TIMEOUT,
+        })
+    }
+}
+
+/// Failures that stop the proxy from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A flag-defined listener could not bind.
+    #[error("cannot bind {what} listener on {addr}")]
+    Bind {
+        /// `outbound` or `admin`.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// State shared by the listeners, the xDS client and the admin server.
+pub(crate) struct Shared {
+    /// The current configuration; requests `load_full()` it once.
+    pub(crate) snapshot: ArcSwap<config::Snapshot>,
+    /// True once a first CDS and LDS have been applied.
+    pub(crate) ready: AtomicBool,
+    /// Pooled upstream clients.
+    pub(crate) upstream: http::upstream::Upstream,
+    /// Bumped on every applied snapshot, so the inbound listener manager can reconcile.
+    pub(crate) generation: watch::Sender<u64>,
+    /// Set to true to shut everything down.
+    pub(crate) shutdown: watch::Sender<bool>,
+    /// Addresses the inbound listeners actually bound, by listener name (admin and tests only).
+    pub(crate) inbound_bound: std::sync::Mutex<BTreeMap<String, SocketAddr>>,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(config::Snapshot::default()),
+            ready: AtomicBool::new(false),
+            upstream: http::upstream::Upstream::new(),
+            generation: watch::channel(0).0,
+            shutdown: watch::channel(false).0,
+            inbound_bound: std::sync::Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn request_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// Resolves once a stop flag turns true (or its sender is gone). Cancellation-safe: it only observes.
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, before any other await.
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// The proxy as a library: start it, learn its addresses, stop it.
+pub struct Proxy;
+
+impl Proxy {
+    /// Binds the outbound and admin listeners, starts the xDS client and the inbound listener manager, and
+    /// returns at once. Must be called inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
+        let shared = Shared::new();
+        let outbound_listener =
+            http::server::bind(config.outbound_addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "outbound",
+                    addr: config.outbound_addr,
+                    source,
+                })?;
+        let admin_listener = http::server::bind(config.admin_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "admin",
+                addr: config.admin_addr,
+                source,
+            })?;
+        let outbound_addr = outbound_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "outbound",
+                addr: config.outbound_addr,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "admin",
+                addr: config.admin_addr,
+                source,
+            })?;
+        let mut identity = config.identity.clone();
+        identity.admin_address = admin_addr.to_string();
+        tracing::info!(
+            outbound = %outbound_addr,
+            admin = %admin_addr,
+            xds = %config.xds_address,
+            node = %identity.node_id(),
+            "weft-proxy starting"
+        );
+
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(outbound::serve(
+            shared.clone(),
+            outbound_listener,
+            config.drain_timeout,
+        ));
+        tasks.spawn(admin::serve(shared.clone(), admin_listener));
+        tasks.spawn(inbound::manage(shared.clone(), config.drain_timeout));
+        tasks.spawn(xds_client::run(
+            shared.clone(),
+            xds_client::XdsConfig {
+                address: config.xds_address.clone(),
+                node: identity.to_node(),
+                connect_timeout: config.xds_connect_timeout,
+            },
+        ));
+        Ok(ProxyHandle {
+            shared,
+            outbound_addr,
+            admin_addr,
+            tasks,
+        })
+    }
+}
+
+/// A running proxy.
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+    outbound_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl ProxyHandle {
+    /// Where the outbound explicit proxy listens.
+    pub fn outbound_addr(&self) -> SocketAddr {
+        self.outbound_addr
+    }
+
+    /// Where the admin server listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The address an inbound listener (by LDS name) is bound to, if it is.
+    pub fn inbound_addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.shared
+            .inbound_bound
+            .lock()
+            .ok()
+            .and_then(|m| m.get(listener).copied())
+    }
+
+    /// True once the first CDS and LDS have been applied.
+    pub fn is_ready(&self) -> bool {
+        self.shared.is_ready()
+    }
+
+    /// Resolves when shutdown was requested (by [`ProxyHandle::shutdown`] or `POST /quitquitquit`).
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.shared.shutdown.subscribe();
+        // Cancellation-safe: `wait_for` only observes the watch value.
+        crate::stopped(&mut rx).await;
+    }
+
+    /// Stops accepting, lets in-flight requests drain, and waits for every task to end.
+    pub async fn shutdown(mut self) {
+        self.shared.request_shutdown();
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!("weft-proxy stopped");
+    }
+}
+
+/// Starts the proxy and runs it until SIGTERM, SIGINT or `POST /quitquitquit`, then drains and returns.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let handle = Proxy::start(config).await?;
+    tokio::select! {
+        // All three branches only wait; cancelling the losers is harmless.
+        _ = shutdown_signal() => tracing::info!("shutdown signal received"),
+        _ = handle.shutdown_requested() => tracing::info!("shutdown requested on admin"),
+    }
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mut v = vec!["weft-proxy", "--workload", "reviews-v1"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v)
+    }
+
+    #[test]
+    fn flags_become_a_config() {
+        let a = args(&[
+            "--ip",
+            "127.0.1.4",
+            "--labels",
+            "app=reviews,version=v1",
+            "--inbound-ports",
+            "9080:19080",
+            "--admin-port",
+            "15000",
+            "--outbound-port",
+            "15001",
+            "--namespace",
+            "default",
+            "--xds-address",
+            "http://127.0.0.1:15010",
+        ])
+        .expect("parses");
+        let c = Config::try_from(&a).expect("valid");
+        assert_eq!(c.identity.admin_address, "127.0.1.4:15000");
+        assert_eq!(c.outbound_addr.to_string(), "127.0.1.4:15001");
+        assert_eq!(c.identity.inbound_ports, vec![(9080, 19080)]);
+        assert_eq!(
+            c.identity.labels.get("version").map(String::as_str),
+            Some("v1")
+        );
+        assert_eq!(
+            c.identity.node_id(),
+            "sidecar~127.0.1.4~reviews-v1.default~default.svc.cluster.local"
+        );
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let cases: &[(&str, &[&str], &str)] = &[
+            (
+                "labels",
+                &["--labels", "app"],
+                "--labels=\"app\" is not a list of key=value pairs",
+            ),
+            (
+                "ports",
+                &["--inbound-ports", "http"],
+                "--inbound-ports=\"http\" is not a list of servicePort:appPort pairs",
+            ),
+            (
+                "xds",
+                &["--xds-address", "127.0.0.1:15010"],
+                "--xds-address=\"127.0.0.1:15010\" is not an http:// URL",
+            ),
+            (
+                "concurrency",
+                &["--concurrency", "0"],
+                "--concurrency must be at least 1",
+            ),
+        ];
+        for (name, extra, want) in cases {
+            let a = args(extra).expect("parses");
+            let err = Config::try_from(&a).expect_err(name);
+            assert_eq!(err.to_string(), *want, "case {name}");
+        }
+    }
+}

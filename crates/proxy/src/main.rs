@@ -1,1 +1,25 @@
-fn main() {}
+//! `weft-proxy`: parse flags, start logging, build the runtime, run the proxy.
+use anyhow::Context;
+use clap::Parser;
+use weft_proxy::{Args, Config, LogFormat};
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("--log-level={:?}", args.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Plain => builder.init(),
+    }
+    let config = Config::try_from(&args).context("invalid flags")?;
+    tracing::info!(config = %serde_json::to_string(&config).unwrap_or_default(), "configuration");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.concurrency)
+        .enable_all()
+        .thread_name("weft-proxy")
+        .build()
+        .context("cannot build the tokio runtime")?;
+    runtime.block_on(weft_proxy::run(config))?;
+    Ok(())
+}

@@ -1,0 +1,932 @@
+//! Route tables: Envoy's `RouteConfiguration` converted (`TryFrom`) into the proxy's own form, with regexes
+//! compiled and header names parsed, and the matching that picks a virtual host and a route.
+
+use super::headers::{HeaderEdits, HeaderEditsError};
+use http::header::HeaderName;
+use regex::Regex;
+use std::time::Duration;
+use weft_xds::pb::envoy::config::route::v3 as xroute;
+use weft_xds::pb::envoy::extensions::filters::common::fault::v3::fault_delay;
+use weft_xds::pb::envoy::extensions::filters::http::fault::v3::{fault_abort, HttpFault};
+use weft_xds::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+use weft_xds::pb::envoy::r#type::v3::FractionalPercent;
+use xroute::header_matcher::HeaderMatchSpecifier;
+use xroute::route_match::PathSpecifier;
+
+/// Why a route configuration was rejected. Nested variants say where; the leaf says what.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// Inside a virtual host.
+    #[error("virtual host {name:?}")]
+    VirtualHost {
+        /// The virtual host's name.
+        name: String,
+        /// What was wrong in it.
+        #[source]
+        source: Box<RouteError>,
+    },
+    /// Inside a route, by index.
+    #[error("route {index}")]
+    Route {
+        /// Position in the virtual host.
+        index: usize,
+        /// What was wrong in it.
+        #[source]
+        source: Box<RouteError>,
+    },
+    /// A regular expression does not compile.
+    #[error("invalid regex {regex:?}")]
+    Regex {
+        /// The expression.
+        regex: String,
+        /// The compiler's error.
+        #[source]
+        source: regex::Error,
+    },
+    /// A header name is not valid.
+    #[error("invalid header name {name:?}")]
+    HeaderName {
+        /// The name.
+        name: String,
+    },
+    /// A header edit is not valid.
+    #[error("invalid header edit")]
+    HeaderEdit(#[from] HeaderEditsError),
+    /// The route has no forward action or uses one weft does not implement.
+    #[error("unsupported route action {0}")]
+    UnsupportedAction(&'static str),
+    /// A path matcher weft does not implement.
+    #[error("unsupported path matcher {0}")]
+    UnsupportedPath(&'static str),
+    /// A header matcher weft does not implement.
+    #[error("header matcher {name:?}: unsupported {what}")]
+    UnsupportedHeaderMatch {
+        /// The header.
+        name: String,
+        /// The unsupported part.
+        what: &'static str,
+    },
+    /// `weighted_clusters` has no cluster with a weight.
+    #[error("weighted_clusters has no cluster with a positive weight")]
+    NoWeights,
+    /// `retry_on` names an unknown condition.
+    #[error("retry_on: unknown condition {0:?}")]
+    RetryOn(String),
+    /// A retriable status code is out of range.
+    #[error("retriable_status_codes: {0} is not an HTTP status")]
+    RetryStatus(u32),
+    /// A duration is negative or out of range.
+    #[error("{field}: invalid duration")]
+    Duration {
+        /// The field.
+        field: &'static str,
+    },
+    /// The fault config does not decode.
+    #[error("typed_per_filter_config[{filter:?}] does not decode as HTTPFault")]
+    Fault {
+        /// The filter name.
+        filter: String,
+        /// prost's error.
+        #[source]
+        source: weft_xds::DecodeError,
+    },
+    /// The fault abort status is not an HTTP status.
+    #[error("fault abort http_status {0} is not an HTTP status")]
+    FaultStatus(u32),
+    /// A fault kind weft does not implement.
+    #[error("unsupported fault {0}")]
+    UnsupportedFault(&'static str),
+    /// A fractional percentage has an unknown denominator.
+    #[error("percentage has unknown denominator {0}")]
+    Denominator(i32),
+}
+
+/// A route table, by name.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Its name (`9080`, `inbound|9080||`).
+    pub name: String,
+    /// Virtual hosts, in order.
+    pub virtual_hosts: Vec<VirtualHost>,
+    /// Table-level header edits, applied after the virtual host's.
+    pub headers: HeaderEdits,
+}
+
+/// A virtual host: a set of domains and an ordered route list.
+#[derive(Debug, Clone)]
+pub struct VirtualHost {
+    /// Its name (`reviews.default.svc.cluster.local:9080`).
+    pub name: String,
+    /// Domain patterns.
+    pub domains: Vec<Domain>,
+    /// Routes; the first match wins.
+    pub routes: Vec<Route>,
+    /// Host-level header edits, applied after the route's.
+    pub headers: HeaderEdits,
+}
+
+/// One domain pattern of a virtual host (lowercased).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Domain {
+    /// `*`.
+    Any,
+    /// An exact name, possibly with `:port`.
+    Exact(String),
+    /// `*.example.com`, stored without the `*`.
+    Suffix(String),
+    /// `example.*`, stored without the `*`.
+    Prefix(String),
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Its name (may be empty).
+    pub name: String,
+    /// When it applies.
+    pub matcher: RouteMatch,
+    /// Where it sends the request.
+    pub action: RouteAction,
+    /// Fault injection, if configured.
+    pub fault: Option<Fault>,
+    /// Route-level header edits.
+    pub headers: HeaderEdits,
+}
+
+/// The conditions of a route.
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    /// The path condition.
+    pub path: PathMatch,
+    /// `case_sensitive` (applies to prefix and exact; Envoy ignores it for regexes).
+    pub case_sensitive: bool,
+    /// Header conditions, all of which must hold.
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// A path condition.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    /// The path starts with this.
+    Prefix(String),
+    /// The path without query is exactly this.
+    Exact(String),
+    /// The path without query fully matches this.
+    Regex(Regex),
+}
+
+/// Which part of the request a header matcher reads.
+#[derive(Debug, Clone)]
+pub enum HeaderKey {
+    /// `:method`.
+    Method,
+    /// `:authority` (or `host`).
+    Authority,
+    /// `:path` (with query).
+    Path,
+    /// `:scheme`.
+    Scheme,
+    /// A regular header.
+    Name(HeaderName),
+}
+
+/// A header condition.
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    /// The header.
+    pub key: HeaderKey,
+    /// The test.
+    pub test: HeaderTest,
+    /// Negate the result.
+    pub invert: bool,
+}
+
+/// The test a header matcher applies.
+#[derive(Debug, Clone)]
+pub enum HeaderTest {
+    /// Presence (`true`) or absence (`false`).
+    Present(bool),
+    /// A string condition on the (comma-joined) value; absent header fails.
+    String(StringMatch),
+}
+
+/// A string condition.
+#[derive(Debug, Clone)]
+pub struct StringMatch {
+    /// The pattern.
+    pub pattern: StringPattern,
+    /// Compare without case (not for regexes).
+    pub ignore_case: bool,
+}
+
+/// The pattern of a string condition.
+#[derive(Debug, Clone)]
+pub enum StringPattern {
+    /// Equal.
+    Exact(String),
+    /// Starts with.
+    Prefix(String),
+    /// Ends with.
+    Suffix(String),
+    /// Contains.
+    Contains(String),
+    /// Full regex match.
+    Regex(Regex),
+}
+
+/// Where a route sends requests, and how.
+#[derive(Debug, Clone)]
+pub struct RouteAction {
+    /// The cluster or clusters.
+    pub target: Target,
+    /// Timeout over all tries (`None`: no timeout).
+    pub timeout: Option<Duration>,
+    /// Retries, if configured.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// A route's destination.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// One cluster.
+    Cluster(String),
+    /// Several clusters, picked by weight.
+    Weighted {
+        /// The clusters.
+        clusters: Vec<WeightedCluster>,
+        /// Sum of the weights (> 0).
+        total: u64,
+    },
+}
+
+/// One entry of `weighted_clusters`.
+#[derive(Debug, Clone)]
+pub struct WeightedCluster {
+    /// The cluster.
+    pub name: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Destination-level header edits (applied before the route's).
+    pub headers: HeaderEdits,
+}
+
+/// Retry conditions, a bit set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOn(u8);
+
+impl RetryOn {
+    /// `5xx`.
+    pub const FIVE_XX: RetryOn = RetryOn(1);
+    /// `gateway-error`.
+    pub const GATEWAY_ERROR: RetryOn = RetryOn(1 << 1);
+    /// `connect-failure` (and `reset-before-request`, whose only case weft can tell apart).
+    pub const CONNECT_FAILURE: RetryOn = RetryOn(1 << 2);
+    /// `reset`.
+    pub const RESET: RetryOn = RetryOn(1 << 3);
+    /// `refused-stream`.
+    pub const REFUSED_STREAM: RetryOn = RetryOn(1 << 4);
+    /// `retriable-status-codes`.
+    pub const STATUS_CODES: RetryOn = RetryOn(1 << 5);
+    /// `retriable-4xx`.
+    pub const FOUR_XX: RetryOn = RetryOn(1 << 6);
+
+    /// True when every condition of `other` is set.
+    pub fn contains(self, other: RetryOn) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Parses Envoy's comma list. gRPC and header-based conditions are accepted and ignored.
+    pub fn parse(s: &str) -> Result<RetryOn, RouteError> {
+        let mut on = RetryOn::default();
+        for token in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let bit = match token {
+                "5xx" => RetryOn::FIVE_XX,
+                "gateway-error" => RetryOn::GATEWAY_ERROR,
+                "connect-failure" | "reset-before-request" => RetryOn::CONNECT_FAILURE,
+                "reset" => RetryOn::RESET,
+                "refused-stream" => RetryOn::REFUSED_STREAM,
+                "retriable-status-codes" => RetryOn::STATUS_CODES,
+                "retriable-4xx" => RetryOn::FOUR_XX,
+                // gRPC-only or header-driven conditions: meaningful for gRPC responses, which weft
+                // proxies as plain HTTP; accepted so Istio's default policy is not refused.
+                "cancelled"
+                | "deadline-exceeded"
+                | "internal"
+                | "resource-exhausted"
+                | "unavailable"
+                | "envoy-ratelimited"
+                | "retriable-headers"
+                | "http3-post-connect-failure" => RetryOn::default(),
+                other => return Err(RouteError::RetryOn(other.to_string())),
+            };
+            on.0 |= bit.0;
+        }
+        Ok(on)
+    }
+}
+
+/// A route's retry policy.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// When to retry.
+    pub on: RetryOn,
+    /// Retries after the first try.
+    pub num_retries: u32,
+    /// Timeout of each try.
+    pub per_try_timeout: Option<Duration>,
+    /// Statuses retried under `retriable-status-codes`.
+    pub status_codes: Vec<u16>,
+}
+
+impl RetryPolicy {
+    /// Whether an upstream response with this status should be retried.
+    pub fn retries_status(&self, status: u16) -> bool {
+        (self.on.contains(RetryOn::FIVE_XX) && (500..600).contains(&status))
+            || (self.on.contains(RetryOn::GATEWAY_ERROR) && matches!(status, 502..=504))
+            || (self.on.contains(RetryOn::FOUR_XX) && status == 409)
+            || (self.on.contains(RetryOn::STATUS_CODES) && self.status_codes.contains(&status))
+    }
+
+    /// Whether a failed try of this class should be retried.
+    pub fn retries_failure(&self, class: crate::error::RetryClass) -> bool {
+        use crate::error::RetryClass as C;
+        let five = self.on.contains(RetryOn::FIVE_XX);
+        match class {
+            C::ConnectFailure => {
+                five || self.on.contains(RetryOn::GATEWAY_ERROR)
+                    || self.on.contains(RetryOn::CONNECT_FAILURE)
+            }
+            C::Reset => five || self.on.contains(RetryOn::RESET),
+            C::RefusedStream => {
+                five || self.on.contains(RetryOn::RESET)
+                    || self.on.contains(RetryOn::REFUSED_STREAM)
+            }
+            C::Timeout => five || self.on.contains(RetryOn::GATEWAY_ERROR),
+            C::Never => false,
+        }
+    }
+}
+
+/// A fraction of requests, in parts per million.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Percent {
+    /// Parts per million (capped at 1,000,000).
+    pub per_million: u32,
+}
+
+impl Percent {
+    /// Converts Envoy's `FractionalPercent`.
+    pub fn from_fractional(p: &FractionalPercent) -> Result<Percent, RouteError> {
+        let scale: u64 = match p.denominator {
+            0 => 10_000, // HUNDRED
+            1 => 100,    // TEN_THOUSAND
+            2 => 1,      // MILLION
+            other => return Err(RouteError::Denominator(other)),
+        };
+        let per_million = (u64::from(p.numerator) * scale).min(1_000_000);
+        Ok(Percent {
+            per_million: u32::try_from(per_million).unwrap_or(1_000_000),
+        })
+    }
+
+    /// Whether a request with this `roll` in `0..1_000_000` falls in the fraction.
+    pub fn hits(self, roll: u32) -> bool {
+        roll < self.per_million
+    }
+}
+
+/// Fault injection on a route.
+#[derive(Debug, Clone, Default)]
+pub struct Fault {
+    /// Delay some requests by a fixed duration.
+    pub delay: Option<(Duration, Percent)>,
+    /// Answer some requests with this status.
+    pub abort: Option<(http::StatusCode, Percent)>,
+}
+
+// === conversion ===
+
+impl TryFrom<&xroute::RouteConfiguration> for RouteConfig {
+    type Error = RouteError;
+
+    fn try_from(rc: &xroute::RouteConfiguration) -> Result<Self, RouteError> {
+        let virtual_hosts = rc
+            .virtual_hosts
+            .iter()
+            .map(|vh| {
+                convert_vhost(vh).map_err(|e| RouteError::VirtualHost {
+                    name: vh.name.clone(),
+                    source: Box::new(e),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RouteConfig {
+            name: rc.name.clone(),
+            virtual_hosts,
+            headers: HeaderEdits::new(
+                &rc.request_headers_to_add,
+                &rc.request_headers_to_remove,
+                &rc.response_headers_to_add,
+                &rc.response_headers_to_remove,
+            )?,
+        })
+    }
+}
+
+fn convert_vhost(vh: &xroute::VirtualHost) -> Result<VirtualHost, RouteError> {
+    let domains = vh.domains.iter().map(|d| parse_domain(d)).collect();
+    let routes = vh
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(index, r)| {
+            convert_route(r).map_err(|e| RouteError::Route {
+                index,
+                source: Box::new(e),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(VirtualHost {
+        name: vh.name.clone(),
+        domains,
+        routes,
+        headers: HeaderEdits::new(
+            &vh.request_headers_to_add,
+            &vh.request_headers_to_remove,
+            &vh.response_headers_to_add,
+            &vh.response_headers_to_remove,
+        )?,
+    })
+}
+
+/// Parses a virtual host domain pattern.
+pub fn parse_domain(d: &str) -> Domain {
+    let d = d.to_ascii_lowercase();
+    if d == "*" {
+        Domain::Any
+    } else if let Some(rest) = d.strip_prefix('*') {
+        Domain::Suffix(rest.to_string())
+    } else if let Some(rest) = d.strip_suffix('*') {
+        Domain::Prefix(rest.to_string())
+    } else {
+        Domain::Exact(d)
+    }
+}
+
+fn compile_full(regex: &str, ignore_case: bool) -> Result<Regex, RouteError> {
+    let flags = if ignore_case { "(?i)" } else { "" };
+    Regex::new(&format!("{flags}^(?:{regex})$")).map_err(|source| RouteError::Regex {
+        regex: regex.to_string(),
+        source,
+    })
+}
+
+fn duration(
+    d: Option<&weft_xds::pb::google::protobuf::Duration>,
+    field: &'static str,
+) -> Result<Option<Duration>, RouteError> {
+    match d {
+        None => Ok(None),
+        Some(d) => {
+            if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+                return Err(RouteError::Duration { field });
+            }
+            let secs = u64::try_from(d.seconds).map_err(|_| RouteError::Duration { field })?;
+            let nanos = u32::try_from(d.nanos).map_err(|_| RouteError::Duration { field })?;
+            let out = Duration::new(secs, nanos);
+            Ok((!out.is_zero()).then_some(out))
+        }
+    }
+}
+
+fn convert_route(r: &xroute::Route) -> Result<Route, RouteError> {
+    let m = r.r#match.clone().unwrap_or_default();
+    let case_sensitive = m.case_sensitive.map(|b| b.value).unwrap_or(true);
+    let path = match &m.path_specifier {
+        None => PathMatch::Prefix(String::new()),
+        Some(PathSpecifier::Prefix(p)) => PathMatch::Prefix(p.clone()),
+        Some(PathSpecifier::Path(p)) => PathMatch::Exact(p.clone()),
+        Some(PathSpecifier::SafeRegex(re)) => PathMatch::Regex(compile_full(&re.regex, false)?),
+        Some(PathSpecifier::PathSeparatedPrefix(_)) => {
+            return Err(RouteError::UnsupportedPath("path_separated_prefix"))
+        }
+        Some(PathSpecifier::ConnectMatcher(_)) => {
+            return Err(RouteError::UnsupportedPath("connect_matcher"))
+        }
+        Some(PathSpecifier::PathMatchPolicy(_)) => {
+            return Err(RouteError::UnsupportedPath("path_match_policy"))
+        }
+    };
+    let headers = m
+        .headers
+        .iter()
+        .map(convert_header_match)
+        .collect::<Result<_, _>>()?;
+    let action = match &r.action {
+        Some(xroute::route::Action::Route(a)) => convert_action(a)?,
+        Some(xroute::route::Action::Redirect(_)) => {
+            return Err(RouteError::UnsupportedAction("redirect"))
+        }
+        Some(xroute::route::Action::DirectResponse(_)) => {
+            return Err(RouteError::UnsupportedAction("direct_response"))
+        }
+        Some(_) => return Err(RouteError::UnsupportedAction("non-forwarding")),
+        None => return Err(RouteError::UnsupportedAction("(none)")),
+    };
+    let fault = match r.typed_per_filter_config.get(weft_xds::filter_name::FAULT) {
+        None => None,
+        Some(any) => {
+            let f: HttpFault = weft_xds::unpack(any).map_err(|source| RouteError::Fault {
+                filter: weft_xds::filter_name::FAULT.to_string(),
+                source,
+            })?;
+            Some(convert_fault(&f)?)
+        }
+    };
+    Ok(Route {
+        name: r.name.clone(),
+        matcher: RouteMatch {
+            path,
+            case_sensitive,
+            headers,
+        },
+        action,
+        fault,
+        headers: HeaderEdits::new(
+            &r.request_headers_to_add,
+            &r.request_headers_to_remove,
+            &r.response_headers_to_add,
+            &r.response_headers_to_remove,
+        )?,
+    })
+}
+
+fn convert_string_matcher(s: &StringMatcher, name: &str) -> Result<StringMatch, RouteError> {
+    let pattern = match &s.match_pattern {
+        Some(MatchPattern::Exact(v)) => StringPattern::Exact(v.clone()),
+        Some(MatchPattern::Prefix(v)) => StringPattern::Prefix(v.clone()),
+        Some(MatchPattern::Suffix(v)) => StringPattern::Suffix(v.clone()),
+        Some(MatchPattern::Contains(v)) => StringPattern::Contains(v.clone()),
+        Some(MatchPattern::SafeRegex(re)) => {
+            StringPattern::Regex(compile_full(&re.regex, s.ignore_case)?)
+        }
+        Some(MatchPattern::Custom(_)) => {
+            return Err(RouteError::UnsupportedHeaderMatch {
+                name: name.to_string(),
+                what: "custom string matcher",
+            })
+        }
+        None => StringPattern::Exact(String::new()),
+    };
+    Ok(StringMatch {
+        pattern,
+        ignore_case: s.ignore_case,
+    })
+}
+
+#[allow(deprecated)] // the legacy specifiers are still sent by some control planes
+fn convert_header_match(h: &xroute::HeaderMatcher) -> Result<HeaderMatch, RouteError> {
+    let key = match h.name.to_ascii_lowercase().as_str() {
+        ":method" => HeaderKey::Method,
+        ":authority" | "host" => HeaderKey::Authority,
+        ":path" => HeaderKey::Path,
+        ":scheme" => HeaderKey::Scheme,
+        other => HeaderKey::Name(HeaderName::from_bytes(other.as_bytes()).map_err(|_| {
+            RouteError::HeaderName {
+                name: h.name.clone(),
+            }
+        })?),
+    };
+    let plain = |p: StringPattern| {
+        HeaderTest::String(StringMatch {
+            pattern: p,
+            ignore_case: false,
+        })
+    };
+    let test = match &h.header_match_specifier {
+        None => HeaderTest::Present(true),
+        Some(HeaderMatchSpecifier::PresentMatch(b)) => HeaderTest::Present(*b),
+        Some(HeaderMatchSpecifier::StringMatch(s)) => {
+            HeaderTest::String(convert_string_matcher(s, &h.name)?)
+        }
+        Some(HeaderMatchSpecifier::ExactMatch(v)) => plain(StringPattern::Exact(v.clone())),
+        Some(HeaderMatchSpecifier::PrefixMatch(v)) => plain(StringPattern::Prefix(v.clone())),
+        Some(HeaderMatchSpecifier::SuffixMatch(v)) => plain(StringPattern::Suffix(v.clone())),
+        Some(HeaderMatchSpecifier::ContainsMatch(v)) => plain(StringPattern::Contains(v.clone())),
+        Some(HeaderMatchSpecifier::SafeRegexMatch(re)) => {
+            plain(StringPattern::Regex(compile_full(&re.regex, false)?))
+        }
+        Some(HeaderMatchSpecifier::RangeMatch(_)) => {
+            return Err(RouteError::UnsupportedHeaderMatch {
+                name: h.name.clone(),
+                what: "range_match",
+            })
+        }
+    };
+    Ok(HeaderMatch {
+        key,
+        test,
+        invert: h.invert_match,
+    })
+}
+
+fn convert_action(a: &xroute::RouteAction) -> Result<RouteAction, RouteError> {
+    use xroute::route_action::ClusterSpecifier as C;
+    let target = match &a.cluster_specifier {
+        Some(C::Cluster(c)) => Target::Cluster(c.clone()),
+        Some(C::WeightedClusters(w)) => {
+            let clusters: Vec<WeightedCluster> = w
+                .clusters
+                .iter()
+                .map(|c| {
+                    Ok(WeightedCluster {
+                        name: c.name.clone(),
+                        weight: c.weight.as_ref().map(|w| w.value).unwrap_or(0),
+                        headers: HeaderEdits::new(
+                            &c.request_headers_to_add,
+                            &c.request_headers_to_remove,
+                            &c.response_headers_to_add,
+                            &c.response_headers_to_remove,
+                        )?,
+                    })
+                })
+                .collect::<Result<_, RouteError>>()?;
+            let total = crate::balance::total_weight(&clusters, |c| c.weight);
+            if total == 0 {
+                return Err(RouteError::NoWeights);
+            }
+            Target::Weighted { clusters, total }
+        }
+        Some(C::ClusterHeader(_)) => return Err(RouteError::UnsupportedAction("cluster_header")),
+        Some(_) => return Err(RouteError::UnsupportedAction("cluster_specifier_plugin")),
+        None => return Err(RouteError::UnsupportedAction("(no cluster)")),
+    };
+    let retry = match &a.retry_policy {
+        None => None,
+        Some(p) => {
+            let status_codes = p
+                .retriable_status_codes
+                .iter()
+                .map(|c| {
+                    u16::try_from(*c)
+                        .ok()
+                        .filter(|c| (100..600).contains(c))
+                        .ok_or(RouteError::RetryStatus(*c))
+                })
+                .collect::<Result<_, _>>()?;
+            Some(RetryPolicy {
+                on: RetryOn::parse(&p.retry_on)?,
+                // Envoy's default when `num_retries` is unset is 1.
+                num_retries: p.num_retries.as_ref().map(|n| n.value).unwrap_or(1),
+                per_try_timeout: duration(p.per_try_timeout.as_ref(), "per_try_timeout")?,
+                status_codes,
+            })
+        }
+    };
+    Ok(RouteAction {
+        target,
+        timeout: duration(a.timeout.as_ref(), "timeout")?,
+        retry,
+    })
+}
+
+fn convert_fault(f: &HttpFault) -> Result<Fault, RouteError> {
+    let delay = match &f.delay {
+        None => None,
+        Some(d) => match &d.fault_delay_secifier {
+            Some(fault_delay::FaultDelaySecifier::FixedDelay(fd)) => {
+                let dur = duration(Some(fd), "fault.delay.fixed_delay")?.unwrap_or_default();
+                let pct = match &d.percentage {
+                    Some(p) => Percent::from_fractional(p)?,
+                    // Envoy: an absent percentage means 100% (Istio always sets one).
+                    None => Percent {
+                        per_million: 1_000_000,
+                    },
+                };
+                Some((dur, pct))
+            }
+            Some(fault_delay::FaultDelaySecifier::HeaderDelay(_)) => {
+                return Err(RouteError::UnsupportedFault("header_delay"))
+            }
+            None => None,
+        },
+    };
+    let abort = match &f.abort {
+        None => None,
+        Some(a) => match &a.error_type {
+            Some(fault_abort::ErrorType::HttpStatus(s)) => {
+                let status = u16::try_from(*s)
+                    .ok()
+                    .filter(|s| (200..600).contains(s))
+                    .and_then(|s| http::StatusCode::from_u16(s).ok())
+                    .ok_or(RouteError::FaultStatus(*s))?;
+                let pct = match &a.percentage {
+                    Some(p) => Percent::from_fractional(p)?,
+                    None => Percent {
+                        per_million: 1_000_000,
+                    },
+                };
+                Some((status, pct))
+            }
+            Some(fault_abort::ErrorType::GrpcStatus(_)) => {
+                return Err(RouteError::UnsupportedFault("grpc_status abort"))
+            }
+            Some(fault_abort::ErrorType::HeaderAbort(_)) => {
+                return Err(RouteError::UnsupportedFault("header_abort"))
+            }
+            None => None,
+        },
+    };
+    Ok(Fault { delay, abort })
+}
+
+// === matching ===
+
+/// What matching looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// Method.
+    pub method: &'a http::Method,
+    /// Authority as received (`host[:port]`).
+    pub authority: &'a str,
+    /// Path with query.
+    pub path_and_query: &'a str,
+    /// `http` (weft serves plaintext).
+    pub scheme: &'a str,
+    /// Headers.
+    pub headers: &'a http::HeaderMap,
+}
+
+impl RouteConfig {
+    /// The virtual host for an authority: exact domains (with and without port) first, then the longest
+    /// suffix wildcard, then the longest prefix wildcard, then `*` (Envoy's order).
+    pub fn find_virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
+        let full = authority.to_ascii_lowercase();
+        let host = strip_port(&full);
+        let mut best_suffix: Option<(usize, &VirtualHost)> = None;
+        let mut best_prefix: Option<(usize, &VirtualHost)> = None;
+        let mut any: Option<&VirtualHost> = None;
+        for vh in &self.virtual_hosts {
+            for d in &vh.domains {
+                match d {
+                    Domain::Exact(e) => {
+                        if *e == full || *e == host {
+                            return Some(vh);
+                        }
+                    }
+                    Domain::Suffix(s) => {
+                        let hit = [full.as_str(), host]
+                            .iter()
+                            .any(|h| h.len() > s.len() && h.ends_with(s.as_str()));
+                        if hit && best_suffix.is_none_or(|(l, _)| s.len() > l) {
+                            best_suffix = Some((s.len(), vh));
+                        }
+                    }
+                    Domain::Prefix(p) => {
+                        let hit = [full.as_str(), host]
+                            .iter()
+                            .any(|h| h.len() > p.len() && h.starts_with(p.as_str()));
+                        if hit && best_prefix.is_none_or(|(l, _)| p.len() > l) {
+                            best_prefix = Some((p.len(), vh));
+                        }
+                    }
+                    Domain::Any => {
+                        if any.is_none() {
+                            any = Some(vh);
+                        }
+                    }
+                }
+            }
+        }
+        best_suffix.or(best_prefix).map(|(_, vh)| vh).or(any)
+    }
+}
+
+/// `host:port` → `host` (IPv6 literals keep their brackets).
+pub fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(i) => &authority[..=i],
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+impl VirtualHost {
+    /// The first route that matches.
+    pub fn find_route(&self, req: &RequestView<'_>) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matcher.matches(req))
+    }
+}
+
+impl RouteMatch {
+    /// Whether the request meets every condition.
+    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        let path_only = req
+            .path_and_query
+            .split_once('?')
+            .map_or(req.path_and_query, |(p, _)| p);
+        let path_ok = match &self.path {
+            PathMatch::Prefix(p) => {
+                if self.case_sensitive {
+                    req.path_and_query.starts_with(p.as_str())
+                } else {
+                    req.path_and_query.len() >= p.len()
+                        && req.path_and_query.as_bytes()[..p.len()]
+                            .eq_ignore_ascii_case(p.as_bytes())
+                }
+            }
+            PathMatch::Exact(p) => {
+                if self.case_sensitive {
+                    path_only == p
+                } else {
+                    path_only.eq_ignore_ascii_case(p)
+                }
+            }
+            PathMatch::Regex(re) => re.is_match(path_only),
+        };
+        path_ok && self.headers.iter().all(|h| h.matches(req))
+    }
+}
+
+impl HeaderMatch {
+    /// Whether the request meets this condition (after inversion).
+    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        let joined;
+        let value: Option<&str> = match &self.key {
+            HeaderKey::Method => Some(req.method.as_str()),
+            HeaderKey::Authority => Some(req.authority),
+            HeaderKey::Path => Some(req.path_and_query),
+            HeaderKey::Scheme => Some(req.scheme),
+            HeaderKey::Name(n) => {
+                let mut values = req.headers.get_all(n).iter();
+                match (values.next(), values.next()) {
+                    (None, _) => None,
+                    (Some(v), None) => v.to_str().ok(),
+                    (Some(first), Some(second)) => {
+                        // Envoy matches a repeated header on its values joined with ",".
+                        let mut s = String::from(first.to_str().unwrap_or_default());
+                        for v in std::iter::once(second).chain(values) {
+                            s.push(',');
+                            s.push_str(v.to_str().unwrap_or_default());
+                        }
+                        joined = s;
+                        Some(joined.as_str())
+                    }
+                }
+            }
+        };
+        let result = match &self.test {
+            HeaderTest::Present(want) => value.is_some() == *want,
+            HeaderTest::String(sm) => value.is_some_and(|v| sm.matches(v)),
+        };
+        result != self.invert
+    }
+}
+
+impl StringMatch {
+    /// Whether `v` meets the pattern.
+    pub fn matches(&self, v: &str) -> bool {
+        let ic = self.ignore_case;
+        match &self.pattern {
+            StringPattern::Exact(p) => {
+                if ic {
+                    v.eq_ignore_ascii_case(p)
+                } else {
+                    v == p
+                }
+            }
+            StringPattern::Prefix(p) => {
+                v.len() >= p.len()
+                    && if ic {
+                        v.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+                    } else {
+                        v.starts_with(p.as_str())
+                    }
+            }
+            StringPattern::Suffix(p) => {
+                v.len() >= p.len()
+                    && if ic {
+                        v.as_bytes()[v.len() - p.len()..].eq_ignore_ascii_case(p.as_bytes())
+                    } else {
+                        v.ends_with(p.as_str())
+                    }
+            }
+            StringPattern::Contains(p) => {
+                if ic {
+                    v.to_ascii_lowercase().contains(&p.to_ascii_lowercase())
+                } else {
+                    v.contains(p.as_str())
+                }
+            }
+            StringPattern::Regex(re) => re.is_match(v),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,322 @@
+//! Data-path failures and the one place that turns them into an HTTP status and Envoy response flags
+//! (`SPEC.md` §3.2). No other code invents a status code for an error.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// The response header that carries Envoy's `%RESPONSE_FLAGS%` for a response the proxy shaped
+/// (omitted when there are none).
+pub const RESPONSE_FLAGS_HEADER: &str = "x-weft-response-flags";
+
+/// Envoy response flags, a small bit set printed comma-joined in Envoy's order of mention.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags(u16);
+
+impl Flags {
+    /// No healthy upstream (`UH`).
+    pub const UH: Flags = Flags(1);
+    /// Upstream connection failure (`UF`).
+    pub const UF: Flags = Flags(1 << 1);
+    /// No route (`NR`).
+    pub const NR: Flags = Flags(1 << 2);
+    /// Retry limit exceeded (`URX`).
+    pub const URX: Flags = Flags(1 << 3);
+    /// Cluster not found (`NC`).
+    pub const NC: Flags = Flags(1 << 4);
+    /// Upstream request timeout (`UT`).
+    pub const UT: Flags = Flags(1 << 5);
+    /// Upstream connection termination (`UC`).
+    pub const UC: Flags = Flags(1 << 6);
+    /// Delayed by fault injection (`DI`).
+    pub const DI: Flags = Flags(1 << 7);
+    /// Aborted by fault injection (`FI`).
+    pub const FI: Flags = Flags(1 << 8);
+    /// Downstream protocol error (`DPE`).
+    pub const DPE: Flags = Flags(1 << 9);
+    /// Upstream remote reset (`UR`).
+    pub const UR: Flags = Flags(1 << 10);
+
+    const NAMES: [(Flags, &'static str); 11] = [
+        (Flags::UH, "UH"),
+        (Flags::UF, "UF"),
+        (Flags::NR, "NR"),
+        (Flags::URX, "URX"),
+        (Flags::NC, "NC"),
+        (Flags::UT, "UT"),
+        (Flags::UC, "UC"),
+        (Flags::DI, "DI"),
+        (Flags::FI, "FI"),
+        (Flags::DPE, "DPE"),
+        (Flags::UR, "UR"),
+    ];
+
+    /// Adds the flags of `other`.
+    pub fn insert(&mut self, other: Flags) {
+        self.0 |= other.0;
+    }
+
+    /// True when every flag of `other` is set.
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// True when no flag is set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("-");
+        }
+        let mut first = true;
+        for (flag, name) in Flags::NAMES {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str(",")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whose fault a failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something unusable.
+    Downstream,
+    /// The upstream failed or misbehaved.
+    Upstream,
+    /// The proxy's configuration had no answer.
+    Config,
+}
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No virtual host or route matched.
+    #[error("no route for {authority}{path}")]
+    NoRoute {
+        /// The request's authority.
+        authority: String,
+        /// The request's path.
+        path: String,
+    },
+    /// The route names a cluster the snapshot does not have.
+    #[error("cluster {cluster} not found")]
+    ClusterNotFound {
+        /// The cluster.
+        cluster: String,
+    },
+    /// The cluster has no endpoints.
+    #[error("no healthy upstream in cluster {cluster}")]
+    NoHealthyUpstream {
+        /// The cluster.
+        cluster: String,
+    },
+    /// Connecting to the endpoint failed (refused, unreachable, connect timeout).
+    #[error("cannot connect to upstream {addr}")]
+    UpstreamConnect {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The client error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The connection or stream to the endpoint ended before a response.
+    #[error("upstream {addr} reset the request")]
+    UpstreamReset {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The client error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// One try exceeded `per_try_timeout`.
+    #[error("upstream {addr} did not answer within the per-try timeout")]
+    PerTryTimeout {
+        /// The endpoint.
+        addr: SocketAddr,
+    },
+    /// The route's `timeout` covering every try expired.
+    #[error("upstream request timeout")]
+    RouteTimeout,
+    /// The fault filter aborted the request.
+    #[error("fault filter abort with status {status}")]
+    FaultAbort {
+        /// The configured status.
+        status: http::StatusCode,
+    },
+    /// The request has no usable authority.
+    #[error("request has no valid authority")]
+    BadAuthority,
+    /// Reading the downstream request body failed.
+    #[error("cannot read the request body")]
+    DownstreamBody {
+        /// hyper's error.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The request could not be turned into an upstream request.
+    #[error("cannot build the upstream request")]
+    BadUpstreamRequest {
+        /// http's error.
+        #[source]
+        source: http::Error,
+    },
+}
+
+/// How a failed try counts against a route's `retry_on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// The connection could not be made.
+    ConnectFailure,
+    /// The connection or stream ended before a response.
+    Reset,
+    /// The upstream refused the stream (HTTP/2 REFUSED_STREAM).
+    RefusedStream,
+    /// A per-try timeout.
+    Timeout,
+    /// Not retryable.
+    Never,
+}
+
+impl ProxyError {
+    /// The status code, response flag and body of the local response for this error.
+    pub fn response_parts(&self) -> (http::StatusCode, Flags, &'static str) {
+        use http::StatusCode as S;
+        match self {
+            ProxyError::NoRoute { .. } => (S::NOT_FOUND, Flags::NR, ""),
+            ProxyError::ClusterNotFound { .. } => (S::SERVICE_UNAVAILABLE, Flags::NC, ""),
+            ProxyError::NoHealthyUpstream { .. } => {
+                (S::SERVICE_UNAVAILABLE, Flags::UH, "no healthy upstream")
+            }
+            ProxyError::UpstreamConnect { .. } => (
+                S::SERVICE_UNAVAILABLE,
+                Flags::UF,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            ),
+            ProxyError::UpstreamReset { .. } => (
+                S::SERVICE_UNAVAILABLE,
+                Flags::UC,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+            ),
+            ProxyError::PerTryTimeout { .. } | ProxyError::RouteTimeout => {
+                (S::GATEWAY_TIMEOUT, Flags::UT, "upstream request timeout")
+            }
+            ProxyError::FaultAbort { status } => (*status, Flags::FI, "fault filter abort"),
+            ProxyError::BadAuthority => (S::BAD_REQUEST, Flags::DPE, "bad authority"),
+            ProxyError::DownstreamBody { .. } => (S::BAD_REQUEST, Flags::DPE, "bad request body"),
+            ProxyError::BadUpstreamRequest { .. } => (S::BAD_REQUEST, Flags::DPE, "bad request"),
+        }
+    }
+
+    /// Whose fault it is.
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::NoRoute { .. }
+            | ProxyError::ClusterNotFound { .. }
+            | ProxyError::NoHealthyUpstream { .. }
+            | ProxyError::FaultAbort { .. } => Side::Config,
+            ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamReset { .. }
+            | ProxyError::PerTryTimeout { .. }
+            | ProxyError::RouteTimeout => Side::Upstream,
+            ProxyError::BadAuthority
+            | ProxyError::DownstreamBody { .. }
+            | ProxyError::BadUpstreamRequest { .. } => Side::Downstream,
+        }
+    }
+
+    /// How this failure counts for `retry_on`.
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            ProxyError::UpstreamConnect { .. } => RetryClass::ConnectFailure,
+            ProxyError::UpstreamReset { source, .. } => {
+                if is_refused_stream(source) {
+                    RetryClass::RefusedStream
+                } else {
+                    RetryClass::Reset
+                }
+            }
+            ProxyError::PerTryTimeout { .. } => RetryClass::Timeout,
+            _ => RetryClass::Never,
+        }
+    }
+}
+
+/// hyper does not expose the HTTP/2 reset reason as a type we can match without depending on `h2`, so
+/// look for its name in the cause chain.
+fn is_refused_stream(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.to_string().contains("REFUSED_STREAM") {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_status_and_flag() {
+        let cases: Vec<(&str, ProxyError, u16, &str)> = vec![
+            (
+                "no route",
+                ProxyError::NoRoute {
+                    authority: "x".into(),
+                    path: "/".into(),
+                },
+                404,
+                "NR",
+            ),
+            (
+                "no cluster",
+                ProxyError::ClusterNotFound {
+                    cluster: "c".into(),
+                },
+                503,
+                "NC",
+            ),
+            (
+                "no endpoints",
+                ProxyError::NoHealthyUpstream {
+                    cluster: "c".into(),
+                },
+                503,
+                "UH",
+            ),
+            ("route timeout", ProxyError::RouteTimeout, 504, "UT"),
+            (
+                "fault",
+                ProxyError::FaultAbort {
+                    status: http::StatusCode::IM_A_TEAPOT,
+                },
+                418,
+                "FI",
+            ),
+        ];
+        for (name, err, status, flag) in cases {
+            let (s, f, _) = err.response_parts();
+            assert_eq!(s.as_u16(), status, "case {name}");
+            assert_eq!(f.to_string(), flag, "case {name}");
+        }
+    }
+
+    #[test]
+    fn flags_print_comma_joined() {
+        let mut f = Flags::UT;
+        f.insert(Flags::URX);
+        assert_eq!(f.to_string(), "URX,UT");
+        assert_eq!(Flags::default().to_string(), "-");
+    }
+}

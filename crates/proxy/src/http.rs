@@ -1,0 +1,505 @@
+//! The HTTP request path shared by the outbound and inbound listeners, as a fixed order of phases
+//! (charted in the crate README): authority → route table → virtual host → route → fault → cluster pick →
+//! request header edits → endpoint pick → forward with timeout and retries → response header edits.
+
+pub mod server;
+pub mod upstream;
+
+use crate::config::cluster::Cluster;
+use crate::config::headers::HeaderEdits;
+use crate::config::route::{RequestView, Route, RouteConfig, Target, VirtualHost};
+use crate::config::Snapshot;
+use crate::error::{Flags, ProxyError, RESPONSE_FLAGS_HEADER};
+use crate::Shared;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The body type of proxied requests and responses.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// Request bodies up to this size are buffered so the request can be retried; larger or unsized bodies are
+/// streamed and not retried.
+pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+/// Envoy's default retry back-off base interval.
+const RETRY_BACKOFF_BASE: Duration = Duration::from_millis(25);
+/// Envoy's default maximum back-off (10 × base).
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(250);
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// The outbound explicit proxy: route through the virtual listener of the authority's port.
+    Outbound,
+    /// An inbound listener, by LDS name: route through its own table.
+    Inbound(Arc<str>),
+}
+
+/// A full body from bytes.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// Handles one request: never fails; errors become local responses with Envoy's status and flags.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    entry: Entry,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut flags = Flags::default();
+    let mut resp = match proxy(&shared, &entry, req, &mut flags).await {
+        Ok(r) => r,
+        Err(e) => local_response(&e, &mut flags),
+    };
+    if !flags.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&flags.to_string()) {
+            resp.headers_mut().insert(RESPONSE_FLAGS_HEADER, v);
+        }
+    }
+    tracing::debug!(
+        target: "access",
+        entry = ?entry,
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        flags = %flags,
+        "request"
+    );
+    resp
+}
+
+/// The one place a `ProxyError` becomes a response.
+fn local_response(e: &ProxyError, flags: &mut Flags) -> Response<Body> {
+    let (status, flag, body) = e.response_parts();
+    flags.insert(flag);
+    tracing::debug!(error = %e, side = ?e.side(), "local response");
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    if !body.is_empty() {
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    r
+}
+
+/// The authority of a request: absolute-form URI first, then `Host`.
+pub fn authority_of<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+/// The port of an authority (80 when it has none); `None` when the port is not a number.
+pub fn port_of(authority: &str) -> Option<u16> {
+    let host_end = if authority.starts_with('[') {
+        authority.find(']').map(|i| i + 1)?
+    } else {
+        authority.rfind(':').unwrap_or(authority.len())
+    };
+    match authority.get(host_end..) {
+        None | Some("") => Some(80),
+        Some(rest) => rest.strip_prefix(':')?.parse().ok(),
+    }
+}
+
+/// A random UUID v4, as Envoy generates for `x-request-id`.
+pub fn uuid_v4() -> String {
+    let mut b = [0u8; 16];
+    fastrand::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut s = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{byte:02x}"));
+    }
+    s
+}
+
+fn route_table(snap: &Snapshot, entry: &Entry, authority: &str) -> Option<Arc<RouteConfig>> {
+    match entry {
+        Entry::Outbound => {
+            let port = port_of(authority)?;
+            let l = snap.outbound_by_port.get(&port)?;
+            snap.route_table(&l.value)
+        }
+        Entry::Inbound(name) => {
+            let l = snap.listeners.get(&**name)?;
+            snap.route_table(&l.value)
+        }
+    }
+}
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        h.remove(n);
+    }
+    h.remove(header::PROXY_AUTHORIZATION);
+}
+
+/// The parts of the request that every try reuses.
+struct Prepared {
+    method: http::Method,
+    path_and_query: String,
+    headers: HeaderMap,
+    h2: bool,
+    body: PreparedBody,
+}
+
+enum PreparedBody {
+    /// Buffered: every try gets a copy.
+    Buffered(Bytes),
+    /// Streamed: only one try.
+    Streaming(Option<Incoming>),
+}
+
+async fn proxy(
+    shared: &Shared,
+    entry: &Entry,
+    req: Request<Incoming>,
+    flags: &mut Flags,
+) -> Result<Response<Body>, ProxyError> {
+    // Phase: snapshot, once for the whole request.
+    let snap = shared.snapshot.load_full();
+
+    // Phase: authority and route table.
+    let authority = authority_of(&req).ok_or(ProxyError::BadAuthority)?;
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let no_route = || ProxyError::NoRoute {
+        authority: authority.clone(),
+        path: path_and_query.clone(),
+    };
+    let table = route_table(&snap, entry, &authority).ok_or_else(no_route)?;
+
+    // Phase: virtual host and route.
+    let view = RequestView {
+        method: req.method(),
+        authority: &authority,
+        path_and_query: &path_and_query,
+        scheme: "http",
+        headers: req.headers(),
+    };
+    let vhost = table.find_virtual_host(&authority).ok_or_else(no_route)?;
+    let route = vhost.find_route(&view).ok_or_else(no_route)?;
+
+    // Phase: fault injection (delay, then abort).
+    if let Some(fault) = &route.fault {
+        if let Some((delay, pct)) = fault.delay {
+            if pct.hits(fastrand::u32(0..1_000_000)) {
+                flags.insert(Flags::DI);
+                tokio::time::sleep(delay).await;
+            }
+        }
+        if let Some((status, pct)) = fault.abort {
+            if pct.hits(fastrand::u32(0..1_000_000)) {
+                return Err(ProxyError::FaultAbort { status });
+            }
+        }
+    }
+
+    // Phase: cluster pick.
+    let (cluster_name, dest_edits) = pick_cluster(route);
+    let cluster =
+        snap.clusters
+            .get(cluster_name)
+            .cloned()
+            .ok_or_else(|| ProxyError::ClusterNotFound {
+                cluster: cluster_name.to_string(),
+            })?;
+    if cluster.endpoints.is_empty() {
+        return Err(ProxyError::NoHealthyUpstream {
+            cluster: cluster.name.clone(),
+        });
+    }
+
+    // Phase: request header edits (most specific first, as Envoy applies them by default).
+    let h2 = req.version() == Version::HTTP_2;
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    if !headers.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    if !headers.contains_key(&X_REQUEST_ID) {
+        if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
+            headers.insert(X_REQUEST_ID.clone(), v);
+        }
+    }
+    let levels = edit_levels(dest_edits, route, vhost, &table);
+    for e in levels.iter().flatten() {
+        e.request.apply(&mut headers);
+    }
+
+    // Phase: body (buffered when small enough to retry).
+    let body = if body.is_end_stream() {
+        PreparedBody::Buffered(Bytes::new())
+    } else if body
+        .size_hint()
+        .upper()
+        .is_some_and(|u| u <= RETRY_BUFFER_LIMIT)
+    {
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|source| ProxyError::DownstreamBody { source })?
+            .to_bytes();
+        PreparedBody::Buffered(bytes)
+    } else {
+        PreparedBody::Streaming(Some(body))
+    };
+    let mut prepared = Prepared {
+        method: parts.method,
+        path_and_query,
+        headers,
+        h2,
+        body,
+    };
+
+    // Phase: forward with timeout and retries.
+    let started = Instant::now();
+    let mut resp = forward(shared, &cluster, route, &mut prepared, flags).await?;
+    let upstream_ms = started.elapsed().as_millis().to_string();
+
+    // Phase: response header edits.
+    strip_hop_by_hop(resp.headers_mut());
+    if let Ok(v) = HeaderValue::from_str(&upstream_ms) {
+        resp.headers_mut().insert(X_UPSTREAM_TIME.clone(), v);
+    }
+    for e in levels.iter().flatten() {
+        e.response.apply(resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+fn edit_levels<'a>(
+    dest: Option<&'a HeaderEdits>,
+    route: &'a Route,
+    vhost: &'a VirtualHost,
+    table: &'a RouteConfig,
+) -> [Option<&'a HeaderEdits>; 4] {
+    [
+        dest,
+        Some(&route.headers),
+        Some(&vhost.headers),
+        Some(&table.headers),
+    ]
+}
+
+fn pick_cluster(route: &Route) -> (&str, Option<&HeaderEdits>) {
+    match &route.action.target {
+        Target::Cluster(c) => (c.as_str(), None),
+        Target::Weighted { clusters, total } => {
+            let roll = fastrand::u64(0..*total);
+            match crate::balance::pick_weighted(clusters, |c| c.weight, roll) {
+                Some(c) => (c.name.as_str(), Some(&c.headers)),
+                // Unreachable while total > 0 (checked at conversion); fall back to the first cluster.
+                None => clusters
+                    .first()
+                    .map(|c| (c.name.as_str(), Some(&c.headers)))
+                    .unwrap_or(("", None)),
+            }
+        }
+    }
+}
+
+/// Runs the tries of a request under the route's timeout.
+async fn forward(
+    shared: &Shared,
+    cluster: &Cluster,
+    route: &Route,
+    req: &mut Prepared,
+    flags: &mut Flags,
+) -> Result<Response<Body>, ProxyError> {
+    let tries = async {
+        let policy = route.action.retry.as_ref();
+        let retryable_body = matches!(req.body, PreparedBody::Buffered(_));
+        let max_tries = 1 + match policy {
+            Some(p) if retryable_body => p.num_retries,
+            _ => 0,
+        };
+        let clients = shared.upstream.clients(cluster.connect_timeout);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let addr = cluster
+                .endpoints
+                .pick()
+                .ok_or_else(|| ProxyError::NoHealthyUpstream {
+                    cluster: cluster.name.clone(),
+                })?;
+            let result =
+                try_once(&clients, addr, req, policy.and_then(|p| p.per_try_timeout)).await;
+            let may_retry = attempt < max_tries;
+            let retry = match (&result, policy) {
+                (Ok(resp), Some(p)) => p.retries_status(resp.status().as_u16()),
+                (Err(e), Some(p)) => p.retries_failure(e.retry_class()),
+                (_, None) => false,
+            };
+            if retry && may_retry {
+                tracing::debug!(attempt, endpoint = %addr, "retrying");
+                let cap = RETRY_BACKOFF_BASE
+                    .saturating_mul(1 << (attempt - 1).min(8))
+                    .min(RETRY_BACKOFF_MAX);
+                let jitter = fastrand::u64(0..=cap.as_millis() as u64);
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
+                continue;
+            }
+            if retry && max_tries > 1 {
+                flags.insert(Flags::URX);
+            }
+            return result;
+        }
+    };
+    match route.action.timeout {
+        None => tries.await,
+        Some(t) => match tokio::time::timeout(t, tries).await {
+            Ok(r) => r,
+            Err(_) => Err(ProxyError::RouteTimeout),
+        },
+    }
+}
+
+async fn try_once(
+    clients: &upstream::Clients,
+    addr: std::net::SocketAddr,
+    req: &mut Prepared,
+    per_try: Option<Duration>,
+) -> Result<Response<Body>, ProxyError> {
+    let uri = format!("http://{addr}{}", req.path_and_query);
+    let body = match &mut req.body {
+        PreparedBody::Buffered(b) => full(b.clone()),
+        PreparedBody::Streaming(b) => match b.take() {
+            Some(b) => b.boxed(),
+            None => full(Bytes::new()),
+        },
+    };
+    let mut builder = Request::builder()
+        .method(req.method.clone())
+        .uri(uri)
+        .version(if req.h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        });
+    if let Some(h) = builder.headers_mut() {
+        *h = req.headers.clone();
+    }
+    let upstream_req = builder
+        .body(body)
+        .map_err(|source| ProxyError::BadUpstreamRequest { source })?;
+    let client = if req.h2 { &clients.h2 } else { &clients.h1 };
+    let fut = client.request(upstream_req);
+    let result = match per_try {
+        None => fut.await,
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => r,
+            Err(_) => return Err(ProxyError::PerTryTimeout { addr }),
+        },
+    };
+    match result {
+        Ok(resp) => Ok(resp.map(|b| b.boxed())),
+        Err(source) if source.is_connect() => Err(ProxyError::UpstreamConnect { addr, source }),
+        Err(source) => Err(ProxyError::UpstreamReset { addr, source }),
+    }
+}
+
+/// A plain response with a status and a text body (admin and tests).
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_of_authorities() {
+        let cases: &[(&str, Option<u16>)] = &[
+            ("reviews:9080", Some(9080)),
+            ("reviews", Some(80)),
+            ("10.0.0.1:8080", Some(8080)),
+            ("[::1]:9080", Some(9080)),
+            ("[::1]", Some(80)),
+            ("reviews:http", None),
+            ("reviews:99999", None),
+        ];
+        for (a, want) in cases {
+            assert_eq!(port_of(a), *want, "case {a}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let id = uuid_v4();
+        assert_eq!(id.len(), 36, "{id}");
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![8, 4, 4, 4, 12],
+            "{id}"
+        );
+        assert!(parts[2].starts_with('4'), "{id}");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{id}");
+        assert_ne!(uuid_v4(), id);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-keep"]);
+    }
+}

@@ -1,0 +1,20 @@
+//! The outbound side: the explicit HTTP proxy on `--ip:--outbound-port` (Istio's 15001). A request names
+//! its destination in its authority; the port picks the virtual listener `0.0.0.0_<port>` and its RDS
+//! table, and the shared request path ([`crate::http`]) does the rest.
+
+use crate::http::{self, server, Entry};
+use crate::Shared;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Serves the outbound listener until shutdown.
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, drain: Duration) {
+    let stop = shared.shutdown.subscribe();
+    let s = shared.clone();
+    let handler: server::Handler = Arc::new(move |req| {
+        let s = s.clone();
+        Box::pin(http::handle(s, Entry::Outbound, req))
+    });
+    server::serve("outbound", listener, handler, stop, drain).await;
+}

@@ -1,0 +1,771 @@
+//! End-to-end tests of weft-proxy in-process: a scripted ADS server, hyper upstreams and the proxy, all on
+//! loopback with ephemeral ports. Every wait polls with a deadline; nothing asserts on timing.
+
+#[path = "support/fake_ads.rs"]
+mod fake_ads;
+#[path = "support/net.rs"]
+mod net;
+#[path = "support/resources.rs"]
+mod resources;
+
+use fake_ads::{FakeAds, XdsSet};
+use net::{admin_get, eventually, get, send, Behaviour, Form, Upstream};
+use resources::*;
+use std::net::SocketAddr;
+use weft_proxy::{Args, Config, Proxy, ProxyHandle};
+use weft_xds::ads::DiscoveryRequest;
+use weft_xds::pb::envoy::config::route::v3::{
+    route_match::PathSpecifier, RetryPolicy, VirtualHost,
+};
+use weft_xds::pb::envoy::extensions::filters::common::fault::v3::{fault_delay, FaultDelay};
+use weft_xds::pb::envoy::extensions::filters::http::fault::v3::{
+    fault_abort, FaultAbort, HttpFault,
+};
+use weft_xds::pb::envoy::r#type::matcher::v3::RegexMatcher;
+use weft_xds::pb::envoy::r#type::v3::FractionalPercent;
+use weft_xds::pb::google::protobuf::UInt32Value;
+use weft_xds::{pack, type_url};
+
+const V1: &str = "outbound|9080|v1|reviews.default.svc.cluster.local";
+const V2: &str = "outbound|9080|v2|reviews.default.svc.cluster.local";
+const REVIEWS: &[&str] = &[
+    "reviews",
+    "reviews:9080",
+    "reviews.default.svc.cluster.local:9080",
+];
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A set with EDS clusters (name, endpoints) and one RDS table "9080" of these virtual hosts.
+fn set(version: &str, clusters: &[(&str, &[SocketAddr])], vhosts: Vec<VirtualHost>) -> XdsSet {
+    XdsSet {
+        version: version.into(),
+        clusters: clusters.iter().map(|(n, _)| eds_cluster(n)).collect(),
+        endpoints: clusters.iter().map(|(n, eps)| cla(n, eps)).collect(),
+        listeners: vec![outbound_listener(9080)],
+        routes: vec![route_config("9080", vhosts)],
+    }
+}
+
+async fn start_proxy(ads: &str) -> ProxyHandle {
+    init_logs();
+    let args = Args::try_parse_from_iter([
+        "weft-proxy",
+        "--workload",
+        "productpage-v1",
+        "--ip",
+        "127.0.0.1",
+        "--outbound-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--xds-address",
+        ads,
+    ]);
+    let config = Config::try_from(&args).expect("valid config");
+    let proxy = Proxy::start(config).await.expect("proxy starts");
+    let admin = proxy.admin_addr();
+    eventually("proxy ready", || async move {
+        admin_get(admin, "/ready").await.filter(|(s, _)| *s == 200)
+    })
+    .await;
+    proxy
+}
+
+trait ParseIter {
+    fn try_parse_from_iter<const N: usize>(a: [&str; N]) -> Args;
+}
+impl ParseIter for Args {
+    fn try_parse_from_iter<const N: usize>(a: [&str; N]) -> Args {
+        <Args as clap::Parser>::try_parse_from(a).expect("flags parse")
+    }
+}
+
+/// Waits until `GET http://authority/path` through the proxy satisfies `ok`.
+async fn until(
+    proxy: &ProxyHandle,
+    authority: &str,
+    path: &str,
+    what: &str,
+    ok: impl Fn(&net::Resp) -> bool,
+) {
+    let addr = proxy.outbound_addr();
+    eventually(what, || {
+        let ok = &ok;
+        async move {
+            let r = send(addr, Form::Absolute, authority, path, &[])
+                .await
+                .ok()?;
+            ok(&r).then_some(())
+        }
+    })
+    .await;
+}
+
+async fn next_request(
+    ads: &mut FakeAds,
+    what: &str,
+    f: impl Fn(&DiscoveryRequest) -> bool,
+) -> DiscoveryRequest {
+    eventually(what, || {
+        let got = loop {
+            match ads.requests.try_recv() {
+                Ok(r) if f(&r) => break Some(r),
+                Ok(_) => continue,
+                Err(_) => break None,
+            }
+        };
+        async move { got }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_authority_in_absolute_form_host_header_and_h2() {
+    let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
+    let ratings = Upstream::start("ratings-v1", Behaviour::Ok).await;
+    let ads = FakeAds::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        set(
+            "1",
+            &[
+                (V1, &[v1.addr]),
+                ("outbound|9080||ratings", &[ratings.addr]),
+            ],
+            vec![
+                vhost("reviews", REVIEWS, vec![route_to("/", V1)]),
+                vhost(
+                    "ratings",
+                    &["ratings", "ratings:9080"],
+                    vec![route_to("/", "outbound|9080||ratings")],
+                ),
+            ],
+        ),
+    )
+    .await;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "reviews:9080", "/", "reviews route", |r| {
+        r.status == 200
+    })
+    .await;
+    let out = proxy.outbound_addr();
+
+    let cases: &[(&str, Form, &str, &str)] = &[
+        (
+            "absolute form",
+            Form::Absolute,
+            "reviews:9080",
+            "reviews-v1",
+        ),
+        ("host header", Form::Host, "ratings:9080", "ratings-v1"),
+        (
+            "host header, case-insensitive",
+            Form::Host,
+            "RATINGS:9080",
+            "ratings-v1",
+        ),
+        ("h2 prior knowledge", Form::H2, "reviews:9080", "reviews-v1"),
+    ];
+    for (name, form, authority, want) in cases {
+        let r = send(out, *form, authority, "/reviews/0?x=1", &[])
+            .await
+            .unwrap_or_else(|e| panic!("case {name}: {e}"));
+        assert_eq!(r.status, 200, "case {name}: {r:?}");
+        assert_eq!(r.upstream(), *want, "case {name}");
+        assert!(
+            r.upstream_saw(&format!("host: {authority}")),
+            "case {name}: Host kept: {}",
+            r.body
+        );
+        assert!(
+            r.body
+                .lines()
+                .any(|l| l.starts_with("x-request-id: ") && l.len() == 14 + 36),
+            "case {name}: request id generated: {}",
+            r.body
+        );
+    }
+
+    // An existing request id is kept.
+    let r = send(
+        out,
+        Form::Absolute,
+        "reviews:9080",
+        "/",
+        &[("x-request-id", "abc")],
+    )
+    .await
+    .expect("send");
+    assert!(r.upstream_saw("x-request-id: abc"), "{}", r.body);
+
+    // Unknown host on a known port, and an unknown port: 404 NR.
+    for (name, authority) in [
+        ("unknown host", "details:9080"),
+        ("unknown port", "reviews:1234"),
+    ] {
+        let r = get(out, authority, "/").await;
+        assert_eq!((r.status, r.flags().as_str()), (404, "NR"), "case {name}");
+    }
+
+    // The admin endpoints show what was applied.
+    let (status, clusters) = admin_get(proxy.admin_addr(), "/clusters")
+        .await
+        .expect("clusters");
+    assert_eq!(status, 200);
+    assert!(
+        clusters.contains(&format!("{V1}::{}::health_flags::healthy", v1.addr)),
+        "{clusters}"
+    );
+    let (status, dump) = admin_get(proxy.admin_addr(), "/config_dump")
+        .await
+        .expect("dump");
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("json");
+    let types: Vec<&str> = dump["configs"]
+        .as_array()
+        .expect("configs")
+        .iter()
+        .filter_map(|c| c["@type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+            "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+            "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+            "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+        ]
+    );
+    let route = &dump["configs"][3]["dynamic_route_configs"][0];
+    assert_eq!(route["version_info"], "1");
+    assert_eq!(route["route_config"]["name"], "9080", "{route}");
+    assert_eq!(
+        route["route_config"]["@type"],
+        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+    );
+    assert_eq!(
+        dump["configs"][2]["dynamic_listeners"][0]["name"], "0.0.0.0_9080",
+        "{dump}"
+    );
+    assert_eq!(
+        admin_get(proxy.admin_addr(), "/nope").await.map(|r| r.0),
+        Some(404)
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_clusters_split_traffic() {
+    let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
+    let v2 = Upstream::start("reviews-v2", Behaviour::Ok).await;
+    let ads = FakeAds::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        set(
+            "1",
+            &[(V1, &[v1.addr]), (V2, &[v2.addr])],
+            vec![vhost(
+                "reviews",
+                REVIEWS,
+                vec![weighted("/", &[(V1, 50), (V2, 50)])],
+            )],
+        ),
+    )
+    .await;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "reviews:9080", "/", "reviews route", |r| {
+        r.status == 200
+    })
+    .await;
+    let (mut a, mut b) = (0, 0);
+    for _ in 0..200 {
+        match get(proxy.outbound_addr(), "reviews:9080", "/")
+            .await
+            .upstream()
+        {
+            "reviews-v1" => a += 1,
+            "reviews-v2" => b += 1,
+            other => panic!("unexpected upstream {other}"),
+        }
+    }
+    // With p = 0.5 over 200 tries, fewer than 50 on a side has probability below 1e-12.
+    assert!(a >= 50 && b >= 50, "v1 {a}, v2 {b}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_carry_version_and_nonce_and_bad_config_is_nacked() {
+    let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
+    let v2 = Upstream::start("reviews-v2", Behaviour::Ok).await;
+    let good = set(
+        "1",
+        &[(V1, &[v1.addr]), (V2, &[v2.addr])],
+        vec![vhost("reviews", REVIEWS, vec![route_to("/", V1)])],
+    );
+    let mut ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), good.clone()).await;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "reviews:9080", "/", "v1 serving", |r| {
+        r.upstream() == "reviews-v1"
+    })
+    .await;
+
+    // The first request carries the node; CDS and LDS are wildcards.
+    let first = next_request(&mut ads, "first request", |_| true).await;
+    let node = first.node.expect("node on first request");
+    assert_eq!(
+        node.id,
+        "sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local"
+    );
+    assert!(first.resource_names.is_empty());
+
+    // Each type is ACKed with the version and nonce it was sent.
+    let mut sent = Vec::new();
+    let mut received = Vec::new();
+    eventually("an ACK of every type", || {
+        while let Ok(r) = ads.responses.try_recv() {
+            sent.push(r);
+        }
+        while let Ok(r) = ads.requests.try_recv() {
+            received.push(r);
+        }
+        let all = type_url::ALL.iter().all(|url| {
+            sent.iter()
+                .any(|s| s.type_url == *url && received.iter().any(|r| r.response_nonce == s.nonce))
+        });
+        async move { all.then_some(()) }
+    })
+    .await;
+    for url in type_url::ALL {
+        let resp = sent.iter().find(|r| r.type_url == url).expect("sent");
+        let ack = received
+            .iter()
+            .find(|r| r.type_url == url && r.response_nonce == resp.nonce)
+            .expect("acked");
+        assert_eq!(ack.version_info, "1", "{url}");
+        assert!(ack.error_detail.is_none(), "{url}: {:?}", ack.error_detail);
+        if url == type_url::ENDPOINT {
+            assert_eq!(ack.resource_names, vec![V1.to_string(), V2.to_string()]);
+        }
+        if url == type_url::ROUTE {
+            assert_eq!(ack.resource_names, vec!["9080".to_string()]);
+        }
+    }
+
+    // Version 2 routes to v2 but has a broken regex in a later route: NACKed, v1 keeps serving.
+    let mut bad_route = route_to("/", V2);
+    if let Some(m) = bad_route.r#match.as_mut() {
+        m.path_specifier = Some(PathSpecifier::SafeRegex(RegexMatcher {
+            regex: "(".into(),
+            ..Default::default()
+        }));
+    }
+    let mut bad = good.clone();
+    bad.version = "2".into();
+    bad.routes = vec![route_config(
+        "9080",
+        vec![vhost(
+            "reviews.default.svc.cluster.local:9080",
+            REVIEWS,
+            vec![route_to("/", V2), bad_route],
+        )],
+    )];
+    ads.update(bad);
+    let nack = next_request(&mut ads, "RDS NACK", |r| {
+        r.type_url == type_url::ROUTE && r.error_detail.is_some()
+    })
+    .await;
+    assert_eq!(
+        nack.version_info, "1",
+        "NACK carries the previous good version"
+    );
+    let detail = nack.error_detail.expect("detail");
+    assert_eq!(detail.code, 3);
+    assert!(
+        detail.message.starts_with(
+            "route config \"9080\": virtual host \"reviews.default.svc.cluster.local:9080\": route 1: invalid regex \"(\""
+        ),
+        "{}",
+        detail.message
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            get(proxy.outbound_addr(), "reviews:9080", "/")
+                .await
+                .upstream(),
+            "reviews-v1"
+        );
+    }
+
+    // A fixed version 3 is applied.
+    let mut fixed = good;
+    fixed.version = "3".into();
+    fixed.routes = vec![route_config(
+        "9080",
+        vec![vhost("reviews", REVIEWS, vec![route_to("/", V2)])],
+    )];
+    ads.update(fixed);
+    until(&proxy, "reviews:9080", "/", "v2 after fix", |r| {
+        r.upstream() == "reviews-v2"
+    })
+    .await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_timeouts_and_upstream_failures() {
+    let flaky = Upstream::start("flaky", Behaviour::FailFirst(1)).await;
+    let always = Upstream::start("always-503", Behaviour::FailFirst(usize::MAX)).await;
+    let hang = Upstream::start("hang", Behaviour::Hang).await;
+    let closed = {
+        // A port with nothing listening: bind, read the address, close.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let retry = |on: &str, n: u32, per_try_ms: Option<u64>| RetryPolicy {
+        retry_on: on.into(),
+        num_retries: Some(UInt32Value { value: n }),
+        per_try_timeout: per_try_ms.map(dur_ms),
+        ..Default::default()
+    };
+    let with_retry =
+        |prefix: &str, cluster: &str, p: Option<RetryPolicy>, timeout_ms: Option<u64>| {
+            let mut r = route_to(prefix, cluster);
+            action(&mut r).retry_policy = p;
+            if let Some(t) = timeout_ms {
+                action(&mut r).timeout = Some(dur_ms(t));
+            }
+            r
+        };
+    let ads = FakeAds::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        XdsSet {
+            version: "1".into(),
+            clusters: vec![
+                eds_cluster("flaky"),
+                eds_cluster("always"),
+                eds_cluster("hang"),
+                eds_cluster("closed"),
+                eds_cluster("empty"),
+            ],
+            endpoints: vec![
+                cla("flaky", &[flaky.addr]),
+                cla("always", &[always.addr]),
+                cla("hang", &[hang.addr]),
+                cla("closed", &[closed]),
+            ],
+            listeners: vec![outbound_listener(9080)],
+            routes: vec![route_config(
+                "9080",
+                vec![vhost(
+                    "svc",
+                    &["svc:9080"],
+                    vec![
+                        with_retry("/flaky", "flaky", Some(retry("5xx", 2, None)), None),
+                        with_retry(
+                            "/always",
+                            "always",
+                            Some(retry("gateway-error", 2, None)),
+                            None,
+                        ),
+                        with_retry("/no-retry", "always", None, None),
+                        with_retry("/per-try", "hang", Some(retry("5xx", 1, Some(100))), None),
+                        with_retry("/route-timeout", "hang", None, Some(150)),
+                        with_retry(
+                            "/closed",
+                            "closed",
+                            Some(retry("connect-failure", 1, None)),
+                            None,
+                        ),
+                        route_to("/empty", "empty"),
+                        route_to("/missing", "no-such-cluster"),
+                    ],
+                )],
+            )],
+        },
+    )
+    .await;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "svc:9080", "/empty", "routes applied", |r| {
+        r.status != 404
+    })
+    .await;
+    let out = proxy.outbound_addr();
+
+    // The flaky upstream fails its first request with 503; the route retries and succeeds.
+    assert_eq!(flaky.hits(), 0);
+    let r = get(out, "svc:9080", "/flaky").await;
+    assert_eq!(
+        (r.status, r.upstream(), r.flags()),
+        (200, "flaky", "-".to_string()),
+        "{r:?}"
+    );
+    assert_eq!(flaky.hits(), 2, "first try failed, the retry succeeded");
+
+    let cases: &[(&str, &str, u16, &str)] = &[
+        ("retries exhausted on 503", "/always", 503, "URX"),
+        ("no retry policy passes 503 through", "/no-retry", 503, "-"),
+        (
+            "per-try timeout then last try timeout",
+            "/per-try",
+            504,
+            "URX,UT",
+        ),
+        ("route timeout", "/route-timeout", 504, "UT"),
+        ("connect failure after retries", "/closed", 503, "UF,URX"),
+        ("no endpoints", "/empty", 503, "UH"),
+        ("unknown cluster", "/missing", 503, "NC"),
+    ];
+    for (name, path, status, flags) in cases {
+        let r = get(out, "svc:9080", path).await;
+        assert_eq!(
+            (r.status, r.flags()),
+            (*status, flags.to_string()),
+            "case {name}: {}",
+            r.body
+        );
+    }
+    let before = always.hits();
+    get(out, "svc:9080", "/always").await;
+    assert_eq!(always.hits() - before, 3, "1 try + 2 retries");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_and_header_edits() {
+    let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
+    let fault = |abort: Option<u32>, delay_ms: Option<u64>| HttpFault {
+        abort: abort.map(|s| FaultAbort {
+            error_type: Some(fault_abort::ErrorType::HttpStatus(s)),
+            percentage: Some(FractionalPercent {
+                numerator: 1_000_000,
+                denominator: 2,
+            }),
+            ..Default::default()
+        }),
+        delay: delay_ms.map(|ms| FaultDelay {
+            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(dur_ms(ms))),
+            percentage: Some(FractionalPercent {
+                numerator: 100,
+                denominator: 0,
+            }),
+        }),
+        ..Default::default()
+    };
+    let with_fault = |prefix: &str, f: HttpFault| {
+        let mut r = route_to(prefix, V1);
+        r.typed_per_filter_config.insert(
+            weft_xds::filter_name::FAULT.into(),
+            pack(type_url::HTTP_FAULT, &f),
+        );
+        r
+    };
+    let mut headers_route = route_to("/headers", V1);
+    headers_route.request_headers_to_add = vec![
+        header("x-set", "set-value", 2),
+        header("x-add", "added", 0),
+        header("x-absent-only", "fallback", 1),
+    ];
+    headers_route.request_headers_to_remove = vec!["x-remove".into()];
+    headers_route.response_headers_to_add = vec![header("x-resp", "r1", 2)];
+    headers_route.response_headers_to_remove = vec!["x-drop-me".into()];
+    let ads = FakeAds::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        set(
+            "1",
+            &[(V1, &[v1.addr])],
+            vec![vhost(
+                "reviews",
+                REVIEWS,
+                vec![
+                    with_fault("/abort", fault(Some(500), None)),
+                    with_fault("/delay", fault(None, Some(20))),
+                    with_fault("/both", fault(Some(418), Some(1))),
+                    headers_route,
+                    route_to("/", V1),
+                ],
+            )],
+        ),
+    )
+    .await;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "reviews:9080", "/", "routes applied", |r| {
+        r.status == 200
+    })
+    .await;
+    let out = proxy.outbound_addr();
+
+    let cases: &[(&str, &str, u16, &str, &str)] = &[
+        ("abort", "/abort", 500, "FI", "fault filter abort"),
+        ("delay then forward", "/delay", 200, "DI", "reviews-v1"),
+        (
+            "delay then abort",
+            "/both",
+            418,
+            "DI,FI",
+            "fault filter abort",
+        ),
+    ];
+    for (name, path, status, flags, body) in cases {
+        let r = get(out, "reviews:9080", path).await;
+        assert_eq!(
+            (r.status, r.flags()),
+            (*status, flags.to_string()),
+            "case {name}"
+        );
+        assert_eq!(
+            r.body.lines().next().unwrap_or_default(),
+            *body,
+            "case {name}"
+        );
+    }
+
+    let r = send(
+        out,
+        Form::Host,
+        "reviews:9080",
+        "/headers",
+        &[
+            ("x-set", "client"),
+            ("x-add", "client"),
+            ("x-remove", "bye"),
+            ("x-absent-only", "client"),
+        ],
+    )
+    .await
+    .expect("send");
+    assert_eq!(r.status, 200);
+    for line in [
+        "x-set: set-value",
+        "x-add: client",
+        "x-add: added",
+        "x-absent-only: client",
+    ] {
+        assert!(r.upstream_saw(line), "upstream saw {line:?}: {}", r.body);
+    }
+    for gone in ["x-set: client", "x-remove: bye", "x-absent-only: fallback"] {
+        assert!(
+            !r.upstream_saw(gone),
+            "upstream did not see {gone:?}: {}",
+            r.body
+        );
+    }
+    assert_eq!(
+        r.headers.get("x-resp").map(|v| v.as_bytes()),
+        Some(&b"r1"[..])
+    );
+    assert!(
+        r.headers.get("x-drop-me").is_none(),
+        "response header removed"
+    );
+    assert_eq!(
+        r.headers.get("x-upstream").map(|v| v.as_bytes()),
+        Some(&b"reviews-v1"[..])
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_listener_from_lds_forwards_to_the_app() {
+    let app = Upstream::start("app", Behaviour::Ok).await;
+    let inbound_name = "inbound_127.0.0.1_9080";
+    let mut s = set("1", &[], vec![]);
+    s.clusters
+        .push(static_cluster("inbound|9080||", &[app.addr]));
+    s.listeners.push(inbound_listener(
+        inbound_name,
+        "127.0.0.1:0".parse().expect("addr"),
+        "inbound|9080||",
+    ));
+    let ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), s.clone()).await;
+    let proxy = start_proxy(&ads.url()).await;
+    let bound = eventually("inbound bound", || async {
+        proxy.inbound_addr(inbound_name)
+    })
+    .await;
+    let r = send(bound, Form::Host, "reviews:9080", "/reviews/1", &[])
+        .await
+        .expect("inbound");
+    assert_eq!((r.status, r.upstream()), (200, "app"), "{r:?}");
+    assert!(r.upstream_saw("host: reviews:9080"), "{}", r.body);
+
+    // Removing the listener from LDS stops it.
+    s.version = "2".into();
+    s.listeners.retain(|l| {
+        let l: weft_xds::pb::envoy::config::listener::v3::Listener =
+            weft_xds::unpack(l).expect("listener");
+        l.name != inbound_name
+    });
+    ads.update(s);
+    eventually("inbound stopped", || async {
+        proxy.inbound_addr(inbound_name).is_none().then_some(())
+    })
+    .await;
+    eventually("inbound port closed", || async move {
+        send(bound, Form::Host, "reviews:9080", "/", &[])
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_serving_without_xds_and_reconnects() {
+    let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
+    let v2 = Upstream::start("reviews-v2", Behaviour::Ok).await;
+    let clusters: &[(&str, &[SocketAddr])] = &[(V1, &[v1.addr]), (V2, &[v2.addr])];
+    let ads = FakeAds::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        set(
+            "1",
+            clusters,
+            vec![vhost("reviews", REVIEWS, vec![route_to("/", V1)])],
+        ),
+    )
+    .await;
+    let ads_addr = ads.addr;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "reviews:9080", "/", "v1 serving", |r| {
+        r.upstream() == "reviews-v1"
+    })
+    .await;
+
+    ads.kill().await;
+    for _ in 0..10 {
+        let r = get(proxy.outbound_addr(), "reviews:9080", "/").await;
+        assert_eq!(r.upstream(), "reviews-v1", "last snapshot keeps serving");
+    }
+    assert_eq!(
+        admin_get(proxy.admin_addr(), "/ready").await.map(|r| r.0),
+        Some(200)
+    );
+
+    // weftd comes back on the same address with new routes: the proxy reconnects and applies them.
+    let mut ads = FakeAds::start(
+        ads_addr,
+        set(
+            "2",
+            clusters,
+            vec![vhost("reviews", REVIEWS, vec![route_to("/", V2)])],
+        ),
+    )
+    .await;
+    until(&proxy, "reviews:9080", "/", "v2 after reconnect", |r| {
+        r.upstream() == "reviews-v2"
+    })
+    .await;
+    let again = next_request(&mut ads, "node on the new stream", |r| r.node.is_some()).await;
+    assert_eq!(
+        again.version_info, "1",
+        "resubscribes with the version it holds"
+    );
+    proxy.shutdown().await;
+}

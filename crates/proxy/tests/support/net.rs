@@ -1,0 +1,210 @@
+//! Upstream test servers that answer with their name and the headers they received, an HTTP client that
+//! talks to the proxy (absolute-form, Host-addressed, or HTTP/2 prior knowledge), and polling helpers.
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Behaviour {
+    /// 200 with name and headers.
+    Ok,
+    /// 503 for the first `n` requests, then 200.
+    FailFirst(usize),
+    /// Never answers.
+    Hang,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub async fn start(name: &'static str, behaviour: Behaviour) -> Upstream {
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), name, behaviour).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, name: &'static str, behaviour: Behaviour) -> Upstream {
+        let listener = TcpListener::bind(addr).await.expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let svc =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let n = h.fetch_add(1, Ordering::SeqCst);
+                            async move {
+                                let mut lines: Vec<String> = req
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                                    .collect();
+                                lines.sort();
+                                let body = format!("{name}\n{}\n", lines.join("\n"));
+                                let status = match behaviour {
+                                    Behaviour::FailFirst(k) if n < k => {
+                                        StatusCode::SERVICE_UNAVAILABLE
+                                    }
+                                    Behaviour::Hang => {
+                                        std::future::pending::<()>().await;
+                                        StatusCode::OK
+                                    }
+                                    _ => StatusCode::OK,
+                                };
+                                let resp = http::Response::builder()
+                                    .status(status)
+                                    .header("x-upstream", name)
+                                    .header("x-drop-me", "1")
+                                    .body(Full::new(Bytes::from(body)))
+                                    .expect("response");
+                                Ok::<_, Infallible>(resp)
+                            }
+                        });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, hits }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    /// The first line of the body: the upstream's name.
+    pub fn upstream(&self) -> &str {
+        self.body.lines().next().unwrap_or_default()
+    }
+
+    pub fn flags(&self) -> String {
+        self.headers
+            .get("x-weft-response-flags")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    }
+
+    /// Whether the upstream saw this header line (`name: value`).
+    pub fn upstream_saw(&self, line: &str) -> bool {
+        self.body.lines().any(|l| l == line)
+    }
+}
+
+/// How the request names its destination.
+#[derive(Debug, Clone, Copy)]
+pub enum Form {
+    /// `GET http://authority/path HTTP/1.1`.
+    Absolute,
+    /// `GET /path HTTP/1.1` + `Host: authority`.
+    Host,
+    /// HTTP/2 prior knowledge, `:authority`.
+    H2,
+}
+
+pub async fn send(
+    proxy: SocketAddr,
+    form: Form,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Resp, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = TcpStream::connect(proxy).await?;
+    let io = TokioIo::new(stream);
+    let uri = match form {
+        Form::Absolute | Form::H2 => format!("http://{authority}{path}"),
+        Form::Host => path.to_string(),
+    };
+    let mut b = Request::builder().uri(uri);
+    if !matches!(form, Form::H2) {
+        b = b.header("host", authority);
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = match form {
+        Form::H2 => {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            let req = b
+                .version(http::Version::HTTP_2)
+                .body(Empty::<Bytes>::new())?;
+            sender.send_request(req).await?
+        }
+        _ => {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(conn);
+            sender.send_request(b.body(Empty::<Bytes>::new())?).await?
+        }
+    };
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// `GET http://authority/path` through the proxy, panicking on transport errors.
+pub async fn get(proxy: SocketAddr, authority: &str, path: &str) -> Resp {
+    send(proxy, Form::Absolute, authority, path, &[])
+        .await
+        .unwrap_or_else(|e| panic!("GET http://{authority}{path} via {proxy}: {e}"))
+}
+
+/// Polls `check` with a growing delay until it returns `Some`, or panics naming `what` after 15 s.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut delay = Duration::from_millis(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// `GET http://admin/path` status and body.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let r = send(admin, Form::Host, &admin.to_string(), path, &[])
+        .await
+        .ok()?;
+    Some((r.status, r.body))
+}
