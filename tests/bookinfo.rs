@@ -94,9 +94,17 @@ async fn routing_rules_take_effect_without_restart() {
 
     // Removing the rule brings the rotation back.
     mesh.delete(ALL_V1);
-    mesh.converge(None, &["reviews-v2", "reviews-v3"], Duration::from_secs(10))
-        .await
-        .expect("rotation back");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let back = tally(&mesh, None, 30).await;
+        if back.len() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rotation not back after delete: {back:?}"
+        );
+    }
 
     // 50/50 between v1 and v3 over 400 pages, within ±10 points.
     mesh.apply(FIFTY_V3);
@@ -140,19 +148,23 @@ async fn user_routing_and_fault_injection() {
     mesh.all_synced(Duration::from_secs(10))
         .await
         .expect("synced");
-    let start = Instant::now();
-    let (status, page) = mesh.productpage(Some("jason")).await.expect("page");
-    let took = start.elapsed();
-    println!("delayed page took {} ms", took.as_millis());
-    assert_eq!(status, 200);
-    assert!(
-        page.contains("Sorry, product reviews are currently unavailable"),
-        "{page}"
-    );
-    assert!(
-        took >= Duration::from_secs(3),
-        "the delay was injected ({took:?})"
-    );
+    // Poll: the rule reaches the proxies asynchronously after `weft apply` returns.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let start = Instant::now();
+        let (status, page) = mesh.productpage(Some("jason")).await.expect("page");
+        let took = start.elapsed();
+        assert_eq!(status, 200);
+        if page.contains("Sorry, product reviews are currently unavailable") {
+            println!("delayed page took {} ms", took.as_millis());
+            assert!(
+                took >= Duration::from_secs(3),
+                "the delay was injected ({took:?})"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "delay not applied:\n{page}");
+    }
     // Others are not delayed.
     let (status, page) = mesh.productpage(None).await.expect("page");
     assert_eq!(status, 200);

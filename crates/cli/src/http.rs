@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, Empty};
 use std::time::Duration;
 
 /// How long any one admin call may take.
-const TIMEOUT: Duration = Duration::from_secs(5);
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// GETs `path` from `addr` (`host:port`) and returns the status and body.
 pub async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
