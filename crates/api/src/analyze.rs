@@ -4,7 +4,7 @@
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::host::qualify;
 use crate::networking::virtual_service::{HeaderOperations, HttpRoute, StringMatch};
-use crate::networking::{DestinationRule, ServiceEntry, VirtualService, WorkloadEntry};
+use crate::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
 use crate::resource::{Kind, Resource, Spec};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -62,6 +62,7 @@ pub fn validate(r: &Resource) -> Vec<Diagnostic> {
         Spec::DestinationRule(dr) => validate_dr(&mut out, dr),
         Spec::ServiceEntry(se) => validate_se(&mut out, se),
         Spec::WorkloadEntry(we) => validate_we(&mut out, "spec", we),
+        Spec::Sidecar(sc) => validate_sidecar(&mut out, sc),
     }
     out.diags
 }
@@ -596,6 +597,62 @@ fn validate_se(out: &mut Out, se: &ServiceEntry) {
     }
 }
 
+fn validate_sidecar(out: &mut Out, sc: &Sidecar) {
+    if !sc.ingress.is_empty() {
+        out.error("spec.ingress".into(), "ingress", NOT_YET);
+    }
+    if sc.inbound_connection_pool.is_some() {
+        out.error(
+            "spec.inboundConnectionPool".into(),
+            "inboundConnectionPool",
+            NOT_YET,
+        );
+    }
+    if sc.outbound_traffic_policy.is_some() {
+        out.warn(
+            "spec.outboundTrafficPolicy".into(),
+            "outboundTrafficPolicy",
+            "not enforced yet: traffic to hosts outside the registry is refused (REGISTRY_ONLY)",
+        );
+    }
+    if sc.egress.is_empty() {
+        out.error(
+            "spec.egress".into(),
+            "",
+            "at least one egress entry is required",
+        );
+    }
+    for (i, e) in sc.egress.iter().enumerate() {
+        for (field, set) in [
+            ("port", e.port.is_some()),
+            ("bind", e.bind.is_some()),
+            ("captureMode", e.capture_mode.is_some()),
+        ] {
+            if set {
+                out.error(format!("spec.egress[{i}].{field}"), field, NOT_YET);
+            }
+        }
+        if e.hosts.is_empty() {
+            out.error(
+                format!("spec.egress[{i}].hosts"),
+                "",
+                "at least one host is required",
+            );
+        }
+        for (j, h) in e.hosts.iter().enumerate() {
+            if crate::networking::sidecar::EgressHost::parse(h).is_none() {
+                out.error(
+                    format!("spec.egress[{i}].hosts[{j}]"),
+                    h,
+                    format!(
+                        "{h:?} is not of the form namespace/dnsName (e.g. ./* or istio-system/*)"
+                    ),
+                );
+            }
+        }
+    }
+}
+
 fn validate_we(out: &mut Out, f: &str, we: &WorkloadEntry) {
     match we.address.as_deref() {
         None | Some("") => out.error(format!("{f}.address"), "", "address is required"),
@@ -826,6 +883,24 @@ mod tests {
             let got = run(&vs(http));
             assert_eq!(got, vec![want.to_string()], "case {name}");
         }
+    }
+
+    #[test]
+    fn sidecar_problems() {
+        let sc = |spec: &str| {
+            format!("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: default\nspec:\n{spec}")
+        };
+        assert!(run(&sc("  egress:\n  - hosts: [./*, istio-system/*]\n")).is_empty());
+        assert_eq!(
+            run(&sc("  egress:\n  - hosts: [reviews]\n")),
+            ["vs.yaml:7: Sidecar default/default: spec.egress[0].hosts[0]: \"reviews\" is not of the form namespace/dnsName (e.g. ./* or istio-system/*)"]
+        );
+        assert_eq!(
+            run(&sc(
+                "  ingress:\n  - port: {number: 9080}\n  egress:\n  - hosts: [./*]\n"
+            )),
+            ["vs.yaml:6: Sidecar default/default: spec.ingress: not supported by weft yet"]
+        );
     }
 
     #[test]

@@ -3,10 +3,12 @@
 
 pub mod destination_rule;
 pub mod service_entry;
+pub mod sidecar;
 pub mod virtual_service;
 
 pub use destination_rule::DestinationRule;
 pub use service_entry::{ServiceEntry, WorkloadEntry};
+pub use sidecar::Sidecar;
 pub use virtual_service::VirtualService;
 
 use serde::{Deserialize, Serialize};

@@ -2,7 +2,7 @@
 
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::mesh::{is_mesh_file, MeshConfig};
-use crate::networking::{DestinationRule, ServiceEntry, VirtualService, WorkloadEntry};
+use crate::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
 use crate::resource::{Kind, ObjectMeta, Resource, Spec, LATER_KINDS, NETWORKING_VERSIONS};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -217,7 +217,7 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
                 format!("kind {kind_s} is not supported by weft yet")
             } else {
                 format!(
-                    "unknown kind {kind_s} (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry)"
+                    "unknown kind {kind_s} (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar)"
                 )
             };
             problem(kind_line, &kind_s, &gns, &gname, "kind", msg);
@@ -254,6 +254,7 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
             Kind::WorkloadEntry => {
                 typed::<WorkloadEntry>(&doc).map(|(m, s)| (m, Spec::WorkloadEntry(s)))
             }
+            Kind::Sidecar => typed::<Sidecar>(&doc).map(|(m, s)| (m, Spec::Sidecar(s))),
         };
         match parsed {
             Ok((mut metadata, spec)) => {
@@ -337,7 +338,7 @@ mod tests {
             (
                 "unknown kind",
                 "apiVersion: v1\nkind: Deployment\nmetadata:\n  name: x\n",
-                "f.yaml:2: Deployment default/x: kind: unknown kind Deployment (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry)",
+                "f.yaml:2: Deployment default/x: kind: unknown kind Deployment (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar)",
             ),
             (
                 "later kind",

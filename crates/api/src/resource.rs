@@ -1,6 +1,6 @@
 //! A parsed Istio resource: kind, metadata, typed spec, and where it came from.
 
-use crate::networking::{DestinationRule, ServiceEntry, VirtualService, WorkloadEntry};
+use crate::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +18,8 @@ pub enum Kind {
     ServiceEntry,
     /// networking.istio.io WorkloadEntry.
     WorkloadEntry,
+    /// networking.istio.io Sidecar.
+    Sidecar,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::Sidecar => "Sidecar",
         }
     }
 
@@ -38,6 +41,7 @@ impl Kind {
             "DestinationRule" => Kind::DestinationRule,
             "ServiceEntry" => Kind::ServiceEntry,
             "WorkloadEntry" => Kind::WorkloadEntry,
+            "Sidecar" => Kind::Sidecar,
             _ => return None,
         })
     }
@@ -62,9 +66,8 @@ pub const NETWORKING_VERSIONS: [&str; 3] = [
 ];
 
 /// Istio kinds weft knows but does not serve yet, with the group they belong to.
-pub const LATER_KINDS: [&str; 11] = [
+pub const LATER_KINDS: [&str; 10] = [
     "Gateway",
-    "Sidecar",
     "WorkloadGroup",
     "EnvoyFilter",
     "ProxyConfig",
@@ -122,6 +125,8 @@ pub enum Spec {
     ServiceEntry(ServiceEntry),
     /// WorkloadEntry.
     WorkloadEntry(WorkloadEntry),
+    /// Sidecar.
+    Sidecar(Sidecar),
 }
 
 /// What identifies a resource: kind, namespace, name.
@@ -212,6 +217,14 @@ impl Resource {
     pub fn as_workload_entry(&self) -> Option<&WorkloadEntry> {
         match &self.spec {
             Spec::WorkloadEntry(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The Sidecar spec, if this is one.
+    pub fn as_sidecar(&self) -> Option<&Sidecar> {
+        match &self.spec {
+            Spec::Sidecar(v) => Some(v),
             _ => None,
         }
     }

@@ -1,9 +1,9 @@
 //! weftd's debug and readiness endpoints (`--debug-address`, Istio's 15014): `/ready`, `/debug/syncz`,
 //! `/debug/configz`, `/debug/config_dump?proxyID=…`.
 
-use crate::model::Model;
 use crate::server::status::StatusRegistry;
 use crate::translate;
+use crate::view::Snapshot;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -21,8 +21,8 @@ use tracing::debug;
 pub struct DebugState {
     /// The config directory (reported so `weft apply` can find it).
     pub config_dir: PathBuf,
-    /// The current model.
-    pub model: watch::Receiver<Arc<Model>>,
+    /// The current snapshot.
+    pub model: watch::Receiver<Arc<Snapshot>>,
     /// Proxy sync status.
     pub status: Arc<StatusRegistry>,
 }
@@ -57,7 +57,7 @@ pub fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Byte
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
-    let model = state.model.borrow().clone();
+    let model = state.model.borrow().model.clone();
     match req.uri().path() {
         "/ready" => text(StatusCode::OK, "ready\n"),
         "/debug/syncz" => {

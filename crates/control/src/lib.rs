@@ -10,6 +10,7 @@ pub mod model;
 pub mod registry;
 pub mod server;
 pub mod translate;
+pub mod view;
 
 use clap::Parser;
 use config::DirSource;
@@ -228,7 +229,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         services = model.services.len(),
         "config loaded"
     );
-    let (model_tx, model_rx) = watch::channel(Arc::new(model));
+    let (model_tx, model_rx) = watch::channel(Arc::new(view::Snapshot::new(Arc::new(model))));
     let status = Arc::new(StatusRegistry::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -288,12 +289,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
                     services = m.services.len(),
                     "config changed; pushing"
                 );
-                if model_tx.send(Arc::new(m)).is_err() {
+                let next = view::Snapshot::next(Arc::new(m), &model_tx.borrow());
+                if model_tx.send(Arc::new(next)).is_err() {
                     return;
                 }
             } else {
                 // Keep /debug/configz's problem list current even when nothing was accepted.
-                let cur = model_tx.borrow().clone();
+                let snap = model_tx.borrow().clone();
+                let cur = &snap.model;
                 if cur.diagnostics != r.diagnostics {
                     let m = Model::build_with(
                         cur.generation,
@@ -301,7 +304,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
                         cur.mesh.clone(),
                         r.diagnostics,
                     );
-                    model_tx.send_replace(Arc::new(m));
+                    model_tx.send_replace(Arc::new(snap.same_config(Arc::new(m))));
                 }
             }
         }

@@ -19,6 +19,8 @@ pub struct Model {
     pub virtual_services: BTreeMap<String, Arc<Resource>>,
     /// DestinationRules by qualified host (first by namespace/name).
     pub destination_rules: BTreeMap<String, Arc<Resource>>,
+    /// Sidecar resources by `namespace/name`.
+    pub sidecars: BTreeMap<String, Arc<Resource>>,
     /// Mesh settings.
     pub mesh: MeshConfig,
     /// The accepted resources this model was built from.
@@ -43,6 +45,7 @@ impl Model {
         let services = registry::build(resources);
         let mut virtual_services = BTreeMap::new();
         let mut destination_rules = BTreeMap::new();
+        let mut sidecars = BTreeMap::new();
         for r in resources {
             let ns = &r.metadata.namespace;
             if let Some(vs) = r.as_virtual_service() {
@@ -54,6 +57,8 @@ impl Model {
                         .entry(qualify(h, ns))
                         .or_insert_with(|| r.clone());
                 }
+            } else if r.as_sidecar().is_some() {
+                sidecars.insert(format!("{ns}/{}", r.metadata.name), r.clone());
             } else if let Some(dr) = r.as_destination_rule() {
                 destination_rules
                     .entry(qualify(&dr.host, ns))
@@ -65,6 +70,7 @@ impl Model {
             services,
             virtual_services,
             destination_rules,
+            sidecars,
             mesh,
             resources: resources.to_vec(),
             diagnostics,
@@ -78,5 +84,44 @@ impl Model {
             .iter()
             .find(|s| s.name == subset)
             .map(|s| &s.labels)
+    }
+
+    /// The Sidecar that scopes a workload, as Istio picks it: one in the workload's namespace whose
+    /// selector matches its labels, else the namespace's one without a selector, else the root
+    /// namespace's one without a selector. Ties go to the first by name.
+    pub fn sidecar_for(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<&Arc<Resource>> {
+        fn in_ns<'a, 'b>(
+            m: &'a Model,
+            ns: &'b str,
+        ) -> impl Iterator<Item = &'a Arc<Resource>> + use<'a, 'b> {
+            m.sidecars
+                .values()
+                .filter(move |r| r.metadata.namespace == ns)
+        }
+        let selector = |r: &Arc<Resource>| {
+            r.as_sidecar()
+                .and_then(|s| s.workload_selector.as_ref())
+                .map(|w| w.labels.clone())
+        };
+        in_ns(self, namespace)
+            .find(|r| {
+                selector(r).is_some_and(|sel| weft_api::networking::labels_match(&sel, labels))
+            })
+            .or_else(|| in_ns(self, namespace).find(|r| selector(r).is_none()))
+            .or_else(|| in_ns(self, &self.mesh.root_namespace).find(|r| selector(r).is_none()))
+    }
+
+    /// Whether the Sidecar `id` lets a proxy in `proxy_ns` reach `svc`. `.` means the proxy's namespace
+    /// (so a mesh-wide default in the root namespace scopes each proxy to its own namespace).
+    pub fn sidecar_egress_allows(&self, id: &str, proxy_ns: &str, svc: &Service) -> bool {
+        let Some(sc) = self.sidecars.get(id).and_then(|r| r.as_sidecar()) else {
+            return true;
+        };
+        sc.egress_hosts()
+            .any(|h| h.allows(proxy_ns, &svc.namespace, &svc.hostname))
     }
 }

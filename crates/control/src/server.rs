@@ -1,49 +1,90 @@
-//! The ADS server: one task per proxy stream, pushing what changed for that proxy whenever a new model is
-//! published, and recording ACKs and NACKs for proxy-status.
+//! The ADS server, state of the world and incremental (delta): one task per proxy stream, pushing what
+//! changed for that proxy whenever a new snapshot is published, and recording ACKs and NACKs for
+//! proxy-status.
+//!
+//! Both protocols share one connection state machine; they differ only in how requests name what they
+//! want and in how a response says what changed. Resources come from the shared per-scope [`View`]s of
+//! the snapshot, so what a proxy was sent is remembered as "that view" (one pointer), not as a copy per
+//! proxy, and what changed is the view's cached diff.
 
 pub mod status;
 
-use crate::model::Model;
-use crate::translate::{self, ProxyResources};
+use crate::translate::{self, Scope};
+use crate::view::{type_index, Res, Snapshot, TypeDiff, View, TYPES};
 use status::{ProxyStatus, StatusRegistry};
-use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn, Instrument};
 use weft_xds::ads::{AggregatedDiscoveryService, DiscoveryRequest, DiscoveryResponse};
 use weft_xds::node::ProxyIdentity;
-use weft_xds::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use weft_xds::pb::envoy::config::core::v3::Node;
+use weft_xds::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
 use weft_xds::{type_url, Any};
 
 /// Responses queued per stream before the stream task waits (a slow proxy slows only itself).
 const STREAM_BUFFER: usize = 16;
+/// Responses with more resources than this hold a push permit until the proxy answers them, so a burst
+/// of proxies connecting at once cannot queue gigabytes of encoded config.
+const LARGE_PUSH: usize = 64;
+/// Large pushes in flight at once.
+const LARGE_PUSH_PERMITS: usize = 100;
 
 /// The ADS service.
 pub struct Discovery {
-    model: watch::Receiver<Arc<Model>>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
     status: Arc<StatusRegistry>,
     next_conn: AtomicU64,
+    large_pushes: Arc<Semaphore>,
 }
 
 impl Discovery {
-    /// A service that serves whatever model `model` holds.
-    pub fn new(model: watch::Receiver<Arc<Model>>, status: Arc<StatusRegistry>) -> Self {
+    /// A service that serves whatever snapshot `snapshots` holds.
+    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>, status: Arc<StatusRegistry>) -> Self {
         Discovery {
-            model,
+            snapshots,
             status,
             next_conn: AtomicU64::new(1),
+            large_pushes: Arc::new(Semaphore::new(LARGE_PUSH_PERMITS)),
+        }
+    }
+
+    fn connection(
+        &self,
+        protocol: Protocol,
+        tx: Tx,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Connection {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let _ = peer;
+        Connection {
+            id,
+            protocol,
+            snapshots: self.snapshots.clone(),
+            snap: self.snapshots.borrow().clone(),
+            status: self.status.clone(),
+            large_pushes: self.large_pushes.clone(),
+            tx,
+            proxy: None,
+            scope: None,
+            inbound: None,
+            types: Default::default(),
+            nonce: 0,
         }
     }
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
 type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+type Requests = Pin<Box<dyn Stream<Item = Result<Req, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for Discovery {
@@ -53,23 +94,11 @@ impl AggregatedDiscoveryService for Discovery {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let peer = request.remote_addr();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let conn = Connection {
-            id,
-            model: self.model.clone(),
-            status: self.status.clone(),
-            tx,
-            proxy: None,
-            types: BTreeMap::new(),
-            nonce: 0,
-        };
-        let span = tracing::info_span!("ads", conn = id, peer = %peer);
-        tokio::spawn(conn.run(request.into_inner()).instrument(span));
+        let conn = self.connection(Protocol::Sotw, Tx::Sotw(tx), peer);
+        let requests: Requests = Box::pin(request.into_inner().map(|r| r.map(Req::from_sotw)));
+        spawn(conn, requests, peer);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -77,75 +106,211 @@ impl AggregatedDiscoveryService for Discovery {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<DeltaStream>, Status> {
-        Err(Status::unimplemented(
-            "delta xDS is not served yet: use state-of-the-world ADS (StreamAggregatedResources)",
-        ))
+        let peer = request.remote_addr();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let conn = self.connection(Protocol::Delta, Tx::Delta(tx), peer);
+        let requests: Requests = Box::pin(request.into_inner().map(|r| r.map(Req::from_delta)));
+        spawn(conn, requests, peer);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn spawn(conn: Connection, requests: Requests, peer: Option<std::net::SocketAddr>) {
+    let peer = peer.map(|a| a.to_string()).unwrap_or_default();
+    let span =
+        tracing::info_span!("ads", conn = conn.id, peer = %peer, protocol = conn.protocol.name());
+    tokio::spawn(conn.run(requests).instrument(span));
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Sotw,
+    Delta,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Sotw => "sotw",
+            Protocol::Delta => "delta",
+        }
+    }
+}
+
+enum Tx {
+    Sotw(mpsc::Sender<Result<DiscoveryResponse, Status>>),
+    Delta(mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>),
+}
+
+impl Tx {
+    async fn error(&self, e: Status) {
+        let _ = match self {
+            Tx::Sotw(tx) => tx.send(Err(e)).await.is_ok(),
+            Tx::Delta(tx) => tx.send(Err(e)).await.is_ok(),
+        };
+    }
+}
+
+/// A request of either protocol.
+struct Req {
+    node: Option<Node>,
+    type_url: String,
+    version_info: String,
+    response_nonce: String,
+    error: Option<String>,
+    names: Names,
+}
+
+enum Names {
+    /// State of the world: the whole list each time.
+    Replace(Vec<String>),
+    /// Incremental.
+    Delta {
+        subscribe: Vec<String>,
+        unsubscribe: Vec<String>,
+        initial: HashMap<String, String>,
+    },
+}
+
+impl Req {
+    fn from_sotw(r: DiscoveryRequest) -> Req {
+        Req {
+            node: r.node,
+            type_url: r.type_url,
+            version_info: r.version_info,
+            response_nonce: r.response_nonce,
+            error: r.error_detail.map(|e| e.message),
+            names: Names::Replace(r.resource_names),
+        }
+    }
+
+    fn from_delta(r: DeltaDiscoveryRequest) -> Req {
+        Req {
+            node: r.node,
+            type_url: r.type_url,
+            version_info: String::new(),
+            response_nonce: r.response_nonce,
+            error: r.error_detail.map(|e| e.message),
+            names: Names::Delta {
+                subscribe: r.resource_names_subscribe,
+                unsubscribe: r.resource_names_unsubscribe,
+                initial: r.initial_resource_versions,
+            },
+        }
+    }
+}
+
+/// What a proxy watches of one type.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+enum Sub {
+    /// Everything weftd has for it (CDS and LDS always; any type a delta client asks `*` for).
+    #[default]
+    Wildcard,
+    /// These names only. Names are shared with the views where they exist, so a thousand proxies
+    /// watching ten thousand clusters hold pointers, not copies.
+    Names(BTreeSet<Arc<str>>),
+}
+
+impl Sub {
+    fn has(&self, name: &str) -> bool {
+        match self {
+            Sub::Wildcard => true,
+            Sub::Names(n) => n.contains(name),
+        }
+    }
+    fn count(&self) -> Option<usize> {
+        match self {
+            Sub::Wildcard => None,
+            Sub::Names(n) => Some(n.len()),
+        }
     }
 }
 
 /// What one stream has asked for and been sent, per type.
 #[derive(Default)]
 struct TypeState {
-    /// `None` = wildcard (CDS, LDS); otherwise the names subscribed.
-    names: Option<BTreeSet<String>>,
-    /// Hash of each resource last sent, to send only what changed.
-    sent: BTreeMap<String, u64>,
-    /// Nonce of the last response.
-    last_nonce: String,
-    /// A request for this type arrived: it is subscribed.
+    sub: Sub,
+    /// A request for this type arrived.
     subscribed: bool,
+    /// The view the proxy's copy of the shared resources came from (`None`: nothing sent yet).
+    view: Option<Arc<View>>,
+    /// Versions of the proxy's own (inbound) resources last sent.
+    inbound: BTreeMap<String, u64>,
+    /// Delta: what the proxy said it holds when it (re)connected; used once, by the first push.
+    initial: Option<HashMap<String, String>>,
+    /// Names newly subscribed, to send with the next response.
+    pending: Vec<Arc<str>>,
+    last_nonce: String,
+    last_version: String,
+    /// Held while a large response is unanswered.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// One proxy's own resources of one generation, hashed.
+struct Inbound {
+    generation: u64,
+    types: [BTreeMap<String, Res>; 4],
 }
 
 struct Connection {
     id: u64,
-    model: watch::Receiver<Arc<Model>>,
+    protocol: Protocol,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// The snapshot this connection last pushed from.
+    snap: Arc<Snapshot>,
     status: Arc<StatusRegistry>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    large_pushes: Arc<Semaphore>,
+    tx: Tx,
     proxy: Option<ProxyIdentity>,
-    types: BTreeMap<&'static str, TypeState>,
+    scope: Option<Scope>,
+    inbound: Option<Inbound>,
+    types: [TypeState; 4],
     nonce: u64,
 }
 
-fn known_type(url: &str) -> Option<&'static str> {
-    type_url::ALL.into_iter().find(|t| *t == url)
+fn version_string(v: u64) -> String {
+    format!("{v:016x}")
 }
 
-fn hash_any(a: &Any) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    a.value.hash(&mut h);
-    h.finish()
+/// One response's content, either protocol.
+#[derive(Default)]
+struct Update {
+    /// Added or changed (all, for a state-of-the-world wildcard type).
+    resources: Vec<(Arc<str>, Any, u64)>,
+    removed: Vec<String>,
 }
 
 impl Connection {
-    async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
-        let mut model_rx = self.model.clone();
+    async fn run(mut self, mut inbound: Requests) {
+        let mut snapshots = self.snapshots.clone();
         loop {
             tokio::select! {
-                // Cancellation-safe: `message()` loses nothing when the other branch wins.
-                msg = inbound.message() => match msg {
-                    Ok(Some(req)) => {
+                // Cancellation-safe: `next()` on a tonic stream loses nothing when the other branch wins.
+                msg = inbound.next() => match msg {
+                    Some(Ok(req)) => {
                         if let Err(e) = self.on_request(req).await {
                             warn!(error = %e, "closing stream");
-                            let _ = self.tx.send(Err(e)).await;
+                            self.tx.error(e).await;
                             break;
                         }
                     }
-                    Ok(None) => {
+                    None => {
                         debug!("proxy closed stream");
                         break;
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         debug!(error = %e, "stream error");
                         break;
                     }
                 },
-                changed = model_rx.changed() => {
+                changed = snapshots.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    if self.proxy.is_some() && self.push_all().await.is_err() {
+                    let snap = snapshots.borrow_and_update().clone();
+                    if self.proxy.is_some() && self.push_all(snap).await.is_err() {
                         break;
                     }
                 }
@@ -157,7 +322,7 @@ impl Connection {
         }
     }
 
-    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
+    async fn on_request(&mut self, req: Req) -> Result<(), Status> {
         if self.proxy.is_none() {
             let node = req.node.as_ref().ok_or_else(|| {
                 Status::invalid_argument("first request on the stream carries no node")
@@ -169,129 +334,316 @@ impl Connection {
                 .insert(self.id, ProxyStatus::new(node.id.clone(), identity.clone()));
             self.proxy = Some(identity);
         }
-        let Some(t) = known_type(&req.type_url) else {
+        let Some(ti) = type_index(&req.type_url) else {
             warn!(type_url = %req.type_url, "request for a type weftd does not serve");
             return Ok(());
         };
-        let state = self.types.entry(t).or_default();
-        if !req.response_nonce.is_empty() {
-            if req.response_nonce != state.last_nonce {
-                // A reply to an older response: superseded, nothing to do (Envoy's rule).
-                return Ok(());
-            }
-            match &req.error_detail {
-                Some(err) => {
-                    warn!(type_url = type_url::short(t), nonce = %req.response_nonce, reason = %err.message, "nack");
+        let t = TYPES[ti];
+        let state = &mut self.types[ti];
+        if !req.response_nonce.is_empty() && req.response_nonce == state.last_nonce {
+            state.permit = None;
+            match &req.error {
+                Some(reason) => {
+                    warn!(type_url = type_url::short(t), nonce = %req.response_nonce, reason = %reason, "nack");
                     self.status
-                        .record_nack(self.id, t, &req.response_nonce, &err.message);
+                        .record_nack(self.id, t, &req.response_nonce, reason);
                 }
                 None => {
-                    debug!(type_url = type_url::short(t), version = %req.version_info, "ack");
+                    let version = if req.version_info.is_empty() {
+                        &state.last_version
+                    } else {
+                        &req.version_info
+                    };
+                    debug!(type_url = type_url::short(t), version = %version, "ack");
                     self.status
-                        .record_ack(self.id, t, &req.version_info, &req.response_nonce);
+                        .record_ack(self.id, t, version, &req.response_nonce);
                 }
             }
+        } else if !req.response_nonce.is_empty() {
+            // A reply to an older response: superseded. In state of the world the names it carries are
+            // still the proxy's current wish, so fall through; a delta request carries only changes.
+            if self.protocol == Protocol::Sotw {
+                return Ok(());
+            }
         }
-        let names: Option<BTreeSet<String>> = if t == type_url::CLUSTER || t == type_url::LISTENER {
-            None
-        } else {
-            Some(req.resource_names.iter().cloned().collect())
-        };
+        let view = self.view_now();
+        let state = &mut self.types[ti];
         let first = !state.subscribed;
-        let names_changed = state.names != names;
         state.subscribed = true;
-        if names_changed {
-            if let Some(new) = &names {
-                // Forget what was sent for names no longer watched, so re-subscribing re-sends them.
-                state.sent.retain(|k, _| new.contains(k));
+        let wildcard_type = t == type_url::CLUSTER || t == type_url::LISTENER;
+        let intern = |n: &str| -> Arc<str> {
+            view.types[ti]
+                .get_key_value(n)
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| Arc::from(n))
+        };
+        let mut changed_sub = false;
+        match req.names {
+            Names::Replace(names) => {
+                let new = if wildcard_type {
+                    Sub::Wildcard
+                } else {
+                    Sub::Names(names.iter().map(|n| intern(n)).collect())
+                };
+                if new != state.sub || first {
+                    if let (Sub::Names(new_names), old) = (&new, &state.sub) {
+                        let added = new_names.iter().filter(|n| first || !old.has(n));
+                        state.pending.extend(added.cloned());
+                    }
+                    state.sub = new;
+                    changed_sub = true;
+                }
             }
-            state.names = names;
+            Names::Delta {
+                subscribe,
+                unsubscribe,
+                initial,
+            } => {
+                if first {
+                    state.initial = Some(initial);
+                    let star = subscribe.iter().any(|n| n == "*");
+                    // CDS and LDS are always wildcard; other types only when asked for `*`.
+                    state.sub = if star || wildcard_type {
+                        Sub::Wildcard
+                    } else {
+                        Sub::Names(BTreeSet::new())
+                    };
+                    changed_sub = true;
+                }
+                if subscribe.iter().any(|n| n == "*") {
+                    state.sub = Sub::Wildcard;
+                    changed_sub = true;
+                }
+                if let Sub::Names(set) = &mut state.sub {
+                    for n in &unsubscribe {
+                        changed_sub |= set.remove(n.as_str());
+                    }
+                    for n in &subscribe {
+                        let n = intern(n);
+                        if set.insert(n.clone()) {
+                            changed_sub = true;
+                            if !first {
+                                state.pending.push(n);
+                            }
+                        }
+                    }
+                }
+            }
         }
-        self.status
-            .record_subscription(self.id, t, state.names.as_ref());
-        if first || names_changed {
-            let model = self.model.borrow().clone();
-            let resources = translate::for_proxy(&model, self.proxy.as_ref().expect("set above"));
-            self.push_type(t, &model, &resources, first).await?;
+        if changed_sub {
+            self.status
+                .record_subscription(self.id, t, state.sub.count());
+        }
+        if first || !state.pending.is_empty() {
+            let snap = self.snap.clone();
+            self.push_type(ti, &snap, first).await?;
         }
         Ok(())
     }
 
-    /// Pushes every subscribed type, in Envoy's order (clusters, endpoints, listeners, routes).
-    async fn push_all(&mut self) -> Result<(), Status> {
-        let model = self.model.borrow_and_update().clone();
-        let Some(proxy) = self.proxy.as_ref() else {
-            return Ok(());
-        };
-        let resources = translate::for_proxy(&model, proxy);
-        for t in type_url::ALL {
-            if self.types.get(t).is_some_and(|s| s.subscribed) {
-                self.push_type(t, &model, &resources, false).await?;
+    /// The view of this proxy's scope in the connection's current snapshot.
+    fn view_now(&mut self) -> Arc<View> {
+        let proxy = self.proxy.as_ref().expect("identified before any push");
+        let scope = self
+            .scope
+            .get_or_insert_with(|| Scope::of(&self.snap.model, proxy));
+        self.snap.view(scope)
+    }
+
+    /// Moves to `snap` and pushes every subscribed type, in Envoy's order (clusters, endpoints,
+    /// listeners, routes).
+    async fn push_all(&mut self, snap: Arc<Snapshot>) -> Result<(), Status> {
+        self.snap = snap;
+        self.scope = None;
+        for ti in 0..TYPES.len() {
+            if self.types[ti].subscribed {
+                let snap = self.snap.clone();
+                self.push_type(ti, &snap, false).await?;
             }
         }
         Ok(())
     }
 
-    /// Sends `t` if anything in it changed for this proxy. Wildcard types are sent whole; named types only
-    /// the named resources that changed. `force` sends even when nothing changed (a first request).
-    async fn push_type(
-        &mut self,
-        t: &'static str,
-        model: &Model,
-        all: &ProxyResources,
-        force: bool,
-    ) -> Result<(), Status> {
-        let empty = BTreeMap::new();
-        let have = all.of(t).unwrap_or(&empty);
-        let state = self.types.entry(t).or_default();
-        let hashes: BTreeMap<String, u64> = match &state.names {
-            None => have.iter().map(|(k, v)| (k.clone(), hash_any(v))).collect(),
-            Some(names) => have
-                .iter()
-                .filter(|(k, _)| names.contains(*k))
-                .map(|(k, v)| (k.clone(), hash_any(v)))
-                .collect(),
-        };
-        let to_send: Vec<Any> = match &state.names {
+    fn inbound_now(&mut self, snap: &Snapshot) -> &Inbound {
+        let generation = snap.model.generation;
+        if self.inbound.as_ref().map(|i| i.generation) != Some(generation) {
+            let proxy = self.proxy.as_ref().expect("identified before any push");
+            let mut types: [BTreeMap<String, Res>; 4] = Default::default();
+            for (t, m) in translate::inbound(&snap.model, proxy).by_type {
+                if let Some(i) = type_index(t) {
+                    types[i] = m.into_iter().map(|(k, v)| (k, Res::new(v))).collect();
+                }
+            }
+            self.inbound = Some(Inbound { generation, types });
+        }
+        self.inbound.as_ref().expect("set above")
+    }
+
+    /// Sends type `ti` if anything in it changed for this proxy since it was last sent. `first`
+    /// answers a first request even when there is nothing to say.
+    async fn push_type(&mut self, ti: usize, snap: &Snapshot, first: bool) -> Result<(), Status> {
+        let view = self.view_now();
+        let protocol = self.protocol;
+        let inbound_map = self.inbound_now(snap).types[ti].clone();
+        let state = &mut self.types[ti];
+        let t = TYPES[ti];
+        let shared = &view.types[ti];
+
+        // What changed in the shared part, filtered by what the proxy watches.
+        let mut update = Update::default();
+        let mut any_change = false;
+        let pending = std::mem::take(&mut state.pending);
+        let had_view = state.view.is_some();
+        match state.view.as_deref() {
             None => {
-                if !force && hashes == state.sent {
-                    return Ok(());
+                for (k, r) in shared.iter().filter(|(k, _)| state.sub.has(k)) {
+                    update.resources.push((k.clone(), r.any.clone(), r.version));
                 }
-                have.values().cloned().collect()
+                any_change = true;
             }
-            Some(_) => {
-                let changed: Vec<Any> = hashes
-                    .iter()
-                    .filter(|(k, h)| state.sent.get(*k) != Some(h))
-                    .map(|(k, _)| have[k].clone())
-                    .collect();
-                if changed.is_empty() && !force {
-                    return Ok(());
+            Some(old) if std::ptr::eq(old, &*view) => {}
+            Some(old) => {
+                let d: Cow<'_, TypeDiff> = view.diff_from(old, ti);
+                for k in d.changed.iter().filter(|k| state.sub.has(k)) {
+                    let r = &shared[k];
+                    update.resources.push((k.clone(), r.any.clone(), r.version));
                 }
-                changed
+                update.removed.extend(
+                    d.removed
+                        .iter()
+                        .filter(|k| state.sub.has(k))
+                        .map(|k| k.to_string()),
+                );
+                any_change |= !d.changed.is_empty() || !d.removed.is_empty();
             }
-        };
-        match &state.names {
-            None => state.sent = hashes,
-            Some(_) => state.sent.extend(hashes),
         }
+        // Names newly subscribed (the first response already carries everything subscribed).
+        for k in pending.into_iter().filter(|_| had_view) {
+            if update.resources.iter().any(|(n, _, _)| *n == k) {
+                continue;
+            }
+            match shared.get(&k) {
+                Some(r) => update.resources.push((k.clone(), r.any.clone(), r.version)),
+                None if !inbound_map.contains_key(&*k) => update.removed.push(k.to_string()),
+                None => {}
+            }
+            any_change = true;
+        }
+        // The proxy's own resources.
+        for (k, r) in inbound_map.iter().filter(|(k, _)| state.sub.has(k)) {
+            if state.inbound.get(k) != Some(&r.version) {
+                update
+                    .resources
+                    .push((Arc::from(k.as_str()), r.any.clone(), r.version));
+                any_change = true;
+            }
+        }
+        for k in state.inbound.keys() {
+            if !inbound_map.contains_key(k) && state.sub.has(k) {
+                update.removed.push(k.clone());
+                any_change = true;
+            }
+        }
+        // Delta reconnect: skip what the proxy already holds; remove what it holds that is gone.
+        if let Some(initial) = state.initial.take() {
+            update.resources.retain(|(k, _, v)| {
+                initial.get(&**k).map(String::as_str) != Some(version_string(*v).as_str())
+            });
+            for name in initial.keys() {
+                if state.sub.has(name)
+                    && !shared.contains_key(name.as_str())
+                    && !inbound_map.contains_key(name)
+                {
+                    update.removed.push(name.clone());
+                }
+            }
+        }
+        state.view = Some(view.clone());
+        state.inbound = inbound_map
+            .iter()
+            .map(|(k, r)| (k.clone(), r.version))
+            .collect();
+        if !any_change && !first {
+            return Ok(());
+        }
+
+        let version = snap.model.generation.to_string();
+        let wildcard_sotw =
+            protocol == Protocol::Sotw && (t == type_url::CLUSTER || t == type_url::LISTENER);
+        if wildcard_sotw {
+            // State of the world for CDS and LDS: every response is the whole set.
+            update.resources = shared
+                .iter()
+                .map(|(k, r)| (k.clone(), r.any.clone(), r.version))
+                .chain(
+                    inbound_map
+                        .iter()
+                        .map(|(k, r)| (Arc::from(k.as_str()), r.any.clone(), r.version)),
+                )
+                .collect();
+        } else if update.resources.is_empty() && update.removed.is_empty() && !first {
+            return Ok(());
+        }
+        if protocol == Protocol::Sotw && !wildcard_sotw && update.resources.is_empty() && !first {
+            // Removals of named types need no message in state of the world.
+            return Ok(());
+        }
+        let count = update.resources.len();
+        let permit = if count > LARGE_PUSH {
+            Some(
+                self.large_pushes
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Status::unavailable("weftd is shutting down"))?,
+            )
+        } else {
+            None
+        };
         self.nonce += 1;
         let nonce = format!("{}-{}", self.id, self.nonce);
+        let state = &mut self.types[ti];
         state.last_nonce = nonce.clone();
-        let version = model.generation.to_string();
-        let count = to_send.len();
-        let resp = DiscoveryResponse {
-            version_info: version.clone(),
-            resources: to_send,
-            type_url: t.to_string(),
-            nonce: nonce.clone(),
-            ..Default::default()
-        };
+        state.last_version = version.clone();
+        state.permit = permit;
         self.status.record_sent(self.id, t, &version, &nonce, count);
-        debug!(type_url = type_url::short(t), version = %version, resources = count, "push");
-        self.tx
-            .send(Ok(resp))
-            .await
-            .map_err(|_| Status::cancelled("proxy stream closed"))
+        debug!(type_url = type_url::short(t), version = %version, resources = count, removed = update.removed.len(), "push");
+        let sent = match &self.tx {
+            Tx::Sotw(tx) => {
+                let resp = DiscoveryResponse {
+                    version_info: version,
+                    resources: update.resources.into_iter().map(|(_, a, _)| a).collect(),
+                    type_url: t.to_string(),
+                    nonce,
+                    ..Default::default()
+                };
+                tx.send(Ok(resp)).await.is_ok()
+            }
+            Tx::Delta(tx) => {
+                let resp = DeltaDiscoveryResponse {
+                    system_version_info: version,
+                    resources: update
+                        .resources
+                        .into_iter()
+                        .map(|(name, any, v)| Resource {
+                            name: name.to_string(),
+                            version: version_string(v),
+                            resource: Some(any),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    removed_resources: update.removed,
+                    type_url: t.to_string(),
+                    nonce,
+                    ..Default::default()
+                };
+                tx.send(Ok(resp)).await.is_ok()
+            }
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(Status::cancelled("proxy stream closed"))
+        }
     }
 }

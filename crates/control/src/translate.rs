@@ -82,34 +82,94 @@ fn ads() -> ConfigSource {
     }
 }
 
-/// Translates the model for one proxy.
+/// What a proxy's outbound config depends on besides the model: its namespace (short names resolve in
+/// it) and the services it may see. Proxies with equal scopes get identical outbound resources, so weftd
+/// translates once per scope, not once per proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// The proxy's namespace.
+    pub namespace: String,
+    /// The Sidecar resource (`namespace/name`) limiting what the proxy sees; `None` sees every service.
+    pub sidecar: Option<String>,
+}
+
+impl Scope {
+    /// The scope of `proxy` under `model`.
+    pub fn of(model: &Model, proxy: &ProxyIdentity) -> Scope {
+        Scope {
+            namespace: proxy.namespace.clone(),
+            sidecar: model
+                .sidecar_for(&proxy.namespace, &proxy.labels)
+                .map(|r| format!("{}/{}", r.metadata.namespace, r.metadata.name)),
+        }
+    }
+
+    /// Whether a proxy of this scope sees `svc`.
+    pub fn sees(&self, model: &Model, svc: &Service) -> bool {
+        match &self.sidecar {
+            None => true,
+            Some(id) => model.sidecar_egress_allows(id, &self.namespace, svc),
+        }
+    }
+}
+
+/// Translates the model for one proxy: the outbound resources of its scope plus its own inbound ones.
 pub fn for_proxy(model: &Model, proxy: &ProxyIdentity) -> ProxyResources {
+    let mut out = outbound(model, &Scope::of(model, proxy));
+    for (t, m) in inbound(model, proxy).by_type {
+        out.by_type.entry(t).or_default().extend(m);
+    }
+    out
+}
+
+/// The outbound resources every proxy of `scope` holds (the bulk of a proxy's config).
+pub fn outbound(model: &Model, scope: &Scope) -> ProxyResources {
+    let visible: Vec<&Service> = model
+        .services
+        .values()
+        .map(|s| &**s)
+        .filter(|s| scope.sees(model, s))
+        .collect();
     let mut out = ProxyResources::default();
     let clusters = out.by_type.entry(type_url::CLUSTER).or_default();
-    for (name, c) in clusters_for(model, proxy) {
+    for (name, c) in outbound_clusters(model, &visible) {
         clusters.insert(name, pack(type_url::CLUSTER, &c));
     }
     let endpoints = out.by_type.entry(type_url::ENDPOINT).or_default();
-    for cla in endpoints_for(model) {
+    for cla in endpoints_for(model, &visible) {
         endpoints.insert(cla.cluster_name.clone(), pack(type_url::ENDPOINT, &cla));
     }
+    let ports = http_ports(&visible);
     let listeners = out.by_type.entry(type_url::LISTENER).or_default();
-    for l in listeners_for(model, proxy) {
+    for l in outbound_listeners(&ports) {
         listeners.insert(l.name.clone(), pack(type_url::LISTENER, &l));
     }
     let routes = out.by_type.entry(type_url::ROUTE).or_default();
-    for port in http_ports(model) {
-        let rc: RouteConfiguration = route_configuration(model, &proxy.namespace, port);
+    for &port in &ports {
+        let rc: RouteConfiguration = route_configuration(model, &visible, &scope.namespace, port);
         routes.insert(rc.name.clone(), pack(type_url::ROUTE, &rc));
     }
     out
 }
 
-/// The HTTP service ports in the mesh: one outbound virtual listener and route config each.
-fn http_ports(model: &Model) -> BTreeSet<u32> {
-    model
-        .services
-        .values()
+/// The resources only this proxy holds: its inbound listeners and the clusters to its application.
+pub fn inbound(model: &Model, proxy: &ProxyIdentity) -> ProxyResources {
+    let mut out = ProxyResources::default();
+    let clusters = out.by_type.entry(type_url::CLUSTER).or_default();
+    for (name, c) in inbound_clusters(model, proxy) {
+        clusters.insert(name, pack(type_url::CLUSTER, &c));
+    }
+    let listeners = out.by_type.entry(type_url::LISTENER).or_default();
+    for l in inbound_listeners(proxy) {
+        listeners.insert(l.name.clone(), pack(type_url::LISTENER, &l));
+    }
+    out
+}
+
+/// The HTTP service ports among `services`: one outbound virtual listener and route config each.
+fn http_ports(services: &[&Service]) -> BTreeSet<u32> {
+    services
+        .iter()
         .flat_map(|s| s.ports.iter().filter(|p| p.is_http()).map(|p| p.number))
         .collect()
 }
@@ -137,9 +197,9 @@ fn connect_timeout(model: &Model, svc: &Service) -> std::time::Duration {
         .get()
 }
 
-fn clusters_for(model: &Model, proxy: &ProxyIdentity) -> Vec<(String, Cluster)> {
+fn outbound_clusters(model: &Model, services: &[&Service]) -> Vec<(String, Cluster)> {
     let mut out = Vec::new();
-    for svc in model.services.values() {
+    for &svc in services {
         let timeout = connect_timeout(model, svc);
         for port in svc.ports.iter().filter(|p| p.is_http()) {
             let mut names = vec![outbound_cluster_name(port.number, "", &svc.hostname)];
@@ -166,6 +226,11 @@ fn clusters_for(model: &Model, proxy: &ProxyIdentity) -> Vec<(String, Cluster)> 
             }
         }
     }
+    out
+}
+
+fn inbound_clusters(model: &Model, proxy: &ProxyIdentity) -> Vec<(String, Cluster)> {
+    let mut out = Vec::new();
     for &(svc_port, app_port) in &proxy.inbound_ports {
         let name = inbound_cluster_name(svc_port.into());
         let c = Cluster {
@@ -209,9 +274,9 @@ fn load_assignment<'a>(
     }
 }
 
-fn endpoints_for(model: &Model) -> Vec<ClusterLoadAssignment> {
+fn endpoints_for(model: &Model, services: &[&Service]) -> Vec<ClusterLoadAssignment> {
     let mut out = Vec::new();
-    for svc in model.services.values() {
+    for &svc in services {
         for port in svc.ports.iter().filter(|p| p.is_http()) {
             let all = svc
                 .instances
@@ -287,9 +352,9 @@ fn hcm_listener(
     }
 }
 
-fn listeners_for(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
+fn outbound_listeners(ports: &BTreeSet<u32>) -> Vec<Listener> {
     let mut out = Vec::new();
-    for port in http_ports(model) {
+    for &port in ports {
         let hcm = HttpConnectionManager {
             stat_prefix: format!("outbound_0.0.0.0_{port}"),
             codec_type: CodecType::Auto as i32,
@@ -308,6 +373,11 @@ fn listeners_for(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
             hcm,
         ));
     }
+    out
+}
+
+fn inbound_listeners(proxy: &ProxyIdentity) -> Vec<Listener> {
+    let mut out = Vec::new();
     for &(svc_port, _) in &proxy.inbound_ports {
         let port = u32::from(svc_port);
         let hcm = HttpConnectionManager {

@@ -1,55 +1,25 @@
 //! The ADS server against a scripted client: first pushes, ACK and NACK bookkeeping, and incremental
 //! pushes when the model changes.
 
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use weft_control::model::Model;
-use weft_control::server::status::StatusRegistry;
-use weft_control::server::Discovery;
-use weft_xds::ads::{
-    AggregatedDiscoveryServiceClient, AggregatedDiscoveryServiceServer, DiscoveryRequest,
-    DiscoveryResponse,
-};
-use weft_xds::node::ProxyIdentity;
+use weft_xds::ads::{AggregatedDiscoveryServiceClient, DiscoveryRequest, DiscoveryResponse};
 use weft_xds::type_url;
 
-const REGISTRY: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1, labels: {version: v1}}]\n";
-
-fn model(generation: u64, yaml: &str) -> Arc<Model> {
-    let p = weft_api::parse_file("m.yaml", yaml);
-    assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
-    let res: Vec<_> = p.resources.into_iter().map(Arc::new).collect();
-    Arc::new(Model::build(
-        generation,
-        &res,
-        weft_api::MeshConfig::default(),
-    ))
-}
+mod support;
+use support::{identity, serve, Served, REGISTRY};
 
 struct Harness {
-    model_tx: watch::Sender<Arc<Model>>,
-    status: Arc<StatusRegistry>,
+    served: Served,
     req_tx: mpsc::Sender<DiscoveryRequest>,
     resp: Streaming<DiscoveryResponse>,
 }
 
 async fn start() -> Harness {
-    let (model_tx, model_rx) = watch::channel(model(1, REGISTRY));
-    let status = Arc::new(StatusRegistry::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let svc = AggregatedDiscoveryServiceServer::new(Discovery::new(model_rx, status.clone()));
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+    let served = serve(REGISTRY).await;
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", served.addr))
         .await
         .expect("connect");
     let (req_tx, req_rx) = mpsc::channel(8);
@@ -59,21 +29,9 @@ async fn start() -> Harness {
         .expect("stream")
         .into_inner();
     Harness {
-        model_tx,
-        status,
+        served,
         req_tx,
         resp,
-    }
-}
-
-fn identity() -> ProxyIdentity {
-    ProxyIdentity {
-        workload: "productpage-v1".into(),
-        namespace: "default".into(),
-        ip: "127.0.0.2".into(),
-        inbound_ports: vec![(9080, 19080)],
-        admin_address: "127.0.0.2:15000".into(),
-        ..Default::default()
     }
 }
 
@@ -101,7 +59,7 @@ impl Harness {
     async fn status_of(&self, t: &str) -> String {
         // The server records asynchronously; poll briefly.
         for _ in 0..100 {
-            let snap = self.status.snapshot();
+            let snap = self.served.status.snapshot();
             if let Some(p) = snap.first() {
                 let s = p.types[t].status;
                 if s != "STALE" {
@@ -144,7 +102,7 @@ async fn subscribe_ack_nack_and_incremental_push() {
 
     // An endpoint change: only EDS is pushed (clusters did not change).
     let changed = REGISTRY.replace("127.0.0.1", "127.0.0.9");
-    h.model_tx.send(model(2, &changed)).expect("publish");
+    h.served.publish(2, &changed);
     let push = h.recv().await;
     assert_eq!(push.type_url, type_url::ENDPOINT, "only EDS changed");
     assert_eq!(push.version_info, "2");
@@ -164,7 +122,7 @@ async fn subscribe_ack_nack_and_incremental_push() {
     .await;
     let mut nack = None;
     for _ in 0..100 {
-        nack = h.status.snapshot()[0].types["EDS"].nack.clone();
+        nack = h.served.status.snapshot()[0].types["EDS"].nack.clone();
         if nack.is_some() {
             break;
         }
@@ -174,13 +132,16 @@ async fn subscribe_ack_nack_and_incremental_push() {
         nack.as_deref(),
         Some("endpoint 127.0.0.9: refused for the test")
     );
-    assert_eq!(h.status.snapshot()[0].types["EDS"].status, "STALE");
-    assert_eq!(h.status.snapshot()[0].types["LDS"].status, "NOT SENT");
+    assert_eq!(h.served.status.snapshot()[0].types["EDS"].status, "STALE");
+    assert_eq!(
+        h.served.status.snapshot()[0].types["LDS"].status,
+        "NOT SENT"
+    );
 
     // Disconnecting removes the proxy from the status.
     drop(h.req_tx);
     for _ in 0..100 {
-        if h.status.snapshot().is_empty() {
+        if h.served.status.snapshot().is_empty() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -2,7 +2,7 @@
 //! `weft proxy-status` and `/debug/syncz`.
 
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use weft_xds::node::ProxyIdentity;
 use weft_xds::type_url;
@@ -24,8 +24,8 @@ pub struct TypeStatus {
     pub nack: Option<String>,
     /// Resources in the last response.
     pub resources: usize,
-    /// Names subscribed (absent for wildcard types).
-    pub subscribed: Option<Vec<String>>,
+    /// How many names are subscribed (absent for wildcard subscriptions).
+    pub subscribed: Option<usize>,
 }
 
 impl TypeStatus {
@@ -124,10 +124,8 @@ impl StatusRegistry {
     }
 
     /// The names a proxy watches changed.
-    pub fn record_subscription(&self, conn: u64, t: &str, names: Option<&BTreeSet<String>>) {
-        self.with(conn, t, |s| {
-            s.subscribed = names.map(|n| n.iter().cloned().collect());
-        });
+    pub fn record_subscription(&self, conn: u64, t: &str, names: Option<usize>) {
+        self.with(conn, t, |s| s.subscribed = names);
     }
 
     /// A copy of every proxy's status, sorted by node id.

@@ -36,11 +36,15 @@ pub const DEFAULT_RETRY_ON: &str =
 /// Istio's retry count when a route sets none.
 pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
 
-/// The route configuration named `<port>` for a proxy in `proxy_ns`.
-pub fn route_configuration(model: &Model, proxy_ns: &str, port: u32) -> RouteConfiguration {
-    let virtual_hosts = model
-        .services
-        .values()
+/// The route configuration named `<port>` over `services`, for a proxy in `proxy_ns`.
+pub fn route_configuration(
+    model: &Model,
+    services: &[&Service],
+    proxy_ns: &str,
+    port: u32,
+) -> RouteConfiguration {
+    let virtual_hosts = services
+        .iter()
         .filter(|s| s.ports.iter().any(|p| p.number == port && p.is_http()))
         .map(|svc| VirtualHost {
             name: format!("{}:{port}", svc.hostname),

@@ -141,7 +141,8 @@ fn domains_depend_on_the_proxy_namespace() {
             ],
         ),
     ] {
-        let rc = route_configuration(&m, ns, 9080);
+        let services: Vec<&crate::registry::Service> = m.services.values().map(|s| &**s).collect();
+        let rc = route_configuration(&m, &services, ns, 9080);
         assert_eq!(rc.virtual_hosts[0].domains, want, "proxy in {ns}");
     }
 }
@@ -284,4 +285,77 @@ fn golden_productpage_config() {
         got, want,
         "translation changed: review, then WEFT_UPDATE_GOLDEN=1"
     );
+}
+
+const OTHER_NAMESPACE: &str = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: billing, namespace: payments}
+spec:
+  hosts: [billing.payments.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.2.1}]
+";
+
+fn cluster_names(res: &ProxyResources) -> Vec<String> {
+    res.of(type_url::CLUSTER)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn sidecar_scopes_what_a_proxy_sees() {
+    let billing = "outbound|8080||billing.payments.svc.cluster.local";
+    // No Sidecar: every service.
+    let m = model(OTHER_NAMESPACE);
+    assert!(cluster_names(&for_proxy(&m, &proxy("default"))).contains(&billing.to_string()));
+
+    // A namespace-wide Sidecar with `./*`: only its own namespace (and no listener for port 8080).
+    let own_ns = format!(
+        "{OTHER_NAMESPACE}---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  egress: [{{hosts: [./*]}}]
+"
+    );
+    let m = model(&own_ns);
+    let res = for_proxy(&m, &proxy("default"));
+    let names = cluster_names(&res);
+    assert!(!names.contains(&billing.to_string()), "{names:?}");
+    assert!(names.contains(&"outbound|9080||reviews.default.svc.cluster.local".to_string()));
+    assert!(!res
+        .of(type_url::LISTENER)
+        .unwrap()
+        .contains_key("0.0.0.0_8080"));
+    // A proxy in another namespace is not scoped by it.
+    assert!(cluster_names(&for_proxy(&m, &proxy("payments"))).contains(&billing.to_string()));
+
+    // A mesh-wide default in the root namespace: `./*` is each proxy's own namespace; a selector
+    // Sidecar in the namespace wins over it.
+    let root = format!(
+        "{OTHER_NAMESPACE}---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: istio-system}}
+spec:
+  egress: [{{hosts: [./*]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: pp, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: productpage}}}}
+  egress: [{{hosts: [./*, payments/billing.payments.svc.cluster.local]}}]
+"
+    );
+    let m = model(&root);
+    assert!(!cluster_names(&for_proxy(&m, &proxy("default"))).contains(&billing.to_string()));
+    let mut pp = proxy("default");
+    pp.labels.insert("app".into(), "productpage".into());
+    assert!(cluster_names(&for_proxy(&m, &pp)).contains(&billing.to_string()));
+    let in_payments = cluster_names(&for_proxy(&m, &proxy("payments")));
+    assert_eq!(in_payments, ["inbound|9080||", billing]);
 }

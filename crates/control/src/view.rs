@@ -1,0 +1,249 @@
+//! What the ADS server pushes from: one [`Snapshot`] per model generation, holding the outbound resources
+//! of each proxy scope ([`View`]), translated, encoded and hashed once and shared by every proxy of that
+//! scope, and the difference from the previous generation's view of the same scope, also computed once.
+//!
+//! This is what lets one weftd serve a thousand proxies: a change costs one translation per scope and,
+//! per proxy, a walk over the names that changed, instead of one translation and one full comparison per
+//! proxy.
+
+use crate::model::Model;
+use crate::translate::{self, Scope};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use weft_xds::{type_url, Any};
+
+/// The four types, in the order Envoy applies them (clusters, endpoints, listeners, routes).
+pub const TYPES: [&str; 4] = [
+    type_url::CLUSTER,
+    type_url::ENDPOINT,
+    type_url::LISTENER,
+    type_url::ROUTE,
+];
+
+/// Index of a type URL in [`TYPES`].
+pub fn type_index(t: &str) -> Option<usize> {
+    TYPES.iter().position(|x| *x == t)
+}
+
+/// One encoded resource and the hash of its bytes (its version).
+#[derive(Debug, Clone)]
+pub struct Res {
+    /// The resource, packed.
+    pub any: Any,
+    /// Hash of `any.value`: equal hashes, equal resources.
+    pub version: u64,
+}
+
+impl Res {
+    /// Wraps an encoded resource.
+    pub fn new(any: Any) -> Res {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        any.value.hash(&mut h);
+        Res {
+            version: h.finish(),
+            any,
+        }
+    }
+}
+
+/// Resources of one type by name.
+pub type TypeMap = BTreeMap<Arc<str>, Res>;
+
+/// What changed in one type between two views.
+#[derive(Debug, Default)]
+pub struct TypeDiff {
+    /// Added or changed.
+    pub changed: Vec<Arc<str>>,
+    /// Gone.
+    pub removed: Vec<Arc<str>>,
+}
+
+/// The outbound resources of one scope in one generation.
+#[derive(Debug)]
+pub struct View {
+    /// Unique among all views weftd built.
+    pub id: u64,
+    /// By index in [`TYPES`].
+    pub types: [TypeMap; 4],
+    /// The difference from the previous generation's view of this scope, when there was one.
+    pub diff: Option<(u64, [TypeDiff; 4])>,
+}
+
+static NEXT_VIEW: AtomicU64 = AtomicU64::new(1);
+
+impl View {
+    fn build(model: &Model, scope: &Scope, prev: Option<&View>) -> View {
+        let mut types: [TypeMap; 4] = Default::default();
+        for (t, m) in translate::outbound(model, scope).by_type {
+            if let Some(i) = type_index(t) {
+                types[i] = m
+                    .into_iter()
+                    .map(|(k, v)| (Arc::from(k), Res::new(v)))
+                    .collect();
+            }
+        }
+        let diff = prev.map(|p| {
+            let d = std::array::from_fn(|i| diff(&p.types[i], &types[i]));
+            (p.id, d)
+        });
+        View {
+            id: NEXT_VIEW.fetch_add(1, Ordering::Relaxed),
+            types,
+            diff,
+        }
+    }
+
+    /// What changed from the view `from` (cached when `from` is the previous generation's view).
+    pub fn diff_from(&self, from: &View, t: usize) -> std::borrow::Cow<'_, TypeDiff> {
+        match &self.diff {
+            Some((id, d)) if *id == from.id => std::borrow::Cow::Borrowed(&d[t]),
+            _ => std::borrow::Cow::Owned(diff(&from.types[t], &self.types[t])),
+        }
+    }
+}
+
+impl Clone for TypeDiff {
+    fn clone(&self) -> Self {
+        TypeDiff {
+            changed: self.changed.clone(),
+            removed: self.removed.clone(),
+        }
+    }
+}
+
+/// Merge-walk of two sorted maps.
+pub fn diff(old: &TypeMap, new: &TypeMap) -> TypeDiff {
+    let mut d = TypeDiff::default();
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((k, _)), None) => {
+                d.removed.push((*k).clone());
+                a.next();
+            }
+            (None, Some((k, _))) => {
+                d.changed.push((*k).clone());
+                b.next();
+            }
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    d.removed.push((*ka).clone());
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    d.changed.push((*kb).clone());
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if va.version != vb.version {
+                        d.changed.push((*kb).clone());
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+    d
+}
+
+/// One model generation and the views built from it so far (built on first use, once per scope).
+pub struct Snapshot {
+    /// The model.
+    pub model: Arc<Model>,
+    views: Mutex<HashMap<Scope, Arc<OnceLock<Arc<View>>>>>,
+    /// The previous generation's views, to diff against; dropped once every scope has been rebuilt.
+    prev: Mutex<HashMap<Scope, Arc<View>>>,
+}
+
+impl Snapshot {
+    /// The first snapshot.
+    pub fn new(model: Arc<Model>) -> Snapshot {
+        Snapshot {
+            model,
+            views: Mutex::default(),
+            prev: Mutex::default(),
+        }
+    }
+
+    /// The snapshot after `prev`: views of scopes `prev` had built are diffed against.
+    pub fn next(model: Arc<Model>, prev: &Snapshot) -> Snapshot {
+        let built: HashMap<Scope, Arc<View>> = prev
+            .views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(s, cell)| cell.get().map(|v| (s.clone(), v.clone())))
+            .collect();
+        Snapshot {
+            model,
+            views: Mutex::default(),
+            prev: Mutex::new(built),
+        }
+    }
+
+    /// The same config as `self` with another model value (new diagnostics): the views are shared.
+    pub fn same_config(&self, model: Arc<Model>) -> Snapshot {
+        Snapshot {
+            model,
+            views: Mutex::new(self.views.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            prev: Mutex::default(),
+        }
+    }
+
+    /// The view of `scope`, built by the first caller; others wait for it (CPU work, a few
+    /// milliseconds per thousand services, so blocking the worker briefly is cheaper than queueing).
+    pub fn view(&self, scope: &Scope) -> Arc<View> {
+        let cell = self
+            .views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(scope.clone())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| {
+            let prev = self
+                .prev
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(scope);
+            Arc::new(View::build(&self.model, scope, prev.as_deref()))
+        })
+        .clone()
+    }
+
+    /// Number of scopes built.
+    pub fn scopes(&self) -> usize {
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(v: &[u8]) -> Res {
+        Res::new(Any {
+            type_url: "t".into(),
+            value: v.to_vec(),
+        })
+    }
+
+    fn map(items: &[(&str, &[u8])]) -> TypeMap {
+        items.iter().map(|(k, v)| (Arc::from(*k), res(v))).collect()
+    }
+
+    #[test]
+    fn diff_finds_added_changed_removed() {
+        let old = map(&[("a", b"1"), ("b", b"1"), ("c", b"1")]);
+        let new = map(&[("b", b"2"), ("c", b"1"), ("d", b"1")]);
+        let d = diff(&old, &new);
+        let names = |v: &[Arc<str>]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&d.changed), ["b", "d"]);
+        assert_eq!(names(&d.removed), ["a"]);
+        assert!(diff(&new, &new).changed.is_empty());
+    }
+}

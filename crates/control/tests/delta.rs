@@ -1,0 +1,214 @@
+//! The incremental (delta) ADS server against a scripted client: wildcard and named subscriptions, only
+//! what changed in each response, removals, and a reconnect that skips what the proxy already holds.
+
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use weft_xds::ads::AggregatedDiscoveryServiceClient;
+use weft_xds::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use weft_xds::type_url;
+
+mod support;
+use support::{identity, serve, Served, REGISTRY};
+
+const EDS_REVIEWS: &str = "outbound|9080||reviews.default.svc.cluster.local";
+const EDS_RATINGS: &str = "outbound|9080||ratings.default.svc.cluster.local";
+
+fn with_ratings(registry: &str) -> String {
+    format!(
+        "{registry}---\n{}",
+        registry
+            .replace("reviews", "ratings")
+            .replace("127.0.0.1", "127.0.0.3")
+    )
+}
+
+struct Stream {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    rx: Streaming<DeltaDiscoveryResponse>,
+}
+
+impl Stream {
+    async fn open(served: &Served) -> Stream {
+        let mut client =
+            AggregatedDiscoveryServiceClient::connect(format!("http://{}", served.addr))
+                .await
+                .expect("connect");
+        let (tx, req_rx) = mpsc::channel(8);
+        let rx = client
+            .delta_aggregated_resources(ReceiverStream::new(req_rx))
+            .await
+            .expect("delta is served")
+            .into_inner();
+        Stream { tx, rx }
+    }
+    async fn send(&self, r: DeltaDiscoveryRequest) {
+        self.tx.send(r).await.expect("send");
+    }
+    async fn subscribe(
+        &self,
+        t: &str,
+        names: &[&str],
+        initial: HashMap<String, String>,
+        first: bool,
+    ) {
+        self.send(DeltaDiscoveryRequest {
+            node: first.then(|| identity().to_node()),
+            type_url: t.into(),
+            resource_names_subscribe: names.iter().map(|s| s.to_string()).collect(),
+            initial_resource_versions: initial,
+            ..Default::default()
+        })
+        .await;
+    }
+    async fn recv(&mut self) -> DeltaDiscoveryResponse {
+        tokio::time::timeout(Duration::from_secs(5), self.rx.message())
+            .await
+            .expect("a response within 5 s")
+            .expect("stream ok")
+            .expect("not closed")
+    }
+    async fn ack(&self, r: &DeltaDiscoveryResponse) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: r.type_url.clone(),
+            response_nonce: r.nonce.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+    /// Nothing arrives for a moment.
+    async fn quiet(&mut self) {
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), self.rx.message()).await {
+            panic!("unexpected response: {m:?}");
+        }
+    }
+}
+
+fn names(r: &DeltaDiscoveryResponse) -> Vec<&str> {
+    let mut v: Vec<&str> = r.resources.iter().map(|r| r.name.as_str()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn delta_sends_only_what_changed_and_removals() {
+    let served = serve(REGISTRY).await;
+    let mut s = Stream::open(&served).await;
+    s.subscribe(type_url::CLUSTER, &[], HashMap::new(), true)
+        .await;
+    let cds = s.recv().await;
+    assert_eq!(cds.type_url, type_url::CLUSTER);
+    assert_eq!(names(&cds), ["inbound|9080||", EDS_REVIEWS]);
+    assert!(cds.resources.iter().all(|r| !r.version.is_empty()));
+    assert_eq!(cds.system_version_info, "1");
+    s.ack(&cds).await;
+    s.subscribe(type_url::ENDPOINT, &[EDS_REVIEWS], HashMap::new(), false)
+        .await;
+    let eds = s.recv().await;
+    assert_eq!(names(&eds), [EDS_REVIEWS]);
+    s.ack(&eds).await;
+
+    // An endpoint change: one EDS resource, no CDS.
+    served.publish(2, &REGISTRY.replace("127.0.0.1", "127.0.0.9"));
+    let push = s.recv().await;
+    assert_eq!(push.type_url, type_url::ENDPOINT);
+    assert_eq!(names(&push), [EDS_REVIEWS]);
+    assert_ne!(push.resources[0].version, eds.resources[0].version);
+    s.ack(&push).await;
+    s.quiet().await;
+
+    // A new service: CDS carries only the new cluster; its EDS comes once subscribed.
+    let two = with_ratings(&REGISTRY.replace("127.0.0.1", "127.0.0.9"));
+    served.publish(3, &two);
+    let push = s.recv().await;
+    assert_eq!(push.type_url, type_url::CLUSTER);
+    assert_eq!(names(&push), [EDS_RATINGS], "only the added cluster");
+    s.ack(&push).await;
+    s.subscribe(type_url::ENDPOINT, &[EDS_RATINGS], HashMap::new(), false)
+        .await;
+    let eds = s.recv().await;
+    assert_eq!(names(&eds), [EDS_RATINGS]);
+    s.ack(&eds).await;
+
+    // The service goes: CDS and EDS say it was removed.
+    served.publish(4, &REGISTRY.replace("127.0.0.1", "127.0.0.9"));
+    let mut removed = Vec::new();
+    for _ in 0..2 {
+        let r = s.recv().await;
+        assert!(r.resources.is_empty(), "{r:?}");
+        removed.push((r.type_url.clone(), r.removed_resources.clone()));
+        s.ack(&r).await;
+    }
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            (type_url::CLUSTER.to_string(), vec![EDS_RATINGS.to_string()]),
+            (
+                type_url::ENDPOINT.to_string(),
+                vec![EDS_RATINGS.to_string()]
+            ),
+        ]
+    );
+
+    // A name weftd does not have is answered as removed.
+    s.subscribe(
+        type_url::ENDPOINT,
+        &["outbound|1||nope"],
+        HashMap::new(),
+        false,
+    )
+    .await;
+    let r = s.recv().await;
+    assert_eq!(r.removed_resources, ["outbound|1||nope"]);
+
+    // ACKs are recorded per type.
+    let st = &served.status.snapshot()[0];
+    assert_eq!(st.types["CDS"].acked_version, "4");
+    assert_eq!(st.types["CDS"].status, "SYNCED");
+}
+
+#[tokio::test]
+async fn delta_reconnect_skips_what_the_proxy_holds() {
+    let served = serve(REGISTRY).await;
+    let mut s = Stream::open(&served).await;
+    s.subscribe(type_url::CLUSTER, &[], HashMap::new(), true)
+        .await;
+    let cds = s.recv().await;
+    assert_eq!(cds.resources.len(), 2);
+    let held: HashMap<String, String> = cds
+        .resources
+        .iter()
+        .map(|r| (r.name.clone(), r.version.clone()))
+        .collect();
+    drop(s);
+
+    // Same versions: the first answer carries nothing.
+    let mut s = Stream::open(&served).await;
+    s.subscribe(type_url::CLUSTER, &[], held.clone(), true)
+        .await;
+    let r = s.recv().await;
+    assert!(
+        r.resources.is_empty() && r.removed_resources.is_empty(),
+        "{r:?}"
+    );
+    drop(s);
+
+    // One stale version and one name that no longer exists.
+    let mut stale = held.clone();
+    stale.insert(EDS_REVIEWS.into(), "0".into());
+    stale.insert(
+        "outbound|9080||gone.default.svc.cluster.local".into(),
+        "1".into(),
+    );
+    let mut s = Stream::open(&served).await;
+    s.subscribe(type_url::CLUSTER, &[], stale, true).await;
+    let r = s.recv().await;
+    assert_eq!(names(&r), [EDS_REVIEWS]);
+    assert_eq!(
+        r.removed_resources,
+        ["outbound|9080||gone.default.svc.cluster.local"]
+    );
+}
