@@ -1,0 +1,420 @@
+//! The targets: where each listens, the configs generated for it, and how it is started.
+//!
+//! Every address is in 127.0.50.0/24 (Linux routes all of 127.0.0.0/8 to `lo`), so each process keeps the
+//! ports it would have in a pod:
+//!
+//! | who | address |
+//! |---|---|
+//! | weftd | xDS `127.0.50.1:15010`, debug `127.0.50.1:15014` |
+//! | upstream | `127.0.50.2:8080` (HTTP), `:8081` (HTTP/2, gRPC), `:9000` (TCP); `127.0.50.20:18080`, `:18081` (behind the server sidecar) |
+//! | weft client sidecar, 1 hop | `127.0.50.10:15001`, admin `:15000` |
+//! | weft client sidecar, 2 hops | `127.0.50.11:15001`, admin `:15000` |
+//! | weft server sidecar, 2 hops | `127.0.50.20:8080`, `:8081` (inbound), admin `:15000` |
+//! | nginx | `127.0.50.30:8080` (HTTP/1.1), `:8081` (h2c, gRPC) |
+//! | HAProxy | `127.0.50.40:8080`, `:8081` (h2c), `:9000` (TCP) |
+//! | Pingora | `127.0.50.50:8080` (HTTP/1.1 and h2c) |
+
+use crate::load::Workload;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// weftd's address.
+pub const WEFTD_IP: &str = "127.0.50.1";
+/// The upstream's address.
+pub const UPSTREAM_IP: &str = "127.0.50.2";
+/// The 1-hop client sidecar.
+pub const WEFT_1HOP_IP: &str = "127.0.50.10";
+/// The 2-hop client sidecar.
+pub const WEFT_2HOP_IP: &str = "127.0.50.11";
+/// The 2-hop server sidecar (and the upstream's second address behind it).
+pub const WEFT_SERVER_IP: &str = "127.0.50.20";
+/// nginx.
+pub const NGINX_IP: &str = "127.0.50.30";
+/// HAProxy.
+pub const HAPROXY_IP: &str = "127.0.50.40";
+/// Pingora.
+pub const PINGORA_IP: &str = "127.0.50.50";
+/// Service port for HTTP/1.1 (protocol HTTP).
+pub const HTTP_PORT: u16 = 8080;
+/// Service port for HTTP/2 and gRPC (protocol GRPC).
+pub const GRPC_PORT: u16 = 8081;
+/// The upstream's TCP sink.
+pub const TCP_PORT: u16 = 9000;
+/// Application ports behind the server sidecar (inbound `8080:18080,8081:18081`).
+pub const APP_HTTP_PORT: u16 = 18080;
+/// See [`APP_HTTP_PORT`].
+pub const APP_GRPC_PORT: u16 = 18081;
+/// weft-proxy's explicit-proxy (outbound) port.
+pub const OUTBOUND_PORT: u16 = 15001;
+/// weft-proxy's admin port.
+pub const ADMIN_PORT: u16 = 15000;
+/// How many extra services weftd holds, so the sidecars' memory is measured with a realistic config.
+pub const EXTRA_SERVICES: usize = 1000;
+/// weft-proxy routes HTTP only. When it can proxy opaque TCP, set this to true: the ServiceEntries get a
+/// TCP port and the weft targets run the tcp-stream workload; nothing else changes.
+pub const WEFT_SUPPORTS_TCP: bool = false;
+/// The TCP service port the Weft targets would use once [`WEFT_SUPPORTS_TCP`] is true.
+pub const WEFT_TCP_PORT: u16 = 9000;
+
+/// A target under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// Load generator straight to the upstream: the floor.
+    Direct,
+    /// Through one weft-proxy (the client's sidecar, to the upstream).
+    Weft1Hop,
+    /// Through two (client sidecar → server sidecar → upstream), as a mesh has.
+    Weft2Hop,
+    /// nginx, one hop.
+    Nginx,
+    /// HAProxy, one hop.
+    Haproxy,
+    /// Minimal Pingora reverse proxy, one hop.
+    Pingora,
+}
+
+impl Target {
+    /// Every target, in report order.
+    pub const ALL: [Target; 6] = [
+        Target::Direct,
+        Target::Weft1Hop,
+        Target::Weft2Hop,
+        Target::Nginx,
+        Target::Haproxy,
+        Target::Pingora,
+    ];
+
+    /// Its name in the results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Direct => "direct",
+            Target::Weft1Hop => "weft-1hop",
+            Target::Weft2Hop => "weft-2hop",
+            Target::Nginx => "nginx-1hop",
+            Target::Haproxy => "haproxy-1hop",
+            Target::Pingora => "pingora-1hop",
+        }
+    }
+
+    /// Weft's own targets.
+    pub fn is_weft(self) -> bool {
+        matches!(self, Target::Weft1Hop | Target::Weft2Hop)
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Target::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown target {s:?}"))
+    }
+}
+
+fn addr(ip: &str, port: u16) -> SocketAddr {
+    format!("{ip}:{port}")
+        .parse()
+        .expect("constant addresses parse")
+}
+
+/// Where the load generator sends a workload for a target: address and Host/`:authority`, or why the
+/// target cannot carry it.
+pub fn endpoint(
+    target: Target,
+    workload: Workload,
+    nginx_stream: bool,
+) -> Result<(SocketAddr, Option<String>), String> {
+    let h2 = workload.is_h2();
+    let port = if h2 { GRPC_PORT } else { HTTP_PORT };
+    let tcp = workload == Workload::TcpStream;
+    match target {
+        Target::Direct if tcp => Ok((addr(UPSTREAM_IP, TCP_PORT), None)),
+        Target::Direct => Ok((addr(UPSTREAM_IP, port), None)),
+        Target::Weft1Hop | Target::Weft2Hop => {
+            let (ip, service) = if target == Target::Weft1Hop {
+                (WEFT_1HOP_IP, "upstream")
+            } else {
+                (WEFT_2HOP_IP, "upstream-mesh")
+            };
+            if tcp && !WEFT_SUPPORTS_TCP {
+                return Err("weft-proxy has no opaque TCP proxying yet".into());
+            }
+            let service_port = if tcp { WEFT_TCP_PORT } else { port };
+            Ok((
+                addr(ip, OUTBOUND_PORT),
+                Some(format!("{service}:{service_port}")),
+            ))
+        }
+        Target::Nginx if tcp && !nginx_stream => {
+            Err("nginx-light has no stream module (TCP proxying)".into())
+        }
+        Target::Nginx if tcp => Ok((addr(NGINX_IP, TCP_PORT), None)),
+        Target::Nginx => Ok((addr(NGINX_IP, port), None)),
+        Target::Haproxy if tcp => Ok((addr(HAPROXY_IP, TCP_PORT), None)),
+        Target::Haproxy => Ok((addr(HAPROXY_IP, port), None)),
+        Target::Pingora if tcp => {
+            Err("the Pingora peer is an HTTP reverse proxy (no TCP proxying)".into())
+        }
+        Target::Pingora => Ok((addr(PINGORA_IP, HTTP_PORT), None)),
+    }
+}
+
+/// The addresses the HTTP upstream listens on.
+pub fn upstream_http_addrs() -> Vec<SocketAddr> {
+    vec![
+        addr(UPSTREAM_IP, HTTP_PORT),
+        addr(UPSTREAM_IP, GRPC_PORT),
+        addr(WEFT_SERVER_IP, APP_HTTP_PORT),
+        addr(WEFT_SERVER_IP, APP_GRPC_PORT),
+    ]
+}
+
+/// The address of the TCP sink.
+pub fn upstream_tcp_addr() -> SocketAddr {
+    addr(UPSTREAM_IP, TCP_PORT)
+}
+
+fn service_entry(out: &mut String, name: &str, app: &str) {
+    let tcp_port = if WEFT_SUPPORTS_TCP {
+        format!("\n  - number: {WEFT_TCP_PORT}\n    name: tcp\n    protocol: TCP")
+    } else {
+        String::new()
+    };
+    let _ = write!(
+        out,
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  hosts:
+  - {name}.default.svc.cluster.local
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - number: {HTTP_PORT}
+    name: http
+    protocol: HTTP
+  - number: {GRPC_PORT}
+    name: grpc
+    protocol: GRPC{tcp_port}
+  workloadSelector:
+    labels:
+      app: {app}
+---
+"
+    );
+}
+
+fn workload_entry(out: &mut String, name: &str, address: &str) {
+    let tcp = if WEFT_SUPPORTS_TCP {
+        format!("\n    tcp: {TCP_PORT}")
+    } else {
+        String::new()
+    };
+    let _ = write!(
+        out,
+        "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  address: {address}
+  labels:
+    app: {name}
+    version: v1
+  serviceAccount: {name}
+  ports:
+    http: {HTTP_PORT}
+    grpc: {GRPC_PORT}{tcp}
+---
+"
+    );
+}
+
+/// The registry for the Weft targets, in the shape of `samples/bookinfo/platform/local/bookinfo.yaml`:
+/// `upstream` (its WorkloadEntry is the upstream itself: one hop), `upstream-mesh` (its WorkloadEntry is the
+/// server sidecar, which forwards to the upstream: two hops).
+pub fn weft_registry() -> String {
+    let mut s =
+        String::from("# Generated by weft-bench: the services the Weft targets route to.\n");
+    service_entry(&mut s, "upstream", "upstream");
+    workload_entry(&mut s, "upstream", UPSTREAM_IP);
+    service_entry(&mut s, "upstream-mesh", "upstream-mesh");
+    workload_entry(&mut s, "upstream-mesh", WEFT_SERVER_IP);
+    s
+}
+
+/// [`EXTRA_SERVICES`] more services, each with two inline endpoints that nothing ever calls: the config a
+/// sidecar in a mesh of a thousand services holds.
+pub fn extra_services(n: usize) -> String {
+    let mut s = String::with_capacity(n * 400);
+    for i in 0..n {
+        let (a, b) = (i / 250, i % 250 + 1);
+        let _ = write!(
+            s,
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: svc-{i:04}
+  namespace: default
+spec:
+  hosts:
+  - svc-{i:04}.default.svc.cluster.local
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - number: {HTTP_PORT}
+    name: http
+    protocol: HTTP
+  endpoints:
+  - address: 127.0.{}.{b}
+  - address: 127.0.{}.{b}
+---
+",
+            60 + a,
+            70 + a,
+        );
+    }
+    s
+}
+
+/// nginx's config: one worker, upstream keep-alive, HTTP/1.1 on 8080, h2c (and `grpc_pass`) on 8081.
+pub fn nginx_conf(dir: &Path, stream_module: Option<&Path>) -> String {
+    let d = dir.display();
+    let (load, stream) = match stream_module {
+        Some(m) => (
+            format!("load_module {};\n", m.display()),
+            format!(
+                "stream {{\n  server {{ listen {NGINX_IP}:{TCP_PORT}; proxy_pass {UPSTREAM_IP}:{TCP_PORT}; }}\n}}\n"
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "# Generated by weft-bench.
+{load}worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+{stream}http {{
+  access_log off;
+  # nginx closes a connection after 1,000 requests by default; the other targets do not.
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+  upstream up_http {{ server {UPSTREAM_IP}:{HTTP_PORT}; keepalive 64; keepalive_requests 1000000; }}
+  upstream up_grpc {{ server {UPSTREAM_IP}:{GRPC_PORT}; keepalive 64; keepalive_requests 1000000; }}
+  server {{
+    listen {NGINX_IP}:{HTTP_PORT};
+    location / {{
+      proxy_pass http://up_http;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }}
+  }}
+  server {{
+    listen {NGINX_IP}:{GRPC_PORT} http2;
+    location / {{
+      proxy_pass http://up_http;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }}
+    location /weft.bench.Echo/ {{
+      grpc_pass grpc://up_grpc;
+    }}
+  }}
+}}
+"
+    )
+}
+
+/// HAProxy's config: one thread, server-side connection reuse, HTTP/1.1, h2c (h2 to the upstream) and TCP.
+pub fn haproxy_cfg() -> String {
+    format!(
+        "# Generated by weft-bench.
+global
+  nbthread 1
+  # Within the usual hard limit of open files (haproxy needs about two per connection).
+  maxconn 8000
+
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+
+frontend fe_http
+  bind {HAPROXY_IP}:{HTTP_PORT}
+  default_backend be_http
+
+frontend fe_h2
+  bind {HAPROXY_IP}:{GRPC_PORT} proto h2
+  default_backend be_h2
+
+backend be_http
+  # Reuse idle upstream connections across client connections, as nginx's keepalive pool does.
+  http-reuse always
+  server up {UPSTREAM_IP}:{HTTP_PORT}
+
+backend be_h2
+  http-reuse always
+  server up {UPSTREAM_IP}:{GRPC_PORT} proto h2
+
+frontend fe_tcp
+  mode tcp
+  bind {HAPROXY_IP}:{TCP_PORT}
+  default_backend be_tcp
+
+backend be_tcp
+  mode tcp
+  server up {UPSTREAM_IP}:{TCP_PORT}
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_cover_every_target_and_workload() {
+        for t in Target::ALL {
+            for w in Workload::ALL {
+                let r = endpoint(t, w, false);
+                let want_unsupported = w == Workload::TcpStream
+                    && matches!(
+                        t,
+                        Target::Weft1Hop | Target::Weft2Hop | Target::Nginx | Target::Pingora
+                    );
+                assert_eq!(r.is_err(), want_unsupported, "{} {}", t.name(), w);
+            }
+        }
+        let (a, host) = endpoint(Target::Weft2Hop, Workload::GrpcUnary, false).expect("ok");
+        assert_eq!(a.to_string(), "127.0.50.11:15001");
+        assert_eq!(host.as_deref(), Some("upstream-mesh:8081"));
+        assert!(endpoint(Target::Nginx, Workload::TcpStream, true).is_ok());
+    }
+
+    #[test]
+    fn generated_configs_name_their_addresses() {
+        let reg = weft_registry();
+        assert!(reg.contains("address: 127.0.50.2\n"));
+        assert!(reg.contains("address: 127.0.50.20\n"));
+        assert!(reg.contains("protocol: GRPC"));
+        let extra = extra_services(1000);
+        assert_eq!(extra.matches("kind: ServiceEntry").count(), 1000);
+        assert!(extra.contains("svc-0999.default.svc.cluster.local"));
+        let nginx = nginx_conf(Path::new("/tmp/x"), None);
+        assert!(nginx.contains("keepalive 64;"));
+        assert!(nginx.contains("worker_processes 1;"));
+        assert!(!nginx.contains("stream {"));
+        assert!(haproxy_cfg().contains("nbthread 1"));
+    }
+}
