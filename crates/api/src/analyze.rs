@@ -676,9 +676,16 @@ fn validate_we(out: &mut Out, f: &str, we: &WorkloadEntry) {
 
 /// The registry view the cross-checks need: service hosts with their ports, DR subsets by host.
 #[derive(Default)]
-struct Index {
+pub struct Index {
     services: BTreeMap<String, Vec<u32>>,
     subsets: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Index {
+    /// Indexes a set of resources once, for [`check_references_in`] over each of them.
+    pub fn new(resources: &[&Resource]) -> Index {
+        index(resources)
+    }
 }
 
 fn index(resources: &[&Resource]) -> Index {
@@ -707,7 +714,11 @@ fn index(resources: &[&Resource]) -> Index {
 
 /// Checks one resource against the others (hosts and subsets it references). Pass the set it lives in.
 pub fn check_references(r: &Resource, set: &[&Resource]) -> Vec<Diagnostic> {
-    let idx = index(set);
+    check_references_in(r, &index(set))
+}
+
+/// [`check_references`] against a prebuilt index (linear, not quadratic, over a whole config).
+pub fn check_references_in(r: &Resource, idx: &Index) -> Vec<Diagnostic> {
     let mut out = Out { r, diags: vec![] };
     match &r.spec {
         Spec::VirtualService(vs) if vs.applies_to_sidecars() => {
@@ -793,8 +804,9 @@ pub fn analyze(resources: &[Resource]) -> Vec<Diagnostic> {
             valid.push(r);
         }
     }
+    let idx = index(&valid);
     for r in &valid {
-        diags.extend(check_references(r, &valid));
+        diags.extend(check_references_in(r, &idx));
     }
     diags.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     diags

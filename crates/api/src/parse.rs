@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 /// What one file yielded.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Parsed {
     /// Resources that parsed (not yet validated: see [`crate::analyze`]).
     pub resources: Vec<Resource>,
