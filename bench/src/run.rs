@@ -675,6 +675,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         lab.notes.push("not pinned (taskset missing or fewer than 2 CPUs): figures are not comparable with pinned runs".into());
     }
     eprintln!("weft-bench: work directory {}", work.display());
+    // A second run (or a leftover process) on the same addresses would answer for our targets.
+    for a in targets::all_listen_addrs() {
+        if let Err(e) = std::net::TcpListener::bind(a) {
+            bail!("{a} is taken ({e}): is another weft-bench run, or a process it left, still running?");
+        }
+    }
     lab.start_upstream()
         .context("the upstream does not serve")?;
     let weft_wanted: Vec<Target> = wanted.iter().copied().filter(|t| t.is_weft()).collect();

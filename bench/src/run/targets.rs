@@ -171,6 +171,27 @@ pub fn upstream_http_addrs() -> Vec<SocketAddr> {
     ]
 }
 
+/// Every address a run listens on, to check that none is taken before starting.
+pub fn all_listen_addrs() -> Vec<SocketAddr> {
+    let mut v = upstream_http_addrs();
+    v.push(upstream_tcp_addr());
+    v.extend([
+        addr(WEFTD_IP, 15010),
+        addr(WEFTD_IP, 15014),
+        addr(WEFT_SERVER_IP, HTTP_PORT),
+        addr(WEFT_SERVER_IP, GRPC_PORT),
+    ]);
+    for ip in [WEFT_1HOP_IP, WEFT_2HOP_IP, WEFT_SERVER_IP] {
+        v.push(addr(ip, OUTBOUND_PORT));
+        v.push(addr(ip, ADMIN_PORT));
+    }
+    for ip in [NGINX_IP, HAPROXY_IP] {
+        v.extend([addr(ip, HTTP_PORT), addr(ip, GRPC_PORT), addr(ip, TCP_PORT)]);
+    }
+    v.push(addr(PINGORA_IP, HTTP_PORT));
+    v
+}
+
 /// The address of the TCP sink.
 pub fn upstream_tcp_addr() -> SocketAddr {
     addr(UPSTREAM_IP, TCP_PORT)
