@@ -124,6 +124,24 @@ pub enum ConfigError {
     /// The response's type is not one weft subscribes to.
     #[error("unexpected type {0}")]
     UnknownType(String),
+    /// A delta `Resource` envelope carries no resource (weft does not use TTL heartbeats).
+    #[error("{kind} resource {name:?} has no body")]
+    NoBody {
+        /// `CDS`, `LDS`, …
+        kind: &'static str,
+        /// The envelope's name.
+        name: String,
+    },
+    /// A delta `Resource` envelope's name is not the name of the resource inside it.
+    #[error("{kind} resource {name:?} holds a resource named {inner:?}")]
+    NameMismatch {
+        /// `CDS`, `LDS`, …
+        kind: &'static str,
+        /// The envelope's name.
+        name: String,
+        /// The name inside the resource.
+        inner: String,
+    },
 }
 
 impl ConfigError {

@@ -49,6 +49,11 @@ pub struct Args {
     /// ADS address of weftd (URL; Istio: discoveryAddress).
     #[arg(long, env = "WEFT_PROXY_XDS_ADDRESS", default_value = DEFAULT_XDS_ADDRESS)]
     pub xds_address: String,
+    /// xDS protocol: `delta` (incremental, DeltaAggregatedResources) or `sotw` (state of the world,
+    /// StreamAggregatedResources). Unset: delta, falling back to sotw when weftd answers Unimplemented;
+    /// set: that one only (Istio: ISTIO_DELTA_XDS).
+    #[arg(long, env = "WEFT_XDS_PROTOCOL", value_enum)]
+    pub xds_protocol: Option<xds_client::Protocol>,
     /// Workload name (Istio: ISTIO_META_WORKLOAD_NAME).
     #[arg(long, env = "ISTIO_META_WORKLOAD_NAME")]
     pub workload: String,
@@ -134,6 +139,10 @@ pub struct Config {
     pub concurrency: usize,
     /// Connect timeout towards weftd.
     pub xds_connect_timeout: Duration,
+    /// The xDS protocol tried first.
+    pub xds_protocol: xds_client::Protocol,
+    /// Whether a server without delta xDS is spoken to in state of the world instead.
+    pub xds_fallback: bool,
     /// Grace period for in-flight requests at shutdown.
     pub drain_timeout: Duration,
 }
@@ -189,6 +198,8 @@ impl TryFrom<&Args> for Config {
             admin_addr,
             concurrency: args.concurrency,
             xds_connect_timeout: Duration::from_secs(5),
+            xds_protocol: args.xds_protocol.unwrap_or(xds_client::Protocol::Delta),
+            xds_fallback: args.xds_protocol.is_none(),
             drain_timeout: DRAIN_TIMEOUT,
         })
     }
@@ -314,6 +325,8 @@ impl Proxy {
                 address: config.xds_address.clone(),
                 node: identity.to_node(),
                 connect_timeout: config.xds_connect_timeout,
+                protocol: config.xds_protocol,
+                fallback: config.xds_fallback,
             },
         ));
         Ok(ProxyHandle {
@@ -448,6 +461,35 @@ mod tests {
             c.identity.node_id(),
             "sidecar~127.0.1.4~reviews-v1.default~default.svc.cluster.local"
         );
+    }
+
+    #[test]
+    fn xds_protocol_defaults_to_delta_with_fallback() {
+        use xds_client::Protocol;
+        let cases: &[(&str, &[&str], Protocol, bool)] = &[
+            ("unset", &[], Protocol::Delta, true),
+            (
+                "forced delta",
+                &["--xds-protocol", "delta"],
+                Protocol::Delta,
+                false,
+            ),
+            (
+                "forced sotw",
+                &["--xds-protocol", "sotw"],
+                Protocol::Sotw,
+                false,
+            ),
+        ];
+        for (name, extra, protocol, fallback) in cases {
+            let c = Config::try_from(&args(extra).expect(name)).expect(name);
+            assert_eq!(
+                (c.xds_protocol, c.xds_fallback),
+                (*protocol, *fallback),
+                "case {name}"
+            );
+        }
+        assert!(args(&["--xds-protocol", "v2"]).is_err(), "unknown protocol");
     }
 
     #[test]

@@ -1,19 +1,27 @@
-//! The ADS client: one stream to weftd, state-of-the-world subscriptions for CDS and LDS (wildcard) and for
-//! the EDS and RDS names they reference, ACK/NACK, and reconnection with backoff. Each accepted response
-//! builds a new [`Snapshot`] that is swapped in whole; a rejected one is NACKed and changes nothing.
+//! The ADS client: one stream to weftd, reconnection with backoff, and the state both protocols share.
+//!
+//! It speaks incremental xDS (`DeltaAggregatedResources`, [`delta`]) by default and falls back to state of
+//! the world (`StreamAggregatedResources`, [`sotw`]) on the same connection when the server answers
+//! `Unimplemented`; `--xds-protocol` forces one. Either way CDS and LDS are wildcard subscriptions and EDS
+//! and RDS follow the names they reference. Every response goes through the one per-type apply in
+//! [`apply`]; an accepted one builds a new [`Snapshot`] that is swapped in whole and is ACKed, a rejected
+//! one is NACKed and changes nothing. The last snapshot keeps serving while weftd is away.
 
-use crate::config::{self, ConfigError, Converted, Resources, Snapshot, Stored};
+mod apply;
+mod delta;
+mod sotw;
+
+use crate::config::{ConfigError, Resources, Snapshot};
 use crate::Shared;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use weft_xds::ads::{AggregatedDiscoveryServiceClient, DiscoveryRequest, DiscoveryResponse};
+use tonic::transport::Channel;
+use weft_xds::ads::AggregatedDiscoveryServiceClient;
 use weft_xds::pb::envoy::config::core::v3::Node;
 use weft_xds::pb::google::rpc::Status as RpcStatus;
-use weft_xds::{type_url, Any};
+use weft_xds::type_url;
 
 /// First reconnect delay.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -21,6 +29,27 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// gRPC `INVALID_ARGUMENT`, the code Envoy puts in a NACK's `error_detail`.
 const INVALID_ARGUMENT: i32 = 3;
+/// Largest response accepted; a full CDS for 10,000 services is far below it.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Which ADS variant to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Incremental: `DeltaAggregatedResources`, only what changed travels.
+    Delta,
+    /// State of the world: `StreamAggregatedResources`, every CDS/LDS response is the whole set.
+    Sotw,
+}
+
+impl Protocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Delta => "delta",
+            Protocol::Sotw => "sotw",
+        }
+    }
+}
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
@@ -31,6 +60,10 @@ pub struct XdsConfig {
     pub node: Node,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// The protocol tried first on every connection.
+    pub protocol: Protocol,
+    /// When `protocol` is delta and the server answers `Unimplemented`, use state of the world instead.
+    pub fallback: bool,
 }
 
 /// Why a stream ended.
@@ -62,22 +95,18 @@ pub enum XdsError {
     Closed,
 }
 
-#[derive(Debug, Default, Clone)]
-struct TypeState {
-    /// Last accepted `version_info`.
-    version: String,
-    /// Last nonce received on this stream.
-    nonce: String,
-    /// Names subscribed (empty: wildcard).
-    names: Vec<String>,
-    /// Applied at least once.
-    applied: bool,
-}
+type Ads = AggregatedDiscoveryServiceClient<Channel>;
 
+/// What the client holds across streams and protocols.
 struct Client {
     shared: Arc<Shared>,
+    /// Everything accepted, per type by name; the next update starts from here.
     resources: Resources,
-    types: BTreeMap<&'static str, TypeState>,
+    /// Per type, the version a delta server gave each held resource, sent back as
+    /// `initial_resource_versions` on the next delta stream. A type last applied over state of the world
+    /// has none: its versions are response versions, not resource versions.
+    resource_versions: BTreeMap<&'static str, BTreeMap<String, String>>,
+    /// Something arrived on the current connection (resets the backoff; no fallback after it).
     received: bool,
 }
 
@@ -88,10 +117,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cfg: XdsConfig) {
     let mut client = Client {
         shared: shared.clone(),
         resources: Resources::default(),
-        types: type_url::ALL
-            .iter()
-            .map(|t| (*t, TypeState::default()))
-            .collect(),
+        resource_versions: BTreeMap::new(),
         received: false,
     };
     let mut backoff = BACKOFF_INITIAL;
@@ -149,7 +175,24 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The `error_detail` of a NACK.
+fn rejection(e: &ConfigError) -> RpcStatus {
+    RpcStatus {
+        code: INVALID_ARGUMENT,
+        message: e.chain(),
+        details: vec![],
+    }
+}
+
+/// One of the four type URLs, as the `'static` constant.
+fn known_type(url: &str) -> Option<&'static str> {
+    type_url::ALL.iter().find(|u| **u == url).copied()
+}
+
 impl Client {
+    /// One connection: delta first unless told otherwise, then state of the world on the same channel
+    /// if the server does not implement delta and fallback is allowed. Delta is tried again on every new
+    /// connection, so proxies move to it once weftd is upgraded.
     async fn session(&mut self, cfg: &XdsConfig) -> Result<(), XdsError> {
         let endpoint = tonic::transport::Endpoint::from_shared(cfg.address.clone())
             .map_err(|source| XdsError::Address {
@@ -167,122 +210,36 @@ impl Client {
                 address: cfg.address.clone(),
                 source,
             })?;
-        let mut ads = AggregatedDiscoveryServiceClient::new(channel)
-            .max_decoding_message_size(64 * 1024 * 1024);
-        let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
-
-        // Nonces belong to a stream; versions we hold are re-sent so the server may skip unchanged types.
-        for t in self.types.values_mut() {
-            t.nonce.clear();
-        }
-        let mut first = true;
-        for url in type_url::ALL {
-            let st = self.types.get(url).cloned().unwrap_or_default();
-            let wildcard = url == type_url::CLUSTER || url == type_url::LISTENER;
-            if !wildcard && st.names.is_empty() {
-                continue;
+        let ads = AggregatedDiscoveryServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        if cfg.protocol == Protocol::Delta {
+            match delta::session(self, ads.clone(), cfg).await {
+                Err(XdsError::Stream(status))
+                    if cfg.fallback
+                        && !self.received
+                        && status.code() == tonic::Code::Unimplemented =>
+                {
+                    tracing::info!(
+                        address = %cfg.address,
+                        message = status.message(),
+                        "xds server does not implement delta, using state of the world"
+                    );
+                }
+                other => return other,
             }
-            let mut req = request(url, &st);
-            if first {
-                req.node = Some(cfg.node.clone());
-                first = false;
-            }
-            tx.send(req).await.map_err(|_| XdsError::Closed)?;
         }
-        let mut stream = ads
-            .stream_aggregated_resources(ReceiverStream::new(rx))
-            .await
-            .map_err(XdsError::Stream)?
-            .into_inner();
-        tracing::info!(address = %cfg.address, "xds stream open");
-        while let Some(resp) = stream.message().await.map_err(XdsError::Stream)? {
-            self.received = true;
-            self.on_response(resp, &tx).await?;
-        }
-        Ok(())
+        sotw::session(self, ads, cfg).await
     }
 
-    async fn on_response(
+    /// Applies an update of type `url` and, if it is accepted, installs the new snapshot.
+    fn apply(
         &mut self,
-        resp: DiscoveryResponse,
-        tx: &mpsc::Sender<DiscoveryRequest>,
-    ) -> Result<(), XdsError> {
-        let url: &'static str = match type_url::ALL.iter().find(|u| **u == resp.type_url) {
-            Some(u) => u,
-            None => {
-                let err = ConfigError::UnknownType(resp.type_url.clone());
-                tracing::warn!(type_url = %resp.type_url, "xds response of unknown type ignored");
-                let nack = DiscoveryRequest {
-                    type_url: resp.type_url.clone(),
-                    response_nonce: resp.nonce.clone(),
-                    error_detail: Some(RpcStatus {
-                        code: INVALID_ARGUMENT,
-                        message: err.chain(),
-                        details: vec![],
-                    }),
-                    ..Default::default()
-                };
-                return tx.send(nack).await.map_err(|_| XdsError::Closed);
-            }
-        };
-        let kind = type_url::short(url);
-        let now = SystemTime::now();
-        let result = match url {
-            type_url::CLUSTER => self.apply_clusters(&resp, now),
-            type_url::ENDPOINT => self.apply_endpoints(&resp, now),
-            type_url::LISTENER => self.apply_listeners(&resp, now),
-            _ => self.apply_routes(&resp, now),
-        };
-        let st = self.types.entry(url).or_default();
-        st.nonce = resp.nonce.clone();
-        match result {
-            Ok(()) => {
-                st.version = resp.version_info.clone();
-                st.applied = true;
-                tracing::info!(
-                    r#type = kind,
-                    version = %resp.version_info,
-                    resources = resp.resources.len(),
-                    "xds update applied"
-                );
-                tx.send(request(url, st))
-                    .await
-                    .map_err(|_| XdsError::Closed)?;
-            }
-            Err(e) => {
-                let message = e.chain();
-                tracing::warn!(
-                    r#type = kind,
-                    version = %resp.version_info,
-                    nonce = %resp.nonce,
-                    error = %message,
-                    "xds update rejected"
-                );
-                let mut nack = request(url, st);
-                nack.error_detail = Some(RpcStatus {
-                    code: INVALID_ARGUMENT,
-                    message,
-                    details: vec![],
-                });
-                tx.send(nack).await.map_err(|_| XdsError::Closed)?;
-                return Ok(());
-            }
-        }
-        // Follow the references: CDS → EDS names, LDS → RDS names.
-        let follow = match url {
-            type_url::CLUSTER => Some((type_url::ENDPOINT, Snapshot::eds_names(&self.resources))),
-            type_url::LISTENER => Some((type_url::ROUTE, Snapshot::rds_names(&self.resources))),
-            _ => None,
-        };
-        if let Some((sub, names)) = follow {
-            let st = self.types.entry(sub).or_default();
-            if st.names != names {
-                st.names = names;
-                tx.send(request(sub, st))
-                    .await
-                    .map_err(|_| XdsError::Closed)?;
-            }
-        }
+        url: &'static str,
+        update: &apply::Update<'_>,
+        now: SystemTime,
+    ) -> Result<(), ConfigError> {
+        let next = apply::apply(url, &self.resources, update, now)?;
+        self.install(next);
         Ok(())
     }
 
@@ -297,135 +254,6 @@ impl Client {
             tracing::info!("first cluster and listener configuration applied, ready");
         }
         self.shared.generation.send_modify(|g| *g += 1);
-    }
-
-    fn apply_clusters(
-        &mut self,
-        resp: &DiscoveryResponse,
-        now: SystemTime,
-    ) -> Result<(), ConfigError> {
-        let clusters = convert_all(
-            &resp.resources,
-            &resp.version_info,
-            now,
-            &self.resources.clusters,
-            config::convert_cluster,
-        )?;
-        let mut next = self.resources.clone();
-        next.clusters = clusters;
-        let eds: Vec<String> = Snapshot::eds_names(&next);
-        next.endpoints.retain(|k, _| eds.binary_search(k).is_ok());
-        next.versions
-            .insert(type_url::CLUSTER.into(), resp.version_info.clone());
-        self.install(next);
-        Ok(())
-    }
-
-    fn apply_listeners(
-        &mut self,
-        resp: &DiscoveryResponse,
-        now: SystemTime,
-    ) -> Result<(), ConfigError> {
-        let listeners = convert_all(
-            &resp.resources,
-            &resp.version_info,
-            now,
-            &self.resources.listeners,
-            config::convert_listener,
-        )?;
-        let mut next = self.resources.clone();
-        next.listeners = listeners;
-        let rds = Snapshot::rds_names(&next);
-        next.routes.retain(|k, _| rds.binary_search(k).is_ok());
-        next.versions
-            .insert(type_url::LISTENER.into(), resp.version_info.clone());
-        self.install(next);
-        Ok(())
-    }
-
-    fn apply_endpoints(
-        &mut self,
-        resp: &DiscoveryResponse,
-        now: SystemTime,
-    ) -> Result<(), ConfigError> {
-        let received = convert_all(
-            &resp.resources,
-            &resp.version_info,
-            now,
-            &self.resources.endpoints,
-            config::convert_endpoints,
-        )?;
-        let mut next = self.resources.clone();
-        next.endpoints.extend(received);
-        next.versions
-            .insert(type_url::ENDPOINT.into(), resp.version_info.clone());
-        self.install(next);
-        Ok(())
-    }
-
-    fn apply_routes(
-        &mut self,
-        resp: &DiscoveryResponse,
-        now: SystemTime,
-    ) -> Result<(), ConfigError> {
-        let received = convert_all(
-            &resp.resources,
-            &resp.version_info,
-            now,
-            &self.resources.routes,
-            config::convert_route,
-        )?;
-        let mut next = self.resources.clone();
-        next.routes.extend(received);
-        next.versions
-            .insert(type_url::ROUTE.into(), resp.version_info.clone());
-        self.install(next);
-        Ok(())
-    }
-}
-
-/// Converts every resource of a response, reusing the converted form of any resource whose bytes did not
-/// change (so regexes are not recompiled and endpoint sets keep their round-robin position).
-fn convert_all<T: Clone>(
-    resources: &[Any],
-    version: &str,
-    now: SystemTime,
-    current: &BTreeMap<String, Arc<Stored<T>>>,
-    convert: fn(usize, &Any) -> Result<Converted<T>, ConfigError>,
-) -> Result<BTreeMap<String, Arc<Stored<T>>>, ConfigError> {
-    let unchanged: BTreeMap<&[u8], (&String, &Arc<Stored<T>>)> = current
-        .iter()
-        .map(|(k, s)| (s.raw.value.as_slice(), (k, s)))
-        .collect();
-    let mut out = BTreeMap::new();
-    for (index, any) in resources.iter().enumerate() {
-        let (name, value) = match unchanged.get(any.value.as_slice()) {
-            // Same bytes, same resource: keep the converted value.
-            Some((name, old)) if old.raw.type_url == any.type_url => {
-                ((*name).clone(), old.value.clone())
-            }
-            _ => convert(index, any)?,
-        };
-        out.insert(
-            name,
-            Arc::new(Stored {
-                raw: any.clone(),
-                version: version.to_string(),
-                last_updated: now,
-                value,
-            }),
-        );
-    }
-    Ok(out)
-}
-
-fn request(url: &str, st: &TypeState) -> DiscoveryRequest {
-    DiscoveryRequest {
-        version_info: st.version.clone(),
-        resource_names: st.names.clone(),
-        type_url: url.to_string(),
-        response_nonce: st.nonce.clone(),
-        ..Default::default()
     }
 }
 
