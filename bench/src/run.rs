@@ -776,40 +776,56 @@ pub fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
             work.display()
         );
     }
-    let (control_plane, cp_note) = control_plane(&lab.bin_dir, quick);
-    if let Some(n) = cp_note {
-        lab.notes.push(n);
-    }
-    let data_plane = report::rows(&samples, &unsupported);
-    let results = Results {
+    // Stop the data plane before the control-plane simulation, so neither disturbs the other.
+    let bin_dir = lab.bin_dir.clone();
+    let unavailable = lab.unavailable.clone();
+    let mut notes = lab.notes.clone();
+    drop(lab);
+    let mut results = Results {
         date: machine::now_rfc3339(),
         machine: machine::machine(),
         versions: machine::versions(&args.pingora),
         mode: if quick { "quick" } else { "full" }.into(),
-        data_plane,
-        control_plane,
-        unavailable: lab.unavailable.clone(),
-        notes: lab.notes.clone(),
+        data_plane: report::rows(&samples, &unsupported),
+        control_plane: serde_json::json!([]),
+        unavailable,
+        notes: notes.clone(),
     };
-    let md = report::markdown(&results, &samples, &unsupported);
     std::fs::create_dir_all(&args.out)?;
-    let json = serde_json::to_string_pretty(&results)? + "\n";
-    std::fs::write(args.out.join("latest.json"), &json)?;
-    std::fs::write(args.out.join("latest.md"), &md)?;
-    if !quick {
-        let day = &results.date[..10];
-        std::fs::write(args.out.join(format!("{day}.json")), &json)?;
-        std::fs::write(args.out.join(format!("{day}.md")), &md)?;
-    }
-    drop(lab);
+    // Written twice: the data-plane figures survive a control-plane simulation that fails or is stopped.
+    let write = |results: &Results| -> anyhow::Result<()> {
+        let md = report::markdown(results, &samples, &unsupported);
+        let json = serde_json::to_string_pretty(results)? + "\n";
+        std::fs::write(args.out.join("latest.json"), &json)?;
+        std::fs::write(args.out.join("latest.md"), &md)?;
+        if !quick {
+            let day = &results.date[..10];
+            std::fs::write(args.out.join(format!("{day}.json")), &json)?;
+            std::fs::write(args.out.join(format!("{day}.md")), &md)?;
+        }
+        Ok(())
+    };
+    results
+        .notes
+        .push("control plane: weft-xds-sim still running when this was written".into());
+    write(&results)?;
+    eprintln!(
+        "weft-bench: {} data-plane runs in {:.0} s",
+        samples.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let (control_plane, cp_note) = control_plane(&bin_dir, quick);
+    notes.extend(cp_note);
+    results.control_plane = control_plane;
+    results.notes = notes;
+    write(&results)?;
     if args.keep {
         eprintln!("weft-bench: configs and logs kept in {}", work.display());
     } else {
         let _ = std::fs::remove_dir_all(&work);
     }
     eprintln!(
-        "weft-bench: {} runs in {:.0} s; results in {}",
-        samples.len(),
+        "weft-bench: done in {:.0} s; results in {}",
         started.elapsed().as_secs_f64(),
         args.out.join("latest.md").display()
     );
@@ -834,7 +850,13 @@ fn control_plane(bin_dir: &Path, quick: bool) -> (serde_json::Value, Option<Stri
         cmd.arg("--quick");
     }
     eprintln!("weft-bench: running {cmd:?}");
-    match cmd.stdin(Stdio::null()).stderr(Stdio::inherit()).output() {
+    // Bounded: a control-plane simulation that hangs must not hold the data-plane results hostage.
+    let limit = if quick {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(1800)
+    };
+    match run_bounded(cmd, limit) {
         Ok(o) if o.status.success() => match serde_json::from_slice::<serde_json::Value>(&o.stdout)
         {
             Ok(v @ serde_json::Value::Array(_)) => (v, None),
@@ -857,6 +879,46 @@ fn control_plane(bin_dir: &Path, quick: bool) -> (serde_json::Value, Option<Stri
             )),
         ),
     }
+}
+
+/// Runs a command with stdout captured, killing it after `limit` or on interrupt.
+fn run_bounded(
+    mut cmd: std::process::Command,
+    limit: Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if Instant::now() > deadline || INTERRUPTED.load(Ordering::Relaxed) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!("stopped after {limit:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = reader.join().unwrap_or_default();
+    Ok(std::process::Output {
+        status,
+        stdout,
+        stderr: Vec::new(),
+    })
 }
 
 /// Installs the SIGINT/SIGTERM handler that makes a run stop and clean up.
