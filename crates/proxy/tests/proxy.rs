@@ -8,7 +8,7 @@ mod net;
 #[path = "support/resources.rs"]
 mod resources;
 
-use fake_ads::{FakeAds, XdsSet};
+use fake_ads::{version_of, DeltaMode, FakeAds, XdsSet};
 use net::{admin_get, eventually, get, send, Behaviour, Form, Upstream};
 use resources::*;
 use std::net::SocketAddr;
@@ -23,6 +23,7 @@ use weft_xds::pb::envoy::extensions::filters::http::fault::v3::{
 };
 use weft_xds::pb::envoy::r#type::matcher::v3::RegexMatcher;
 use weft_xds::pb::envoy::r#type::v3::FractionalPercent;
+use weft_xds::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use weft_xds::pb::google::protobuf::UInt32Value;
 use weft_xds::{pack, type_url};
 
@@ -56,8 +57,13 @@ fn set(version: &str, clusters: &[(&str, &[SocketAddr])], vhosts: Vec<VirtualHos
 }
 
 async fn start_proxy(ads: &str) -> ProxyHandle {
+    start_proxy_with(ads, &[]).await
+}
+
+/// Starts the proxy with more flags (e.g. `--xds-protocol sotw`) and waits until it is ready.
+async fn start_proxy_with(ads: &str, extra: &[&str]) -> ProxyHandle {
     init_logs();
-    let args = Args::try_parse_from_iter([
+    let mut flags = vec![
         "weft-proxy",
         "--workload",
         "productpage-v1",
@@ -69,7 +75,9 @@ async fn start_proxy(ads: &str) -> ProxyHandle {
         "0",
         "--xds-address",
         ads,
-    ]);
+    ];
+    flags.extend_from_slice(extra);
+    let args = <Args as clap::Parser>::try_parse_from(flags).expect("flags parse");
     let config = Config::try_from(&args).expect("valid config");
     let proxy = Proxy::start(config).await.expect("proxy starts");
     let admin = proxy.admin_addr();
@@ -78,15 +86,6 @@ async fn start_proxy(ads: &str) -> ProxyHandle {
     })
     .await;
     proxy
-}
-
-trait ParseIter {
-    fn try_parse_from_iter<const N: usize>(a: [&str; N]) -> Args;
-}
-impl ParseIter for Args {
-    fn try_parse_from_iter<const N: usize>(a: [&str; N]) -> Args {
-        <Args as clap::Parser>::try_parse_from(a).expect("flags parse")
-    }
 }
 
 /// Waits until `GET http://authority/path` through the proxy satisfies `ok`.
@@ -126,6 +125,54 @@ async fn next_request(
         async move { got }
     })
     .await
+}
+
+async fn next_delta(
+    ads: &mut FakeAds,
+    what: &str,
+    f: impl Fn(&DeltaDiscoveryRequest) -> bool,
+) -> DeltaDiscoveryRequest {
+    eventually(what, || {
+        let got = loop {
+            match ads.delta_requests.try_recv() {
+                Ok(r) if f(&r) => break Some(r),
+                Ok(_) => continue,
+                Err(_) => break None,
+            }
+        };
+        async move { got }
+    })
+    .await
+}
+
+async fn next_delta_response(
+    ads: &mut FakeAds,
+    what: &str,
+    f: impl Fn(&DeltaDiscoveryResponse) -> bool,
+) -> DeltaDiscoveryResponse {
+    eventually(what, || {
+        let got = loop {
+            match ads.delta_responses.try_recv() {
+                Ok(r) if f(&r) => break Some(r),
+                Ok(_) => continue,
+                Err(_) => break None,
+            }
+        };
+        async move { got }
+    })
+    .await
+}
+
+fn resource_names(r: &DeltaDiscoveryResponse) -> Vec<&str> {
+    r.resources.iter().map(|r| r.name.as_str()).collect()
+}
+
+/// The proxy's `/clusters` text.
+async fn clusters(proxy: &ProxyHandle) -> String {
+    admin_get(proxy.admin_addr(), "/clusters")
+        .await
+        .expect("clusters")
+        .1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,7 +292,10 @@ async fn routes_by_authority_in_absolute_form_host_header_and_h2() {
         ]
     );
     let route = &dump["configs"][3]["dynamic_route_configs"][0];
-    assert_eq!(route["version_info"], "1");
+    // Over delta each resource shows its own version; the type's section shows the system version.
+    let route_version = version_of(&ads.set.borrow().routes[0].1);
+    assert_eq!(route["version_info"], route_version.as_str());
+    assert_eq!(dump["configs"][0]["version_info"], "1");
     assert_eq!(route["route_config"]["name"], "9080", "{route}");
     assert_eq!(
         route["route_config"]["@type"],
@@ -310,7 +360,7 @@ async fn acks_carry_version_and_nonce_and_bad_config_is_nacked() {
         vec![vhost("reviews", REVIEWS, vec![route_to("/", V1)])],
     );
     let mut ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), good.clone()).await;
-    let proxy = start_proxy(&ads.url()).await;
+    let proxy = start_proxy_with(&ads.url(), &["--xds-protocol", "sotw"]).await;
     until(&proxy, "reviews:9080", "/", "v1 serving", |r| {
         r.upstream() == "reviews-v1"
     })
@@ -732,7 +782,7 @@ async fn keeps_serving_without_xds_and_reconnects() {
     )
     .await;
     let ads_addr = ads.addr;
-    let proxy = start_proxy(&ads.url()).await;
+    let proxy = start_proxy_with(&ads.url(), &["--xds-protocol", "sotw"]).await;
     until(&proxy, "reviews:9080", "/", "v1 serving", |r| {
         r.upstream() == "reviews-v1"
     })
@@ -767,5 +817,439 @@ async fn keeps_serving_without_xds_and_reconnects() {
         again.version_info, "1",
         "resubscribes with the version it holds"
     );
+    proxy.shutdown().await;
+}
+
+// === delta xDS ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_initial_sync_serves_traffic() {
+    let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
+    let initial = set(
+        "1",
+        &[(V1, &[v1.addr])],
+        vec![vhost("reviews", REVIEWS, vec![route_to("/", V1)])],
+    );
+    let mut ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), initial.clone()).await;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "reviews:9080", "/", "v1 serving", |r| {
+        r.upstream() == "reviews-v1"
+    })
+    .await;
+
+    // The stream's first message opens the CDS wildcard and is the only one with the node.
+    let first = next_delta(&mut ads, "first delta request", |_| true).await;
+    assert_eq!(first.type_url, type_url::CLUSTER);
+    assert_eq!(
+        first.node.expect("node on the first message").id,
+        "sidecar~127.0.0.1~productpage-v1.default~default.svc.cluster.local"
+    );
+    assert!(first.resource_names_subscribe.is_empty(), "wildcard");
+    assert!(
+        first.initial_resource_versions.is_empty(),
+        "nothing held yet"
+    );
+
+    // Every response is ACKed by nonce; EDS and RDS are subscribed by name, LDS as a wildcard.
+    let mut sent = Vec::new();
+    let mut received = Vec::new();
+    eventually("an ACK of every type", || {
+        while let Ok(r) = ads.delta_responses.try_recv() {
+            sent.push(r);
+        }
+        while let Ok(r) = ads.delta_requests.try_recv() {
+            received.push(r);
+        }
+        let all = type_url::ALL.iter().all(|url| {
+            sent.iter()
+                .any(|s| s.type_url == *url && received.iter().any(|r| r.response_nonce == s.nonce))
+        });
+        async move { all.then_some(()) }
+    })
+    .await;
+    for r in &received {
+        assert!(r.node.is_none(), "node only on the first message: {r:?}");
+        assert!(r.error_detail.is_none(), "no NACK: {r:?}");
+    }
+    let opened = |url: &str| {
+        received
+            .iter()
+            .find(|r| r.type_url == url && r.response_nonce.is_empty())
+            .unwrap_or_else(|| panic!("a subscription of {url}"))
+            .resource_names_subscribe
+            .clone()
+    };
+    assert_eq!(opened(type_url::ENDPOINT), [V1]);
+    assert_eq!(opened(type_url::LISTENER), Vec::<String>::new());
+    assert_eq!(opened(type_url::ROUTE), ["9080"]);
+    assert!(
+        ads.requests.try_recv().is_err(),
+        "no state-of-the-world stream was opened"
+    );
+
+    // /config_dump shows each resource with its own (opaque) version.
+    let (_, dump) = admin_get(proxy.admin_addr(), "/config_dump")
+        .await
+        .expect("dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("json");
+    let route = &dump["configs"][3]["dynamic_route_configs"][0];
+    assert_eq!(route["route_config"]["name"], "9080", "{route}");
+    assert_eq!(
+        route["version_info"],
+        version_of(&initial.routes[0].1).as_str()
+    );
+    assert_eq!(dump["configs"][0]["version_info"], "1", "system version");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_added_changed_and_removed_resources_take_effect() {
+    let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
+    let v1b = Upstream::start("reviews-v1b", Behaviour::Ok).await;
+    let v2 = Upstream::start("reviews-v2", Behaviour::Ok).await;
+    let vhosts = || {
+        vec![vhost(
+            "reviews",
+            REVIEWS,
+            vec![route_to("/v2", V2), route_to("/", V1)],
+        )]
+    };
+    let mut ads = FakeAds::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        set("1", &[(V1, &[v1.addr])], vhosts()),
+    )
+    .await;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "reviews:9080", "/", "v1 serving", |r| {
+        r.upstream() == "reviews-v1"
+    })
+    .await;
+    let r = get(proxy.outbound_addr(), "reviews:9080", "/v2").await;
+    assert_eq!((r.status, r.flags().as_str()), (503, "NC"), "no v2 yet");
+
+    // Added: only the new cluster travels, and its endpoints follow.
+    ads.update(set("2", &[(V1, &[v1.addr]), (V2, &[v2.addr])], vhosts()));
+    let cds = next_delta_response(&mut ads, "CDS adding v2", |r| {
+        r.type_url == type_url::CLUSTER && r.system_version_info == "2"
+    })
+    .await;
+    assert_eq!(resource_names(&cds), [V2]);
+    assert!(cds.removed_resources.is_empty());
+    until(&proxy, "reviews:9080", "/v2", "v2 added", |r| {
+        r.upstream() == "reviews-v2"
+    })
+    .await;
+
+    // Changed: v1's endpoints move; only its load assignment travels.
+    ads.update(set("3", &[(V1, &[v1b.addr]), (V2, &[v2.addr])], vhosts()));
+    let eds = next_delta_response(&mut ads, "EDS changing v1", |r| {
+        r.type_url == type_url::ENDPOINT && r.system_version_info == "3"
+    })
+    .await;
+    assert_eq!(resource_names(&eds), [V1]);
+    until(&proxy, "reviews:9080", "/", "v1 moved", |r| {
+        r.upstream() == "reviews-v1b"
+    })
+    .await;
+    assert_eq!(
+        get(proxy.outbound_addr(), "reviews:9080", "/v2")
+            .await
+            .upstream(),
+        "reviews-v2",
+        "the unchanged cluster still serves"
+    );
+
+    // Removed: v2 goes from CDS; its route now finds no cluster.
+    ads.update(set("4", &[(V1, &[v1b.addr])], vhosts()));
+    let cds = next_delta_response(&mut ads, "CDS removing v2", |r| {
+        r.type_url == type_url::CLUSTER && r.system_version_info == "4"
+    })
+    .await;
+    assert!(cds.resources.is_empty(), "{cds:?}");
+    assert_eq!(cds.removed_resources, [V2]);
+    until(&proxy, "reviews:9080", "/v2", "v2 removed", |r| {
+        r.status == 503 && r.flags() == "NC"
+    })
+    .await;
+    let text = clusters(&proxy).await;
+    assert!(!text.contains(V2), "{text}");
+    assert!(text.contains(&format!("{V1}::{}", v1b.addr)), "{text}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_eds_subscriptions_follow_clusters() {
+    let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
+    let v2 = Upstream::start("reviews-v2", Behaviour::Ok).await;
+    let vhosts = || vec![vhost("reviews", REVIEWS, vec![route_to("/", V1)])];
+    let mut ads = FakeAds::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        set("1", &[(V1, &[v1.addr])], vhosts()),
+    )
+    .await;
+    let proxy = start_proxy(&ads.url()).await;
+    let opened = next_delta(&mut ads, "EDS opened", |r| {
+        r.type_url == type_url::ENDPOINT && !r.resource_names_subscribe.is_empty()
+    })
+    .await;
+    assert_eq!(opened.resource_names_subscribe, [V1]);
+
+    // A cluster comes: its name is subscribed, nothing unsubscribed.
+    ads.update(set("2", &[(V1, &[v1.addr]), (V2, &[v2.addr])], vhosts()));
+    let sub = next_delta(&mut ads, "EDS subscribe v2", |r| {
+        r.type_url == type_url::ENDPOINT && !r.resource_names_subscribe.is_empty()
+    })
+    .await;
+    assert_eq!(sub.resource_names_subscribe, [V2]);
+    assert!(sub.resource_names_unsubscribe.is_empty());
+    assert!(sub.response_nonce.is_empty(), "not an ACK");
+    assert!(sub.node.is_none());
+    eventually("v2 endpoints", || {
+        let p = &proxy;
+        async move {
+            clusters(p)
+                .await
+                .contains(&format!("{V2}::{}", v2.addr))
+                .then_some(())
+        }
+    })
+    .await;
+
+    // A cluster goes: its name is unsubscribed.
+    ads.update(set("3", &[(V2, &[v2.addr])], vhosts()));
+    let unsub = next_delta(&mut ads, "EDS unsubscribe v1", |r| {
+        r.type_url == type_url::ENDPOINT && !r.resource_names_unsubscribe.is_empty()
+    })
+    .await;
+    assert_eq!(unsub.resource_names_unsubscribe, [V1]);
+    assert!(unsub.resource_names_subscribe.is_empty());
+
+    // A listener comes with a new route table: RDS follows the same way.
+    let mut s = set("4", &[(V2, &[v2.addr])], vhosts());
+    s.listeners.push(outbound_listener(9090));
+    s.routes.push(route_config(
+        "9090",
+        vec![vhost("r", &["reviews:9090"], vec![route_to("/", V2)])],
+    ));
+    ads.update(s);
+    let rds = next_delta(&mut ads, "RDS subscribe 9090", |r| {
+        r.type_url == type_url::ROUTE && !r.resource_names_subscribe.is_empty()
+    })
+    .await;
+    assert_eq!(rds.resource_names_subscribe, ["9090"]);
+    until(&proxy, "reviews:9090", "/", "9090 served", |r| {
+        r.upstream() == "reviews-v2"
+    })
+    .await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_nack_keeps_the_old_snapshot_and_the_next_update_applies() {
+    let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
+    let v2 = Upstream::start("reviews-v2", Behaviour::Ok).await;
+    let clusters_ok: &[(&str, &[SocketAddr])] = &[(V1, &[v1.addr]), (V2, &[v2.addr])];
+    let good = set(
+        "1",
+        clusters_ok,
+        vec![vhost("reviews", REVIEWS, vec![route_to("/", V1)])],
+    );
+    let mut ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), good.clone()).await;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "reviews:9080", "/", "v1 serving", |r| {
+        r.upstream() == "reviews-v1"
+    })
+    .await;
+
+    // Version 2 adds a good cluster and a refused one in the same CDS response: all of it is NACKed.
+    let mut bad = good.clone();
+    bad.version = "2".into();
+    bad.clusters.push(eds_cluster("extra"));
+    bad.endpoints.push(cla("extra", &[v2.addr]));
+    bad.clusters.push(logical_dns_cluster("dns"));
+    ads.update(bad.clone());
+    let sent = next_delta_response(&mut ads, "CDS version 2", |r| {
+        r.type_url == type_url::CLUSTER && r.system_version_info == "2"
+    })
+    .await;
+    assert_eq!(resource_names(&sent), ["dns", "extra"]);
+    let nack = next_delta(&mut ads, "CDS NACK", |r| {
+        r.type_url == type_url::CLUSTER && r.error_detail.is_some()
+    })
+    .await;
+    assert_eq!(nack.response_nonce, sent.nonce);
+    let detail = nack.error_detail.expect("detail");
+    assert_eq!(detail.code, 3);
+    assert_eq!(
+        detail.message,
+        "cluster \"dns\": unsupported cluster type LOGICAL_DNS"
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            get(proxy.outbound_addr(), "reviews:9080", "/")
+                .await
+                .upstream(),
+            "reviews-v1",
+            "the old snapshot serves"
+        );
+    }
+    let text = clusters(&proxy).await;
+    assert!(!text.contains("extra") && !text.contains("dns"), "{text}");
+
+    // Version 3 drops the refused cluster and moves the route to v2. The server believes "extra" was
+    // delivered and does not resend it; the proxy never took it, so it must not appear now.
+    let mut fixed = bad;
+    fixed.version = "3".into();
+    fixed.clusters.pop();
+    fixed.routes = vec![route_config(
+        "9080",
+        vec![vhost("reviews", REVIEWS, vec![route_to("/", V2)])],
+    )];
+    ads.update(fixed);
+    let cds = next_delta_response(&mut ads, "CDS version 3", |r| {
+        r.type_url == type_url::CLUSTER && r.system_version_info == "3"
+    })
+    .await;
+    assert_eq!(cds.removed_resources, ["dns"]);
+    let no_extra = |r: &DeltaDiscoveryRequest| {
+        assert!(
+            !r.resource_names_subscribe.iter().any(|n| n == "extra"),
+            "no EDS subscription for a rejected cluster: {r:?}"
+        );
+    };
+    let ack = next_delta(&mut ads, "CDS version 3 ACK", |r| {
+        no_extra(r);
+        r.response_nonce == cds.nonce
+    })
+    .await;
+    assert!(ack.error_detail.is_none(), "{:?}", ack.error_detail);
+    until(&proxy, "reviews:9080", "/", "v2 after the fix", |r| {
+        r.upstream() == "reviews-v2"
+    })
+    .await;
+    let text = clusters(&proxy).await;
+    assert!(
+        !text.contains("extra"),
+        "a rejected resource is not merged later: {text}"
+    );
+    assert!(text.contains(V1) && text.contains(V2), "{text}");
+    while let Ok(r) = ads.delta_requests.try_recv() {
+        no_extra(&r);
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_reconnect_sends_initial_resource_versions() {
+    let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
+    let v2 = Upstream::start("reviews-v2", Behaviour::Ok).await;
+    let clusters_ok: &[(&str, &[SocketAddr])] = &[(V1, &[v1.addr]), (V2, &[v2.addr])];
+    let before = set(
+        "1",
+        clusters_ok,
+        vec![vhost("reviews", REVIEWS, vec![route_to("/", V1)])],
+    );
+    let mut ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), before.clone()).await;
+    let ads_addr = ads.addr;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "reviews:9080", "/", "v1 serving", |r| {
+        r.upstream() == "reviews-v1"
+    })
+    .await;
+    // Everything applied: wait for the RDS ACK.
+    let rds = next_delta_response(&mut ads, "RDS sent", |r| r.type_url == type_url::ROUTE).await;
+    next_delta(&mut ads, "RDS ACK", |r| r.response_nonce == rds.nonce).await;
+
+    ads.kill().await;
+    for _ in 0..10 {
+        let r = get(proxy.outbound_addr(), "reviews:9080", "/").await;
+        assert_eq!(r.upstream(), "reviews-v1", "last snapshot keeps serving");
+    }
+
+    // weftd comes back with only the route changed.
+    let after = set(
+        "2",
+        clusters_ok,
+        vec![vhost("reviews", REVIEWS, vec![route_to("/", V2)])],
+    );
+    let mut ads = FakeAds::start(ads_addr, after.clone()).await;
+    until(&proxy, "reviews:9080", "/", "v2 after reconnect", |r| {
+        r.upstream() == "reviews-v2"
+    })
+    .await;
+    let versions = |s: &XdsSet, url: &str| -> std::collections::HashMap<String, String> {
+        s.named(url)
+            .iter()
+            .map(|(n, a)| (n.clone(), version_of(a)))
+            .collect()
+    };
+    for url in type_url::ALL {
+        let first = next_delta(&mut ads, "first request of each type", |r| {
+            r.type_url == url
+        })
+        .await;
+        assert_eq!(
+            first.initial_resource_versions,
+            versions(&before, url),
+            "{url}: what the proxy held"
+        );
+        assert_eq!(first.node.is_some(), url == type_url::CLUSTER, "{url}");
+        match url {
+            type_url::ENDPOINT => assert_eq!(first.resource_names_subscribe, [V1, V2]),
+            type_url::ROUTE => assert_eq!(first.resource_names_subscribe, ["9080"]),
+            _ => assert!(first.resource_names_subscribe.is_empty(), "{url}"),
+        }
+    }
+    // The server could skip what did not change: only the route travelled again.
+    let mut sent = Vec::new();
+    while let Ok(r) = ads.delta_responses.try_recv() {
+        sent.push(r);
+    }
+    let travelled: Vec<&str> = sent.iter().flat_map(resource_names).collect();
+    assert_eq!(travelled, ["9080"], "{sent:?}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falls_back_to_sotw_when_delta_is_unimplemented() {
+    let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
+    let v2 = Upstream::start("reviews-v2", Behaviour::Ok).await;
+    let clusters_ok: &[(&str, &[SocketAddr])] = &[(V1, &[v1.addr]), (V2, &[v2.addr])];
+    let mut ads = FakeAds::start_with(
+        "127.0.0.1:0".parse().expect("addr"),
+        set(
+            "1",
+            clusters_ok,
+            vec![vhost("reviews", REVIEWS, vec![route_to("/", V1)])],
+        ),
+        DeltaMode::Unimplemented,
+    )
+    .await;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "reviews:9080", "/", "v1 serving", |r| {
+        r.upstream() == "reviews-v1"
+    })
+    .await;
+    let first = next_request(&mut ads, "state-of-the-world request", |_| true).await;
+    assert!(
+        first.node.is_some(),
+        "the fallback stream starts with the node"
+    );
+    assert_eq!(first.type_url, type_url::CLUSTER);
+
+    // Updates keep flowing over state of the world.
+    ads.update(set(
+        "2",
+        clusters_ok,
+        vec![vhost("reviews", REVIEWS, vec![route_to("/", V2)])],
+    ));
+    until(&proxy, "reviews:9080", "/", "v2 over sotw", |r| {
+        r.upstream() == "reviews-v2"
+    })
+    .await;
+    next_request(&mut ads, "RDS ACK of version 2", |r| {
+        r.type_url == type_url::ROUTE && r.version_info == "2" && r.error_detail.is_none()
+    })
+    .await;
     proxy.shutdown().await;
 }

@@ -55,6 +55,20 @@ pub fn eds_cluster(name: &str) -> Any {
     )
 }
 
+/// A cluster of a type weft refuses (`LOGICAL_DNS`), to provoke a NACK.
+pub fn logical_dns_cluster(name: &str) -> Any {
+    pack(
+        type_url::CLUSTER,
+        &Cluster {
+            name: name.into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::LogicalDns as i32,
+            )),
+            ..Default::default()
+        },
+    )
+}
+
 fn cla_msg(name: &str, eps: &[SocketAddr]) -> ClusterLoadAssignment {
     ClusterLoadAssignment {
         cluster_name: name.into(),
