@@ -114,14 +114,4 @@ impl Model {
             .or_else(|| in_ns(self, namespace).find(|r| selector(r).is_none()))
             .or_else(|| in_ns(self, &self.mesh.root_namespace).find(|r| selector(r).is_none()))
     }
-
-    /// Whether the Sidecar `id` lets a proxy in `proxy_ns` reach `svc`. `.` means the proxy's namespace
-    /// (so a mesh-wide default in the root namespace scopes each proxy to its own namespace).
-    pub fn sidecar_egress_allows(&self, id: &str, proxy_ns: &str, svc: &Service) -> bool {
-        let Some(sc) = self.sidecars.get(id).and_then(|r| r.as_sidecar()) else {
-            return true;
-        };
-        sc.egress_hosts()
-            .any(|h| h.allows(proxy_ns, &svc.namespace, &svc.hostname))
-    }
 }

@@ -21,7 +21,6 @@ use weft_xds::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use weft_xds::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
-use weft_xds::pb::envoy::config::route::v3::RouteConfiguration;
 use weft_xds::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use weft_xds::pb::envoy::extensions::filters::http::router::v3::Router;
 use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -31,7 +30,20 @@ use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::
 use weft_xds::pb::google::protobuf::{BoolValue, UInt32Value};
 use weft_xds::{filter_name, pack, type_url, Any};
 
-pub use route::route_configuration;
+pub use route::{encode_route_configuration, route_configuration, serves_http_port, virtual_host};
+
+/// Encodes one virtual host (what [`outbound_except`] asks its caller for, per service and port).
+pub fn encode_virtual_host(
+    model: &Model,
+    svc: &Service,
+    proxy_ns: &str,
+    port: u32,
+) -> std::sync::Arc<[u8]> {
+    use prost::Message;
+    virtual_host(model, svc, proxy_ns, port)
+        .encode_to_vec()
+        .into()
+}
 
 /// Every resource one proxy should hold, by type URL, each map keyed by resource name.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -104,11 +116,20 @@ impl Scope {
         }
     }
 
-    /// Whether a proxy of this scope sees `svc`.
-    pub fn sees(&self, model: &Model, svc: &Service) -> bool {
-        match &self.sidecar {
+    /// Whether a proxy of this scope sees a service: the Sidecar's egress hosts parsed once, then a
+    /// cheap test per service.
+    pub fn visibility<'a>(&'a self, model: &'a Model) -> impl Fn(&Service) -> bool + 'a {
+        let hosts: Option<Vec<weft_api::networking::sidecar::EgressHost>> = self
+            .sidecar
+            .as_ref()
+            .and_then(|id| model.sidecars.get(id))
+            .and_then(|r| r.as_sidecar())
+            .map(|sc| sc.egress_hosts().collect());
+        move |svc: &Service| match &hosts {
             None => true,
-            Some(id) => model.sidecar_egress_allows(id, &self.namespace, svc),
+            Some(h) => h
+                .iter()
+                .any(|e| e.allows(&self.namespace, &svc.namespace, &svc.hostname)),
         }
     }
 }
@@ -124,19 +145,52 @@ pub fn for_proxy(model: &Model, proxy: &ProxyIdentity) -> ProxyResources {
 
 /// The outbound resources every proxy of `scope` holds (the bulk of a proxy's config).
 pub fn outbound(model: &Model, scope: &Scope) -> ProxyResources {
+    outbound_except(model, scope, &|_| false, &mut |svc, port| {
+        encode_virtual_host(model, svc, &scope.namespace, port)
+    })
+}
+
+/// The names of the outbound clusters (and their load assignments) of one service.
+pub fn cluster_names(model: &Model, svc: &Service) -> Vec<String> {
+    let subsets = subsets(model, svc);
+    svc.ports
+        .iter()
+        .filter(|p| p.is_http())
+        .flat_map(|p| {
+            std::iter::once(outbound_cluster_name(p.number, "", &svc.hostname)).chain(
+                subsets
+                    .iter()
+                    .map(|s| outbound_cluster_name(p.number, s, &svc.hostname)),
+            )
+        })
+        .collect()
+}
+
+/// [`outbound`] without the clusters and load assignments of the services `reuse` picks (the caller
+/// has them from a previous translation of the same inputs). Listeners and routes are always built.
+/// Each route configuration is assembled from `vhost(service, port)`, the encoded virtual host, which
+/// the caller may also take from a previous translation.
+pub fn outbound_except(
+    model: &Model,
+    scope: &Scope,
+    reuse: &dyn Fn(&Service) -> bool,
+    vhost: &mut dyn FnMut(&Service, u32) -> std::sync::Arc<[u8]>,
+) -> ProxyResources {
+    let sees = scope.visibility(model);
     let visible: Vec<&Service> = model
         .services
         .values()
         .map(|s| &**s)
-        .filter(|s| scope.sees(model, s))
+        .filter(|s| sees(s))
         .collect();
+    let fresh: Vec<&Service> = visible.iter().copied().filter(|s| !reuse(s)).collect();
     let mut out = ProxyResources::default();
     let clusters = out.by_type.entry(type_url::CLUSTER).or_default();
-    for (name, c) in outbound_clusters(model, &visible) {
+    for (name, c) in outbound_clusters(model, &fresh) {
         clusters.insert(name, pack(type_url::CLUSTER, &c));
     }
     let endpoints = out.by_type.entry(type_url::ENDPOINT).or_default();
-    for cla in endpoints_for(model, &visible) {
+    for cla in endpoints_for(model, &fresh) {
         endpoints.insert(cla.cluster_name.clone(), pack(type_url::ENDPOINT, &cla));
     }
     let ports = http_ports(&visible);
@@ -146,8 +200,19 @@ pub fn outbound(model: &Model, scope: &Scope) -> ProxyResources {
     }
     let routes = out.by_type.entry(type_url::ROUTE).or_default();
     for &port in &ports {
-        let rc: RouteConfiguration = route_configuration(model, &visible, &scope.namespace, port);
-        routes.insert(rc.name.clone(), pack(type_url::ROUTE, &rc));
+        let hosts: Vec<std::sync::Arc<[u8]>> = visible
+            .iter()
+            .filter(|s| serves_http_port(s, port))
+            .map(|s| vhost(s, port))
+            .collect();
+        let value = encode_route_configuration(port, hosts.into_iter());
+        routes.insert(
+            port.to_string(),
+            Any {
+                type_url: type_url::ROUTE.to_string(),
+                value,
+            },
+        );
     }
     out
 }

@@ -69,19 +69,70 @@ pub struct View {
     pub types: [TypeMap; 4],
     /// The difference from the previous generation's view of this scope, when there was one.
     pub diff: Option<(u64, [TypeDiff; 4])>,
+    /// The model it was built from (to tell, next generation, which services' inputs are unchanged).
+    model: Arc<Model>,
+    /// Each service's encoded virtual host by (port, hostname), reused next generation when unchanged.
+    vhosts: HashMap<(u32, Arc<str>), Arc<[u8]>>,
 }
 
 static NEXT_VIEW: AtomicU64 = AtomicU64::new(1);
 
 impl View {
-    fn build(model: &Model, scope: &Scope, prev: Option<&View>) -> View {
+    fn build(model: &Arc<Model>, scope: &Scope, prev: Option<&View>) -> View {
         let mut types: [TypeMap; 4] = Default::default();
-        for (t, m) in translate::outbound(model, scope).by_type {
+        // A service whose registry entry and DestinationRule are as they were keeps its clusters and
+        // load assignments from the previous view: one endpoint change re-translates one service.
+        // (Sidecars decide which services a scope sees; when any changed, translate everything.)
+        let comparable = prev.is_some_and(|p| p.model.sidecars == model.sidecars);
+        let unchanged = |svc: &crate::registry::Service| {
+            prev.is_some_and(|p| {
+                let old = &p.model;
+                comparable
+                    && old.mesh.connect_timeout == model.mesh.connect_timeout
+                    && old.services.get(&svc.hostname).is_some_and(|o| **o == *svc)
+                    && old.destination_rules.get(&svc.hostname)
+                        == model.destination_rules.get(&svc.hostname)
+            })
+        };
+        // Routes also depend on every VirtualService and the mesh's defaults: reuse virtual hosts only
+        // when none of those changed either.
+        let routes_comparable = comparable
+            && prev.is_some_and(|p| {
+                p.model.virtual_services == model.virtual_services
+                    && p.model.destination_rules == model.destination_rules
+                    && p.model.mesh == model.mesh
+            });
+        let mut vhosts = HashMap::new();
+        let fresh = translate::outbound_except(model, scope, &unchanged, &mut |svc, port| {
+            let key = (port, Arc::<str>::from(svc.hostname.as_str()));
+            let old = prev
+                .filter(|_| routes_comparable && unchanged(svc))
+                .and_then(|p| p.vhosts.get(&key).cloned());
+            let v = old.unwrap_or_else(|| {
+                translate::encode_virtual_host(model, svc, &scope.namespace, port)
+            });
+            vhosts.insert(key, v.clone());
+            v
+        });
+        for (t, m) in fresh.by_type {
             if let Some(i) = type_index(t) {
                 types[i] = m
                     .into_iter()
                     .map(|(k, v)| (Arc::from(k), Res::new(v)))
                     .collect();
+            }
+        }
+        if let Some(p) = prev {
+            let sees = scope.visibility(model);
+            let reused = model.services.values().filter(|s| sees(s) && unchanged(s));
+            for svc in reused {
+                for name in translate::cluster_names(model, svc) {
+                    for i in [0, 1] {
+                        if let Some((k, r)) = p.types[i].get_key_value(name.as_str()) {
+                            types[i].insert(k.clone(), r.clone());
+                        }
+                    }
+                }
             }
         }
         let diff = prev.map(|p| {
@@ -92,6 +143,8 @@ impl View {
             id: NEXT_VIEW.fetch_add(1, Ordering::Relaxed),
             types,
             diff,
+            model: model.clone(),
+            vhosts,
         }
     }
 
@@ -224,6 +277,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn res(v: &[u8]) -> Res {
         Res::new(Any {
@@ -234,6 +288,83 @@ mod tests {
 
     fn map(items: &[(&str, &[u8])]) -> TypeMap {
         items.iter().map(|(k, v)| (Arc::from(*k), res(v))).collect()
+    }
+
+    fn model(generation: u64, yaml: &str) -> Arc<Model> {
+        let p = weft_api::parse_file("m.yaml", yaml);
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        let res: Vec<_> = p.resources.into_iter().map(Arc::new).collect();
+        Arc::new(Model::build(
+            generation,
+            &res,
+            weft_api::MeshConfig::default(),
+        ))
+    }
+
+    fn services(n: usize, changed: Option<usize>, vs: bool) -> String {
+        let mut docs: Vec<String> = (0..n)
+            .map(|i| {
+                let ip = if changed == Some(i) { "127.0.9.9" } else { "127.0.9.1" };
+                format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: s{i}}}\nspec:\n  hosts: [s{i}.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: {ip}}}]\n")
+            })
+            .collect();
+        if vs {
+            docs.push("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: s1}\nspec:\n  hosts: [s1]\n  http:\n  - timeout: 3s\n    route:\n    - destination: {host: s1}\n".into());
+        }
+        docs.join("---\n")
+    }
+
+    /// The incremental build (reusing unchanged services) must equal a translation from scratch.
+    #[test]
+    fn incremental_views_equal_fresh_translation() {
+        let scope = Scope {
+            namespace: "default".into(),
+            sidecar: None,
+        };
+        let s1 = Snapshot::new(model(1, &services(5, None, false)));
+        let v1 = s1.view(&scope);
+        for (generation, yaml) in [
+            (2, services(5, Some(3), false)),
+            (3, services(5, Some(3), true)),
+            (4, services(6, Some(3), true)),
+            (5, services(4, None, false)),
+        ] {
+            let prev = Snapshot::new(s1.model.clone());
+            let _ = prev.view(&scope);
+            let next = Snapshot::next(model(generation, &yaml), &prev);
+            let v = next.view(&scope);
+            assert!(v.diff.is_some(), "built against the previous view");
+            let fresh = translate::outbound(&next.model, &scope);
+            for (i, t) in TYPES.iter().enumerate() {
+                let want = fresh.of(t).cloned().unwrap_or_default();
+                let got: BTreeMap<String, Any> = v.types[i]
+                    .iter()
+                    .map(|(k, r)| (k.to_string(), r.any.clone()))
+                    .collect();
+                assert_eq!(got, want, "generation {generation}, {t}");
+            }
+        }
+        // An endpoint change re-sends one load assignment and nothing else.
+        let next = Snapshot::next(model(2, &services(5, Some(3), false)), &s1);
+        let v2 = next.view(&scope);
+        let changed: Vec<Vec<String>> = (0..4)
+            .map(|i| {
+                v2.diff_from(&v1, i)
+                    .changed
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                vec![],
+                vec!["outbound|80||s3.default.svc.cluster.local".to_string()],
+                vec![],
+                vec![]
+            ]
+        );
     }
 
     #[test]

@@ -14,7 +14,36 @@ pub struct DirSource {
     mesh: MeshConfig,
     /// Each file's text and what it parsed to: a reload re-parses only files whose text changed (YAML
     /// parsing was 40% of a push with 2,000 services when every file was re-read).
-    parsed: std::collections::HashMap<String, (String, weft_api::Parsed)>,
+    parsed: std::collections::HashMap<String, Arc<ParsedFile>>,
+}
+
+/// One file as last read: its text, its parse, and each resource validated on its own.
+#[derive(Debug)]
+struct ParsedFile {
+    text: String,
+    mesh: Option<MeshConfig>,
+    diagnostics: Vec<Diagnostic>,
+    /// Each resource with its own problems (from [`validate`]).
+    resources: Vec<(Arc<Resource>, Vec<Diagnostic>)>,
+}
+
+impl ParsedFile {
+    fn new(name: &str, text: String) -> ParsedFile {
+        let p = parse_file(name, &text);
+        ParsedFile {
+            resources: p
+                .resources
+                .into_iter()
+                .map(|r| {
+                    let own = validate(&r);
+                    (Arc::new(r), own)
+                })
+                .collect(),
+            text,
+            mesh: p.mesh,
+            diagnostics: p.diagnostics,
+        }
+    }
 }
 
 /// The result of one reload.
@@ -105,7 +134,7 @@ impl DirSource {
         };
         let listed: BTreeSet<String> = files.iter().map(|p| p.display().to_string()).collect();
         self.parsed.retain(|name, _| listed.contains(name));
-        let mut candidates: Vec<Resource> = Vec::new();
+        let mut candidates: Vec<(Arc<Resource>, Vec<Diagnostic>)> = Vec::new();
         let mut broken_files: BTreeSet<String> = BTreeSet::new();
         let mut mesh: Option<MeshConfig> = None;
         let mut mesh_broken = false;
@@ -129,10 +158,10 @@ impl DirSource {
                 }
             };
             let parsed = match self.parsed.get(&name) {
-                Some((old, p)) if *old == text => p.clone(),
+                Some(p) if p.text == text => p.clone(),
                 _ => {
-                    let p = parse_file(&name, &text);
-                    self.parsed.insert(name.clone(), (text, p.clone()));
+                    let p = Arc::new(ParsedFile::new(&name, text));
+                    self.parsed.insert(name.clone(), p.clone());
                     p
                 }
             };
@@ -142,16 +171,16 @@ impl DirSource {
                     mesh_broken = true;
                 }
             }
-            diagnostics.extend(parsed.diagnostics);
+            diagnostics.extend(parsed.diagnostics.iter().cloned());
             if parsed.mesh.is_some() {
-                mesh = parsed.mesh;
+                mesh = parsed.mesh.clone();
             }
-            candidates.extend(parsed.resources);
+            candidates.extend(parsed.resources.iter().cloned());
         }
 
         // One version per key: the first file (in path order) wins.
         let mut next: BTreeMap<ResourceKey, Arc<Resource>> = BTreeMap::new();
-        for r in candidates {
+        for (r, own) in candidates {
             let key = r.key();
             if let Some(first) = next.get(&key) {
                 diagnostics.push(diag(
@@ -161,11 +190,10 @@ impl DirSource {
                 ));
                 continue;
             }
-            let own = validate(&r);
             let ok = !own.iter().any(Diagnostic::is_error);
             diagnostics.extend(own);
             if ok {
-                next.insert(key, Arc::new(r));
+                next.insert(key, r);
             } else if let Some(prev) = self.accepted.get(&key) {
                 next.insert(key, prev.clone());
             }
@@ -208,7 +236,13 @@ impl DirSource {
             (None, true) => self.mesh.clone(),
             (None, false) => MeshConfig::default(),
         };
-        let changed = next != self.accepted || next_mesh != self.mesh;
+        // Unchanged files hand back the same `Arc`s: compare pointers first, values only when they differ.
+        let same = next.len() == self.accepted.len()
+            && next
+                .iter()
+                .zip(&self.accepted)
+                .all(|((ka, a), (kb, b))| ka == kb && (Arc::ptr_eq(a, b) || a == b));
+        let changed = !same || next_mesh != self.mesh;
         self.accepted = next;
         self.mesh = next_mesh;
         diagnostics.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));

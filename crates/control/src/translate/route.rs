@@ -36,6 +36,43 @@ pub const DEFAULT_RETRY_ON: &str =
 /// Istio's retry count when a route sets none.
 pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
 
+/// Whether `svc` has an HTTP port `port` (and so a virtual host in route configuration `<port>`).
+pub fn serves_http_port(svc: &Service, port: u32) -> bool {
+    svc.ports.iter().any(|p| p.number == port && p.is_http())
+}
+
+/// The virtual host of `svc` in route configuration `<port>`, for a proxy in `proxy_ns`.
+pub fn virtual_host(model: &Model, svc: &Service, proxy_ns: &str, port: u32) -> VirtualHost {
+    VirtualHost {
+        name: format!("{}:{port}", svc.hostname),
+        domains: domains(svc, proxy_ns, port),
+        routes: routes_for(model, svc, port),
+        ..Default::default()
+    }
+}
+
+/// Route configuration `<port>`, encoded from its virtual hosts' encodings (so a caller can reuse the
+/// encodings of unchanged services). Decodes equal to [`route_configuration`].
+pub fn encode_route_configuration(
+    port: u32,
+    virtual_hosts: impl Iterator<Item = std::sync::Arc<[u8]>>,
+) -> Vec<u8> {
+    use prost::Message;
+    let mut buf = RouteConfiguration {
+        name: port.to_string(),
+        validate_clusters: Some(BoolValue { value: false }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for vh in virtual_hosts {
+        // Field 2 (virtual_hosts), length-delimited: protobuf merges repeated fields in any order.
+        prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut buf);
+        prost::encoding::encode_varint(vh.len() as u64, &mut buf);
+        buf.extend_from_slice(&vh);
+    }
+    buf
+}
+
 /// The route configuration named `<port>` over `services`, for a proxy in `proxy_ns`.
 pub fn route_configuration(
     model: &Model,
@@ -45,13 +82,8 @@ pub fn route_configuration(
 ) -> RouteConfiguration {
     let virtual_hosts = services
         .iter()
-        .filter(|s| s.ports.iter().any(|p| p.number == port && p.is_http()))
-        .map(|svc| VirtualHost {
-            name: format!("{}:{port}", svc.hostname),
-            domains: domains(svc, proxy_ns, port),
-            routes: routes_for(model, svc, port),
-            ..Default::default()
-        })
+        .filter(|s| serves_http_port(s, port))
+        .map(|svc| virtual_host(model, svc, proxy_ns, port))
         .collect();
     RouteConfiguration {
         name: port.to_string(),
