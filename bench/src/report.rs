@@ -27,6 +27,11 @@ pub struct Sample {
     pub rss_steady_kb: Option<u64>,
     /// Peak resident memory, KiB.
     pub rss_peak_kb: Option<u64>,
+    /// CPU 1 (the proxies' core) busy with processes other than the target's during the run, seconds:
+    /// other people's builds on a shared machine show here.
+    pub foreign_cpu_s: Option<f64>,
+    /// CPU steal time over both CPUs during the run, seconds (the hypervisor running someone else).
+    pub steal_s: Option<f64>,
 }
 
 /// A (target, workload, rate) that was not measured, and why.
@@ -447,6 +452,8 @@ mod tests {
             proxy_cpu_s: cpu,
             rss_steady_kb: cpu.map(|_| 6000),
             rss_peak_kb: cpu.map(|_| 6500),
+            foreign_cpu_s: None,
+            steal_s: None,
         }
     }
 

@@ -234,6 +234,39 @@ pub fn rss_kb(pids: &[u32]) -> u64 {
         .sum()
 }
 
+/// Busy and steal time of one CPU, in ticks, from the text of `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuTimes {
+    /// user + nice + system + irq + softirq.
+    pub busy: u64,
+    /// Time the hypervisor ran something else while this virtual CPU wanted to run.
+    pub steal: u64,
+}
+
+/// The `cpuN` line of `/proc/stat`.
+pub fn parse_proc_stat_cpu(stat: &str, cpu: usize) -> Option<CpuTimes> {
+    let name = format!("cpu{cpu}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    Some(CpuTimes {
+        busy: at(0) + at(1) + at(2) + at(5) + at(6),
+        steal: at(7),
+    })
+}
+
+/// Now, for one CPU.
+pub fn cpu_times(cpu: usize) -> Option<CpuTimes> {
+    parse_proc_stat_cpu(&std::fs::read_to_string("/proc/stat").ok()?, cpu)
+}
+
 /// Memory samples taken during a run.
 #[derive(Debug, Default, Clone)]
 pub struct RssSamples {
@@ -267,6 +300,20 @@ mod tests {
         assert_eq!(parse_stat_ticks(stat), Some(325));
         assert_eq!(parse_stat_ppid(stat), Some(1));
         assert_eq!(parse_stat_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn proc_stat_cpu_lines() {
+        let stat = "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 5 0 5 50 0 0 0 0 0 0\ncpu1 100 2 30 900 4 1 3 7 0 0\nintr 1\n";
+        assert_eq!(
+            parse_proc_stat_cpu(stat, 1),
+            Some(CpuTimes {
+                busy: 136,
+                steal: 7
+            })
+        );
+        assert_eq!(parse_proc_stat_cpu(stat, 2), None);
+        assert!(cpu_times(0).is_some());
     }
 
     #[test]
