@@ -55,8 +55,9 @@ pub(crate) async fn handle(
     entry: Entry,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // The access line needs these after the request is consumed; copy them only when it is on.
+    let access = tracing::enabled!(target: "access", tracing::Level::DEBUG)
+        .then(|| (req.method().clone(), req.uri().path().to_string()));
     let mut flags = Flags::default();
     let mut resp = match proxy(&shared, &entry, req, &mut flags).await {
         Ok(r) => r,
@@ -67,15 +68,17 @@ pub(crate) async fn handle(
             resp.headers_mut().insert(RESPONSE_FLAGS_HEADER, v);
         }
     }
-    tracing::debug!(
-        target: "access",
-        entry = ?entry,
-        method = %method,
-        path = %path,
-        status = resp.status().as_u16(),
-        flags = %flags,
-        "request"
-    );
+    if let Some((method, path)) = access {
+        tracing::debug!(
+            target: "access",
+            entry = ?entry,
+            method = %method,
+            path = %path,
+            status = resp.status().as_u16(),
+            flags = %flags,
+            "request"
+        );
+    }
     resp
 }
 
@@ -124,12 +127,14 @@ pub fn uuid_v4() -> String {
     fastrand::fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(36);
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
             s.push('-');
         }
-        s.push_str(&format!("{byte:02x}"));
+        s.push(HEX[usize::from(byte >> 4)] as char);
+        s.push(HEX[usize::from(byte & 0xf)] as char);
     }
     s
 }
@@ -299,13 +304,12 @@ async fn proxy(
     // Phase: forward with timeout and retries.
     let started = Instant::now();
     let mut resp = forward(shared, &cluster, route, &mut prepared, flags).await?;
-    let upstream_ms = started.elapsed().as_millis().to_string();
+    let upstream_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
 
     // Phase: response header edits.
     strip_hop_by_hop(resp.headers_mut());
-    if let Ok(v) = HeaderValue::from_str(&upstream_ms) {
-        resp.headers_mut().insert(X_UPSTREAM_TIME.clone(), v);
-    }
+    resp.headers_mut()
+        .insert(X_UPSTREAM_TIME.clone(), HeaderValue::from(upstream_ms));
     for e in levels.iter().flatten() {
         e.response.apply(resp.headers_mut());
     }

@@ -1,4 +1,5 @@
 //! `weft-proxy`: parse flags, start logging, build the runtime, run the proxy.
+
 use anyhow::Context;
 use clap::Parser;
 use weft_proxy::{Args, Config, LogFormat};
@@ -14,8 +15,16 @@ fn main() -> anyhow::Result<()> {
     }
     let config = Config::try_from(&args).context("invalid flags")?;
     tracing::info!(config = %serde_json::to_string(&config).unwrap_or_default(), "configuration");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.concurrency)
+    // One worker: a current-thread runtime (no work-stealing machinery on the request path); more: a
+    // multi-threaded one with exactly that many workers.
+    let mut builder = if config.concurrency == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.concurrency);
+        b
+    };
+    let runtime = builder
         .enable_all()
         .thread_name("weft-proxy")
         .build()

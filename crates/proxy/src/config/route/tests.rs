@@ -369,6 +369,30 @@ fn domain_matching_table() {
         no_catch_all.find_virtual_host("details").is_none(),
         "no vhost without catch-all"
     );
+
+    // A mesh-sized table (indexed): every host found, the first vhost in order wins a shared domain,
+    // and a host with a port that only a later vhost lists exactly still goes to the earliest match.
+    let names: Vec<String> = (0..1000).map(|i| format!("svc-{i}")).collect();
+    let mut vhosts: Vec<(&str, Vec<&str>, Vec<XRoute>)> = names
+        .iter()
+        .map(|n| (n.as_str(), vec![n.as_str()], vec![]))
+        .collect();
+    vhosts.push(("dup", vec!["svc-7", "svc-8:80"], vec![]));
+    let big = RouteConfig::try_from(&table(vhosts)).expect("valid");
+    for i in [0, 7, 500, 999] {
+        let want = format!("svc-{i}");
+        assert_eq!(
+            big.find_virtual_host(&format!("{want}:80"))
+                .expect("found")
+                .name,
+            want
+        );
+    }
+    assert_eq!(
+        big.find_virtual_host("svc-8:80").expect("found").name,
+        "svc-8"
+    );
+    assert!(big.find_virtual_host("svc-1000").is_none());
 }
 
 #[test]
