@@ -32,6 +32,8 @@ pub struct Sample {
     pub foreign_cpu_s: Option<f64>,
     /// CPU steal time over both CPUs during the run, seconds (the hypervisor running someone else).
     pub steal_s: Option<f64>,
+    /// Wall time the CPU and steal figures cover (the load generator's whole life), seconds.
+    pub window_s: f64,
 }
 
 /// A (target, workload, rate) that was not measured, and why.
@@ -411,14 +413,36 @@ pub fn markdown(results: &Results, samples: &[Sample], unsupported: &[Unsupporte
         if arr.is_empty() {
             let _ = writeln!(md, "No figures (see the notes above).");
         } else {
-            let _ = writeln!(
-                md,
-                "```json\n{}\n```",
-                serde_json::to_string_pretty(arr).unwrap_or_default()
-            );
+            md.push_str(&json_table(arr));
         }
     }
     md
+}
+
+/// An array of JSON objects (what `weft-xds-sim --json` prints) as a Markdown table: one column per key,
+/// in the order keys first appear.
+pub fn json_table(rows: &[serde_json::Value]) -> String {
+    let mut keys: Vec<&str> = Vec::new();
+    for r in rows {
+        for k in r.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+    }
+    let mut t = format!("| {} |\n|{}\n", keys.join(" | "), "---|".repeat(keys.len()));
+    for r in rows {
+        let cells: Vec<String> = keys
+            .iter()
+            .map(|k| match r.get(*k) {
+                None | Some(serde_json::Value::Null) => "—".into(),
+                Some(serde_json::Value::String(s)) => s.replace('|', "\\|"),
+                Some(v) => v.to_string(),
+            })
+            .collect();
+        let _ = writeln!(t, "| {} |", cells.join(" | "));
+    }
+    t
 }
 
 #[cfg(test)]
@@ -454,6 +478,7 @@ mod tests {
             rss_peak_kb: cpu.map(|_| 6500),
             foreign_cpu_s: None,
             steal_s: None,
+            window_s: 8.5,
         }
     }
 
@@ -606,6 +631,19 @@ mod tests {
         assert!(md.contains("12,500 (11,429–13,333)"), "{md}");
         assert!(md.contains("## tcp-stream"), "{md}");
         assert!(md.contains("unsupported: HTTP only"), "{md}");
+    }
+
+    #[test]
+    fn control_plane_table() {
+        let rows = vec![
+            serde_json::json!({"proxies": 100, "push_p99_ms": 164.0}),
+            serde_json::json!({"proxies": 1000, "error": "a|b"}),
+        ];
+        let t = json_table(&rows);
+        assert_eq!(
+            t,
+            "| proxies | push_p99_ms | error |\n|---|---|---|\n| 100 | 164.0 | — |\n| 1000 | — | a\\|b |\n"
+        );
     }
 
     #[test]

@@ -561,6 +561,7 @@ impl Lab {
         let ticks = procs::clock_ticks();
         let pids = self.running[idx].pids();
         let measured = !pids.is_empty();
+        let window = Instant::now();
         let cpu0 = procs::cpu_seconds(&pids, ticks);
         let core0 = self
             .pin
@@ -630,6 +631,7 @@ impl Lab {
             rss_peak_kb: rss.peak(),
             foreign_cpu_s,
             steal_s,
+            window_s: window.elapsed().as_secs_f64(),
         }))
     }
 }
@@ -862,7 +864,7 @@ fn disturbance_note(samples: &[Sample]) -> Option<String> {
     let share = |f: fn(&Sample) -> Option<f64>| -> Vec<f64> {
         samples
             .iter()
-            .filter_map(|s| Some(f(s)? / s.load.duration_s.max(1e-9) * 100.0))
+            .filter_map(|s| Some(f(s)? / s.window_s.max(1e-9) * 100.0))
             .collect()
     };
     let foreign = share(|s| s.foreign_cpu_s);
@@ -901,8 +903,9 @@ fn control_plane(bin_dir: &Path, quick: bool) -> (serde_json::Value, Option<Stri
     }
     eprintln!("weft-bench: running {cmd:?}");
     // Bounded: a control-plane simulation that hangs must not hold the data-plane results hostage.
+    // Quick mode is CI's: three minutes at most, so a stuck simulation cannot eat CI's budget.
     let limit = if quick {
-        Duration::from_secs(300)
+        Duration::from_secs(180)
     } else {
         Duration::from_secs(1800)
     };
