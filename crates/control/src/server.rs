@@ -36,7 +36,11 @@ const STREAM_BUFFER: usize = 16;
 /// of proxies connecting at once cannot queue gigabytes of encoded config.
 const LARGE_PUSH: usize = 64;
 /// Large pushes in flight at once.
-const LARGE_PUSH_PERMITS: usize = 100;
+const LARGE_PUSH_PERMITS: usize = 16;
+/// Resources per delta response: a proxy's first config of 10,000 services is sent as several
+/// responses, because the gRPC encoder keeps, per stream, a buffer the size of the largest message it
+/// encoded (one 8 MB response per proxy cost weftd 8 MB per proxy for the life of the stream).
+const DELTA_CHUNK: usize = 500;
 
 /// The ADS service.
 pub struct Discovery {
@@ -78,6 +82,7 @@ impl Discovery {
             inbound: None,
             types: Default::default(),
             nonce: 0,
+            permit: None,
         }
     }
 }
@@ -244,8 +249,8 @@ struct TypeState {
     pending: Vec<Arc<str>>,
     last_nonce: String,
     last_version: String,
-    /// Held while a large response is unanswered.
-    permit: Option<OwnedSemaphorePermit>,
+    /// The last response is not answered yet.
+    awaiting: bool,
 }
 
 /// One proxy's own resources of one generation, hashed.
@@ -268,6 +273,8 @@ struct Connection {
     inbound: Option<Inbound>,
     types: [TypeState; 4],
     nonce: u64,
+    /// Held while a large push is unanswered (see [`LARGE_PUSH`]).
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 fn version_string(v: u64) -> String {
@@ -341,7 +348,11 @@ impl Connection {
         let t = TYPES[ti];
         let state = &mut self.types[ti];
         if !req.response_nonce.is_empty() && req.response_nonce == state.last_nonce {
-            state.permit = None;
+            state.awaiting = false;
+            if self.types.iter().all(|s| !s.awaiting) {
+                self.permit = None;
+            }
+            let state = &mut self.types[ti];
             match &req.error {
                 Some(reason) => {
                     warn!(type_url = type_url::short(t), nonce = %req.response_nonce, reason = %reason, "nack");
@@ -589,23 +600,28 @@ impl Connection {
             return Ok(());
         }
         let count = update.resources.len();
-        let permit = if count > LARGE_PUSH {
-            Some(
+        // One permit per connection, held until every type's last response is answered: a connection
+        // never waits for a second permit while holding one (that could deadlock the pool).
+        if count > LARGE_PUSH && self.permit.is_none() {
+            self.permit = Some(
                 self.large_pushes
                     .clone()
                     .acquire_owned()
                     .await
                     .map_err(|_| Status::unavailable("weftd is shutting down"))?,
-            )
-        } else {
-            None
+            );
+        }
+        let chunks = match protocol {
+            Protocol::Sotw => 1,
+            Protocol::Delta => count.div_ceil(DELTA_CHUNK).max(1),
         };
-        self.nonce += 1;
+        let first_nonce = self.nonce + 1;
+        self.nonce += chunks as u64;
         let nonce = format!("{}-{}", self.id, self.nonce);
         let state = &mut self.types[ti];
         state.last_nonce = nonce.clone();
         state.last_version = version.clone();
-        state.permit = permit;
+        state.awaiting = true;
         self.status.record_sent(self.id, t, &version, &nonce, count);
         debug!(type_url = type_url::short(t), version = %version, resources = count, removed = update.removed.len(), "push");
         let sent = match &self.tx {
@@ -620,24 +636,35 @@ impl Connection {
                 tx.send(Ok(resp)).await.is_ok()
             }
             Tx::Delta(tx) => {
-                let resp = DeltaDiscoveryResponse {
-                    system_version_info: version,
-                    resources: update
-                        .resources
-                        .into_iter()
-                        .map(|(name, any, v)| Resource {
-                            name: name.to_string(),
-                            version: version_string(v),
-                            resource: Some(any),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    removed_resources: update.removed,
-                    type_url: t.to_string(),
-                    nonce,
-                    ..Default::default()
-                };
-                tx.send(Ok(resp)).await.is_ok()
+                // Removals go with the first response; the proxy ACKs each, and only the last
+                // response's ACK counts as the type being in sync.
+                let mut removed = update.removed;
+                let mut resources = update.resources.into_iter();
+                let mut ok = true;
+                for k in 0..chunks as u64 {
+                    let resp = DeltaDiscoveryResponse {
+                        system_version_info: version.clone(),
+                        resources: resources
+                            .by_ref()
+                            .take(DELTA_CHUNK)
+                            .map(|(name, any, v)| Resource {
+                                name: name.to_string(),
+                                version: version_string(v),
+                                resource: Some(any),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        removed_resources: std::mem::take(&mut removed),
+                        type_url: t.to_string(),
+                        nonce: format!("{}-{}", self.id, first_nonce + k),
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(resp)).await.is_err() {
+                        ok = false;
+                        break;
+                    }
+                }
+                ok
             }
         };
         if sent {

@@ -212,3 +212,39 @@ async fn delta_reconnect_skips_what_the_proxy_holds() {
         ["outbound|9080||gone.default.svc.cluster.local"]
     );
 }
+
+#[tokio::test]
+async fn delta_splits_large_responses_and_syncs_on_the_last() {
+    let many: Vec<String> = (0..600)
+        .map(|i| {
+            REGISTRY
+                .replace("reviews", &format!("s{i}"))
+                .replace("127.0.0.1", "127.0.0.5")
+        })
+        .collect();
+    let served = serve(&many.join("---\n")).await;
+    let mut s = Stream::open(&served).await;
+    s.subscribe(type_url::CLUSTER, &[], HashMap::new(), true)
+        .await;
+    let first = s.recv().await;
+    let second = s.recv().await;
+    assert_eq!(
+        first.resources.len() + second.resources.len(),
+        601,
+        "600 outbound + 1 inbound"
+    );
+    assert!(first.resources.len() <= 500 && second.resources.len() <= 500);
+    assert_ne!(first.nonce, second.nonce);
+    // ACK of the first part: still waiting for the last.
+    s.ack(&first).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(served.status.snapshot()[0].types["CDS"].status, "STALE");
+    s.ack(&second).await;
+    for _ in 0..100 {
+        if served.status.snapshot()[0].types["CDS"].status == "SYNCED" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("CDS not SYNCED after the last part was ACKed");
+}
