@@ -247,6 +247,7 @@ impl Client {
         let snapshot = Snapshot::build(next.clone());
         self.resources = next;
         self.shared.snapshot.store(Arc::new(snapshot));
+        crate::memory::release_freed();
         let ready = [type_url::CLUSTER, type_url::LISTENER]
             .iter()
             .all(|t| self.resources.versions.contains_key(*t));
