@@ -855,6 +855,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         started.elapsed().as_secs_f64(),
         args.out.join("latest.md").display()
     );
+    // Peers may be missing on a machine (no root, no package); Weft's own targets must run, or the
+    // harness (or Weft) is broken, and CI should say so.
+    let weft_down: Vec<String> = results
+        .unavailable
+        .iter()
+        .filter(|u| u.target.starts_with("weft-"))
+        .map(|u| format!("{}: {}", u.target, u.reason))
+        .collect();
+    if !weft_down.is_empty() {
+        bail!(
+            "Weft targets did not run (results written all the same):\n{}",
+            weft_down.join("\n")
+        );
+    }
     Ok(args.out.join("latest.md"))
 }
 

@@ -210,21 +210,20 @@ mod tests {
         }
         all.sort();
         assert!(all[0] >= start);
-        let span = all[499] - all[0];
-        // The last one is due at 249.5 ms; allow scheduling noise on a loaded CI machine.
-        assert!(span >= Duration::from_millis(249), "span {span:?}");
-        assert!(span < Duration::from_millis(400), "span {span:?}");
-        // Paced, not a burst: no more than a tenth of the tickets in any 10 ms window at 2,000/s (20 due).
-        let max_in_window = all
-            .iter()
-            .map(|&t| {
-                all.iter()
-                    .filter(|&&u| u >= t && u < t + Duration::from_millis(10))
-                    .count()
-            })
-            .max()
-            .unwrap_or(0);
-        assert!(max_in_window <= 50, "{max_in_window} tickets within 10 ms");
+        // The last one is due 249.5 ms after the start and is never released early; a loaded CI machine
+        // may stall the thread (even past the first due times), so the upper bound is loose.
+        let span = all[499] - start;
+        assert!(span >= Duration::from_micros(249_500), "span {span:?}");
+        assert!(span < Duration::from_secs(2), "span {span:?}");
+        // Paced, not sent in bursts (as a 1 ms timer wheel would): the typical gap is the 0.5 ms interval.
+        // The median ignores the few gaps a descheduled thread stretches or squeezes.
+        let mut gaps: Vec<Duration> = all.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.sort();
+        let median_gap = gaps[gaps.len() / 2];
+        assert!(
+            median_gap >= Duration::from_micros(300) && median_gap <= Duration::from_micros(800),
+            "median gap {median_gap:?}"
+        );
     }
 
     #[test]
