@@ -347,6 +347,29 @@ impl Drop for Weftd {
     }
 }
 
+/// The next event, or `None` at `deadline`; an error as soon as weftd has exited.
+async fn next_event(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    weftd: &mut Weftd,
+    deadline: Instant,
+) -> anyhow::Result<Option<Event>> {
+    loop {
+        if let Some(status) = weftd.0.try_wait()? {
+            bail!("weftd exited ({status}); see its log beside the config directory");
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        let tick = (deadline - now).min(Duration::from_secs(1));
+        match tokio::time::timeout(tick, rx.recv()).await {
+            Ok(Some(ev)) => return Ok(Some(ev)),
+            Ok(None) => bail!("every stream ended"),
+            Err(_) => continue,
+        }
+    }
+}
+
 async fn wait_ready(addr: &str) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let start = Instant::now();
@@ -383,6 +406,12 @@ async fn run_one(
     write_config(&dir, a, services, scoped)?;
     let xds = format!("{}:15010", a.ip);
     let debug = format!("{}:15014", a.ip);
+    // Another weftd on these addresses would answer for ours (and ours would exit): refuse up front.
+    for addr in [&xds, &debug] {
+        std::net::TcpListener::bind(addr.as_str()).with_context(|| {
+            format!("{addr} is taken: is another weft-xds-sim or weftd running?")
+        })?;
+    }
     let log = std::fs::File::create(dir.with_extension("log"))?;
     let child = Command::new(weftd)
         .arg("--config-dir")
@@ -397,7 +426,7 @@ async fn run_one(
         .stderr(Stdio::from(log))
         .spawn()
         .with_context(|| format!("cannot start {}", weftd.display()))?;
-    let weftd_proc = Weftd(child);
+    let mut weftd_proc = Weftd(child);
     let pid = weftd_proc.0.id();
     wait_ready(&debug).await?;
     // weftd is ready once its first model is built; the CPU spent so far is loading, not serving.
@@ -424,14 +453,13 @@ async fn run_one(
     let mut acked: Vec<u64> = vec![0; proxies];
     let deadline = started + Duration::from_secs(a.sync_timeout);
     while synced < proxies {
-        let ev = tokio::time::timeout_at(deadline.into(), ev_rx.recv())
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "{synced} of {proxies} proxies synced after {} s",
-                    a.sync_timeout
-                )
-            })?;
+        let Some(ev) = next_event(&mut ev_rx, &mut weftd_proc, deadline).await? else {
+            bail!(
+                "{synced} of {proxies} proxies synced after {} s",
+                a.sync_timeout
+            );
+        };
+        let ev = Some(ev);
         match ev {
             Some(Event::Synced { bytes }) => {
                 synced += 1;
@@ -475,11 +503,10 @@ async fn run_one(
         let mut remaining = expected.len();
         let deadline = t0 + Duration::from_secs(120);
         while remaining > 0 {
-            let ev = tokio::time::timeout_at(deadline.into(), ev_rx.recv())
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!("change {k}: {remaining} proxies did not ACK within 120 s")
-                })?;
+            let Some(ev) = next_event(&mut ev_rx, &mut weftd_proc, deadline).await? else {
+                bail!("change {k}: {remaining} proxies did not ACK within 120 s");
+            };
+            let ev = Some(ev);
             match ev {
                 Some(Event::Acked {
                     proxy,
