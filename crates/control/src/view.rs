@@ -52,7 +52,7 @@ impl Res {
 pub type TypeMap = BTreeMap<Arc<str>, Res>;
 
 /// What changed in one type between two views.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct TypeDiff {
     /// Added or changed.
     pub changed: Vec<Arc<str>>,
@@ -153,15 +153,6 @@ impl View {
         match &self.diff {
             Some((id, d)) if *id == from.id => std::borrow::Cow::Borrowed(&d[t]),
             _ => std::borrow::Cow::Owned(diff(&from.types[t], &self.types[t])),
-        }
-    }
-}
-
-impl Clone for TypeDiff {
-    fn clone(&self) -> Self {
-        TypeDiff {
-            changed: self.changed.clone(),
-            removed: self.removed.clone(),
         }
     }
 }
