@@ -109,14 +109,15 @@ async fn until(
     .await;
 }
 
-async fn next_request(
-    ads: &mut FakeAds,
+/// The first message on `rx` that `f` accepts (skipping others), within the `eventually` deadline.
+async fn next_matching<T: Send>(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
     what: &str,
-    f: impl Fn(&DiscoveryRequest) -> bool,
-) -> DiscoveryRequest {
+    f: impl Fn(&T) -> bool,
+) -> T {
     eventually(what, || {
         let got = loop {
-            match ads.requests.try_recv() {
+            match rx.try_recv() {
                 Ok(r) if f(&r) => break Some(r),
                 Ok(_) => continue,
                 Err(_) => break None,
@@ -125,6 +126,14 @@ async fn next_request(
         async move { got }
     })
     .await
+}
+
+async fn next_request(
+    ads: &mut FakeAds,
+    what: &str,
+    f: impl Fn(&DiscoveryRequest) -> bool,
+) -> DiscoveryRequest {
+    next_matching(&mut ads.requests, what, f).await
 }
 
 async fn next_delta(
@@ -132,17 +141,7 @@ async fn next_delta(
     what: &str,
     f: impl Fn(&DeltaDiscoveryRequest) -> bool,
 ) -> DeltaDiscoveryRequest {
-    eventually(what, || {
-        let got = loop {
-            match ads.delta_requests.try_recv() {
-                Ok(r) if f(&r) => break Some(r),
-                Ok(_) => continue,
-                Err(_) => break None,
-            }
-        };
-        async move { got }
-    })
-    .await
+    next_matching(&mut ads.delta_requests, what, f).await
 }
 
 async fn next_delta_response(
@@ -150,17 +149,7 @@ async fn next_delta_response(
     what: &str,
     f: impl Fn(&DeltaDiscoveryResponse) -> bool,
 ) -> DeltaDiscoveryResponse {
-    eventually(what, || {
-        let got = loop {
-            match ads.delta_responses.try_recv() {
-                Ok(r) if f(&r) => break Some(r),
-                Ok(_) => continue,
-                Err(_) => break None,
-            }
-        };
-        async move { got }
-    })
-    .await
+    next_matching(&mut ads.delta_responses, what, f).await
 }
 
 fn resource_names(r: &DeltaDiscoveryResponse) -> Vec<&str> {
