@@ -321,10 +321,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
         shutdown_rx.clone(),
     ));
 
-    let service = weft_xds::ads::AggregatedDiscoveryServiceServer::new(server::Discovery::new(
-        model_rx, status,
-    ))
-    .max_decoding_message_size(16 * 1024 * 1024);
+    let service =
+        server::grpc::AdsService::new(server::Discovery::new(model_rx, status), 16 * 1024 * 1024);
     let mut sd = shutdown_rx.clone();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
     let grpc = tonic::transport::Server::builder()

@@ -5,12 +5,18 @@
 //! Both protocols share one connection state machine; they differ only in how requests name what they
 //! want and in how a response says what changed. Resources come from the shared per-scope [`View`]s of
 //! the snapshot, so what a proxy was sent is remembered as "that view" (one pointer), not as a copy per
-//! proxy, and what changed is the view's cached diff.
+//! proxy, and what changed is the view's cached diff. Responses are written as gRPC frames that point at
+//! the views' encoded resources ([`wire`], served by [`grpc`]), so a resource sent to a thousand proxies
+//! is encoded once and copied by none of them.
 
+pub mod grpc;
 pub mod status;
+pub mod wire;
 
 use crate::translate::{self, Scope};
 use crate::view::{type_index, Res, Snapshot, TypeDiff, View, TYPES};
+use bytes::Bytes;
+use grpc::Out;
 use status::{ProxyStatus, StatusRegistry};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -18,17 +24,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 use tracing::{debug, info, warn, Instrument};
-use weft_xds::ads::{AggregatedDiscoveryService, DiscoveryRequest, DiscoveryResponse};
+use weft_xds::ads::{DiscoveryRequest, DiscoveryResponse};
 use weft_xds::node::ProxyIdentity;
 use weft_xds::pb::envoy::config::core::v3::Node;
-use weft_xds::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
-use weft_xds::{type_url, Any};
+use weft_xds::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use weft_xds::type_url;
 
 /// Responses queued per stream before the stream task waits (a slow proxy slows only itself).
 const STREAM_BUFFER: usize = 16;
@@ -38,8 +41,8 @@ const LARGE_PUSH: usize = 64;
 /// Large pushes in flight at once.
 const LARGE_PUSH_PERMITS: usize = 16;
 /// Resources per delta response: a proxy's first config of 10,000 services is sent as several
-/// responses, because the gRPC encoder keeps, per stream, a buffer the size of the largest message it
-/// encoded (one 8 MB response per proxy cost weftd 8 MB per proxy for the life of the stream).
+/// responses, so neither side holds one message of many megabytes (tonic's decoder in the proxy keeps a
+/// buffer the size of the largest message it received).
 const DELTA_CHUNK: usize = 500;
 
 /// The ADS service.
@@ -61,14 +64,38 @@ impl Discovery {
         }
     }
 
-    fn connection(
+    /// Serves one state-of-the-world stream.
+    pub fn sotw(
         &self,
-        protocol: Protocol,
-        tx: Tx,
+        requests: Streaming<DiscoveryRequest>,
+        tx: mpsc::Sender<Out>,
         peer: Option<std::net::SocketAddr>,
-    ) -> Connection {
+    ) {
+        let conn = self.connection(Protocol::Sotw, tx);
+        spawn(
+            conn,
+            Box::pin(requests.map(|r| r.map(Req::from_sotw))),
+            peer,
+        );
+    }
+
+    /// Serves one delta stream.
+    pub fn delta(
+        &self,
+        requests: Streaming<DeltaDiscoveryRequest>,
+        tx: mpsc::Sender<Out>,
+        peer: Option<std::net::SocketAddr>,
+    ) {
+        let conn = self.connection(Protocol::Delta, tx);
+        spawn(
+            conn,
+            Box::pin(requests.map(|r| r.map(Req::from_delta))),
+            peer,
+        );
+    }
+
+    fn connection(&self, protocol: Protocol, tx: mpsc::Sender<Out>) -> Connection {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let _ = peer;
         Connection {
             id,
             protocol,
@@ -87,40 +114,7 @@ impl Discovery {
     }
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
-type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
 type Requests = Pin<Box<dyn Stream<Item = Result<Req, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Discovery {
-    type StreamAggregatedResourcesStream = ResponseStream;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<ResponseStream>, Status> {
-        let peer = request.remote_addr();
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let conn = self.connection(Protocol::Sotw, Tx::Sotw(tx), peer);
-        let requests: Requests = Box::pin(request.into_inner().map(|r| r.map(Req::from_sotw)));
-        spawn(conn, requests, peer);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    type DeltaAggregatedResourcesStream = DeltaStream;
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<DeltaStream>, Status> {
-        let peer = request.remote_addr();
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let conn = self.connection(Protocol::Delta, Tx::Delta(tx), peer);
-        let requests: Requests = Box::pin(request.into_inner().map(|r| r.map(Req::from_delta)));
-        spawn(conn, requests, peer);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
 
 fn spawn(conn: Connection, requests: Requests, peer: Option<std::net::SocketAddr>) {
     let peer = peer.map(|a| a.to_string()).unwrap_or_default();
@@ -141,20 +135,6 @@ impl Protocol {
             Protocol::Sotw => "sotw",
             Protocol::Delta => "delta",
         }
-    }
-}
-
-enum Tx {
-    Sotw(mpsc::Sender<Result<DiscoveryResponse, Status>>),
-    Delta(mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>),
-}
-
-impl Tx {
-    async fn error(&self, e: Status) {
-        let _ = match self {
-            Tx::Sotw(tx) => tx.send(Err(e)).await.is_ok(),
-            Tx::Delta(tx) => tx.send(Err(e)).await.is_ok(),
-        };
     }
 }
 
@@ -267,7 +247,7 @@ struct Connection {
     snap: Arc<Snapshot>,
     status: Arc<StatusRegistry>,
     large_pushes: Arc<Semaphore>,
-    tx: Tx,
+    tx: mpsc::Sender<Out>,
     proxy: Option<ProxyIdentity>,
     scope: Option<Scope>,
     inbound: Option<Inbound>,
@@ -284,8 +264,8 @@ fn version_string(v: u64) -> String {
 /// One response's content, either protocol.
 #[derive(Default)]
 struct Update {
-    /// Added or changed (all, for a state-of-the-world wildcard type).
-    resources: Vec<(Arc<str>, Any, u64)>,
+    /// Added or changed (all, for a state-of-the-world wildcard type): name, encoded `Any`, version.
+    resources: Vec<(Arc<str>, Bytes, u64)>,
     removed: Vec<String>,
 }
 
@@ -299,7 +279,7 @@ impl Connection {
                     Some(Ok(req)) => {
                         if let Err(e) = self.on_request(req).await {
                             warn!(error = %e, "closing stream");
-                            self.tx.error(e).await;
+                            let _ = self.tx.send(Out::End(e)).await;
                             break;
                         }
                     }
@@ -508,7 +488,9 @@ impl Connection {
         match state.view.as_deref() {
             None => {
                 for (k, r) in shared.iter().filter(|(k, _)| state.sub.has(k)) {
-                    update.resources.push((k.clone(), r.any.clone(), r.version));
+                    update
+                        .resources
+                        .push((k.clone(), r.encoded.clone(), r.version));
                 }
                 any_change = true;
             }
@@ -517,7 +499,9 @@ impl Connection {
                 let d: Cow<'_, TypeDiff> = view.diff_from(old, ti);
                 for k in d.changed.iter().filter(|k| state.sub.has(k)) {
                     let r = &shared[k];
-                    update.resources.push((k.clone(), r.any.clone(), r.version));
+                    update
+                        .resources
+                        .push((k.clone(), r.encoded.clone(), r.version));
                 }
                 update.removed.extend(
                     d.removed
@@ -534,7 +518,9 @@ impl Connection {
                 continue;
             }
             match shared.get(&k) {
-                Some(r) => update.resources.push((k.clone(), r.any.clone(), r.version)),
+                Some(r) => update
+                    .resources
+                    .push((k.clone(), r.encoded.clone(), r.version)),
                 None if !inbound_map.contains_key(&*k) => update.removed.push(k.to_string()),
                 None => {}
             }
@@ -545,7 +531,7 @@ impl Connection {
             if state.inbound.get(k) != Some(&r.version) {
                 update
                     .resources
-                    .push((Arc::from(k.as_str()), r.any.clone(), r.version));
+                    .push((Arc::from(k.as_str()), r.encoded.clone(), r.version));
                 any_change = true;
             }
         }
@@ -585,11 +571,11 @@ impl Connection {
             // State of the world for CDS and LDS: every response is the whole set.
             update.resources = shared
                 .iter()
-                .map(|(k, r)| (k.clone(), r.any.clone(), r.version))
+                .map(|(k, r)| (k.clone(), r.encoded.clone(), r.version))
                 .chain(
                     inbound_map
                         .iter()
-                        .map(|(k, r)| (Arc::from(k.as_str()), r.any.clone(), r.version)),
+                        .map(|(k, r)| (Arc::from(k.as_str()), r.encoded.clone(), r.version)),
                 )
                 .collect();
         } else if update.resources.is_empty() && update.removed.is_empty() && !first {
@@ -624,49 +610,73 @@ impl Connection {
         state.awaiting = true;
         self.status.record_sent(self.id, t, &version, &nonce, count);
         debug!(type_url = type_url::short(t), version = %version, resources = count, removed = update.removed.len(), "push");
-        let sent = match &self.tx {
-            Tx::Sotw(tx) => {
-                let resp = DiscoveryResponse {
+        let mut messages = Vec::with_capacity(chunks);
+        match protocol {
+            Protocol::Sotw => {
+                let head = DiscoveryResponse {
                     version_info: version,
-                    resources: update.resources.into_iter().map(|(_, a, _)| a).collect(),
                     type_url: t.to_string(),
                     nonce,
                     ..Default::default()
                 };
-                tx.send(Ok(resp)).await.is_ok()
+                let items: Vec<wire::Item<'_>> = update
+                    .resources
+                    .iter()
+                    .map(|(name, any, _)| wire::Item {
+                        name,
+                        version: "",
+                        any,
+                    })
+                    .collect();
+                messages.push(wire::sotw(&head, &items));
             }
-            Tx::Delta(tx) => {
+            Protocol::Delta => {
                 // Removals go with the first response; the proxy ACKs each, and only the last
                 // response's ACK counts as the type being in sync.
+                let versions: Vec<String> = update
+                    .resources
+                    .iter()
+                    .map(|(_, _, v)| version_string(*v))
+                    .collect();
                 let mut removed = update.removed;
-                let mut resources = update.resources.into_iter();
-                let mut ok = true;
-                for k in 0..chunks as u64 {
-                    let resp = DeltaDiscoveryResponse {
+                for (k, part) in update.resources.chunks(DELTA_CHUNK.max(1)).enumerate() {
+                    let head = DeltaDiscoveryResponse {
                         system_version_info: version.clone(),
-                        resources: resources
-                            .by_ref()
-                            .take(DELTA_CHUNK)
-                            .map(|(name, any, v)| Resource {
-                                name: name.to_string(),
-                                version: version_string(v),
-                                resource: Some(any),
-                                ..Default::default()
-                            })
-                            .collect(),
                         removed_resources: std::mem::take(&mut removed),
                         type_url: t.to_string(),
-                        nonce: format!("{}-{}", self.id, first_nonce + k),
+                        nonce: format!("{}-{}", self.id, first_nonce + k as u64),
                         ..Default::default()
                     };
-                    if tx.send(Ok(resp)).await.is_err() {
-                        ok = false;
-                        break;
-                    }
+                    let items: Vec<wire::Item<'_>> = part
+                        .iter()
+                        .zip(&versions[k * DELTA_CHUNK..])
+                        .map(|((name, any, _), v)| wire::Item {
+                            name,
+                            version: v,
+                            any,
+                        })
+                        .collect();
+                    messages.push(wire::delta(&head, &items));
                 }
-                ok
+                if messages.is_empty() {
+                    let head = DeltaDiscoveryResponse {
+                        system_version_info: version,
+                        removed_resources: removed,
+                        type_url: t.to_string(),
+                        nonce: format!("{}-{}", self.id, first_nonce),
+                        ..Default::default()
+                    };
+                    messages.push(wire::delta(&head, &[]));
+                }
             }
-        };
+        }
+        let mut sent = true;
+        for m in messages {
+            if self.tx.send(Out::Message(m)).await.is_err() {
+                sent = false;
+                break;
+            }
+        }
         if sent {
             Ok(())
         } else {

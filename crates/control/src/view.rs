@@ -8,6 +8,8 @@
 
 use crate::model::Model;
 use crate::translate::{self, Scope};
+use bytes::Bytes;
+use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,21 +32,26 @@ pub fn type_index(t: &str) -> Option<usize> {
 /// One encoded resource and the hash of its bytes (its version).
 #[derive(Debug, Clone)]
 pub struct Res {
-    /// The resource, packed.
-    pub any: Any,
-    /// Hash of `any.value`: equal hashes, equal resources.
+    /// The resource as an encoded `google.protobuf.Any`, shared by every response that carries it.
+    pub encoded: Bytes,
+    /// Hash of the resource's bytes: equal hashes, equal resources.
     pub version: u64,
 }
 
 impl Res {
-    /// Wraps an encoded resource.
+    /// Encodes a packed resource.
     pub fn new(any: Any) -> Res {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         any.value.hash(&mut h);
         Res {
             version: h.finish(),
-            any,
+            encoded: Bytes::from(any.encode_to_vec()),
         }
+    }
+
+    /// The resource, unpacked again (debug output and tests).
+    pub fn any(&self) -> Any {
+        Any::decode(&self.encoded[..]).unwrap_or_default()
     }
 }
 
@@ -330,7 +337,7 @@ mod tests {
                 let want = fresh.of(t).cloned().unwrap_or_default();
                 let got: BTreeMap<String, Any> = v.types[i]
                     .iter()
-                    .map(|(k, r)| (k.to_string(), r.any.clone()))
+                    .map(|(k, r)| (k.to_string(), r.any()))
                     .collect();
                 assert_eq!(got, want, "generation {generation}, {t}");
             }

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
 use weft_control::model::Model;
+use weft_control::server::grpc::AdsService;
 use weft_control::server::status::StatusRegistry;
 use weft_control::server::Discovery;
 use weft_control::view::Snapshot;
-use weft_xds::ads::AggregatedDiscoveryServiceServer;
 use weft_xds::node::ProxyIdentity;
 
 pub const REGISTRY: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1, labels: {version: v1}}]\n";
@@ -46,7 +46,7 @@ pub async fn serve(yaml: &str) -> Served {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let svc = AggregatedDiscoveryServiceServer::new(Discovery::new(model_rx, status.clone()));
+    let svc = AdsService::new(Discovery::new(model_rx, status.clone()), 16 * 1024 * 1024);
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
