@@ -143,11 +143,18 @@ pub fn for_proxy(model: &Model, proxy: &ProxyIdentity) -> ProxyResources {
     out
 }
 
+/// One encoded `VirtualHost` message.
+pub type EncodedVirtualHost = std::sync::Arc<[u8]>;
+
 /// The outbound resources every proxy of `scope` holds (the bulk of a proxy's config).
 pub fn outbound(model: &Model, scope: &Scope) -> ProxyResources {
-    outbound_except(model, scope, &|_| false, &mut |svc, port| {
-        encode_virtual_host(model, svc, &scope.namespace, port)
-    })
+    outbound_except(
+        model,
+        scope,
+        &|_| false,
+        &mut |svc, port| encode_virtual_host(model, svc, &scope.namespace, port),
+        &mut |_, _| false,
+    )
 }
 
 /// The names of the outbound clusters (and their load assignments) of one service.
@@ -167,14 +174,16 @@ pub fn cluster_names(model: &Model, svc: &Service) -> Vec<String> {
 }
 
 /// [`outbound`] without the clusters and load assignments of the services `reuse` picks (the caller
-/// has them from a previous translation of the same inputs). Listeners and routes are always built.
-/// Each route configuration is assembled from `vhost(service, port)`, the encoded virtual host, which
-/// the caller may also take from a previous translation.
+/// has them from a previous translation of the same inputs). Listeners are always built. Each route
+/// configuration is assembled from `vhost(service, port)`, the encoded virtual host, which the caller
+/// may also take from a previous translation; it is left out when `has_routes(port, virtual hosts)`
+/// says the caller already holds that table built from those same virtual hosts.
 pub fn outbound_except(
     model: &Model,
     scope: &Scope,
     reuse: &dyn Fn(&Service) -> bool,
-    vhost: &mut dyn FnMut(&Service, u32) -> std::sync::Arc<[u8]>,
+    vhost: &mut dyn FnMut(&Service, u32) -> EncodedVirtualHost,
+    has_routes: &mut dyn FnMut(u32, &[EncodedVirtualHost]) -> bool,
 ) -> ProxyResources {
     let sees = scope.visibility(model);
     let visible: Vec<&Service> = model
@@ -205,6 +214,9 @@ pub fn outbound_except(
             .filter(|s| serves_http_port(s, port))
             .map(|s| vhost(s, port))
             .collect();
+        if has_routes(port, &hosts) {
+            continue;
+        }
         let value = encode_route_configuration(port, hosts.into_iter());
         routes.insert(
             port.to_string(),

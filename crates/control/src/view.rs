@@ -10,7 +10,7 @@ use crate::model::Model;
 use crate::translate::{self, Scope};
 use bytes::Bytes;
 use prost::Message;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,6 +23,9 @@ pub const TYPES: [&str; 4] = [
     type_url::LISTENER,
     type_url::ROUTE,
 ];
+
+/// Index of route configurations in [`TYPES`].
+const ROUTES: usize = 3;
 
 /// Index of a type URL in [`TYPES`].
 pub fn type_index(t: &str) -> Option<usize> {
@@ -76,51 +79,103 @@ pub struct View {
     pub types: [TypeMap; 4],
     /// The difference from the previous generation's view of this scope, when there was one.
     pub diff: Option<(u64, [TypeDiff; 4])>,
-    /// The model it was built from (to tell, next generation, which services' inputs are unchanged).
-    model: Arc<Model>,
     /// Each service's encoded virtual host by (port, hostname), reused next generation when unchanged.
     vhosts: HashMap<(u32, Arc<str>), Arc<[u8]>>,
+    /// The virtual hosts each route table was assembled from, by port.
+    route_hosts: HashMap<u32, Vec<Arc<[u8]>>>,
+}
+
+/// What the views of a generation may take from the previous generation's views, decided once per
+/// generation rather than once per scope.
+#[derive(Debug, Default)]
+pub struct Reuse {
+    /// Services whose registry entry and DestinationRule are unchanged (none when a Sidecar or the
+    /// mesh's connect timeout changed, since those shape every cluster).
+    services: HashSet<String>,
+    /// No VirtualService, DestinationRule or mesh setting changed: unchanged services keep their
+    /// encoded virtual hosts.
+    routes: bool,
+}
+
+impl Reuse {
+    fn between(old: &Model, new: &Model) -> Reuse {
+        if old.sidecars != new.sidecars || old.mesh.connect_timeout != new.mesh.connect_timeout {
+            return Reuse::default();
+        }
+        let services = new
+            .services
+            .iter()
+            .filter(|(host, svc)| {
+                old.services
+                    .get(*host)
+                    .is_some_and(|o| Arc::ptr_eq(o, svc) || **o == ***svc)
+                    && old.destination_rules.get(*host) == new.destination_rules.get(*host)
+            })
+            .map(|(host, _)| host.clone())
+            .collect();
+        Reuse {
+            services,
+            routes: old.virtual_services == new.virtual_services
+                && old.destination_rules == new.destination_rules
+                && old.mesh == new.mesh,
+        }
+    }
 }
 
 static NEXT_VIEW: AtomicU64 = AtomicU64::new(1);
 
 impl View {
-    fn build(model: &Arc<Model>, scope: &Scope, prev: Option<&View>) -> View {
+    fn build(model: &Arc<Model>, scope: &Scope, prev: Option<&View>, reuse: &Reuse) -> View {
         let mut types: [TypeMap; 4] = Default::default();
-        // A service whose registry entry and DestinationRule are as they were keeps its clusters and
-        // load assignments from the previous view: one endpoint change re-translates one service.
-        // (Sidecars decide which services a scope sees; when any changed, translate everything.)
-        let comparable = prev.is_some_and(|p| p.model.sidecars == model.sidecars);
+        // A service whose inputs are as they were keeps its clusters and load assignments from the
+        // previous view: one endpoint change re-translates one service.
         let unchanged = |svc: &crate::registry::Service| {
-            prev.is_some_and(|p| {
-                let old = &p.model;
-                comparable
-                    && old.mesh.connect_timeout == model.mesh.connect_timeout
-                    && old.services.get(&svc.hostname).is_some_and(|o| **o == *svc)
-                    && old.destination_rules.get(&svc.hostname)
-                        == model.destination_rules.get(&svc.hostname)
-            })
+            prev.is_some() && reuse.services.contains(&svc.hostname)
         };
-        // Routes also depend on every VirtualService and the mesh's defaults: reuse virtual hosts only
-        // when none of those changed either.
-        let routes_comparable = comparable
-            && prev.is_some_and(|p| {
-                p.model.virtual_services == model.virtual_services
-                    && p.model.destination_rules == model.destination_rules
-                    && p.model.mesh == model.mesh
-            });
         let mut vhosts = HashMap::new();
-        let fresh = translate::outbound_except(model, scope, &unchanged, &mut |svc, port| {
-            let key = (port, Arc::<str>::from(svc.hostname.as_str()));
-            let old = prev
-                .filter(|_| routes_comparable && unchanged(svc))
-                .and_then(|p| p.vhosts.get(&key).cloned());
-            let v = old.unwrap_or_else(|| {
-                translate::encode_virtual_host(model, svc, &scope.namespace, port)
-            });
-            vhosts.insert(key, v.clone());
-            v
-        });
+        let mut route_hosts = HashMap::new();
+        let mut kept_routes = Vec::new();
+        let fresh = translate::outbound_except(
+            model,
+            scope,
+            &unchanged,
+            &mut |svc, port| {
+                let key = (port, Arc::<str>::from(svc.hostname.as_str()));
+                let old = prev
+                    .filter(|_| reuse.routes)
+                    .and_then(|p| p.vhosts.get(&key).cloned());
+                let v = match old {
+                    Some(old) if unchanged(svc) => old,
+                    // A changed service whose virtual host came out the same (an endpoint change)
+                    // keeps the old one, so the route table can be kept too.
+                    old => {
+                        let new =
+                            translate::encode_virtual_host(model, svc, &scope.namespace, port);
+                        old.filter(|o| **o == *new).unwrap_or(new)
+                    }
+                };
+                vhosts.insert(key, v.clone());
+                v
+            },
+            // A route table made of the very same virtual hosts is the previous one: skip encoding
+            // and hashing megabytes per scope when only endpoints changed.
+            &mut |port, hosts| {
+                let same = prev.is_some_and(|p| {
+                    p.types[ROUTES].contains_key(port.to_string().as_str())
+                        && p.route_hosts
+                            .get(&port)
+                            .is_some_and(|old: &Vec<Arc<[u8]>>| {
+                                old.len() == hosts.len()
+                                    && old.iter().zip(hosts).all(|(a, b)| Arc::ptr_eq(a, b))
+                            })
+                });
+                route_hosts.insert(port, hosts.to_vec());
+                if same {
+                    kept_routes.push(port);
+                }
+                same
+            },
+        );
         for (t, m) in fresh.by_type {
             if let Some(i) = type_index(t) {
                 types[i] = m
@@ -130,6 +185,11 @@ impl View {
             }
         }
         if let Some(p) = prev {
+            for port in kept_routes {
+                if let Some((k, r)) = p.types[ROUTES].get_key_value(port.to_string().as_str()) {
+                    types[ROUTES].insert(k.clone(), r.clone());
+                }
+            }
             let sees = scope.visibility(model);
             let reused = model.services.values().filter(|s| sees(s) && unchanged(s));
             for svc in reused {
@@ -150,8 +210,8 @@ impl View {
             id: NEXT_VIEW.fetch_add(1, Ordering::Relaxed),
             types,
             diff,
-            model: model.clone(),
             vhosts,
+            route_hosts,
         }
     }
 
@@ -208,6 +268,8 @@ pub struct Snapshot {
     views: Mutex<HashMap<Scope, Arc<OnceLock<Arc<View>>>>>,
     /// The previous generation's views, to diff against; dropped once every scope has been rebuilt.
     prev: Mutex<HashMap<Scope, Arc<View>>>,
+    /// What those views may lend to this generation's.
+    reuse: Reuse,
 }
 
 impl Snapshot {
@@ -217,6 +279,7 @@ impl Snapshot {
             model,
             views: Mutex::default(),
             prev: Mutex::default(),
+            reuse: Reuse::default(),
         }
     }
 
@@ -229,10 +292,16 @@ impl Snapshot {
             .iter()
             .filter_map(|(s, cell)| cell.get().map(|v| (s.clone(), v.clone())))
             .collect();
+        let reuse = if built.is_empty() {
+            Reuse::default()
+        } else {
+            Reuse::between(&prev.model, &model)
+        };
         Snapshot {
             model,
             views: Mutex::default(),
             prev: Mutex::new(built),
+            reuse,
         }
     }
 
@@ -242,6 +311,7 @@ impl Snapshot {
             model,
             views: Mutex::new(self.views.lock().unwrap_or_else(|p| p.into_inner()).clone()),
             prev: Mutex::default(),
+            reuse: Reuse::default(),
         }
     }
 
@@ -261,7 +331,12 @@ impl Snapshot {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(scope);
-            Arc::new(View::build(&self.model, scope, prev.as_deref()))
+            Arc::new(View::build(
+                &self.model,
+                scope,
+                prev.as_deref(),
+                &self.reuse,
+            ))
         })
         .clone()
     }
@@ -362,6 +437,11 @@ mod tests {
                 vec![],
                 vec![]
             ]
+        );
+        // ...and keeps the previous route table itself, not an equal copy.
+        assert_eq!(
+            v2.types[ROUTES]["80"].encoded.as_ptr(),
+            v1.types[ROUTES]["80"].encoded.as_ptr()
         );
     }
 
