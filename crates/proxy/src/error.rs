@@ -124,18 +124,18 @@ pub enum ProxyError {
     UpstreamConnect {
         /// The endpoint.
         addr: SocketAddr,
-        /// The client error.
+        /// What failed.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::http::upstream::UpstreamError,
     },
     /// The connection or stream to the endpoint ended before a response.
     #[error("upstream {addr} reset the request")]
     UpstreamReset {
         /// The endpoint.
         addr: SocketAddr,
-        /// The client error.
+        /// What failed.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::http::upstream::UpstreamError,
     },
     /// One try exceeded `per_try_timeout`.
     #[error("upstream {addr} did not answer within the per-try timeout")]

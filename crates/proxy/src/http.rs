@@ -13,6 +13,7 @@ use crate::error::{Flags, ProxyError, RESPONSE_FLAGS_HEADER};
 use crate::Shared;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
@@ -97,15 +98,14 @@ fn local_response(e: &ProxyError, flags: &mut Flags) -> Response<Body> {
 }
 
 /// The authority of a request: absolute-form URI first, then `Host`.
-pub fn authority_of<B>(req: &Request<B>) -> Option<String> {
-    if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_string());
+pub fn authority_of<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    if let Some(a) = uri.authority() {
+        return Some(a.as_str());
     }
-    req.headers()
+    headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty())
-        .map(str::to_string)
 }
 
 /// The port of an authority (80 when it has none); `None` when the port is not a number.
@@ -123,18 +123,31 @@ pub fn port_of(authority: &str) -> Option<u16> {
 
 /// A random UUID v4, as Envoy generates for `x-request-id`.
 pub fn uuid_v4() -> String {
+    String::from_utf8_lossy(&uuid_v4_ascii()).into_owned()
+}
+
+/// A random UUID v4 as a header value, with no intermediate string.
+fn uuid_v4_header() -> HeaderValue {
+    let ascii = uuid_v4_ascii();
+    // Hex digits and dashes are always a valid header value.
+    HeaderValue::from_bytes(&ascii).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn uuid_v4_ascii() -> [u8; 36] {
     let mut b = [0u8; 16];
     fastrand::fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(36);
+    let mut s = [b'-'; 36];
+    let mut at = 0;
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
+            at += 1;
         }
-        s.push(HEX[usize::from(byte >> 4)] as char);
-        s.push(HEX[usize::from(byte & 0xf)] as char);
+        s[at] = HEX[usize::from(byte >> 4)];
+        s[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
     }
     s
 }
@@ -180,7 +193,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// The parts of the request that every try reuses.
 struct Prepared {
     method: http::Method,
-    path_and_query: String,
+    /// HTTP/1.1 upstreams get the origin form; it shares the downstream request's bytes.
+    path_and_query: PathAndQuery,
     headers: HeaderMap,
     h2: bool,
     body: PreparedBody,
@@ -202,28 +216,30 @@ async fn proxy(
     // Phase: snapshot, once for the whole request.
     let snap = shared.snapshot.load_full();
 
-    // Phase: authority and route table.
-    let authority = authority_of(&req).ok_or(ProxyError::BadAuthority)?;
-    let path_and_query = req
-        .uri()
+    // Phase: authority and route table. Both borrow from the request: no copies on the way.
+    let h2 = req.version() == Version::HTTP_2;
+    let (parts, body) = req.into_parts();
+    let authority = authority_of(&parts.uri, &parts.headers).ok_or(ProxyError::BadAuthority)?;
+    let path_and_query = parts
+        .uri
         .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".to_string());
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let no_route = || ProxyError::NoRoute {
-        authority: authority.clone(),
-        path: path_and_query.clone(),
+        authority: authority.to_string(),
+        path: path_and_query.as_str().to_string(),
     };
-    let table = route_table(&snap, entry, &authority).ok_or_else(no_route)?;
+    let table = route_table(&snap, entry, authority).ok_or_else(no_route)?;
 
     // Phase: virtual host and route.
     let view = RequestView {
-        method: req.method(),
-        authority: &authority,
-        path_and_query: &path_and_query,
+        method: &parts.method,
+        authority,
+        path_and_query: path_and_query.as_str(),
         scheme: "http",
-        headers: req.headers(),
+        headers: &parts.headers,
     };
-    let vhost = table.find_virtual_host(&authority).ok_or_else(no_route)?;
+    let vhost = table.find_virtual_host(authority).ok_or_else(no_route)?;
     let route = vhost.find_route(&view).ok_or_else(no_route)?;
 
     // Phase: fault injection (delay, then abort).
@@ -257,19 +273,22 @@ async fn proxy(
     }
 
     // Phase: request header edits (most specific first, as Envoy applies them by default).
-    let h2 = req.version() == Version::HTTP_2;
-    let (parts, body) = req.into_parts();
+    // `Host` is set from the authority when it is missing (HTTP/2) or named hop-by-hop. The value is
+    // prepared before the headers move: the `Host` value itself (shared bytes) when it is the authority.
+    let host = match (parts.uri.authority(), parts.headers.get(header::HOST)) {
+        (None, Some(v)) => Some(v.clone()),
+        (Some(a), Some(v)) if v.as_bytes() == a.as_str().as_bytes() => Some(v.clone()),
+        _ => HeaderValue::from_str(authority).ok(),
+    };
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    if !headers.contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(&authority) {
+    if let Some(v) = host {
+        if !headers.contains_key(header::HOST) {
             headers.insert(header::HOST, v);
         }
     }
     if !headers.contains_key(&X_REQUEST_ID) {
-        if let Ok(v) = HeaderValue::from_str(&uuid_v4()) {
-            headers.insert(X_REQUEST_ID.clone(), v);
-        }
+        headers.insert(X_REQUEST_ID.clone(), uuid_v4_header());
     }
     let levels = edit_levels(dest_edits, route, vhost, &table);
     for e in levels.iter().flatten() {
@@ -362,7 +381,6 @@ async fn forward(
             Some(p) if retryable_body => p.num_retries,
             _ => 0,
         };
-        let clients = shared.upstream.clients(cluster.connect_timeout);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -372,8 +390,13 @@ async fn forward(
                 .ok_or_else(|| ProxyError::NoHealthyUpstream {
                     cluster: cluster.name.clone(),
                 })?;
-            let result =
-                try_once(&clients, addr, req, policy.and_then(|p| p.per_try_timeout)).await;
+            let try_ = Try {
+                addr,
+                connect_timeout: cluster.connect_timeout,
+                per_try: policy.and_then(|p| p.per_try_timeout),
+                last: attempt >= max_tries,
+            };
+            let result = try_once(&shared.upstream, req, try_).await;
             let may_retry = attempt < max_tries;
             let retry = match (&result, policy) {
                 (Ok(resp), Some(p)) => p.retries_status(resp.status().as_u16()),
@@ -404,13 +427,21 @@ async fn forward(
     }
 }
 
-async fn try_once(
-    clients: &upstream::Clients,
+/// One try's endpoint and limits.
+#[derive(Clone, Copy)]
+struct Try {
     addr: std::net::SocketAddr,
-    req: &mut Prepared,
+    connect_timeout: Duration,
     per_try: Option<Duration>,
+    /// No try follows: the request's headers move into it instead of being copied.
+    last: bool,
+}
+
+async fn try_once(
+    upstream: &upstream::Upstream,
+    req: &mut Prepared,
+    t: Try,
 ) -> Result<Response<Body>, ProxyError> {
-    let uri = format!("http://{addr}{}", req.path_and_query);
     let body = match &mut req.body {
         PreparedBody::Buffered(b) => full(b.clone()),
         PreparedBody::Streaming(b) => match b.take() {
@@ -418,34 +449,43 @@ async fn try_once(
             None => full(Bytes::new()),
         },
     };
-    let mut builder = Request::builder()
-        .method(req.method.clone())
-        .uri(uri)
-        .version(if req.h2 {
-            Version::HTTP_2
+    let mut upstream_req = Request::new(body);
+    *upstream_req.method_mut() = req.method.clone();
+    *upstream_req.headers_mut() = if t.last {
+        std::mem::take(&mut req.headers)
+    } else {
+        req.headers.clone()
+    };
+    let addr = t.addr;
+    let sent = async {
+        if req.h2 {
+            // hyper-util's client needs the absolute form to pick its connection.
+            *upstream_req.version_mut() = Version::HTTP_2;
+            *upstream_req.uri_mut() = format!("http://{addr}{}", req.path_and_query)
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| ProxyError::BadUpstreamRequest {
+                    source: e.into(),
+                })?;
+            Ok(upstream.send_h2(t.connect_timeout, upstream_req).await)
         } else {
-            Version::HTTP_11
-        });
-    if let Some(h) = builder.headers_mut() {
-        *h = req.headers.clone();
-    }
-    let upstream_req = builder
-        .body(body)
-        .map_err(|source| ProxyError::BadUpstreamRequest { source })?;
-    let client = if req.h2 { &clients.h2 } else { &clients.h1 };
-    let fut = client.request(upstream_req);
-    let result = match per_try {
-        None => fut.await,
-        Some(t) => match tokio::time::timeout(t, fut).await {
-            Ok(r) => r,
+            // The origin form, sharing the downstream request's bytes; `Host` is already set.
+            *upstream_req.uri_mut() = http::Uri::from(req.path_and_query.clone());
+            Ok(upstream
+                .send_h1(addr, t.connect_timeout, upstream_req)
+                .await)
+        }
+    };
+    let result = match t.per_try {
+        None => sent.await?,
+        Some(d) => match tokio::time::timeout(d, sent).await {
+            Ok(r) => r?,
             Err(_) => return Err(ProxyError::PerTryTimeout { addr }),
         },
     };
-    match result {
-        Ok(resp) => Ok(resp.map(|b| b.boxed())),
-        Err(source) if source.is_connect() => Err(ProxyError::UpstreamConnect { addr, source }),
-        Err(source) => Err(ProxyError::UpstreamReset { addr, source }),
-    }
+    result.map_err(|f| match f {
+        upstream::Failure::Connect(source) => ProxyError::UpstreamConnect { addr, source },
+        upstream::Failure::Reset(source) => ProxyError::UpstreamReset { addr, source },
+    })
 }
 
 /// A plain response with a status and a text body (admin and tests).

@@ -577,6 +577,61 @@ async fn retries_timeouts_and_upstream_failures() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_and_closed_ones_replaced() {
+    let keep = Upstream::start("keep", Behaviour::Ok).await;
+    let close = Upstream::start("close", Behaviour::ConnectionClose).await;
+    let ads = FakeAds::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        set(
+            "1",
+            &[("keep", &[keep.addr]), ("close", &[close.addr])],
+            vec![vhost(
+                "svc",
+                &["svc:9080"],
+                vec![route_to("/keep", "keep"), route_to("/close", "close")],
+            )],
+        ),
+    )
+    .await;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "svc:9080", "/close", "routes applied", |r| {
+        r.status == 200
+    })
+    .await;
+    let out = proxy.outbound_addr();
+
+    // Sequential requests on one downstream keep-alive connection share one upstream connection.
+    let before = keep.conns();
+    let rs = net::get_sequential(out, "svc:9080", "/keep", 10).await;
+    assert!(
+        rs.iter().all(|r| r.status == 200 && r.upstream() == "keep"),
+        "{rs:?}"
+    );
+    assert_eq!(
+        keep.conns() - before,
+        1,
+        "one upstream connection for 10 requests"
+    );
+
+    // An upstream that answers with `Connection: close` gets a fresh connection for every request,
+    // and the header is not passed on: the downstream connection stays open.
+    let before = close.conns();
+    let rs = net::get_sequential(out, "svc:9080", "/close", 5).await;
+    assert!(
+        rs.iter().all(|r| r.status == 200
+            && r.upstream() == "close"
+            && !r.headers.contains_key("connection")),
+        "{rs:?}"
+    );
+    assert_eq!(
+        close.conns() - before,
+        5,
+        "one upstream connection per request"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_and_header_edits() {
     let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
     let fault = |abort: Option<u32>, delay_ms: Option<u64>| HttpFault {

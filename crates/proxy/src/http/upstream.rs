@@ -1,53 +1,75 @@
-//! Pooled upstream clients: HTTP/1.1 and HTTP/2 prior knowledge, over a connector with TCP_NODELAY and the
-//! cluster's connect timeout. One pair of clients per distinct connect timeout, created on first use and
-//! kept for the life of the process, so pools survive configuration changes.
+//! Upstream connections.
+//!
+//! HTTP/1.1 runs on Weft's own pool of hyper `client::conn::http1` connections, keyed by endpoint address:
+//! a request pops an idle connection of the endpoint it was given (or connects, with `TCP_NODELAY` and the
+//! cluster's connect timeout), sends on it, and the connection goes back on the endpoint's idle stack only
+//! once the response body has been read to its end. A connection is thus never shared by two requests, and
+//! one whose body was abandoned, or that failed or closed, is dropped rather than reused. Each connection's
+//! I/O runs in its own task. The pool lock guards a push or a pop and is never held across an await.
+//!
+//! HTTP/2 prior knowledge (h2c, used for gRPC and HTTP/2 downstreams) still uses hyper-util's legacy
+//! client, one per distinct connect timeout, kept for the life of the process; it multiplexes streams on
+//! one connection per endpoint, so its per-request pool costs matter less there.
 
 use super::Body;
 use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-/// How long an idle pooled connection is kept.
+/// How long an idle pooled connection is kept (as hyper-util's pool was configured before).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often idle connections past `POOL_IDLE_TIMEOUT` are closed when nobody checks them out, so a
+/// connection is closed at most this much later than its timeout.
+const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(15);
 
-/// The h1 and h2 clients for one connect timeout.
-#[derive(Clone)]
-pub struct Clients {
-    /// HTTP/1.1 with keep-alive.
-    pub h1: Client<HttpConnector, Body>,
-    /// HTTP/2 prior knowledge (h2c).
-    pub h2: Client<HttpConnector, Body>,
+/// Why talking to an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TCP connect failed (refused, unreachable, …).
+    #[error("TCP connect failed")]
+    Connect(#[source] std::io::Error),
+    /// The TCP connect did not finish within the cluster's connect timeout.
+    #[error("TCP connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// HTTP/1.1: the handshake, or the exchange on the connection, failed.
+    #[error(transparent)]
+    Http1(hyper::Error),
+    /// HTTP/2: hyper-util's client failed.
+    #[error(transparent)]
+    Http2(hyper_util::client::legacy::Error),
 }
 
-impl Clients {
-    fn new(connect_timeout: Duration) -> Clients {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.enforce_http(true);
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector.clone());
-        let h2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(true)
-            .build(connector);
-        Clients { h1, h2 }
-    }
+/// Whether a failure happened before the request could be sent (`UF`) or after (`UC`).
+#[derive(Debug)]
+pub enum Failure {
+    /// No connection could be made.
+    Connect(UpstreamError),
+    /// The connection failed or closed before a complete response head.
+    Reset(UpstreamError),
 }
 
-/// The client sets, by connect timeout.
+/// The upstream side of the proxy: the HTTP/1.1 pool and the HTTP/2 clients.
 pub struct Upstream {
-    by_timeout: ArcSwap<HashMap<Duration, Clients>>,
-    /// Serialises the rare insertion of a new timeout; never held across an await.
+    h1: Arc<H1Pool>,
+    h2: ArcSwap<HashMap<Duration, Client<HttpConnector, Body>>>,
+    /// Serialises the rare insertion of a new HTTP/2 client; never held across an await.
     insert: Mutex<()>,
 }
 
@@ -58,28 +80,479 @@ impl Default for Upstream {
 }
 
 impl Upstream {
-    /// No clients yet.
+    /// No connections yet.
     pub fn new() -> Upstream {
         Upstream {
-            by_timeout: ArcSwap::from_pointee(HashMap::new()),
+            h1: Arc::new(H1Pool::default()),
+            h2: ArcSwap::from_pointee(HashMap::new()),
             insert: Mutex::new(()),
         }
     }
 
-    /// The clients for a connect timeout. The common case is one atomic load and a map lookup.
-    pub fn clients(&self, connect_timeout: Duration) -> Clients {
-        if let Some(c) = self.by_timeout.load().get(&connect_timeout) {
+    /// Sends an HTTP/1.1 request (origin-form URI, `Host` set) to `addr` on an idle pooled connection,
+    /// or on a new one.
+    pub async fn send_h1(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, Failure> {
+        loop {
+            let (mut sender, reused) = match self.h1.checkout(addr).await {
+                Some(s) => (s, true),
+                None => (connect_h1(addr, connect_timeout).await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    let body = if body.is_end_stream() {
+                        self.h1.checkin(addr, sender);
+                        body.boxed()
+                    } else {
+                        PooledBody {
+                            inner: body,
+                            conn: Some(Return {
+                                pool: self.h1.clone(),
+                                addr,
+                                sender,
+                            }),
+                        }
+                        .boxed()
+                    };
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Err(mut e) => match e.take_message() {
+                    // A pooled connection closed (say, the upstream's idle timeout) before the request
+                    // was written: nothing reached the upstream, so send it on another connection.
+                    Some(unsent) if reused => {
+                        tracing::debug!(endpoint = %addr, error = %e.error(), "pooled connection closed, reconnecting");
+                        req = unsent;
+                    }
+                    _ => return Err(Failure::Reset(UpstreamError::Http1(e.into_error()))),
+                },
+            }
+        }
+    }
+
+    /// Sends an HTTP/2 request (absolute URI) with the h2c client for this connect timeout.
+    pub async fn send_h2(
+        &self,
+        connect_timeout: Duration,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, Failure> {
+        match self.h2_client(connect_timeout).request(req).await {
+            Ok(resp) => Ok(resp.map(|b| b.boxed())),
+            Err(e) if e.is_connect() => Err(Failure::Connect(UpstreamError::Http2(e))),
+            Err(e) => Err(Failure::Reset(UpstreamError::Http2(e))),
+        }
+    }
+
+    /// The h2c client for a connect timeout. The common case is one atomic load and a map lookup.
+    fn h2_client(&self, connect_timeout: Duration) -> Client<HttpConnector, Body> {
+        if let Some(c) = self.h2.load().get(&connect_timeout) {
             return c.clone();
         }
         let _guard = self.insert.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.by_timeout.load_full();
+        let current = self.h2.load_full();
         if let Some(c) = current.get(&connect_timeout) {
             return c.clone();
         }
-        let clients = Clients::new(connect_timeout);
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(true)
+            .build(connector);
         let mut next = (*current).clone();
-        next.insert(connect_timeout, clients.clone());
-        self.by_timeout.store(Arc::new(next));
-        clients
+        next.insert(connect_timeout, client.clone());
+        self.h2.store(Arc::new(next));
+        client
+    }
+
+    /// Idle HTTP/1.1 connections to `addr` (tests).
+    #[cfg(test)]
+    fn idle_h1(&self, addr: SocketAddr) -> usize {
+        self.h1.lock().get(&addr).map_or(0, Vec::len)
+    }
+}
+
+/// Connects to `addr` and starts the connection's task.
+async fn connect_h1(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<SendRequest<Body>, Failure> {
+    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(Failure::Connect(UpstreamError::Connect(e))),
+        Err(_) => {
+            return Err(Failure::Connect(UpstreamError::ConnectTimeout(
+                connect_timeout,
+            )))
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Failure::Connect(UpstreamError::Http1(e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended with error");
+        }
+    });
+    Ok(sender)
+}
+
+/// An idle connection and when it became idle.
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// Idle HTTP/1.1 connections by endpoint, most recently used last.
+#[derive(Default)]
+struct H1Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
+    sweeper: AtomicBool,
+}
+
+impl H1Pool {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>
+    {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle connection to `addr` that is ready for a request, if there is one.
+    async fn checkout(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
+        loop {
+            let mut sender = self.pop(addr)?;
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            // Its previous exchange is still finishing inside the connection task (or it is closing):
+            // wait for the verdict.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// The most recently used idle connection to `addr` that is neither closed nor past its idle timeout.
+    fn pop(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        let stack = idle.get_mut(&addr)?;
+        while let Some(c) = stack.pop() {
+            if now.saturating_duration_since(c.since) > POOL_IDLE_TIMEOUT {
+                // The ones below it have been idle longer still.
+                stack.clear();
+                break;
+            }
+            if !c.sender.is_closed() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection whose exchange is complete back for reuse (or drops it when it is closed).
+    fn checkin(self: &Arc<Self>, addr: SocketAddr, sender: SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let since = Instant::now();
+        self.lock()
+            .entry(addr)
+            .or_default()
+            .push(Idle { sender, since });
+        if !self.sweeper.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(self)));
+        }
+    }
+}
+
+/// Closes connections idle past `POOL_IDLE_TIMEOUT` that nobody checked out, until the pool is dropped.
+async fn sweep(pool: Weak<H1Pool>) {
+    loop {
+        tokio::time::sleep(POOL_SWEEP_INTERVAL).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        // Drop the expired connections after releasing the lock.
+        let mut expired = Vec::new();
+        pool.lock().retain(|_, stack| {
+            let keep_from = stack
+                .iter()
+                .position(|c| {
+                    now.saturating_duration_since(c.since) <= POOL_IDLE_TIMEOUT
+                        && !c.sender.is_closed()
+                })
+                .unwrap_or(stack.len());
+            expired.extend(stack.drain(..keep_from));
+            !stack.is_empty()
+        });
+        drop(expired);
+    }
+}
+
+/// Where a connection goes back once its response body is done.
+struct Return {
+    pool: Arc<H1Pool>,
+    addr: SocketAddr,
+    sender: SendRequest<Body>,
+}
+
+/// A response body that returns its connection to the pool when read to its end. Dropped earlier, the
+/// connection is dropped with it (hyper closes it, since the rest of the body would have to be read).
+struct PooledBody {
+    inner: Incoming,
+    conn: Option<Return>,
+}
+
+impl PooledBody {
+    fn done(&mut self) {
+        if let Some(r) = self.conn.take() {
+            r.pool.checkin(r.addr, r.sender);
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            // A reader may stop as soon as `is_end_stream` says so (hyper's server does), so return the
+            // connection on the last frame rather than wait for a `None` that may never be polled.
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.done(),
+            Poll::Ready(None) => this.done(),
+            // An error: the connection is broken; drop it.
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A small multiplicative hasher for endpoint addresses (`SipHash` costs more than the rest of a pool
+/// lookup). The keys come from the control plane, not from clients, so flooding is not a concern.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// What the scripted upstream does after each response.
+    #[derive(Clone, Copy)]
+    enum After {
+        /// Keeps the connection for the next request.
+        KeepAlive,
+        /// Closes the connection without saying so.
+        Close,
+        /// Sends `Connection: close`, then closes.
+        ConnectionClose,
+    }
+
+    /// A raw HTTP/1.1 upstream (requests without bodies) that counts the connections it accepts.
+    async fn upstream(after: After) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                            }
+                        }
+                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+                        buf.drain(..end + 4);
+                        let body = format!("conn {n}");
+                        let close = match after {
+                            After::ConnectionClose => "connection: close\r\n",
+                            _ => "",
+                        };
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{close}\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        if !matches!(after, After::KeepAlive) {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, conns)
+    }
+
+    /// `GET /` through the pool; the body read to its end.
+    async fn get(up: &Upstream, addr: SocketAddr) -> String {
+        let mut req = Request::new(super::super::full(""));
+        *req.uri_mut() = http::Uri::from_static("/");
+        req.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("up"));
+        let resp = up
+            .send_h1(addr, Duration::from_secs(1), req)
+            .await
+            .unwrap_or_else(|e| panic!("request to {addr}: {e:?}"));
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// Polls `f` every 5 ms until it holds, or panics after 5 s.
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_reuse_one_connection() {
+        let (addr, conns) = upstream(After::KeepAlive).await;
+        let up = Upstream::new();
+        for _ in 0..5 {
+            assert_eq!(get(&up, addr).await, "conn 1");
+            assert_eq!(
+                up.idle_h1(addr),
+                1,
+                "back in the pool once the body is read"
+            );
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_never_share_a_connection() {
+        let (addr, conns) = upstream(After::KeepAlive).await;
+        let up = Upstream::new();
+        let mut req = Request::new(super::super::full(""));
+        *req.uri_mut() = http::Uri::from_static("/");
+        let first = up
+            .send_h1(addr, Duration::from_secs(1), req)
+            .await
+            .expect("first");
+        // The first body is not read yet: its connection is taken, so the second request connects.
+        assert_eq!(up.idle_h1(addr), 0);
+        assert_eq!(get(&up, addr).await, "conn 2");
+        drop(first);
+        assert_eq!(
+            up.idle_h1(addr),
+            1,
+            "an abandoned body does not return its connection"
+        );
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_is_not_reused() {
+        let (addr, conns) = upstream(After::Close).await;
+        let up = Upstream::new();
+        assert_eq!(get(&up, addr).await, "conn 1");
+        // The upstream hung up after answering; once the connection task has seen it, the pooled
+        // connection reports closed and is skipped.
+        eventually("the pooled connection to close", || {
+            up.h1
+                .lock()
+                .get(&addr)
+                .is_none_or(|s| s.iter().all(|c| c.sender.is_closed()))
+        })
+        .await;
+        assert_eq!(get(&up, addr).await, "conn 2");
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connection_close_from_the_upstream_is_honoured() {
+        let (addr, conns) = upstream(After::ConnectionClose).await;
+        let up = Upstream::new();
+        // No waiting in between: the connection said it closes, so it is never handed out again.
+        for i in 1..=3 {
+            assert_eq!(get(&up, addr).await, format!("conn {i}"));
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn connect_failure_is_a_connect_error() {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let up = Upstream::new();
+        let req = Request::new(super::super::full(""));
+        match up.send_h1(closed, Duration::from_secs(1), req).await {
+            Err(Failure::Connect(UpstreamError::Connect(_))) => {}
+            other => panic!("want a connect error, got {other:?}"),
+        }
     }
 }

@@ -22,11 +22,15 @@ pub enum Behaviour {
     FailFirst(usize),
     /// Never answers.
     Hang,
+    /// 200 with `Connection: close`: one request per connection.
+    ConnectionClose,
 }
 
 pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub conns: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -39,11 +43,14 @@ impl Upstream {
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let c = conns.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                c.fetch_add(1, Ordering::SeqCst);
                 let h = h.clone();
                 tokio::spawn(async move {
                     let svc =
@@ -67,12 +74,15 @@ impl Upstream {
                                     }
                                     _ => StatusCode::OK,
                                 };
-                                let resp = http::Response::builder()
+                                let mut resp = http::Response::builder()
                                     .status(status)
                                     .header("x-upstream", name)
-                                    .header("x-drop-me", "1")
-                                    .body(Full::new(Bytes::from(body)))
-                                    .expect("response");
+                                    .header("x-drop-me", "1");
+                                if matches!(behaviour, Behaviour::ConnectionClose) {
+                                    resp = resp.header("connection", "close");
+                                }
+                                let resp =
+                                    resp.body(Full::new(Bytes::from(body))).expect("response");
                                 Ok::<_, Infallible>(resp)
                             }
                         });
@@ -82,11 +92,15 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, hits }
+        Upstream { addr, hits, conns }
     }
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
     }
 }
 
@@ -172,6 +186,41 @@ pub async fn send(
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// `n` sequential `GET /path` with `Host: authority` on one keep-alive HTTP/1.1 connection to the proxy,
+/// panicking on transport errors.
+pub async fn get_sequential(proxy: SocketAddr, authority: &str, path: &str, n: usize) -> Vec<Resp> {
+    let stream = TcpStream::connect(proxy)
+        .await
+        .expect("connect to the proxy");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(conn);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let req = Request::builder()
+            .uri(path)
+            .header("host", authority)
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let resp = sender
+            .send_request(req)
+            .await
+            .unwrap_or_else(|e| panic!("request {i} to {authority}{path}: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        out.push(Resp {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    drop(sender);
+    let _ = conn.await;
+    out
 }
 
 /// `GET http://authority/path` through the proxy, panicking on transport errors.
