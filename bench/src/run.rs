@@ -470,6 +470,40 @@ impl Lab {
                         ],
                     )?]
                 }
+                Target::Nginx2Hop => {
+                    let nginx = which("nginx")
+                        .context("nginx is not installed (apt-get install nginx-light)")?;
+                    let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
+                    let module = module.exists().then_some(module);
+                    self.nginx_stream = module.is_some();
+                    let (client, server) = targets::nginx_2hop_confs(&self.work, module);
+                    let mut procs = Vec::new();
+                    for (name, conf) in
+                        [("nginx-2hop-server", server), ("nginx-2hop-client", client)]
+                    {
+                        let path = self.work.join(format!("{name}.conf"));
+                        std::fs::write(&path, conf)?;
+                        procs.push(
+                            self.spawn(
+                                name,
+                                Core::Proxy,
+                                &nginx,
+                                &[
+                                    "-e".into(),
+                                    self.work
+                                        .join(format!("{name}-error.log"))
+                                        .display()
+                                        .to_string(),
+                                    "-p".into(),
+                                    self.work.display().to_string(),
+                                    "-c".into(),
+                                    path.display().to_string(),
+                                ],
+                            )?,
+                        );
+                    }
+                    procs
+                }
                 Target::Haproxy => {
                     let haproxy = which("haproxy")
                         .context("haproxy is not installed (apt-get install haproxy)")?;
@@ -719,7 +753,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
             }
         }
     }
-    for t in [Target::Nginx, Target::Haproxy, Target::Pingora] {
+    for t in [
+        Target::Nginx,
+        Target::Nginx2Hop,
+        Target::Haproxy,
+        Target::Pingora,
+    ] {
         if wanted.contains(&t) {
             lab.start_peer(t, &args.pingora, args.pingora_unavailable.as_deref());
         }

@@ -11,6 +11,7 @@
 //! | weft client sidecar, 2 hops | `127.0.50.11:15001`, admin `:15000` |
 //! | weft server sidecar, 2 hops | `127.0.50.20:8080`, `:8081` (inbound), admin `:15000` |
 //! | nginx | `127.0.50.30:8080` (HTTP/1.1), `:8081` (h2c, gRPC) |
+//! | nginx, 2 hops | client side `127.0.50.31`, server side `127.0.50.32` (same ports as nginx) |
 //! | HAProxy | `127.0.50.40:8080`, `:8081` (h2c), `:9000` (TCP) |
 //! | Pingora | `127.0.50.50:8080` (HTTP/1.1 and h2c) |
 
@@ -31,6 +32,10 @@ pub const WEFT_2HOP_IP: &str = "127.0.50.11";
 pub const WEFT_SERVER_IP: &str = "127.0.50.20";
 /// nginx.
 pub const NGINX_IP: &str = "127.0.50.30";
+/// The client-side nginx of the 2-hop chain.
+pub const NGINX_2HOP_IP: &str = "127.0.50.31";
+/// The server-side nginx of the 2-hop chain.
+pub const NGINX_2HOP_SERVER_IP: &str = "127.0.50.32";
 /// HAProxy.
 pub const HAPROXY_IP: &str = "127.0.50.40";
 /// Pingora.
@@ -68,6 +73,9 @@ pub enum Target {
     Weft2Hop,
     /// nginx, one hop.
     Nginx,
+    /// Two nginx processes chained, the mesh's two hops done by the fastest C peer: the floor a
+    /// two-hop mesh can reach on this machine.
+    Nginx2Hop,
     /// HAProxy, one hop.
     Haproxy,
     /// Minimal Pingora reverse proxy, one hop.
@@ -76,11 +84,12 @@ pub enum Target {
 
 impl Target {
     /// Every target, in report order.
-    pub const ALL: [Target; 6] = [
+    pub const ALL: [Target; 7] = [
         Target::Direct,
         Target::Weft1Hop,
         Target::Weft2Hop,
         Target::Nginx,
+        Target::Nginx2Hop,
         Target::Haproxy,
         Target::Pingora,
     ];
@@ -92,6 +101,7 @@ impl Target {
             Target::Weft1Hop => "weft-1hop",
             Target::Weft2Hop => "weft-2hop",
             Target::Nginx => "nginx-1hop",
+            Target::Nginx2Hop => "nginx-2hop",
             Target::Haproxy => "haproxy-1hop",
             Target::Pingora => "pingora-1hop",
         }
@@ -147,11 +157,13 @@ pub fn endpoint(
                 Some(format!("{service}:{service_port}")),
             ))
         }
-        Target::Nginx if tcp && !nginx_stream => {
+        Target::Nginx | Target::Nginx2Hop if tcp && !nginx_stream => {
             Err("nginx-light has no stream module (TCP proxying)".into())
         }
         Target::Nginx if tcp => Ok((addr(NGINX_IP, TCP_PORT), None)),
         Target::Nginx => Ok((addr(NGINX_IP, port), None)),
+        Target::Nginx2Hop if tcp => Ok((addr(NGINX_2HOP_IP, TCP_PORT), None)),
+        Target::Nginx2Hop => Ok((addr(NGINX_2HOP_IP, port), None)),
         Target::Haproxy if tcp => Ok((addr(HAPROXY_IP, TCP_PORT), None)),
         Target::Haproxy => Ok((addr(HAPROXY_IP, port), None)),
         Target::Pingora if tcp => {
@@ -185,7 +197,7 @@ pub fn all_listen_addrs() -> Vec<SocketAddr> {
         v.push(addr(ip, OUTBOUND_PORT));
         v.push(addr(ip, ADMIN_PORT));
     }
-    for ip in [NGINX_IP, HAPROXY_IP] {
+    for ip in [NGINX_IP, NGINX_2HOP_IP, NGINX_2HOP_SERVER_IP, HAPROXY_IP] {
         v.extend([addr(ip, HTTP_PORT), addr(ip, GRPC_PORT), addr(ip, TCP_PORT)]);
     }
     v.push(addr(PINGORA_IP, HTTP_PORT));
@@ -306,12 +318,44 @@ spec:
 
 /// nginx's config: one worker, upstream keep-alive, HTTP/1.1 on 8080, h2c (and `grpc_pass`) on 8081.
 pub fn nginx_conf(dir: &Path, stream_module: Option<&Path>) -> String {
+    nginx_conf_for("nginx", NGINX_IP, UPSTREAM_IP, dir, stream_module)
+}
+
+/// nginx's config for the 2-hop chain: the client side forwards to the server side, which forwards to
+/// the upstream. Returns (client, server).
+pub fn nginx_2hop_confs(dir: &Path, stream_module: Option<&Path>) -> (String, String) {
+    (
+        nginx_conf_for(
+            "nginx-2hop-client",
+            NGINX_2HOP_IP,
+            NGINX_2HOP_SERVER_IP,
+            dir,
+            stream_module,
+        ),
+        nginx_conf_for(
+            "nginx-2hop-server",
+            NGINX_2HOP_SERVER_IP,
+            UPSTREAM_IP,
+            dir,
+            stream_module,
+        ),
+    )
+}
+
+/// One nginx named `name` (its pid and log files) listening on `ip` and proxying to `upstream_ip`.
+fn nginx_conf_for(
+    name: &str,
+    ip: &str,
+    upstream_ip: &str,
+    dir: &Path,
+    stream_module: Option<&Path>,
+) -> String {
     let d = dir.display();
     let (load, stream) = match stream_module {
         Some(m) => (
             format!("load_module {};\n", m.display()),
             format!(
-                "stream {{\n  server {{ listen {NGINX_IP}:{TCP_PORT}; proxy_pass {UPSTREAM_IP}:{TCP_PORT}; }}\n}}\n"
+                "stream {{\n  server {{ listen {ip}:{TCP_PORT}; proxy_pass {upstream_ip}:{TCP_PORT}; }}\n}}\n"
             ),
         ),
         None => (String::new(), String::new()),
@@ -321,18 +365,18 @@ pub fn nginx_conf(dir: &Path, stream_module: Option<&Path>) -> String {
 {load}worker_processes 1;
 daemon off;
 master_process on;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
+pid {d}/{name}.pid;
+error_log {d}/{name}-error.log warn;
 events {{ worker_connections 8192; }}
 {stream}http {{
   access_log off;
   # nginx closes a connection after 1,000 requests by default; the other targets do not.
   keepalive_requests 1000000;
   keepalive_timeout 60s;
-  upstream up_http {{ server {UPSTREAM_IP}:{HTTP_PORT}; keepalive 64; keepalive_requests 1000000; }}
-  upstream up_grpc {{ server {UPSTREAM_IP}:{GRPC_PORT}; keepalive 64; keepalive_requests 1000000; }}
+  upstream up_http {{ server {upstream_ip}:{HTTP_PORT}; keepalive 64; keepalive_requests 1000000; }}
+  upstream up_grpc {{ server {upstream_ip}:{GRPC_PORT}; keepalive 64; keepalive_requests 1000000; }}
   server {{
-    listen {NGINX_IP}:{HTTP_PORT};
+    listen {ip}:{HTTP_PORT};
     location / {{
       proxy_pass http://up_http;
       proxy_http_version 1.1;
@@ -340,7 +384,7 @@ events {{ worker_connections 8192; }}
     }}
   }}
   server {{
-    listen {NGINX_IP}:{GRPC_PORT} http2;
+    listen {ip}:{GRPC_PORT} http2;
     location / {{
       proxy_pass http://up_http;
       proxy_http_version 1.1;
@@ -412,7 +456,11 @@ mod tests {
                 let want_unsupported = w == Workload::TcpStream
                     && matches!(
                         t,
-                        Target::Weft1Hop | Target::Weft2Hop | Target::Nginx | Target::Pingora
+                        Target::Weft1Hop
+                            | Target::Weft2Hop
+                            | Target::Nginx
+                            | Target::Nginx2Hop
+                            | Target::Pingora
                     );
                 assert_eq!(r.is_err(), want_unsupported, "{} {}", t.name(), w);
             }
@@ -436,6 +484,12 @@ mod tests {
         assert!(nginx.contains("keepalive 64;"));
         assert!(nginx.contains("worker_processes 1;"));
         assert!(!nginx.contains("stream {"));
+        let (client, server) = nginx_2hop_confs(Path::new("/tmp/x"), None);
+        assert!(client.contains("listen 127.0.50.31:8080;"));
+        assert!(client.contains("server 127.0.50.32:8080;"));
+        assert!(server.contains("listen 127.0.50.32:8080;"));
+        assert!(server.contains("server 127.0.50.2:8080;"));
+        assert!(client.contains("pid /tmp/x/nginx-2hop-client.pid;"));
         assert!(haproxy_cfg().contains("nbthread 1"));
     }
 }
