@@ -205,6 +205,12 @@ pub async fn get_sequential(proxy: SocketAddr, authority: &str, path: &str, n: u
             .header("host", authority)
             .body(Empty::<Bytes>::new())
             .expect("request");
+        // The connection takes the next request only once it has finished with the last response
+        // (sending without waiting fails with "connection was not ready").
+        sender
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("request {i} to {authority}{path}: connection: {e}"));
         let resp = sender
             .send_request(req)
             .await
