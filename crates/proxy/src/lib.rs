@@ -320,6 +320,7 @@ impl Proxy {
         ));
         tasks.spawn(admin::serve(shared.clone(), admin_listener));
         tasks.spawn(inbound::manage(shared.clone(), config.drain_timeout));
+        tasks.spawn(memory::trim_periodically(shared.shutdown.subscribe()));
         tasks.spawn(xds_client::run(
             shared.clone(),
             xds_client::XdsConfig {
