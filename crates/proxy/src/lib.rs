@@ -53,7 +53,7 @@ pub struct Args {
     /// xDS protocol: `delta` (incremental, DeltaAggregatedResources) or `sotw` (state of the world,
     /// StreamAggregatedResources). Unset: delta, falling back to sotw when weftd answers Unimplemented;
     /// set: that one only (Istio: ISTIO_DELTA_XDS).
-    #[arg(long, env = "WEFT_XDS_PROTOCOL", value_enum)]
+    #[arg(long, env = "WEFT_PROXY_XDS_PROTOCOL", value_enum)]
     pub xds_protocol: Option<xds_client::Protocol>,
     /// Workload name (Istio: ISTIO_META_WORKLOAD_NAME).
     #[arg(long, env = "ISTIO_META_WORKLOAD_NAME")]
