@@ -448,59 +448,33 @@ impl Lab {
     fn start_peer(&mut self, t: Target, pingora: &Path, pingora_missing: Option<&str>) {
         let r: anyhow::Result<Vec<Proc>> = (|| {
             let procs = match t {
-                Target::Nginx => {
+                Target::Nginx | Target::Nginx2Hop => {
                     let nginx = which("nginx")
                         .context("nginx is not installed (apt-get install nginx-light)")?;
                     let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
                     let module = module.exists().then_some(module);
                     self.nginx_stream = module.is_some();
-                    let conf = self.work.join("nginx.conf");
-                    std::fs::write(&conf, targets::nginx_conf(&self.work, module))?;
-                    vec![self.spawn(
-                        "nginx",
-                        Core::Proxy,
-                        &nginx,
-                        &[
+                    // The server side of the chain starts first.
+                    let confs = if t == Target::Nginx {
+                        vec![("nginx", targets::nginx_conf(&self.work, module))]
+                    } else {
+                        let (client, server) = targets::nginx_2hop_confs(&self.work, module);
+                        vec![("nginx-2hop-server", server), ("nginx-2hop-client", client)]
+                    };
+                    let mut procs = Vec::new();
+                    for (name, conf) in confs {
+                        let path = self.work.join(format!("{name}.conf"));
+                        std::fs::write(&path, conf)?;
+                        let error_log = self.work.join(format!("{name}-error.log"));
+                        let args = [
                             "-e".into(),
-                            self.work.join("nginx-error.log").display().to_string(),
+                            error_log.display().to_string(),
                             "-p".into(),
                             self.work.display().to_string(),
                             "-c".into(),
-                            conf.display().to_string(),
-                        ],
-                    )?]
-                }
-                Target::Nginx2Hop => {
-                    let nginx = which("nginx")
-                        .context("nginx is not installed (apt-get install nginx-light)")?;
-                    let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
-                    let module = module.exists().then_some(module);
-                    self.nginx_stream = module.is_some();
-                    let (client, server) = targets::nginx_2hop_confs(&self.work, module);
-                    let mut procs = Vec::new();
-                    for (name, conf) in
-                        [("nginx-2hop-server", server), ("nginx-2hop-client", client)]
-                    {
-                        let path = self.work.join(format!("{name}.conf"));
-                        std::fs::write(&path, conf)?;
-                        procs.push(
-                            self.spawn(
-                                name,
-                                Core::Proxy,
-                                &nginx,
-                                &[
-                                    "-e".into(),
-                                    self.work
-                                        .join(format!("{name}-error.log"))
-                                        .display()
-                                        .to_string(),
-                                    "-p".into(),
-                                    self.work.display().to_string(),
-                                    "-c".into(),
-                                    path.display().to_string(),
-                                ],
-                            )?,
-                        );
+                            path.display().to_string(),
+                        ];
+                        procs.push(self.spawn(name, Core::Proxy, &nginx, &args)?);
                     }
                     procs
                 }
