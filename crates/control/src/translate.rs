@@ -148,13 +148,40 @@ pub type EncodedVirtualHost = std::sync::Arc<[u8]>;
 
 /// The outbound resources every proxy of `scope` holds (the bulk of a proxy's config).
 pub fn outbound(model: &Model, scope: &Scope) -> ProxyResources {
-    outbound_except(
+    let mut out = outbound_backends(model, scope, &|_| false);
+    let front = outbound_frontends(
         model,
         scope,
-        &|_| false,
         &mut |svc, port| encode_virtual_host(model, svc, &scope.namespace, port),
         &mut |_, _| false,
-    )
+    );
+    out.by_type.extend(front.by_type);
+    out
+}
+
+impl Scope {
+    /// The scope whose clusters and load assignments equal this one's. They depend only on which services
+    /// are visible, not on the proxy's namespace (virtual-host domains do), so every scope without a
+    /// Sidecar shares one set.
+    pub fn backend_key(&self) -> Scope {
+        match self.sidecar {
+            None => Scope {
+                namespace: String::new(),
+                sidecar: None,
+            },
+            Some(_) => self.clone(),
+        }
+    }
+}
+
+fn visible_services<'a>(model: &'a Model, scope: &'a Scope) -> Vec<&'a Service> {
+    let sees = scope.visibility(model);
+    model
+        .services
+        .values()
+        .map(|s| &**s)
+        .filter(|s| sees(s))
+        .collect()
 }
 
 /// The names of the outbound clusters (and their load assignments) of one service.
@@ -173,26 +200,17 @@ pub fn cluster_names(model: &Model, svc: &Service) -> Vec<String> {
         .collect()
 }
 
-/// [`outbound`] without the clusters and load assignments of the services `reuse` picks (the caller
-/// has them from a previous translation of the same inputs). Listeners are always built. Each route
-/// configuration is assembled from `vhost(service, port)`, the encoded virtual host, which the caller
-/// may also take from a previous translation; it is left out when `has_routes(port, virtual hosts)`
-/// says the caller already holds that table built from those same virtual hosts.
-pub fn outbound_except(
+/// The clusters and load assignments of the services `scope` sees, except those of the services `reuse`
+/// picks (the caller has them from a previous translation of the same inputs).
+pub fn outbound_backends(
     model: &Model,
     scope: &Scope,
     reuse: &dyn Fn(&Service) -> bool,
-    vhost: &mut dyn FnMut(&Service, u32) -> EncodedVirtualHost,
-    has_routes: &mut dyn FnMut(u32, &[EncodedVirtualHost]) -> bool,
 ) -> ProxyResources {
-    let sees = scope.visibility(model);
-    let visible: Vec<&Service> = model
-        .services
-        .values()
-        .map(|s| &**s)
-        .filter(|s| sees(s))
+    let fresh: Vec<&Service> = visible_services(model, scope)
+        .into_iter()
+        .filter(|s| !reuse(s))
         .collect();
-    let fresh: Vec<&Service> = visible.iter().copied().filter(|s| !reuse(s)).collect();
     let mut out = ProxyResources::default();
     let clusters = out.by_type.entry(type_url::CLUSTER).or_default();
     for (name, c) in outbound_clusters(model, &fresh) {
@@ -202,6 +220,21 @@ pub fn outbound_except(
     for cla in endpoints_for(model, &fresh) {
         endpoints.insert(cla.cluster_name.clone(), pack(type_url::ENDPOINT, &cla));
     }
+    out
+}
+
+/// The listeners and route configurations of `scope`. Each route configuration is assembled from
+/// `vhost(service, port)`, the encoded virtual host, which the caller may take from a previous
+/// translation; it is left out when `has_routes(port, virtual hosts)` says the caller already holds that
+/// table built from those same virtual hosts.
+pub fn outbound_frontends(
+    model: &Model,
+    scope: &Scope,
+    vhost: &mut dyn FnMut(&Service, u32) -> EncodedVirtualHost,
+    has_routes: &mut dyn FnMut(u32, &[EncodedVirtualHost]) -> bool,
+) -> ProxyResources {
+    let visible = visible_services(model, scope);
+    let mut out = ProxyResources::default();
     let ports = http_ports(&visible);
     let listeners = out.by_type.entry(type_url::LISTENER).or_default();
     for l in outbound_listeners(&ports) {
@@ -209,7 +242,7 @@ pub fn outbound_except(
     }
     let routes = out.by_type.entry(type_url::ROUTE).or_default();
     for &port in &ports {
-        let hosts: Vec<std::sync::Arc<[u8]>> = visible
+        let hosts: Vec<EncodedVirtualHost> = visible
             .iter()
             .filter(|s| serves_http_port(s, port))
             .map(|s| vhost(s, port))

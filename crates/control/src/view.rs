@@ -76,7 +76,7 @@ pub struct View {
     /// Unique among all views weftd built.
     pub id: u64,
     /// By index in [`TYPES`].
-    pub types: [TypeMap; 4],
+    pub types: [Arc<TypeMap>; 4],
     /// The difference from the previous generation's view of this scope, when there was one.
     pub diff: Option<(u64, [TypeDiff; 4])>,
     /// Each service's encoded virtual host by (port, hostname), reused next generation when unchanged.
@@ -124,21 +124,78 @@ impl Reuse {
 
 static NEXT_VIEW: AtomicU64 = AtomicU64::new(1);
 
-impl View {
-    fn build(model: &Arc<Model>, scope: &Scope, prev: Option<&View>, reuse: &Reuse) -> View {
-        let mut types: [TypeMap; 4] = Default::default();
+/// Packs translated resources of one type.
+fn type_map(m: BTreeMap<String, Any>) -> TypeMap {
+    m.into_iter()
+        .map(|(k, v)| (Arc::from(k), Res::new(v)))
+        .collect()
+}
+
+/// The clusters and load assignments of one backend key ([`Scope::backend_key`]), shared by the views of
+/// every scope with that key: proxies without a Sidecar in ten namespaces differ in their virtual hosts'
+/// domains, not in their clusters.
+#[derive(Debug)]
+pub struct Backends {
+    /// Clusters and load assignments (indexes 0 and 1 of [`TYPES`]).
+    types: [Arc<TypeMap>; 2],
+    /// The difference from the previous generation's backends of the same key: which maps it was taken
+    /// against (their addresses) and what changed.
+    diff: Option<([usize; 2], [TypeDiff; 2])>,
+}
+
+impl Backends {
+    fn build(model: &Model, key: &Scope, prev: Option<&Backends>, reuse: &Reuse) -> Backends {
         // A service whose inputs are as they were keeps its clusters and load assignments from the
-        // previous view: one endpoint change re-translates one service.
+        // previous generation: one endpoint change re-translates one service.
+        let unchanged = |svc: &crate::registry::Service| {
+            prev.is_some() && reuse.services.contains(&svc.hostname)
+        };
+        let mut fresh = translate::outbound_backends(model, key, &unchanged);
+        let mut types: [TypeMap; 2] = [type_url::CLUSTER, type_url::ENDPOINT]
+            .map(|t| type_map(fresh.by_type.remove(t).unwrap_or_default()));
+        if let Some(p) = prev {
+            let sees = key.visibility(model);
+            let reused = model.services.values().filter(|s| sees(s) && unchanged(s));
+            for svc in reused {
+                for name in translate::cluster_names(model, svc) {
+                    for (i, t) in types.iter_mut().enumerate() {
+                        if let Some((k, r)) = p.types[i].get_key_value(name.as_str()) {
+                            t.insert(k.clone(), r.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let diff = prev.map(|p| {
+            (
+                [0, 1].map(|i| Arc::as_ptr(&p.types[i]) as usize),
+                [0, 1].map(|i| diff(&p.types[i], &types[i])),
+            )
+        });
+        Backends {
+            types: types.map(Arc::new),
+            diff,
+        }
+    }
+}
+
+impl View {
+    fn build(
+        model: &Arc<Model>,
+        scope: &Scope,
+        prev: Option<&View>,
+        reuse: &Reuse,
+        backends: &Backends,
+    ) -> View {
         let unchanged = |svc: &crate::registry::Service| {
             prev.is_some() && reuse.services.contains(&svc.hostname)
         };
         let mut vhosts = HashMap::new();
         let mut route_hosts = HashMap::new();
         let mut kept_routes = Vec::new();
-        let fresh = translate::outbound_except(
+        let mut front = translate::outbound_frontends(
             model,
             scope,
-            &unchanged,
             &mut |svc, port| {
                 let key = (port, Arc::<str>::from(svc.hostname.as_str()));
                 let old = prev
@@ -176,34 +233,31 @@ impl View {
                 same
             },
         );
-        for (t, m) in fresh.by_type {
-            if let Some(i) = type_index(t) {
-                types[i] = m
-                    .into_iter()
-                    .map(|(k, v)| (Arc::from(k), Res::new(v)))
-                    .collect();
-            }
-        }
+        let listeners = type_map(front.by_type.remove(type_url::LISTENER).unwrap_or_default());
+        let mut routes = type_map(front.by_type.remove(type_url::ROUTE).unwrap_or_default());
         if let Some(p) = prev {
             for port in kept_routes {
                 if let Some((k, r)) = p.types[ROUTES].get_key_value(port.to_string().as_str()) {
-                    types[ROUTES].insert(k.clone(), r.clone());
-                }
-            }
-            let sees = scope.visibility(model);
-            let reused = model.services.values().filter(|s| sees(s) && unchanged(s));
-            for svc in reused {
-                for name in translate::cluster_names(model, svc) {
-                    for i in [0, 1] {
-                        if let Some((k, r)) = p.types[i].get_key_value(name.as_str()) {
-                            types[i].insert(k.clone(), r.clone());
-                        }
-                    }
+                    routes.insert(k.clone(), r.clone());
                 }
             }
         }
+        let types: [Arc<TypeMap>; 4] = [
+            backends.types[0].clone(),
+            backends.types[1].clone(),
+            Arc::new(listeners),
+            Arc::new(routes),
+        ];
         let diff = prev.map(|p| {
-            let d = std::array::from_fn(|i| diff(&p.types[i], &types[i]));
+            let d = std::array::from_fn(|i| match &backends.diff {
+                // The shared backends' own difference, when the previous view had the previous
+                // backends: computed once for every scope of the key.
+                Some((from, d)) if i < 2 && from[i] == Arc::as_ptr(&p.types[i]) as usize => {
+                    d[i].clone()
+                }
+                _ if i < 2 && Arc::ptr_eq(&p.types[i], &types[i]) => TypeDiff::default(),
+                _ => diff(&p.types[i], &types[i]),
+            });
             (p.id, d)
         });
         View {
@@ -270,6 +324,10 @@ pub struct Snapshot {
     prev: Mutex<HashMap<Scope, Arc<View>>>,
     /// What those views may lend to this generation's.
     reuse: Reuse,
+    /// Clusters and load assignments by backend key, built on first use.
+    backends: Mutex<HashMap<Scope, Arc<OnceLock<Arc<Backends>>>>>,
+    /// The previous generation's, to reuse and diff against.
+    prev_backends: Mutex<HashMap<Scope, Arc<Backends>>>,
 }
 
 impl Snapshot {
@@ -280,6 +338,8 @@ impl Snapshot {
             views: Mutex::default(),
             prev: Mutex::default(),
             reuse: Reuse::default(),
+            backends: Mutex::default(),
+            prev_backends: Mutex::default(),
         }
     }
 
@@ -292,6 +352,13 @@ impl Snapshot {
             .iter()
             .filter_map(|(s, cell)| cell.get().map(|v| (s.clone(), v.clone())))
             .collect();
+        let built_backends: HashMap<Scope, Arc<Backends>> = prev
+            .backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(s, cell)| cell.get().map(|b| (s.clone(), b.clone())))
+            .collect();
         let reuse = if built.is_empty() {
             Reuse::default()
         } else {
@@ -302,6 +369,8 @@ impl Snapshot {
             views: Mutex::default(),
             prev: Mutex::new(built),
             reuse,
+            backends: Mutex::default(),
+            prev_backends: Mutex::new(built_backends),
         }
     }
 
@@ -312,6 +381,13 @@ impl Snapshot {
             views: Mutex::new(self.views.lock().unwrap_or_else(|p| p.into_inner()).clone()),
             prev: Mutex::default(),
             reuse: Reuse::default(),
+            backends: Mutex::new(
+                self.backends
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
+            prev_backends: Mutex::default(),
         }
     }
 
@@ -331,9 +407,36 @@ impl Snapshot {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(scope);
+            let backends = self.backends(&scope.backend_key());
             Arc::new(View::build(
                 &self.model,
                 scope,
+                prev.as_deref(),
+                &self.reuse,
+                &backends,
+            ))
+        })
+        .clone()
+    }
+
+    /// The clusters and load assignments of a backend key, built by the first view that needs them.
+    fn backends(&self, key: &Scope) -> Arc<Backends> {
+        let cell = self
+            .backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| {
+            let prev = self
+                .prev_backends
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(key);
+            Arc::new(Backends::build(
+                &self.model,
+                key,
                 prev.as_deref(),
                 &self.reuse,
             ))
@@ -443,6 +546,50 @@ mod tests {
             v2.types[ROUTES]["80"].encoded.as_ptr(),
             v1.types[ROUTES]["80"].encoded.as_ptr()
         );
+    }
+
+    /// Scopes without a Sidecar share one set of clusters and load assignments (built once), keep their
+    /// own route tables, and each still gets the shared set's difference.
+    #[test]
+    fn scopes_without_a_sidecar_share_their_backends() {
+        let scope = |ns: &str| Scope {
+            namespace: ns.into(),
+            sidecar: None,
+        };
+        let s1 = Snapshot::new(model(1, &services(5, None, false)));
+        let (a1, b1) = (s1.view(&scope("default")), s1.view(&scope("other")));
+        for i in [0, 1] {
+            assert!(
+                Arc::ptr_eq(&a1.types[i], &b1.types[i]),
+                "type {i} is shared"
+            );
+        }
+        assert_ne!(
+            a1.types[ROUTES]["80"].version, b1.types[ROUTES]["80"].version,
+            "domains depend on the namespace"
+        );
+        let s2 = Snapshot::next(model(2, &services(5, Some(3), false)), &s1);
+        for ns in ["default", "other"] {
+            let v = s2.view(&scope(ns));
+            let (_, d) = v.diff.as_ref().expect("diffed against the previous view");
+            let changed: Vec<&str> = d[1].changed.iter().map(|s| &**s).collect();
+            assert_eq!(
+                changed,
+                ["outbound|80||s3.default.svc.cluster.local"],
+                "{ns}"
+            );
+            assert!(d[0].changed.is_empty() && d[2].changed.is_empty() && d[3].changed.is_empty());
+            let fresh = translate::outbound(&s2.model, &scope(ns));
+            for (i, t) in TYPES.iter().enumerate() {
+                let want = fresh.of(t).cloned().unwrap_or_default();
+                let got: BTreeMap<String, Any> = v.types[i]
+                    .iter()
+                    .map(|(k, r)| (k.to_string(), r.any()))
+                    .collect();
+                assert_eq!(got, want, "{ns} {t}");
+            }
+        }
+        assert_eq!(s2.scopes(), 2);
     }
 
     #[test]
