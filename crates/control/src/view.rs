@@ -4,7 +4,8 @@
 //!
 //! This is what lets one weftd serve a thousand proxies: a change costs one translation per scope and,
 //! per proxy, a walk over the names that changed, instead of one translation and one full comparison per
-//! proxy.
+//! proxy. Clusters and load assignments do not depend on the proxy's namespace, only on which services it
+//! sees, so scopes that see the same services share one [`Backends`] set: built and diffed once.
 
 use crate::model::Model;
 use crate::translate::{self, Scope};
