@@ -316,87 +316,53 @@ pub fn diff(old: &TypeMap, new: &TypeMap) -> TypeDiff {
     d
 }
 
-/// One model generation and the views built from it so far (built on first use, once per scope).
-pub struct Snapshot {
-    /// The model.
-    pub model: Arc<Model>,
-    views: Mutex<HashMap<Scope, Arc<OnceLock<Arc<View>>>>>,
-    /// The previous generation's views, to diff against; dropped once every scope has been rebuilt.
-    prev: Mutex<HashMap<Scope, Arc<View>>>,
-    /// What those views may lend to this generation's.
-    reuse: Reuse,
-    /// Clusters and load assignments by backend key, built on first use.
-    backends: Mutex<HashMap<Scope, Arc<OnceLock<Arc<Backends>>>>>,
-    /// The previous generation's, to reuse and diff against.
-    prev_backends: Mutex<HashMap<Scope, Arc<Backends>>>,
+/// Values of one generation built at most once per scope, on first use, each from the previous
+/// generation's value for the same scope (kept until it is rebuilt, then dropped).
+struct PerScope<T> {
+    built: Mutex<HashMap<Scope, Arc<OnceLock<Arc<T>>>>>,
+    prev: Mutex<HashMap<Scope, Arc<T>>>,
 }
 
-impl Snapshot {
-    /// The first snapshot.
-    pub fn new(model: Arc<Model>) -> Snapshot {
-        Snapshot {
-            model,
-            views: Mutex::default(),
+impl<T> Default for PerScope<T> {
+    fn default() -> Self {
+        PerScope {
+            built: Mutex::default(),
             prev: Mutex::default(),
-            reuse: Reuse::default(),
-            backends: Mutex::default(),
-            prev_backends: Mutex::default(),
+        }
+    }
+}
+
+impl<T> PerScope<T> {
+    /// The next generation's, building from what `self` built.
+    fn next(&self) -> PerScope<T> {
+        PerScope {
+            built: Mutex::default(),
+            prev: Mutex::new(self.built()),
         }
     }
 
-    /// The snapshot after `prev`: views of scopes `prev` had built are diffed against.
-    pub fn next(model: Arc<Model>, prev: &Snapshot) -> Snapshot {
-        let built: HashMap<Scope, Arc<View>> = prev
-            .views
+    /// A copy sharing everything `self` built (same config, another model value).
+    fn shared(&self) -> PerScope<T> {
+        PerScope {
+            built: Mutex::new(self.built.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            prev: Mutex::default(),
+        }
+    }
+
+    fn built(&self) -> HashMap<Scope, Arc<T>> {
+        self.built
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter_map(|(s, cell)| cell.get().map(|v| (s.clone(), v.clone())))
-            .collect();
-        let built_backends: HashMap<Scope, Arc<Backends>> = prev
-            .backends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(|(s, cell)| cell.get().map(|b| (s.clone(), b.clone())))
-            .collect();
-        let reuse = if built.is_empty() {
-            Reuse::default()
-        } else {
-            Reuse::between(&prev.model, &model)
-        };
-        Snapshot {
-            model,
-            views: Mutex::default(),
-            prev: Mutex::new(built),
-            reuse,
-            backends: Mutex::default(),
-            prev_backends: Mutex::new(built_backends),
-        }
+            .collect()
     }
 
-    /// The same config as `self` with another model value (new diagnostics): the views are shared.
-    pub fn same_config(&self, model: Arc<Model>) -> Snapshot {
-        Snapshot {
-            model,
-            views: Mutex::new(self.views.lock().unwrap_or_else(|p| p.into_inner()).clone()),
-            prev: Mutex::default(),
-            reuse: Reuse::default(),
-            backends: Mutex::new(
-                self.backends
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-            ),
-            prev_backends: Mutex::default(),
-        }
-    }
-
-    /// The view of `scope`, built by the first caller; others wait for it (CPU work, a few
+    /// The value of `scope`, built by the first caller; others wait for it (CPU work, a few
     /// milliseconds per thousand services, so blocking the worker briefly is cheaper than queueing).
-    pub fn view(&self, scope: &Scope) -> Arc<View> {
+    fn get(&self, scope: &Scope, build: impl FnOnce(Option<&T>) -> T) -> Arc<T> {
         let cell = self
-            .views
+            .built
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(scope.clone())
@@ -408,46 +374,78 @@ impl Snapshot {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(scope);
-            let backends = self.backends(&scope.backend_key());
-            Arc::new(View::build(
-                &self.model,
-                scope,
-                prev.as_deref(),
-                &self.reuse,
-                &backends,
-            ))
+            Arc::new(build(prev.as_deref()))
         })
         .clone()
     }
 
-    /// The clusters and load assignments of a backend key, built by the first view that needs them.
-    fn backends(&self, key: &Scope) -> Arc<Backends> {
-        let cell = self
-            .backends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        cell.get_or_init(|| {
-            let prev = self
-                .prev_backends
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(key);
-            Arc::new(Backends::build(
-                &self.model,
-                key,
-                prev.as_deref(),
-                &self.reuse,
-            ))
+    fn len(&self) -> usize {
+        self.built.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// One model generation and the views built from it so far (built on first use, once per scope).
+pub struct Snapshot {
+    /// The model.
+    pub model: Arc<Model>,
+    /// Views by scope, each diffed against the previous generation's view of its scope.
+    views: PerScope<View>,
+    /// Clusters and load assignments by backend key ([`Scope::backend_key`]).
+    backends: PerScope<Backends>,
+    /// What this generation may take from the previous one's views and backends.
+    reuse: Reuse,
+}
+
+impl Snapshot {
+    /// The first snapshot.
+    pub fn new(model: Arc<Model>) -> Snapshot {
+        Snapshot {
+            model,
+            views: PerScope::default(),
+            backends: PerScope::default(),
+            reuse: Reuse::default(),
+        }
+    }
+
+    /// The snapshot after `prev`: views of scopes `prev` had built are diffed against.
+    pub fn next(model: Arc<Model>, prev: &Snapshot) -> Snapshot {
+        let reuse = if prev.views.len() == 0 {
+            Reuse::default()
+        } else {
+            Reuse::between(&prev.model, &model)
+        };
+        Snapshot {
+            model,
+            views: prev.views.next(),
+            backends: prev.backends.next(),
+            reuse,
+        }
+    }
+
+    /// The same config as `self` with another model value (new diagnostics): the views are shared.
+    pub fn same_config(&self, model: Arc<Model>) -> Snapshot {
+        Snapshot {
+            model,
+            views: self.views.shared(),
+            backends: self.backends.shared(),
+            reuse: Reuse::default(),
+        }
+    }
+
+    /// The view of `scope`.
+    pub fn view(&self, scope: &Scope) -> Arc<View> {
+        self.views.get(scope, |prev| {
+            let key = scope.backend_key();
+            let backends = self.backends.get(&key, |prev| {
+                Backends::build(&self.model, &key, prev, &self.reuse)
+            });
+            View::build(&self.model, scope, prev, &self.reuse, &backends)
         })
-        .clone()
     }
 
     /// Number of scopes built.
     pub fn scopes(&self) -> usize {
-        self.views.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.views.len()
     }
 }
 
