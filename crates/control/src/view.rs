@@ -489,6 +489,19 @@ mod tests {
         docs.join("---\n")
     }
 
+    /// Every type of `v` holds exactly what a translation from scratch of `model` for `scope` gives.
+    fn assert_equals_fresh(v: &View, model: &Model, scope: &Scope, case: &str) {
+        let fresh = translate::outbound(model, scope);
+        for (i, t) in TYPES.iter().enumerate() {
+            let want = fresh.of(t).cloned().unwrap_or_default();
+            let got: BTreeMap<String, Any> = v.types[i]
+                .iter()
+                .map(|(k, r)| (k.to_string(), r.any()))
+                .collect();
+            assert_eq!(got, want, "{case}, {t}");
+        }
+    }
+
     /// The incremental build (reusing unchanged services) must equal a translation from scratch.
     #[test]
     fn incremental_views_equal_fresh_translation() {
@@ -509,15 +522,7 @@ mod tests {
             let next = Snapshot::next(model(generation, &yaml), &prev);
             let v = next.view(&scope);
             assert!(v.diff.is_some(), "built against the previous view");
-            let fresh = translate::outbound(&next.model, &scope);
-            for (i, t) in TYPES.iter().enumerate() {
-                let want = fresh.of(t).cloned().unwrap_or_default();
-                let got: BTreeMap<String, Any> = v.types[i]
-                    .iter()
-                    .map(|(k, r)| (k.to_string(), r.any()))
-                    .collect();
-                assert_eq!(got, want, "generation {generation}, {t}");
-            }
+            assert_equals_fresh(&v, &next.model, &scope, &format!("generation {generation}"));
         }
         // An endpoint change re-sends one load assignment and nothing else.
         let next = Snapshot::next(model(2, &services(5, Some(3), false)), &s1);
@@ -578,15 +583,7 @@ mod tests {
                 "{ns}"
             );
             assert!(d[0].changed.is_empty() && d[2].changed.is_empty() && d[3].changed.is_empty());
-            let fresh = translate::outbound(&s2.model, &scope(ns));
-            for (i, t) in TYPES.iter().enumerate() {
-                let want = fresh.of(t).cloned().unwrap_or_default();
-                let got: BTreeMap<String, Any> = v.types[i]
-                    .iter()
-                    .map(|(k, r)| (k.to_string(), r.any()))
-                    .collect();
-                assert_eq!(got, want, "{ns} {t}");
-            }
+            assert_equals_fresh(&v, &s2.model, &scope(ns), ns);
         }
         assert_eq!(s2.scopes(), 2);
     }
