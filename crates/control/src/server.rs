@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::{Stream, StreamExt};
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{debug, info, warn, Instrument};
 use weft_xds::ads::{DiscoveryRequest, DiscoveryResponse};
 use weft_xds::node::ProxyIdentity;
@@ -64,34 +64,15 @@ impl Discovery {
         }
     }
 
-    /// Serves one state-of-the-world stream.
-    pub fn sotw(
+    /// Serves one stream of either protocol.
+    fn serve(
         &self,
-        requests: Streaming<DiscoveryRequest>,
+        protocol: Protocol,
+        requests: Requests,
         tx: mpsc::Sender<Out>,
         peer: Option<std::net::SocketAddr>,
     ) {
-        let conn = self.connection(Protocol::Sotw, tx);
-        spawn(
-            conn,
-            Box::pin(requests.map(|r| r.map(Req::from_sotw))),
-            peer,
-        );
-    }
-
-    /// Serves one delta stream.
-    pub fn delta(
-        &self,
-        requests: Streaming<DeltaDiscoveryRequest>,
-        tx: mpsc::Sender<Out>,
-        peer: Option<std::net::SocketAddr>,
-    ) {
-        let conn = self.connection(Protocol::Delta, tx);
-        spawn(
-            conn,
-            Box::pin(requests.map(|r| r.map(Req::from_delta))),
-            peer,
-        );
+        spawn(self.connection(protocol, tx), requests, peer);
     }
 
     fn connection(&self, protocol: Protocol, tx: mpsc::Sender<Out>) -> Connection {

@@ -4,7 +4,7 @@
 //! task queues, ending with the gRPC status in the trailers.
 
 use super::wire::Frames;
-use super::Discovery;
+use super::{Discovery, Protocol, Req, Requests};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
@@ -14,12 +14,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tonic::codec::Streaming;
 use tonic::server::NamedService;
 use tonic::Status;
 use tonic_prost::ProstDecoder;
-use weft_xds::ads::DiscoveryRequest;
-use weft_xds::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
 const SOTW_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
@@ -82,24 +81,15 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for AdsService {
         let path = req.uri().path().to_string();
         let body = req.into_body();
         let (tx, rx) = mpsc::channel(super::STREAM_BUFFER);
+        let max = self.max_message;
         match path.as_str() {
             SOTW_PATH => {
-                let requests = Streaming::<DiscoveryRequest>::new_request(
-                    ProstDecoder::default(),
-                    body,
-                    None,
-                    Some(self.max_message),
-                );
-                self.discovery.sotw(requests, tx, peer);
+                let requests = decode(body, max, Req::from_sotw);
+                self.discovery.serve(Protocol::Sotw, requests, tx, peer);
             }
             DELTA_PATH => {
-                let requests = Streaming::<DeltaDiscoveryRequest>::new_request(
-                    ProstDecoder::default(),
-                    body,
-                    None,
-                    Some(self.max_message),
-                );
-                self.discovery.delta(requests, tx, peer);
+                let requests = decode(body, max, Req::from_delta);
+                self.discovery.serve(Protocol::Delta, requests, tx, peer);
             }
             _ => return ready(Ok(Status::unimplemented(path).into_http())),
         }
@@ -114,6 +104,16 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for AdsService {
         );
         ready(Ok(resp))
     }
+}
+
+/// The request stream of one ADS call, decoded by tonic and turned into [`Req`]s.
+fn decode<M>(body: tonic::body::Body, max_message: usize, into: fn(M) -> Req) -> Requests
+where
+    M: prost::Message + Default + Send + 'static,
+{
+    let stream =
+        Streaming::<M>::new_request(ProstDecoder::default(), body, None, Some(max_message));
+    Box::pin(stream.map(move |r| r.map(into)))
 }
 
 /// A response stream: the queued frames in order, then the status as trailers.
