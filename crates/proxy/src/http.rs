@@ -13,7 +13,7 @@ use crate::error::{Flags, ProxyError, RESPONSE_FLAGS_HEADER};
 use crate::Shared;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
@@ -196,7 +196,8 @@ struct Prepared {
     /// HTTP/1.1 upstreams get the origin form; it shares the downstream request's bytes.
     path_and_query: PathAndQuery,
     headers: HeaderMap,
-    h2: bool,
+    /// HTTP/2 upstreams get this as `:authority` (and no `Host`); `None` for HTTP/1.1.
+    h2: Option<Authority>,
     body: PreparedBody,
 }
 
@@ -273,12 +274,20 @@ async fn proxy(
     }
 
     // Phase: request header edits (most specific first, as Envoy applies them by default).
-    // `Host` is set from the authority when it is missing (HTTP/2) or named hop-by-hop. The value is
-    // prepared before the headers move: the `Host` value itself (shared bytes) when it is the authority.
-    let host = match (parts.uri.authority(), parts.headers.get(header::HOST)) {
-        (None, Some(v)) => Some(v.clone()),
-        (Some(a), Some(v)) if v.as_bytes() == a.as_str().as_bytes() => Some(v.clone()),
-        _ => HeaderValue::from_str(authority).ok(),
+    // HTTP/1.1 upstreams get `Host` from the authority when it is missing (HTTP/2) or named hop-by-hop. The
+    // value is prepared before the headers move: the `Host` value itself (shared bytes) when it is the
+    // authority. HTTP/2 upstreams get the authority as `:authority`, from the URI (shared bytes) unless a
+    // `Host` header, the client's or an edit's, says otherwise.
+    let host = match (h2, parts.uri.authority(), parts.headers.get(header::HOST)) {
+        (true, _, _) => None,
+        (false, None, Some(v)) => Some(v.clone()),
+        (false, Some(a), Some(v)) if v.as_bytes() == a.as_str().as_bytes() => Some(v.clone()),
+        (false, _, _) => HeaderValue::from_str(authority).ok(),
+    };
+    let uri_authority = match (h2, parts.uri.authority()) {
+        (false, _) => None,
+        (true, Some(a)) => Some(a.clone()),
+        (true, None) => Authority::try_from(authority).ok(),
     };
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -294,6 +303,15 @@ async fn proxy(
     for e in levels.iter().flatten() {
         e.request.apply(&mut headers);
     }
+    let h2 = if h2 {
+        let a = match headers.remove(header::HOST) {
+            Some(v) => Authority::try_from(v.as_bytes()).ok(),
+            None => uri_authority,
+        };
+        Some(a.ok_or(ProxyError::BadAuthority)?)
+    } else {
+        None
+    };
 
     // Phase: body (buffered when small enough to retry).
     let body = if body.is_end_stream() {
@@ -458,21 +476,28 @@ async fn try_once(
     };
     let addr = t.addr;
     let sent = async {
-        if req.h2 {
-            // hyper-util's client needs the absolute form to pick its connection.
-            *upstream_req.version_mut() = Version::HTTP_2;
-            *upstream_req.uri_mut() = format!("http://{addr}{}", req.path_and_query)
-                .parse()
-                .map_err(|e: http::uri::InvalidUri| ProxyError::BadUpstreamRequest {
-                    source: e.into(),
-                })?;
-            Ok(upstream.send_h2(t.connect_timeout, upstream_req).await)
-        } else {
-            // The origin form, sharing the downstream request's bytes; `Host` is already set.
-            *upstream_req.uri_mut() = http::Uri::from(req.path_and_query.clone());
-            Ok(upstream
-                .send_h1(addr, t.connect_timeout, upstream_req)
-                .await)
+        match &req.h2 {
+            Some(authority) => {
+                // The absolute form: h2 takes `:scheme` and `:authority` from it. All parts are shared
+                // bytes, so nothing is formatted or parsed.
+                *upstream_req.version_mut() = Version::HTTP_2;
+                let mut uri = http::uri::Parts::default();
+                uri.scheme = Some(Scheme::HTTP);
+                uri.authority = Some(authority.clone());
+                uri.path_and_query = Some(req.path_and_query.clone());
+                *upstream_req.uri_mut() = http::Uri::from_parts(uri)
+                    .map_err(|e| ProxyError::BadUpstreamRequest { source: e.into() })?;
+                Ok(upstream
+                    .send_h2(addr, t.connect_timeout, upstream_req)
+                    .await)
+            }
+            None => {
+                // The origin form, sharing the downstream request's bytes; `Host` is already set.
+                *upstream_req.uri_mut() = http::Uri::from(req.path_and_query.clone());
+                Ok(upstream
+                    .send_h1(addr, t.connect_timeout, upstream_req)
+                    .await)
+            }
         }
     };
     let result = match t.per_try {

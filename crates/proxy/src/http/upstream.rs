@@ -7,20 +7,21 @@
 //! one whose body was abandoned, or that failed or closed, is dropped rather than reused. Each connection's
 //! I/O runs in its own task. The pool lock guards a push or a pop and is never held across an await.
 //!
-//! HTTP/2 prior knowledge (h2c, used for gRPC and HTTP/2 downstreams) still uses hyper-util's legacy
-//! client, one per distinct connect timeout, kept for the life of the process; it multiplexes streams on
-//! one connection per endpoint, so its per-request pool costs matter less there.
+//! HTTP/2 prior knowledge (h2c, used for gRPC and HTTP/2 downstreams) runs on one hyper
+//! `client::conn::http2` connection per endpoint, shared by every request to that endpoint (streams are
+//! multiplexed on it). Only one connect per endpoint is in flight at a time: requests that arrive while it
+//! is under way wait for its outcome. A connection that closes (GOAWAY, reset, the upstream went away) is
+//! replaced on the next request; one unused for `POOL_IDLE_TIMEOUT` is dropped by the sweeper, and hyper
+//! closes it once its last stream ends.
 
 use super::Body;
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -31,9 +32,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-/// How long an idle pooled connection is kept (as hyper-util's pool was configured before).
+/// How long an idle pooled connection is kept (HTTP/1.1: since its last response; HTTP/2: since its last
+/// request).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often idle connections past `POOL_IDLE_TIMEOUT` are closed when nobody checks them out, so a
 /// connection is closed at most this much later than its timeout.
@@ -51,9 +54,12 @@ pub enum UpstreamError {
     /// HTTP/1.1: the handshake, or the exchange on the connection, failed.
     #[error(transparent)]
     Http1(hyper::Error),
-    /// HTTP/2: hyper-util's client failed.
+    /// HTTP/2: the handshake, or the exchange on the connection, failed.
     #[error(transparent)]
-    Http2(hyper_util::client::legacy::Error),
+    Http2(hyper::Error),
+    /// HTTP/2: another request's connect to this endpoint failed while this one waited for it.
+    #[error("TCP connect failed: {0}")]
+    SharedConnect(String),
 }
 
 /// Whether a failure happened before the request could be sent (`UF`) or after (`UC`).
@@ -65,12 +71,10 @@ pub enum Failure {
     Reset(UpstreamError),
 }
 
-/// The upstream side of the proxy: the HTTP/1.1 pool and the HTTP/2 clients.
+/// The upstream side of the proxy: the HTTP/1.1 and HTTP/2 pools.
 pub struct Upstream {
     h1: Arc<H1Pool>,
-    h2: ArcSwap<HashMap<Duration, Client<HttpConnector, Body>>>,
-    /// Serialises the rare insertion of a new HTTP/2 client; never held across an await.
-    insert: Mutex<()>,
+    h2: Arc<H2Pool>,
 }
 
 impl Default for Upstream {
@@ -84,8 +88,7 @@ impl Upstream {
     pub fn new() -> Upstream {
         Upstream {
             h1: Arc::new(H1Pool::default()),
-            h2: ArcSwap::from_pointee(HashMap::new()),
-            insert: Mutex::new(()),
+            h2: Arc::new(H2Pool::default()),
         }
     }
 
@@ -134,43 +137,32 @@ impl Upstream {
         }
     }
 
-    /// Sends an HTTP/2 request (absolute URI) with the h2c client for this connect timeout.
+    /// Sends an HTTP/2 request (absolute URI: its authority becomes `:authority`) to `addr` on the
+    /// endpoint's shared connection, or on a new one.
     pub async fn send_h2(
         &self,
+        addr: SocketAddr,
         connect_timeout: Duration,
-        req: Request<Body>,
+        mut req: Request<Body>,
     ) -> Result<Response<Body>, Failure> {
-        match self.h2_client(connect_timeout).request(req).await {
-            Ok(resp) => Ok(resp.map(|b| b.boxed())),
-            Err(e) if e.is_connect() => Err(Failure::Connect(UpstreamError::Http2(e))),
-            Err(e) => Err(Failure::Reset(UpstreamError::Http2(e))),
+        let mut attempts = 0;
+        loop {
+            let (mut sender, reused) = self.h2.checkout(addr, connect_timeout).await?;
+            attempts += 1;
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp.map(|b| b.boxed())),
+                Err(mut e) => match e.take_message() {
+                    // The shared connection closed (GOAWAY, or the upstream went away) before the
+                    // request was sent: nothing reached the upstream, so send it on a new connection.
+                    Some(unsent) if reused && attempts < 3 => {
+                        tracing::debug!(endpoint = %addr, error = %e.error(), "shared connection closed, reconnecting");
+                        self.h2.forget(addr);
+                        req = unsent;
+                    }
+                    _ => return Err(Failure::Reset(UpstreamError::Http2(e.into_error()))),
+                },
+            }
         }
-    }
-
-    /// The h2c client for a connect timeout. The common case is one atomic load and a map lookup.
-    fn h2_client(&self, connect_timeout: Duration) -> Client<HttpConnector, Body> {
-        if let Some(c) = self.h2.load().get(&connect_timeout) {
-            return c.clone();
-        }
-        let _guard = self.insert.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.h2.load_full();
-        if let Some(c) = current.get(&connect_timeout) {
-            return c.clone();
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(true)
-            .build(connector);
-        let mut next = (*current).clone();
-        next.insert(connect_timeout, client.clone());
-        self.h2.store(Arc::new(next));
-        client
     }
 
     /// Idle HTTP/1.1 connections to `addr` (tests).
@@ -180,11 +172,8 @@ impl Upstream {
     }
 }
 
-/// Connects to `addr` and starts the connection's task.
-async fn connect_h1(
-    addr: SocketAddr,
-    connect_timeout: Duration,
-) -> Result<SendRequest<Body>, Failure> {
+/// Connects to `addr` within `connect_timeout`, with `TCP_NODELAY`.
+async fn connect_tcp(addr: SocketAddr, connect_timeout: Duration) -> Result<TcpStream, Failure> {
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Failure::Connect(UpstreamError::Connect(e))),
@@ -195,6 +184,15 @@ async fn connect_h1(
         }
     };
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Connects to `addr` and starts the connection's task.
+async fn connect_h1(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<SendRequest<Body>, Failure> {
+    let stream = connect_tcp(addr, connect_timeout).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Failure::Connect(UpstreamError::Http1(e)))?;
@@ -297,6 +295,207 @@ async fn sweep(pool: Weak<H1Pool>) {
             expired.extend(stack.drain(..keep_from));
             !stack.is_empty()
         });
+        drop(expired);
+    }
+}
+
+/// The outcome a waiting request gets from the request that connects for it.
+type Connected = Result<http2::SendRequest<Body>, Failure>;
+
+/// What the HTTP/2 pool holds for an endpoint.
+enum H2Slot {
+    /// A connection, and when a request last took it.
+    Ready {
+        sender: http2::SendRequest<Body>,
+        used: Instant,
+    },
+    /// A connect is under way; these requests wait for its outcome.
+    Connecting(Vec<oneshot::Sender<Connected>>),
+}
+
+/// One HTTP/2 connection per endpoint, shared by all requests to it.
+#[derive(Default)]
+struct H2Pool {
+    conns: Mutex<HashMap<SocketAddr, H2Slot, BuildHasherDefault<AddrHasher>>>,
+    sweeper: AtomicBool,
+}
+
+impl H2Pool {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, H2Slot, BuildHasherDefault<AddrHasher>>>
+    {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The endpoint's connection, and whether it served requests before this one; connects (or waits
+    /// for the connect another request started) when there is none.
+    async fn checkout(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<(http2::SendRequest<Body>, bool), Failure> {
+        loop {
+            let waiting = {
+                let mut conns = self.lock();
+                match conns.get_mut(&addr) {
+                    Some(H2Slot::Ready { sender, used }) if !sender.is_closed() => {
+                        *used = Instant::now();
+                        return Ok((sender.clone(), true));
+                    }
+                    Some(H2Slot::Connecting(waiters)) => {
+                        let (tx, rx) = oneshot::channel();
+                        waiters.push(tx);
+                        Some(rx)
+                    }
+                    // None, or a closed connection: this request connects.
+                    _ => {
+                        conns.insert(addr, H2Slot::Connecting(Vec::new()));
+                        None
+                    }
+                }
+            };
+            match waiting {
+                None => {
+                    return self
+                        .connect(addr, connect_timeout)
+                        .await
+                        .map(|s| (s, false))
+                }
+                Some(rx) => match rx.await {
+                    Ok(connected) => return connected.map(|s| (s, false)),
+                    // The connecting request was cancelled before it finished: start over.
+                    Err(_) => continue,
+                },
+            }
+        }
+    }
+
+    /// Connects for the `Connecting` slot this request put in the pool, then fills it (or clears it on
+    /// failure) and tells the requests that waited.
+    async fn connect(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<http2::SendRequest<Body>, Failure> {
+        /// Clears the slot when the connecting request is dropped midway (a route timeout, a client that
+        /// went away), so the waiters start over instead of waiting forever.
+        struct Abandoned<'a> {
+            pool: &'a H2Pool,
+            addr: SocketAddr,
+            armed: bool,
+        }
+        impl Drop for Abandoned<'_> {
+            fn drop(&mut self) {
+                if self.armed {
+                    let mut conns = self.pool.lock();
+                    if matches!(conns.get(&self.addr), Some(H2Slot::Connecting(_))) {
+                        conns.remove(&self.addr);
+                    }
+                }
+            }
+        }
+        let mut abandoned = Abandoned {
+            pool: self,
+            addr,
+            armed: true,
+        };
+        let result = connect_h2(addr, connect_timeout).await;
+        abandoned.armed = false;
+        let previous = {
+            let mut conns = self.lock();
+            match &result {
+                Ok(sender) => conns.insert(
+                    addr,
+                    H2Slot::Ready {
+                        sender: sender.clone(),
+                        used: Instant::now(),
+                    },
+                ),
+                Err(_) => conns.remove(&addr),
+            }
+        };
+        if let Some(H2Slot::Connecting(waiters)) = previous {
+            for w in waiters {
+                let _ = w.send(match &result {
+                    Ok(s) => Ok(s.clone()),
+                    Err(f) => Err(f.for_waiter()),
+                });
+            }
+        }
+        if result.is_ok() && !self.sweeper.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep_h2(Arc::downgrade(self)));
+        }
+        result
+    }
+
+    /// Drops the endpoint's connection after it refused a request unsent, so the next request connects.
+    fn forget(&self, addr: SocketAddr) {
+        let mut conns = self.lock();
+        if matches!(conns.get(&addr), Some(H2Slot::Ready { .. })) {
+            conns.remove(&addr);
+        }
+    }
+}
+
+impl Failure {
+    /// The same failure for a request that waited on this one's connect.
+    fn for_waiter(&self) -> Failure {
+        match self {
+            Failure::Connect(UpstreamError::Connect(e)) => Failure::Connect(
+                UpstreamError::Connect(std::io::Error::new(e.kind(), e.to_string())),
+            ),
+            Failure::Connect(UpstreamError::ConnectTimeout(d)) => {
+                Failure::Connect(UpstreamError::ConnectTimeout(*d))
+            }
+            Failure::Connect(e) | Failure::Reset(e) => {
+                Failure::Connect(UpstreamError::SharedConnect(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Connects to `addr`, does the HTTP/2 handshake and starts the connection's task.
+async fn connect_h2(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<http2::SendRequest<Body>, Failure> {
+    let stream = connect_tcp(addr, connect_timeout).await?;
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Failure::Connect(UpstreamError::Http2(e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(endpoint = %addr, error = %e, "upstream HTTP/2 connection ended with error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Drops HTTP/2 connections no request took for `POOL_IDLE_TIMEOUT`, and closed ones, until the pool is
+/// dropped. hyper closes a dropped connection once its last stream ends.
+async fn sweep_h2(pool: Weak<H2Pool>) {
+    loop {
+        tokio::time::sleep(POOL_SWEEP_INTERVAL).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        pool.lock().retain(|_, slot| match slot {
+            H2Slot::Ready { sender, used } => {
+                let keep = now.saturating_duration_since(*used) <= POOL_IDLE_TIMEOUT
+                    && !sender.is_closed();
+                if !keep {
+                    expired.push(sender.clone());
+                }
+                keep
+            }
+            H2Slot::Connecting(_) => true,
+        });
+        // The connections go after the lock is released.
         drop(expired);
     }
 }
@@ -540,6 +739,135 @@ mod tests {
             assert_eq!(get(&up, addr).await, format!("conn {i}"));
         }
         assert_eq!(conns.load(Ordering::SeqCst), 3);
+    }
+
+    /// An h2c upstream answering `conn N` (N counts its connections); `kill` closes every connection
+    /// it has accepted so far.
+    struct H2Upstream {
+        addr: SocketAddr,
+        conns: Arc<AtomicUsize>,
+        tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    }
+
+    impl H2Upstream {
+        async fn start() -> H2Upstream {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let conns = Arc::new(AtomicUsize::new(0));
+            let tasks = Arc::new(Mutex::new(Vec::new()));
+            let (counted, spawned) = (conns.clone(), tasks.clone());
+            tokio::spawn(async move {
+                while let Ok((s, _)) = listener.accept().await {
+                    let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                    let svc =
+                        hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+                            Ok::<_, std::convert::Infallible>(Response::new(super::super::full(
+                                format!("conn {n}"),
+                            )))
+                        });
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc);
+                    let task = tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    spawned.lock().expect("tasks").push(task);
+                }
+            });
+            H2Upstream { addr, conns, tasks }
+        }
+
+        fn kill(&self) {
+            for t in self.tasks.lock().expect("tasks").drain(..) {
+                t.abort();
+            }
+        }
+    }
+
+    /// `GET /` over HTTP/2 through the pool; the body read to its end.
+    async fn get_h2(up: &Upstream, addr: SocketAddr) -> Result<String, Failure> {
+        let mut req = Request::new(super::super::full(""));
+        *req.uri_mut() = http::Uri::from_static("http://up/");
+        *req.version_mut() = http::Version::HTTP_2;
+        let resp = up.send_h2(addr, Duration::from_secs(1), req).await?;
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn h2_requests_share_one_connection_even_when_they_start_together() {
+        let upstream = H2Upstream::start().await;
+        let up = Upstream::new();
+        // All start before any connection exists: one connects, the others wait for it.
+        let all = futures::future::join_all((0..8).map(|_| get_h2(&up, upstream.addr))).await;
+        for r in all {
+            assert_eq!(r.expect("request"), "conn 1");
+        }
+        assert_eq!(get_h2(&up, upstream.addr).await.expect("later"), "conn 1");
+        assert_eq!(upstream.conns.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_closed_h2_connection_is_replaced() {
+        let upstream = H2Upstream::start().await;
+        let up = Upstream::new();
+        assert_eq!(get_h2(&up, upstream.addr).await.expect("first"), "conn 1");
+        upstream.kill();
+        // Once the connection's task has seen the close, the next request gets a new connection.
+        eventually("the shared connection to close", || {
+            up.h2.lock().values().all(|slot| match slot {
+                H2Slot::Ready { sender, .. } => sender.is_closed(),
+                H2Slot::Connecting(_) => false,
+            })
+        })
+        .await;
+        assert_eq!(get_h2(&up, upstream.addr).await.expect("second"), "conn 2");
+        assert_eq!(get_h2(&up, upstream.addr).await.expect("third"), "conn 2");
+        assert_eq!(upstream.conns.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn h2_connect_failure_reaches_every_waiting_request() {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let up = Upstream::new();
+        let all = futures::future::join_all((0..4).map(|_| get_h2(&up, closed))).await;
+        for r in all {
+            match r {
+                Err(Failure::Connect(UpstreamError::Connect(e))) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused)
+                }
+                other => panic!("want a connect error, got {other:?}"),
+            }
+        }
+        assert!(up.h2.lock().is_empty(), "a failed connect leaves no slot");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_h2_connect_does_not_strand_its_waiters() {
+        use futures::FutureExt;
+        let upstream = H2Upstream::start().await;
+        let up = Upstream::new();
+        // The first request starts the connect (a new socket is never ready on its first poll)…
+        let mut connecting = Box::pin(get_h2(&up, upstream.addr));
+        assert!(connecting.as_mut().now_or_never().is_none());
+        assert!(matches!(
+            up.h2.lock().get(&upstream.addr),
+            Some(H2Slot::Connecting(_))
+        ));
+        // …a second waits for it…
+        let waiter = get_h2(&up, upstream.addr);
+        tokio::pin!(waiter);
+        assert!(waiter.as_mut().now_or_never().is_none());
+        // …and the first goes away midway, as on a route timeout.
+        drop(connecting);
+        assert!(up.h2.lock().is_empty(), "the abandoned slot is cleared");
+        let body = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("not stranded")
+            .expect("connects itself");
+        assert!(body.starts_with("conn "), "{body}");
     }
 
     #[tokio::test]

@@ -62,6 +62,10 @@ impl Upstream {
                                     .iter()
                                     .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
                                     .collect();
+                                // HTTP/2 carries the authority in the URI (`:authority`).
+                                if let Some(a) = req.uri().authority() {
+                                    lines.push(format!(":authority: {a}"));
+                                }
                                 lines.sort();
                                 let body = format!("{name}\n{}\n", lines.join("\n"));
                                 let status = match behaviour {
