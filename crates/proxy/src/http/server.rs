@@ -1,9 +1,15 @@
 //! Accepting connections and serving HTTP/1.1 (keep-alive) and HTTP/2 prior knowledge on them, with a
 //! graceful drain when the listener is told to stop.
+//!
+//! The protocol is told from the connection's first bytes, read once into a buffer that hyper then reads
+//! first: the HTTP/2 preface, or anything else for HTTP/1.1. (hyper-util's auto builder read only the
+//! preface's 24 bytes first, which cost a second `recvfrom` for every HTTP/1.1 connection.)
 
 use super::Body;
+use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -12,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -39,10 +45,21 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// An accepted connection whose `shutdown(2)` is left to `close(2)`. hyper shuts the write side down
-/// before it drops a finished connection, which is a system call per connection that tells the peer
-/// nothing the close right after does not (both send FIN after any unsent data).
-struct Downstream(TcpStream);
+/// The HTTP/2 connection preface (RFC 9113, 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How much the first read of a connection takes (a request head of HTTP/1.1 usually fits).
+const FIRST_READ: usize = 2048;
+
+/// An accepted connection: the bytes read to tell its protocol come first, then the socket.
+///
+/// Its `shutdown(2)` is left to `close(2)`: hyper shuts the write side down before it drops a finished
+/// connection, which is a system call per connection that tells the peer nothing the close right after
+/// does not (both send FIN after any unsent data).
+struct Downstream {
+    first: Bytes,
+    stream: TcpStream,
+}
 
 impl AsyncRead for Downstream {
     fn poll_read(
@@ -50,7 +67,13 @@ impl AsyncRead for Downstream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        if !self.first.is_empty() {
+            let n = self.first.len().min(buf.remaining());
+            buf.put_slice(&self.first[..n]);
+            self.first.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
@@ -60,7 +83,7 @@ impl AsyncWrite for Downstream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -68,20 +91,49 @@ impl AsyncWrite for Downstream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// Reads a new connection's first bytes: whether it speaks HTTP/2 (the preface) and the connection with
+/// those bytes put back. `None` when it closes or fails before saying anything.
+async fn detect(mut stream: TcpStream) -> Option<(bool, Downstream)> {
+    let mut first = Vec::with_capacity(FIRST_READ);
+    loop {
+        match stream.read_buf(&mut first).await {
+            Ok(0) | Err(_) if first.is_empty() => return None,
+            // Closed or failed after a few bytes: hyper reports what it makes of them.
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let n = first.len().min(H2_PREFACE.len());
+        // Decided once the bytes differ from the preface, or once all of it is there; a client that
+        // sends the preface in pieces is waited for.
+        if first[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() || first.len() == first.capacity()
+        {
+            break;
+        }
+    }
+    let h2 = first.starts_with(H2_PREFACE);
+    Some((
+        h2,
+        Downstream {
+            first: Bytes::from(first),
+            stream,
+        },
+    ))
 }
 
 /// Accepts until `stop` turns true, then asks every connection to finish (HTTP/1: after the current
@@ -94,11 +146,11 @@ pub async fn serve(
     drain: Duration,
 ) {
     let local = listener.local_addr().ok();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // No header-read deadline (Envoy's `request_headers_timeout` is off by default too): hyper's default
-    // of 30 s arms a timer on every request, which showed in the profile of keep-alive load.
-    builder.http1().header_read_timeout(None);
-    builder.http2().timer(TokioTimer::new());
+    // No timer, so no header-read deadline (Envoy's `request_headers_timeout` is off by default too):
+    // hyper's default of 30 s arms a timer on every request, which showed in the profile of keep-alive load.
+    let h1 = http1::Builder::new();
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new());
     let mut conns = JoinSet::new();
     loop {
         // Reap finished connection tasks so the set does not grow.
@@ -121,7 +173,7 @@ pub async fn serve(
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let builder = builder.clone();
+        let (h1, h2) = (h1.clone(), h2.clone());
         let mut conn_stop = stop.clone();
         let span = tracing::debug_span!("conn", listener = name, peer = %peer);
         conns.spawn(
@@ -130,18 +182,37 @@ pub async fn serve(
                     let h = handler.clone();
                     async move { Ok::<_, Infallible>(h(req).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(Downstream(stream)), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(error = %e, "connection ended with error");
+                let (is_h2, io) = tokio::select! {
+                    d = detect(stream) => match d {
+                        Some(d) => d,
+                        None => return,
+                    },
+                    _ = crate::stopped(&mut conn_stop) => return,
+                };
+                let io = TokioIo::new(io);
+                let result = if is_h2 {
+                    let conn = h2.serve_connection(io, svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = crate::stopped(&mut conn_stop) => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
                         }
                     }
-                    _ = crate::stopped(&mut conn_stop) => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
+                } else {
+                    let conn = h1.serve_connection(io, svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = crate::stopped(&mut conn_stop) => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
                     }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with error");
                 }
             }
             .instrument(span),
@@ -161,6 +232,68 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connected pair on loopback: the client's end and the accepted end.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        (client, listener.accept().await.expect("accept").0)
+    }
+
+    /// What `detect` makes of a client that writes `parts` (a pause between them) and then closes; and
+    /// everything hyper would read afterwards.
+    async fn detect_from(parts: &[&[u8]]) -> Option<(bool, Vec<u8>)> {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, accepted) = pair().await;
+        let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        let writer = tokio::spawn(async move {
+            for p in parts {
+                client.write_all(&p).await.expect("write");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let detected = detect(accepted).await;
+        writer.await.expect("writer");
+        let (h2, mut io) = detected?;
+        let mut all = Vec::new();
+        io.read_to_end(&mut all).await.expect("read");
+        Some((h2, all))
+    }
+
+    #[tokio::test]
+    async fn http1_is_told_from_the_first_read_and_nothing_is_lost() {
+        let req: &[u8] = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+        assert_eq!(
+            detect_from(&[req, b"more"]).await,
+            Some((false, [req, b"more"].concat()))
+        );
+        // Shorter than the preface, and not a piece of it.
+        assert_eq!(detect_from(&[b"GE"]).await, Some((false, b"GE".to_vec())));
+    }
+
+    #[tokio::test]
+    async fn the_http2_preface_is_recognised_even_in_pieces() {
+        let (a, b) = H2_PREFACE.split_at(5);
+        let frames: &[u8] = b"\0\0\0\x04\0\0\0\0\0";
+        assert_eq!(
+            detect_from(&[a, b, frames]).await,
+            Some((true, [H2_PREFACE, frames].concat()))
+        );
+        // A piece of the preface and then something else is HTTP/1.1 (and hyper will reject it).
+        assert_eq!(
+            detect_from(&[b"PRI * HTTP/1.1\r\n"]).await,
+            Some((false, b"PRI * HTTP/1.1\r\n".to_vec()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_closes_without_a_byte_is_dropped() {
+        assert_eq!(detect_from(&[]).await, None);
+    }
 
     /// Connections accepted on a listener from `bind` have TCP_NODELAY without a call of their own.
     #[tokio::test]
