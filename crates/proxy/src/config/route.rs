@@ -789,6 +789,12 @@ impl RouteConfig {
     /// The virtual host for an authority: exact domains (with and without port) first, then the longest
     /// suffix wildcard, then the longest prefix wildcard, then `*` (Envoy's order).
     pub fn find_virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
+        self.find_virtual_host_index(authority)
+            .and_then(|i| self.virtual_hosts.get(i))
+    }
+
+    /// As `find_virtual_host`, its index in `virtual_hosts`.
+    pub fn find_virtual_host_index(&self, authority: &str) -> Option<usize> {
         let lowered;
         let full = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
             lowered = authority.to_ascii_lowercase();
@@ -801,16 +807,14 @@ impl RouteConfig {
             (Some(&a), Some(&b)) => Some(a.min(b)),
             (a, b) => a.or(b).copied(),
         };
-        if let Some(i) = hit {
-            return self.virtual_hosts.get(i);
+        if hit.is_some() || !self.wildcards {
+            return hit;
         }
-        if !self.wildcards {
-            return None;
-        }
-        let mut best_suffix: Option<(usize, &VirtualHost)> = None;
-        let mut best_prefix: Option<(usize, &VirtualHost)> = None;
-        let mut any: Option<&VirtualHost> = None;
-        for vh in &self.virtual_hosts {
+        // (pattern length, virtual host index)
+        let mut best_suffix: Option<(usize, usize)> = None;
+        let mut best_prefix: Option<(usize, usize)> = None;
+        let mut any: Option<usize> = None;
+        for (i, vh) in self.virtual_hosts.iter().enumerate() {
             for d in &vh.domains {
                 match d {
                     Domain::Exact(_) => {}
@@ -819,7 +823,7 @@ impl RouteConfig {
                             .iter()
                             .any(|h| h.len() > s.len() && h.ends_with(s.as_str()));
                         if hit && best_suffix.is_none_or(|(l, _)| s.len() > l) {
-                            best_suffix = Some((s.len(), vh));
+                            best_suffix = Some((s.len(), i));
                         }
                     }
                     Domain::Prefix(p) => {
@@ -827,18 +831,18 @@ impl RouteConfig {
                             .iter()
                             .any(|h| h.len() > p.len() && h.starts_with(p.as_str()));
                         if hit && best_prefix.is_none_or(|(l, _)| p.len() > l) {
-                            best_prefix = Some((p.len(), vh));
+                            best_prefix = Some((p.len(), i));
                         }
                     }
                     Domain::Any => {
                         if any.is_none() {
-                            any = Some(vh);
+                            any = Some(i);
                         }
                     }
                 }
             }
         }
-        best_suffix.or(best_prefix).map(|(_, vh)| vh).or(any)
+        best_suffix.or(best_prefix).map(|(_, i)| i).or(any)
     }
 }
 
@@ -859,7 +863,12 @@ pub fn strip_port(authority: &str) -> &str {
 impl VirtualHost {
     /// The first route that matches.
     pub fn find_route(&self, req: &RequestView<'_>) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matcher.matches(req))
+        self.find_route_index(req).and_then(|i| self.routes.get(i))
+    }
+
+    /// As `find_route`, its index in `routes`.
+    pub fn find_route_index(&self, req: &RequestView<'_>) -> Option<usize> {
+        self.routes.iter().position(|r| r.matcher.matches(req))
     }
 }
 

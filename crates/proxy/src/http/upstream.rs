@@ -94,73 +94,86 @@ impl Upstream {
 
     /// Sends an HTTP/1.1 request (origin-form URI, `Host` set) to `addr` on an idle pooled connection,
     /// or on a new one.
-    pub async fn send_h1(
+    ///
+    /// A plain function returning an `async move` block, not an `async fn`: the block captures `req` once,
+    /// where an `async fn` would hold the argument and its local copy side by side in every request's
+    /// future.
+    #[allow(clippy::manual_async_fn)] // on purpose, see above
+    pub fn send_h1(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
         mut req: Request<Body>,
-    ) -> Result<Response<Body>, Failure> {
-        loop {
-            let (mut sender, reused) = match self.h1.checkout(addr).await {
-                Some(s) => (s, true),
-                None => (connect_h1(addr, connect_timeout).await?, false),
-            };
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let (parts, body) = resp.into_parts();
-                    let body = if body.is_end_stream() {
-                        self.h1.checkin(addr, sender);
-                        body.boxed()
-                    } else {
-                        PooledBody {
-                            inner: body,
-                            conn: Some(Return {
-                                pool: self.h1.clone(),
-                                addr,
-                                sender,
-                            }),
-                        }
-                        .boxed()
-                    };
-                    return Ok(Response::from_parts(parts, body));
-                }
-                Err(mut e) => match e.take_message() {
-                    // A pooled connection closed (say, the upstream's idle timeout) before the request
-                    // was written: nothing reached the upstream, so send it on another connection.
-                    Some(unsent) if reused => {
-                        tracing::debug!(endpoint = %addr, error = %e.error(), "pooled connection closed, reconnecting");
-                        req = unsent;
+    ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + Send + '_ {
+        async move {
+            loop {
+                let (mut sender, reused) = match self.h1.checkout(addr).await {
+                    Some(s) => (s, true),
+                    // Boxed: the connect's state is large and rarely needed, and every request's future
+                    // would otherwise carry (and copy) its size.
+                    None => (Box::pin(connect_h1(addr, connect_timeout)).await?, false),
+                };
+                match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        let (parts, body) = resp.into_parts();
+                        let body = if body.is_end_stream() {
+                            self.h1.checkin(addr, sender);
+                            body.boxed()
+                        } else {
+                            PooledBody {
+                                inner: body,
+                                conn: Some(Return {
+                                    pool: self.h1.clone(),
+                                    addr,
+                                    sender,
+                                }),
+                            }
+                            .boxed()
+                        };
+                        return Ok(Response::from_parts(parts, body));
                     }
-                    _ => return Err(Failure::Reset(UpstreamError::Http1(e.into_error()))),
-                },
+                    Err(mut e) => match e.take_message() {
+                        // A pooled connection closed (say, the upstream's idle timeout) before the request
+                        // was written: nothing reached the upstream, so send it on another connection.
+                        Some(unsent) if reused => {
+                            tracing::debug!(endpoint = %addr, error = %e.error(), "pooled connection closed, reconnecting");
+                            req = unsent;
+                        }
+                        _ => return Err(Failure::Reset(UpstreamError::Http1(e.into_error()))),
+                    },
+                }
             }
         }
     }
 
     /// Sends an HTTP/2 request (absolute URI: its authority becomes `:authority`) to `addr` on the
     /// endpoint's shared connection, or on a new one.
-    pub async fn send_h2(
+    /// (A plain function returning an `async move` block, as `send_h1`.)
+    #[allow(clippy::manual_async_fn)] // on purpose, see `send_h1`
+    pub fn send_h2(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
         mut req: Request<Body>,
-    ) -> Result<Response<Body>, Failure> {
-        let mut attempts = 0;
-        loop {
-            let (mut sender, reused) = self.h2.checkout(addr, connect_timeout).await?;
-            attempts += 1;
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp.map(|b| b.boxed())),
-                Err(mut e) => match e.take_message() {
-                    // The shared connection closed (GOAWAY, or the upstream went away) before the
-                    // request was sent: nothing reached the upstream, so send it on a new connection.
-                    Some(unsent) if reused && attempts < 3 => {
-                        tracing::debug!(endpoint = %addr, error = %e.error(), "shared connection closed, reconnecting");
-                        self.h2.forget(addr);
-                        req = unsent;
-                    }
-                    _ => return Err(Failure::Reset(UpstreamError::Http2(e.into_error()))),
-                },
+    ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + Send + '_ {
+        async move {
+            let mut attempts = 0;
+            loop {
+                let (mut sender, reused) = self.h2.checkout(addr, connect_timeout).await?;
+                attempts += 1;
+                match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp.map(|b| b.boxed())),
+                    Err(mut e) => match e.take_message() {
+                        // The shared connection closed (GOAWAY, or the upstream went away) before the
+                        // request was sent: nothing reached the upstream, so send it on a new connection.
+                        Some(unsent) if reused && attempts < 3 => {
+                            tracing::debug!(endpoint = %addr, error = %e.error(), "shared connection closed, reconnecting");
+                            self.h2.forget(addr);
+                            req = unsent;
+                        }
+                        _ => return Err(Failure::Reset(UpstreamError::Http2(e.into_error()))),
+                    },
+                }
             }
         }
     }
@@ -356,9 +369,9 @@ impl H2Pool {
                 }
             };
             match waiting {
+                // Boxed, as for HTTP/1.1: rare, and large.
                 None => {
-                    return self
-                        .connect(addr, connect_timeout)
+                    return Box::pin(self.connect(addr, connect_timeout))
                         .await
                         .map(|s| (s, false))
                 }
