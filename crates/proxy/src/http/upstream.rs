@@ -27,20 +27,58 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
-/// How long an idle pooled connection is kept (HTTP/1.1: since its last response; HTTP/2: since its last
-/// request).
+/// How long an idle pooled connection is kept at least (HTTP/1.1: since its last response; HTTP/2: since
+/// its last request); the sweep closes it within `POOL_SWEEP_INTERVAL` after that.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often idle connections past `POOL_IDLE_TIMEOUT` are closed when nobody checks them out, so a
-/// connection is closed at most this much later than its timeout.
+/// How often the pools are swept for connections idle past `POOL_IDLE_TIMEOUT`.
 const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+/// Sweeps a connection stays idle before the next sweep closes it.
+const IDLE_SWEEPS: u32 = (POOL_IDLE_TIMEOUT.as_secs() / POOL_SWEEP_INTERVAL.as_secs()) as u32;
+
+/// The pools' clock: the number of sweeps so far. Stamping a connection with it is an atomic load, where
+/// `Instant::now()` was two clock reads on every request.
+#[derive(Default)]
+struct Ticks(AtomicU32);
+
+impl Ticks {
+    fn now(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Moves the clock on by one sweep and returns the new time.
+    fn advance(&self) -> u32 {
+        self.0.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
+    }
+}
+
+/// Whether a connection stamped `since` has been idle too long at sweep `now`.
+fn idle_too_long(now: u32, since: u32) -> bool {
+    now.wrapping_sub(since) > IDLE_SWEEPS
+}
+
+/// A pool the sweeper cleans.
+trait Sweep: Send + Sync + 'static {
+    /// Advances the pool's clock and drops the connections idle too long (and closed ones).
+    fn sweep_once(&self);
+}
+
+/// Sweeps `pool` every `POOL_SWEEP_INTERVAL` until it is dropped.
+async fn sweeper<P: Sweep>(pool: Weak<P>) {
+    loop {
+        tokio::time::sleep(POOL_SWEEP_INTERVAL).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        pool.sweep_once();
+    }
+}
 
 /// Why talking to an upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -217,16 +255,17 @@ async fn connect_h1(
     Ok(sender)
 }
 
-/// An idle connection and when it became idle.
+/// An idle connection and when (in sweeps) it became idle.
 struct Idle {
     sender: SendRequest<Body>,
-    since: Instant,
+    since: u32,
 }
 
 /// Idle HTTP/1.1 connections by endpoint, most recently used last.
 #[derive(Default)]
 struct H1Pool {
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
+    ticks: Ticks,
     sweeper: AtomicBool,
 }
 
@@ -253,17 +292,12 @@ impl H1Pool {
         }
     }
 
-    /// The most recently used idle connection to `addr` that is neither closed nor past its idle timeout.
+    /// The most recently used idle connection to `addr` that is not closed. (Ones idle too long are left
+    /// to the sweep: a connection's idle time is only known to a sweep interval anyway.)
     fn pop(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
-        let now = Instant::now();
         let mut idle = self.lock();
         let stack = idle.get_mut(&addr)?;
         while let Some(c) = stack.pop() {
-            if now.saturating_duration_since(c.since) > POOL_IDLE_TIMEOUT {
-                // The ones below it have been idle longer still.
-                stack.clear();
-                break;
-            }
             if !c.sender.is_closed() {
                 return Some(c.sender);
             }
@@ -276,34 +310,27 @@ impl H1Pool {
         if sender.is_closed() {
             return;
         }
-        let since = Instant::now();
+        let since = self.ticks.now();
         self.lock()
             .entry(addr)
             .or_default()
             .push(Idle { sender, since });
         if !self.sweeper.swap(true, Ordering::Relaxed) {
-            tokio::spawn(sweep(Arc::downgrade(self)));
+            tokio::spawn(sweeper(Arc::downgrade(self)));
         }
     }
 }
 
-/// Closes connections idle past `POOL_IDLE_TIMEOUT` that nobody checked out, until the pool is dropped.
-async fn sweep(pool: Weak<H1Pool>) {
-    loop {
-        tokio::time::sleep(POOL_SWEEP_INTERVAL).await;
-        let Some(pool) = pool.upgrade() else {
-            return;
-        };
-        let now = Instant::now();
+impl Sweep for H1Pool {
+    fn sweep_once(&self) {
+        let now = self.ticks.advance();
         // Drop the expired connections after releasing the lock.
         let mut expired = Vec::new();
-        pool.lock().retain(|_, stack| {
+        self.lock().retain(|_, stack| {
+            // Most recently used last: everything below the first keeper has been idle longer.
             let keep_from = stack
                 .iter()
-                .position(|c| {
-                    now.saturating_duration_since(c.since) <= POOL_IDLE_TIMEOUT
-                        && !c.sender.is_closed()
-                })
+                .position(|c| !idle_too_long(now, c.since) && !c.sender.is_closed())
                 .unwrap_or(stack.len());
             expired.extend(stack.drain(..keep_from));
             !stack.is_empty()
@@ -320,7 +347,8 @@ enum H2Slot {
     /// A connection, and when a request last took it.
     Ready {
         sender: http2::SendRequest<Body>,
-        used: Instant,
+        /// The pool's time (in sweeps) when a request last took it.
+        used: u32,
     },
     /// A connect is under way; these requests wait for its outcome.
     Connecting(Vec<oneshot::Sender<Connected>>),
@@ -330,6 +358,7 @@ enum H2Slot {
 #[derive(Default)]
 struct H2Pool {
     conns: Mutex<HashMap<SocketAddr, H2Slot, BuildHasherDefault<AddrHasher>>>,
+    ticks: Ticks,
     sweeper: AtomicBool,
 }
 
@@ -353,7 +382,7 @@ impl H2Pool {
                 let mut conns = self.lock();
                 match conns.get_mut(&addr) {
                     Some(H2Slot::Ready { sender, used }) if !sender.is_closed() => {
-                        *used = Instant::now();
+                        *used = self.ticks.now();
                         return Ok((sender.clone(), true));
                     }
                     Some(H2Slot::Connecting(waiters)) => {
@@ -422,7 +451,7 @@ impl H2Pool {
                     addr,
                     H2Slot::Ready {
                         sender: sender.clone(),
-                        used: Instant::now(),
+                        used: self.ticks.now(),
                     },
                 ),
                 Err(_) => conns.remove(&addr),
@@ -437,7 +466,7 @@ impl H2Pool {
             }
         }
         if result.is_ok() && !self.sweeper.swap(true, Ordering::Relaxed) {
-            tokio::spawn(sweep_h2(Arc::downgrade(self)));
+            tokio::spawn(sweeper(Arc::downgrade(self)));
         }
         result
     }
@@ -487,20 +516,15 @@ async fn connect_h2(
     Ok(sender)
 }
 
-/// Drops HTTP/2 connections no request took for `POOL_IDLE_TIMEOUT`, and closed ones, until the pool is
-/// dropped. hyper closes a dropped connection once its last stream ends.
-async fn sweep_h2(pool: Weak<H2Pool>) {
-    loop {
-        tokio::time::sleep(POOL_SWEEP_INTERVAL).await;
-        let Some(pool) = pool.upgrade() else {
-            return;
-        };
-        let now = Instant::now();
+/// Drops HTTP/2 connections no request took for `POOL_IDLE_TIMEOUT`, and closed ones. hyper closes a
+/// dropped connection once its last stream ends.
+impl Sweep for H2Pool {
+    fn sweep_once(&self) {
+        let now = self.ticks.advance();
         let mut expired = Vec::new();
-        pool.lock().retain(|_, slot| match slot {
+        self.lock().retain(|_, slot| match slot {
             H2Slot::Ready { sender, used } => {
-                let keep = now.saturating_duration_since(*used) <= POOL_IDLE_TIMEOUT
-                    && !sender.is_closed();
+                let keep = !idle_too_long(now, *used) && !sender.is_closed();
                 if !keep {
                     expired.push(sender.clone());
                 }
@@ -609,6 +633,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use tokio::time::Instant;
 
     /// What the scripted upstream does after each response.
     #[derive(Clone, Copy)]
@@ -881,6 +906,36 @@ mod tests {
             .expect("not stranded")
             .expect("connects itself");
         assert!(body.starts_with("conn "), "{body}");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_swept_after_the_idle_timeout_and_not_before() {
+        let (addr, _) = upstream(After::KeepAlive).await;
+        let h2 = H2Upstream::start().await;
+        let up = Upstream::new();
+        get(&up, addr).await;
+        get_h2(&up, h2.addr).await.expect("h2");
+        let h2_held = |up: &Upstream| up.h2.lock().contains_key(&h2.addr);
+        // Sweeps a connection survives idle: POOL_IDLE_TIMEOUT's worth of them.
+        for i in 0..IDLE_SWEEPS {
+            up.h1.sweep_once();
+            up.h2.sweep_once();
+            assert_eq!(up.idle_h1(addr), 1, "HTTP/1.1 kept after {} sweeps", i + 1);
+            assert!(h2_held(&up), "HTTP/2 kept after {} sweeps", i + 1);
+        }
+        // Used again just before the next sweep: its idle time starts over.
+        get(&up, addr).await;
+        up.h1.sweep_once();
+        up.h2.sweep_once();
+        assert_eq!(up.idle_h1(addr), 1, "a reused connection is kept");
+        assert!(
+            !h2_held(&up),
+            "an HTTP/2 connection idle too long is dropped"
+        );
+        for _ in 0..IDLE_SWEEPS {
+            up.h1.sweep_once();
+        }
+        assert_eq!(up.idle_h1(addr), 0, "then dropped once idle too long");
     }
 
     #[tokio::test]
