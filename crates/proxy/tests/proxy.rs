@@ -587,6 +587,64 @@ async fn retries_timeouts_and_upstream_failures() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_bodies_and_trailers_pass_through_one_shared_upstream_connection() {
+    let (echo, conns) = net::grpc_echo().await;
+    let ads = FakeAds::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        set(
+            "1",
+            &[("echo", &[echo])],
+            vec![vhost("echo", &["echo:9080"], vec![route_to("/", "echo")])],
+        ),
+    )
+    .await;
+    let proxy = start_proxy(&ads.url()).await;
+    let out = proxy.outbound_addr();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match net::grpc_call(out, "echo:9080", "/weft.Echo/Call", b"ping").await {
+            Ok(r) if r.status == 200 => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "route never applied: {other:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Four calls, each on its own downstream connection, two of them at once.
+    let calls = [
+        net::grpc_call(out, "echo:9080", "/weft.Echo/Call", b"one"),
+        net::grpc_call(out, "echo:9080", "/weft.Echo/Call", b"two"),
+    ];
+    let mut results = futures::future::join_all(calls).await;
+    results.push(net::grpc_call(out, "echo:9080", "/weft.Echo/Call", b"three").await);
+    results.push(net::grpc_call(out, "echo:9080", "/weft.Echo/Call", b"").await);
+    for (r, want) in results
+        .into_iter()
+        .zip([&b"one"[..], b"two", b"three", b""])
+    {
+        let r = r.expect("call");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(&r.body[..], want, "{r:?}");
+        let trailers = r.trailers.expect("trailers passed through");
+        assert_eq!(
+            trailers.get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"0"[..])
+        );
+        assert_eq!(
+            trailers.get("grpc-message").and_then(|v| v.to_str().ok()),
+            Some(format!("echoed {} bytes", want.len()).as_str())
+        );
+    }
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "every call multiplexed on one upstream connection"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused_and_closed_ones_replaced() {
     let keep = Upstream::start("keep", Behaviour::Ok).await;
     let close = Upstream::start("close", Behaviour::ConnectionClose).await;

@@ -267,3 +267,80 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> Option<(u16, String)> {
         .ok()?;
     Some((r.status, r.body))
 }
+
+/// An h2c upstream shaped like a gRPC server: it answers every request with its body, `content-type:
+/// application/grpc`, and the trailers `grpc-status: 0` and `grpc-message: echoed <n> bytes`. Returns its
+/// address and the number of connections it accepted.
+pub async fn grpc_echo() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let mut trailers = HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let message = format!("echoed {} bytes", body.len());
+                        trailers.insert(
+                            "grpc-message",
+                            http::HeaderValue::from_str(&message).expect("ascii"),
+                        );
+                        let body = Full::new(body)
+                            .with_trailers(async move { Some(Ok::<_, Infallible>(trailers)) });
+                        let resp = http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(body)
+                            .expect("response");
+                        Ok::<_, hyper::Error>(resp)
+                    });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// What came back for a gRPC-shaped call.
+#[derive(Debug)]
+pub struct GrpcResp {
+    pub status: u16,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+/// A gRPC-shaped call over a new HTTP/2 prior-knowledge connection to the proxy: `POST path` to
+/// `authority` with `body`, the response body and trailers read to their end.
+pub async fn grpc_call(
+    proxy: SocketAddr,
+    authority: &str,
+    path: &str,
+    body: &'static [u8],
+) -> Result<GrpcResp, Box<dyn std::error::Error + Send + Sync>> {
+    let io = TokioIo::new(TcpStream::connect(proxy).await?);
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("http://{authority}{path}"))
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(body)))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let collected = resp.into_body().collect().await?;
+    let trailers = collected.trailers().cloned();
+    Ok(GrpcResp {
+        status,
+        body: collected.to_bytes(),
+        trailers,
+    })
+}
