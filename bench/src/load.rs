@@ -195,6 +195,10 @@ pub struct LoadResult {
     pub bytes: u64,
     /// Length of the measured interval, seconds.
     pub duration_s: f64,
+    /// The latency histogram as (nanoseconds, count) pairs, when asked for (`--histogram`): the
+    /// orchestrator merges the slices of one target's run with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub histogram: Vec<(u64, u64)>,
 }
 
 /// Why a run could not start.
@@ -584,6 +588,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<LoadResult, Error> {
         requests: total.requests,
         bytes: total.bytes,
         duration_s: (measured.as_secs_f64() * 1000.0).round() / 1000.0,
+        histogram: total.latencies.counts(),
     })
 }
 
@@ -696,6 +701,7 @@ mod tests {
             requests: 6,
             bytes: 7,
             duration_s: 1.0,
+            histogram: Vec::new(),
         };
         let v = serde_json::to_value(&r).expect("ser");
         for k in [

@@ -51,6 +51,10 @@ enum Command {
         /// Print JSON (the default output is also JSON, pretty-printed).
         #[arg(long)]
         json: bool,
+        /// Also print the latency histogram ("histogram": [[nanoseconds, count], ...]), so that runs can be
+        /// merged.
+        #[arg(long)]
+        histogram: bool,
     },
     /// Runs every target and workload in interleaved rounds and writes bench/results/latest.{json,md}.
     Run(run::RunArgs),
@@ -71,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             connections,
             streams,
             json,
+            histogram,
         } => {
             let cfg = LoadConfig {
                 target,
@@ -81,7 +86,10 @@ fn main() -> anyhow::Result<()> {
                 connections,
                 streams,
             };
-            let result = current_thread()?.block_on(load::run(&cfg))?;
+            let mut result = current_thread()?.block_on(load::run(&cfg))?;
+            if !histogram {
+                result.histogram.clear();
+            }
             if json {
                 println!("{}", serde_json::to_string(&result)?);
             } else {

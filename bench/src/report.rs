@@ -3,7 +3,7 @@
 
 use crate::load::{LoadResult, Rate, Workload, TCP_CHUNK};
 use crate::run::targets::Target;
-use crate::stats::{median, round1, spread};
+use crate::stats::{median, round1, spread, Latencies};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -34,6 +34,73 @@ pub struct Sample {
     pub steal_s: Option<f64>,
     /// Wall time the CPU and steal figures cover (the load generator's whole life), seconds.
     pub window_s: f64,
+}
+
+/// Folds the slices of one round of one step into one sample per target: latency histograms merged (the
+/// percentiles are those of all the slices' requests together), counts and CPU summed, steady memory the
+/// median of the slices' and peak the highest. Targets keep the order of their first slice. A target with
+/// one slice, or whose slices carry no histogram, is returned as measured (without a histogram, only the
+/// first slice is kept: percentiles cannot be merged).
+pub fn merge_slices(parts: Vec<Sample>) -> Vec<Sample> {
+    let mut order: Vec<Target> = Vec::new();
+    let mut by_target: BTreeMap<Target, Vec<Sample>> = BTreeMap::new();
+    for p in parts {
+        if !by_target.contains_key(&p.target) {
+            order.push(p.target);
+        }
+        by_target.entry(p.target).or_default().push(p);
+    }
+    order
+        .into_iter()
+        .filter_map(|t| by_target.remove(&t))
+        .filter_map(merge_one)
+        .collect()
+}
+
+fn merge_one(slices: Vec<Sample>) -> Option<Sample> {
+    if slices.len() <= 1 || slices.iter().any(|s| s.load.histogram.is_empty()) {
+        return slices.into_iter().next();
+    }
+    let mut hist = Latencies::new();
+    for s in &slices {
+        hist.merge(&Latencies::from_counts(&s.load.histogram));
+    }
+    let p = hist.summary();
+    let requests: u64 = slices.iter().map(|s| s.load.requests).sum();
+    let duration_s: f64 = slices.iter().map(|s| s.load.duration_s).sum();
+    let sum_opt = |f: fn(&Sample) -> Option<f64>| -> Option<f64> {
+        slices.iter().map(f).sum::<Option<f64>>()
+    };
+    let steady: Vec<f64> = slices
+        .iter()
+        .filter_map(|s| s.rss_steady_kb)
+        .map(|k| k as f64)
+        .collect();
+    let merged = Sample {
+        round: slices[0].round,
+        target: slices[0].target,
+        workload: slices[0].workload,
+        rate: slices[0].rate,
+        load: LoadResult {
+            p50_us: p.p50_us,
+            p90_us: p.p90_us,
+            p99_us: p.p99_us,
+            p999_us: p.p999_us,
+            rps: round1(requests as f64 / duration_s.max(1e-9)),
+            errors: slices.iter().map(|s| s.load.errors).sum(),
+            requests,
+            bytes: slices.iter().map(|s| s.load.bytes).sum(),
+            duration_s,
+            histogram: hist.counts(),
+        },
+        proxy_cpu_s: sum_opt(|s| s.proxy_cpu_s),
+        rss_steady_kb: median(&steady).map(|m| m.round() as u64),
+        rss_peak_kb: slices.iter().filter_map(|s| s.rss_peak_kb).max(),
+        foreign_cpu_s: sum_opt(|s| s.foreign_cpu_s),
+        steal_s: sum_opt(|s| s.steal_s),
+        window_s: slices.iter().map(|s| s.window_s).sum(),
+    };
+    Some(merged)
 }
 
 /// A (target, workload, rate) that was not measured, and why.
@@ -472,6 +539,7 @@ mod tests {
                 requests: 8000,
                 bytes: 8000 * 1024,
                 duration_s: 8.0,
+                histogram: Vec::new(),
             },
             proxy_cpu_s: cpu,
             rss_steady_kb: cpu.map(|_| 6000),
@@ -492,6 +560,55 @@ mod tests {
             sample(3, Target::Direct, r, 140.0, 290.0, None),
             sample(3, Target::Nginx, r, 220.0, 426.0, Some(0.64)),
         ]
+    }
+
+    #[test]
+    fn slices_merge_into_one_sample_per_target() {
+        use std::time::Duration;
+        let sliced = |target, lo_us: u64, cpu: Option<f64>, rss: u64| {
+            let mut l = Latencies::new();
+            for us in lo_us..lo_us + 100 {
+                l.record(Duration::from_micros(us));
+            }
+            let mut s = sample(1, target, Rate::Fixed(1000), 0.0, 0.0, cpu);
+            s.load.requests = 100;
+            s.load.duration_s = 2.0;
+            s.load.histogram = l.counts();
+            s.rss_steady_kb = cpu.map(|_| rss);
+            s.rss_peak_kb = cpu.map(|_| rss + 10);
+            s
+        };
+        let parts = vec![
+            sliced(Target::Weft1Hop, 100, Some(0.5), 6000),
+            sliced(Target::Direct, 10, None, 0),
+            sliced(Target::Weft1Hop, 300, Some(0.25), 7000),
+            sliced(Target::Direct, 30, None, 0),
+            sliced(Target::Weft1Hop, 200, Some(0.25), 6500),
+        ];
+        let merged = merge_slices(parts);
+        let targets: Vec<Target> = merged.iter().map(|s| s.target).collect();
+        assert_eq!(targets, vec![Target::Weft1Hop, Target::Direct]);
+        let w = &merged[0];
+        // 100..400 µs, one request each: the median of all the slices together, not of one slice.
+        assert_eq!(w.load.requests, 300);
+        assert!((w.load.p50_us - 250.0).abs() <= 1.0, "{}", w.load.p50_us);
+        assert!((w.load.p99_us - 397.0).abs() <= 1.0, "{}", w.load.p99_us);
+        assert_eq!(w.load.rps, 50.0);
+        assert_eq!(w.proxy_cpu_s, Some(1.0));
+        assert_eq!(w.rss_steady_kb, Some(6500));
+        assert_eq!(w.rss_peak_kb, Some(7010));
+        let d = &merged[1];
+        assert_eq!(d.load.requests, 200);
+        assert_eq!(d.proxy_cpu_s, None);
+
+        // Without histograms nothing can be merged: the first slice stands.
+        let mut bare = sample(1, Target::Nginx, Rate::Fixed(1000), 150.0, 400.0, Some(0.1));
+        bare.load.histogram.clear();
+        let mut second = bare.clone();
+        second.load.p50_us = 999.0;
+        let kept = merge_slices(vec![bare, second]);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].load.p50_us, 150.0);
     }
 
     #[test]

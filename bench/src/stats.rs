@@ -52,6 +52,24 @@ impl Latencies {
         let _ = self.hist.add(&other.hist);
     }
 
+    /// The recorded values and their counts (nanoseconds), lowest first: what a run hands the
+    /// orchestrator so that several short runs of one target can be merged into one distribution.
+    pub fn counts(&self) -> Vec<(u64, u64)> {
+        self.hist
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    /// A histogram from [`Latencies::counts`]; values outside the bounds are clamped.
+    pub fn from_counts(counts: &[(u64, u64)]) -> Latencies {
+        let mut l = Latencies::new();
+        for &(ns, n) in counts {
+            l.hist.saturating_record_n(ns.clamp(1, MAX_LATENCY_NS), n);
+        }
+        l
+    }
+
     /// How many latencies were recorded.
     pub fn count(&self) -> u64 {
         self.hist.len()
@@ -154,6 +172,32 @@ mod tests {
         a.merge(&b);
         assert_eq!(a.count(), 3);
         assert!(a.quantile_us(0.5) > 99_000.0);
+    }
+
+    #[test]
+    fn counts_round_trip_and_merge_like_the_histograms() {
+        let mut a = Latencies::new();
+        let mut b = Latencies::new();
+        for us in 1..=500u64 {
+            a.record(Duration::from_micros(us));
+        }
+        for us in 501..=1000u64 {
+            b.record(Duration::from_micros(us));
+        }
+        let back = Latencies::from_counts(&a.counts());
+        assert_eq!(back.count(), 500);
+        assert_eq!(back.summary(), a.summary());
+        let mut merged = Latencies::from_counts(&a.counts());
+        merged.merge(&Latencies::from_counts(&b.counts()));
+        let mut direct = a.clone();
+        direct.merge(&b);
+        assert_eq!(merged.count(), 1000);
+        assert_eq!(merged.summary(), direct.summary());
+        assert!(
+            (merged.quantile_us(0.5) - 500.0).abs() <= 0.6,
+            "{}",
+            merged.quantile_us(0.5)
+        );
     }
 
     #[test]
