@@ -2,6 +2,7 @@
 //! (charted in the crate README): authority → route table → virtual host → route → fault → cluster pick →
 //! request header edits → endpoint pick → forward with timeout and retries → response header edits.
 
+mod drain;
 pub mod server;
 pub mod upstream;
 

@@ -5,6 +5,7 @@
 //! first: the HTTP/2 preface, or anything else for HTTP/1.1. (hyper-util's auto builder read only the
 //! preface's 24 bytes first, which cost a second `recvfrom` for every HTTP/1.1 connection.)
 
+use super::drain::{Drain, Watch};
 use super::Body;
 use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
@@ -13,6 +14,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -136,6 +138,27 @@ async fn detect(mut stream: TcpStream) -> Option<(bool, Downstream)> {
     ))
 }
 
+/// Runs a served connection to its end; once the listener drains, `shutdown` is called on it once (hyper's
+/// graceful shutdown: HTTP/1.1 closes after the current exchange, HTTP/2 sends GOAWAY) and it is run on.
+async fn until_drained<C, T, E>(
+    watch: &mut Watch,
+    mut conn: Pin<&mut C>,
+    shutdown: impl Fn(Pin<&mut C>),
+) -> Result<T, E>
+where
+    C: Future<Output = Result<T, E>>,
+{
+    let mut asked = false;
+    poll_fn(|cx| {
+        if !asked && watch.poll_draining(cx) {
+            asked = true;
+            shutdown(conn.as_mut());
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
+}
+
 /// Accepts until `stop` turns true, then asks every connection to finish (HTTP/1: after the current
 /// request; HTTP/2: GOAWAY) and waits up to `drain` for them.
 pub async fn serve(
@@ -152,6 +175,7 @@ pub async fn serve(
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new());
     let mut conns = JoinSet::new();
+    let signal = Arc::new(Drain::default());
     loop {
         // Reap finished connection tasks so the set does not grow.
         while conns.try_join_next().is_some() {}
@@ -174,7 +198,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let (h1, h2) = (h1.clone(), h2.clone());
-        let mut conn_stop = stop.clone();
+        let mut watch = signal.watch();
         let span = tracing::debug_span!("conn", listener = name, peer = %peer);
         conns.spawn(
             async move {
@@ -182,34 +206,23 @@ pub async fn serve(
                     let h = handler.clone();
                     async move { Ok::<_, Infallible>(h(req).await) }
                 });
-                let (is_h2, io) = tokio::select! {
-                    d = detect(stream) => match d {
-                        Some(d) => d,
-                        None => return,
-                    },
-                    _ = crate::stopped(&mut conn_stop) => return,
-                };
+                // The drain flag is read before every poll of the connection (an atomic load): see `drain`.
+                let mut detecting = std::pin::pin!(detect(stream));
+                let detected = poll_fn(|cx| {
+                    if watch.poll_draining(cx) {
+                        return Poll::Ready(None);
+                    }
+                    detecting.as_mut().poll(cx)
+                })
+                .await;
+                let Some((is_h2, io)) = detected else { return };
                 let io = TokioIo::new(io);
                 let result = if is_h2 {
-                    let conn = h2.serve_connection(io, svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = crate::stopped(&mut conn_stop) => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
-                        }
-                    }
+                    let conn = std::pin::pin!(h2.serve_connection(io, svc));
+                    until_drained(&mut watch, conn, |c| c.graceful_shutdown()).await
                 } else {
-                    let conn = h1.serve_connection(io, svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = crate::stopped(&mut conn_stop) => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
-                        }
-                    }
+                    let conn = std::pin::pin!(h1.serve_connection(io, svc));
+                    until_drained(&mut watch, conn, |c| c.graceful_shutdown()).await
                 };
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "connection ended with error");
@@ -219,6 +232,7 @@ pub async fn serve(
         );
     }
     drop(listener);
+    signal.start();
     tracing::info!(listener = name, addr = ?local, "listener stopped, draining");
     let all = async { while conns.join_next().await.is_some() {} };
     if tokio::time::timeout(drain, all).await.is_err() {
@@ -293,6 +307,71 @@ mod tests {
     #[tokio::test]
     async fn a_connection_that_closes_without_a_byte_is_dropped() {
         assert_eq!(detect_from(&[]).await, None);
+    }
+
+    /// On stop, a request in flight still gets its answer, then its connection closes; an idle
+    /// keep-alive connection closes at once; and `serve` returns without waiting out the drain timeout.
+    #[tokio::test]
+    async fn stopping_drains_connections_gracefully() {
+        use tokio::io::AsyncWriteExt;
+        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let handler: Handler = Arc::new(move |req: Request<Incoming>| {
+            let started = started_tx.clone();
+            Box::pin(async move {
+                if req.uri().path() == "/slow" {
+                    let _ = started.send(());
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                super::super::text(hyper::StatusCode::OK, "done")
+            })
+        });
+        let server = tokio::spawn(serve(
+            "test",
+            listener,
+            handler,
+            stop_rx,
+            Duration::from_secs(60),
+        ));
+        let request = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: a\r\n\r\n");
+        // An idle keep-alive connection: one exchange done.
+        let mut idle = TcpStream::connect(addr).await.expect("connect");
+        idle.write_all(request("/").as_bytes())
+            .await
+            .expect("write");
+        let mut buf = vec![0u8; 4096];
+        let n = idle.read(&mut buf).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        // A request in flight when the stop comes.
+        let mut busy = TcpStream::connect(addr).await.expect("connect");
+        busy.write_all(request("/slow").as_bytes())
+            .await
+            .expect("write");
+        started_rx.recv().await.expect("the slow request started");
+        stop_tx.send(true).expect("stop");
+
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), busy.read_to_end(&mut answer))
+            .await
+            .expect("the busy connection closes after its answer")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("done"), "{answer}");
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest))
+            .await
+            .expect("the idle connection is closed")
+            .expect("read");
+        assert!(rest.is_empty(), "{rest:?}");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("serve returns once its connections are done, not after the 60 s drain timeout")
+            .expect("serve");
     }
 
     /// Connections accepted on a listener from `bind` have TCP_NODELAY without a call of their own.
