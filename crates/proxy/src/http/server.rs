@@ -247,14 +247,19 @@ pub async fn serve(
 mod tests {
     use super::*;
 
-    /// A connected pair on loopback: the client's end and the accepted end.
-    async fn pair() -> (TcpStream, TcpStream) {
+    /// A listener from `bind` on an ephemeral loopback port, and its address.
+    async fn loopback() -> (TcpListener, SocketAddr) {
         let listener = bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");
-        let client = TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
+        let addr = listener.local_addr().expect("addr");
+        (listener, addr)
+    }
+
+    /// A connected pair on loopback: the client's end and the accepted end.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let (listener, addr) = loopback().await;
+        let client = TcpStream::connect(addr).await.expect("connect");
         (client, listener.accept().await.expect("accept").0)
     }
 
@@ -314,10 +319,7 @@ mod tests {
     #[tokio::test]
     async fn stopping_drains_connections_gracefully() {
         use tokio::io::AsyncWriteExt;
-        let listener = bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let (listener, addr) = loopback().await;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let handler: Handler = Arc::new(move |req: Request<Incoming>| {
@@ -377,10 +379,7 @@ mod tests {
     /// Connections accepted on a listener from `bind` have TCP_NODELAY without a call of their own.
     #[tokio::test]
     async fn accepted_connections_inherit_nodelay() {
-        let listener = bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let (listener, addr) = loopback().await;
         let client = TcpStream::connect(addr).await.expect("connect");
         let (accepted, _) = listener.accept().await.expect("accept");
         assert!(accepted.nodelay().expect("getsockopt"));
