@@ -2,6 +2,7 @@
 //! (charted in the crate README): authority → route table → virtual host → route → fault → cluster pick →
 //! request header edits → endpoint pick → forward with timeout and retries → response header edits.
 
+mod body;
 mod drain;
 pub mod server;
 pub mod upstream;
@@ -17,14 +18,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The body type of proxied requests and responses.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+pub use body::Body;
 
 /// Request bodies up to this size are buffered so the request can be retried; larger or unsized bodies are
 /// streamed and not retried.
@@ -48,7 +48,7 @@ pub enum Entry {
 
 /// A full body from bytes.
 pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
+    Body::full(b.into())
 }
 
 /// Handles one request: never fails; errors become local responses with Envoy's status and flags.
@@ -141,9 +141,49 @@ pub fn uuid_v4() -> String {
 
 /// A random UUID v4 as a header value, with no intermediate string.
 fn uuid_v4_header() -> HeaderValue {
-    let ascii = uuid_v4_ascii();
-    // Hex digits and dashes are always a valid header value.
-    HeaderValue::from_bytes(&ascii).unwrap_or_else(|_| HeaderValue::from_static(""))
+    slab_value(&uuid_v4_ascii())
+}
+
+/// A count of milliseconds as a header value.
+fn millis_header(ms: u64) -> HeaderValue {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = ms;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    slab_value(&digits[at..])
+}
+
+/// Bytes per slab of [`slab_value`].
+const SLAB: usize = 4096;
+
+thread_local! {
+    static VALUE_SLAB: std::cell::RefCell<bytes::BytesMut> =
+        std::cell::RefCell::new(bytes::BytesMut::new());
+}
+
+/// A header value the proxy makes per request (`x-request-id`, `x-envoy-upstream-service-time`), cut from
+/// a per-thread slab. `HeaderValue::from_bytes` allocated for each value, and again when a retryable
+/// request's headers were copied for the first try (`Bytes` turns a vector into a shared buffer on its
+/// first clone); a slab allocates once per `SLAB` bytes and its pieces clone by reference count. A slab is
+/// freed when the last value cut from it is.
+fn slab_value(bytes: &[u8]) -> HeaderValue {
+    let cut = VALUE_SLAB.with(|slab| {
+        let mut slab = slab.borrow_mut();
+        if slab.capacity() - slab.len() < bytes.len() {
+            *slab = bytes::BytesMut::with_capacity(SLAB.max(bytes.len()));
+        }
+        slab.extend_from_slice(bytes);
+        slab.split().freeze()
+    });
+    // Callers pass digits, hex and dashes: always a valid value.
+    HeaderValue::from_maybe_shared(cut).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 fn uuid_v4_ascii() -> [u8; 36] {
@@ -440,7 +480,7 @@ async fn run(
     // Phase: response header edits.
     strip_hop_by_hop(resp.headers_mut());
     resp.headers_mut()
-        .insert(X_UPSTREAM_TIME.clone(), HeaderValue::from(upstream_ms));
+        .insert(X_UPSTREAM_TIME.clone(), millis_header(upstream_ms));
     for e in plan.routed.levels().iter().flatten() {
         e.response.apply(resp.headers_mut());
     }
@@ -586,10 +626,10 @@ fn try_once<'a>(
 /// The request a try sends: the headers move into the last try instead of being copied.
 fn upstream_request(req: &mut Prepared, last: bool) -> Result<Request<Body>, ProxyError> {
     let body = match &mut req.body {
-        PreparedBody::Buffered(b) => full(b.clone()),
+        PreparedBody::Buffered(b) => Body::full(b.clone()),
         PreparedBody::Streaming(b) => match b.take() {
-            Some(b) => b.boxed(),
-            None => full(Bytes::new()),
+            Some(b) => Body::incoming(b),
+            None => Body::empty(),
         },
     };
     let mut upstream_req = Request::new(body);
@@ -659,6 +699,9 @@ mod tests {
         assert!(parts[2].starts_with('4'), "{id}");
         assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{id}");
         assert_ne!(uuid_v4(), id);
+        let (a, b) = (uuid_v4_header(), uuid_v4_header());
+        assert_eq!(a.len(), 36);
+        assert_ne!(a, b);
     }
 
     /// The size of the future a function returns, without calling it.
@@ -672,6 +715,32 @@ mod tests {
     fn a_request_future_stays_small() {
         let size = future_size(&handle);
         assert!(size <= 2048, "handle's future is {size} bytes");
+    }
+
+    #[test]
+    fn millisecond_values() {
+        for (ms, text) in [(0, "0"), (7, "7"), (10, "10"), (1234, "1234")] {
+            assert_eq!(millis_header(ms), text);
+        }
+        assert_eq!(millis_header(u64::MAX), u64::MAX.to_string().as_str());
+    }
+
+    #[test]
+    fn slab_values_are_separate_and_survive_their_slab() {
+        // Enough values to fill several slabs: each keeps its own bytes after the slab moved on.
+        let values: Vec<(String, HeaderValue)> = (0..1000)
+            .map(|i| {
+                let text = format!("{i:036}");
+                let v = slab_value(text.as_bytes());
+                (text, v)
+            })
+            .collect();
+        for (text, v) in &values {
+            assert_eq!(v, text.as_str());
+        }
+        let long = "x".repeat(SLAB + 1);
+        assert_eq!(slab_value(long.as_bytes()), long.as_str());
+        assert_eq!(slab_value(b"after"), "after");
     }
 
     #[test]

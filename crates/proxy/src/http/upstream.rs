@@ -18,7 +18,6 @@ use super::Body;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::client::conn::http2;
@@ -156,17 +155,16 @@ impl Upstream {
                         let (parts, body) = resp.into_parts();
                         let body = if body.is_end_stream() {
                             self.h1.checkin(addr, sender);
-                            body.boxed()
+                            Body::incoming(body)
                         } else {
-                            PooledBody {
+                            Body::pooled(PooledBody {
                                 inner: body,
                                 conn: Some(Return {
                                     pool: self.h1.clone(),
                                     addr,
                                     sender,
                                 }),
-                            }
-                            .boxed()
+                            })
                         };
                         return Ok(Response::from_parts(parts, body));
                     }
@@ -200,7 +198,7 @@ impl Upstream {
                 let (mut sender, reused) = self.h2.checkout(addr, connect_timeout).await?;
                 attempts += 1;
                 match sender.try_send_request(req).await {
-                    Ok(resp) => return Ok(resp.map(|b| b.boxed())),
+                    Ok(resp) => return Ok(resp.map(Body::incoming)),
                     Err(mut e) => match e.take_message() {
                         // The shared connection closed (GOAWAY, or the upstream went away) before the
                         // request was sent: nothing reached the upstream, so send it on a new connection.
@@ -546,8 +544,8 @@ struct Return {
 
 /// A response body that returns its connection to the pool when read to its end. Dropped earlier, the
 /// connection is dropped with it (hyper closes it, since the rest of the body would have to be read).
-struct PooledBody {
-    inner: Incoming,
+pub(super) struct PooledBody {
+    pub(super) inner: Incoming,
     conn: Option<Return>,
 }
 
@@ -630,6 +628,7 @@ impl Hasher for AddrHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
     use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;

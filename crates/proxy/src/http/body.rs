@@ -1,0 +1,123 @@
+//! The body of proxied requests and responses: an enum of the three kinds the proxy sends.
+//!
+//! A boxed trait object (`BoxBody`) cost one allocation per body: the empty body of every GET sent
+//! upstream, and every response body returned downstream. Measured at 1,000 req/s with `perf` probes on
+//! glibc's `malloc`: 16 allocations per HTTP/1.1 request before, 2 of them these boxes.
+
+use super::upstream::PooledBody;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// A request or response body as the proxy sends it.
+pub struct Body(Kind);
+
+enum Kind {
+    /// Held whole (a buffered request body, a local response); `None` once sent, or when empty.
+    Full(Option<Bytes>),
+    /// Straight from hyper: a streamed request body, an HTTP/2 response.
+    Incoming(Incoming),
+    /// An HTTP/1.1 response body whose connection goes back to the pool at its end.
+    Pooled(PooledBody),
+}
+
+impl Body {
+    /// No bytes.
+    pub fn empty() -> Body {
+        Body(Kind::Full(None))
+    }
+
+    /// These bytes, in one frame.
+    pub fn full(b: Bytes) -> Body {
+        Body(Kind::Full((!b.is_empty()).then_some(b)))
+    }
+
+    /// A body read from a peer, passed on as it arrives.
+    pub fn incoming(b: Incoming) -> Body {
+        Body(Kind::Incoming(b))
+    }
+
+    pub(super) fn pooled(b: PooledBody) -> Body {
+        Body(Kind::Pooled(b))
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Kind::Full(b) => f.debug_tuple("Full").field(b).finish(),
+            Kind::Incoming(b) => f.debug_tuple("Incoming").field(b).finish(),
+            Kind::Pooled(b) => f.debug_tuple("Pooled").field(&b.inner).finish(),
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().0 {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Incoming(b) => Pin::new(b).poll_frame(cx),
+            Kind::Pooled(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Full(b) => b.is_none(),
+            Kind::Incoming(b) => b.is_end_stream(),
+            Kind::Pooled(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Incoming(b) => b.size_hint(),
+            Kind::Pooled(b) => b.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn full_bodies_send_their_bytes_once() {
+        let b = Body::full(Bytes::from_static(b"hello"));
+        assert!(!b.is_end_stream());
+        assert_eq!(b.size_hint().exact(), Some(5));
+        assert_eq!(b.collect().await.expect("body").to_bytes(), "hello");
+
+        let mut b = Body::full(Bytes::from_static(b"x"));
+        let frame = b.frame().await.expect("a frame").expect("data");
+        assert_eq!(frame.into_data().expect("data"), "x");
+        assert!(b.is_end_stream());
+        assert!(b.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn empty_bodies_end_at_once() {
+        for mut b in [Body::empty(), Body::full(Bytes::new())] {
+            assert!(b.is_end_stream());
+            assert_eq!(b.size_hint().exact(), Some(0));
+            assert!(b.frame().await.is_none());
+        }
+    }
+
+    #[test]
+    fn the_body_stays_small() {
+        // It lives inline in hyper's per-connection state and in every request sent upstream.
+        assert!(std::mem::size_of::<Body>() <= 160, "{}", std::mem::size_of::<Body>());
+    }
+}
