@@ -338,7 +338,7 @@ impl Snapshot {
         match &listener.routes {
             RouteSource::Rds(name) => self.routes.get(name).cloned(),
             RouteSource::Inline(rc) => Some(rc.clone()),
-            RouteSource::None => None,
+            RouteSource::Tcp(_) | RouteSource::None => None,
         }
     }
 

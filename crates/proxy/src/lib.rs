@@ -1,9 +1,12 @@
 //! weft-proxy, the sidecar: it subscribes to weftd over ADS, turns the Envoy resources it receives into its
-//! own validated [`config::Snapshot`], and proxies HTTP on three kinds of listener:
+//! own validated [`config::Snapshot`], and proxies HTTP and TCP on these listeners:
 //!
 //! - the outbound explicit HTTP proxy (`--outbound-port`, Istio's 15001), which routes by the request's
 //!   authority through the virtual listener `0.0.0.0_<port>` and its RDS route table;
-//! - the inbound listeners LDS asks for (`inbound_<ip>_<port>`), which forward to the local application;
+//! - the inbound listeners LDS asks for (`inbound_<ip>_<port>`), which forward to the local application
+//!   (HTTP, or opaque TCP when their filter is `tcp_proxy`);
+//! - outbound TCP listeners LDS asks for (a Sidecar egress port, `<bind>_<port>`), whose connections go to
+//!   their cluster;
 //! - the admin port (`/ready`, `/config_dump`, `/clusters`, `/quitquitquit`).
 //!
 //! The request path is charted in this crate's `README.md`. [`Proxy::start`] starts everything and returns a
@@ -17,9 +20,10 @@ pub mod balance;
 pub mod config;
 pub mod error;
 pub mod http;
-pub mod inbound;
+pub mod listeners;
 pub mod memory;
 pub mod outbound;
+pub mod tcp;
 pub mod xds_client;
 
 use arc_swap::ArcSwap;
@@ -234,8 +238,8 @@ pub(crate) struct Shared {
     pub(crate) generation: watch::Sender<u64>,
     /// Set to true to shut everything down.
     pub(crate) shutdown: watch::Sender<bool>,
-    /// Addresses the inbound listeners actually bound, by listener name (admin and tests only).
-    pub(crate) inbound_bound: std::sync::Mutex<BTreeMap<String, SocketAddr>>,
+    /// Addresses the LDS listeners actually bound, by listener name (admin and tests only).
+    pub(crate) bound: std::sync::Mutex<BTreeMap<String, SocketAddr>>,
 }
 
 impl Shared {
@@ -246,7 +250,7 @@ impl Shared {
             upstream: http::upstream::Upstream::new(),
             generation: watch::channel(0).0,
             shutdown: watch::channel(false).0,
-            inbound_bound: std::sync::Mutex::new(BTreeMap::new()),
+            bound: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -319,7 +323,7 @@ impl Proxy {
             config.drain_timeout,
         ));
         tasks.spawn(admin::serve(shared.clone(), admin_listener));
-        tasks.spawn(inbound::manage(shared.clone(), config.drain_timeout));
+        tasks.spawn(listeners::manage(shared.clone(), config.drain_timeout));
         tasks.spawn(memory::trim_periodically(shared.shutdown.subscribe()));
         tasks.spawn(xds_client::run(
             shared.clone(),
@@ -359,10 +363,10 @@ impl ProxyHandle {
         self.admin_addr
     }
 
-    /// The address an inbound listener (by LDS name) is bound to, if it is.
-    pub fn inbound_addr(&self, listener: &str) -> Option<SocketAddr> {
+    /// The address an LDS listener (by name: inbound, or an outbound TCP one) is bound to, if it is.
+    pub fn listener_addr(&self, listener: &str) -> Option<SocketAddr> {
         self.shared
-            .inbound_bound
+            .bound
             .lock()
             .ok()
             .and_then(|m| m.get(listener).copied())

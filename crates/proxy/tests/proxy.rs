@@ -833,6 +833,140 @@ async fn faults_and_header_edits() {
     proxy.shutdown().await;
 }
 
+/// A TCP upstream that reads until the client's FIN, then answers `<name> got <bytes>` and closes.
+async fn tcp_answering(name: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                if s.read_to_end(&mut got).await.is_ok() {
+                    let reply = format!("{name} got {}", String::from_utf8_lossy(&got));
+                    let _ = s.write_all(reply.as_bytes()).await;
+                }
+            });
+        }
+    });
+    a
+}
+
+/// Sends `data` over TCP to `to`, closes the write side, and reads the answer to its end.
+async fn tcp_exchange(to: SocketAddr, data: &[u8]) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(to).await?;
+    s.write_all(data).await?;
+    s.shutdown().await?;
+    let mut back = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut back))
+        .await
+        .map_err(|_| std::io::Error::other("no answer in 10 s"))??;
+    Ok(String::from_utf8_lossy(&back).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_listener_from_lds_proxies_bytes_both_ways() {
+    use weft_xds::pb::envoy::config::core::v3::TrafficDirection;
+    let (a, b) = (tcp_answering("a").await, tcp_answering("b").await);
+    let name = "127.0.0.1_9000";
+    let cluster = "outbound|9000||sink.default.svc.cluster.local";
+    let mut s = set("1", &[], vec![]);
+    s.clusters.push(eds_cluster(cluster));
+    s.endpoints.push(cla(cluster, &[a, b]));
+    s.listeners.push(tcp_listener(
+        name,
+        "127.0.0.1:0".parse().expect("addr"),
+        TrafficDirection::Outbound,
+        cluster,
+    ));
+    let ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), s.clone()).await;
+    let proxy = start_proxy(&ads.url()).await;
+    let bound = eventually("TCP listener bound", || async { proxy.listener_addr(name) }).await;
+
+    // Bytes reach the upstream, the client's FIN too (the upstream answers only after it), and the
+    // answer and the upstream's FIN come back. Connections are spread over both endpoints.
+    let big = vec![b'x'; 200_000];
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let back = tcp_exchange(bound, &big).await.expect("exchange");
+        let (who, rest) = back.split_once(" got ").expect("an answer");
+        assert_eq!(rest.len(), big.len(), "all bytes through");
+        seen.push(who.to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "a", "b", "b"]);
+
+    // An EDS change applies to the next connection, on the same bound listener.
+    s.version = "2".into();
+    s.endpoints = vec![cla(cluster, &[b])];
+    ads.update(s.clone());
+    eventually("new endpoints used", || async {
+        let both = [
+            tcp_exchange(bound, b"1").await.ok()?,
+            tcp_exchange(bound, b"2").await.ok()?,
+        ];
+        (both == ["b got 1", "b got 2"]).then_some(())
+    })
+    .await;
+    assert_eq!(proxy.listener_addr(name), Some(bound));
+
+    // A dead endpoint: the connection is closed without an answer.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    s.version = "3".into();
+    s.endpoints = vec![cla(cluster, &[dead])];
+    ads.update(s.clone());
+    eventually("dead endpoint closes the connection", || async {
+        tcp_exchange(bound, b"x")
+            .await
+            .map_or(true, |back| back.is_empty())
+            .then_some(())
+    })
+    .await;
+
+    // Removing the listener closes its port.
+    s.version = "4".into();
+    s.listeners.clear();
+    ads.update(s);
+    eventually("TCP listener stopped", || async {
+        proxy.listener_addr(name).is_none().then_some(())
+    })
+    .await;
+    assert!(tokio::net::TcpStream::connect(bound).await.is_err());
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_tcp_listener_forwards_to_the_app() {
+    use weft_xds::pb::envoy::config::core::v3::TrafficDirection;
+    let app = tcp_answering("app").await;
+    let name = "inbound_127.0.0.1_9000";
+    let mut s = set("1", &[], vec![]);
+    s.clusters.push(static_cluster("inbound|9000||", &[app]));
+    s.listeners.push(tcp_listener(
+        name,
+        "127.0.0.1:0".parse().expect("addr"),
+        TrafficDirection::Inbound,
+        "inbound|9000||",
+    ));
+    let ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), s).await;
+    let proxy = start_proxy(&ads.url()).await;
+    let bound = eventually("inbound TCP bound", || async { proxy.listener_addr(name) }).await;
+    assert_eq!(
+        tcp_exchange(bound, b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("exchange"),
+        "app got GET / HTTP/1.1\r\n\r\n",
+        "bytes pass untouched, HTTP-looking or not"
+    );
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_listener_from_lds_forwards_to_the_app() {
     let app = Upstream::start("app", Behaviour::Ok).await;
@@ -848,7 +982,7 @@ async fn inbound_listener_from_lds_forwards_to_the_app() {
     let ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), s.clone()).await;
     let proxy = start_proxy(&ads.url()).await;
     let bound = eventually("inbound bound", || async {
-        proxy.inbound_addr(inbound_name)
+        proxy.listener_addr(inbound_name)
     })
     .await;
     let r = send(bound, Form::Host, "reviews:9080", "/reviews/1", &[])
@@ -866,7 +1000,7 @@ async fn inbound_listener_from_lds_forwards_to_the_app() {
     });
     ads.update(s);
     eventually("inbound stopped", || async {
-        proxy.inbound_addr(inbound_name).is_none().then_some(())
+        proxy.listener_addr(inbound_name).is_none().then_some(())
     })
     .await;
     eventually("inbound port closed", || async move {

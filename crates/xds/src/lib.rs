@@ -34,6 +34,9 @@ pub mod type_url {
         "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
     /// The router filter.
     pub const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+    /// The TCP proxy, inside a listener's filter chain.
+    pub const TCP_PROXY: &str =
+        "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
     /// The four types in the order a proxy should apply them (Envoy's: clusters before endpoints,
     /// listeners before routes).
@@ -59,6 +62,8 @@ pub mod filter_name {
     pub const FAULT: &str = "envoy.filters.http.fault";
     /// The terminal router filter.
     pub const ROUTER: &str = "envoy.filters.http.router";
+    /// The network filter that proxies opaque TCP.
+    pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 }
 
 /// Packs a message into an `Any` with the given type URL.

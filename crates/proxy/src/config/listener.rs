@@ -9,6 +9,9 @@ use weft_xds::pb::envoy::config::listener::v3 as xlistener;
 use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
+use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    tcp_proxy::ClusterSpecifier, TcpProxy,
+};
 
 /// Why a listener was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,21 @@ pub enum ListenerError {
     /// Scoped routes are not implemented.
     #[error("scoped_routes are not supported")]
     ScopedRoutes,
+    /// The TCP proxy does not decode.
+    #[error("filter {filter:?} does not decode as TcpProxy")]
+    TcpProxy {
+        /// The filter's name.
+        filter: String,
+        /// prost's error.
+        #[source]
+        source: weft_xds::DecodeError,
+    },
+    /// The TCP proxy names no single cluster.
+    #[error("filter {filter:?}: TcpProxy needs `cluster` (weighted_clusters is not supported)")]
+    TcpProxyCluster {
+        /// The filter's name.
+        filter: String,
+    },
 }
 
 /// Traffic direction of a listener.
@@ -57,7 +75,9 @@ pub enum RouteSource {
     Rds(String),
     /// An inline table.
     Inline(Arc<RouteConfig>),
-    /// Not an HTTP listener.
+    /// Not HTTP: opaque TCP to this cluster (`tcp_proxy`).
+    Tcp(Arc<str>),
+    /// Neither HTTP nor TCP: nothing the proxy serves.
     None,
 }
 
@@ -77,9 +97,17 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Whether this is an inbound listener the proxy should bind.
-    pub fn binds_inbound(&self) -> bool {
-        self.bind && self.direction == Direction::Inbound && self.address.is_some()
+    /// Whether the proxy binds this listener: an inbound one (HTTP or TCP), or an outbound TCP one (a
+    /// Sidecar egress port). Outbound HTTP goes through the explicit proxy and its virtual listeners.
+    pub fn binds(&self) -> bool {
+        self.bind
+            && self.address.is_some()
+            && (self.direction == Direction::Inbound || self.is_tcp())
+    }
+
+    /// Whether this listener proxies opaque TCP.
+    pub fn is_tcp(&self) -> bool {
+        matches!(self.routes, RouteSource::Tcp(_))
     }
 
     /// Whether this is a virtual outbound listener (the port index for the explicit proxy).
@@ -111,6 +139,24 @@ impl TryFrom<&xlistener::Listener> for Listener {
             let Some(xlistener::filter::ConfigType::TypedConfig(any)) = &f.config_type else {
                 continue;
             };
+            if any.type_url == weft_xds::type_url::TCP_PROXY {
+                let tcp: TcpProxy =
+                    weft_xds::unpack(any).map_err(|source| ListenerError::TcpProxy {
+                        filter: f.name.clone(),
+                        source,
+                    })?;
+                routes = match tcp.cluster_specifier {
+                    Some(ClusterSpecifier::Cluster(c)) if !c.is_empty() => {
+                        RouteSource::Tcp(Arc::from(c))
+                    }
+                    _ => {
+                        return Err(ListenerError::TcpProxyCluster {
+                            filter: f.name.clone(),
+                        })
+                    }
+                };
+                break;
+            }
             if any.type_url != weft_xds::type_url::HTTP_CONNECTION_MANAGER {
                 continue;
             }
@@ -141,5 +187,72 @@ impl TryFrom<&xlistener::Listener> for Listener {
             direction,
             routes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_xds::pb::envoy::config::core::v3::{
+        address, socket_address::PortSpecifier, Address, SocketAddress,
+    };
+    use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::WeightedCluster;
+
+    fn tcp(spec: Option<ClusterSpecifier>, direction: i32) -> xlistener::Listener {
+        let proxy = TcpProxy {
+            stat_prefix: "s".into(),
+            cluster_specifier: spec,
+            ..Default::default()
+        };
+        xlistener::Listener {
+            name: "127.0.0.1_9000".into(),
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: "127.0.0.1".into(),
+                    port_specifier: Some(PortSpecifier::PortValue(9000)),
+                    ..Default::default()
+                })),
+            }),
+            traffic_direction: direction,
+            filter_chains: vec![xlistener::FilterChain {
+                filters: vec![xlistener::Filter {
+                    name: weft_xds::filter_name::TCP_PROXY.into(),
+                    config_type: Some(xlistener::filter::ConfigType::TypedConfig(weft_xds::pack(
+                        weft_xds::type_url::TCP_PROXY,
+                        &proxy,
+                    ))),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tcp_proxy_listeners_bind_in_both_directions() {
+        let c = || Some(ClusterSpecifier::Cluster("outbound|9000||sink".into()));
+        for direction in [1, 2] {
+            let l = Listener::try_from(&tcp(c(), direction)).expect("valid");
+            assert!(l.is_tcp() && l.binds(), "{l:?}");
+            assert!(matches!(&l.routes, RouteSource::Tcp(n) if &**n == "outbound|9000||sink"));
+            assert_eq!(l.address, Some("127.0.0.1:9000".parse().expect("addr")));
+        }
+        // A virtual (unbound) TCP listener is not bound.
+        let mut x = tcp(c(), 2);
+        x.bind_to_port = Some(weft_xds::pb::google::protobuf::BoolValue { value: false });
+        assert!(!Listener::try_from(&x).expect("valid").binds());
+    }
+
+    #[test]
+    fn tcp_proxy_without_one_cluster_is_refused() {
+        let weighted = ClusterSpecifier::WeightedClusters(WeightedCluster::default());
+        for spec in [
+            None,
+            Some(ClusterSpecifier::Cluster(String::new())),
+            Some(weighted),
+        ] {
+            let e = Listener::try_from(&tcp(spec, 2)).expect_err("refused");
+            assert!(matches!(e, ListenerError::TcpProxyCluster { .. }), "{e}");
+        }
     }
 }

@@ -118,6 +118,10 @@ mod tests {
     #[test]
     fn the_body_stays_small() {
         // It lives inline in hyper's per-connection state and in every request sent upstream.
-        assert!(std::mem::size_of::<Body>() <= 160, "{}", std::mem::size_of::<Body>());
+        assert!(
+            std::mem::size_of::<Body>() <= 160,
+            "{}",
+            std::mem::size_of::<Body>()
+        );
     }
 }

@@ -158,6 +158,37 @@ pub fn outbound_listener(port: u16) -> Any {
     )
 }
 
+/// A bound listener proxying opaque TCP to `cluster` (`tcp_proxy`).
+pub fn tcp_listener(name: &str, a: SocketAddr, dir: TrafficDirection, cluster: &str) -> Any {
+    use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        tcp_proxy::ClusterSpecifier, TcpProxy,
+    };
+    let tcp = TcpProxy {
+        stat_prefix: cluster.into(),
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
+        ..Default::default()
+    };
+    pack(
+        type_url::LISTENER,
+        &Listener {
+            name: name.into(),
+            address: Some(addr(a)),
+            traffic_direction: dir as i32,
+            filter_chains: vec![FilterChain {
+                filters: vec![Filter {
+                    name: weft_xds::filter_name::TCP_PROXY.into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(pack(
+                        type_url::TCP_PROXY,
+                        &tcp,
+                    ))),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+}
+
 /// An inbound listener with an inline table routing everything to `cluster`.
 pub fn inbound_listener(name: &str, a: SocketAddr, cluster: &str) -> Any {
     let rc = RouteConfiguration {

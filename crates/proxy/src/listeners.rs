@@ -1,6 +1,8 @@
-//! The inbound side: binds the listeners LDS asks for (`traffic_direction: INBOUND`, a socket address,
-//! `bind_to_port` not false), starts new ones and stops removed ones when LDS changes, and routes their
-//! requests through each listener's own (inline) route table to the local application.
+//! The listeners LDS asks the proxy to bind: inbound ones (`traffic_direction: INBOUND`), whose HTTP
+//! requests go through each listener's own (inline) route table to the local application or whose TCP goes
+//! to it opaquely, and outbound TCP ones (a Sidecar egress port), whose connections go to their cluster.
+//! Any listener with a socket address and `bind_to_port` not false qualifies. New ones are bound and
+//! removed ones stopped (and drained) when LDS changes; one whose address or kind changed is rebound.
 
 use crate::http::{self, server, Entry};
 use crate::Shared;
@@ -11,13 +13,20 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// What a bound listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Http,
+    Tcp,
+}
+
 struct Running {
-    configured: SocketAddr,
+    configured: (SocketAddr, Kind),
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
-/// Reconciles bound inbound listeners with every new snapshot until shutdown, then drains them.
+/// Reconciles bound listeners with every new snapshot until shutdown, then drains them.
 pub(crate) async fn manage(shared: Arc<Shared>, drain: Duration) {
     let mut generation = shared.generation.subscribe();
     let mut shutdown = shared.shutdown.subscribe();
@@ -38,11 +47,18 @@ pub(crate) async fn manage(shared: Arc<Shared>, drain: Duration) {
 
 async fn reconcile(shared: &Arc<Shared>, running: &mut HashMap<String, Running>, drain: Duration) {
     let snap = shared.snapshot.load_full();
-    let desired: HashMap<&str, SocketAddr> = snap
+    let desired: HashMap<&str, (SocketAddr, Kind)> = snap
         .listeners
         .values()
-        .filter(|l| l.value.binds_inbound())
-        .filter_map(|l| Some((l.value.name.as_str(), l.value.address?)))
+        .filter(|l| l.value.binds())
+        .filter_map(|l| {
+            let kind = if l.value.is_tcp() {
+                Kind::Tcp
+            } else {
+                Kind::Http
+            };
+            Some((l.value.name.as_str(), (l.value.address?, kind)))
+        })
         .collect();
 
     let stale: Vec<String> = running
@@ -52,9 +68,9 @@ async fn reconcile(shared: &Arc<Shared>, running: &mut HashMap<String, Running>,
         .collect();
     for name in stale {
         if let Some(r) = running.remove(&name) {
-            tracing::info!(listener = %name, addr = %r.configured, "stopping inbound listener");
+            tracing::info!(listener = %name, addr = %r.configured.0, "stopping listener");
             r.stop.send_replace(true);
-            if let Ok(mut m) = shared.inbound_bound.lock() {
+            if let Ok(mut m) = shared.bound.lock() {
                 m.remove(&name);
             }
             // Wait for it to release its port before a replacement binds the same address.
@@ -62,7 +78,7 @@ async fn reconcile(shared: &Arc<Shared>, running: &mut HashMap<String, Running>,
         }
     }
 
-    for (name, addr) in desired {
+    for (name, (addr, kind)) in desired {
         if running.contains_key(name) {
             continue;
         }
@@ -70,27 +86,38 @@ async fn reconcile(shared: &Arc<Shared>, running: &mut HashMap<String, Running>,
             Ok(l) => l,
             Err(e) => {
                 // Keep the others; the next LDS update retries.
-                tracing::error!(listener = %name, addr = %addr, error = %e, "cannot bind inbound listener");
+                tracing::error!(listener = %name, addr = %addr, error = %e, "cannot bind listener");
                 continue;
             }
         };
         let bound = listener.local_addr().unwrap_or(addr);
-        tracing::info!(listener = %name, addr = %bound, "inbound listener bound");
-        if let Ok(mut m) = shared.inbound_bound.lock() {
+        tracing::info!(listener = %name, addr = %bound, kind = ?kind, "listener bound");
+        if let Ok(mut m) = shared.bound.lock() {
             m.insert(name.to_string(), bound);
         }
         let (stop, stop_rx) = watch::channel(false);
-        let s = shared.clone();
         let entry_name: Arc<str> = Arc::from(name);
-        let handler: server::Handler = Arc::new(move |req| {
-            let s = s.clone();
-            Box::pin(http::handle(s, Entry::Inbound(entry_name.clone()), req))
-        });
-        let task = tokio::spawn(server::serve("inbound", listener, handler, stop_rx, drain));
+        let task = match kind {
+            Kind::Tcp => tokio::spawn(crate::tcp::serve(
+                shared.clone(),
+                entry_name,
+                listener,
+                stop_rx,
+                drain,
+            )),
+            Kind::Http => {
+                let s = shared.clone();
+                let handler: server::Handler = Arc::new(move |req| {
+                    let s = s.clone();
+                    Box::pin(http::handle(s, Entry::Inbound(entry_name.clone()), req))
+                });
+                tokio::spawn(server::serve("inbound", listener, handler, stop_rx, drain))
+            }
+        };
         running.insert(
             name.to_string(),
             Running {
-                configured: addr,
+                configured: (addr, kind),
                 stop,
                 task,
             },

@@ -1,0 +1,187 @@
+//! Opaque TCP, Envoy's `tcp_proxy`: every accepted connection goes to one endpoint of the listener's
+//! cluster, and bytes are copied both ways until both sides have closed.
+//!
+//! The cluster is looked up in the current snapshot when a connection is accepted, so an LDS or EDS
+//! change applies to the next connection without rebinding; a connection keeps the endpoint it got. A FIN
+//! from one side is passed on as a FIN (a half-close), and the other direction carries on until it ends
+//! too. One connect attempt per connection (Envoy's default): when it fails the downstream connection is
+//! closed.
+
+use crate::config::listener::RouteSource;
+use crate::error::Flags;
+use crate::Shared;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Bytes buffered in each direction of a connection (tokio's default is 8 KiB).
+const BUFFER: usize = 16 * 1024;
+
+/// Accepts until `stop` turns true, then gives the open connections up to `drain` to finish and closes
+/// the rest.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            // `accept` is cancellation-safe; `stopped` only observes.
+            r = listener.accept() => r,
+            _ = crate::stopped(&mut stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        conns.spawn(forward(shared.clone(), name.clone(), stream, peer));
+    }
+    drop(listener);
+    tracing::info!(listener = %name, "TCP listener stopped, draining");
+    let all = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(drain, all).await.is_err() {
+        tracing::info!(listener = %name, "drain timeout, closing remaining TCP connections");
+    }
+}
+
+/// Where a connection goes: its cluster's name, one of its endpoints and the connect timeout.
+struct Destination {
+    cluster: Arc<str>,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+}
+
+/// Why a connection has nowhere to go: the cluster's name when there is one, and Envoy's flag.
+struct Nowhere {
+    cluster: Option<Arc<str>>,
+    flag: Flags,
+}
+
+/// Where a connection accepted on `listener` goes now.
+fn destination(shared: &Shared, listener: &str) -> Result<Destination, Nowhere> {
+    let snap = shared.snapshot.load();
+    let cluster = match snap.listeners.get(listener).map(|l| &l.value.routes) {
+        Some(RouteSource::Tcp(c)) => c.clone(),
+        _ => {
+            return Err(Nowhere {
+                cluster: None,
+                flag: Flags::NR,
+            })
+        }
+    };
+    let Some(c) = snap.clusters.get(&*cluster) else {
+        return Err(Nowhere {
+            cluster: Some(cluster),
+            flag: Flags::NC,
+        });
+    };
+    match c.endpoints.pick() {
+        Some(addr) => Ok(Destination {
+            addr,
+            connect_timeout: c.connect_timeout,
+            cluster,
+        }),
+        None => Err(Nowhere {
+            cluster: Some(cluster),
+            flag: Flags::UH,
+        }),
+    }
+}
+
+/// One connection, from connect to both closes.
+async fn forward(shared: Arc<Shared>, listener: Arc<str>, mut down: TcpStream, peer: SocketAddr) {
+    let Destination {
+        cluster,
+        addr,
+        connect_timeout,
+    } = match destination(&shared, &listener) {
+        Ok(d) => d,
+        Err(n) => {
+            access(&listener, peer, n.cluster.as_deref(), None, (0, 0), n.flag);
+            return;
+        }
+    };
+    let mut up = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(listener = %listener, endpoint = %addr, error = %e, "upstream connect failed");
+            access(
+                &listener,
+                peer,
+                Some(&cluster),
+                Some(addr),
+                (0, 0),
+                Flags::UF,
+            );
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(listener = %listener, endpoint = %addr, "upstream connect timed out");
+            access(
+                &listener,
+                peer,
+                Some(&cluster),
+                Some(addr),
+                (0, 0),
+                Flags::UF,
+            );
+            return;
+        }
+    };
+    let _ = up.set_nodelay(true);
+    match tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, BUFFER, BUFFER).await {
+        Ok(bytes) => access(
+            &listener,
+            peer,
+            Some(&cluster),
+            Some(addr),
+            bytes,
+            Flags::default(),
+        ),
+        Err(e) => {
+            // A reset on either side ends both: dropping the sockets closes them.
+            tracing::debug!(listener = %listener, endpoint = %addr, error = %e, "TCP connection ended with error");
+            access(
+                &listener,
+                peer,
+                Some(&cluster),
+                Some(addr),
+                (0, 0),
+                Flags::UC,
+            );
+        }
+    }
+}
+
+/// The access line of a TCP connection (target `access`, as HTTP requests'), with Envoy's flags.
+fn access(
+    listener: &str,
+    peer: SocketAddr,
+    cluster: Option<&str>,
+    upstream: Option<SocketAddr>,
+    (sent, received): (u64, u64),
+    flags: Flags,
+) {
+    tracing::debug!(
+        target: "access",
+        listener,
+        peer = %peer,
+        cluster = cluster.unwrap_or("-"),
+        upstream = ?upstream,
+        bytes_to_upstream = sent,
+        bytes_to_downstream = received,
+        flags = %flags,
+        "tcp connection"
+    );
+}
