@@ -3,6 +3,7 @@
 
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::host::qualify;
+use crate::networking::sidecar::CaptureMode;
 use crate::networking::virtual_service::{HeaderOperations, HttpRoute, StringMatch};
 use crate::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
 use crate::resource::{Kind, Resource, Spec};
@@ -536,12 +537,12 @@ fn validate_se(out: &mut Out, se: &ServiceEntry) {
                 "protocol",
                 format!("unknown protocol {proto:?}"),
             );
-        } else if !p.is_http() {
+        } else if !p.is_http() && !p.is_tcp() {
             out.warn(
                 format!("spec.ports[{i}].protocol"),
                 "protocol",
                 format!(
-                    "only HTTP ports are proxied by weft yet; port {} ({proto}) gets no listener",
+                    "only HTTP and TCP ports are served by weft yet; port {} ({proto}) gets no cluster or listener",
                     p.number
                 ),
             );
@@ -622,15 +623,63 @@ fn validate_sidecar(out: &mut Out, sc: &Sidecar) {
             "at least one egress entry is required",
         );
     }
+    // Listeners by (bind, port): two entries may not claim one address.
+    let mut listeners: BTreeMap<(&str, u32), usize> = BTreeMap::new();
     for (i, e) in sc.egress.iter().enumerate() {
-        for (field, set) in [
-            ("port", e.port.is_some()),
-            ("bind", e.bind.is_some()),
-            ("captureMode", e.capture_mode.is_some()),
-        ] {
-            if set {
-                out.error(format!("spec.egress[{i}].{field}"), field, NOT_YET);
+        let f = format!("spec.egress[{i}]");
+        if let Some(p) = &e.port {
+            if p.number == 0 || p.number > 65535 {
+                out.error(
+                    format!("{f}.port.number"),
+                    "number",
+                    format!("port {} out of range", p.number),
+                );
             }
+            let proto = p.effective_protocol();
+            if proto.is_empty() {
+                out.error(
+                    format!("{f}.port.protocol"),
+                    "port",
+                    "protocol is required (weft serves TCP egress ports only, yet)",
+                );
+            } else if !p.is_tcp() {
+                out.error(
+                    format!("{f}.port.protocol"),
+                    p.protocol.as_deref().unwrap_or("port"),
+                    format!("egress ports with protocol {proto} are {NOT_YET} (only TCP)"),
+                );
+            }
+            let bind = e.bind.as_deref().unwrap_or_default();
+            if let Some(first) = listeners.insert((bind, p.number), i) {
+                out.error(
+                    format!("{f}.port.number"),
+                    "number",
+                    format!(
+                        "port {} is already the port of spec.egress[{first}] on the same bind address",
+                        p.number
+                    ),
+                );
+            }
+        } else if e.bind.is_some() {
+            out.error(
+                format!("{f}.bind"),
+                "bind",
+                "bind needs port: only an egress entry with a port is a listener",
+            );
+        }
+        if let Some(Err(bind)) = e.bind_ip() {
+            out.error(
+                format!("{f}.bind"),
+                bind,
+                format!("bind {bind:?} is not an IP address"),
+            );
+        }
+        if e.capture_mode == Some(CaptureMode::Iptables) {
+            out.error(
+                format!("{f}.captureMode"),
+                "captureMode",
+                "weft has no iptables capture yet: use DEFAULT or NONE, and have the application connect to the listener's address",
+            );
         }
         if e.hosts.is_empty() {
             out.error(
@@ -912,6 +961,95 @@ mod tests {
                 "  ingress:\n  - port: {number: 9080}\n  egress:\n  - hosts: [./*]\n"
             )),
             ["vs.yaml:6: Sidecar default/default: spec.ingress: not supported by weft yet"]
+        );
+    }
+
+    #[test]
+    fn sidecar_egress_ports() {
+        let sc = |egress: &str| {
+            format!("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: default\nspec:\n  egress:\n{egress}")
+        };
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "tcp port with bind and captureMode NONE, beside a scoping entry",
+                "  - port: {number: 9000, protocol: TCP, name: tcp}\n    bind: 127.0.50.2\n    captureMode: NONE\n    hosts: [./*]\n  - hosts: [istio-system/*]\n",
+                &[],
+            ),
+            (
+                "tcp from the port name, DEFAULT capture, IPv6 bind",
+                "  - port: {number: 9000, name: tcp-db}\n    bind: \"::1\"\n    captureMode: DEFAULT\n    hosts: [./*]\n",
+                &[],
+            ),
+            (
+                "iptables capture",
+                "  - port: {number: 9000, protocol: TCP}\n    captureMode: IPTABLES\n    hosts: [./*]\n",
+                &["vs.yaml:8: Sidecar default/default: spec.egress[0].captureMode: weft has no iptables capture yet: use DEFAULT or NONE, and have the application connect to the listener's address"],
+            ),
+            (
+                "http egress port",
+                "  - port: {number: 9080, protocol: HTTP, name: http}\n    hosts: [./*]\n",
+                &["vs.yaml:7: Sidecar default/default: spec.egress[0].port.protocol: egress ports with protocol HTTP are not supported by weft yet (only TCP)"],
+            ),
+            (
+                "no protocol at all",
+                "  - port: {number: 9000}\n    hosts: [./*]\n",
+                &["vs.yaml:7: Sidecar default/default: spec.egress[0].port.protocol: protocol is required (weft serves TCP egress ports only, yet)"],
+            ),
+            (
+                "bind is not an IP",
+                "  - hosts: [./*]\n  - port: {number: 9000, protocol: TCP}\n    bind: db.local\n    hosts: [./*]\n",
+                &["vs.yaml:9: Sidecar default/default: spec.egress[1].bind: bind \"db.local\" is not an IP address"],
+            ),
+            (
+                "bind without a port",
+                "  - bind: 127.0.0.1\n    hosts: [./*]\n",
+                &["vs.yaml:7: Sidecar default/default: spec.egress[0].bind: bind needs port: only an egress entry with a port is a listener"],
+            ),
+            (
+                "port out of range",
+                "  - port: {number: 70000, protocol: TCP}\n    hosts: [./*]\n",
+                &["vs.yaml:7: Sidecar default/default: spec.egress[0].port.number: port 70000 out of range"],
+            ),
+            (
+                "two listeners on one address",
+                "  - port: {number: 9000, protocol: TCP}\n    hosts: [./*]\n  - port: {number: 9000, protocol: TCP}\n    hosts: [istio-system/*]\n",
+                &["vs.yaml:7: Sidecar default/default: spec.egress[1].port.number: port 9000 is already the port of spec.egress[0] on the same bind address"],
+            ),
+        ];
+        for (name, egress, want) in cases {
+            assert_eq!(run(&sc(egress)), *want, "case {name}");
+        }
+        // Fields weft does not know are refused when the file is read, naming the field.
+        for (name, egress, want) in [
+            (
+                "unknown field inside port",
+                "  - port: {number: 9000, protocol: TCP, targetPort: 9001}\n    hosts: [./*]\n",
+                "vs.yaml:7: Sidecar default/default: spec.egress[0].port.targetPort: unknown field (known fields: number, protocol, name)",
+            ),
+            (
+                "unknown capture mode",
+                "  - port: {number: 9000, protocol: TCP}\n    captureMode: EBPF\n    hosts: [./*]\n",
+                "vs.yaml:8: Sidecar default/default: spec.egress[0].captureMode: unknown variant `EBPF`, expected one of `DEFAULT`, `IPTABLES`, `NONE`",
+            ),
+        ] {
+            let p = parse_file("vs.yaml", &sc(egress));
+            let got: Vec<String> = p.diagnostics.iter().map(|d| d.to_string()).collect();
+            assert_eq!(got, [want], "case {name}");
+            assert!(p.resources.is_empty(), "case {name}: refused");
+        }
+    }
+
+    #[test]
+    fn service_entry_port_protocols() {
+        let se = |ports: &str| {
+            format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: db\nspec:\n  hosts: [db.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n{ports}  endpoints: [{{address: 127.0.50.2}}]\n")
+        };
+        // TCP is served (clusters and endpoints): no warning, by protocol or by name.
+        assert!(run(&se("  - {number: 9000, name: tcp, protocol: TCP}\n")).is_empty());
+        assert!(run(&se("  - {number: 9000, name: tcp-db}\n")).is_empty());
+        assert_eq!(
+            run(&se("  - {number: 9443, name: tls, protocol: TLS}\n")),
+            ["vs.yaml:10: ServiceEntry default/db: spec.ports[0].protocol: warning: only HTTP and TCP ports are served by weft yet; port 9443 (TLS) gets no cluster or listener"]
         );
     }
 

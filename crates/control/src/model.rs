@@ -2,7 +2,7 @@
 //! `Model`; nothing mutates one in place.
 
 use crate::registry::{self, Service};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use weft_api::host::qualify;
 use weft_api::{MeshConfig, Resource};
@@ -21,6 +21,9 @@ pub struct Model {
     pub destination_rules: BTreeMap<String, Arc<Resource>>,
     /// Sidecar resources by `namespace/name`.
     pub sidecars: BTreeMap<String, Arc<Resource>>,
+    /// The protocols of the service ports each workload serves, by instance IP, then port number: what
+    /// decides whether a proxy's inbound listener for that port carries HTTP or opaque TCP.
+    pub instance_ports: HashMap<String, BTreeMap<u32, PortProtocols>>,
     /// Mesh settings.
     pub mesh: MeshConfig,
     /// The accepted resources this model was built from.
@@ -65,8 +68,10 @@ impl Model {
                     .or_insert_with(|| r.clone());
             }
         }
+        let instance_ports = instance_ports(&services);
         Model {
             generation,
+            instance_ports,
             services,
             virtual_services,
             destination_rules,
@@ -75,6 +80,16 @@ impl Model {
             resources: resources.to_vec(),
             diagnostics,
         }
+    }
+
+    /// Whether the inbound listener of the workload at `ip` for service port `port` carries opaque TCP:
+    /// some service with this workload as an instance declares `port` as TCP and none declares it as
+    /// HTTP. Everything else (HTTP, a port no service declares) keeps the HTTP listener.
+    pub fn inbound_is_tcp(&self, ip: &str, port: u32) -> bool {
+        self.instance_ports
+            .get(ip)
+            .and_then(|ports| ports.get(&port))
+            .is_some_and(|p| p.tcp && !p.http)
     }
 
     /// Subset labels for `host`/`subset`, if a DestinationRule defines them.
@@ -114,4 +129,32 @@ impl Model {
             .or_else(|| in_ns(self, namespace).find(|r| selector(r).is_none()))
             .or_else(|| in_ns(self, &self.mesh.root_namespace).find(|r| selector(r).is_none()))
     }
+}
+
+/// Which protocols the services of one workload declare for one port number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortProtocols {
+    /// Some service declares it HTTP (HTTP, HTTP2, GRPC, GRPC-WEB).
+    pub http: bool,
+    /// Some service declares it TCP.
+    pub tcp: bool,
+}
+
+/// Indexes the services' ports by instance IP, once per model, so each proxy's inbound listeners cost a
+/// lookup rather than a walk over every service.
+fn instance_ports(
+    services: &BTreeMap<String, Arc<Service>>,
+) -> HashMap<String, BTreeMap<u32, PortProtocols>> {
+    let mut out: HashMap<String, BTreeMap<u32, PortProtocols>> = HashMap::new();
+    for svc in services.values() {
+        for instance in &svc.instances {
+            let ports = out.entry(instance.ip.clone()).or_default();
+            for p in &svc.ports {
+                let e = ports.entry(p.number).or_default();
+                e.http |= p.is_http();
+                e.tcp |= p.is_tcp();
+            }
+        }
+    }
+    out
 }

@@ -436,12 +436,14 @@ impl Connection {
         Ok(())
     }
 
-    fn inbound_now(&mut self, snap: &Snapshot) -> &Inbound {
+    /// The proxy's own resources (inbound, and its egress listeners, taken from `view`, the view of its
+    /// scope in `snap`), translated once per generation.
+    fn inbound_now(&mut self, snap: &Snapshot, view: &View) -> &Inbound {
         let generation = snap.model.generation;
         if self.inbound.as_ref().map(|i| i.generation) != Some(generation) {
             let proxy = self.proxy.as_ref().expect("identified before any push");
             let mut types: [BTreeMap<String, Res>; 4] = Default::default();
-            for (t, m) in translate::inbound(&snap.model, proxy).by_type {
+            for (t, m) in translate::own(&snap.model, proxy, &view.egress).by_type {
                 if let Some(i) = type_index(t) {
                     types[i] = m.into_iter().map(|(k, v)| (k, Res::new(v))).collect();
                 }
@@ -456,7 +458,7 @@ impl Connection {
     async fn push_type(&mut self, ti: usize, snap: &Snapshot, first: bool) -> Result<(), Status> {
         let view = self.view_now();
         let protocol = self.protocol;
-        let inbound_map = self.inbound_now(snap).types[ti].clone();
+        let inbound_map = self.inbound_now(snap, &view).types[ti].clone();
         let state = &mut self.types[ti];
         let t = TYPES[ti];
         let shared = &view.types[ti];

@@ -5,6 +5,10 @@ mod route;
 use crate::model::Model;
 use crate::registry::Service;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use tracing::warn;
+use weft_api::networking::service_entry::ServicePort;
+use weft_api::networking::sidecar::EgressHost;
 use weft_xds::node::ProxyIdentity;
 use weft_xds::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
@@ -26,6 +30,9 @@ use weft_xds::pb::envoy::extensions::filters::http::router::v3::Router;
 use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::{CodecType, RouteSpecifier},
     http_filter, HttpConnectionManager, HttpFilter, Rds,
+};
+use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    tcp_proxy::ClusterSpecifier as TcpClusterSpecifier, TcpProxy,
 };
 use weft_xds::pb::google::protobuf::{BoolValue, UInt32Value};
 use weft_xds::{filter_name, pack, type_url, Any};
@@ -134,10 +141,12 @@ impl Scope {
     }
 }
 
-/// Translates the model for one proxy: the outbound resources of its scope plus its own inbound ones.
+/// Translates the model for one proxy: the outbound resources of its scope plus its own ones (inbound,
+/// and the listeners of its Sidecar's TCP egress ports).
 pub fn for_proxy(model: &Model, proxy: &ProxyIdentity) -> ProxyResources {
-    let mut out = outbound(model, &Scope::of(model, proxy));
-    for (t, m) in inbound(model, proxy).by_type {
+    let scope = Scope::of(model, proxy);
+    let mut out = outbound(model, &scope);
+    for (t, m) in own(model, proxy, &egress_ports(model, &scope)).by_type {
         out.by_type.entry(t).or_default().extend(m);
     }
     out
@@ -184,12 +193,18 @@ fn visible_services<'a>(model: &'a Model, scope: &'a Scope) -> Vec<&'a Service> 
         .collect()
 }
 
+/// Whether a service port gets outbound clusters and load assignments: HTTP and TCP ports do; other
+/// protocols (TLS, MONGO, …) are not served yet.
+pub fn has_clusters(port: &ServicePort) -> bool {
+    port.is_http() || port.is_tcp()
+}
+
 /// The names of the outbound clusters (and their load assignments) of one service.
 pub fn cluster_names(model: &Model, svc: &Service) -> Vec<String> {
     let subsets = subsets(model, svc);
     svc.ports
         .iter()
-        .filter(|p| p.is_http())
+        .filter(|p| has_clusters(p))
         .flat_map(|p| {
             std::iter::once(outbound_cluster_name(p.number, "", &svc.hostname)).chain(
                 subsets
@@ -262,16 +277,110 @@ pub fn outbound_frontends(
     out
 }
 
-/// The resources only this proxy holds: its inbound listeners and the clusters to its application.
-pub fn inbound(model: &Model, proxy: &ProxyIdentity) -> ProxyResources {
+/// The resources only this proxy holds: its inbound listeners and the clusters to its application, and
+/// the listeners of its Sidecar's TCP egress ports (`egress`, what [`egress_ports`] gives for its scope),
+/// which need the proxy's own IP.
+pub fn own(model: &Model, proxy: &ProxyIdentity, egress: &[EgressPort]) -> ProxyResources {
     let mut out = ProxyResources::default();
     let clusters = out.by_type.entry(type_url::CLUSTER).or_default();
     for (name, c) in inbound_clusters(model, proxy) {
         clusters.insert(name, pack(type_url::CLUSTER, &c));
     }
     let listeners = out.by_type.entry(type_url::LISTENER).or_default();
-    for l in inbound_listeners(proxy) {
+    for l in inbound_listeners(model, proxy)
+        .into_iter()
+        .chain(egress_listeners(proxy, egress))
+    {
         listeners.insert(l.name.clone(), pack(type_url::LISTENER, &l));
+    }
+    out
+}
+
+/// One TCP listener a Sidecar `egress` entry asks for, resolved for a scope: all but the address when
+/// `bind` is absent, which is each proxy's own IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressPort {
+    /// The Sidecar (`namespace/name`), for logs.
+    pub sidecar: String,
+    /// The listener's port.
+    pub port: u32,
+    /// `bind`; `None` binds the proxy's own IP.
+    pub bind: Option<IpAddr>,
+    /// `outbound|<port>||<fqdn>` of the service the entry's hosts select with that port.
+    pub cluster: String,
+}
+
+/// The TCP egress listeners of `scope`'s Sidecar: for each `egress` entry with a TCP `port`, the
+/// cluster of the first service (by hostname) that the entry's `hosts` select and that has a served
+/// (HTTP or TCP) port of that number. An entry that selects no such service gets no listener and a
+/// warning, as does one whose listener would take the name of an HTTP virtual listener
+/// (`bind: 0.0.0.0` on a port some visible service serves as HTTP).
+pub fn egress_ports(model: &Model, scope: &Scope) -> Vec<EgressPort> {
+    let Some((id, sidecar)) = scope.sidecar.as_ref().and_then(|id| {
+        model
+            .sidecars
+            .get(id)
+            .and_then(|r| r.as_sidecar())
+            .map(|sc| (id, sc))
+    }) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in &sidecar.egress {
+        let Some(port) = e.port.as_ref().filter(|p| p.is_tcp()) else {
+            continue;
+        };
+        // The analyzer refuses a bind that is not an IP; skip rather than guess.
+        let bind = match e.bind_ip() {
+            None => None,
+            Some(Ok(ip)) => Some(ip),
+            Some(Err(_)) => continue,
+        };
+        let hosts: Vec<EgressHost> = e
+            .hosts
+            .iter()
+            .filter_map(|h| EgressHost::parse(h))
+            .collect();
+        let selected = model.services.values().find(|svc| {
+            hosts
+                .iter()
+                .any(|h| h.allows(&scope.namespace, &svc.namespace, &svc.hostname))
+                && svc
+                    .ports
+                    .iter()
+                    .any(|p| p.number == port.number && has_clusters(p))
+        });
+        let Some(svc) = selected else {
+            warn!(
+                sidecar = %id,
+                namespace = %scope.namespace,
+                port = port.number,
+                "no service the egress entry's hosts select has this port; no listener"
+            );
+            continue;
+        };
+        if bind.is_some_and(|ip| ip == IpAddr::from([0, 0, 0, 0])) {
+            let sees = scope.visibility(model);
+            let http = model
+                .services
+                .values()
+                .any(|s| sees(s) && route::serves_http_port(s, port.number));
+            if http {
+                warn!(
+                    sidecar = %id,
+                    namespace = %scope.namespace,
+                    port = port.number,
+                    "egress listener 0.0.0.0_<port> would replace the HTTP virtual listener of that port; no listener"
+                );
+                continue;
+            }
+        }
+        out.push(EgressPort {
+            sidecar: id.clone(),
+            port: port.number,
+            bind,
+            cluster: outbound_cluster_name(port.number, "", &svc.hostname),
+        });
     }
     out
 }
@@ -311,7 +420,7 @@ fn outbound_clusters(model: &Model, services: &[&Service]) -> Vec<(String, Clust
     let mut out = Vec::new();
     for &svc in services {
         let timeout = connect_timeout(model, svc);
-        for port in svc.ports.iter().filter(|p| p.is_http()) {
+        for port in svc.ports.iter().filter(|p| has_clusters(p)) {
             let mut names = vec![outbound_cluster_name(port.number, "", &svc.hostname)];
             names.extend(
                 subsets(model, svc)
@@ -387,7 +496,7 @@ fn load_assignment<'a>(
 fn endpoints_for(model: &Model, services: &[&Service]) -> Vec<ClusterLoadAssignment> {
     let mut out = Vec::new();
     for &svc in services {
-        for port in svc.ports.iter().filter(|p| p.is_http()) {
+        for port in svc.ports.iter().filter(|p| has_clusters(p)) {
             let all = svc
                 .instances
                 .iter()
@@ -436,12 +545,14 @@ fn http_filters() -> Vec<HttpFilter> {
     ]
 }
 
-fn hcm_listener(
+/// A listener with one filter chain of one network filter. `bind = false` makes it virtual (the proxy
+/// does not listen on its address).
+fn listener(
     name: String,
     address: Address,
     direction: TrafficDirection,
     bind: bool,
-    hcm: HttpConnectionManager,
+    filter: Filter,
 ) -> Listener {
     Listener {
         name,
@@ -449,16 +560,36 @@ fn hcm_listener(
         traffic_direction: direction as i32,
         bind_to_port: (!bind).then_some(BoolValue { value: false }),
         filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: filter_name::HTTP_CONNECTION_MANAGER.into(),
-                config_type: Some(filter::ConfigType::TypedConfig(pack(
-                    type_url::HTTP_CONNECTION_MANAGER,
-                    &hcm,
-                ))),
-            }],
+            filters: vec![filter],
             ..Default::default()
         }],
         ..Default::default()
+    }
+}
+
+fn hcm_filter(hcm: &HttpConnectionManager) -> Filter {
+    Filter {
+        name: filter_name::HTTP_CONNECTION_MANAGER.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(
+            type_url::HTTP_CONNECTION_MANAGER,
+            hcm,
+        ))),
+    }
+}
+
+/// `tcp_proxy` to `cluster`, with the cluster name as stat prefix (as Istio names TCP stats).
+fn tcp_proxy_filter(cluster: &str) -> Filter {
+    let tcp = TcpProxy {
+        stat_prefix: cluster.to_string(),
+        cluster_specifier: Some(TcpClusterSpecifier::Cluster(cluster.to_string())),
+        ..Default::default()
+    };
+    Filter {
+        name: filter_name::TCP_PROXY.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(
+            type_url::TCP_PROXY,
+            &tcp,
+        ))),
     }
 }
 
@@ -475,34 +606,75 @@ fn outbound_listeners(ports: &BTreeSet<u32>) -> Vec<Listener> {
             http_filters: http_filters(),
             ..Default::default()
         };
-        out.push(hcm_listener(
+        out.push(listener(
             format!("0.0.0.0_{port}"),
             socket_address("0.0.0.0", port),
             TrafficDirection::Outbound,
             false,
-            hcm,
+            hcm_filter(&hcm),
         ));
     }
     out
 }
 
-fn inbound_listeners(proxy: &ProxyIdentity) -> Vec<Listener> {
+/// One listener per inbound port, on the workload's IP: `tcp_proxy` to the application when the port is
+/// TCP ([`Model::inbound_is_tcp`]), the HTTP connection manager otherwise.
+fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
     let mut out = Vec::new();
     for &(svc_port, _) in &proxy.inbound_ports {
         let port = u32::from(svc_port);
-        let hcm = HttpConnectionManager {
-            stat_prefix: format!("inbound_0.0.0.0_{port}"),
-            codec_type: CodecType::Auto as i32,
-            route_specifier: Some(RouteSpecifier::RouteConfig(route::inbound(port))),
-            http_filters: http_filters(),
-            ..Default::default()
+        let filter = if model.inbound_is_tcp(&proxy.ip, port) {
+            tcp_proxy_filter(&inbound_cluster_name(port))
+        } else {
+            hcm_filter(&HttpConnectionManager {
+                stat_prefix: format!("inbound_0.0.0.0_{port}"),
+                codec_type: CodecType::Auto as i32,
+                route_specifier: Some(RouteSpecifier::RouteConfig(route::inbound(port))),
+                http_filters: http_filters(),
+                ..Default::default()
+            })
         };
-        out.push(hcm_listener(
+        out.push(listener(
             format!("inbound_{}_{port}", proxy.ip),
             socket_address(&proxy.ip, port),
             TrafficDirection::Inbound,
             true,
-            hcm,
+            filter,
+        ));
+    }
+    out
+}
+
+/// The proxy's TCP egress listeners, `<bind>_<port>` on `bind` or else its own IP. One that would
+/// share its address with an inbound listener (the proxy could not bind both) is left out, with a
+/// warning.
+fn egress_listeners(proxy: &ProxyIdentity, egress: &[EgressPort]) -> Vec<Listener> {
+    let mut out = Vec::new();
+    for e in egress {
+        let ip = match e.bind {
+            Some(ip) => ip.to_string(),
+            None => proxy.ip.clone(),
+        };
+        let on_inbound = ip == proxy.ip
+            && proxy
+                .inbound_ports
+                .iter()
+                .any(|&(p, _)| u32::from(p) == e.port);
+        if on_inbound {
+            warn!(
+                proxy = %proxy.node_id(),
+                sidecar = %e.sidecar,
+                port = e.port,
+                "egress port is also an inbound port of this workload; no egress listener"
+            );
+            continue;
+        }
+        out.push(listener(
+            format!("{ip}_{}", e.port),
+            socket_address(&ip, e.port),
+            TrafficDirection::Outbound,
+            true,
+            tcp_proxy_filter(&e.cluster),
         ));
     }
     out

@@ -80,6 +80,9 @@ pub struct View {
     pub types: [Arc<TypeMap>; 4],
     /// The difference from the previous generation's view of this scope, when there was one.
     pub diff: Option<(u64, [TypeDiff; 4])>,
+    /// The TCP egress listeners of the scope's Sidecar, resolved once per scope; each proxy turns them
+    /// into listeners on its own IP with its other own resources ([`translate::own`]).
+    pub egress: Vec<translate::EgressPort>,
     /// Each service's encoded virtual host by (port, hostname), reused next generation when unchanged.
     vhosts: HashMap<(u32, Arc<str>), Arc<[u8]>>,
     /// The virtual hosts each route table was assembled from, by port.
@@ -265,6 +268,7 @@ impl View {
             id: NEXT_VIEW.fetch_add(1, Ordering::Relaxed),
             types,
             diff,
+            egress: translate::egress_ports(model, scope),
             vhosts,
             route_hosts,
         }

@@ -3,15 +3,10 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
-use weft_xds::ads::AggregatedDiscoveryServiceClient;
-use weft_xds::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use weft_xds::type_url;
 
 mod support;
-use support::{identity, serve, Served, REGISTRY};
+use support::{names, serve, Stream, REGISTRY};
 
 const EDS_REVIEWS: &str = "outbound|9080||reviews.default.svc.cluster.local";
 const EDS_RATINGS: &str = "outbound|9080||ratings.default.svc.cluster.local";
@@ -23,73 +18,6 @@ fn with_ratings(registry: &str) -> String {
             .replace("reviews", "ratings")
             .replace("127.0.0.1", "127.0.0.3")
     )
-}
-
-struct Stream {
-    tx: mpsc::Sender<DeltaDiscoveryRequest>,
-    rx: Streaming<DeltaDiscoveryResponse>,
-}
-
-impl Stream {
-    async fn open(served: &Served) -> Stream {
-        let mut client =
-            AggregatedDiscoveryServiceClient::connect(format!("http://{}", served.addr))
-                .await
-                .expect("connect");
-        let (tx, req_rx) = mpsc::channel(8);
-        let rx = client
-            .delta_aggregated_resources(ReceiverStream::new(req_rx))
-            .await
-            .expect("delta is served")
-            .into_inner();
-        Stream { tx, rx }
-    }
-    async fn send(&self, r: DeltaDiscoveryRequest) {
-        self.tx.send(r).await.expect("send");
-    }
-    async fn subscribe(
-        &self,
-        t: &str,
-        names: &[&str],
-        initial: HashMap<String, String>,
-        first: bool,
-    ) {
-        self.send(DeltaDiscoveryRequest {
-            node: first.then(|| identity().to_node()),
-            type_url: t.into(),
-            resource_names_subscribe: names.iter().map(|s| s.to_string()).collect(),
-            initial_resource_versions: initial,
-            ..Default::default()
-        })
-        .await;
-    }
-    async fn recv(&mut self) -> DeltaDiscoveryResponse {
-        tokio::time::timeout(Duration::from_secs(5), self.rx.message())
-            .await
-            .expect("a response within 5 s")
-            .expect("stream ok")
-            .expect("not closed")
-    }
-    async fn ack(&self, r: &DeltaDiscoveryResponse) {
-        self.send(DeltaDiscoveryRequest {
-            type_url: r.type_url.clone(),
-            response_nonce: r.nonce.clone(),
-            ..Default::default()
-        })
-        .await;
-    }
-    /// Nothing arrives for a moment.
-    async fn quiet(&mut self) {
-        if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), self.rx.message()).await {
-            panic!("unexpected response: {m:?}");
-        }
-    }
-}
-
-fn names(r: &DeltaDiscoveryResponse) -> Vec<&str> {
-    let mut v: Vec<&str> = r.resources.iter().map(|r| r.name.as_str()).collect();
-    v.sort();
-    v
 }
 
 #[tokio::test]

@@ -53,11 +53,7 @@ pub struct ServicePort {
 impl ServicePort {
     /// The protocol, from `protocol` or else the name's prefix (`http-foo` → HTTP), upper case.
     pub fn effective_protocol(&self) -> String {
-        if let Some(p) = &self.protocol {
-            return p.to_ascii_uppercase();
-        }
-        let prefix = self.name.split('-').next().unwrap_or_default();
-        prefix.to_ascii_uppercase()
+        port_protocol(self.protocol.as_deref(), &self.name)
     }
 
     /// True for protocols the HTTP proxy handles.
@@ -66,6 +62,26 @@ impl ServicePort {
             self.effective_protocol().as_str(),
             "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"
         )
+    }
+
+    /// True for opaque TCP (`protocol: TCP`, or no protocol and a name `tcp` or `tcp-…`): weftd serves
+    /// its clusters and endpoints, and TCP listeners where a Sidecar or an inbound port asks for one.
+    pub fn is_tcp(&self) -> bool {
+        self.effective_protocol() == "TCP"
+    }
+}
+
+/// Istio's protocol selection for a port: the `protocol` field when set, else the port name up to its
+/// first `-` (`tcp-db` → TCP, `http` → HTTP), upper case. A name without a known prefix gives a protocol
+/// weft does not serve (`tcpx` → TCPX).
+pub fn port_protocol(protocol: Option<&str>, name: &str) -> String {
+    match protocol {
+        Some(p) => p.to_ascii_uppercase(),
+        None => name
+            .split('-')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase(),
     }
 }
 
@@ -89,4 +105,58 @@ pub struct WorkloadEntry {
     pub weight: Option<u32>,
     /// Service account.
     pub service_account: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_comes_from_the_field_then_the_name_prefix() {
+        let port = |protocol: Option<&str>, name: &str| ServicePort {
+            number: 9000,
+            protocol: protocol.map(str::to_string),
+            name: name.into(),
+            target_port: None,
+        };
+        let cases = [
+            ("field", port(Some("TCP"), "http"), "TCP", true, false),
+            (
+                "field, any case",
+                port(Some("tcp"), "db"),
+                "TCP",
+                true,
+                false,
+            ),
+            ("name alone", port(None, "tcp"), "TCP", true, false),
+            (
+                "name with a suffix",
+                port(None, "tcp-db"),
+                "TCP",
+                true,
+                false,
+            ),
+            (
+                "name that only starts with tcp",
+                port(None, "tcpx"),
+                "TCPX",
+                false,
+                false,
+            ),
+            ("http name", port(None, "http-web"), "HTTP", false, true),
+            ("grpc field", port(Some("GRPC"), "tcp"), "GRPC", false, true),
+            (
+                "tls is neither",
+                port(Some("TLS"), "tls"),
+                "TLS",
+                false,
+                false,
+            ),
+        ];
+        for (case, p, proto, tcp, http) in cases {
+            assert_eq!(p.effective_protocol(), proto, "{case}");
+            assert_eq!(p.is_tcp(), tcp, "{case}");
+            assert_eq!(p.is_http(), http, "{case}");
+        }
+    }
 }

@@ -1,8 +1,10 @@
 //! Sidecar: which services a proxy sees (egress scoping), so large meshes send each proxy only what it
-//! can call.
+//! can call, and the explicit TCP listeners of its egress ports.
 
+use crate::networking::service_entry::port_protocol;
 use crate::networking::WorkloadSelector;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 
 type Loose = serde_yaml_ng::Value;
 
@@ -25,19 +27,69 @@ pub struct Sidecar {
     pub inbound_connection_pool: Option<Loose>,
 }
 
-/// One `egress` entry.
+/// One `egress` entry. Without `port` it only scopes what the workload sees; with a TCP `port` it is
+/// also a listener the workload connects to (explicit capture: `bind:port`, default the workload's IP).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EgressListener {
-    /// Port (not supported yet: egress applies to every port).
-    pub port: Option<Loose>,
-    /// Bind address (not supported yet).
+    /// The listener's port; only TCP is served yet (the analyzer refuses other protocols).
+    pub port: Option<SidecarPort>,
+    /// The listener's IP address (Istio also takes `unix://` paths, which weft refuses); the workload's
+    /// own IP when absent.
     pub bind: Option<String>,
-    /// Capture mode (not supported yet).
-    pub capture_mode: Option<String>,
+    /// How traffic reaches the listener; weft has no iptables capture, so `IPTABLES` is refused and
+    /// `DEFAULT` and `NONE` both mean the application connects to `bind:port` itself.
+    pub capture_mode: Option<CaptureMode>,
     /// `namespace/dnsName` entries.
     #[serde(default)]
     pub hosts: Vec<String>,
+}
+
+/// `egress[].port` ([Istio's `SidecarPort`](https://istio.io/latest/docs/reference/config/networking/sidecar/#SidecarPort)).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SidecarPort {
+    /// Port number.
+    #[serde(default)]
+    pub number: u32,
+    /// `TCP`, `HTTP`, …; when absent, the name's prefix decides, as for service ports.
+    pub protocol: Option<String>,
+    /// Name (optional).
+    #[serde(default)]
+    pub name: String,
+}
+
+impl SidecarPort {
+    /// The protocol, by Istio's rules ([`port_protocol`]).
+    pub fn effective_protocol(&self) -> String {
+        port_protocol(self.protocol.as_deref(), &self.name)
+    }
+
+    /// True when this port carries opaque TCP, the only egress protocol weft serves yet.
+    pub fn is_tcp(&self) -> bool {
+        self.effective_protocol() == "TCP"
+    }
+}
+
+/// `egress[].captureMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CaptureMode {
+    /// The mesh's default: for weft, no capture (there is no iptables capture yet).
+    Default,
+    /// Traffic redirected by iptables (refused: weft has no iptables capture yet).
+    Iptables,
+    /// No capture: the application addresses the listener.
+    None,
+}
+
+impl EgressListener {
+    /// `bind` as an IP address: `None` when absent, `Some(Err(text))` when it does not parse.
+    pub fn bind_ip(&self) -> Option<Result<IpAddr, &str>> {
+        self.bind
+            .as_deref()
+            .map(|b| b.parse::<IpAddr>().map_err(|_| b))
+    }
 }
 
 /// One parsed `namespace/dnsName` egress host.

@@ -359,3 +359,365 @@ spec:
     let in_payments = cluster_names(&for_proxy(&m, &proxy("payments")));
     assert_eq!(in_payments, ["inbound|9080||", billing]);
 }
+
+/// A TCP service with two TCP ports (one by protocol, one by name), a TLS port weft does not serve, and
+/// a subset.
+const DB: &str = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 9000, name: tcp, protocol: TCP}
+  - {number: 9001, name: tcp-replica}
+  - {number: 9443, name: tls, protocol: TLS}
+  endpoints:
+  - {address: 127.0.50.2, labels: {version: v1}}
+  - {address: 127.0.50.3, ports: {tcp: 19000}, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db}
+spec:
+  host: db
+  subsets:
+  - {name: v1, labels: {version: v1}}
+";
+
+const DB_9000: &str = "outbound|9000||db.default.svc.cluster.local";
+
+fn names_of(res: &ProxyResources, t: &str) -> Vec<String> {
+    res.of(t)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn endpoints_of(res: &ProxyResources, cluster: &str) -> Vec<(String, u32)> {
+    let cla: ClusterLoadAssignment =
+        unpack(&res.of(type_url::ENDPOINT).expect("eds")[cluster]).expect("decodes");
+    cla.endpoints
+        .iter()
+        .flat_map(|l| &l.lb_endpoints)
+        .map(|e| match &e.host_identifier {
+            Some(HostIdentifier::Endpoint(ep)) => {
+                match ep.address.as_ref().and_then(|a| a.address.as_ref()) {
+                    Some(AddressKind::SocketAddress(sa)) => (
+                        sa.address.clone(),
+                        match sa.port_specifier {
+                            Some(PortSpecifier::PortValue(p)) => p,
+                            _ => 0,
+                        },
+                    ),
+                    other => panic!("not a socket address: {other:?}"),
+                }
+            }
+            other => panic!("not an endpoint: {other:?}"),
+        })
+        .collect()
+}
+
+fn listener_of(res: &ProxyResources, name: &str) -> Listener {
+    let l = res
+        .of(type_url::LISTENER)
+        .and_then(|m| m.get(name))
+        .unwrap_or_else(|| {
+            panic!(
+                "no listener {name}: {:?}",
+                names_of(res, type_url::LISTENER)
+            )
+        });
+    unpack(l).expect("decodes")
+}
+
+fn socket_of(l: &Listener) -> (String, u32) {
+    match l.address.as_ref().and_then(|a| a.address.as_ref()) {
+        Some(AddressKind::SocketAddress(sa)) => (
+            sa.address.clone(),
+            match sa.port_specifier {
+                Some(PortSpecifier::PortValue(p)) => p,
+                _ => 0,
+            },
+        ),
+        other => panic!("{}: not a socket address: {other:?}", l.name),
+    }
+}
+
+/// The listener's only filter: its name and its typed config.
+fn only_filter(l: &Listener) -> (&str, &Any) {
+    assert_eq!(l.filter_chains.len(), 1, "{}: one filter chain", l.name);
+    let filters = &l.filter_chains[0].filters;
+    assert_eq!(filters.len(), 1, "{}: one filter", l.name);
+    match &filters[0].config_type {
+        Some(filter::ConfigType::TypedConfig(any)) => (filters[0].name.as_str(), any),
+        other => panic!("{}: no typed config: {other:?}", l.name),
+    }
+}
+
+fn tcp_proxy_to(cluster: &str) -> TcpProxy {
+    TcpProxy {
+        stat_prefix: cluster.into(),
+        cluster_specifier: Some(TcpClusterSpecifier::Cluster(cluster.into())),
+        ..Default::default()
+    }
+}
+
+/// The listener carries opaque TCP to `cluster`, and nothing else.
+fn assert_tcp_proxy(l: &Listener, cluster: &str) {
+    let (name, any) = only_filter(l);
+    assert_eq!(name, filter_name::TCP_PROXY, "{}", l.name);
+    assert_eq!(any.type_url, type_url::TCP_PROXY, "{}", l.name);
+    let tcp: TcpProxy = unpack(any).expect("decodes");
+    assert_eq!(tcp, tcp_proxy_to(cluster), "{}", l.name);
+}
+
+#[test]
+fn tcp_service_ports_get_clusters_and_endpoints_but_no_virtual_listener() {
+    let m = model(DB);
+    let res = for_proxy(&m, &proxy("default"));
+    let db = |port: u32, subset: &str| {
+        outbound_cluster_name(port, subset, "db.default.svc.cluster.local")
+    };
+    let clusters = cluster_names(&res);
+    for name in [db(9000, ""), db(9000, "v1"), db(9001, ""), db(9001, "v1")] {
+        assert!(clusters.contains(&name), "{name} in {clusters:?}");
+    }
+    assert!(
+        !clusters.iter().any(|c| c.starts_with("outbound|9443|")),
+        "TLS stays unserved: {clusters:?}"
+    );
+    let c: Cluster = unpack(&res.of(type_url::CLUSTER).expect("cds")[DB_9000]).expect("decodes");
+    assert_eq!(
+        c.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+    );
+    assert_eq!(
+        c.eds_cluster_config.map(|e| e.service_name),
+        Some(DB_9000.to_string())
+    );
+    assert_eq!(
+        endpoints_of(&res, DB_9000),
+        [
+            ("127.0.50.2".to_string(), 9000),
+            ("127.0.50.3".to_string(), 19000)
+        ]
+    );
+    assert_eq!(
+        endpoints_of(&res, &db(9000, "v1")),
+        [("127.0.50.2".to_string(), 9000)],
+        "the subset selects by label"
+    );
+    assert_eq!(
+        names_of(&res, type_url::ENDPOINT).len(),
+        clusters
+            .iter()
+            .filter(|c| c.starts_with("outbound|"))
+            .count(),
+        "one load assignment per outbound cluster"
+    );
+    // HTTP as before: virtual listeners and route tables only for the HTTP port.
+    assert_eq!(
+        names_of(&res, type_url::LISTENER),
+        ["0.0.0.0_9080", "inbound_127.0.1.10_9080"]
+    );
+    assert_eq!(names_of(&res, type_url::ROUTE), ["9080"]);
+}
+
+/// A Sidecar in `default` for the workloads labelled app=bench-client, with the given egress entries.
+fn bench_client_sidecar(egress: &str) -> String {
+    format!(
+        "{DB}---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: bench-client, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: bench-client}}}}
+  egress:
+{egress}"
+    )
+}
+
+fn bench_client() -> ProxyIdentity {
+    let mut p = proxy("default");
+    p.workload = "bench-client".into();
+    p.ip = "127.0.50.1".into();
+    p.labels.insert("app".into(), "bench-client".into());
+    p
+}
+
+#[test]
+fn egress_tcp_port_is_a_listener_on_the_workload_ip() {
+    let m = model(&bench_client_sidecar(
+        "  - port: {number: 9000, protocol: TCP, name: tcp}\n    hosts: [./db.default.svc.cluster.local]\n",
+    ));
+    let res = for_proxy(&m, &bench_client());
+    let l = listener_of(&res, "127.0.50.1_9000");
+    assert_eq!(socket_of(&l), ("127.0.50.1".to_string(), 9000));
+    assert_eq!(l.traffic_direction, TrafficDirection::Outbound as i32);
+    assert_eq!(l.bind_to_port, None, "binds");
+    assert_tcp_proxy(&l, DB_9000);
+    // The entry scopes what the proxy sees, as an entry without a port does.
+    let clusters = cluster_names(&res);
+    assert!(clusters.contains(&DB_9000.to_string()), "{clusters:?}");
+    assert!(
+        !clusters.iter().any(|c| c.contains("reviews")),
+        "{clusters:?}"
+    );
+    assert_eq!(
+        names_of(&res, type_url::LISTENER),
+        ["127.0.50.1_9000", "inbound_127.0.50.1_9080"],
+        "no HTTP port visible, so no virtual listener"
+    );
+    // A workload the Sidecar does not select gets no egress listener and sees everything.
+    let other = for_proxy(&m, &proxy("default"));
+    assert_eq!(
+        names_of(&other, type_url::LISTENER),
+        ["0.0.0.0_9080", "inbound_127.0.1.10_9080"]
+    );
+}
+
+#[test]
+fn egress_bind_sets_the_address_and_the_name() {
+    let m = model(&bench_client_sidecar(
+        "  - port: {number: 9000, name: tcp-db}\n    bind: 127.0.50.9\n    captureMode: NONE\n    hosts: [./*]\n",
+    ));
+    let res = for_proxy(&m, &bench_client());
+    let l = listener_of(&res, "127.0.50.9_9000");
+    assert_eq!(socket_of(&l), ("127.0.50.9".to_string(), 9000));
+    assert_tcp_proxy(&l, DB_9000);
+    assert!(
+        !names_of(&res, type_url::LISTENER).contains(&"127.0.50.1_9000".to_string()),
+        "no listener on the default address"
+    );
+}
+
+#[test]
+fn egress_picks_the_first_service_by_name_with_the_port() {
+    // `cache` sorts first but lacks port 9000; `adb` and `db` both have it.
+    let more = "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cache}
+spec:
+  hosts: [cache.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9001, name: tcp, protocol: TCP}]
+  endpoints: [{address: 127.0.50.4}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: adb}
+spec:
+  hosts: [adb.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  endpoints: [{address: 127.0.50.5}]
+";
+    let several = format!(
+        "{}{more}",
+        bench_client_sidecar(
+            "  - port: {number: 9000, protocol: TCP}\n    hosts: [./*]\n  - port: {number: 9001, protocol: TCP}\n    hosts: [./db.default.svc.cluster.local]\n"
+        )
+    );
+    let res = for_proxy(&model(&several), &bench_client());
+    assert_tcp_proxy(
+        &listener_of(&res, "127.0.50.1_9000"),
+        "outbound|9000||adb.default.svc.cluster.local",
+    );
+    // Each entry selects among its own hosts: `cache` has 9001 but is not among them.
+    assert_tcp_proxy(
+        &listener_of(&res, "127.0.50.1_9001"),
+        "outbound|9001||db.default.svc.cluster.local",
+    );
+
+    // No selected service has the port: no listener (and a warning in the log), the rest as usual.
+    let none = bench_client_sidecar(
+        "  - port: {number: 9999, protocol: TCP}\n    hosts: [./*]\n  - port: {number: 9000, protocol: TCP}\n    hosts: [./reviews.default.svc.cluster.local]\n",
+    );
+    let res = for_proxy(&model(&none), &bench_client());
+    assert_eq!(
+        names_of(&res, type_url::LISTENER),
+        ["0.0.0.0_9080", "inbound_127.0.50.1_9080"]
+    );
+    assert!(cluster_names(&res).contains(&DB_9000.to_string()));
+}
+
+#[test]
+fn egress_listener_never_takes_an_address_or_name_already_in_use() {
+    // Port 9080 on the workload's own IP is its inbound listener's address.
+    let m = model(&bench_client_sidecar(
+        "  - port: {number: 9080, protocol: TCP}\n    hosts: [./*]\n",
+    ));
+    let res = for_proxy(&m, &bench_client());
+    assert_eq!(
+        names_of(&res, type_url::LISTENER),
+        ["0.0.0.0_9080", "inbound_127.0.50.1_9080"]
+    );
+    let inbound = listener_of(&res, "inbound_127.0.50.1_9080");
+    assert_eq!(
+        only_filter(&inbound).0,
+        filter_name::HTTP_CONNECTION_MANAGER
+    );
+    // 0.0.0.0_9080 is the HTTP virtual listener of port 9080.
+    let m = model(&bench_client_sidecar(
+        "  - port: {number: 9080, protocol: TCP}\n    bind: 0.0.0.0\n    hosts: [./*]\n",
+    ));
+    let res = for_proxy(&m, &bench_client());
+    let virtual_9080 = listener_of(&res, "0.0.0.0_9080");
+    assert_eq!(
+        only_filter(&virtual_9080).0,
+        filter_name::HTTP_CONNECTION_MANAGER
+    );
+    // 0.0.0.0 on a port no HTTP service uses is fine.
+    let m = model(&bench_client_sidecar(
+        "  - port: {number: 9000, protocol: TCP}\n    bind: 0.0.0.0\n    hosts: [./*]\n",
+    ));
+    assert_tcp_proxy(
+        &listener_of(&for_proxy(&m, &bench_client()), "0.0.0.0_9000"),
+        DB_9000,
+    );
+}
+
+#[test]
+fn inbound_port_of_a_tcp_service_is_a_tcp_listener() {
+    // The proxy of db's first endpoint: 9000 is TCP, 9080 is declared by no service of it (HTTP).
+    let mut db = proxy("default");
+    db.ip = "127.0.50.2".into();
+    db.inbound_ports = vec![(9000, 19000), (9080, 19080)];
+    let res = for_proxy(&model(DB), &db);
+    let l = listener_of(&res, "inbound_127.0.50.2_9000");
+    assert_eq!(socket_of(&l), ("127.0.50.2".to_string(), 9000));
+    assert_eq!(l.traffic_direction, TrafficDirection::Inbound as i32);
+    assert_eq!(l.bind_to_port, None, "binds");
+    assert_tcp_proxy(&l, "inbound|9000||");
+    let http = listener_of(&res, "inbound_127.0.50.2_9080");
+    assert_eq!(only_filter(&http).0, filter_name::HTTP_CONNECTION_MANAGER);
+    assert!(cluster_names(&res).contains(&"inbound|9000||".to_string()));
+
+    // Another service declaring 9000 as HTTP for the same workload: HTTP wins.
+    let both = format!(
+        "{DB}---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db-admin}}
+spec:
+  hosts: [db-admin.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9000, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.50.2}}]
+"
+    );
+    let res = for_proxy(&model(&both), &db);
+    let l = listener_of(&res, "inbound_127.0.50.2_9000");
+    assert_eq!(only_filter(&l).0, filter_name::HTTP_CONNECTION_MANAGER);
+    // The proxy of another workload (not an instance of db) keeps HTTP on 9000.
+    let mut other = db.clone();
+    other.ip = "127.0.50.8".into();
+    let res = for_proxy(&model(DB), &other);
+    let l = listener_of(&res, "inbound_127.0.50.8_9000");
+    assert_eq!(only_filter(&l).0, filter_name::HTTP_CONNECTION_MANAGER);
+}

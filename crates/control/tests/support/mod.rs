@@ -1,15 +1,22 @@
-//! Shared by the ADS tests: a model from YAML, a served Discovery, a proxy identity.
+//! Shared by the ADS tests: a model from YAML, a served Discovery, a proxy identity, a scripted delta
+//! client.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::watch;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 use weft_control::model::Model;
 use weft_control::server::grpc::AdsService;
 use weft_control::server::status::StatusRegistry;
 use weft_control::server::Discovery;
 use weft_control::view::Snapshot;
+use weft_xds::ads::AggregatedDiscoveryServiceClient;
 use weft_xds::node::ProxyIdentity;
+use weft_xds::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 
 pub const REGISTRY: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1, labels: {version: v1}}]\n";
 
@@ -68,4 +75,86 @@ pub fn identity() -> ProxyIdentity {
         admin_address: "127.0.0.2:15000".into(),
         ..Default::default()
     }
+}
+
+/// A scripted delta (incremental) ADS client.
+pub struct Stream {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    rx: Streaming<DeltaDiscoveryResponse>,
+    node: ProxyIdentity,
+}
+
+impl Stream {
+    /// A delta stream for the proxy [`identity`].
+    pub async fn open(served: &Served) -> Stream {
+        Stream::open_as(served, identity()).await
+    }
+
+    /// A delta stream for the proxy `node` (sent with the first subscription).
+    pub async fn open_as(served: &Served, node: ProxyIdentity) -> Stream {
+        let mut client =
+            AggregatedDiscoveryServiceClient::connect(format!("http://{}", served.addr))
+                .await
+                .expect("connect");
+        let (tx, req_rx) = mpsc::channel(8);
+        let rx = client
+            .delta_aggregated_resources(ReceiverStream::new(req_rx))
+            .await
+            .expect("delta is served")
+            .into_inner();
+        Stream { tx, rx, node }
+    }
+
+    pub async fn send(&self, r: DeltaDiscoveryRequest) {
+        self.tx.send(r).await.expect("send");
+    }
+
+    /// Subscribes to `names` of type `t`; `first` sends the node (the stream's first request).
+    pub async fn subscribe(
+        &self,
+        t: &str,
+        names: &[&str],
+        initial: HashMap<String, String>,
+        first: bool,
+    ) {
+        self.send(DeltaDiscoveryRequest {
+            node: first.then(|| self.node.to_node()),
+            type_url: t.into(),
+            resource_names_subscribe: names.iter().map(|s| s.to_string()).collect(),
+            initial_resource_versions: initial,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    pub async fn recv(&mut self) -> DeltaDiscoveryResponse {
+        tokio::time::timeout(Duration::from_secs(5), self.rx.message())
+            .await
+            .expect("a response within 5 s")
+            .expect("stream ok")
+            .expect("not closed")
+    }
+
+    pub async fn ack(&self, r: &DeltaDiscoveryResponse) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: r.type_url.clone(),
+            response_nonce: r.nonce.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    /// Nothing arrives for a moment.
+    pub async fn quiet(&mut self) {
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), self.rx.message()).await {
+            panic!("unexpected response: {m:?}");
+        }
+    }
+}
+
+/// The resource names of a delta response, sorted.
+pub fn names(r: &DeltaDiscoveryResponse) -> Vec<&str> {
+    let mut v: Vec<&str> = r.resources.iter().map(|r| r.name.as_str()).collect();
+    v.sort();
+    v
 }
