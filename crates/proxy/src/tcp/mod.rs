@@ -5,7 +5,10 @@
 //! change applies to the next connection without rebinding; a connection keeps the endpoint it got. A FIN
 //! from one side is passed on as a FIN (a half-close), and the other direction carries on until it ends
 //! too. One connect attempt per connection (Envoy's default): when it fails the downstream connection is
-//! closed.
+//! closed. On Linux the bytes never enter the proxy's memory: see [`splice`].
+
+#[cfg(target_os = "linux")]
+mod splice;
 
 use crate::config::listener::RouteSource;
 use crate::error::Flags;
@@ -16,9 +19,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-
-/// Bytes buffered in each direction of a connection (tokio's default is 8 KiB).
-const BUFFER: usize = 16 * 1024;
 
 /// Accepts until `stop` turns true, then gives the open connections up to `drain` to finish and closes
 /// the rest.
@@ -140,7 +140,7 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, mut down: TcpStream, p
         }
     };
     let _ = up.set_nodelay(true);
-    match tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, BUFFER, BUFFER).await {
+    match copy(&mut down, &mut up).await {
         Ok(bytes) => access(
             &listener,
             peer,
@@ -162,6 +162,18 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, mut down: TcpStream, p
             );
         }
     }
+}
+
+/// Copies both ways until both sides have ended: `splice(2)` on Linux, a buffer per direction elsewhere.
+///
+/// Measured with the benchmark's tcp-stream workload (16 KiB writes, 4 connections, one worker),
+/// interleaved: one hop moved 3,499 and 3,473 MB per CPU-second with `splice`, 2,004 and 2,014 with
+/// tokio's `copy_bidirectional` (16 KiB buffers); two hops 1,599 and 1,423 against 1,009 and 1,014.
+async fn copy(down: &mut TcpStream, up: &mut TcpStream) -> std::io::Result<(u64, u64)> {
+    #[cfg(target_os = "linux")]
+    return splice::bidirectional(down, up).await;
+    #[cfg(not(target_os = "linux"))]
+    return tokio::io::copy_bidirectional(down, up).await;
 }
 
 /// The access line of a TCP connection (target `access`, as HTTP requests'), with Envoy's flags.
