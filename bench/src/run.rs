@@ -75,6 +75,23 @@ pub struct Step {
     pub slices: usize,
 }
 
+/// Reads a child's pipe to its end on a thread of its own.
+fn drain<R: std::io::Read + Send + 'static>(
+    pipe: Option<R>,
+) -> Option<std::thread::JoinHandle<Vec<u8>>> {
+    let mut pipe = pipe?;
+    Some(std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = pipe.read_to_end(&mut out);
+        out
+    }))
+}
+
+/// What [`drain`] read (the child has exited, so its pipe has ended).
+fn collect(reader: Option<std::thread::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    reader.and_then(|h| h.join().ok()).unwrap_or_default()
+}
+
 fn step(workload: Workload, rate: Rate, secs: f64) -> Step {
     let (connections, streams) = match workload {
         // PERFORMANCE.md's wrk runs: 16 connections.
@@ -249,7 +266,7 @@ impl Lab {
         Proc::spawn(name, cmd, &self.work.join("logs"))
     }
 
-    /// One request of each HTTP workload through the target must succeed (the first ones may meet a
+    /// One request of each workload the target carries must succeed (the first ones may meet a
     /// sidecar that is ready but still receiving its routes). Gives up at once if a process exits.
     fn wait_serving(&self, target: Target, procs: &mut [Proc]) -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -259,6 +276,7 @@ impl Lab {
             Workload::Http1KeepAlive,
             Workload::Http2Streams,
             Workload::GrpcUnary,
+            Workload::TcpStream,
         ] {
             let Ok((addr, host)) = targets::endpoint(target, w, self.nginx_stream) else {
                 continue;
@@ -283,13 +301,11 @@ impl Lab {
         let exe = self.self_exe.clone();
         let p = self.spawn("upstream-http", Core::Load, &exe, &args)?;
         self.shared.push(p);
-        let args = vec![
-            "upstream".to_string(),
-            "--kind".into(),
-            "tcp".into(),
-            "--listen".into(),
-            targets::upstream_tcp_addr().to_string(),
-        ];
+        let mut args = vec!["upstream".to_string(), "--kind".into(), "tcp".into()];
+        for a in targets::upstream_tcp_addrs() {
+            args.push("--listen".into());
+            args.push(a.to_string());
+        }
         let p = self.spawn("upstream-tcp", Core::Load, &exe, &args)?;
         self.shared.push(p);
         for a in targets::upstream_http_addrs() {
@@ -300,11 +316,14 @@ impl Lab {
             })
             .with_context(|| format!("upstream on {a}"))?;
         }
-        eventually(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(targets::upstream_tcp_addr())
-                .map(drop)
-                .map_err(Into::into)
-        })?;
+        for a in targets::upstream_tcp_addrs() {
+            eventually(Duration::from_secs(10), || {
+                std::net::TcpStream::connect(a)
+                    .map(drop)
+                    .map_err(Into::into)
+            })
+            .with_context(|| format!("TCP sink on {a}"))?;
+        }
         self.running.push(Running {
             target: Target::Direct,
             procs: Vec::new(),
@@ -383,7 +402,7 @@ impl Lab {
                         "weft-1hop-client".into(),
                         proxy(
                             "bench-client-1hop",
-                            "bench-client",
+                            targets::CLIENT_1HOP_APP,
                             targets::WEFT_1HOP_IP,
                             None,
                         ),
@@ -396,7 +415,7 @@ impl Lab {
                             "weft-2hop-client".into(),
                             proxy(
                                 "bench-client-2hop",
-                                "bench-client",
+                                targets::CLIENT_2HOP_APP,
                                 targets::WEFT_2HOP_IP,
                                 None,
                             ),
@@ -408,11 +427,13 @@ impl Lab {
                                 "upstream-mesh",
                                 targets::WEFT_SERVER_IP,
                                 Some(format!(
-                                    "{}:{},{}:{}",
+                                    "{}:{},{}:{},{}:{}",
                                     targets::HTTP_PORT,
                                     targets::APP_HTTP_PORT,
                                     targets::GRPC_PORT,
-                                    targets::APP_GRPC_PORT
+                                    targets::APP_GRPC_PORT,
+                                    targets::TCP_PORT,
+                                    targets::APP_TCP_PORT
                                 )),
                             ),
                         ),
@@ -592,6 +613,10 @@ impl Lab {
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
         let mut child = cmd.spawn().context("cannot start the load generator")?;
+        // Read its output while it runs: a histogram can outgrow the pipe's 64 KiB, and a child blocked
+        // on a full pipe never exits.
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
         let mut rss = RssSamples::default();
         let limit = Instant::now() + s.duration + Duration::from_secs(60);
         let status = loop {
@@ -625,15 +650,15 @@ impl Lab {
             }
             _ => (None, None),
         };
-        let out = child.wait_with_output()?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (stdout, stderr) = (collect(stdout), collect(stderr));
+        let stderr = String::from_utf8_lossy(&stderr);
         if !status.success() {
             bail!("load generator failed ({status}): {stderr}");
         }
-        let load: LoadResult = serde_json::from_slice(&out.stdout).with_context(|| {
+        let load: LoadResult = serde_json::from_slice(&stdout).with_context(|| {
             format!(
                 "load generator printed {:?}",
-                String::from_utf8_lossy(&out.stdout)
+                String::from_utf8_lossy(&stdout)
             )
         })?;
         if !stderr.trim().is_empty() {
@@ -1091,12 +1116,13 @@ mod tests {
 
     #[test]
     fn full_run_fits_in_about_twenty_minutes() {
-        // Six targets, three rounds; tcp-stream runs on two (direct, HAProxy); ~1.1 s of overhead per run.
+        // Six targets, three rounds; tcp-stream runs on four (direct, both Weft shapes, HAProxy); ~1.1 s
+        // of overhead per run.
         let per_round: f64 = plan(false)
             .iter()
             .map(|s| {
                 let n = if s.workload == Workload::TcpStream {
-                    2.0
+                    4.0
                 } else {
                     6.0
                 };

@@ -6,10 +6,10 @@
 //! | who | address |
 //! |---|---|
 //! | weftd | xDS `127.0.50.1:15010`, debug `127.0.50.1:15014` |
-//! | upstream | `127.0.50.2:8080` (HTTP), `:8081` (HTTP/2, gRPC), `:9000` (TCP); `127.0.50.20:18080`, `:18081` (behind the server sidecar) |
-//! | weft client sidecar, 1 hop | `127.0.50.10:15001`, admin `:15000` |
-//! | weft client sidecar, 2 hops | `127.0.50.11:15001`, admin `:15000` |
-//! | weft server sidecar, 2 hops | `127.0.50.20:8080`, `:8081` (inbound), admin `:15000` |
+//! | upstream | `127.0.50.2:8080` (HTTP), `:8081` (HTTP/2, gRPC), `:9000` (TCP); `127.0.50.20:18080`, `:18081`, `:19000` (behind the server sidecar) |
+//! | weft client sidecar, 1 hop | `127.0.50.10:15001`, TCP egress `:9000`, admin `:15000` |
+//! | weft client sidecar, 2 hops | `127.0.50.11:15001`, TCP egress `:9000`, admin `:15000` |
+//! | weft server sidecar, 2 hops | `127.0.50.20:8080`, `:8081`, `:9000` (inbound), admin `:15000` |
 //! | nginx | `127.0.50.30:8080` (HTTP/1.1), `:8081` (h2c, gRPC) |
 //! | nginx, 2 hops | client side `127.0.50.31`, server side `127.0.50.32` (same ports as nginx) |
 //! | HAProxy | `127.0.50.40:8080`, `:8081` (h2c), `:9000` (TCP) |
@@ -46,21 +46,18 @@ pub const HTTP_PORT: u16 = 8080;
 pub const GRPC_PORT: u16 = 8081;
 /// The upstream's TCP sink.
 pub const TCP_PORT: u16 = 9000;
-/// Application ports behind the server sidecar (inbound `8080:18080,8081:18081`).
+/// Application ports behind the server sidecar (inbound `8080:18080,8081:18081,9000:19000`).
 pub const APP_HTTP_PORT: u16 = 18080;
 /// See [`APP_HTTP_PORT`].
 pub const APP_GRPC_PORT: u16 = 18081;
+/// See [`APP_HTTP_PORT`].
+pub const APP_TCP_PORT: u16 = 19000;
 /// weft-proxy's explicit-proxy (outbound) port.
 pub const OUTBOUND_PORT: u16 = 15001;
 /// weft-proxy's admin port.
 pub const ADMIN_PORT: u16 = 15000;
 /// How many extra services weftd holds, so the sidecars' memory is measured with a realistic config.
 pub const EXTRA_SERVICES: usize = 1000;
-/// weft-proxy routes HTTP only. When it can proxy opaque TCP, set this to true: the ServiceEntries get a
-/// TCP port and the weft targets run the tcp-stream workload; nothing else changes.
-pub const WEFT_SUPPORTS_TCP: bool = false;
-/// The TCP service port the Weft targets would use once [`WEFT_SUPPORTS_TCP`] is true.
-pub const WEFT_TCP_PORT: u16 = 9000;
 
 /// A target under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -148,14 +145,11 @@ pub fn endpoint(
             } else {
                 (WEFT_2HOP_IP, "upstream-mesh")
             };
-            if tcp && !WEFT_SUPPORTS_TCP {
-                return Err("weft-proxy has no opaque TCP proxying yet".into());
+            if tcp {
+                // The Sidecar's egress listener on the client sidecar's own address (explicit capture).
+                return Ok((addr(ip, TCP_PORT), None));
             }
-            let service_port = if tcp { WEFT_TCP_PORT } else { port };
-            Ok((
-                addr(ip, OUTBOUND_PORT),
-                Some(format!("{service}:{service_port}")),
-            ))
+            Ok((addr(ip, OUTBOUND_PORT), Some(format!("{service}:{port}"))))
         }
         Target::Nginx | Target::Nginx2Hop if tcp && !nginx_stream => {
             Err("nginx-light has no stream module (TCP proxying)".into())
@@ -186,7 +180,7 @@ pub fn upstream_http_addrs() -> Vec<SocketAddr> {
 /// Every address a run listens on, to check that none is taken before starting.
 pub fn all_listen_addrs() -> Vec<SocketAddr> {
     let mut v = upstream_http_addrs();
-    v.push(upstream_tcp_addr());
+    v.extend(upstream_tcp_addrs());
     v.extend([
         addr(WEFTD_IP, 15010),
         addr(WEFTD_IP, 15014),
@@ -196,6 +190,7 @@ pub fn all_listen_addrs() -> Vec<SocketAddr> {
     for ip in [WEFT_1HOP_IP, WEFT_2HOP_IP, WEFT_SERVER_IP] {
         v.push(addr(ip, OUTBOUND_PORT));
         v.push(addr(ip, ADMIN_PORT));
+        v.push(addr(ip, TCP_PORT));
     }
     for ip in [NGINX_IP, NGINX_2HOP_IP, NGINX_2HOP_SERVER_IP, HAPROXY_IP] {
         v.extend([addr(ip, HTTP_PORT), addr(ip, GRPC_PORT), addr(ip, TCP_PORT)]);
@@ -204,17 +199,15 @@ pub fn all_listen_addrs() -> Vec<SocketAddr> {
     v
 }
 
-/// The address of the TCP sink.
-pub fn upstream_tcp_addr() -> SocketAddr {
-    addr(UPSTREAM_IP, TCP_PORT)
+/// The addresses the TCP sink listens on: its own, and the one behind the server sidecar.
+pub fn upstream_tcp_addrs() -> [SocketAddr; 2] {
+    [
+        addr(UPSTREAM_IP, TCP_PORT),
+        addr(WEFT_SERVER_IP, APP_TCP_PORT),
+    ]
 }
 
 fn service_entry(out: &mut String, name: &str, app: &str) {
-    let tcp_port = if WEFT_SUPPORTS_TCP {
-        format!("\n  - number: {WEFT_TCP_PORT}\n    name: tcp\n    protocol: TCP")
-    } else {
-        String::new()
-    };
     let _ = write!(
         out,
         "apiVersion: networking.istio.io/v1
@@ -233,7 +226,10 @@ spec:
     protocol: HTTP
   - number: {GRPC_PORT}
     name: grpc
-    protocol: GRPC{tcp_port}
+    protocol: GRPC
+  - number: {TCP_PORT}
+    name: tcp
+    protocol: TCP
   workloadSelector:
     labels:
       app: {app}
@@ -243,11 +239,6 @@ spec:
 }
 
 fn workload_entry(out: &mut String, name: &str, address: &str) {
-    let tcp = if WEFT_SUPPORTS_TCP {
-        format!("\n    tcp: {TCP_PORT}")
-    } else {
-        String::new()
-    };
     let _ = write!(
         out,
         "apiVersion: networking.istio.io/v1
@@ -263,7 +254,8 @@ spec:
   serviceAccount: {name}
   ports:
     http: {HTTP_PORT}
-    grpc: {GRPC_PORT}{tcp}
+    grpc: {GRPC_PORT}
+    tcp: {TCP_PORT}
 ---
 "
     );
@@ -279,7 +271,43 @@ pub fn weft_registry() -> String {
     workload_entry(&mut s, "upstream", UPSTREAM_IP);
     service_entry(&mut s, "upstream-mesh", "upstream-mesh");
     workload_entry(&mut s, "upstream-mesh", WEFT_SERVER_IP);
+    sidecar(&mut s, CLIENT_1HOP_APP, "upstream");
+    sidecar(&mut s, CLIENT_2HOP_APP, "upstream-mesh");
     s
+}
+
+/// The `app` label of the 1-hop client sidecar.
+pub const CLIENT_1HOP_APP: &str = "bench-client";
+/// The `app` label of the 2-hop client sidecar.
+pub const CLIENT_2HOP_APP: &str = "bench-client-2hop";
+
+/// A client's Sidecar: a TCP egress listener on its own address, port [`TCP_PORT`], to `service`'s TCP
+/// port (Istio's explicit capture), and every service visible as without a Sidecar.
+fn sidecar(out: &mut String, app: &str, service: &str) {
+    let _ = write!(
+        out,
+        "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: {app}
+  namespace: default
+spec:
+  workloadSelector:
+    labels:
+      app: {app}
+  egress:
+  - port:
+      number: {TCP_PORT}
+      protocol: TCP
+      name: tcp
+    captureMode: NONE
+    hosts:
+    - ./{service}.default.svc.cluster.local
+  - hosts:
+    - \"*/*\"
+---
+"
+    );
 }
 
 /// [`EXTRA_SERVICES`] more services, each with two inline endpoints that nothing ever calls: the config a
@@ -454,14 +482,7 @@ mod tests {
             for w in Workload::ALL {
                 let r = endpoint(t, w, false);
                 let want_unsupported = w == Workload::TcpStream
-                    && matches!(
-                        t,
-                        Target::Weft1Hop
-                            | Target::Weft2Hop
-                            | Target::Nginx
-                            | Target::Nginx2Hop
-                            | Target::Pingora
-                    );
+                    && matches!(t, Target::Nginx | Target::Nginx2Hop | Target::Pingora);
                 assert_eq!(r.is_err(), want_unsupported, "{} {}", t.name(), w);
             }
         }
@@ -469,6 +490,12 @@ mod tests {
         assert_eq!(a.to_string(), "127.0.50.11:15001");
         assert_eq!(host.as_deref(), Some("upstream-mesh:8081"));
         assert!(endpoint(Target::Nginx, Workload::TcpStream, true).is_ok());
+        // Weft's TCP goes to the client sidecar's egress listener, with no authority.
+        let (a, host) = endpoint(Target::Weft1Hop, Workload::TcpStream, false).expect("ok");
+        assert_eq!(
+            (a.to_string(), host),
+            ("127.0.50.10:9000".to_string(), None)
+        );
     }
 
     #[test]
@@ -477,6 +504,9 @@ mod tests {
         assert!(reg.contains("address: 127.0.50.2\n"));
         assert!(reg.contains("address: 127.0.50.20\n"));
         assert!(reg.contains("protocol: GRPC"));
+        assert_eq!(reg.matches("protocol: TCP").count(), 4, "{reg}");
+        assert_eq!(reg.matches("kind: Sidecar").count(), 2, "{reg}");
+        assert!(reg.contains("- ./upstream-mesh.default.svc.cluster.local\n"));
         let extra = extra_services(1000);
         assert_eq!(extra.matches("kind: ServiceEntry").count(), 1000);
         assert!(extra.contains("svc-0999.default.svc.cluster.local"));
