@@ -89,6 +89,54 @@ mod tests {
         assert_eq!(v["type"], "EDS");
     }
 
+    /// Every typed config weftd puts in a listener renders, the TCP proxy's included (a type missing from
+    /// the descriptor set makes the whole listener unrenderable in `/config_dump`).
+    #[test]
+    fn listener_filters_render() {
+        use crate::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+        use crate::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+        use crate::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+            tcp_proxy::ClusterSpecifier, TcpProxy,
+        };
+        let tcp = TcpProxy {
+            stat_prefix: "outbound|9000||db".into(),
+            cluster_specifier: Some(ClusterSpecifier::Cluster("outbound|9000||db".into())),
+            ..Default::default()
+        };
+        let hcm = HttpConnectionManager {
+            stat_prefix: "inbound".into(),
+            ..Default::default()
+        };
+        let filters = [
+            (
+                crate::filter_name::TCP_PROXY,
+                crate::pack(type_url::TCP_PROXY, &tcp),
+            ),
+            (
+                crate::filter_name::HTTP_CONNECTION_MANAGER,
+                crate::pack(type_url::HTTP_CONNECTION_MANAGER, &hcm),
+            ),
+        ];
+        for (name, any) in filters {
+            let l = Listener {
+                name: "l".into(),
+                filter_chains: vec![FilterChain {
+                    filters: vec![Filter {
+                        name: name.into(),
+                        config_type: Some(filter::ConfigType::TypedConfig(any.clone())),
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let v = any_to_json(&crate::pack(type_url::LISTENER, &l)).expect(name);
+            let typed = &v["filterChains"][0]["filters"][0]["typedConfig"];
+            assert_eq!(typed["@type"], any.type_url.as_str(), "{v}");
+        }
+        let v = any_to_json(&crate::pack(type_url::TCP_PROXY, &tcp)).expect("TcpProxy");
+        assert_eq!(v["cluster"], "outbound|9000||db");
+    }
+
     #[test]
     fn unknown_type_is_named() {
         let any = Any {
