@@ -159,6 +159,29 @@ where
     .await
 }
 
+/// The next connection, or `None` once `stop` turns true. A failed accept (usually EMFILE, or a
+/// connection reset during the handshake) is logged and followed by a short back-off.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+    name: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            // `accept` is cancellation-safe; `stopped` only observes.
+            r = listener.accept() => r,
+            _ = crate::stopped(stop) => return None,
+        };
+        match accepted {
+            Ok(x) => return Some(x),
+            Err(e) => {
+                tracing::debug!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 /// Accepts until `stop` turns true, then asks every connection to finish (HTTP/1: after the current
 /// request; HTTP/2: GOAWAY) and waits up to `drain` for them.
 pub async fn serve(
@@ -179,19 +202,8 @@ pub async fn serve(
     loop {
         // Reap finished connection tasks so the set does not grow.
         while conns.try_join_next().is_some() {}
-        let accepted = tokio::select! {
-            // `accept` is cancellation-safe; `wait_for` only observes.
-            r = listener.accept() => r,
-            _ = crate::stopped(&mut stop) => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // Usually EMFILE or a connection reset during the handshake: back off a little.
-                tracing::debug!(listener = name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
+        let Some((stream, peer)) = accept(&listener, &mut stop, name).await else {
+            break;
         };
         // Inherited from the listener on Linux (see `bind`).
         #[cfg(not(target_os = "linux"))]

@@ -32,18 +32,9 @@ pub(crate) async fn serve(
     let mut conns = JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
-        let accepted = tokio::select! {
-            // `accept` is cancellation-safe; `stopped` only observes.
-            r = listener.accept() => r,
-            _ = crate::stopped(&mut stop) => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(listener = %name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
+        let Some((stream, peer)) = crate::http::server::accept(&listener, &mut stop, &name).await
+        else {
+            break;
         };
         conns.spawn(forward(shared.clone(), name.clone(), stream, peer));
     }
@@ -112,22 +103,17 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, mut down: TcpStream, p
             return;
         }
     };
-    let mut up = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    let connected = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("connect timed out after {connect_timeout:?}"),
+        )),
+    };
+    let mut up = match connected {
+        Ok(s) => s,
+        Err(e) => {
             tracing::debug!(listener = %listener, endpoint = %addr, error = %e, "upstream connect failed");
-            access(
-                &listener,
-                peer,
-                Some(&cluster),
-                Some(addr),
-                (0, 0),
-                Flags::UF,
-            );
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(listener = %listener, endpoint = %addr, "upstream connect timed out");
             access(
                 &listener,
                 peer,

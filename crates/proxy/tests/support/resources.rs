@@ -110,6 +110,24 @@ pub fn static_cluster(name: &str, eps: &[SocketAddr]) -> Any {
     )
 }
 
+/// A listener with one filter chain of one network filter (`bind = false`: virtual).
+fn listener(name: &str, a: SocketAddr, bind: bool, dir: TrafficDirection, filter: Filter) -> Any {
+    pack(
+        type_url::LISTENER,
+        &Listener {
+            name: name.into(),
+            address: Some(addr(a)),
+            bind_to_port: (!bind).then_some(BoolValue { value: false }),
+            traffic_direction: dir as i32,
+            filter_chains: vec![FilterChain {
+                filters: vec![filter],
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+}
+
 fn hcm_listener(
     name: &str,
     a: SocketAddr,
@@ -122,26 +140,14 @@ fn hcm_listener(
         route_specifier: Some(routes),
         ..Default::default()
     };
-    pack(
-        type_url::LISTENER,
-        &Listener {
-            name: name.into(),
-            address: Some(addr(a)),
-            bind_to_port: (!bind).then_some(BoolValue { value: false }),
-            traffic_direction: dir as i32,
-            filter_chains: vec![FilterChain {
-                filters: vec![Filter {
-                    name: weft_xds::filter_name::HTTP_CONNECTION_MANAGER.into(),
-                    config_type: Some(filter::ConfigType::TypedConfig(pack(
-                        type_url::HTTP_CONNECTION_MANAGER,
-                        &hcm,
-                    ))),
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        },
-    )
+    let filter = Filter {
+        name: weft_xds::filter_name::HTTP_CONNECTION_MANAGER.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(
+            type_url::HTTP_CONNECTION_MANAGER,
+            &hcm,
+        ))),
+    };
+    listener(name, a, bind, dir, filter)
 }
 
 /// The virtual outbound listener `0.0.0.0_<port>` using RDS `<port>`.
@@ -168,25 +174,14 @@ pub fn tcp_listener(name: &str, a: SocketAddr, dir: TrafficDirection, cluster: &
         cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
         ..Default::default()
     };
-    pack(
-        type_url::LISTENER,
-        &Listener {
-            name: name.into(),
-            address: Some(addr(a)),
-            traffic_direction: dir as i32,
-            filter_chains: vec![FilterChain {
-                filters: vec![Filter {
-                    name: weft_xds::filter_name::TCP_PROXY.into(),
-                    config_type: Some(filter::ConfigType::TypedConfig(pack(
-                        type_url::TCP_PROXY,
-                        &tcp,
-                    ))),
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        },
-    )
+    let filter = Filter {
+        name: weft_xds::filter_name::TCP_PROXY.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(
+            type_url::TCP_PROXY,
+            &tcp,
+        ))),
+    };
+    listener(name, a, true, dir, filter)
 }
 
 /// An inbound listener with an inline table routing everything to `cluster`.
