@@ -700,6 +700,102 @@ async fn upstream_connections_are_reused_and_closed_ones_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_both_ways_on_one_upstream_connection() {
+    use http_body_util::BodyExt;
+    let (echo, conns) = net::echo_upstream().await;
+    let ads = FakeAds::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        set(
+            "1",
+            &[("echo", &[echo])],
+            vec![vhost("echo", &["echo:9080"], vec![route_to("/", "echo")])],
+        ),
+    )
+    .await;
+    let proxy = start_proxy(&ads.url()).await;
+    until(&proxy, "echo:9080", "/big", "routes applied", |r| {
+        r.status == 200
+    })
+    .await;
+    let before = conns.load(std::sync::atomic::Ordering::SeqCst);
+
+    let stream = tokio::net::TcpStream::connect(proxy.outbound_addr())
+        .await
+        .expect("connect");
+    let (mut client, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let exchange = async {
+        for round in 0..2 {
+            // Up: streamed with no length (too big to buffer for retries), echoed back as it arrives.
+            let (tx, rx) = futures::channel::mpsc::channel(1);
+            let feeder = tokio::spawn(async move {
+                use futures::SinkExt;
+                let mut tx = tx;
+                for i in 0..net::BIG / net::CHUNK {
+                    let frame = hyper::body::Frame::data(net::big_chunk(i));
+                    if tx
+                        .send(Ok::<_, std::convert::Infallible>(frame))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            let req = http::Request::post("/upload")
+                .header("host", "echo:9080")
+                .body(http_body_util::StreamBody::new(rx).boxed())
+                .expect("request");
+            client
+                .ready()
+                .await
+                .expect("the downstream connection stays open");
+            let resp = client
+                .send_request(req)
+                .await
+                .expect("POST through the proxy");
+            assert_eq!(resp.status(), 200, "round {round}");
+            let echoed = resp.into_body().collect().await.expect("echo").to_bytes();
+            feeder.await.expect("feeder");
+            assert!(
+                net::is_big(&echoed),
+                "round {round}: {} bytes echoed",
+                echoed.len()
+            );
+
+            // Down: 2 MiB in chunked encoding.
+            let req = http::Request::get("/big")
+                .header("host", "echo:9080")
+                .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
+                .expect("request");
+            client
+                .ready()
+                .await
+                .expect("the downstream connection stays open");
+            let resp = client
+                .send_request(req)
+                .await
+                .expect("GET through the proxy");
+            assert_eq!(resp.status(), 200, "round {round}");
+            let body = resp.into_body().collect().await.expect("big").to_bytes();
+            assert!(net::is_big(&body), "round {round}: {} bytes", body.len());
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), exchange)
+        .await
+        .expect("8 MiB through the proxy without a stall");
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst) - before,
+        0,
+        "the upstream connection that answered the route probe served all four"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_and_header_edits() {
     let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;
     let fault = |abort: Option<u32>, delay_ms: Option<u64>| HttpFault {

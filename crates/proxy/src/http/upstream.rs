@@ -937,6 +937,76 @@ mod tests {
         assert_eq!(up.idle_h1(addr), 0, "then dropped once idle too long");
     }
 
+    /// An HTTP/1.1 upstream on hyper's server answering `BIG` bytes in 16 KiB chunks (chunked
+    /// encoding); it counts its connections.
+    async fn big_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async move {
+                    let chunks = futures::stream::iter((0..BIG / CHUNK).map(|i| {
+                        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![
+                            (i % 251)
+                                as u8;
+                            CHUNK
+                        ])))
+                    }));
+                    Ok::<_, std::convert::Infallible>(Response::new(
+                        http_body_util::StreamBody::new(chunks),
+                    ))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc),
+                );
+            }
+        });
+        (addr, conns)
+    }
+
+    const BIG: usize = 2 << 20;
+    const CHUNK: usize = 16 << 10;
+
+    #[tokio::test]
+    async fn a_large_body_streams_with_backpressure_and_the_connection_is_reused() {
+        let (addr, conns) = big_upstream().await;
+        let up = Upstream::new();
+        for round in 0..2 {
+            // 2 MiB down, pushed by the upstream faster than it is read: the body drives the connection
+            // with the reader's backpressure.
+            let mut req = Request::new(super::super::full(""));
+            *req.uri_mut() = http::Uri::from_static("/big");
+            req.headers_mut()
+                .insert(http::header::HOST, http::HeaderValue::from_static("up"));
+            let resp = up
+                .send_h1(addr, Duration::from_secs(5), req)
+                .await
+                .expect("GET /big");
+            let mut body = resp.into_body();
+            let mut got = Vec::with_capacity(BIG);
+            let read = async {
+                while let Some(frame) = body.frame().await {
+                    got.extend_from_slice(&frame.expect("frame").into_data().expect("data"));
+                    tokio::task::yield_now().await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), read)
+                .await
+                .expect("the body is read to its end, not stalled");
+            assert_eq!(got.len(), BIG, "round {round}");
+            assert!(got
+                .chunks(CHUNK)
+                .enumerate()
+                .all(|(i, c)| c.iter().all(|&b| b == (i % 251) as u8)));
+        }
+        assert_eq!(up.idle_h1(addr), 1, "one connection, back in the pool");
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "and it served both");
+    }
+
     #[tokio::test]
     async fn connect_failure_is_a_connect_error() {
         let closed = {

@@ -249,7 +249,8 @@ where
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut delay = Duration::from_millis(10);
     loop {
-        if let Some(v) = check().await {
+        // A check that hangs (a request the proxy never answers) counts against the deadline too.
+        if let Ok(Some(v)) = tokio::time::timeout_at(deadline, check()).await {
             return v;
         }
         if Instant::now() > deadline {
@@ -343,4 +344,55 @@ pub async fn grpc_call(
         body: collected.to_bytes(),
         trailers,
     })
+}
+
+/// Bytes `/big` answers and the echo tests send.
+pub const BIG: usize = 2 << 20;
+/// The size of each chunk those bodies are written in.
+pub const CHUNK: usize = 16 << 10;
+
+/// Chunk `i` of a big body: `CHUNK` bytes of `i % 251`.
+pub fn big_chunk(i: usize) -> Bytes {
+    Bytes::from(vec![(i % 251) as u8; CHUNK])
+}
+
+/// Whether `body` is the big body: `BIG` bytes made of `big_chunk(0)`, `big_chunk(1)`, ….
+pub fn is_big(body: &[u8]) -> bool {
+    body.len() == BIG
+        && body
+            .chunks(CHUNK)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|&b| b == (i % 251) as u8))
+}
+
+/// An HTTP/1.1 upstream that streams back the body of every `POST` as it arrives, and answers
+/// `GET /big` with the big body in chunked encoding. Returns its address and the connections it
+/// accepted.
+pub async fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let svc =
+                hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let body = if req.method() == http::Method::POST {
+                        req.into_body().boxed()
+                    } else {
+                        let chunks = futures::stream::iter(
+                            (0..BIG / CHUNK).map(|i| Ok(hyper::body::Frame::data(big_chunk(i)))),
+                        );
+                        http_body_util::StreamBody::new(chunks).boxed()
+                    };
+                    Ok::<_, Infallible>(http::Response::new(body))
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc),
+            );
+        }
+    });
+    (addr, conns)
 }
