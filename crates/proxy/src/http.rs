@@ -229,6 +229,14 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Usually there is none: one pass over the names present is cheaper than a removal (a hash and a
+    // probe) for each of the seven hop-by-hop names, which were 5% of a request's instructions.
+    if !h
+        .keys()
+        .any(|n| n == header::PROXY_AUTHORIZATION || HOP_BY_HOP.contains(n))
+    {
+        return;
+    }
     // Headers named in `Connection` are hop-by-hop too.
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -756,5 +764,21 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["x-keep"]);
+
+        // Each one alone, with no `Connection` header to point at it, goes too.
+        for name in HOP_BY_HOP.iter().chain([&header::PROXY_AUTHORIZATION]) {
+            let mut h = HeaderMap::new();
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            h.insert(name, HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, vec!["x-keep"], "{name}");
+        }
+        // None at all: nothing changes.
+        let mut h = HeaderMap::new();
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
     }
 }

@@ -112,7 +112,7 @@ pub struct RouteConfig {
     pub headers: HeaderEdits,
     /// Exact domains → index of the first virtual host that has them: a table of a thousand services
     /// has eight thousand domains, and a linear scan of them was most of a request's CPU.
-    exact: std::collections::HashMap<Box<str>, usize>,
+    exact: super::FastMap<Box<str>, usize>,
     /// Whether any virtual host has a wildcard domain (only then is the slow scan needed).
     wildcards: bool,
 }
@@ -765,7 +765,7 @@ pub struct RequestView<'a> {
 impl RouteConfig {
     /// A table, indexed for lookup by domain.
     pub fn new(name: String, virtual_hosts: Vec<VirtualHost>, headers: HeaderEdits) -> RouteConfig {
-        let mut exact = std::collections::HashMap::new();
+        let mut exact = super::FastMap::default();
         let mut wildcards = false;
         for (i, vh) in virtual_hosts.iter().enumerate() {
             for d in &vh.domains {
