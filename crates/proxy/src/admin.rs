@@ -21,10 +21,7 @@ const DUMP_PREFIX: &str = "type.googleapis.com/envoy.admin.v3.";
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     let stop = shared.shutdown.subscribe();
     let s = shared.clone();
-    let handler: server::Handler = Arc::new(move |req| {
-        let s = s.clone();
-        Box::pin(async move { handle(&s, req) })
-    });
+    let handler = move |req| std::future::ready(handle(&s, req));
     server::serve("admin", listener, handler, stop, Duration::from_millis(200)).await;
 }
 

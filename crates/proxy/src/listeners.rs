@@ -107,10 +107,8 @@ async fn reconcile(shared: &Arc<Shared>, running: &mut HashMap<String, Running>,
             )),
             Kind::Http => {
                 let s = shared.clone();
-                let handler: server::Handler = Arc::new(move |req| {
-                    let s = s.clone();
-                    Box::pin(http::handle(s, Entry::Inbound(entry_name.clone()), req))
-                });
+                let handler =
+                    move |req| http::handle(s.clone(), Entry::Inbound(entry_name.clone()), req);
                 tokio::spawn(server::serve("inbound", listener, handler, stop_rx, drain))
             }
         };

@@ -12,9 +12,6 @@ use tokio::net::TcpListener;
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, drain: Duration) {
     let stop = shared.shutdown.subscribe();
     let s = shared.clone();
-    let handler: server::Handler = Arc::new(move |req| {
-        let s = s.clone();
-        Box::pin(http::handle(s, Entry::Outbound, req))
-    });
+    let handler = move |req| http::handle(s.clone(), Entry::Outbound, req);
     server::serve("outbound", listener, handler, stop, drain).await;
 }
