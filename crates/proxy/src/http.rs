@@ -4,6 +4,7 @@
 
 mod body;
 mod drain;
+mod h1;
 pub mod server;
 pub mod upstream;
 

@@ -1,11 +1,15 @@
 //! Upstream connections.
 //!
-//! HTTP/1.1 runs on Weft's own pool of hyper `client::conn::http1` connections, keyed by endpoint address:
-//! a request pops an idle connection of the endpoint it was given (or connects, with `TCP_NODELAY` and the
-//! cluster's connect timeout), sends on it, and the connection goes back on the endpoint's idle stack only
-//! once the response body has been read to its end. A connection is thus never shared by two requests, and
-//! one whose body was abandoned, or that failed or closed, is dropped rather than reused. Each connection's
-//! I/O runs in its own task. The pool lock guards a push or a pop and is never held across an await.
+//! HTTP/1.1 runs on Weft's own client (`h1`) and pool, keyed by endpoint address: a request pops an idle
+//! connection of the endpoint it was given (or connects, with `TCP_NODELAY` and the cluster's connect
+//! timeout), sends on it, and the connection goes back on the endpoint's idle stack only once the
+//! response body has been read to its end. A connection is thus never shared by two requests, and one
+//! whose body was abandoned, or that failed or closed, is dropped rather than reused. No task runs for a
+//! connection: the request's future and then its response body drive it, so an idle connection that the
+//! upstream closed is found out when it is taken (a readable socket is checked with one `recv`), and a
+//! request that meets a close the check could not see (the upstream closed it as the request went out)
+//! is sent again on another connection when it is idempotent and its body was held whole, as browsers
+//! and Go's client do. The pool lock guards a push or a pop and is never held across an await.
 //!
 //! HTTP/2 prior knowledge (h2c, used for gRPC and HTTP/2 downstreams) runs on one hyper
 //! `client::conn::http2` connection per endpoint, shared by every request to that endpoint (streams are
@@ -14,21 +18,16 @@
 //! replaced on the next request; one unused for `POOL_IDLE_TIMEOUT` is dropped by the sweeper, and hyper
 //! closes it once its last stream ends.
 
+use super::h1;
 use super::Body;
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
+use http::{Method, Request, Response};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -88,9 +87,9 @@ pub enum UpstreamError {
     /// The TCP connect did not finish within the cluster's connect timeout.
     #[error("TCP connect timed out after {0:?}")]
     ConnectTimeout(Duration),
-    /// HTTP/1.1: the handshake, or the exchange on the connection, failed.
+    /// HTTP/1.1: the exchange on the connection failed.
     #[error(transparent)]
-    Http1(hyper::Error),
+    Http1(h1::Error),
     /// HTTP/2: the handshake, or the exchange on the connection, failed.
     #[error(transparent)]
     Http2(hyper::Error),
@@ -140,46 +139,64 @@ impl Upstream {
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
-        mut req: Request<Body>,
+        req: Request<Body>,
     ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + Send + '_ {
         async move {
-            loop {
-                let (mut sender, reused) = match self.h1.checkout(addr).await {
-                    Some(s) => (s, true),
-                    // Boxed: the connect's state is large and rarely needed, and every request's future
-                    // would otherwise carry (and copy) its size.
-                    None => (Box::pin(connect_h1(addr, connect_timeout)).await?, false),
-                };
-                match sender.try_send_request(req).await {
-                    Ok(resp) => {
-                        let (parts, body) = resp.into_parts();
-                        let body = if body.is_end_stream() {
-                            self.h1.checkin(addr, sender);
-                            Body::incoming(body)
-                        } else {
-                            Body::pooled(PooledBody {
-                                inner: body,
-                                conn: Some(Return {
-                                    pool: self.h1.clone(),
-                                    addr,
-                                    sender,
-                                }),
-                            })
-                        };
-                        return Ok(Response::from_parts(parts, body));
-                    }
-                    Err(mut e) => match e.take_message() {
-                        // A pooled connection closed (say, the upstream's idle timeout) before the request
-                        // was written: nothing reached the upstream, so send it on another connection.
-                        Some(unsent) if reused => {
-                            tracing::debug!(endpoint = %addr, error = %e.error(), "pooled connection closed, reconnecting");
-                            req = unsent;
-                        }
-                        _ => return Err(Failure::Reset(UpstreamError::Http1(e.into_error()))),
-                    },
+            let head_only = req.method() == Method::HEAD;
+            let (conn, reused) = match self.h1.checkout(addr) {
+                Some(c) => (c, true),
+                // Boxed: the connect's state is large and rarely needed, and every request's future
+                // would otherwise carry (and copy) its size.
+                None => (
+                    Box::pin(connect_h1(&self.h1, addr, connect_timeout)).await?,
+                    false,
+                ),
+            };
+            match conn.send(req, reused).await {
+                Ok(resp) => Ok(resp),
+                // The upstream closed a pooled connection (say, on its idle timeout) as the request
+                // went out, and nothing came back: send it again. (Boxed, as rare.)
+                Err(h1::ExchangeError {
+                    stale: true,
+                    replay: Some(replay),
+                    error,
+                }) => {
+                    tracing::debug!(endpoint = %addr, %error, "pooled connection was closed by the upstream, sending again");
+                    Box::pin(self.resend_h1(addr, connect_timeout, replay, head_only)).await
                 }
+                Err(e) => Err(Failure::Reset(UpstreamError::Http1(e.error))),
             }
         }
+    }
+
+    /// Sends again a request that met a stale pooled connection, on another (a stale one again costs a
+    /// try; a new connection is never stale).
+    async fn resend_h1(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        mut replay: h1::Replay,
+        head_only: bool,
+    ) -> Result<Response<Body>, Failure> {
+        for _ in 0..2 {
+            let (conn, reused) = match self.h1.checkout(addr) {
+                Some(c) => (c, true),
+                None => (connect_h1(&self.h1, addr, connect_timeout).await?, false),
+            };
+            match conn.resend(replay, head_only, reused).await {
+                Ok(resp) => return Ok(resp),
+                Err(h1::ExchangeError {
+                    stale: true,
+                    replay: Some(r),
+                    ..
+                }) => replay = r,
+                Err(e) => return Err(Failure::Reset(UpstreamError::Http1(e.error))),
+            }
+        }
+        let conn = connect_h1(&self.h1, addr, connect_timeout).await?;
+        conn.resend(replay, head_only, false)
+            .await
+            .map_err(|e| Failure::Reset(UpstreamError::Http1(e.error)))
     }
 
     /// Sends an HTTP/2 request (absolute URI: its authority becomes `:authority`) to `addr` on the
@@ -236,33 +253,20 @@ async fn connect_tcp(addr: SocketAddr, connect_timeout: Duration) -> Result<TcpS
     Ok(stream)
 }
 
-/// Connects to `addr` and starts the connection's task.
+/// Connects to `addr`, for `pool`.
 async fn connect_h1(
+    pool: &Arc<H1Pool>,
     addr: SocketAddr,
     connect_timeout: Duration,
-) -> Result<SendRequest<Body>, Failure> {
+) -> Result<h1::Conn, Failure> {
     let stream = connect_tcp(addr, connect_timeout).await?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| Failure::Connect(UpstreamError::Http1(e)))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended with error");
-        }
-    });
-    Ok(sender)
-}
-
-/// An idle connection and when (in sweeps) it became idle.
-struct Idle {
-    sender: SendRequest<Body>,
-    since: u32,
+    Ok(h1::Conn::new(stream, addr, Arc::downgrade(pool)))
 }
 
 /// Idle HTTP/1.1 connections by endpoint, most recently used last.
 #[derive(Default)]
-struct H1Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
+pub(super) struct H1Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<h1::Conn>, BuildHasherDefault<AddrHasher>>>,
     ticks: Ticks,
     sweeper: AtomicBool,
 }
@@ -270,49 +274,34 @@ struct H1Pool {
 impl H1Pool {
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>
+    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<h1::Conn>, BuildHasherDefault<AddrHasher>>>
     {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An idle connection to `addr` that is ready for a request, if there is one.
-    async fn checkout(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
+    /// The most recently used idle connection to `addr` that the upstream has not closed. (Ones idle
+    /// too long are left to the sweep: a connection's idle time is only known to a sweep interval
+    /// anyway.)
+    pub(super) fn checkout(&self, addr: SocketAddr) -> Option<h1::Conn> {
         loop {
-            let mut sender = self.pop(addr)?;
-            if sender.is_ready() {
-                return Some(sender);
-            }
-            // Its previous exchange is still finishing inside the connection task (or it is closing):
-            // wait for the verdict.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+            let mut conn = self.lock().get_mut(&addr)?.pop()?;
+            // Checked outside the lock: it may cost a system call.
+            if conn.is_usable() {
+                return Some(conn);
             }
         }
     }
 
-    /// The most recently used idle connection to `addr` that is not closed. (Ones idle too long are left
-    /// to the sweep: a connection's idle time is only known to a sweep interval anyway.)
-    fn pop(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
-        let mut idle = self.lock();
-        let stack = idle.get_mut(&addr)?;
-        while let Some(c) = stack.pop() {
-            if !c.sender.is_closed() {
-                return Some(c.sender);
-            }
-        }
-        None
+    /// Idle connections to `addr` (tests).
+    #[cfg(test)]
+    pub(super) fn idle(&self, addr: SocketAddr) -> usize {
+        self.lock().get(&addr).map_or(0, Vec::len)
     }
 
-    /// Puts a connection whose exchange is complete back for reuse (or drops it when it is closed).
-    fn checkin(self: &Arc<Self>, addr: SocketAddr, sender: SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
-        let since = self.ticks.now();
-        self.lock()
-            .entry(addr)
-            .or_default()
-            .push(Idle { sender, since });
+    /// Puts a connection whose exchange ended cleanly back for reuse.
+    pub(super) fn checkin(self: &Arc<Self>, mut conn: h1::Conn) {
+        conn.set_idle_since(self.ticks.now());
+        self.lock().entry(conn.addr()).or_default().push(conn);
         if !self.sweeper.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweeper(Arc::downgrade(self)));
         }
@@ -328,7 +317,7 @@ impl Sweep for H1Pool {
             // Most recently used last: everything below the first keeper has been idle longer.
             let keep_from = stack
                 .iter()
-                .position(|c| !idle_too_long(now, c.since) && !c.sender.is_closed())
+                .position(|c| !idle_too_long(now, c.idle_since()))
                 .unwrap_or(stack.len());
             expired.extend(stack.drain(..keep_from));
             !stack.is_empty()
@@ -535,59 +524,6 @@ impl Sweep for H2Pool {
     }
 }
 
-/// Where a connection goes back once its response body is done.
-struct Return {
-    pool: Arc<H1Pool>,
-    addr: SocketAddr,
-    sender: SendRequest<Body>,
-}
-
-/// A response body that returns its connection to the pool when read to its end. Dropped earlier, the
-/// connection is dropped with it (hyper closes it, since the rest of the body would have to be read).
-pub(super) struct PooledBody {
-    pub(super) inner: Incoming,
-    conn: Option<Return>,
-}
-
-impl PooledBody {
-    fn done(&mut self) {
-        if let Some(r) = self.conn.take() {
-            r.pool.checkin(r.addr, r.sender);
-        }
-    }
-}
-
-impl http_body::Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            // A reader may stop as soon as `is_end_stream` says so (hyper's server does), so return the
-            // connection on the last frame rather than wait for a `None` that may never be polled.
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.done(),
-            Poll::Ready(None) => this.done(),
-            // An error: the connection is broken; drop it.
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// A small multiplicative hasher for endpoint addresses (`SipHash` costs more than the rest of a pool
 /// lookup). The keys come from the control plane, not from clients, so flooding is not a concern.
 #[derive(Default)]
@@ -628,7 +564,10 @@ impl Hasher for AddrHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http_body::Frame;
     use http_body_util::BodyExt;
+    use hyper::body::Incoming;
     use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -754,17 +693,18 @@ mod tests {
         let (addr, conns) = upstream(After::Close).await;
         let up = Upstream::new();
         assert_eq!(get(&up, addr).await, "conn 1");
-        // The upstream hung up after answering; once the connection task has seen it, the pooled
-        // connection reports closed and is skipped.
-        eventually("the pooled connection to close", || {
-            up.h1
-                .lock()
-                .get(&addr)
-                .is_none_or(|s| s.iter().all(|c| c.sender.is_closed()))
-        })
-        .await;
-        assert_eq!(get(&up, addr).await, "conn 2");
-        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        // The upstream hung up after answering, without saying so. Whether the close has arrived
+        // when the connection is taken (the check at checkout drops it) or only as the request goes
+        // out (nothing comes back, and the GET is sent again), the request gets a new connection.
+        for i in 2..=4 {
+            assert_eq!(get(&up, addr).await, format!("conn {i}"));
+        }
+        // Waiting until the close is surely there: the check at checkout finds it.
+        assert_eq!(get(&up, addr).await, "conn 5");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(up.idle_h1(addr), 1, "pooled, closed by the upstream since");
+        assert_eq!(get(&up, addr).await, "conn 6");
+        assert_eq!(conns.load(Ordering::SeqCst), 6);
     }
 
     #[tokio::test]
