@@ -147,9 +147,12 @@ fn uuid_v4_header() -> HeaderValue {
 
 /// A count of milliseconds as a header value.
 fn millis_header(ms: u64) -> HeaderValue {
-    let mut digits = [0u8; 20];
+    slab_value(decimal(ms, &mut [0u8; 20]))
+}
+
+/// `n` in decimal ASCII, written at the end of `digits` (no formatting machinery on the request path).
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut at = digits.len();
-    let mut n = ms;
     loop {
         at -= 1;
         digits[at] = b'0' + (n % 10) as u8;
@@ -158,7 +161,7 @@ fn millis_header(ms: u64) -> HeaderValue {
             break;
         }
     }
-    slab_value(&digits[at..])
+    &digits[at..]
 }
 
 /// Bytes per slab of [`slab_value`].
