@@ -6,7 +6,6 @@ use crate::config::{Snapshot, Stored};
 use crate::http::{server, text, Body};
 use crate::Shared;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,7 +24,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     server::serve("admin", listener, handler, stop, Duration::from_millis(200)).await;
 }
 
-fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+fn handle(shared: &Shared, req: Request<Body>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/ready") | (&Method::GET, "/healthz/ready") => {
             if shared.is_ready() {

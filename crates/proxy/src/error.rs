@@ -158,9 +158,9 @@ pub enum ProxyError {
     /// Reading the downstream request body failed.
     #[error("cannot read the request body")]
     DownstreamBody {
-        /// hyper's error.
+        /// What reading it found.
         #[source]
-        source: hyper::Error,
+        source: crate::http::BodyError,
     },
     /// The request could not be turned into an upstream request.
     #[error("cannot build the upstream request")]

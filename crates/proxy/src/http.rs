@@ -20,12 +20,11 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub use body::Body;
+pub use body::{Body, BodyError};
 
 /// Request bodies up to this size are buffered so the request can be retried; larger or unsized bodies are
 /// streamed and not retried.
@@ -60,7 +59,7 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 pub(crate) fn handle(
     shared: Arc<Shared>,
     entry: Entry,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
     // The access line needs these after the request is consumed; copy them only when it is on.
     let access = tracing::enabled!(target: "access", tracing::Level::DEBUG)
@@ -270,7 +269,7 @@ enum PreparedBody {
     /// Buffered: every try gets a copy.
     Buffered(Bytes),
     /// Streamed: only one try.
-    Streaming(Option<Incoming>),
+    Streaming(Option<Body>),
 }
 
 /// Where routing sent a request: its table (kept alive by the `Arc`) and the positions in it.
@@ -443,7 +442,7 @@ fn prepare(
 async fn run(
     shared: &Shared,
     plan: &mut Plan,
-    body: Incoming,
+    body: Body,
     flags: &mut Flags,
 ) -> Result<Response<Body>, ProxyError> {
     // Phase: fault injection (delay, then abort).
@@ -640,7 +639,7 @@ fn upstream_request(req: &mut Prepared, last: bool) -> Result<Request<Body>, Pro
     let body = match &mut req.body {
         PreparedBody::Buffered(b) => Body::full(b.clone()),
         PreparedBody::Streaming(b) => match b.take() {
-            Some(b) => Body::incoming(b),
+            Some(b) => b,
             None => Body::empty(),
         },
     };

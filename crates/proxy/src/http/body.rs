@@ -17,8 +17,10 @@ pub struct Body(Kind);
 enum Kind {
     /// Held whole (a buffered request body, a local response); `None` once sent, or when empty.
     Full(Option<Bytes>),
-    /// Straight from hyper: a streamed request body, an HTTP/2 response.
+    /// Straight from hyper: an HTTP/2 request body or response body.
     Incoming(Incoming),
+    /// An HTTP/1.1 request body streamed from its downstream connection.
+    Downstream1(h1::server::RequestBody),
     /// An HTTP/1.1 response body read from its upstream connection, which goes back to the pool at its
     /// end.
     Upstream1(h1::ResponseBody),
@@ -27,9 +29,12 @@ enum Kind {
 /// Why reading a body failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    /// hyper's (a downstream request body, an HTTP/2 upstream's response body).
+    /// hyper's (an HTTP/2 request or response body).
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    /// An HTTP/1.1 downstream's request body.
+    #[error(transparent)]
+    Downstream1(#[from] h1::server::Error),
     /// An HTTP/1.1 upstream's response body.
     #[error(transparent)]
     Upstream1(#[from] h1::Error),
@@ -51,6 +56,10 @@ impl Body {
         Body(Kind::Incoming(b))
     }
 
+    pub(super) fn downstream1(b: h1::server::RequestBody) -> Body {
+        Body(Kind::Downstream1(b))
+    }
+
     pub(super) fn upstream1(b: h1::ResponseBody) -> Body {
         Body(Kind::Upstream1(b))
     }
@@ -61,6 +70,7 @@ impl Body {
         match self.0 {
             Kind::Full(b) => (Some(b.unwrap_or_default()), None),
             Kind::Incoming(b) if b.is_end_stream() => (Some(Bytes::new()), None),
+            Kind::Downstream1(b) if b.is_end_stream() => (Some(Bytes::new()), None),
             other => (None, Some(Body(other))),
         }
     }
@@ -71,6 +81,7 @@ impl std::fmt::Debug for Body {
         match &self.0 {
             Kind::Full(b) => f.debug_tuple("Full").field(b).finish(),
             Kind::Incoming(b) => f.debug_tuple("Incoming").field(b).finish(),
+            Kind::Downstream1(b) => b.fmt(f),
             Kind::Upstream1(b) => b.fmt(f),
         }
     }
@@ -87,6 +98,7 @@ impl http_body::Body for Body {
         match &mut self.get_mut().0 {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::Hyper),
+            Kind::Downstream1(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::Downstream1),
             Kind::Upstream1(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::Upstream1),
         }
     }
@@ -95,6 +107,7 @@ impl http_body::Body for Body {
         match &self.0 {
             Kind::Full(b) => b.is_none(),
             Kind::Incoming(b) => b.is_end_stream(),
+            Kind::Downstream1(b) => b.is_end_stream(),
             Kind::Upstream1(b) => b.is_end_stream(),
         }
     }
@@ -103,6 +116,7 @@ impl http_body::Body for Body {
         match &self.0 {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Incoming(b) => b.size_hint(),
+            Kind::Downstream1(b) => b.size_hint(),
             Kind::Upstream1(b) => b.size_hint(),
         }
     }

@@ -81,6 +81,13 @@ impl Watch {
     }
 }
 
+impl Watch {
+    /// Whether the listener is draining, without asking to be woken when it starts.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.drain.draining.load(Ordering::Acquire)
+    }
+}
+
 impl Drop for Watch {
     fn drop(&mut self) {
         if let Some(k) = self.key {

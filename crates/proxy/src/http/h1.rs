@@ -21,34 +21,26 @@
 //! only when the exchange ended cleanly on both sides: the whole request sent, the whole response read
 //! and nothing after it, and neither side said `connection: close`.
 
+pub(super) mod codec;
+pub mod server;
+
 use super::Body;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
-use http_body::{Body as _, Frame, SizeHint};
+use codec::{Chunk, Decoded, Framing, Invalid, Spans, WriteError, Writer, MAX_HEADERS};
+use http::header::HOST;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
 use std::future::poll_fn;
-use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Weak;
 use std::task::{ready, Context, Poll};
-use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use super::upstream::H1Pool;
 
-/// The read buffer's size, allocated once per connection.
-const READ_BUF: usize = 8 * 1024;
-/// Below this much free space the read buffer is grown (or, once its earlier bytes are released,
-/// rewound) before a read.
-const READ_MIN: usize = 1024;
-/// The largest response head (status line, headers, and the same for the trailers) accepted.
-pub const MAX_HEAD: usize = 64 * 1024;
-/// The most header fields a response head (or its trailers) may have: hyper's limit.
-const MAX_HEADERS: usize = 100;
-/// The longest chunk-size line (size and extensions) accepted.
-const MAX_CHUNK_LINE: usize = 4096;
+pub use codec::MAX_HEAD;
 
 /// What went wrong on an upstream HTTP/1.1 connection.
 #[derive(Debug, thiserror::Error)]
@@ -62,15 +54,9 @@ pub enum Error {
     /// The upstream closed the connection in the middle of the response body.
     #[error("upstream closed the connection in the middle of the response body")]
     ClosedInBody,
-    /// The response head (or the trailers) went past `MAX_HEAD`.
-    #[error("upstream response head is larger than {MAX_HEAD} bytes")]
-    HeadTooLarge,
-    /// The response head could not be parsed.
-    #[error("malformed upstream response head: {0}")]
-    Parse(httparse::Error),
-    /// The response broke HTTP/1.1's rules in another way.
+    /// The response broke HTTP/1.1's rules.
     #[error("invalid upstream response: {0}")]
-    Invalid(&'static str),
+    Invalid(#[from] Invalid),
     /// The request body, read from downstream, failed.
     #[error("cannot read the request body: {0}")]
     RequestBody(Box<dyn std::error::Error + Send + Sync>),
@@ -123,12 +109,8 @@ struct State {
     idle_since: u32,
     /// Bytes read and not yet handed on.
     rbuf: BytesMut,
-    /// The request bytes to write.
-    out: Out,
-    /// The rest of the request body; `None` once it has all been taken.
-    body: Option<Body>,
-    /// Whether the request body goes chunked.
-    chunked: bool,
+    /// The request being written.
+    writer: Writer,
     /// How the current response's body is delimited.
     framing: Framing,
     /// Whether the connection may carry another exchange after this one.
@@ -137,66 +119,11 @@ struct State {
     received: bool,
     /// Whether the request could be sent again on another connection (idempotent, its body held whole).
     replayable: bool,
-    /// That body, for sending again (`out.data` is consumed as it is written).
+    /// That body, for sending again (`writer.out.data` is consumed as it is written).
     replay_body: Bytes,
     /// Writing the request failed: nothing more is written in this exchange.
     send_failed: bool,
 }
-
-/// Bytes waiting to be written: an encoded part (the head, a chunk-size line, the trailers), the data
-/// of a body frame, and a fixed ending (the chunk's CRLF, the last chunk), written with one `writev`.
-struct Out {
-    pre: Vec<u8>,
-    pos: usize,
-    data: Bytes,
-    post: &'static [u8],
-}
-
-impl Out {
-    fn is_empty(&self) -> bool {
-        self.pos == self.pre.len() && self.data.is_empty() && self.post.is_empty()
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        let a = (self.pre.len() - self.pos).min(n);
-        self.pos += a;
-        n -= a;
-        let b = self.data.len().min(n);
-        self.data.advance(b);
-        n -= b;
-        self.post = &self.post[n.min(self.post.len())..];
-    }
-}
-
-/// How a response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// This many bytes remain.
-    Length(u64),
-    /// Chunked, in this state.
-    Chunked(Chunk),
-    /// Up to the upstream's close.
-    UntilClose,
-    /// Read to its end.
-    Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// A chunk-size line comes next.
-    Size,
-    /// This many bytes of the chunk's data remain.
-    Data(u64),
-    /// The CRLF after a chunk's data comes next.
-    DataEnd,
-    /// The trailer section (perhaps empty) after the last chunk comes next.
-    Trailers,
-}
-
-/// The end of a chunk's data; the same followed by the last chunk and an empty trailer section.
-const CRLF: &[u8] = b"\r\n";
-const CRLF_LAST: &[u8] = b"\r\n0\r\n\r\n";
-const LAST: &[u8] = b"0\r\n\r\n";
 
 impl Conn {
     /// A connection on a connected socket, returned to `pool` after each clean exchange.
@@ -206,15 +133,8 @@ impl Conn {
             addr,
             pool,
             idle_since: 0,
-            rbuf: BytesMut::with_capacity(READ_BUF),
-            out: Out {
-                pre: Vec::with_capacity(512),
-                pos: 0,
-                data: Bytes::new(),
-                post: &[],
-            },
-            body: None,
-            chunked: false,
+            rbuf: BytesMut::with_capacity(codec::READ_BUF),
+            writer: Writer::new(),
             framing: Framing::Done,
             reusable: true,
             received: false,
@@ -252,7 +172,7 @@ impl Conn {
             Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
             Poll::Ready(Ok(())) => {
-                s.reserve();
+                codec::reserve(&mut s.rbuf);
                 match s.io.try_read_buf(&mut s.rbuf) {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
                     // Closed, failed, or bytes nobody asked for.
@@ -287,12 +207,12 @@ impl Conn {
         reused: bool,
     ) -> impl std::future::Future<Output = Result<Response<Body>, ExchangeError>> + Send {
         let s = &mut *self.0;
-        s.out.pre = replay.head;
-        s.out.pos = 0;
-        s.out.data = replay.body;
-        s.out.post = &[];
-        s.body = None;
-        s.chunked = false;
+        let w = &mut s.writer;
+        w.out.clear();
+        w.out.pre = replay.head;
+        w.out.data = replay.body;
+        w.body = None;
+        w.chunked = false;
         s.framing = Framing::Done;
         s.received = false;
         s.replayable = false;
@@ -323,7 +243,7 @@ impl Conn {
                 let s = &mut *self.0;
                 let stale = reused && !s.received && error.is_connection_loss();
                 let replay = (stale && s.replayable).then(|| Replay {
-                    head: std::mem::take(&mut s.out.pre),
+                    head: std::mem::take(&mut s.writer.out.pre),
                     body: std::mem::take(&mut s.replay_body),
                 });
                 Err(ExchangeError {
@@ -351,10 +271,8 @@ impl State {
         self.received = false;
         self.send_failed = false;
         self.framing = Framing::Done;
-        let out = &mut self.out;
-        out.pre.clear();
-        out.pos = 0;
-        out.post = &[];
+        let out = &mut self.writer.out;
+        out.clear();
         let pre = &mut out.pre;
         pre.extend_from_slice(parts.method.as_str().as_bytes());
         pre.push(b' ');
@@ -370,180 +288,53 @@ impl State {
             if let Some(a) = parts.uri.authority() {
                 pre.extend_from_slice(b"host: ");
                 pre.extend_from_slice(a.as_str().as_bytes());
-                pre.extend_from_slice(CRLF);
+                pre.extend_from_slice(codec::CRLF);
             }
         }
-        let mut had_length = false;
-        for (name, value) in &parts.headers {
-            // The framing is this connection's own, written below from the body.
-            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
-                had_length |= name == CONTENT_LENGTH;
-                continue;
-            }
-            pre.extend_from_slice(name.as_str().as_bytes());
-            pre.extend_from_slice(b": ");
-            pre.extend_from_slice(value.as_bytes());
-            pre.extend_from_slice(CRLF);
-        }
-        let (whole, rest) = body.into_whole();
-        self.chunked = false;
-        self.replayable = idempotent && whole.is_some();
-        self.replay_body = Bytes::new();
-        match (whole, rest) {
-            (Some(data), _) => {
-                // A body with no bytes gets `content-length: 0` only where one is expected.
-                if !data.is_empty()
-                    || had_length
-                    || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
-                {
-                    pre.extend_from_slice(b"content-length: ");
-                    push_decimal(pre, data.len() as u64);
-                    pre.extend_from_slice(CRLF);
-                }
-                pre.extend_from_slice(CRLF);
-                if self.replayable {
-                    self.replay_body = data.clone();
-                }
-                out.data = data;
-                self.body = None;
-            }
-            (None, Some(body)) => {
-                match body.size_hint().exact() {
-                    Some(n) => {
-                        pre.extend_from_slice(b"content-length: ");
-                        push_decimal(pre, n);
-                        pre.extend_from_slice(CRLF);
-                    }
-                    None => {
-                        pre.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                        self.chunked = true;
-                    }
-                }
-                pre.extend_from_slice(CRLF);
-                out.data = Bytes::new();
-                self.body = Some(body);
-            }
-            (None, None) => {
-                pre.extend_from_slice(CRLF);
-                out.data = Bytes::new();
-                self.body = None;
-            }
-        }
+        let had_length = codec::push_fields(pre, &parts.headers, true);
+        // A body with no bytes gets `content-length: 0` only where one is expected.
+        let length =
+            had_length || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+        // Requests always have a length or chunks.
+        self.writer.queue_body(body, length, true);
+        self.replayable = idempotent && self.writer.body.is_none();
+        self.replay_body = if self.replayable {
+            self.writer.out.data.clone()
+        } else {
+            Bytes::new()
+        };
     }
 
     /// Whether part of the request is still to be written.
     fn sending(&self) -> bool {
-        !self.send_failed && (self.body.is_some() || !self.out.is_empty())
+        !self.send_failed && self.writer.is_pending()
     }
 
     /// Stops writing after a failed write: the upstream may have answered and closed its reading side,
     /// so its response is still read; the connection is not reused.
     fn stop_sending(&mut self) {
         self.send_failed = true;
-        self.body = None;
+        self.writer.body = None;
         self.reusable = false;
     }
 
     /// Writes what is queued and takes the request body's frames until it ends or must wait.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        loop {
-            while !self.out.is_empty() {
-                let out = &self.out;
-                let slices = [
-                    IoSlice::new(&out.pre[out.pos..]),
-                    IoSlice::new(&out.data),
-                    IoSlice::new(out.post),
-                ];
-                let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))?;
-                if n == 0 {
-                    return Poll::Ready(Err(
-                        std::io::Error::from(std::io::ErrorKind::WriteZero).into()
-                    ));
-                }
-                self.out.advance(n);
+        match ready!(self.writer.poll_write(&mut self.io, cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(WriteError::Io(e)) => Poll::Ready(Err(Error::Io(e))),
+            Err(WriteError::Body(e)) => {
+                self.reusable = false;
+                Poll::Ready(Err(Error::RequestBody(e.into())))
             }
-            let Some(body) = self.body.as_mut() else {
-                return Poll::Ready(Ok(()));
-            };
-            let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-            let ended = body.is_end_stream();
-            let out = &mut self.out;
-            out.pre.clear();
-            out.pos = 0;
-            match frame {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if data.is_empty() => {}
-                    Ok(data) => {
-                        if self.chunked {
-                            push_hex(&mut out.pre, data.len() as u64);
-                            out.pre.extend_from_slice(CRLF);
-                            out.post = if ended { CRLF_LAST } else { CRLF };
-                        }
-                        out.data = data;
-                        if ended {
-                            self.body = None;
-                        }
-                        continue;
-                    }
-                    Err(frame) => {
-                        if let (Ok(trailers), true) = (frame.into_trailers(), self.chunked) {
-                            out.pre.extend_from_slice(b"0\r\n");
-                            for (name, value) in &trailers {
-                                out.pre.extend_from_slice(name.as_str().as_bytes());
-                                out.pre.extend_from_slice(b": ");
-                                out.pre.extend_from_slice(value.as_bytes());
-                                out.pre.extend_from_slice(CRLF);
-                            }
-                            out.pre.extend_from_slice(CRLF);
-                            self.body = None;
-                            continue;
-                        }
-                    }
-                },
-                Some(Err(e)) => {
-                    self.body = None;
-                    self.reusable = false;
-                    return Poll::Ready(Err(Error::RequestBody(e.into())));
-                }
-                None => {
-                    if self.chunked {
-                        out.post = LAST;
-                    }
-                    self.body = None;
-                    continue;
-                }
-            }
-            if ended {
-                if self.chunked {
-                    out.post = LAST;
-                }
-                self.body = None;
-            }
-        }
-    }
-
-    /// Makes room in the read buffer: rewinds it to its start when its earlier bytes have all been
-    /// released (the usual case, with no allocation), or grows it.
-    fn reserve(&mut self) {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_MIN {
-            self.rbuf.reserve(READ_BUF);
         }
     }
 
     /// Reads more into the read buffer; `Ok(0)` when the upstream closed.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        self.reserve();
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            match self.io.try_read_buf(&mut self.rbuf) {
-                Ok(n) => {
-                    self.received |= n > 0;
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        let n = ready!(codec::poll_fill(&self.io, &mut self.rbuf, cx))?;
+        self.received |= n > 0;
+        Poll::Ready(Ok(n))
     }
 
     /// Sends the request (as far as it goes without waiting) and reads up to the final response's head.
@@ -564,7 +355,7 @@ impl State {
                 match self.parse_head(head_only)? {
                     Some(parts) => return Poll::Ready(Ok(parts)),
                     None if self.rbuf.len() >= MAX_HEAD => {
-                        return Poll::Ready(Err(Error::HeadTooLarge))
+                        return Poll::Ready(Err(Invalid::TooLarge.into()))
                     }
                     None => {}
                 }
@@ -578,6 +369,7 @@ impl State {
     /// Parses a final response head from the read buffer, skipping interim (1xx) ones; `None` when more
     /// bytes are needed.
     fn parse_head(&mut self, head_only: bool) -> Result<Option<http::response::Parts>, Error> {
+        let mut spans = Spans::new();
         loop {
             let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut []);
@@ -588,62 +380,26 @@ impl State {
             ) {
                 Ok(httparse::Status::Complete(len)) => len,
                 Ok(httparse::Status::Partial) => return Ok(None),
-                Err(e) => return Err(Error::Parse(e)),
+                Err(e) => return Err(Invalid::Parse(e).into()),
             };
             let code = parsed.code.unwrap_or(0);
-            let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("status code"))?;
+            let status = StatusCode::from_u16(code).map_err(|_| Invalid::Rule("status code"))?;
             if status == StatusCode::SWITCHING_PROTOCOLS {
-                return Err(Error::Invalid(
+                return Err(Invalid::Rule(
                     "101 Switching Protocols to a request that asked for no upgrade",
-                ));
+                )
+                .into());
             }
             if status.is_informational() {
                 self.rbuf.advance(len);
                 continue;
             }
             let http10 = parsed.version == Some(0);
-            // Where each field lies in the head, so that the head can be split off the buffer and shared
-            // by the header values without parsing it twice.
-            let base = self.rbuf.as_ptr() as usize;
-            let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-            let count = parsed.headers.len();
-            for (span, f) in spans.iter_mut().zip(parsed.headers.iter()) {
-                *span = (
-                    (f.name.as_ptr() as usize - base) as u32,
-                    f.name.len() as u32,
-                    (f.value.as_ptr() as usize - base) as u32,
-                    f.value.len() as u32,
-                );
-            }
+            spans.record(&self.rbuf, parsed.headers);
             let head = self.rbuf.split_to(len).freeze();
-            let mut headers = HeaderMap::with_capacity(count);
-            let mut length: Option<u64> = None;
-            let mut chunked = None;
-            let mut close = http10;
-            for &(no, nl, vo, vl) in &spans[..count] {
-                let (no, nl, vo, vl) = (no as usize, nl as usize, vo as usize, vl as usize);
-                let raw = &head[vo..vo + vl];
-                let name = HeaderName::from_bytes(&head[no..no + nl])
-                    .map_err(|_| Error::Invalid("header name"))?;
-                if name == CONTENT_LENGTH {
-                    let n = parse_length(raw).ok_or(Error::Invalid("content-length"))?;
-                    if length.is_some_and(|l| l != n) {
-                        return Err(Error::Invalid("conflicting content-length headers"));
-                    }
-                    length = Some(n);
-                } else if name == TRANSFER_ENCODING {
-                    chunked = Some(last_token_is(raw, b"chunked"));
-                } else if name == CONNECTION {
-                    if has_token(raw, b"close") {
-                        close = true;
-                    } else if http10 && has_token(raw, b"keep-alive") {
-                        close = false;
-                    }
-                }
-                let value = HeaderValue::from_maybe_shared(head.slice(vo..vo + vl))
-                    .map_err(|_| Error::Invalid("header value"))?;
-                headers.append(name, value);
-            }
+            let (headers, fields) = spans.read(&head)?;
+            let (length, chunked) = (fields.length, fields.chunked);
+            let mut close = fields.close || (http10 && !fields.keep_alive);
             self.framing = if head_only
                 || status == StatusCode::NO_CONTENT
                 || status == StatusCode::NOT_MODIFIED
@@ -660,8 +416,7 @@ impl State {
                         close = true;
                         Framing::UntilClose
                     }
-                    (None, Some(0)) => Framing::Done,
-                    (None, Some(n)) => Framing::Length(n),
+                    (None, Some(n)) => Framing::length(n),
                     (None, None) => {
                         close = true;
                         Framing::UntilClose
@@ -693,65 +448,12 @@ impl State {
             }
         }
         loop {
-            match self.framing {
-                Framing::Done => return Poll::Ready(None),
-                Framing::Length(n) | Framing::Chunked(Chunk::Data(n)) if !self.rbuf.is_empty() => {
-                    let take = (self.rbuf.len() as u64).min(n);
-                    let data = self.rbuf.split_to(take as usize).freeze();
-                    self.framing = match self.framing {
-                        Framing::Length(_) if take == n => Framing::Done,
-                        Framing::Length(_) => Framing::Length(n - take),
-                        _ if take == n => Framing::Chunked(Chunk::DataEnd),
-                        _ => Framing::Chunked(Chunk::Data(n - take)),
-                    };
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Framing::UntilClose if !self.rbuf.is_empty() => {
-                    let data = self.rbuf.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Framing::Chunked(Chunk::Size) if !self.rbuf.is_empty() => {
-                    match httparse::parse_chunk_size(&self.rbuf) {
-                        Ok(httparse::Status::Complete((used, size))) => {
-                            self.rbuf.advance(used);
-                            self.framing = Framing::Chunked(if size == 0 {
-                                Chunk::Trailers
-                            } else {
-                                Chunk::Data(size)
-                            });
-                            continue;
-                        }
-                        Ok(httparse::Status::Partial) if self.rbuf.len() < MAX_CHUNK_LINE => {}
-                        _ => return Poll::Ready(Some(Err(Error::Invalid("chunk size line")))),
-                    }
-                }
-                Framing::Chunked(Chunk::DataEnd) if self.rbuf.len() >= 2 => {
-                    if &self.rbuf[..2] != CRLF {
-                        return Poll::Ready(Some(Err(Error::Invalid(
-                            "chunk data not followed by CRLF",
-                        ))));
-                    }
-                    self.rbuf.advance(2);
-                    self.framing = Framing::Chunked(Chunk::Size);
-                    continue;
-                }
-                Framing::Chunked(Chunk::Trailers) if self.rbuf.len() >= 2 => {
-                    if &self.rbuf[..2] == CRLF {
-                        self.rbuf.advance(2);
-                        self.framing = Framing::Done;
-                        return Poll::Ready(None);
-                    }
-                    match self.parse_trailers() {
-                        Ok(Some(trailers)) => {
-                            self.framing = Framing::Done;
-                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                        }
-                        Ok(None) if self.rbuf.len() < MAX_HEAD => {}
-                        Ok(None) => return Poll::Ready(Some(Err(Error::HeadTooLarge))),
-                        Err(e) => return Poll::Ready(Some(Err(e))),
-                    }
-                }
-                _ => {}
+            match self.framing.decode(&mut self.rbuf) {
+                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Decoded::Trailers(t)) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Ok(Decoded::More) => {}
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
             }
             // More bytes are needed.
             match ready!(self.poll_fill(cx)) {
@@ -770,32 +472,6 @@ impl State {
                 }
             }
         }
-    }
-
-    /// Parses the trailer section after the last chunk; `None` when more bytes are needed.
-    fn parse_trailers(&mut self) -> Result<Option<HeaderMap>, Error> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let len = match httparse::parse_headers(&self.rbuf, &mut fields) {
-            Ok(httparse::Status::Complete((len, _))) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(Error::Parse(e)),
-        };
-        let block = self.rbuf.split_to(len).freeze();
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let Ok(httparse::Status::Complete((_, fields))) =
-            httparse::parse_headers(&block, &mut fields)
-        else {
-            return Err(Error::Invalid("trailers"));
-        };
-        let mut trailers = HeaderMap::with_capacity(fields.len());
-        for f in fields {
-            let name = HeaderName::from_bytes(f.name.as_bytes())
-                .map_err(|_| Error::Invalid("trailer name"))?;
-            let value = HeaderValue::from_maybe_shared(block.slice_ref(f.value))
-                .map_err(|_| Error::Invalid("trailer value"))?;
-            trailers.append(name, value);
-        }
-        Ok(Some(trailers))
     }
 
     /// Whether the exchange ended cleanly on both sides, so the connection can carry another.
@@ -863,56 +539,6 @@ impl http_body::Body for ResponseBody {
             Some(_) => SizeHint::default(),
         }
     }
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(super::decimal(n, &mut [0u8; 20]));
-}
-
-/// Appends `n` in hexadecimal (a chunk size).
-fn push_hex(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[(n & 15) as usize];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// A `content-length` value: digits only (a list of equal values, which some servers send, included).
-fn parse_length(v: &[u8]) -> Option<u64> {
-    let mut found = None;
-    for part in v.split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-        if found.is_some_and(|f| f != n) {
-            return None;
-        }
-        found = Some(n);
-    }
-    found
-}
-
-/// Whether a comma-separated header value holds `token` (ASCII case-insensitive).
-fn has_token(v: &[u8], token: &[u8]) -> bool {
-    v.split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// Whether the last of a comma-separated header value's tokens is `token` (ASCII case-insensitive).
-fn last_token_is(v: &[u8], token: &[u8]) -> bool {
-    v.rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

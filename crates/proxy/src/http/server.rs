@@ -1,16 +1,18 @@
-//! Accepting connections and serving HTTP/1.1 (keep-alive) and HTTP/2 prior knowledge on them, with a
-//! graceful drain when the listener is told to stop.
+//! Accepting connections and serving HTTP/1.1 (keep-alive, Weft's own: `h1::server`) and HTTP/2 prior
+//! knowledge (hyper's) on them, with a graceful drain when the listener is told to stop.
 //!
-//! The protocol is told from the connection's first bytes, read once into a buffer that hyper then reads
-//! first: the HTTP/2 preface, or anything else for HTTP/1.1. (hyper-util's auto builder read only the
-//! preface's 24 bytes first, which cost a second `recvfrom` for every HTTP/1.1 connection.)
+//! The protocol is told from the connection's first bytes, read once into the buffer that the HTTP/1.1
+//! server goes on reading into (or that hyper reads first): the HTTP/2 preface, or anything else for
+//! HTTP/1.1. (hyper-util's auto builder read only the preface's 24 bytes first, which cost a second
+//! `recvfrom` for every HTTP/1.1 connection.)
 
 use super::drain::{Drain, Watch};
+use super::h1;
 use super::Body;
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::FutureExt;
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -20,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -30,14 +32,14 @@ use tracing::Instrument;
 /// rather than a boxed trait object: hyper then keeps each request's future in the connection's own slot,
 /// where a `Box<dyn Future>` cost a 2 KB allocation per request (glibc's slow path, above its per-thread
 /// cache) and a copy: 590 of 31,300 instructions per proxied request (callgrind, `bench/instructions`).
-pub trait Handler: Fn(Request<Incoming>) -> Self::Future + Clone + Send + Sync + 'static {
+pub trait Handler: Fn(Request<Body>) -> Self::Future + Clone + Send + Sync + 'static {
     /// The future of one request.
     type Future: Future<Output = Response<Body>> + Send + 'static;
 }
 
 impl<H, F> Handler for H
 where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Body>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     type Future = F;
@@ -62,9 +64,6 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// The HTTP/2 connection preface (RFC 9113, 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// How much the first read of a connection takes (a request head of HTTP/1.1 usually fits).
-const FIRST_READ: usize = 2048;
 
 /// An accepted connection: the bytes read to tell its protocol come first, then the socket.
 ///
@@ -122,12 +121,12 @@ impl AsyncWrite for Downstream {
     }
 }
 
-/// Reads a new connection's first bytes: whether it speaks HTTP/2 (the preface) and the connection with
-/// those bytes put back. `None` when it closes or fails before saying anything.
-async fn detect(mut stream: TcpStream) -> Option<(bool, Downstream)> {
-    let mut first = Vec::with_capacity(FIRST_READ);
+/// Reads a new connection's first bytes: whether it speaks HTTP/2 (the preface), and those bytes in the
+/// buffer the HTTP/1.1 server goes on with. `None` when it closes or fails before saying anything.
+async fn detect(stream: &mut TcpStream) -> Option<(bool, BytesMut)> {
+    let mut first = BytesMut::with_capacity(h1::codec::READ_BUF);
     loop {
-        match stream.read_buf(&mut first).await {
+        match poll_fn(|cx| h1::codec::poll_fill(stream, &mut first, cx)).await {
             Ok(0) | Err(_) if first.is_empty() => return None,
             // Closed or failed after a few bytes: hyper reports what it makes of them.
             Ok(0) | Err(_) => break,
@@ -136,19 +135,11 @@ async fn detect(mut stream: TcpStream) -> Option<(bool, Downstream)> {
         let n = first.len().min(H2_PREFACE.len());
         // Decided once the bytes differ from the preface, or once all of it is there; a client that
         // sends the preface in pieces is waited for.
-        if first[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() || first.len() == first.capacity()
-        {
+        if first[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() {
             break;
         }
     }
-    let h2 = first.starts_with(H2_PREFACE);
-    Some((
-        h2,
-        Downstream {
-            first: Bytes::from(first),
-            stream,
-        },
-    ))
+    Some((first.starts_with(H2_PREFACE), first))
 }
 
 /// Runs a served connection to its end; once the listener drains, `shutdown` is called on it once (hyper's
@@ -207,7 +198,6 @@ pub async fn serve(
     let local = listener.local_addr().ok();
     // No timer, so no header-read deadline (Envoy's `request_headers_timeout` is off by default too):
     // hyper's default of 30 s arms a timer on every request, which showed in the profile of keep-alive load.
-    let h1 = http1::Builder::new();
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new());
     let mut conns = JoinSet::new();
@@ -222,32 +212,39 @@ pub async fn serve(
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let (h1, h2) = (h1.clone(), h2.clone());
+        let h2 = h2.clone();
         let mut watch = signal.watch();
         let span = tracing::debug_span!("conn", listener = name, peer = %peer);
         conns.spawn(
             async move {
-                let svc =
-                    hyper::service::service_fn(move |req| handler(req).map(Ok::<_, Infallible>));
-                // The drain flag is read before every poll of the connection (an atomic load): see `drain`.
-                let mut detecting = std::pin::pin!(detect(stream));
-                let detected = poll_fn(|cx| {
-                    if watch.poll_draining(cx) {
-                        return Poll::Ready(None);
-                    }
-                    detecting.as_mut().poll(cx)
-                })
-                .await;
-                let Some((is_h2, io)) = detected else { return };
-                let io = TokioIo::new(io);
-                let result = if is_h2 {
-                    let conn = std::pin::pin!(h2.serve_connection(io, svc));
-                    until_drained(&mut watch, conn, |c| c.graceful_shutdown()).await
-                } else {
-                    let conn = std::pin::pin!(h1.serve_connection(io, svc));
-                    until_drained(&mut watch, conn, |c| c.graceful_shutdown()).await
+                let mut stream = stream;
+                let detected = {
+                    let mut detecting = std::pin::pin!(detect(&mut stream));
+                    poll_fn(|cx| {
+                        if watch.poll_draining(cx) {
+                            return Poll::Ready(None);
+                        }
+                        detecting.as_mut().poll(cx)
+                    })
+                    .await
                 };
-                if let Err(e) = result {
+                let Some((is_h2, first)) = detected else {
+                    return;
+                };
+                if !is_h2 {
+                    h1::server::serve(stream, first, &handler, &mut watch).await;
+                    return;
+                }
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    handler(req.map(Body::incoming)).map(Ok::<_, Infallible>)
+                });
+                let io = TokioIo::new(Downstream {
+                    first: first.freeze(),
+                    stream,
+                });
+                // The drain flag is read before every poll of the connection (an atomic load): see `drain`.
+                let conn = std::pin::pin!(h2.serve_connection(io, svc));
+                if let Err(e) = until_drained(&mut watch, conn, |c| c.graceful_shutdown()).await {
                     tracing::debug!(error = %e, "connection ended with error");
                 }
             }
@@ -269,6 +266,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     /// A listener from `bind` on an ephemeral loopback port, and its address.
     async fn loopback() -> (TcpListener, SocketAddr) {
@@ -298,11 +296,12 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        let detected = detect(accepted).await;
+        let mut accepted = accepted;
+        let detected = detect(&mut accepted).await;
         writer.await.expect("writer");
-        let (h2, mut io) = detected?;
-        let mut all = Vec::new();
-        io.read_to_end(&mut all).await.expect("read");
+        let (h2, first) = detected?;
+        let mut all = first.to_vec();
+        accepted.read_to_end(&mut all).await.expect("read");
         Some((h2, all))
     }
 
@@ -345,7 +344,7 @@ mod tests {
         let (listener, addr) = loopback().await;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let handler = move |req: Request<Incoming>| {
+        let handler = move |req: Request<Body>| {
             let started = started_tx.clone();
             async move {
                 if req.uri().path() == "/slow" {

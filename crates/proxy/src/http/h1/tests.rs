@@ -4,6 +4,9 @@
 use super::*;
 use crate::http::body::BodyError;
 use crate::http::upstream::H1Pool;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, HeaderValue};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::{Arc, Mutex};
@@ -289,7 +292,7 @@ async fn broken_responses_are_errors_that_say_what_broke() {
     let heads: Vec<(&'static [u8], &str)> = vec![
         (
             b"HTTP/1.1 2OO OK\r\n\r\n",
-            "malformed upstream response head",
+            "invalid upstream response: malformed head",
         ),
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabc",
@@ -305,7 +308,7 @@ async fn broken_responses_are_errors_that_say_what_broke() {
         ),
         (
             b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
-            "malformed upstream response head",
+            "invalid upstream response: malformed head",
         ),
         (
             b"HTTP/1.1 200 OK\r\nconte",

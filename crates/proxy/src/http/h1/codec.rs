@@ -1,0 +1,672 @@
+//! What both sides of Weft's HTTP/1.1 share: reading a head's fields into a `HeaderMap` that shares the
+//! head's bytes, decoding a body by its framing (RFC 9112, 6 and 7), and writing a head and a body with
+//! its framing in as few `writev`s as the body's frames allow.
+
+use super::super::body::BodyError;
+use super::super::Body;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body::{Body as _, Frame};
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncWrite, Interest};
+use tokio::net::TcpStream;
+
+/// The most header fields a head (or a trailer section) may have: hyper's limit.
+pub(super) const MAX_HEADERS: usize = 100;
+/// The largest head (start line and fields, and the same for trailers) accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The longest chunk-size line (size and extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// A connection's read buffer's size, allocated once per connection.
+pub(crate) const READ_BUF: usize = 8 * 1024;
+/// Below this much free space a read buffer is grown (or, once its earlier bytes are released,
+/// rewound) before a read.
+const READ_MIN: usize = 1024;
+
+pub(super) const CRLF: &[u8] = b"\r\n";
+/// The end of a chunk's data followed by the last chunk and an empty trailer section.
+const CRLF_LAST: &[u8] = b"\r\n0\r\n\r\n";
+/// The last chunk and an empty trailer section.
+const LAST: &[u8] = b"0\r\n\r\n";
+
+/// How a message broke HTTP/1.1's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// The head (or the trailers) could not be parsed.
+    #[error("malformed head: {0}")]
+    Parse(httparse::Error),
+    /// The head (or the trailers) went past `MAX_HEAD`.
+    #[error("head larger than {MAX_HEAD} bytes")]
+    TooLarge,
+    /// Another rule, named.
+    #[error("{0}")]
+    Rule(&'static str),
+}
+
+/// Makes room in a read buffer: rewinds it to its start when its earlier bytes have all been released
+/// (the usual case, with no allocation), or grows it.
+pub(super) fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_MIN {
+        buf.reserve(READ_BUF);
+    }
+}
+
+/// Reads more from `io` into `buf`; `Ok(0)` when the peer closed.
+///
+/// A read that returns less than it was offered found the socket drained, so the socket's readiness is
+/// cleared then (as nginx does), rather than by a further `recv` that would only return `EAGAIN`: that
+/// was one system call in three on a kept-alive connection (strace, `bench/instructions`' workload). It
+/// is safe with tokio's readiness: data that arrives after the read comes with a new event, which the
+/// clearing does not touch, and a close already seen stays seen.
+pub(crate) fn poll_fill(
+    io: &TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    reserve(buf);
+    loop {
+        ready!(io.poll_read_ready(cx))?;
+        let offered = buf.capacity() - buf.len();
+        let mut read = 0;
+        let result = io.try_io(Interest::READABLE, || {
+            let n = io.try_read_buf(buf)?;
+            read = n;
+            if n > 0 && n < offered {
+                Err(std::io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        match result {
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && read > 0 => {
+                return Poll::Ready(Ok(read))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// Header fields a head's map has room for beyond its own, so that what the proxy adds (`x-request-id`,
+/// `host`, `x-envoy-upstream-service-time`) does not grow it: a full `HeaderMap` grows by reallocating,
+/// which cost about 775 instructions per request for each of the two maps (`bench/instructions`).
+const HEADROOM: usize = 2;
+
+/// Where each field of a parsed head lies in it, so that the head can be split off its buffer and shared by
+/// the header values without parsing it twice.
+pub(super) struct Spans {
+    spans: [(u32, u32, u32, u32); MAX_HEADERS],
+    count: usize,
+}
+
+impl Spans {
+    /// Room for a head's fields. Made by the caller before parsing and filled in place: returned by
+    /// value from a function that filled it, it was copied (1.6 KB, about 180 instructions).
+    pub(super) fn new() -> Spans {
+        Spans {
+            spans: [(0, 0, 0, 0); MAX_HEADERS],
+            count: 0,
+        }
+    }
+
+    /// Records the fields of a head parsed from `buf`.
+    pub(super) fn record(&mut self, buf: &[u8], fields: &[httparse::Header<'_>]) {
+        let base = buf.as_ptr() as usize;
+        self.count = fields.len().min(MAX_HEADERS);
+        for (span, f) in self.spans.iter_mut().zip(fields.iter()) {
+            *span = (
+                (f.name.as_ptr() as usize - base) as u32,
+                f.name.len() as u32,
+                (f.value.as_ptr() as usize - base) as u32,
+                f.value.len() as u32,
+            );
+        }
+    }
+
+    /// The fields as a `HeaderMap` whose values are slices of `head`, and what they say about framing and
+    /// the connection.
+    pub(super) fn read(&self, head: &Bytes) -> Result<(HeaderMap, Fields), Invalid> {
+        let mut headers = HeaderMap::with_capacity(self.count + HEADROOM);
+        let mut f = Fields::default();
+        for &(no, nl, vo, vl) in &self.spans[..self.count] {
+            let (no, nl, vo, vl) = (no as usize, nl as usize, vo as usize, vl as usize);
+            let raw = &head[vo..vo + vl];
+            let name = HeaderName::from_bytes(&head[no..no + nl])
+                .map_err(|_| Invalid::Rule("header name"))?;
+            if name == CONTENT_LENGTH {
+                let n = parse_length(raw).ok_or(Invalid::Rule("content-length"))?;
+                if f.length.is_some_and(|l| l != n) {
+                    return Err(Invalid::Rule("conflicting content-length headers"));
+                }
+                f.length = Some(n);
+            } else if name == TRANSFER_ENCODING {
+                f.chunked = Some(last_token_is(raw, b"chunked"));
+            } else if name == CONNECTION {
+                f.close |= has_token(raw, b"close");
+                f.keep_alive |= has_token(raw, b"keep-alive");
+            } else if name == EXPECT {
+                f.expect_continue = raw.eq_ignore_ascii_case(b"100-continue");
+            }
+            let value = HeaderValue::from_maybe_shared(head.slice(vo..vo + vl))
+                .map_err(|_| Invalid::Rule("header value"))?;
+            headers.append(name, value);
+        }
+        Ok((headers, f))
+    }
+}
+
+/// What a head's fields say about its body and its connection.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Fields {
+    /// `content-length`.
+    pub length: Option<u64>,
+    /// `transfer-encoding` was sent: whether its last coding is chunked.
+    pub chunked: Option<bool>,
+    /// `connection: close`.
+    pub close: bool,
+    /// `connection: keep-alive` (what keeps an HTTP/1.0 connection open).
+    pub keep_alive: bool,
+    /// `expect: 100-continue`.
+    pub expect_continue: bool,
+}
+
+/// How a body is delimited, and how far it has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// This many bytes remain.
+    Length(u64),
+    /// Chunked, in this state.
+    Chunked(Chunk),
+    /// Up to the peer's close.
+    UntilClose,
+    /// Read to its end.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Chunk {
+    /// A chunk-size line comes next.
+    Size,
+    /// This many bytes of the chunk's data remain.
+    Data(u64),
+    /// The CRLF after a chunk's data comes next.
+    DataEnd,
+    /// The trailer section (perhaps empty) after the last chunk comes next.
+    Trailers,
+}
+
+/// What decoding found in the buffer.
+#[derive(Debug)]
+pub(super) enum Decoded {
+    /// Body bytes, a slice of the buffer.
+    Data(Bytes),
+    /// The trailer section: the body has ended.
+    Trailers(HeaderMap),
+    /// The body has ended.
+    End,
+    /// More bytes are needed.
+    More,
+}
+
+impl Framing {
+    /// A body framed by `content-length`.
+    pub(super) fn length(n: u64) -> Framing {
+        if n == 0 {
+            Framing::Done
+        } else {
+            Framing::Length(n)
+        }
+    }
+
+    /// Takes the body's next piece from `buf`.
+    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Invalid> {
+        loop {
+            match *self {
+                Framing::Done => return Ok(Decoded::End),
+                Framing::Length(n) | Framing::Chunked(Chunk::Data(n)) if !buf.is_empty() => {
+                    let take = (buf.len() as u64).min(n);
+                    let data = buf.split_to(take as usize).freeze();
+                    *self = match *self {
+                        Framing::Length(_) if take == n => Framing::Done,
+                        Framing::Length(_) => Framing::Length(n - take),
+                        _ if take == n => Framing::Chunked(Chunk::DataEnd),
+                        _ => Framing::Chunked(Chunk::Data(n - take)),
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                Framing::UntilClose if !buf.is_empty() => {
+                    return Ok(Decoded::Data(buf.split().freeze()));
+                }
+                Framing::Chunked(Chunk::Size) if !buf.is_empty() => {
+                    match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            buf.advance(used);
+                            *self = Framing::Chunked(if size == 0 {
+                                Chunk::Trailers
+                            } else {
+                                Chunk::Data(size)
+                            });
+                            continue;
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {}
+                        _ => return Err(Invalid::Rule("chunk size line")),
+                    }
+                }
+                Framing::Chunked(Chunk::DataEnd) if buf.len() >= 2 => {
+                    if &buf[..2] != CRLF {
+                        return Err(Invalid::Rule("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    *self = Framing::Chunked(Chunk::Size);
+                    continue;
+                }
+                Framing::Chunked(Chunk::Trailers) if buf.len() >= 2 => {
+                    if &buf[..2] == CRLF {
+                        buf.advance(2);
+                        *self = Framing::Done;
+                        return Ok(Decoded::End);
+                    }
+                    match parse_trailers(buf)? {
+                        Some(trailers) => {
+                            *self = Framing::Done;
+                            return Ok(Decoded::Trailers(trailers));
+                        }
+                        None if buf.len() < MAX_HEAD => {}
+                        None => return Err(Invalid::TooLarge),
+                    }
+                }
+                _ => {}
+            }
+            return Ok(Decoded::More);
+        }
+    }
+}
+
+/// Parses the trailer section after the last chunk; `None` when more bytes are needed.
+fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Invalid> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let len = match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((len, _))) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(Invalid::Parse(e)),
+    };
+    let block = buf.split_to(len).freeze();
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Ok(httparse::Status::Complete((_, fields))) = httparse::parse_headers(&block, &mut fields)
+    else {
+        return Err(Invalid::Rule("trailers"));
+    };
+    let mut trailers = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        let name =
+            HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Invalid::Rule("trailer name"))?;
+        let value = HeaderValue::from_maybe_shared(block.slice_ref(f.value))
+            .map_err(|_| Invalid::Rule("trailer value"))?;
+        trailers.append(name, value);
+    }
+    Ok(Some(trailers))
+}
+
+/// Bytes waiting to be written: an encoded part (a head, a chunk-size line, the trailers), the data of a
+/// body frame, and a fixed ending (the chunk's CRLF, the last chunk), written with one `writev`.
+pub(super) struct Out {
+    pub pre: Vec<u8>,
+    pub pos: usize,
+    pub data: Bytes,
+    pub post: &'static [u8],
+}
+
+impl Out {
+    pub(super) fn with_capacity(n: usize) -> Out {
+        Out {
+            pre: Vec::with_capacity(n),
+            pos: 0,
+            data: Bytes::new(),
+            post: &[],
+        }
+    }
+
+    /// Empties it, keeping `pre`'s allocation.
+    pub(super) fn clear(&mut self) {
+        self.pre.clear();
+        self.pos = 0;
+        self.data = Bytes::new();
+        self.post = &[];
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.pos == self.pre.len() && self.data.is_empty() && self.post.is_empty()
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        let a = (self.pre.len() - self.pos).min(n);
+        self.pos += a;
+        n -= a;
+        let b = self.data.len().min(n);
+        self.data.advance(b);
+        n -= b;
+        self.post = &self.post[n.min(self.post.len())..];
+    }
+
+    /// Writes it all, or as much as the socket takes without waiting.
+    fn poll_flush(
+        &mut self,
+        io: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        while !self.is_empty() {
+            let slices = [
+                IoSlice::new(&self.pre[self.pos..]),
+                IoSlice::new(&self.data),
+                IoSlice::new(self.post),
+            ];
+            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Why writing a message failed.
+#[derive(Debug)]
+pub(super) enum WriteError {
+    /// The socket.
+    Io(std::io::Error),
+    /// Reading the body that was being sent.
+    Body(BodyError),
+}
+
+/// A message being written: what is queued, and the rest of its body.
+pub(super) struct Writer {
+    pub out: Out,
+    /// The rest of the body; `None` once it has all been taken.
+    pub body: Option<Body>,
+    /// Whether the body goes chunked.
+    pub chunked: bool,
+}
+
+impl Writer {
+    pub(super) fn new() -> Writer {
+        Writer {
+            out: Out::with_capacity(512),
+            body: None,
+            chunked: false,
+        }
+    }
+
+    /// Whether part of the message is still to be written.
+    pub(super) fn is_pending(&self) -> bool {
+        self.body.is_some() || !self.out.is_empty()
+    }
+
+    /// Queues the body after the head in `out.pre`, which is ended here: a body held whole goes in the
+    /// same write as the head, with its `content-length`; a streamed one with `content-length` when its
+    /// size is known, else chunked when `may_chunk`, else delimited by the close (HTTP/1.0). `length`:
+    /// whether to write `content-length` for a whole body with no bytes. Returns whether the end of the
+    /// body is the end of the connection.
+    pub(super) fn queue_body(&mut self, body: Body, length: bool, may_chunk: bool) -> bool {
+        let (whole, rest) = body.into_whole();
+        let pre = &mut self.out.pre;
+        self.chunked = false;
+        self.body = None;
+        let mut until_close = false;
+        match (whole, rest) {
+            (Some(data), _) => {
+                if !data.is_empty() || length {
+                    push_length(pre, data.len() as u64);
+                }
+                self.out.data = data;
+            }
+            (None, Some(body)) => {
+                match body.size_hint().exact() {
+                    Some(n) => push_length(pre, n),
+                    None if may_chunk => {
+                        pre.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                        self.chunked = true;
+                    }
+                    None => until_close = true,
+                }
+                self.body = Some(body);
+            }
+            (None, None) => {}
+        }
+        pre.extend_from_slice(CRLF);
+        until_close
+    }
+
+    /// Writes what is queued and takes the body's frames until it ends or must wait. A frame that is
+    /// ready goes in the same `writev` as what was queued before it (a head and the first frame of its
+    /// body, say).
+    pub(super) fn poll_write(
+        &mut self,
+        io: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), WriteError>> {
+        loop {
+            if self.out.data.is_empty() && self.out.post.is_empty() {
+                if let Some(body) = self.body.as_mut() {
+                    match Pin::new(&mut *body).poll_frame(cx) {
+                        Poll::Pending if self.out.is_empty() => return Poll::Pending,
+                        Poll::Pending => {}
+                        Poll::Ready(frame) => {
+                            let ended = body.is_end_stream();
+                            if let Err(e) = self.take(frame, ended) {
+                                return Poll::Ready(Err(WriteError::Body(e)));
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
+            // What was written stays in `pre` (a stale connection's request is sent again from it) until
+            // a frame follows it.
+            ready!(self.out.poll_flush(io, cx)).map_err(WriteError::Io)?;
+            if self.body.is_none() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    /// Queues a frame of the body (or its end) after what `out` holds.
+    fn take(
+        &mut self,
+        frame: Option<Result<Frame<Bytes>, BodyError>>,
+        ended: bool,
+    ) -> Result<(), BodyError> {
+        let out = &mut self.out;
+        if out.pos == out.pre.len() {
+            out.pre.clear();
+            out.pos = 0;
+        }
+        let last = if self.chunked { LAST } else { &[] };
+        match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if !data.is_empty() {
+                        if self.chunked {
+                            push_hex(&mut out.pre, data.len() as u64);
+                            out.pre.extend_from_slice(CRLF);
+                            out.post = if ended { CRLF_LAST } else { CRLF };
+                        }
+                        out.data = data;
+                    } else if ended {
+                        out.post = last;
+                    }
+                }
+                Err(frame) => {
+                    if let (Ok(trailers), true) = (frame.into_trailers(), self.chunked) {
+                        out.pre.extend_from_slice(b"0\r\n");
+                        push_fields(&mut out.pre, &trailers, false);
+                        out.pre.extend_from_slice(CRLF);
+                        self.body = None;
+                        return Ok(());
+                    }
+                    if ended {
+                        out.post = last;
+                    }
+                }
+            },
+            Some(Err(e)) => {
+                self.body = None;
+                return Err(e);
+            }
+            None => {
+                out.post = last;
+                self.body = None;
+                return Ok(());
+            }
+        }
+        if ended {
+            self.body = None;
+        }
+        Ok(())
+    }
+}
+
+/// Appends `name: value\r\n` for every field, but for the framing ones (`content-length`,
+/// `transfer-encoding`) when `skip_framing` (they are then the connection's own); returns whether
+/// `content-length` was there.
+pub(super) fn push_fields(out: &mut Vec<u8>, headers: &HeaderMap, skip_framing: bool) -> bool {
+    let mut had_length = false;
+    for (name, value) in headers {
+        if skip_framing && (name == CONTENT_LENGTH || name == TRANSFER_ENCODING) {
+            had_length |= name == CONTENT_LENGTH;
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(CRLF);
+    }
+    had_length
+}
+
+/// Appends a `content-length` field.
+pub(super) fn push_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    push_decimal(out, n);
+    out.extend_from_slice(CRLF);
+}
+
+/// Appends `n` in decimal.
+pub(super) fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(super::super::decimal(n, &mut [0u8; 20]));
+}
+
+/// Appends `n` in hexadecimal (a chunk size).
+fn push_hex(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// A `content-length` value: digits only (a list of equal values, which some servers send, included).
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let mut found = None;
+    for part in v.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
+}
+
+/// Whether a comma-separated header value holds `token` (ASCII case-insensitive).
+pub(super) fn has_token(v: &[u8], token: &[u8]) -> bool {
+    v.split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Whether the last of a comma-separated header value's tokens is `token` (ASCII case-insensitive).
+fn last_token_is(v: &[u8], token: &[u8]) -> bool {
+    v.rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    async fn fill(io: &TcpStream, buf: &mut BytesMut) -> usize {
+        tokio::time::timeout(Duration::from_secs(5), poll_fn(|cx| poll_fill(io, buf, cx)))
+            .await
+            .expect("the read is woken")
+            .expect("read")
+    }
+
+    /// A short read clears the socket's readiness without a second `recv`; bytes and a close that come
+    /// after it, or with it, are still seen.
+    #[tokio::test]
+    async fn a_short_read_loses_neither_later_bytes_nor_the_close() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut peer = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (io, _) = listener.accept().await.expect("accept");
+        let mut buf = BytesMut::with_capacity(READ_BUF);
+        peer.write_all(b"abc").await.expect("write");
+        assert_eq!(fill(&io, &mut buf).await, 3);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        peer.write_all(b"defg").await.expect("write");
+        assert_eq!(fill(&io, &mut buf).await, 4);
+        // Bytes and the close together: both are read.
+        peer.write_all(b"h").await.expect("write");
+        peer.shutdown().await.expect("shutdown");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(fill(&io, &mut buf).await, 1);
+        assert_eq!(fill(&io, &mut buf).await, 0);
+        assert_eq!(&buf[..], b"abcdefgh");
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_pieces_with_their_trailers() {
+        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut buf = BytesMut::from(&b"3\r\nab"[..]);
+        let mut data = Vec::new();
+        let mut trailers = None;
+        let mut feed: &[&[u8]] = &[b"c\r\n0\r\nx-t", b": 1\r\n\r\n"];
+        loop {
+            match framing.decode(&mut buf).expect("valid") {
+                Decoded::Data(d) => data.extend_from_slice(&d),
+                Decoded::Trailers(t) => trailers = Some(t),
+                Decoded::End => break,
+                Decoded::More => {
+                    let (next, rest) = feed.split_first().expect("more bytes");
+                    buf.extend_from_slice(next);
+                    feed = rest;
+                }
+            }
+        }
+        assert_eq!(data, b"abc");
+        assert_eq!(trailers.expect("trailers")["x-t"], "1");
+        assert!(buf.is_empty());
+    }
+}
