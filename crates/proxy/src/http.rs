@@ -121,12 +121,18 @@ pub fn authority_of<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'
         .filter(|h| !h.is_empty())
 }
 
+/// Where the last `:` of an authority is. A byte loop: `str::rfind` with a `char` pattern took about 150
+/// instructions for a 20-byte authority, and routing looks twice per request (`bench/instructions`).
+pub fn last_colon(authority: &str) -> Option<usize> {
+    authority.bytes().rposition(|b| b == b':')
+}
+
 /// The port of an authority (80 when it has none); `None` when the port is not a number.
 pub fn port_of(authority: &str) -> Option<u16> {
     let host_end = if authority.starts_with('[') {
         authority.find(']').map(|i| i + 1)?
     } else {
-        authority.rfind(':').unwrap_or(authority.len())
+        last_colon(authority).unwrap_or(authority.len())
     };
     match authority.get(host_end..) {
         None | Some("") => Some(80),

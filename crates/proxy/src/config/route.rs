@@ -854,8 +854,13 @@ pub fn strip_port(authority: &str) -> &str {
             None => authority,
         };
     }
-    match authority.rsplit_once(':') {
-        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+    match crate::http::last_colon(authority) {
+        Some(i)
+            if i + 1 < authority.len()
+                && authority.as_bytes()[i + 1..].iter().all(u8::is_ascii_digit) =>
+        {
+            &authority[..i]
+        }
         _ => authority,
     }
 }

@@ -292,6 +292,7 @@ impl State {
             }
         }
         let had_length = codec::push_fields(pre, &parts.headers, true);
+        codec::recycle(parts.headers);
         // A body with no bytes gets `content-length: 0` only where one is expected.
         let length =
             had_length || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);

@@ -600,3 +600,17 @@ fn conversion_errors_name_the_place() {
     let err = convert_route(&r).expect_err("bad retry_on");
     assert_eq!(err.to_string(), "retry_on: unknown condition \"sometimes\"");
 }
+
+#[test]
+fn ports_are_stripped_only_when_they_are_ports() {
+    assert_eq!(
+        strip_port("reviews.default.svc:9080"),
+        "reviews.default.svc"
+    );
+    assert_eq!(strip_port("reviews"), "reviews");
+    assert_eq!(strip_port("[::1]:8080"), "[::1]");
+    assert_eq!(strip_port("[::1]"), "[::1]");
+    assert_eq!(strip_port("host:"), "host:");
+    assert_eq!(strip_port("host:http"), "host:http");
+    assert_eq!(strip_port("a:b:80"), "a:b");
+}

@@ -97,6 +97,45 @@ pub(crate) fn poll_fill(
 /// which cost about 775 instructions per request for each of the two maps (`bench/instructions`).
 const HEADROOM: usize = 2;
 
+/// Header maps kept per thread for reuse (see `header_map`).
+const POOLED_MAPS: usize = 16;
+/// Maps with room for more fields than this are not kept (a rare head with many fields would otherwise
+/// keep its large map alive).
+const POOLED_MAX_CAPACITY: usize = 48;
+
+thread_local! {
+    static MAPS: std::cell::RefCell<Vec<HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A header map with room for `n` fields: one given back by `recycle` on this thread when there is one.
+/// Every proxied HTTP/1.1 exchange parses two heads into maps and drops both once their heads are
+/// written; a new map costs two allocations and dropping it two frees (`bench/instructions`).
+pub(super) fn header_map(n: usize) -> HeaderMap {
+    match MAPS.with(|m| m.borrow_mut().pop()) {
+        Some(mut map) => {
+            if map.capacity() < n {
+                map.reserve(n);
+            }
+            map
+        }
+        None => HeaderMap::with_capacity(n),
+    }
+}
+
+/// Gives a map whose fields have been written back for reuse by `header_map`, emptied.
+pub(super) fn recycle(mut map: HeaderMap) {
+    if map.capacity() == 0 || map.capacity() > POOLED_MAX_CAPACITY {
+        return;
+    }
+    map.clear();
+    MAPS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() < POOLED_MAPS {
+            m.push(map);
+        }
+    });
+}
+
 /// Where each field of a parsed head lies in it, so that the head can be split off its buffer and shared by
 /// the header values without parsing it twice.
 pub(super) struct Spans {
@@ -131,7 +170,7 @@ impl Spans {
     /// The fields as a `HeaderMap` whose values are slices of `head`, and what they say about framing and
     /// the connection.
     pub(super) fn read(&self, head: &Bytes) -> Result<(HeaderMap, Fields), Invalid> {
-        let mut headers = HeaderMap::with_capacity(self.count + HEADROOM);
+        let mut headers = header_map(self.count + HEADROOM);
         let mut f = Fields::default();
         for &(no, nl, vo, vl) in &self.spans[..self.count] {
             let (no, nl, vo, vl) = (no as usize, nl as usize, vo as usize, vl as usize);
@@ -644,6 +683,23 @@ mod tests {
         assert_eq!(fill(&io, &mut buf).await, 1);
         assert_eq!(fill(&io, &mut buf).await, 0);
         assert_eq!(&buf[..], b"abcdefgh");
+    }
+
+    #[test]
+    fn recycled_header_maps_come_back_empty_with_their_room() {
+        let mut map = header_map(4);
+        map.insert(CONNECTION, HeaderValue::from_static("close"));
+        let room = map.capacity();
+        recycle(map);
+        let again = header_map(4);
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), room);
+        // A map asked for more room than a recycled one has gets it.
+        recycle(again);
+        assert!(header_map(40).capacity() >= 40);
+        // Large maps are not kept.
+        recycle(HeaderMap::with_capacity(1000));
+        assert!(header_map(1).capacity() < 1000);
     }
 
     #[test]

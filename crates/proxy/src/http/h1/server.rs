@@ -385,19 +385,17 @@ impl Conn {
         pre.push(b' ');
         pre.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         pre.extend_from_slice(codec::CRLF);
-        if no_body {
-            // The fields as they are: a HEAD's `content-length` says what a GET would get.
-            codec::push_fields(pre, &parts.headers, false);
-        } else {
-            codec::push_fields(pre, &parts.headers, true);
-        }
+        // Without a body, the fields as they are: a HEAD's `content-length` says what a GET would get.
+        codec::push_fields(pre, &parts.headers, !no_body);
+        let length_given = meta.head_only && parts.headers.contains_key(CONTENT_LENGTH);
+        codec::recycle(parts.headers);
         if close && !said_close && !meta.http10 {
             pre.extend_from_slice(b"connection: close\r\n");
         } else if !close && meta.http10 {
             pre.extend_from_slice(b"connection: keep-alive\r\n");
         }
         if no_body {
-            if meta.head_only && !parts.headers.contains_key(CONTENT_LENGTH) {
+            if meta.head_only && !length_given {
                 if let Some(n) = body.size_hint().exact() {
                     codec::push_length(pre, n);
                 }
