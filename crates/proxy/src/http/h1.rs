@@ -111,6 +111,8 @@ struct State {
     rbuf: BytesMut,
     /// The request being written.
     writer: Writer,
+    /// Where the fields of the response head being read lie.
+    spans: Spans,
     /// How the current response's body is delimited.
     framing: Framing,
     /// Whether the connection may carry another exchange after this one.
@@ -135,6 +137,7 @@ impl Conn {
             idle_since: 0,
             rbuf: BytesMut::with_capacity(codec::READ_BUF),
             writer: Writer::new(),
+            spans: Spans::default(),
             framing: Framing::Done,
             reusable: true,
             received: false,
@@ -370,7 +373,6 @@ impl State {
     /// Parses a final response head from the read buffer, skipping interim (1xx) ones; `None` when more
     /// bytes are needed.
     fn parse_head(&mut self, head_only: bool) -> Result<Option<http::response::Parts>, Error> {
-        let mut spans = Spans::new();
         loop {
             let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut []);
@@ -396,9 +398,9 @@ impl State {
                 continue;
             }
             let http10 = parsed.version == Some(0);
-            spans.record(&self.rbuf, parsed.headers);
+            self.spans.record(&self.rbuf, parsed.headers);
             let head = self.rbuf.split_to(len).freeze();
-            let (headers, fields) = spans.read(&head)?;
+            let (headers, fields) = self.spans.read(&head)?;
             let (length, chunked) = (fields.length, fields.chunked);
             let mut close = fields.close || (http10 && !fields.keep_alive);
             self.framing = if head_only
