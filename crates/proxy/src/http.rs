@@ -177,20 +177,26 @@ thread_local! {
         std::cell::RefCell::new(bytes::BytesMut::new());
 }
 
-/// A header value the proxy makes per request (`x-request-id`, `x-envoy-upstream-service-time`), cut from
-/// a per-thread slab. `HeaderValue::from_bytes` allocated for each value, and again when a retryable
-/// request's headers were copied for the first try (`Bytes` turns a vector into a shared buffer on its
-/// first clone); a slab allocates once per `SLAB` bytes and its pieces clone by reference count. A slab is
-/// freed when the last value cut from it is.
-fn slab_value(bytes: &[u8]) -> HeaderValue {
-    let cut = VALUE_SLAB.with(|slab| {
+/// Bytes the proxy makes per request (`x-request-id` and `x-envoy-upstream-service-time` values, the head
+/// an HTTP/1.1 upstream is sent), written by `write` into a per-thread slab and cut from it.
+/// `HeaderValue::from_bytes` allocated for each value, and again when a retryable request's headers were
+/// copied for the first try (`Bytes` turns a vector into a shared buffer on its first clone); a slab
+/// allocates once per `SLAB` bytes and its pieces clone by reference count. A slab is freed when the last
+/// piece cut from it is. A piece longer than the room left makes its own allocation (correct, only slower).
+pub(crate) fn slab_cut(write: impl FnOnce(&mut bytes::BytesMut)) -> Bytes {
+    VALUE_SLAB.with(|slab| {
         let mut slab = slab.borrow_mut();
-        if slab.capacity() - slab.len() < bytes.len() {
-            *slab = bytes::BytesMut::with_capacity(SLAB.max(bytes.len()));
+        if slab.capacity() - slab.len() < SLAB / 8 {
+            *slab = bytes::BytesMut::with_capacity(SLAB);
         }
-        slab.extend_from_slice(bytes);
+        write(&mut slab);
         slab.split().freeze()
-    });
+    })
+}
+
+/// A header value cut from the slab (see [`slab_cut`]).
+fn slab_value(bytes: &[u8]) -> HeaderValue {
+    let cut = slab_cut(|slab| slab.extend_from_slice(bytes));
     // Callers pass digits, hex and dashes: always a valid value.
     HeaderValue::from_maybe_shared(cut).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -262,13 +268,22 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// The parts of the request that every try reuses.
 struct Prepared {
-    method: http::Method,
-    /// HTTP/1.1 upstreams get the origin form; it shares the downstream request's bytes.
-    path_and_query: PathAndQuery,
-    headers: HeaderMap,
-    /// HTTP/2 upstreams get this as `:authority` (and no `Host`); `None` for HTTP/1.1.
-    h2: Option<Authority>,
+    upstream: Outgoing,
     body: PreparedBody,
+}
+
+/// The request as its upstream's protocol takes it.
+enum Outgoing {
+    /// HTTP/1.1: the head, encoded once for every try (origin form; `Host` is among the fields).
+    H1(h1::Head),
+    /// HTTP/2: what each try's request is made of.
+    H2 {
+        method: http::Method,
+        path_and_query: PathAndQuery,
+        headers: HeaderMap,
+        /// `:authority`.
+        authority: Authority,
+    },
 }
 
 enum PreparedBody {
@@ -420,14 +435,24 @@ fn prepare(
     for e in routed.levels().iter().flatten() {
         e.request.apply(&mut headers);
     }
-    let h2 = if h2 {
+    let upstream = if h2 {
         let a = match headers.remove(header::HOST) {
             Some(v) => Authority::try_from(v.as_bytes()).ok(),
             None => uri_authority,
         };
-        Some(a.ok_or(ProxyError::BadAuthority)?)
+        Outgoing::H2 {
+            method: parts.method,
+            path_and_query,
+            headers,
+            authority: a.ok_or(ProxyError::BadAuthority)?,
+        }
     } else {
-        None
+        Outgoing::H1(h1::Head::encode(
+            &parts.method,
+            path_and_query.as_str(),
+            None,
+            headers,
+        ))
     };
     Ok(Plan {
         routed,
@@ -435,10 +460,7 @@ fn prepare(
         delay,
         abort,
         prepared: Prepared {
-            method: parts.method,
-            path_and_query,
-            headers,
-            h2,
+            upstream,
             body: PreparedBody::Buffered(Bytes::new()),
         },
     })
@@ -615,14 +637,44 @@ fn try_once<'a>(
 ) -> impl std::future::Future<Output = Result<Response<Body>, ProxyError>> + Send + 'a {
     use futures::future::{ready, Either, FutureExt};
     let addr = t.addr;
-    let upstream_req = match upstream_request(req, t.last) {
-        Ok(r) => r,
-        Err(e) => return Either::Left(ready(Err(e))),
+    let body = match &mut req.body {
+        PreparedBody::Buffered(b) => Body::full(b.clone()),
+        PreparedBody::Streaming(b) => b.take().unwrap_or_else(Body::empty),
     };
-    let send = if req.h2.is_some() {
-        Either::Left(upstream.send_h2(addr, t.connect_timeout, upstream_req))
-    } else {
-        Either::Right(upstream.send_h1(addr, t.connect_timeout, upstream_req))
+    let send = match &mut req.upstream {
+        Outgoing::H1(head) => {
+            Either::Right(upstream.send_h1(addr, t.connect_timeout, head.clone(), body))
+        }
+        Outgoing::H2 {
+            method,
+            path_and_query,
+            headers,
+            authority,
+        } => {
+            let mut r = Request::new(body);
+            *r.method_mut() = method.clone();
+            *r.version_mut() = Version::HTTP_2;
+            *r.headers_mut() = if t.last {
+                std::mem::take(headers)
+            } else {
+                headers.clone()
+            };
+            // The absolute form: h2 takes `:scheme` and `:authority` from it. All parts are shared
+            // bytes, so nothing is formatted or parsed.
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(authority.clone());
+            uri.path_and_query = Some(path_and_query.clone());
+            match http::Uri::from_parts(uri) {
+                Ok(u) => *r.uri_mut() = u,
+                Err(e) => {
+                    return Either::Left(ready(Err(ProxyError::BadUpstreamRequest {
+                        source: e.into(),
+                    })))
+                }
+            }
+            Either::Left(upstream.send_h2(addr, t.connect_timeout, r))
+        }
     };
     let timed = match t.per_try {
         None => Either::Left(send.map(Ok::<_, tokio::time::error::Elapsed>)),
@@ -638,40 +690,6 @@ fn try_once<'a>(
         }
         Err(_) => Err(ProxyError::PerTryTimeout { addr }),
     }))
-}
-
-/// The request a try sends: the headers move into the last try instead of being copied.
-fn upstream_request(req: &mut Prepared, last: bool) -> Result<Request<Body>, ProxyError> {
-    let body = match &mut req.body {
-        PreparedBody::Buffered(b) => Body::full(b.clone()),
-        PreparedBody::Streaming(b) => match b.take() {
-            Some(b) => b,
-            None => Body::empty(),
-        },
-    };
-    let mut upstream_req = Request::new(body);
-    *upstream_req.method_mut() = req.method.clone();
-    *upstream_req.headers_mut() = if last {
-        std::mem::take(&mut req.headers)
-    } else {
-        req.headers.clone()
-    };
-    match &req.h2 {
-        Some(authority) => {
-            // The absolute form: h2 takes `:scheme` and `:authority` from it. All parts are shared
-            // bytes, so nothing is formatted or parsed.
-            *upstream_req.version_mut() = Version::HTTP_2;
-            let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(Scheme::HTTP);
-            uri.authority = Some(authority.clone());
-            uri.path_and_query = Some(req.path_and_query.clone());
-            *upstream_req.uri_mut() = http::Uri::from_parts(uri)
-                .map_err(|e| ProxyError::BadUpstreamRequest { source: e.into() })?;
-        }
-        // The origin form, sharing the downstream request's bytes; `Host` is already set.
-        None => *upstream_req.uri_mut() = http::Uri::from(req.path_and_query.clone()),
-    }
-    Ok(upstream_req)
 }
 
 /// A plain response with a status and a text body (admin and tests).

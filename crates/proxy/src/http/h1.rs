@@ -27,7 +27,7 @@ pub mod server;
 use super::Body;
 use bytes::{Buf, Bytes, BytesMut};
 use codec::{Chunk, Decoded, Framing, Invalid, Spans, WriteError, Writer, MAX_HEADERS};
-use http::header::HOST;
+use http::header::{HeaderMap, HOST};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use std::future::poll_fn;
@@ -95,6 +95,71 @@ pub struct ExchangeError {
 pub struct Replay {
     head: Vec<u8>,
     body: Bytes,
+}
+
+/// A request's head as an HTTP/1.1 upstream is sent it: the request line and the fields, without the
+/// framing ones (the body's framing is the connection's to write). It is encoded once per request and
+/// every try sends the same bytes: before, each try was given its own copy of the request's header map
+/// (two allocations, and a reallocation when the copy was reused for a response head), which it encoded
+/// and dropped.
+#[derive(Debug, Clone)]
+pub struct Head {
+    bytes: Bytes,
+    /// An empty body still gets `content-length: 0` (the request had one, or its method expects a body).
+    length: bool,
+    /// `HEAD`: the response has no body.
+    head_only: bool,
+    /// An idempotent method: the request may be sent again when a pooled connection proves stale.
+    idempotent: bool,
+}
+
+impl Head {
+    /// Encodes `method path_and_query HTTP/1.1` and the fields of `headers`, with `host: authority` first
+    /// when `headers` have no `Host`. The map is given back for reuse by the next head parsed.
+    pub fn encode(
+        method: &Method,
+        path_and_query: &str,
+        authority: Option<&str>,
+        headers: HeaderMap,
+    ) -> Head {
+        let mut had_length = false;
+        let bytes = super::slab_cut(|out| {
+            out.extend_from_slice(method.as_str().as_bytes());
+            out.extend_from_slice(b" ");
+            out.extend_from_slice(path_and_query.as_bytes());
+            out.extend_from_slice(b" HTTP/1.1\r\n");
+            if let Some(a) = authority.filter(|_| !headers.contains_key(HOST)) {
+                out.extend_from_slice(b"host: ");
+                out.extend_from_slice(a.as_bytes());
+                out.extend_from_slice(codec::CRLF);
+            }
+            had_length = codec::push_fields(out, &headers, true);
+        });
+        codec::recycle(headers);
+        Head {
+            bytes,
+            length: had_length || matches!(*method, Method::POST | Method::PUT | Method::PATCH),
+            head_only: *method == Method::HEAD,
+            idempotent: is_idempotent(method),
+        }
+    }
+
+    /// A request's head, encoded, and its body.
+    pub fn of(req: Request<Body>) -> (Head, Body) {
+        let (parts, body) = req.into_parts();
+        let head = Head::encode(
+            &parts.method,
+            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            parts.uri.authority().map(|a| a.as_str()),
+            parts.headers,
+        );
+        (head, body)
+    }
+
+    /// Whether the request is a `HEAD` (its response has no body).
+    pub fn is_head(&self) -> bool {
+        self.head_only
+    }
 }
 
 /// An upstream HTTP/1.1 connection with its buffers.
@@ -185,20 +250,31 @@ impl Conn {
         }
     }
 
-    /// Sends `req` and reads the response head; the response's body reads the rest from this connection
-    /// and puts it back in the pool at its end. `reused`: the connection served an exchange before.
-    ///
-    /// The request is encoded before the future is returned, so the future holds the connection (a
-    /// pointer) and not the request.
+    /// Sends `req` and reads the response head, as `send_head` with the request's head encoded first.
+    #[cfg(test)]
     pub fn send(
-        mut self,
+        self,
         req: Request<Body>,
         reused: bool,
     ) -> impl std::future::Future<Output = Result<Response<Body>, ExchangeError>> + Send {
-        let head_only = req.method() == Method::HEAD;
-        let replayable = is_idempotent(req.method());
-        self.0.start(req, replayable);
-        self.finish(head_only, reused)
+        let (head, body) = Head::of(req);
+        self.send_head(&head, body, reused)
+    }
+
+    /// Sends a request (its head encoded earlier, its body) and reads the response head; the response's
+    /// body reads the rest from this connection and puts it back in the pool at its end. `reused`: the
+    /// connection served an exchange before.
+    ///
+    /// The head is copied into the connection's write buffer before the future is returned, so the
+    /// future holds the connection (a pointer) and not the request.
+    pub fn send_head(
+        mut self,
+        head: &Head,
+        body: Body,
+        reused: bool,
+    ) -> impl std::future::Future<Output = Result<Response<Body>, ExchangeError>> + Send {
+        self.0.start(head, body);
+        self.finish(head.head_only, reused)
     }
 
     /// Sends a request encoded earlier (on a connection that turned out stale) and reads the response
@@ -268,40 +344,17 @@ fn is_idempotent(m: &Method) -> bool {
 }
 
 impl State {
-    /// Encodes the request head and queues the body (held whole, it goes in the same write).
-    fn start(&mut self, req: Request<Body>, idempotent: bool) {
-        let (parts, body) = req.into_parts();
+    /// Copies the request head and queues the body (held whole, it goes in the same write).
+    fn start(&mut self, head: &Head, body: Body) {
         self.received = false;
         self.send_failed = false;
         self.framing = Framing::Done;
         let out = &mut self.writer.out;
         out.clear();
-        let pre = &mut out.pre;
-        pre.extend_from_slice(parts.method.as_str().as_bytes());
-        pre.push(b' ');
-        pre.extend_from_slice(
-            parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .as_bytes(),
-        );
-        pre.extend_from_slice(b" HTTP/1.1\r\n");
-        if !parts.headers.contains_key(HOST) {
-            if let Some(a) = parts.uri.authority() {
-                pre.extend_from_slice(b"host: ");
-                pre.extend_from_slice(a.as_str().as_bytes());
-                pre.extend_from_slice(codec::CRLF);
-            }
-        }
-        let had_length = codec::push_fields(pre, &parts.headers, true);
-        codec::recycle(parts.headers);
-        // A body with no bytes gets `content-length: 0` only where one is expected.
-        let length =
-            had_length || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+        out.pre.extend_from_slice(&head.bytes);
         // Requests always have a length or chunks.
-        self.writer.queue_body(body, length, true);
-        self.replayable = idempotent && self.writer.body.is_none();
+        self.writer.queue_body(body, head.length, true);
+        self.replayable = head.idempotent && self.writer.body.is_none();
         self.replay_body = if self.replayable {
             self.writer.out.data.clone()
         } else {

@@ -20,7 +20,7 @@
 
 use super::h1;
 use super::Body;
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
@@ -128,21 +128,21 @@ impl Upstream {
         }
     }
 
-    /// Sends an HTTP/1.1 request (origin-form URI, `Host` set) to `addr` on an idle pooled connection,
-    /// or on a new one.
+    /// Sends an HTTP/1.1 request (its head encoded, its body) to `addr` on an idle pooled connection, or
+    /// on a new one.
     ///
-    /// A plain function returning an `async move` block, not an `async fn`: the block captures `req` once,
-    /// where an `async fn` would hold the argument and its local copy side by side in every request's
-    /// future.
+    /// A plain function returning an `async move` block, not an `async fn`: the block captures the
+    /// arguments once, where an `async fn` would hold them and their local copies side by side in every
+    /// request's future.
     #[allow(clippy::manual_async_fn)] // on purpose, see above
     pub fn send_h1(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
-        req: Request<Body>,
+        head: h1::Head,
+        body: Body,
     ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + Send + '_ {
         async move {
-            let head_only = req.method() == Method::HEAD;
             let (conn, reused) = match self.h1.checkout(addr) {
                 Some(c) => (c, true),
                 // Boxed: the connect's state is large and rarely needed, and every request's future
@@ -152,7 +152,7 @@ impl Upstream {
                     false,
                 ),
             };
-            match conn.send(req, reused).await {
+            match conn.send_head(&head, body, reused).await {
                 Ok(resp) => Ok(resp),
                 // The upstream closed a pooled connection (say, on its idle timeout) as the request
                 // went out, and nothing came back: send it again. (Boxed, as rare.)
@@ -162,7 +162,7 @@ impl Upstream {
                     error,
                 }) => {
                     tracing::debug!(endpoint = %addr, %error, "pooled connection was closed by the upstream, sending again");
-                    Box::pin(self.resend_h1(addr, connect_timeout, replay, head_only)).await
+                    Box::pin(self.resend_h1(addr, connect_timeout, replay, head.is_head())).await
                 }
                 Err(e) => Err(Failure::Reset(UpstreamError::Http1(e.error))),
             }
@@ -627,14 +627,24 @@ mod tests {
         (addr, conns)
     }
 
+    /// `req` through the pool, as the request path sends it: head encoded, then sent.
+    fn send(
+        up: &Upstream,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        req: Request<Body>,
+    ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + '_ {
+        let (head, body) = h1::Head::of(req);
+        up.send_h1(addr, connect_timeout, head, body)
+    }
+
     /// `GET /` through the pool; the body read to its end.
     async fn get(up: &Upstream, addr: SocketAddr) -> String {
         let mut req = Request::new(super::super::full(""));
         *req.uri_mut() = http::Uri::from_static("/");
         req.headers_mut()
             .insert(http::header::HOST, http::HeaderValue::from_static("up"));
-        let resp = up
-            .send_h1(addr, Duration::from_secs(1), req)
+        let resp = send(up, addr, Duration::from_secs(1), req)
             .await
             .unwrap_or_else(|e| panic!("request to {addr}: {e:?}"));
         assert_eq!(resp.status(), 200);
@@ -672,8 +682,7 @@ mod tests {
         let up = Upstream::new();
         let mut req = Request::new(super::super::full(""));
         *req.uri_mut() = http::Uri::from_static("/");
-        let first = up
-            .send_h1(addr, Duration::from_secs(1), req)
+        let first = send(&up, addr, Duration::from_secs(1), req)
             .await
             .expect("first");
         // The first body is not read yet: its connection is taken, so the second request connects.
@@ -922,8 +931,7 @@ mod tests {
             *req.uri_mut() = http::Uri::from_static("/big");
             req.headers_mut()
                 .insert(http::header::HOST, http::HeaderValue::from_static("up"));
-            let resp = up
-                .send_h1(addr, Duration::from_secs(5), req)
+            let resp = send(&up, addr, Duration::from_secs(5), req)
                 .await
                 .expect("GET /big");
             let mut body = resp.into_body();
@@ -955,7 +963,7 @@ mod tests {
         };
         let up = Upstream::new();
         let req = Request::new(super::super::full(""));
-        match up.send_h1(closed, Duration::from_secs(1), req).await {
+        match send(&up, closed, Duration::from_secs(1), req).await {
             Err(Failure::Connect(UpstreamError::Connect(_))) => {}
             other => panic!("want a connect error, got {other:?}"),
         }

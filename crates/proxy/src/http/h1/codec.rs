@@ -4,7 +4,7 @@
 
 use super::super::body::BodyError;
 use super::super::Body;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as _, Frame};
@@ -567,17 +567,17 @@ impl Writer {
 /// Appends `name: value\r\n` for every field, but for the framing ones (`content-length`,
 /// `transfer-encoding`) when `skip_framing` (they are then the connection's own); returns whether
 /// `content-length` was there.
-pub(super) fn push_fields(out: &mut Vec<u8>, headers: &HeaderMap, skip_framing: bool) -> bool {
+pub(super) fn push_fields(out: &mut impl BufMut, headers: &HeaderMap, skip_framing: bool) -> bool {
     let mut had_length = false;
     for (name, value) in headers {
         if skip_framing && (name == CONTENT_LENGTH || name == TRANSFER_ENCODING) {
             had_length |= name == CONTENT_LENGTH;
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(CRLF);
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(CRLF);
     }
     had_length
 }
