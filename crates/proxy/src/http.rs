@@ -198,7 +198,7 @@ pub(crate) fn slab_cut(write: impl FnOnce(&mut bytes::BytesMut)) -> Bytes {
 fn slab_value(bytes: &[u8]) -> HeaderValue {
     let cut = slab_cut(|slab| slab.extend_from_slice(bytes));
     // Callers pass digits, hex and dashes: always a valid value.
-    HeaderValue::from_maybe_shared(cut).unwrap_or_else(|_| HeaderValue::from_static(""))
+    h1::codec::valid_value(cut).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Each byte's two lowercase hex digits.
@@ -768,8 +768,8 @@ mod tests {
             let n = values.iter().filter(|&&v| v).count();
             let want = match at {
                 8 | 13 | 18 | 23 => 0,
-                14 => 1,  // the version
-                19 => 4,  // the variant: 8, 9, a, b
+                14 => 1, // the version
+                19 => 4, // the variant: 8, 9, a, b
                 _ => 16,
             };
             assert_eq!(n, want, "digit {at} took {n} values");

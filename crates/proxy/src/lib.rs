@@ -11,7 +11,7 @@
 //!
 //! The request path is charted in this crate's `README.md`. [`Proxy::start`] starts everything and returns a
 //! handle with the bound addresses; [`run`] does the same and waits for a signal.
-#![deny(unsafe_code)] // audited exceptions: `memory::release_freed`, `tcp::splice`, `http::h1::codec::parsed_value`
+#![deny(unsafe_code)] // audited exceptions: `memory::release_freed`, `tcp::splice`, `http::h1::codec::valid_value`
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

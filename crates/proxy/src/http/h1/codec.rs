@@ -169,8 +169,7 @@ impl Spans {
         for &(no, nl, vo, vl) in &self.spans {
             let (no, nl, vo, vl) = (no as usize, nl as usize, vo as usize, vl as usize);
             let raw = &head[vo..vo + vl];
-            let name = HeaderName::from_bytes(&head[no..no + nl])
-                .map_err(|_| Invalid::Rule("header name"))?;
+            let name = field_name(&head[no..no + nl]).ok_or(Invalid::Rule("header name"))?;
             if name == CONTENT_LENGTH {
                 let n = parse_length(raw).ok_or(Invalid::Rule("content-length"))?;
                 if f.length.is_some_and(|l| l != n) {
@@ -186,19 +185,107 @@ impl Spans {
                 f.expect_continue = raw.eq_ignore_ascii_case(b"100-continue");
             }
             let value =
-                parsed_value(head.slice(vo..vo + vl)).map_err(|_| Invalid::Rule("header value"))?;
+                valid_value(head.slice(vo..vo + vl)).map_err(|_| Invalid::Rule("header value"))?;
             headers.append(name, value);
         }
         Ok((headers, f))
     }
 }
 
-/// A field value httparse accepted as one. httparse takes the same bytes in a value that `HeaderValue` does
-/// (tab, space to `~`, and 0x80 and up: `parsed_values_are_header_values`), so checking each byte again, as
-/// `HeaderValue::from_maybe_shared` does, was about 4 instructions a byte, 255 per request
-/// (`bench/instructions`). What the unchecked constructor asks is UTF-8, which `is_ascii` checks a word at a
-/// time; a value with bytes over 0x7f (obs-text) takes the checked path.
-fn parsed_value(bytes: Bytes) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+/// The name of a parsed field: a constant for the names most requests and responses in a mesh carry,
+/// whatever their case. `HeaderName::from_bytes` lowercases every name into a buffer and then matches it,
+/// about 110 instructions for a standard name (4 per proxied request in `bench/instructions`), and copies
+/// every other name into an allocation of its own: `x-request-id`, the B3 and W3C trace fields and the
+/// `x-forwarded-*` ones, on every request of a traced mesh.
+fn field_name(raw: &[u8]) -> Option<HeaderName> {
+    known_name(raw).or_else(|| HeaderName::from_bytes(raw).ok())
+}
+
+/// Whether the token `raw` is `lower` (of the same length, and only `a-z`, `0-9` and `-`) in any case,
+/// compared a word at a time: `eq_ignore_ascii_case` lowercases byte by byte, and cost more than the
+/// match it replaced. Setting bit 5 of every byte lowercases letters and leaves digits and `-` as they
+/// are; the other bytes it could turn into one of those (control bytes) are no token's.
+#[inline]
+fn eq_token_lowercase(raw: &[u8], lower: &[u8]) -> bool {
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    let n = raw.len();
+    if n != lower.len() {
+        return false;
+    }
+    if n < 8 {
+        return raw.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b);
+    }
+    let word = |s: &[u8], at: usize| {
+        u64::from_le_bytes(
+            s.get(at..at + 8)
+                .and_then(|w| w.try_into().ok())
+                .unwrap_or([0; 8]),
+        )
+    };
+    let mut at = 0;
+    while at + 8 < n {
+        if word(raw, at) | CASE != word(lower, at) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last word, overlapping the one before when `n` is not a multiple of 8.
+    word(raw, n - 8) | CASE == word(lower, n - 8)
+}
+
+/// Defines `known_name` (a name's constant, found by its length then its bytes) and `KNOWN_NAMES`.
+macro_rules! known_names {
+    ($($len:literal => [$($name:literal),+]),+ $(,)?) => {
+        fn known_name(raw: &[u8]) -> Option<HeaderName> {
+            match raw.len() {
+                $($len => {
+                    $(if eq_token_lowercase(raw, $name.as_bytes()) {
+                        const NAME: HeaderName = HeaderName::from_static($name);
+                        return Some(NAME);
+                    })+
+                    None
+                })+
+                _ => None,
+            }
+        }
+
+        #[cfg(test)]
+        const KNOWN_NAMES: &[&str] = &[$($($name),+),+];
+    };
+}
+
+known_names! {
+    2 => ["te"],
+    3 => ["via", "age"],
+    4 => ["host", "date", "etag"],
+    6 => ["accept", "cookie", "server", "origin", "expect", "pragma"],
+    7 => ["upgrade", "referer", "trailer", "expires"],
+    8 => ["location"],
+    9 => ["forwarded"],
+    10 => ["connection", "user-agent", "set-cookie", "keep-alive", "tracestate", "x-b3-flags"],
+    11 => ["traceparent", "x-b3-spanid", "grpc-status"],
+    12 => ["content-type", "x-request-id", "x-b3-traceid", "x-b3-sampled", "grpc-message", "grpc-timeout"],
+    13 => ["cache-control", "authorization", "last-modified", "accept-ranges", "grpc-encoding"],
+    14 => ["content-length", "accept-charset"],
+    15 => ["accept-encoding", "accept-language", "x-forwarded-for"],
+    16 => ["content-encoding"],
+    17 => ["transfer-encoding", "if-modified-since", "x-forwarded-proto", "x-b3-parentspanid"],
+    20 => ["grpc-accept-encoding"],
+    21 => ["x-envoy-attempt-count", "x-envoy-peer-metadata"],
+    23 => ["x-forwarded-client-cert"],
+    24 => ["x-envoy-peer-metadata-id"],
+    29 => ["x-envoy-upstream-service-time"],
+}
+
+/// A header value from bytes known to be valid in one: a field value httparse accepted, or text the proxy
+/// made (digits, hex, dashes). httparse takes the same bytes in a value that `HeaderValue` does (tab,
+/// space to `~`, and 0x80 and up: `parsed_values_are_header_values`), so checking each byte again, as
+/// `HeaderValue::from_maybe_shared` does, was about 4 instructions a byte, 255 per request for parsed
+/// values and 90 for the proxy's own (`bench/instructions`). What the unchecked constructor asks is UTF-8,
+/// which `is_ascii` checks a word at a time; a value with bytes over 0x7f (obs-text) takes the checked
+/// path.
+#[inline]
+pub(crate) fn valid_value(bytes: Bytes) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
     if !bytes.is_ascii() {
         return HeaderValue::from_maybe_shared(bytes);
     }
@@ -695,6 +782,36 @@ mod tests {
         assert_eq!(fill(&io, &mut buf).await, 1);
         assert_eq!(fill(&io, &mut buf).await, 0);
         assert_eq!(&buf[..], b"abcdefgh");
+    }
+
+    #[test]
+    fn known_field_names_are_found_in_any_case() {
+        for &name in KNOWN_NAMES {
+            let upper = name.to_ascii_uppercase();
+            for raw in [name, upper.as_str()] {
+                let got = known_name(raw.as_bytes()).unwrap_or_else(|| panic!("{raw} not found"));
+                assert_eq!(got, HeaderName::from_static(name));
+                assert_eq!(got.as_str(), name);
+            }
+        }
+        // Near misses, in each word of a long name and in its overlapping last one.
+        for miss in [
+            "x-envoy-upstream-service-tima",
+            "y-envoy-upstream-service-time",
+            "x-envoy-upstreaM-servicE-timf",
+        ] {
+            assert_eq!(known_name(miss.as_bytes()), None, "{miss}");
+        }
+        assert_eq!(known_name(b"Content-Lengti"), None);
+        assert_eq!(known_name(b"HOSt"), Some(http::header::HOST));
+        // Anything else goes the long way, and keeps being refused when it is no name.
+        assert_eq!(known_name(b"x-custom"), None);
+        assert_eq!(
+            field_name(b"X-Custom").expect("a name").as_str(),
+            "x-custom"
+        );
+        assert_eq!(known_name(b"hosts"), None);
+        assert_eq!(field_name(b"bad name"), None);
     }
 
     #[test]

@@ -432,7 +432,7 @@ async fn draining_closes_idle_connections_and_ends_busy_ones_after_their_answer(
     assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
 }
 
-/// Field values skip `HeaderValue`'s byte check (`codec::parsed_value`) because the parser allows only the
+/// Field values skip `HeaderValue`'s byte check (`codec::valid_value`) because the parser allows only the
 /// bytes that check would: every byte, at the start, in the middle and at the end of a value long enough to
 /// go through httparse's vector paths, is either refused with the head or kept in a valid value.
 #[test]
