@@ -124,7 +124,7 @@ impl AsyncWrite for Downstream {
 /// Reads a new connection's first bytes: whether it speaks HTTP/2 (the preface), and those bytes in the
 /// buffer the HTTP/1.1 server goes on with. `None` when it closes or fails before saying anything.
 async fn detect(stream: &mut TcpStream) -> Option<(bool, BytesMut)> {
-    let mut first = BytesMut::with_capacity(h1::codec::READ_BUF);
+    let mut first = h1::codec::read_buf();
     loop {
         match poll_fn(|cx| h1::codec::poll_fill(stream, &mut first, cx)).await {
             Ok(0) | Err(_) if first.is_empty() => return None,

@@ -136,6 +136,37 @@ pub(super) fn recycle(mut map: HeaderMap) {
     });
 }
 
+/// Read buffers kept per thread for the next connection.
+const POOLED_READ_BUFS: usize = 16;
+
+thread_local! {
+    static READ_BUFS: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A downstream connection's read buffer (`READ_BUF` bytes of room): one a connection on this thread gave
+/// back when there is one. A new buffer is above glibc's per-thread cache, so allocating and freeing it
+/// took the allocator's bins and consolidation every connection, as nginx's per-connection pools avoid.
+pub(crate) fn read_buf() -> BytesMut {
+    READ_BUFS
+        .with(|b| b.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_BUF))
+}
+
+/// Gives a connection's read buffer back for `read_buf`: kept when nothing else still holds a part of it
+/// (it is then whole again, with no allocation) and it did not grow past twice its size.
+pub(crate) fn give_back(mut buf: BytesMut) {
+    buf.clear();
+    if !buf.try_reclaim(READ_BUF) || buf.capacity() > 2 * READ_BUF {
+        return;
+    }
+    READ_BUFS.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < POOLED_READ_BUFS {
+            b.push(buf);
+        }
+    });
+}
+
 /// Where each field of a parsed head lies in it, so that the head can be split off its buffer and shared by
 /// the header values without parsing it twice. One per connection, reused for every head: a fixed array
 /// for `MAX_HEADERS` fields was zeroed for every head parsed (1.6 KB, about 100 instructions), and copied
@@ -812,6 +843,34 @@ mod tests {
         );
         assert_eq!(known_name(b"hosts"), None);
         assert_eq!(field_name(b"bad name"), None);
+    }
+
+    #[test]
+    fn read_buffers_come_back_only_when_whole() {
+        // Drain this thread's pool first: the test counts on what it puts there.
+        while READ_BUFS.with(|b| b.borrow_mut().pop()).is_some() {}
+        let mut buf = read_buf();
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let head = buf.split().freeze();
+        // A head still held: the buffer is not whole, and is not kept.
+        give_back(buf);
+        assert_eq!(READ_BUFS.with(|b| b.borrow().len()), 0);
+        drop(head);
+
+        let mut buf = read_buf();
+        let at = buf.as_ptr();
+        buf.extend_from_slice(b"abc");
+        drop(buf.split().freeze());
+        give_back(buf);
+        let again = read_buf();
+        assert_eq!(again.as_ptr(), at, "the same allocation, from its start");
+        assert!(again.is_empty() && again.capacity() >= READ_BUF);
+
+        // One that grew large is let go.
+        let mut big = again;
+        big.reserve(8 * READ_BUF);
+        give_back(big);
+        assert_eq!(READ_BUFS.with(|b| b.borrow().len()), 0);
     }
 
     #[test]

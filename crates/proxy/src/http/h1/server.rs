@@ -165,6 +165,12 @@ struct Conn {
     unread: bool,
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        codec::give_back(std::mem::take(&mut self.rbuf));
+    }
+}
+
 /// Serves HTTP/1.1 on a connection whose first bytes are in `rbuf`, until the client closes, a response
 /// ends the connection, or the listener drains (between requests, or after the current one).
 pub(crate) async fn serve(
