@@ -6,7 +6,7 @@
 //! HTTP/1.1. (hyper-util's auto builder read only the preface's 24 bytes first, which cost a second
 //! `recvfrom` for every HTTP/1.1 connection.)
 
-use super::drain::{Drain, Watch};
+use super::drain::{until_closed, Drain, Watch};
 use super::h1;
 use super::Body;
 use bytes::{Buf, Bytes, BytesMut};
@@ -25,7 +25,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 /// A request handler: every request gets a response (errors become local responses inside). Generic
@@ -253,11 +252,8 @@ pub async fn serve(
     // hyper's default of 30 s arms a timer on every request, which showed in the profile of keep-alive load.
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new());
-    let mut conns = JoinSet::new();
     let signal = Arc::new(Drain::default());
     loop {
-        // Reap finished connection tasks so the set does not grow.
-        while conns.try_join_next().is_some() {}
         let Some((stream, peer)) = accept(&listener, &mut stop, name).await else {
             break;
         };
@@ -270,20 +266,24 @@ pub async fn serve(
         let span = tracing::debug_span!("conn", listener = name, peer = %peer);
         // Boxed before it is spawned: tokio moves a task's future through several frames as it spawns,
         // completes and joins it (nine copies of it per connection), which for a connection's 3.6 KB or
-        // more cost more than the allocation (`bench/instructions` with `WORKLOAD=http1-new-conn`).
-        conns.spawn(Box::pin(
-            connection(stream, handler, watch, h2).instrument(span),
-        ));
+        // more cost more than the allocation (`bench/instructions` with `WORKLOAD=http1-new-conn`). Not
+        // joined: the drain signal counts the connections open (see `drain`).
+        drop(tokio::spawn(Box::pin(
+            until_closed(signal.clone(), connection(stream, handler, watch, h2)).instrument(span),
+        )));
     }
     drop(listener);
     signal.start();
     tracing::info!(listener = name, addr = ?local, "listener stopped, draining");
-    let all = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(drain, all).await.is_err() {
+    if tokio::time::timeout(drain, signal.all_ended())
+        .await
+        .is_err()
+    {
         tracing::info!(
             listener = name,
             "drain timeout, closing remaining connections"
         );
+        signal.close();
     }
 }
 
@@ -419,6 +419,46 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), server)
             .await
             .expect("serve returns once its connections are done, not after the 60 s drain timeout")
+            .expect("serve");
+    }
+
+    /// A request still unanswered when the drain time is up: its connection is closed and `serve` returns.
+    #[tokio::test]
+    async fn connections_open_at_the_drain_timeout_are_closed() {
+        use tokio::io::AsyncWriteExt;
+        let (listener, addr) = loopback().await;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let handler = move |_req: Request<Body>| {
+            let started = started_tx.clone();
+            async move {
+                let _ = started.send(());
+                std::future::pending::<()>().await;
+                super::super::text(hyper::StatusCode::OK, "never")
+            }
+        };
+        let server = tokio::spawn(serve(
+            "test",
+            listener,
+            handler,
+            stop_rx,
+            Duration::from_millis(200),
+        ));
+        let mut hung = TcpStream::connect(addr).await.expect("connect");
+        hung.write_all(b"GET /hang HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .expect("write");
+        started_rx.recv().await.expect("the request started");
+        stop_tx.send(true).expect("stop");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), hung.read_to_end(&mut answer))
+            .await
+            .expect("the connection is closed after the drain timeout")
+            .expect("read");
+        assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("serve returns")
             .expect("serve");
     }
 
