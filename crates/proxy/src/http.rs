@@ -840,6 +840,11 @@ mod tests {
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
+        // The names left after stripping.
+        let kept = |mut h: HeaderMap| {
+            strip_hop_by_hop(&mut h);
+            h.keys().map(|k| k.to_string()).collect::<Vec<_>>()
+        };
         let mut h = HeaderMap::new();
         h.insert(
             header::CONNECTION,
@@ -848,29 +853,21 @@ mod tests {
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-keep", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, vec!["x-keep"]);
+        assert_eq!(kept(h), vec!["x-keep"]);
 
         // Each one alone, with no `Connection` header to point at it, goes too.
         for name in HOP_BY_HOP.iter() {
             let mut h = HeaderMap::new();
             h.insert("x-keep", HeaderValue::from_static("1"));
             h.insert(name, HeaderValue::from_static("1"));
-            strip_hop_by_hop(&mut h);
-            let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-            assert_eq!(names, vec!["x-keep"], "{name}");
+            assert_eq!(kept(h), vec!["x-keep"], "{name}");
         }
         // Options that name no field leave the rest; named fields go, over several `Connection` fields,
         // in any case, with all their values.
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
         h.insert("x-keep", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(
-            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
-            vec!["x-keep"]
-        );
+        assert_eq!(kept(h), vec!["x-keep"]);
         let mut h = HeaderMap::new();
         h.append(header::CONNECTION, HeaderValue::from_static("close, X-One"));
         h.append(header::CONNECTION, HeaderValue::from_static("x-two ,te"));
@@ -883,16 +880,11 @@ mod tests {
             HeaderValue::from_static("secret"),
         );
         h.insert("x-keep", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(
-            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
-            vec!["x-keep"]
-        );
+        assert_eq!(kept(h), vec!["x-keep"]);
         // None at all: nothing changes.
         let mut h = HeaderMap::new();
         h.insert("x-keep", HeaderValue::from_static("1"));
         h.insert(header::HOST, HeaderValue::from_static("a"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 2);
+        assert_eq!(kept(h), vec!["x-keep", "host"]);
     }
 }

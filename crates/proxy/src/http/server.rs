@@ -360,31 +360,46 @@ mod tests {
         assert_eq!(detect_from(&[]).await, None);
     }
 
+    /// A listener served with a test handler, and the means to stop it: `/slow` answers after 300 ms and
+    /// `/hang` never, each saying on the channel when it started; anything else answers at once.
+    async fn serving(
+        drain: Duration,
+    ) -> (
+        SocketAddr,
+        watch::Sender<bool>,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (listener, addr) = loopback().await;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (started_tx, started_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let handler = move |req: Request<Body>| {
+            let started = started_tx.clone();
+            async move {
+                match req.uri().path() {
+                    "/slow" => {
+                        let _ = started.send(());
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    "/hang" => {
+                        let _ = started.send(());
+                        std::future::pending::<()>().await;
+                    }
+                    _ => {}
+                }
+                super::super::text(hyper::StatusCode::OK, "done")
+            }
+        };
+        let server = tokio::spawn(serve("test", listener, handler, stop_rx, drain));
+        (addr, stop_tx, started_rx, server)
+    }
+
     /// On stop, a request in flight still gets its answer, then its connection closes; an idle
     /// keep-alive connection closes at once; and `serve` returns without waiting out the drain timeout.
     #[tokio::test]
     async fn stopping_drains_connections_gracefully() {
         use tokio::io::AsyncWriteExt;
-        let (listener, addr) = loopback().await;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let handler = move |req: Request<Body>| {
-            let started = started_tx.clone();
-            async move {
-                if req.uri().path() == "/slow" {
-                    let _ = started.send(());
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-                super::super::text(hyper::StatusCode::OK, "done")
-            }
-        };
-        let server = tokio::spawn(serve(
-            "test",
-            listener,
-            handler,
-            stop_rx,
-            Duration::from_secs(60),
-        ));
+        let (addr, stop_tx, mut started_rx, server) = serving(Duration::from_secs(60)).await;
         let request = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: a\r\n\r\n");
         // An idle keep-alive connection: one exchange done.
         let mut idle = TcpStream::connect(addr).await.expect("connect");
@@ -426,24 +441,7 @@ mod tests {
     #[tokio::test]
     async fn connections_open_at_the_drain_timeout_are_closed() {
         use tokio::io::AsyncWriteExt;
-        let (listener, addr) = loopback().await;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let handler = move |_req: Request<Body>| {
-            let started = started_tx.clone();
-            async move {
-                let _ = started.send(());
-                std::future::pending::<()>().await;
-                super::super::text(hyper::StatusCode::OK, "never")
-            }
-        };
-        let server = tokio::spawn(serve(
-            "test",
-            listener,
-            handler,
-            stop_rx,
-            Duration::from_millis(200),
-        ));
+        let (addr, stop_tx, mut started_rx, server) = serving(Duration::from_millis(200)).await;
         let mut hung = TcpStream::connect(addr).await.expect("connect");
         hung.write_all(b"GET /hang HTTP/1.1\r\nhost: a\r\n\r\n")
             .await
