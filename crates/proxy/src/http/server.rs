@@ -360,6 +360,16 @@ mod tests {
         assert_eq!(detect_from(&[]).await, None);
     }
 
+    /// Everything `stream` receives until the server closes it; panics with `what` after 10 s.
+    async fn read_to_close(stream: &mut TcpStream, what: &str) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got))
+            .await
+            .unwrap_or_else(|_| panic!("{what}"))
+            .expect("read");
+        got
+    }
+
     /// A listener served with a test handler, and the means to stop it: `/slow` answers after 300 ms and
     /// `/hang` never, each saying on the channel when it started; anything else answers at once.
     async fn serving(
@@ -417,19 +427,11 @@ mod tests {
         started_rx.recv().await.expect("the slow request started");
         stop_tx.send(true).expect("stop");
 
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), busy.read_to_end(&mut answer))
-            .await
-            .expect("the busy connection closes after its answer")
-            .expect("read");
+        let answer = read_to_close(&mut busy, "the busy connection closes after its answer").await;
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.ends_with("done"), "{answer}");
-        let mut rest = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest))
-            .await
-            .expect("the idle connection is closed")
-            .expect("read");
+        let rest = read_to_close(&mut idle, "the idle connection is closed").await;
         assert!(rest.is_empty(), "{rest:?}");
         tokio::time::timeout(Duration::from_secs(10), server)
             .await
@@ -448,11 +450,11 @@ mod tests {
             .expect("write");
         started_rx.recv().await.expect("the request started");
         stop_tx.send(true).expect("stop");
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), hung.read_to_end(&mut answer))
-            .await
-            .expect("the connection is closed after the drain timeout")
-            .expect("read");
+        let answer = read_to_close(
+            &mut hung,
+            "the connection is closed after the drain timeout",
+        )
+        .await;
         assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
         tokio::time::timeout(Duration::from_secs(10), server)
             .await
