@@ -11,7 +11,8 @@
 //!
 //! The request path is charted in this crate's `README.md`. [`Proxy::start`] starts everything and returns a
 //! handle with the bound addresses; [`run`] does the same and waits for a signal.
-#![deny(unsafe_code)] // audited exceptions: `memory::release_freed`, `tcp::splice`, `http::h1::codec::valid_value`
+#![deny(unsafe_code)]
+// audited exceptions: `memory::release_freed`, `memory::Allocator`, `tcp::splice`, `http::h1::codec::valid_value`
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -21,6 +22,10 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod listeners;
+/// Every unit test runs on the proxy's own allocator, as the binary does.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: memory::Allocator = memory::Allocator;
 pub mod memory;
 pub mod outbound;
 pub mod tcp;

@@ -33,3 +33,196 @@ pub(crate) async fn trim_periodically(mut shutdown: tokio::sync::watch::Receiver
         }
     }
 }
+
+/// The proxy's global allocator: the system's, except for blocks aligned above what `malloc` gives.
+///
+/// tokio aligns every task's cell to 128 bytes (a cache-line pair, against false sharing between
+/// workers), so each connection's task is an over-aligned allocation. The system allocator serves those
+/// through `posix_memalign`, which in glibc carves an aligned block out of a larger one and frees the
+/// pieces on either side: about 1,400 instructions per connection with its `free`, where a `malloc` from
+/// the per-thread cache is under 100 (`bench/instructions` with `WORKLOAD=http1-new-conn`). Here such a
+/// block is a plain allocation `align` bytes longer, handed out from its first aligned address; the
+/// distance back to the allocation's start is kept in the word before it. jemalloc and mimalloc make
+/// aligned blocks cheap too, but each cost more memory than it saved CPU here (`bench/profiles/
+/// 2026-12-01-weft-proxy-new-conn.md`).
+pub struct Allocator;
+
+/// The alignment of every `malloc` block (two words), on the 64-bit targets the proxy ships for. Blocks
+/// aligned up to this go to the system allocator unchanged.
+const MALLOC_ALIGN: usize = 16;
+/// Above this, alignment is for pages (rare, and large): left to the system allocator.
+const MAX_SHIFTED_ALIGN: usize = 4096;
+
+impl Allocator {
+    /// Whether `layout` is served by a shifted plain allocation.
+    #[inline]
+    fn shifted(layout: std::alloc::Layout) -> bool {
+        layout.align() > MALLOC_ALIGN && layout.align() <= MAX_SHIFTED_ALIGN
+    }
+
+    /// The plain layout under a shifted block: `align` bytes more, at the system's own alignment.
+    #[inline]
+    fn under(layout: std::alloc::Layout) -> Option<std::alloc::Layout> {
+        let size = layout.size().checked_add(layout.align())?;
+        std::alloc::Layout::from_size_align(size, MALLOC_ALIGN).ok()
+    }
+
+    /// The first `align`-aligned address past `base` (at least one `MALLOC_ALIGN` past it, so there is
+    /// room for the word before it), with the distance written in that word.
+    ///
+    /// # Safety
+    /// `base` is a live block of `under(layout)`.
+    #[allow(unsafe_code)]
+    #[inline]
+    unsafe fn shift(base: *mut u8, layout: std::alloc::Layout) -> *mut u8 {
+        if base.is_null() {
+            return base;
+        }
+        let align = layout.align();
+        // `base` is MALLOC_ALIGN-aligned and `align` a larger power of two, so the distance is a multiple
+        // of MALLOC_ALIGN in [MALLOC_ALIGN, align], and `layout.size()` bytes still fit past it.
+        let distance = align - (base as usize & (align - 1));
+        // SAFETY: `distance <= align`, within the block of `size + align` bytes; the word before the
+        // returned address is at `distance - 8 >= 8` into the block, and aligned to 8.
+        unsafe {
+            let shifted = base.add(distance);
+            shifted.cast::<usize>().sub(1).write(distance);
+            shifted
+        }
+    }
+
+    /// The block `shift` returned `ptr` from.
+    ///
+    /// # Safety
+    /// `ptr` came from `shift`.
+    #[allow(unsafe_code)]
+    #[inline]
+    unsafe fn unshift(ptr: *mut u8) -> *mut u8 {
+        // SAFETY: `shift` wrote the distance in the word before `ptr`, inside the same block.
+        unsafe {
+            let distance = ptr.cast::<usize>().sub(1).read();
+            ptr.sub(distance)
+        }
+    }
+}
+
+// SAFETY: every block is the system allocator's, or inside one of its blocks as `shift` describes; each
+// is freed through the path that allocated it, decided by the layout the caller must pass back.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Allocator {
+    #[inline]
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY (all three paths): forwarding the caller's non-zero layout; `under` is never smaller.
+        unsafe {
+            if !Self::shifted(layout) {
+                return std::alloc::System.alloc(layout);
+            }
+            match Self::under(layout) {
+                Some(under) => Self::shift(std::alloc::System.alloc(under), layout),
+                None => std::ptr::null_mut(),
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: as in `alloc`.
+        unsafe {
+            if !Self::shifted(layout) {
+                return std::alloc::System.alloc_zeroed(layout);
+            }
+            match Self::under(layout) {
+                Some(under) => Self::shift(std::alloc::System.alloc_zeroed(under), layout),
+                None => std::ptr::null_mut(),
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` was allocated here with `layout`, so it took the same path; `under` succeeded
+        // when it was allocated.
+        unsafe {
+            if !Self::shifted(layout) {
+                return std::alloc::System.dealloc(ptr, layout);
+            }
+            if let Some(under) = Self::under(layout) {
+                std::alloc::System.dealloc(Self::unshift(ptr), under);
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the system allocator's own blocks keep its `realloc`; a shifted block moves to a new
+        // one (its distance would change), as `GlobalAlloc`'s default `realloc` does.
+        unsafe {
+            if !Self::shifted(layout) {
+                return std::alloc::System.realloc(ptr, layout, new_size);
+            }
+            let Ok(new_layout) = std::alloc::Layout::from_size_align(new_size, layout.align())
+            else {
+                return std::ptr::null_mut();
+            };
+            let new = self.alloc(new_layout);
+            if !new.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            new
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout};
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn over_aligned_blocks_are_aligned_whole_and_survive_realloc() {
+        let a = Allocator;
+        // Keep several alive at once, so that blocks sit at different offsets from their bases.
+        let mut live = Vec::new();
+        for align in [1, 8, 16, 32, 64, 128, 256, 4096, 8192] {
+            for size in [1, 7, 16, 100, 128, 1000, 5000] {
+                let layout = Layout::from_size_align(size, align).expect("layout");
+                // SAFETY: non-zero size; each block is filled within its size and freed with its layout.
+                unsafe {
+                    let p = if size % 2 == 0 {
+                        a.alloc(layout)
+                    } else {
+                        a.alloc_zeroed(layout)
+                    };
+                    assert!(!p.is_null());
+                    assert_eq!(p as usize % align, 0, "size {size} align {align}");
+                    if size % 2 == 1 {
+                        assert!((0..size).all(|i| *p.add(i) == 0), "zeroed {size} {align}");
+                    }
+                    for i in 0..size {
+                        *p.add(i) = (i % 251) as u8;
+                    }
+                    live.push((p, layout));
+                }
+            }
+        }
+        for (p, layout) in live.iter_mut() {
+            // SAFETY: each block is live with its layout; the grown block is checked then freed below.
+            unsafe {
+                let grown = a.realloc(*p, *layout, layout.size() * 3);
+                assert!(!grown.is_null());
+                assert_eq!(grown as usize % layout.align(), 0);
+                let kept = (0..layout.size()).all(|i| *grown.add(i) == (i % 251) as u8);
+                assert!(kept, "contents kept: {layout:?}");
+                *p = grown;
+                *layout =
+                    Layout::from_size_align(layout.size() * 3, layout.align()).expect("layout");
+            }
+        }
+        for (p, layout) in live {
+            // SAFETY: allocated above with this layout, freed once.
+            unsafe { a.dealloc(p, layout) };
+        }
+    }
+}
