@@ -30,9 +30,11 @@ pub(crate) async fn serve(
     drain: Duration,
 ) {
     let mut conns = JoinSet::new();
+    let mut stopped = std::pin::pin!(crate::stopped(&mut stop));
     loop {
         while conns.try_join_next().is_some() {}
-        let Some((stream, peer)) = crate::http::server::accept(&listener, &mut stop, &name).await
+        let Some((stream, peer)) =
+            crate::http::server::accept(&listener, stopped.as_mut(), &name).await
         else {
             break;
         };
