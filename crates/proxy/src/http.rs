@@ -3,6 +3,7 @@
 //! request header edits → endpoint pick → forward with timeout and retries → response header edits.
 
 mod body;
+mod date;
 mod drain;
 mod h1;
 pub mod server;

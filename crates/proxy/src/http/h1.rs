@@ -133,7 +133,7 @@ impl Head {
                 out.extend_from_slice(a.as_bytes());
                 out.extend_from_slice(codec::CRLF);
             }
-            had_length = codec::push_fields(out, &headers, true);
+            had_length = codec::push_fields(out, &headers, true).length;
         });
         codec::recycle(headers);
         Head {

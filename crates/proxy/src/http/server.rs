@@ -371,6 +371,48 @@ mod tests {
         assert_eq!(detect_from(&[]).await, None);
     }
 
+    /// The proxy's answers carry a `date` (RFC 9110, 6.6.1) over HTTP/1.1 (`date`) and HTTP/2 (hyper's
+    /// server adds it) alike.
+    #[tokio::test]
+    async fn answers_carry_a_date_on_both_protocols() {
+        use tokio::io::AsyncWriteExt;
+        let (addr, stop_tx, _started, server) = serving(Duration::from_secs(1)).await;
+        let mut h1 = TcpStream::connect(addr).await.expect("connect");
+        h1.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let answer = read_to_close(&mut h1, "an HTTP/1.1 answer").await;
+        let answer = String::from_utf8_lossy(&answer);
+        let dates: Vec<&str> = answer
+            .lines()
+            .filter_map(|l| l.strip_prefix("date: "))
+            .collect();
+        assert_eq!(dates.len(), 1, "{answer}");
+        assert!(
+            httpdate::parse_http_date(dates[0].trim()).is_ok(),
+            "{answer}"
+        );
+
+        let io = TokioIo::new(TcpStream::connect(addr).await.expect("connect"));
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = Request::get("http://a/")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        let resp = send.send_request(req).await.expect("h2 answer");
+        let dates: Vec<_> = resp.headers().get_all(hyper::header::DATE).iter().collect();
+        assert_eq!(dates.len(), 1, "{:?}", resp.headers());
+        assert!(httpdate::parse_http_date(dates[0].to_str().expect("ascii")).is_ok());
+        drop(send);
+        stop_tx.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("serve returns")
+            .expect("task");
+    }
+
     /// Everything `stream` receives until the server closes it; panics with `what` after 10 s.
     async fn read_to_close(stream: &mut TcpStream, what: &str) -> Vec<u8> {
         let mut got = Vec::new();

@@ -3,7 +3,7 @@
 //!
 //! hyper's server connection parsed each request into its own types, ran a dispatcher between the
 //! connection and the service with the request body behind a channel, and encoded the response with
-//! checks the proxy does not need (a `date` header, title-case, per-message buffers): about 6,000 of the
+//! checks the proxy does not need (title-case, per-message buffers): about 6,000 of the
 //! 22,155 instructions a proxied request cost (callgrind, `bench/instructions`). Here the connection's task
 //! reads a head into one buffer that the request's header values and path share, calls the handler, and
 //! writes the response head and the first body frame with one `writev`.
@@ -20,6 +20,7 @@
 //! Heads that break the protocol get a 400 (431 when too large, 501 for a transfer coding other than
 //! chunked, 505 for a version other than 1.x) naming what broke, and the connection is closed.
 
+use super::super::date;
 use super::super::drain::Watch;
 use super::super::server::Handler;
 use super::super::{text, Body, RETRY_BUFFER_LIMIT};
@@ -395,8 +396,13 @@ impl Conn {
         pre.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         pre.extend_from_slice(codec::CRLF);
         // Without a body, the fields as they are: a HEAD's `content-length` says what a GET would get.
-        codec::push_fields(pre, &parts.headers, !no_body);
+        let pushed = codec::push_fields(pre, &parts.headers, !no_body);
         let length_given = meta.head_only && parts.headers.contains_key(CONTENT_LENGTH);
+        if !pushed.date {
+            pre.extend_from_slice(b"date: ");
+            date::with_now(|d| pre.extend_from_slice(d));
+            pre.extend_from_slice(codec::CRLF);
+        }
         codec::recycle(parts.headers);
         if close && !said_close && !meta.http10 {
             pre.extend_from_slice(b"connection: close\r\n");

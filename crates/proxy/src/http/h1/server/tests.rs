@@ -16,7 +16,8 @@ use tokio::net::TcpListener;
 /// - `/ignore`: answers 200 `ignored` without reading the request body;
 /// - `/close`: answers 200 `bye` with `connection: close`;
 /// - `/length`: answers 200 with `content-length: 5` and no body of its own (for HEAD);
-/// - `/empty`: answers 204.
+/// - `/empty`: answers 204;
+/// - `/dated`: answers 200 with a `date` of its own.
 async fn handle(req: Request<Body>) -> Response<Body> {
     let path = req.uri().path().to_string();
     match path.as_str() {
@@ -37,6 +38,14 @@ async fn handle(req: Request<Body>) -> Response<Body> {
         "/empty" => {
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        "/dated" => {
+            let mut r = text(StatusCode::OK, "dated");
+            r.headers_mut().insert(
+                http::header::DATE,
+                HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+            );
             r
         }
         _ => {
@@ -281,6 +290,12 @@ async fn head_204_and_local_bodies_are_framed_as_http_says() {
         .await
         .expect("write");
     let all = read_to_close(&mut s).await;
+    // Every answer is dated (RFC 9110, 6.6.1); the rest of each head is compared whole.
+    assert_eq!(all.matches("\r\ndate: ").count(), 4, "{all}");
+    let all: String = all
+        .split_inclusive("\r\n")
+        .filter(|l| !l.starts_with("date: "))
+        .collect();
     let responses: Vec<&str> = all.split("HTTP/1.1 ").skip(1).collect();
     assert_eq!(responses.len(), 4, "{all}");
     // HEAD: the handler's length stands, and no body follows.
@@ -292,6 +307,33 @@ async fn head_204_and_local_bodies_are_framed_as_http_says() {
     );
     assert_eq!(responses[2], "204 No Content\r\n\r\n");
     assert!(responses[3].ends_with("bye"), "{all}");
+}
+
+#[tokio::test]
+async fn answers_are_dated_unless_their_handler_dated_them() {
+    let (addr, _drain) = server().await;
+    let answer = talk(
+        addr,
+        &[b"GET /dated HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"],
+    )
+    .await;
+    let dates: Vec<&str> = answer.lines().filter(|l| l.starts_with("date: ")).collect();
+    assert_eq!(dates, ["date: Sun, 06 Nov 1994 08:49:37 GMT"], "{answer}");
+    let answer = talk(
+        addr,
+        &[b"GET /ignore HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"],
+    )
+    .await;
+    let dates: Vec<&str> = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("date: "))
+        .collect();
+    assert_eq!(dates.len(), 1, "{answer}");
+    let date = httpdate::parse_http_date(dates[0]).expect("an HTTP date");
+    let age = std::time::SystemTime::now()
+        .duration_since(date)
+        .unwrap_or_default();
+    assert!(age < Duration::from_secs(60), "{answer}");
 }
 
 #[tokio::test]
