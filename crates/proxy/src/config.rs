@@ -279,14 +279,28 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 pub struct Snapshot {
     /// Listeners by name.
     pub listeners: FastMap<String, Arc<Stored<Listener>>>,
-    /// Virtual outbound listeners by port (`0.0.0.0_<port>`).
-    pub outbound_by_port: FastMap<u16, Arc<Stored<Listener>>>,
+    /// The route tables of the virtual outbound listeners (`0.0.0.0_<port>`), by port: resolved when the
+    /// snapshot is built, so that a request makes one lookup where it made two (the listener, then its
+    /// table by name: about 110 instructions for the second, `bench/instructions`).
+    pub outbound_routes_by_port: FastMap<u16, Arc<RouteConfig>>,
     /// Route tables by name.
     pub routes: FastMap<String, Arc<RouteConfig>>,
     /// Clusters by name, each with its current endpoints.
     pub clusters: FastMap<String, Arc<Cluster>>,
     /// The stored resources, for `/config_dump`.
     pub resources: Resources,
+}
+
+/// The route table `listener` uses among `routes`, if it has one.
+fn route_table_in(
+    routes: &FastMap<String, Arc<RouteConfig>>,
+    listener: &Listener,
+) -> Option<Arc<RouteConfig>> {
+    match &listener.routes {
+        RouteSource::Rds(name) => routes.get(name).cloned(),
+        RouteSource::Inline(rc) => Some(rc.clone()),
+        RouteSource::Tcp(_) | RouteSource::None => None,
+    }
 }
 
 impl Snapshot {
@@ -298,17 +312,19 @@ impl Snapshot {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let mut outbound_by_port = FastMap::default();
-        for l in resources.listeners.values() {
-            if let (true, Some(addr)) = (l.value.is_virtual_outbound(), l.value.address) {
-                outbound_by_port.insert(addr.port(), l.clone());
-            }
-        }
-        let routes = resources
+        let routes: FastMap<String, Arc<RouteConfig>> = resources
             .routes
             .iter()
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
+        let mut outbound_routes_by_port = FastMap::default();
+        for l in resources.listeners.values() {
+            if let (true, Some(addr)) = (l.value.is_virtual_outbound(), l.value.address) {
+                if let Some(table) = route_table_in(&routes, &l.value) {
+                    outbound_routes_by_port.insert(addr.port(), table);
+                }
+            }
+        }
         let empty = Arc::new(EndpointSet::default());
         let clusters = resources
             .clusters
@@ -332,7 +348,7 @@ impl Snapshot {
             .collect();
         Snapshot {
             listeners,
-            outbound_by_port,
+            outbound_routes_by_port,
             routes,
             clusters,
             resources,
@@ -341,11 +357,7 @@ impl Snapshot {
 
     /// The route table a listener uses, if it has one in this snapshot.
     pub fn route_table(&self, listener: &Listener) -> Option<Arc<RouteConfig>> {
-        match &listener.routes {
-            RouteSource::Rds(name) => self.routes.get(name).cloned(),
-            RouteSource::Inline(rc) => Some(rc.clone()),
-            RouteSource::Tcp(_) | RouteSource::None => None,
-        }
+        route_table_in(&self.routes, listener)
     }
 
     /// Names of the EDS services the clusters wait for, sorted.

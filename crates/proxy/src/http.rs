@@ -237,8 +237,7 @@ fn route_table(snap: &Snapshot, entry: &Entry, authority: &str) -> Option<Arc<Ro
     match entry {
         Entry::Outbound => {
             let port = port_of(authority)?;
-            let l = snap.outbound_by_port.get(&port)?;
-            snap.route_table(&l.value)
+            snap.outbound_routes_by_port.get(&port).cloned()
         }
         Entry::Inbound(name) => {
             let l = snap.listeners.get(&**name)?;

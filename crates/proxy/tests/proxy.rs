@@ -1316,6 +1316,18 @@ async fn delta_added_changed_and_removed_resources_take_effect() {
     let text = clusters(&proxy).await;
     assert!(!text.contains(V2), "{text}");
     assert!(text.contains(&format!("{V1}::{}", v1b.addr)), "{text}");
+
+    // A route table changes alone (the listener does not): requests follow it.
+    let rerouted = vec![vhost(
+        "reviews",
+        REVIEWS,
+        vec![route_to("/v2", V1), route_to("/", V1)],
+    )];
+    ads.update(set("5", &[(V1, &[v1b.addr])], rerouted));
+    until(&proxy, "reviews:9080", "/v2", "v2 rerouted to v1", |r| {
+        r.upstream() == "reviews-v1b"
+    })
+    .await;
     proxy.shutdown().await;
 }
 
