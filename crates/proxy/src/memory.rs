@@ -91,6 +91,29 @@ impl Allocator {
         }
     }
 
+    /// A block of `layout` from `system` (the system allocator's `alloc` or `alloc_zeroed`): as it is, or
+    /// shifted inside a longer one.
+    ///
+    /// # Safety
+    /// `layout` has a non-zero size.
+    #[allow(unsafe_code)]
+    #[inline]
+    unsafe fn alloc_by(
+        layout: std::alloc::Layout,
+        system: unsafe fn(&std::alloc::System, std::alloc::Layout) -> *mut u8,
+    ) -> *mut u8 {
+        // SAFETY: forwarding a non-zero layout; `under` is never smaller, and `shift` gets its block.
+        unsafe {
+            if !Self::shifted(layout) {
+                return system(&std::alloc::System, layout);
+            }
+            match Self::under(layout) {
+                Some(under) => Self::shift(system(&std::alloc::System, under), layout),
+                None => std::ptr::null_mut(),
+            }
+        }
+    }
+
     /// The block `shift` returned `ptr` from.
     ///
     /// # Safety
@@ -112,15 +135,12 @@ impl Allocator {
 unsafe impl std::alloc::GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        // SAFETY (all three paths): forwarding the caller's non-zero layout; `under` is never smaller.
+        // SAFETY: forwarding the caller's non-zero layout.
         unsafe {
-            if !Self::shifted(layout) {
-                return std::alloc::System.alloc(layout);
-            }
-            match Self::under(layout) {
-                Some(under) => Self::shift(std::alloc::System.alloc(under), layout),
-                None => std::ptr::null_mut(),
-            }
+            Self::alloc_by(
+                layout,
+                <std::alloc::System as std::alloc::GlobalAlloc>::alloc,
+            )
         }
     }
 
@@ -128,13 +148,10 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
         unsafe {
-            if !Self::shifted(layout) {
-                return std::alloc::System.alloc_zeroed(layout);
-            }
-            match Self::under(layout) {
-                Some(under) => Self::shift(std::alloc::System.alloc_zeroed(under), layout),
-                None => std::ptr::null_mut(),
-            }
+            Self::alloc_by(
+                layout,
+                <std::alloc::System as std::alloc::GlobalAlloc>::alloc_zeroed,
+            )
         }
     }
 
