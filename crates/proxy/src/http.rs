@@ -6,6 +6,7 @@ mod body;
 mod date;
 mod drain;
 mod h1;
+mod h2;
 pub mod server;
 pub mod upstream;
 
@@ -146,9 +147,14 @@ pub fn uuid_v4() -> String {
     String::from_utf8_lossy(&uuid_v4_ascii()).into_owned()
 }
 
-/// A random UUID v4 as a header value, with no intermediate string.
+/// A random UUID v4 as a header value, with no intermediate string. Marked sensitive, which HPACK encodes
+/// as a literal never indexed: a value seen once gains nothing from the dynamic table, while inserting one
+/// per request filled the encoder's table with `x-request-id` entries, each evicting an older one (256
+/// instructions per request, `bench/instructions` with `WORKLOAD=http2-streams`).
 fn uuid_v4_header() -> HeaderValue {
-    slab_value(&uuid_v4_ascii())
+    let mut v = slab_value(&uuid_v4_ascii());
+    v.set_sensitive(true);
+    v
 }
 
 /// A count of milliseconds as a header value.

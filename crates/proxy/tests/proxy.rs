@@ -795,6 +795,102 @@ async fn large_bodies_stream_both_ways_on_one_upstream_connection() {
     proxy.shutdown().await;
 }
 
+/// HTTP/2 both sides: bodies larger than every flow-control window stream up and back down on one
+/// downstream and one upstream connection (the proxy must hand the peers' windows back as it forwards),
+/// and a client that resets its stream cancels the upstream request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_bodies_stream_both_ways_and_resets_cancel_the_upstream_request() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (echo, conns, mut given_up) = net::h2_echo().await;
+    let ads = FakeAds::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        set(
+            "1",
+            &[("echo", &[echo])],
+            vec![vhost("echo", &["echo:9080"], vec![route_to("/", "echo")])],
+        ),
+    )
+    .await;
+    let proxy = start_proxy(&ads.url()).await;
+    let out = proxy.outbound_addr();
+    eventually("the route to apply", || async {
+        let r = net::grpc_call(out, "echo:9080", "/probe", b"x")
+            .await
+            .ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+
+    let stream = tokio::net::TcpStream::connect(out).await.expect("connect");
+    let (mut client, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let exchange = async {
+        // Three rounds of 2 MiB: 6 MiB on each connection, past the proxy's windows (1 MiB as a server,
+        // 5 MiB per connection as a client) unless it releases what it forwards.
+        for round in 0..3 {
+            let (tx, rx) = futures::channel::mpsc::channel(1);
+            let feeder = tokio::spawn(async move {
+                use futures::SinkExt;
+                let mut tx = tx;
+                for i in 0..net::BIG / net::CHUNK {
+                    let frame = hyper::body::Frame::data(net::big_chunk(i));
+                    if tx
+                        .send(Ok::<_, std::convert::Infallible>(frame))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            let req = http::Request::post("http://echo:9080/upload")
+                .body(http_body_util::StreamBody::new(rx))
+                .expect("request");
+            let resp = client
+                .send_request(req)
+                .await
+                .expect("POST through the proxy");
+            assert_eq!(resp.status(), 200, "round {round}");
+            let echoed = resp.into_body().collect().await.expect("echo").to_bytes();
+            feeder.await.expect("feeder");
+            assert!(
+                net::is_big(&echoed),
+                "round {round}: {} bytes echoed",
+                echoed.len()
+            );
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), exchange)
+        .await
+        .expect("6 MiB each way through the proxy without a stall");
+
+    // A request the upstream never answers, given up by the client: its reset reaches the upstream.
+    let (_open, rx) = futures::channel::mpsc::channel(1);
+    let req = http::Request::get("http://echo:9080/hang")
+        .body(http_body_util::StreamBody::new(rx))
+        .expect("request");
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        client.send_request(req),
+    )
+    .await;
+    assert!(waited.is_err(), "/hang answered: {waited:?}");
+    tokio::time::timeout(std::time::Duration::from_secs(10), given_up.recv())
+        .await
+        .expect("the upstream request is cancelled when the client resets its stream")
+        .expect("the upstream is up");
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "every stream on the one upstream connection"
+    );
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_and_header_edits() {
     let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;

@@ -4,8 +4,10 @@
 //! arithmetic needs), the proxy's own replies (404, 503, ...) included; hyper's HTTP/2 server does the same.
 //!
 //! Formatting a date costs about a microsecond, so each thread keeps the current second's text and formats
-//! again only when the second changes; a response then pays one clock read.
+//! again only when the second changes; a response then pays one clock read. HTTP/2 responses (Weft's own
+//! server, `h2`) take the same second as a shared header value.
 
+use http::HeaderValue;
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,6 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 struct Second {
     second: u64,
     text: String,
+    /// `text` as a header value (its clones share the bytes).
+    value: HeaderValue,
 }
 
 thread_local! {
@@ -21,21 +25,34 @@ thread_local! {
 
 /// Calls `f` with the current date as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
 pub(crate) fn with_now<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    with_second(|s| f(s.text.as_bytes()))
+}
+
+/// The current date as a header value.
+pub(crate) fn header_value() -> HeaderValue {
+    with_second(|s| s.value.clone())
+}
+
+fn with_second<R>(f: impl FnOnce(&Second) -> R) -> R {
     let now = SystemTime::now();
     let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    CURRENT.with_borrow_mut(|current| {
-        let fresh = current.as_ref().is_some_and(|c| c.second == second);
-        if !fresh {
-            *current = Some(Second {
-                second,
-                text: httpdate::fmt_http_date(now),
-            });
-        }
-        match current {
-            Some(c) => f(c.text.as_bytes()),
-            None => f(httpdate::fmt_http_date(now).as_bytes()),
-        }
+    CURRENT.with_borrow_mut(|current| match current {
+        Some(c) if c.second == second => f(c),
+        _ => f(current.insert(Second::format(second, now))),
     })
+}
+
+impl Second {
+    fn format(second: u64, now: SystemTime) -> Second {
+        let text = httpdate::fmt_http_date(now);
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(text.as_bytes()))
+            .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+        Second {
+            second,
+            text,
+            value,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -55,5 +72,8 @@ mod tests {
             floor(before) <= floor(parsed) && floor(parsed) <= floor(after),
             "{text}"
         );
+        let value = header_value();
+        let parsed = httpdate::parse_http_date(value.to_str().expect("ascii")).expect("a date");
+        assert!(floor(before) <= floor(parsed), "{value:?}");
     }
 }

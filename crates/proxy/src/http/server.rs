@@ -1,8 +1,8 @@
 //! Accepting connections and serving HTTP/1.1 (keep-alive, Weft's own: `h1::server`) and HTTP/2 prior
-//! knowledge (hyper's) on them, with a graceful drain when the listener is told to stop.
+//! knowledge (`h2`, on the h2 crate) on them, with a graceful drain when the listener is told to stop.
 //!
 //! The protocol is told from the connection's first bytes, read once into the buffer that the HTTP/1.1
-//! server goes on reading into (or that hyper reads first): the HTTP/2 preface, or anything else for
+//! server goes on reading into (or that the HTTP/2 server reads first): the HTTP/2 preface, or anything else for
 //! HTTP/1.1. (hyper-util's auto builder read only the preface's 24 bytes first, which cost a second
 //! `recvfrom` for every HTTP/1.1 connection.)
 
@@ -10,12 +10,7 @@ use super::drain::{until_closed, Drain, Watch};
 use super::h1;
 use super::Body;
 use bytes::{Buf, Bytes, BytesMut};
-use futures::FutureExt;
-use hyper::body::Incoming;
-use hyper::server::conn::http2;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::convert::Infallible;
+use http::{Request, Response};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -28,7 +23,8 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 /// A request handler: every request gets a response (errors become local responses inside). Generic
-/// rather than a boxed trait object: hyper then keeps each request's future in the connection's own slot,
+/// rather than a boxed trait object: the servers then keep each request's future in the connection's own
+/// slot,
 /// where a `Box<dyn Future>` cost a 2 KB allocation per request (glibc's slow path, above its per-thread
 /// cache) and a copy: 590 of 31,300 instructions per proxied request (callgrind, `bench/instructions`).
 pub trait Handler: Fn(Request<Body>) -> Self::Future + Clone + Send + Sync + 'static {
@@ -127,7 +123,7 @@ async fn detect(stream: &mut TcpStream) -> Option<(bool, BytesMut)> {
     loop {
         match poll_fn(|cx| h1::codec::poll_fill(stream, &mut first, cx)).await {
             Ok(0) | Err(_) if first.is_empty() => return None,
-            // Closed or failed after a few bytes: hyper reports what it makes of them.
+            // Closed or failed after a few bytes: the server reports what it makes of them.
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
@@ -139,27 +135,6 @@ async fn detect(stream: &mut TcpStream) -> Option<(bool, BytesMut)> {
         }
     }
     Some((first.starts_with(H2_PREFACE), first))
-}
-
-/// Runs a served connection to its end; once the listener drains, `shutdown` is called on it once (hyper's
-/// graceful shutdown: HTTP/1.1 closes after the current exchange, HTTP/2 sends GOAWAY) and it is run on.
-async fn until_drained<C, T, E>(
-    watch: &mut Watch,
-    mut conn: Pin<&mut C>,
-    shutdown: impl Fn(Pin<&mut C>),
-) -> Result<T, E>
-where
-    C: Future<Output = Result<T, E>>,
-{
-    let mut asked = false;
-    poll_fn(|cx| {
-        if !asked && watch.poll_draining(cx) {
-            asked = true;
-            shutdown(conn.as_mut());
-        }
-        conn.as_mut().poll(cx)
-    })
-    .await
 }
 
 /// The next connection, or `None` once `stopped` (`crate::stopped`, pinned by the caller for all its
@@ -196,12 +171,7 @@ pub(crate) async fn accept(
 }
 
 /// One accepted connection, served to its end.
-async fn connection(
-    mut stream: TcpStream,
-    handler: impl Handler,
-    mut watch: Watch,
-    h2: http2::Builder<TokioExecutor>,
-) {
+async fn connection(mut stream: TcpStream, handler: impl Handler, mut watch: Watch) {
     let detected = {
         let mut detecting = std::pin::pin!(detect(&mut stream));
         // The drain flag is read before every poll of the connection (an atomic load): see `drain`.
@@ -217,33 +187,23 @@ async fn connection(
         return;
     };
     if is_h2 {
-        // Boxed: hyper's HTTP/2 connection is several KB, and held inline it made every connection's task
+        // Boxed: an HTTP/2 connection is several KB, and held inline it made every connection's task
         // that large, HTTP/1.1 ones included, while tokio copies a task's future three to six times over
         // its life (spawn, completion, join): 7,000 instructions per connection (`bench/instructions`
         // with `WORKLOAD=http1-new-conn`).
-        Box::pin(serve_h2(stream, first, handler, watch, h2)).await;
+        Box::pin(serve_h2(stream, first, handler, watch)).await;
     } else {
         h1::server::serve(stream, first, &handler, &mut watch).await;
     }
 }
 
-/// HTTP/2 (prior knowledge) on a connection whose first bytes are in `first`, by hyper.
-async fn serve_h2(
-    stream: TcpStream,
-    first: BytesMut,
-    handler: impl Handler,
-    mut watch: Watch,
-    h2: http2::Builder<TokioExecutor>,
-) {
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        handler(req.map(Body::incoming)).map(Ok::<_, Infallible>)
-    });
-    let io = TokioIo::new(Downstream {
+/// HTTP/2 (prior knowledge) on a connection whose first bytes are in `first` (see `h2`).
+async fn serve_h2(stream: TcpStream, first: BytesMut, handler: impl Handler, mut watch: Watch) {
+    let io = Downstream {
         first: first.freeze(),
         stream,
-    });
-    let conn = std::pin::pin!(h2.serve_connection(io, svc));
-    if let Err(e) = until_drained(&mut watch, conn, |c| c.graceful_shutdown()).await {
+    };
+    if let Err(e) = super::h2::serve(io, handler, |cx| watch.poll_draining(cx)).await {
         tracing::debug!(error = %e, "connection ended with error");
     }
 }
@@ -260,8 +220,6 @@ pub async fn serve(
     let local = listener.local_addr().ok();
     // No timer, so no header-read deadline (Envoy's `request_headers_timeout` is off by default too):
     // hyper's default of 30 s arms a timer on every request, which showed in the profile of keep-alive load.
-    let mut h2 = http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new());
     let signal = Arc::new(Drain::default());
     let mut stopped = std::pin::pin!(crate::stopped(&mut stop));
     loop {
@@ -272,7 +230,6 @@ pub async fn serve(
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let h2 = h2.clone();
         let watch = signal.watch();
         let span = tracing::debug_span!("conn", listener = name, peer = %peer);
         // Boxed before it is spawned: tokio moves a task's future through several frames as it spawns,
@@ -280,7 +237,7 @@ pub async fn serve(
         // more cost more than the allocation (`bench/instructions` with `WORKLOAD=http1-new-conn`). Not
         // joined: the drain signal counts the connections open (see `drain`).
         drop(tokio::spawn(Box::pin(
-            until_closed(signal.clone(), connection(stream, handler, watch, h2)).instrument(span),
+            until_closed(signal.clone(), connection(stream, handler, watch)).instrument(span),
         )));
     }
     drop(listener);
@@ -301,6 +258,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio::io::AsyncReadExt;
 
     /// A listener from `bind` on an ephemeral loopback port, and its address.
@@ -371,8 +329,7 @@ mod tests {
         assert_eq!(detect_from(&[]).await, None);
     }
 
-    /// The proxy's answers carry a `date` (RFC 9110, 6.6.1) over HTTP/1.1 (`date`) and HTTP/2 (hyper's
-    /// server adds it) alike.
+    /// The proxy's answers carry a `date` (RFC 9110, 6.6.1) over HTTP/1.1 and HTTP/2 alike.
     #[tokio::test]
     async fn answers_carry_a_date_on_both_protocols() {
         use tokio::io::AsyncWriteExt;
@@ -492,6 +449,42 @@ mod tests {
             .expect("serve");
     }
 
+    /// HTTP/2: on stop, the stream in flight still gets its answer, the client is told GOAWAY, and the
+    /// connection closes once that stream is done; `serve` returns without waiting out the drain timeout.
+    #[tokio::test]
+    async fn stopping_drains_http2_connections_gracefully() {
+        use http_body_util::BodyExt;
+        let (addr, stop_tx, mut started_rx, server) = serving(Duration::from_secs(60)).await;
+        let io = TokioIo::new(TcpStream::connect(addr).await.expect("connect"));
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+        let conn = tokio::spawn(conn);
+        let req = Request::get("http://a/slow")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        let answer = tokio::spawn(send.send_request(req));
+        started_rx.recv().await.expect("the slow request started");
+        stop_tx.send(true).expect("stop");
+        let resp = answer
+            .await
+            .expect("task")
+            .expect("the stream in flight is answered");
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"done");
+        tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the connection closes after its last stream")
+            .expect("task")
+            .expect("a clean close");
+        assert!(send.is_closed(), "the client was told GOAWAY");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("serve returns once its connections are done, not after the 60 s drain timeout")
+            .expect("serve");
+    }
+
     /// A request still unanswered when the drain time is up: its connection is closed and `serve` returns.
     #[tokio::test]
     async fn connections_open_at_the_drain_timeout_are_closed() {
@@ -516,7 +509,7 @@ mod tests {
     }
 
     /// A connection's task is copied whole by tokio several times over its life (spawn, completion,
-    /// join), so it holds no large state inline: hyper's HTTP/2 connection is boxed, and the lingering
+    /// join), so it holds no large state inline: the HTTP/2 connection is boxed, and the lingering
     /// close reads into the connection's buffer. With hyper's connection boxed but that buffer inline it
     /// was 7.6 KB; it is 3.6 KB, most of it the handler's future.
     #[tokio::test]
@@ -530,12 +523,7 @@ mod tests {
             super::super::text(hyper::StatusCode::OK, "")
         };
         let drain = Arc::new(Drain::default());
-        let future = connection(
-            accepted,
-            handler,
-            drain.watch(),
-            http2::Builder::new(TokioExecutor::new()),
-        );
+        let future = connection(accepted, handler, drain.watch());
         let size = std::mem::size_of_val(&future);
         assert!(size <= 4096, "a connection's future is {size} bytes");
     }

@@ -11,19 +11,18 @@
 //! is sent again on another connection when it is idempotent and its body was held whole, as browsers
 //! and Go's client do. The pool lock guards a push or a pop and is never held across an await.
 //!
-//! HTTP/2 prior knowledge (h2c, used for gRPC and HTTP/2 downstreams) runs on one hyper
-//! `client::conn::http2` connection per endpoint, shared by every request to that endpoint (streams are
-//! multiplexed on it). Only one connect per endpoint is in flight at a time: requests that arrive while it
+//! HTTP/2 prior knowledge (h2c, used for gRPC and HTTP/2 downstreams) runs on one connection per endpoint
+//! (the h2 crate's, see `h2`), shared by every request to that endpoint (streams are multiplexed on it). Only one connect per endpoint is in flight at a time: requests that arrive while it
 //! is under way wait for its outcome. A connection that closes (GOAWAY, reset, the upstream went away) is
-//! replaced on the next request; one unused for `POOL_IDLE_TIMEOUT` is dropped by the sweeper, and hyper
+//! replaced on the next request; one unused for `POOL_IDLE_TIMEOUT` is dropped by the sweeper, and h2
 //! closes it once its last stream ends.
 
 use super::h1;
 use super::Body;
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -92,7 +91,7 @@ pub enum UpstreamError {
     Http1(h1::Error),
     /// HTTP/2: the handshake, or the exchange on the connection, failed.
     #[error(transparent)]
-    Http2(hyper::Error),
+    Http2(::h2::Error),
     /// HTTP/2: another request's connect to this endpoint failed while this one waited for it.
     #[error("TCP connect failed: {0}")]
     SharedConnect(String),
@@ -207,25 +206,29 @@ impl Upstream {
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
-        mut req: Request<Body>,
+        req: Request<Body>,
     ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + Send + '_ {
         async move {
             let mut attempts = 0;
             loop {
-                let (mut sender, reused) = self.h2.checkout(addr, connect_timeout).await?;
+                let (conn, reused) = self.h2.checkout(addr, connect_timeout).await?;
                 attempts += 1;
-                match sender.try_send_request(req).await {
-                    Ok(resp) => return Ok(resp.map(Body::incoming)),
-                    Err(mut e) => match e.take_message() {
-                        // The shared connection closed (GOAWAY, or the upstream went away) before the
-                        // request was sent: nothing reached the upstream, so send it on a new connection.
-                        Some(unsent) if reused && attempts < 3 => {
-                            tracing::debug!(endpoint = %addr, error = %e.error(), "shared connection closed, reconnecting");
-                            self.h2.forget(addr);
-                            req = unsent;
-                        }
-                        _ => return Err(Failure::Reset(UpstreamError::Http2(e.into_error()))),
-                    },
+                let mut sender = conn.sender;
+                match poll_fn(|cx| sender.poll_ready(cx)).await {
+                    Ok(()) => {
+                        let reset = |e| Failure::Reset(UpstreamError::Http2(e));
+                        return super::h2::send(sender, req)
+                            .map_err(reset)?
+                            .await
+                            .map_err(reset);
+                    }
+                    // The shared connection failed, or the upstream said GOAWAY, before this request
+                    // opened a stream: nothing reached the upstream, so it goes on a new connection.
+                    Err(e) if reused && attempts < 3 => {
+                        tracing::debug!(endpoint = %addr, error = %e, "shared connection closed, reconnecting");
+                        self.h2.forget(addr);
+                    }
+                    Err(e) => return Err(Failure::Reset(UpstreamError::Http2(e))),
                 }
             }
         }
@@ -327,13 +330,26 @@ impl Sweep for H1Pool {
 }
 
 /// The outcome a waiting request gets from the request that connects for it.
-type Connected = Result<http2::SendRequest<Body>, Failure>;
+type Connected = Result<H2Conn, Failure>;
+
+/// A shared HTTP/2 connection: what opens streams on it, and whether its task has ended.
+#[derive(Clone)]
+struct H2Conn {
+    sender: ::h2::client::SendRequest<Bytes>,
+    ended: Arc<AtomicBool>,
+}
+
+impl H2Conn {
+    fn is_closed(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
+    }
+}
 
 /// What the HTTP/2 pool holds for an endpoint.
 enum H2Slot {
     /// A connection, and when a request last took it.
     Ready {
-        sender: http2::SendRequest<Body>,
+        conn: H2Conn,
         /// The pool's time (in sweeps) when a request last took it.
         used: u32,
     },
@@ -363,14 +379,14 @@ impl H2Pool {
         self: &Arc<Self>,
         addr: SocketAddr,
         connect_timeout: Duration,
-    ) -> Result<(http2::SendRequest<Body>, bool), Failure> {
+    ) -> Result<(H2Conn, bool), Failure> {
         loop {
             let waiting = {
                 let mut conns = self.lock();
                 match conns.get_mut(&addr) {
-                    Some(H2Slot::Ready { sender, used }) if !sender.is_closed() => {
+                    Some(H2Slot::Ready { conn, used }) if !conn.is_closed() => {
                         *used = self.ticks.now();
-                        return Ok((sender.clone(), true));
+                        return Ok((conn.clone(), true));
                     }
                     Some(H2Slot::Connecting(waiters)) => {
                         let (tx, rx) = oneshot::channel();
@@ -406,7 +422,7 @@ impl H2Pool {
         self: &Arc<Self>,
         addr: SocketAddr,
         connect_timeout: Duration,
-    ) -> Result<http2::SendRequest<Body>, Failure> {
+    ) -> Result<H2Conn, Failure> {
         /// Clears the slot when the connecting request is dropped midway (a route timeout, a client that
         /// went away), so the waiters start over instead of waiting forever.
         struct Abandoned<'a> {
@@ -434,10 +450,10 @@ impl H2Pool {
         let previous = {
             let mut conns = self.lock();
             match &result {
-                Ok(sender) => conns.insert(
+                Ok(conn) => conns.insert(
                     addr,
                     H2Slot::Ready {
-                        sender: sender.clone(),
+                        conn: conn.clone(),
                         used: self.ticks.now(),
                     },
                 ),
@@ -485,35 +501,34 @@ impl Failure {
 }
 
 /// Connects to `addr`, does the HTTP/2 handshake and starts the connection's task.
-async fn connect_h2(
-    addr: SocketAddr,
-    connect_timeout: Duration,
-) -> Result<http2::SendRequest<Body>, Failure> {
+async fn connect_h2(addr: SocketAddr, connect_timeout: Duration) -> Result<H2Conn, Failure> {
     let stream = connect_tcp(addr, connect_timeout).await?;
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .handshake(TokioIo::new(stream))
+    let (sender, conn) = super::h2::handshake(stream)
         .await
         .map_err(|e| Failure::Connect(UpstreamError::Http2(e)))?;
-    tokio::spawn(async move {
+    let ended = Arc::new(AtomicBool::new(false));
+    let flag = ended.clone();
+    // Boxed: the connection's state is several KB, and tokio moves a task's future as it spawns it.
+    tokio::spawn(Box::pin(async move {
         if let Err(e) = conn.await {
             tracing::debug!(endpoint = %addr, error = %e, "upstream HTTP/2 connection ended with error");
         }
-    });
-    Ok(sender)
+        flag.store(true, Ordering::Relaxed);
+    }));
+    Ok(H2Conn { sender, ended })
 }
 
-/// Drops HTTP/2 connections no request took for `POOL_IDLE_TIMEOUT`, and closed ones. hyper closes a
+/// Drops HTTP/2 connections no request took for `POOL_IDLE_TIMEOUT`, and closed ones. h2 closes a
 /// dropped connection once its last stream ends.
 impl Sweep for H2Pool {
     fn sweep_once(&self) {
         let now = self.ticks.advance();
         let mut expired = Vec::new();
         self.lock().retain(|_, slot| match slot {
-            H2Slot::Ready { sender, used } => {
-                let keep = !idle_too_long(now, *used) && !sender.is_closed();
+            H2Slot::Ready { conn, used } => {
+                let keep = !idle_too_long(now, *used) && !conn.is_closed();
                 if !keep {
-                    expired.push(sender.clone());
+                    expired.push(conn.clone());
                 }
                 keep
             }
@@ -568,6 +583,7 @@ mod tests {
     use http_body::Frame;
     use http_body_util::BodyExt;
     use hyper::body::Incoming;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -801,7 +817,7 @@ mod tests {
         // Once the connection's task has seen the close, the next request gets a new connection.
         eventually("the shared connection to close", || {
             up.h2.lock().values().all(|slot| match slot {
-                H2Slot::Ready { sender, .. } => sender.is_closed(),
+                H2Slot::Ready { conn, .. } => conn.is_closed(),
                 H2Slot::Connecting(_) => false,
             })
         })

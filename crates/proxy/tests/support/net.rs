@@ -396,3 +396,45 @@ pub async fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     });
     (addr, conns)
 }
+
+/// An h2c upstream that streams back the body of every request as it arrives, except `/hang`, which it
+/// never answers. Returns its address, the connections it accepted, and a channel that gets a message
+/// each time a `/hang` request is given up (its stream reset, so hyper dropped the handler).
+pub async fn h2_echo() -> (
+    SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    /// Says so on the channel when dropped.
+    struct Dropped(tokio::sync::mpsc::UnboundedSender<()>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = conns.clone();
+    let (gave_up, given_up) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let gave_up = gave_up.clone();
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let hang = (req.uri().path() == "/hang").then(|| Dropped(gave_up.clone()));
+                async move {
+                    if let Some(_dropped) = hang {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, Infallible>(http::Response::new(req.into_body()))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc),
+            );
+        }
+    });
+    (addr, conns, given_up)
+}
