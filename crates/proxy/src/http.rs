@@ -312,6 +312,15 @@ fn strip_hop_by_hop(h: &mut HeaderMap) -> Kept {
         kept.host &= h.contains_key(header::HOST);
         kept.request_id &= h.contains_key(&X_REQUEST_ID);
     }
+    // `te: trailers` is removed like any TE, but reported: gRPC servers ask for it, and HTTP/2 upstreams
+    // get it back (Envoy keeps it too).
+    kept.te_trailers = found[5]
+        && h.get_all(header::TE).iter().all(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .all(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
     for (name, _) in HOP_BY_HOP.iter().zip(found).filter(|(_, f)| *f) {
         h.remove(name);
     }
@@ -323,6 +332,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap) -> Kept {
 struct Kept {
     host: bool,
     request_id: bool,
+    /// The request had `te: trailers` and no other transfer coding in TE (removed all the same).
+    te_trailers: bool,
 }
 
 /// The parts of the request that every try reuses.
@@ -493,6 +504,10 @@ fn prepare(
         e.request.apply(&mut headers);
     }
     let upstream = if h2 {
+        // The one TE an HTTP/2 request may carry (RFC 9113, 8.2.2).
+        if kept.te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         let a = match headers.remove(header::HOST) {
             Some(v) => Authority::try_from(v.as_bytes()).ok(),
             None => uri_authority,
@@ -868,6 +883,7 @@ mod tests {
             let want = Kept {
                 host: h.contains_key(header::HOST),
                 request_id: h.contains_key(&X_REQUEST_ID),
+                te_trailers: found.te_trailers,
             };
             assert_eq!(found, want, "{h:?}");
             h.keys().map(|k| k.to_string()).collect::<Vec<_>>()
@@ -920,6 +936,21 @@ mod tests {
         );
         h.insert("x-keep", HeaderValue::from_static("1"));
         assert_eq!(kept(h), vec!["x-keep"]);
+        // `te: trailers` goes, and is reported for HTTP/2 upstreams; any other TE is not.
+        for (te, reported) in [
+            ("trailers", true),
+            ("Trailers", true),
+            ("trailers, deflate", false),
+            ("gzip", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::TE, HeaderValue::from_static(te));
+            assert_eq!(strip_hop_by_hop(&mut h).te_trailers, reported, "{te}");
+            assert!(h.is_empty(), "{te}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        assert!(!strip_hop_by_hop(&mut h).te_trailers);
         // None at all: nothing changes.
         let mut h = HeaderMap::new();
         h.insert("x-keep", HeaderValue::from_static("1"));

@@ -626,6 +626,12 @@ async fn grpc_bodies_and_trailers_pass_through_one_shared_upstream_connection() 
         let r = r.expect("call");
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(&r.body[..], want, "{r:?}");
+        // gRPC's `te: trailers` reaches the upstream (hop-by-hop, but the one TE HTTP/2 allows).
+        assert_eq!(
+            r.headers.get("x-saw-te").map(|v| v.as_bytes()),
+            Some(&b"trailers"[..]),
+            "{r:?}"
+        );
         let trailers = r.trailers.expect("trailers passed through");
         assert_eq!(
             trailers.get("grpc-status").map(|v| v.as_bytes()),

@@ -270,7 +270,8 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> Option<(u16, String)> {
 }
 
 /// An h2c upstream shaped like a gRPC server: it answers every request with its body, `content-type:
-/// application/grpc`, and the trailers `grpc-status: 0` and `grpc-message: echoed <n> bytes`. Returns its
+/// application/grpc`, `x-saw-te` with the `te` it got, and the trailers `grpc-status: 0` and `grpc-message:
+/// echoed <n> bytes`. Returns its
 /// address and the number of connections it accepted.
 pub async fn grpc_echo() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -283,6 +284,7 @@ pub async fn grpc_echo() -> (SocketAddr, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let svc =
                     hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let te = req.headers().get("te").cloned();
                         let body = req.into_body().collect().await?.to_bytes();
                         let mut trailers = HeaderMap::new();
                         trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
@@ -293,10 +295,13 @@ pub async fn grpc_echo() -> (SocketAddr, Arc<AtomicUsize>) {
                         );
                         let body = Full::new(body)
                             .with_trailers(async move { Some(Ok::<_, Infallible>(trailers)) });
-                        let resp = http::Response::builder()
+                        let mut resp = http::Response::builder()
                             .header("content-type", "application/grpc")
                             .body(body)
                             .expect("response");
+                        if let Some(te) = te {
+                            resp.headers_mut().insert("x-saw-te", te);
+                        }
                         Ok::<_, hyper::Error>(resp)
                     });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -312,6 +317,7 @@ pub async fn grpc_echo() -> (SocketAddr, Arc<AtomicUsize>) {
 #[derive(Debug)]
 pub struct GrpcResp {
     pub status: u16,
+    pub headers: HeaderMap,
     pub body: Bytes,
     pub trailers: Option<HeaderMap>,
 }
@@ -337,10 +343,12 @@ pub async fn grpc_call(
         .body(Full::new(Bytes::from_static(body)))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
     let collected = resp.into_body().collect().await?;
     let trailers = collected.trailers().cloned();
     Ok(GrpcResp {
         status,
+        headers,
         body: collected.to_bytes(),
         trailers,
     })
