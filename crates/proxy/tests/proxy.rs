@@ -736,24 +736,10 @@ async fn large_bodies_stream_both_ways_on_one_upstream_connection() {
     let exchange = async {
         for round in 0..2 {
             // Up: streamed with no length (too big to buffer for retries), echoed back as it arrives.
-            let (tx, rx) = futures::channel::mpsc::channel(1);
-            let feeder = tokio::spawn(async move {
-                use futures::SinkExt;
-                let mut tx = tx;
-                for i in 0..net::BIG / net::CHUNK {
-                    let frame = hyper::body::Frame::data(net::big_chunk(i));
-                    if tx
-                        .send(Ok::<_, std::convert::Infallible>(frame))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+            let (upload, feeder) = net::big_upload();
             let req = http::Request::post("/upload")
                 .header("host", "echo:9080")
-                .body(http_body_util::StreamBody::new(rx).boxed())
+                .body(upload.boxed())
                 .expect("request");
             client
                 .ready()
@@ -838,23 +824,9 @@ async fn h2_bodies_stream_both_ways_and_resets_cancel_the_upstream_request() {
         // Three rounds of 2 MiB: 6 MiB on each connection, past the proxy's windows (1 MiB as a server,
         // 5 MiB per connection as a client) unless it releases what it forwards.
         for round in 0..3 {
-            let (tx, rx) = futures::channel::mpsc::channel(1);
-            let feeder = tokio::spawn(async move {
-                use futures::SinkExt;
-                let mut tx = tx;
-                for i in 0..net::BIG / net::CHUNK {
-                    let frame = hyper::body::Frame::data(net::big_chunk(i));
-                    if tx
-                        .send(Ok::<_, std::convert::Infallible>(frame))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+            let (upload, feeder) = net::big_upload();
             let req = http::Request::post("http://echo:9080/upload")
-                .body(http_body_util::StreamBody::new(rx))
+                .body(upload)
                 .expect("request");
             let resp = client
                 .send_request(req)

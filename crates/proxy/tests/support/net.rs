@@ -364,6 +364,27 @@ pub fn big_chunk(i: usize) -> Bytes {
     Bytes::from(vec![(i % 251) as u8; CHUNK])
 }
 
+/// A request body streaming the big body with no length, as a client uploading it would.
+pub type BigUpload = http_body_util::StreamBody<
+    futures::channel::mpsc::Receiver<Result<hyper::body::Frame<Bytes>, Infallible>>,
+>;
+
+/// The big body as a streamed request body, fed a chunk at a time as it is read by a task (awaited to
+/// see it ended; it stops early if the body is dropped).
+pub fn big_upload() -> (BigUpload, tokio::task::JoinHandle<()>) {
+    use futures::SinkExt;
+    let (mut tx, rx) = futures::channel::mpsc::channel(1);
+    let feeder = tokio::spawn(async move {
+        for i in 0..BIG / CHUNK {
+            let frame = hyper::body::Frame::data(big_chunk(i));
+            if tx.send(Ok(frame)).await.is_err() {
+                return;
+            }
+        }
+    });
+    (http_body_util::StreamBody::new(rx), feeder)
+}
+
 /// Whether `body` is the big body: `BIG` bytes made of `big_chunk(0)`, `big_chunk(1)`, ….
 pub fn is_big(body: &[u8]) -> bool {
     body.len() == BIG
