@@ -749,14 +749,7 @@ async fn large_bodies_stream_both_ways_on_one_upstream_connection() {
                 .send_request(req)
                 .await
                 .expect("POST through the proxy");
-            assert_eq!(resp.status(), 200, "round {round}");
-            let echoed = resp.into_body().collect().await.expect("echo").to_bytes();
-            feeder.await.expect("feeder");
-            assert!(
-                net::is_big(&echoed),
-                "round {round}: {} bytes echoed",
-                echoed.len()
-            );
+            net::assert_big_echo(resp, feeder, round).await;
 
             // Down: 2 MiB in chunked encoding.
             let req = http::Request::get("/big")
@@ -792,7 +785,6 @@ async fn large_bodies_stream_both_ways_on_one_upstream_connection() {
 /// and a client that resets its stream cancels the upstream request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_bodies_stream_both_ways_and_resets_cancel_the_upstream_request() {
-    use http_body_util::BodyExt;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let (echo, conns, mut given_up) = net::h2_echo().await;
     let ads = FakeAds::start(
@@ -832,14 +824,7 @@ async fn h2_bodies_stream_both_ways_and_resets_cancel_the_upstream_request() {
                 .send_request(req)
                 .await
                 .expect("POST through the proxy");
-            assert_eq!(resp.status(), 200, "round {round}");
-            let echoed = resp.into_body().collect().await.expect("echo").to_bytes();
-            feeder.await.expect("feeder");
-            assert!(
-                net::is_big(&echoed),
-                "round {round}: {} bytes echoed",
-                echoed.len()
-            );
+            net::assert_big_echo(resp, feeder, round).await;
         }
     };
     tokio::time::timeout(std::time::Duration::from_secs(20), exchange)

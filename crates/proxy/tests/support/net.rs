@@ -385,6 +385,22 @@ pub fn big_upload() -> (BigUpload, tokio::task::JoinHandle<()>) {
     (http_body_util::StreamBody::new(rx), feeder)
 }
 
+/// Checks an echo of `big_upload`'s body: 200, the big body back whole, and the feeder done.
+pub async fn assert_big_echo(
+    resp: http::Response<hyper::body::Incoming>,
+    feeder: tokio::task::JoinHandle<()>,
+    round: usize,
+) {
+    assert_eq!(resp.status(), 200, "round {round}");
+    let echoed = resp.into_body().collect().await.expect("echo").to_bytes();
+    feeder.await.expect("feeder");
+    assert!(
+        is_big(&echoed),
+        "round {round}: {} bytes echoed",
+        echoed.len()
+    );
+}
+
 /// Whether `body` is the big body: `BIG` bytes made of `big_chunk(0)`, `big_chunk(1)`, ….
 pub fn is_big(body: &[u8]) -> bool {
     body.len() == BIG
