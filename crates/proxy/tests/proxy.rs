@@ -109,6 +109,22 @@ async fn until(
     .await;
 }
 
+/// A proxy whose one route sends `echo:9080` to the upstream at `echo`, and its ADS server (kept alive by
+/// the caller).
+async fn proxy_to_echo(echo: SocketAddr) -> (FakeAds, ProxyHandle) {
+    let ads = FakeAds::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        set(
+            "1",
+            &[("echo", &[echo])],
+            vec![vhost("echo", &["echo:9080"], vec![route_to("/", "echo")])],
+        ),
+    )
+    .await;
+    let proxy = start_proxy(&ads.url()).await;
+    (ads, proxy)
+}
+
 /// The first message on `rx` that `f` accepts (skipping others), within the `eventually` deadline.
 async fn next_matching<T: Send>(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
@@ -589,16 +605,7 @@ async fn retries_timeouts_and_upstream_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_bodies_and_trailers_pass_through_one_shared_upstream_connection() {
     let (echo, conns) = net::grpc_echo().await;
-    let ads = FakeAds::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        set(
-            "1",
-            &[("echo", &[echo])],
-            vec![vhost("echo", &["echo:9080"], vec![route_to("/", "echo")])],
-        ),
-    )
-    .await;
-    let proxy = start_proxy(&ads.url()).await;
+    let (_ads, proxy) = proxy_to_echo(echo).await;
     let out = proxy.outbound_addr();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -709,16 +716,7 @@ async fn upstream_connections_are_reused_and_closed_ones_replaced() {
 async fn large_bodies_stream_both_ways_on_one_upstream_connection() {
     use http_body_util::BodyExt;
     let (echo, conns) = net::echo_upstream().await;
-    let ads = FakeAds::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        set(
-            "1",
-            &[("echo", &[echo])],
-            vec![vhost("echo", &["echo:9080"], vec![route_to("/", "echo")])],
-        ),
-    )
-    .await;
-    let proxy = start_proxy(&ads.url()).await;
+    let (_ads, proxy) = proxy_to_echo(echo).await;
     until(&proxy, "echo:9080", "/big", "routes applied", |r| {
         r.status == 200
     })
@@ -787,16 +785,7 @@ async fn large_bodies_stream_both_ways_on_one_upstream_connection() {
 async fn h2_bodies_stream_both_ways_and_resets_cancel_the_upstream_request() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let (echo, conns, mut given_up) = net::h2_echo().await;
-    let ads = FakeAds::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        set(
-            "1",
-            &[("echo", &[echo])],
-            vec![vhost("echo", &["echo:9080"], vec![route_to("/", "echo")])],
-        ),
-    )
-    .await;
-    let proxy = start_proxy(&ads.url()).await;
+    let (_ads, proxy) = proxy_to_echo(echo).await;
     let out = proxy.outbound_addr();
     eventually("the route to apply", || async {
         let r = net::grpc_call(out, "echo:9080", "/probe", b"x")
