@@ -18,8 +18,10 @@ pub struct Body(Kind);
 enum Kind {
     /// Held whole (a buffered request body, a local response); `None` once sent, or when empty.
     Full(Option<Bytes>),
-    /// An HTTP/2 request body or response body, as it arrives.
+    /// An HTTP/2 response body, as it arrives from an upstream.
     H2(h2::RecvBody),
+    /// An HTTP/2 request body, as it arrives from a downstream.
+    H2Request(h2::RequestBody),
     /// Straight from hyper (tests that feed bodies through hyper's HTTP/1.1 server).
     #[cfg(test)]
     Incoming(Incoming),
@@ -36,6 +38,9 @@ pub enum BodyError {
     /// An HTTP/2 request or response body.
     #[error(transparent)]
     H2(#[from] ::h2::Error),
+    /// An HTTP/2 downstream's request body.
+    #[error(transparent)]
+    H2Request(#[from] h2::StreamError),
     /// hyper's (tests).
     #[cfg(test)]
     #[error(transparent)]
@@ -70,6 +75,10 @@ impl Body {
         Body(Kind::H2(b))
     }
 
+    pub(super) fn h2_request(b: h2::RequestBody) -> Body {
+        Body(Kind::H2Request(b))
+    }
+
     pub(super) fn downstream1(b: h1::server::RequestBody) -> Body {
         Body(Kind::Downstream1(b))
     }
@@ -84,6 +93,7 @@ impl Body {
         match self.0 {
             Kind::Full(b) => (Some(b.unwrap_or_default()), None),
             Kind::H2(b) if b.is_end_stream() => (Some(Bytes::new()), None),
+            Kind::H2Request(b) if b.is_end_stream() => (Some(Bytes::new()), None),
             #[cfg(test)]
             Kind::Incoming(b) if b.is_end_stream() => (Some(Bytes::new()), None),
             Kind::Downstream1(b) if b.is_end_stream() => (Some(Bytes::new()), None),
@@ -97,6 +107,7 @@ impl std::fmt::Debug for Body {
         match &self.0 {
             Kind::Full(b) => f.debug_tuple("Full").field(b).finish(),
             Kind::H2(b) => b.fmt(f),
+            Kind::H2Request(b) => b.fmt(f),
             #[cfg(test)]
             Kind::Incoming(b) => f.debug_tuple("Incoming").field(b).finish(),
             Kind::Downstream1(b) => b.fmt(f),
@@ -116,6 +127,7 @@ impl http_body::Body for Body {
         match &mut self.get_mut().0 {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::H2(b) => b.poll_frame(cx).map_err(BodyError::H2),
+            Kind::H2Request(b) => b.poll_frame(cx).map_err(BodyError::H2Request),
             #[cfg(test)]
             Kind::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::Hyper),
             Kind::Downstream1(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::Downstream1),
@@ -127,6 +139,7 @@ impl http_body::Body for Body {
         match &self.0 {
             Kind::Full(b) => b.is_none(),
             Kind::H2(b) => b.is_end_stream(),
+            Kind::H2Request(b) => b.is_end_stream(),
             #[cfg(test)]
             Kind::Incoming(b) => b.is_end_stream(),
             Kind::Downstream1(b) => b.is_end_stream(),
@@ -138,6 +151,7 @@ impl http_body::Body for Body {
         match &self.0 {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::H2(b) => b.size_hint(),
+            Kind::H2Request(b) => b.size_hint(),
             #[cfg(test)]
             Kind::Incoming(b) => b.size_hint(),
             Kind::Downstream1(b) => b.size_hint(),

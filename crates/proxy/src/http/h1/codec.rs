@@ -110,7 +110,7 @@ thread_local! {
 /// A header map with room for `n` fields: one given back by `recycle` on this thread when there is one.
 /// Every proxied HTTP/1.1 exchange parses two heads into maps and drops both once their heads are
 /// written; a new map costs two allocations and dropping it two frees (`bench/instructions`).
-pub(super) fn header_map(n: usize) -> HeaderMap {
+pub(crate) fn header_map(n: usize) -> HeaderMap {
     match MAPS.with(|m| m.borrow_mut().pop()) {
         Some(mut map) => {
             if map.capacity() < n {
@@ -123,7 +123,7 @@ pub(super) fn header_map(n: usize) -> HeaderMap {
 }
 
 /// Gives a map whose fields have been written back for reuse by `header_map`, emptied.
-pub(super) fn recycle(mut map: HeaderMap) {
+pub(crate) fn recycle(mut map: HeaderMap) {
     if map.capacity() == 0 || map.capacity() > POOLED_MAX_CAPACITY {
         return;
     }

@@ -1,30 +1,33 @@
-//! HTTP/2 on the `h2` crate, without hyper's layer over it.
+//! HTTP/2: the server side is Weft's own codec (`server`, with `frame` and `hpack`); the client side,
+//! for now, the `h2` crate without hyper's layer over it.
 //!
-//! hyper runs every HTTP/2 request as two extra tasks: the server spawns one per stream to run the
-//! service, and the client hands each request over a channel to its connection's task, which spawns one
-//! more to wait for the response and answers through a oneshot. Those tasks, channels and the copies of
+//! hyper ran every HTTP/2 request as two extra tasks: the server spawned one per stream to run the
+//! service, and the client handed each request over a channel to its connection's task, which spawned one
+//! more to wait for the response and answered through a oneshot. Those tasks, channels and the copies of
 //! their futures cost about 15,000 instructions per proxied request (`bench/instructions` with
 //! `WORKLOAD=http2-streams`), more than the proxy's whole HTTP/1.1 path. Here instead:
 //!
-//! - **server**: a connection is one task. It polls the connection (reads frames, writes queued ones) and
-//!   the streams it serves, which live in a `FuturesUnordered` inside it, as Envoy serves a connection's
-//!   streams on the connection's thread. A stream that the client resets is dropped, which cancels its
-//!   upstream request.
+//! - **server** (`server`): a connection is one task that owns its streams, as Envoy serves a
+//!   connection's streams on the connection's thread. See that module.
 //! - **client**: a request opens its stream from its own task on the endpoint's shared connection and
 //!   awaits the response there; only the connection's I/O runs as a task. A request body that is still
 //!   streaming when the response head arrives (gRPC's bidirectional streams) is sent on by a task of its
-//!   own.
-//!
-//! Bodies are sent as fast as the peer's flow-control window allows: the next frame is read from the
-//! source only once the window has room, so a slow reader holds back the writer instead of filling
-//! memory. Received data is acknowledged (its window released) as it is handed on.
+//!   own. Bodies are sent as fast as the peer's flow-control window allows: the next frame is read from
+//!   the source only once the window has room. Received data is acknowledged (its window released) as it
+//!   is handed on.
+
+#[cfg(test)]
+mod conformance;
+mod frame;
+pub(crate) mod hpack;
+mod server;
+
+pub(crate) use server::{serve, RequestBody, StreamError};
 
 use super::Body;
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
 use h2::{Reason, RecvStream, SendStream};
-use http::{header, HeaderMap, HeaderValue, Request, Response};
+use http::{header, HeaderMap, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -32,12 +35,9 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Flow-control windows and limits, as hyper sets them (so that moving off hyper changed no setting).
-const SERVER_WINDOW: u32 = 1024 * 1024;
 const CLIENT_CONN_WINDOW: u32 = 5 * 1024 * 1024;
 const CLIENT_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
-const MAX_CONCURRENT_STREAMS: u32 = 200;
 const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
-const SERVER_SEND_BUFFER: usize = 400 * 1024;
 const CLIENT_SEND_BUFFER: usize = 1024 * 1024;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
@@ -107,119 +107,6 @@ impl std::fmt::Debug for RecvBody {
             .field("length", &self.length)
             .field("end", &self.recv.is_end_stream())
             .finish()
-    }
-}
-
-/// Serves HTTP/2 (prior knowledge: the preface is the first thing `io` yields) with `handler`, until the
-/// client closes the connection or, once `draining` has said so, the streams open at the GOAWAY end.
-pub(super) async fn serve<T, H, F>(
-    io: T,
-    handler: H,
-    mut draining: impl FnMut(&mut Context<'_>) -> bool,
-) -> Result<(), h2::Error>
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-    H: Fn(Request<Body>) -> F,
-    F: Future<Output = Response<Body>>,
-{
-    let mut conn = h2::server::Builder::new()
-        .initial_window_size(SERVER_WINDOW)
-        .initial_connection_window_size(SERVER_WINDOW)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(MAX_HEADER_LIST_SIZE)
-        .max_send_buffer_size(SERVER_SEND_BUFFER)
-        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
-        .handshake::<T, Bytes>(io)
-        .await?;
-    let mut streams = FuturesUnordered::new();
-    let mut asked = false;
-    poll_fn(|cx| {
-        if !asked && draining(cx) {
-            asked = true;
-            conn.graceful_shutdown();
-        }
-        loop {
-            // The streams first: what they send is queued, and the connection's poll below writes it.
-            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
-            let mut accepted = false;
-            loop {
-                match conn.poll_accept(cx) {
-                    Poll::Ready(Some(Ok((req, respond)))) => {
-                        let (parts, recv) = req.into_parts();
-                        let body = Body::h2(RecvBody::new(recv, &parts.headers));
-                        // Boxed: `push` moves the future three times on its way into its task,
-                        // and a stream's future is a request's (2 KB); the box is moved instead
-                        // (`bench/instructions`: 512 instructions per request on HTTP/2, 1,000
-                        // on gRPC, net of the allocation).
-                        streams.push(Box::pin(respond_with(
-                            handler(Request::from_parts(parts, body)),
-                            respond,
-                        )));
-                        accepted = true;
-                    }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                    // Closed: by the client, or after GOAWAY once no stream is left.
-                    Poll::Ready(None) => return Poll::Ready(Ok(())),
-                    Poll::Pending => break,
-                }
-            }
-            // New streams are polled at once, so that an answer ready now goes out in this write.
-            if !accepted {
-                return Poll::Pending;
-            }
-        }
-    })
-    .await
-}
-
-/// Runs a stream's handler and sends its response; gives up (dropping the handler's future, which
-/// cancels its upstream request) when the client resets the stream.
-async fn respond_with<F>(handling: F, mut respond: h2::server::SendResponse<Bytes>)
-where
-    F: Future<Output = Response<Body>>,
-{
-    let mut handling = std::pin::pin!(handling);
-    let answered = poll_fn(|cx| {
-        if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
-            return Poll::Ready(Some(resp));
-        }
-        match respond.poll_reset(cx) {
-            Poll::Ready(_) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await;
-    let Some(resp) = answered else {
-        return;
-    };
-    let (mut parts, body) = resp.into_parts();
-    // As hyper's server did (and Envoy does): a date when the response has none, and the length of a
-    // body whose size is known.
-    if !parts.headers.contains_key(header::DATE) {
-        parts
-            .headers
-            .insert(header::DATE, super::date::header_value());
-    }
-    if let Some(n) = body.size_hint().exact() {
-        if !parts.headers.contains_key(header::CONTENT_LENGTH) {
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
-    }
-    let end = body.is_end_stream();
-    match respond.send_response(Response::from_parts(parts, ()), end) {
-        Ok(send) if !end => {
-            if let Err(e) = (Pipe::new(body, send)).await {
-                tracing::debug!(error = %e, "response body not sent whole");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => {
-            // A head h2 refuses (a connection-specific field): the client gets a reset, not a hang.
-            tracing::debug!(error = %e, "response head not sent");
-            respond.send_reset(Reason::INTERNAL_ERROR);
-        }
     }
 }
 
