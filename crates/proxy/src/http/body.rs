@@ -19,7 +19,7 @@ enum Kind {
     /// Held whole (a buffered request body, a local response); `None` once sent, or when empty.
     Full(Option<Bytes>),
     /// An HTTP/2 response body, as it arrives from an upstream.
-    H2(h2::RecvBody),
+    H2(h2::ResponseBody),
     /// An HTTP/2 request body, as it arrives from a downstream.
     H2Request(h2::RequestBody),
     /// Straight from hyper (tests that feed bodies through hyper's HTTP/1.1 server).
@@ -35,9 +35,9 @@ enum Kind {
 /// Why reading a body failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    /// An HTTP/2 request or response body.
+    /// An HTTP/2 upstream's response body.
     #[error(transparent)]
-    H2(#[from] ::h2::Error),
+    H2(#[from] h2::ClientError),
     /// An HTTP/2 downstream's request body.
     #[error(transparent)]
     H2Request(#[from] h2::StreamError),
@@ -70,8 +70,8 @@ impl Body {
         Body(Kind::Incoming(b))
     }
 
-    /// A body received on an HTTP/2 stream, passed on as it arrives.
-    pub(super) fn h2(b: h2::RecvBody) -> Body {
+    /// A response body received from an HTTP/2 upstream, passed on as it arrives.
+    pub(super) fn h2_response(b: h2::ResponseBody) -> Body {
         Body(Kind::H2(b))
     }
 

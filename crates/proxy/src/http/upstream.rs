@@ -19,7 +19,6 @@
 
 use super::h1;
 use super::Body;
-use bytes::Bytes;
 use http::{Request, Response};
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -89,9 +88,9 @@ pub enum UpstreamError {
     /// HTTP/1.1: the exchange on the connection failed.
     #[error(transparent)]
     Http1(h1::Error),
-    /// HTTP/2: the handshake, or the exchange on the connection, failed.
+    /// HTTP/2: the exchange on the connection failed.
     #[error(transparent)]
-    Http2(::h2::Error),
+    Http2(super::h2::ClientError),
     /// HTTP/2: another request's connect to this endpoint failed while this one waited for it.
     #[error("TCP connect failed: {0}")]
     SharedConnect(String),
@@ -210,25 +209,31 @@ impl Upstream {
     ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + Send + '_ {
         async move {
             let mut attempts = 0;
+            let mut req = req;
             loop {
                 let (conn, reused) = self.h2.checkout(addr, connect_timeout).await?;
                 attempts += 1;
-                let mut sender = conn.sender;
-                match poll_fn(|cx| sender.poll_ready(cx)).await {
-                    Ok(()) => {
-                        let reset = |e| Failure::Reset(UpstreamError::Http2(e));
-                        return super::h2::send(sender, req)
-                            .map_err(reset)?
+                let sent = match poll_fn(|cx| conn.conn.poll_ready(cx)).await {
+                    Ok(()) => conn.conn.send(req),
+                    Err(e) => Err(Box::new((e, req))),
+                };
+                match sent {
+                    Ok(response) => {
+                        return response
                             .await
-                            .map_err(reset);
+                            .map_err(|e| Failure::Reset(UpstreamError::Http2(e)))
                     }
                     // The shared connection failed, or the upstream said GOAWAY, before this request
                     // opened a stream: nothing reached the upstream, so it goes on a new connection.
-                    Err(e) if reused && attempts < 3 => {
+                    Err(refused) => {
+                        let (e, r) = *refused;
+                        if !(reused && attempts < 3 && e.is_unprocessed()) {
+                            return Err(Failure::Reset(UpstreamError::Http2(e)));
+                        }
                         tracing::debug!(endpoint = %addr, error = %e, "shared connection closed, reconnecting");
                         self.h2.forget(addr);
+                        req = r;
                     }
-                    Err(e) => return Err(Failure::Reset(UpstreamError::Http2(e))),
                 }
             }
         }
@@ -332,16 +337,15 @@ impl Sweep for H1Pool {
 /// The outcome a waiting request gets from the request that connects for it.
 type Connected = Result<H2Conn, Failure>;
 
-/// A shared HTTP/2 connection: what opens streams on it, and whether its task has ended.
+/// A shared HTTP/2 connection.
 #[derive(Clone)]
 struct H2Conn {
-    sender: ::h2::client::SendRequest<Bytes>,
-    ended: Arc<AtomicBool>,
+    conn: super::h2::Connection,
 }
 
 impl H2Conn {
     fn is_closed(&self) -> bool {
-        self.ended.load(Ordering::Relaxed)
+        self.conn.is_closed()
     }
 }
 
@@ -503,19 +507,14 @@ impl Failure {
 /// Connects to `addr`, does the HTTP/2 handshake and starts the connection's task.
 async fn connect_h2(addr: SocketAddr, connect_timeout: Duration) -> Result<H2Conn, Failure> {
     let stream = connect_tcp(addr, connect_timeout).await?;
-    let (sender, conn) = super::h2::handshake(stream)
-        .await
-        .map_err(|e| Failure::Connect(UpstreamError::Http2(e)))?;
-    let ended = Arc::new(AtomicBool::new(false));
-    let flag = ended.clone();
+    let (conn, task) = super::h2::handshake(stream);
     // Boxed: the connection's state is several KB, and tokio moves a task's future as it spawns it.
     tokio::spawn(Box::pin(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = task.await {
             tracing::debug!(endpoint = %addr, error = %e, "upstream HTTP/2 connection ended with error");
         }
-        flag.store(true, Ordering::Relaxed);
     }));
-    Ok(H2Conn { sender, ended })
+    Ok(H2Conn { conn })
 }
 
 /// Drops HTTP/2 connections no request took for `POOL_IDLE_TIMEOUT`, and closed ones. h2 closes a
