@@ -223,15 +223,20 @@ impl Upstream {
                             .await
                             .map_err(|e| Failure::Reset(UpstreamError::Http2(e)))
                     }
-                    // The shared connection failed, or the upstream said GOAWAY, before this request
-                    // opened a stream: nothing reached the upstream, so it goes on a new connection.
+                    // Not sent: the shared connection failed, or the upstream said GOAWAY, before this
+                    // request opened a stream (nothing reached the upstream, so it goes on a new
+                    // connection), or another request took the last stream the upstream allows since
+                    // this one saw room (it waits for the next).
                     Err(refused) => {
                         let (e, r) = *refused;
-                        if !(reused && attempts < 3 && e.is_unprocessed()) {
+                        let closed = conn.is_closed();
+                        if !e.is_unprocessed() || attempts >= 3 || (closed && !reused) {
                             return Err(Failure::Reset(UpstreamError::Http2(e)));
                         }
-                        tracing::debug!(endpoint = %addr, error = %e, "shared connection closed, reconnecting");
-                        self.h2.forget(addr);
+                        if closed {
+                            tracing::debug!(endpoint = %addr, error = %e, "shared connection closed, reconnecting");
+                            self.h2.forget(addr);
+                        }
                         req = r;
                     }
                 }

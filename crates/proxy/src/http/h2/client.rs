@@ -754,6 +754,35 @@ struct Driver<T> {
     failing: Option<Error>,
 }
 
+impl<T> Driver<T> {
+    /// The connection is over: every stream still waiting fails, and no new one opens.
+    fn shut(&mut self, e: Option<Error>) {
+        let mut st = self.conn.lock();
+        let e = e.unwrap_or(Error::NotSent);
+        if st.closed.is_none() {
+            st.closed = Some(e.clone());
+        }
+        let st = &mut *st;
+        for s in st.streams.values_mut() {
+            if s.open {
+                s.open = false;
+                st.open -= 1;
+            }
+            s.fail(e.clone());
+        }
+        for w in st.waiting.drain(..).chain(st.window_waiting.drain(..)) {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Drop for Driver<T> {
+    fn drop(&mut self) {
+        // Also when the task is dropped unfinished (the runtime shutting down): nothing waits forever.
+        self.shut(None);
+    }
+}
+
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.conn.driver.register(cx.waker());
@@ -843,26 +872,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
         let e = self.failing.take();
         Poll::Ready(Err(e.unwrap_or(Error::NotSent)))
-    }
-
-    /// The connection is over: every stream still waiting fails, and no new one opens.
-    fn shut(&mut self, e: Option<Error>) {
-        let mut st = self.conn.lock();
-        let e = e.unwrap_or(Error::NotSent);
-        if st.closed.is_none() {
-            st.closed = Some(e.clone());
-        }
-        let st = &mut *st;
-        for s in st.streams.values_mut() {
-            if s.open {
-                s.open = false;
-                st.open -= 1;
-            }
-            s.fail(e.clone());
-        }
-        for w in st.waiting.drain(..).chain(st.window_waiting.drain(..)) {
-            w.wake();
-        }
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
