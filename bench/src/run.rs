@@ -907,9 +907,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         std::fs::write(args.out.join("latest.json"), &json)?;
         std::fs::write(args.out.join("latest.md"), &md)?;
         if !quick {
-            let day = &results.date[..10];
-            std::fs::write(args.out.join(format!("{day}.json")), &json)?;
-            std::fs::write(args.out.join(format!("{day}.md")), &md)?;
+            // Named by the minute it started (`2026-12-02T1905`), so a second full run on one day (on
+            // another machine, say) is kept beside the first rather than written over it.
+            let name = dated_name(&results.date);
+            std::fs::write(args.out.join(format!("{name}.json")), &json)?;
+            std::fs::write(args.out.join(format!("{name}.md")), &md)?;
         }
         Ok(())
     };
@@ -1164,5 +1166,20 @@ mod tests {
         }
         let total: f64 = p.iter().map(|s| s.duration.as_secs_f64()).sum();
         assert!(total * 6.0 < 120.0);
+    }
+}
+
+/// The dated copy's name for a run that started at `date` (RFC 3339, `2026-12-02T19:05:12Z`): the date,
+/// the hour and the minute, without the colon some file systems refuse.
+fn dated_name(date: &str) -> String {
+    date.get(..16).unwrap_or(date).replace(':', "")
+}
+
+#[cfg(test)]
+mod dated_tests {
+    #[test]
+    fn dated_copies_are_named_by_the_minute() {
+        assert_eq!(super::dated_name("2026-12-02T19:05:12Z"), "2026-12-02T1905");
+        assert_eq!(super::dated_name("2026-12-02"), "2026-12-02");
     }
 }
