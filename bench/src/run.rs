@@ -907,7 +907,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         std::fs::write(args.out.join("latest.json"), &json)?;
         std::fs::write(args.out.join("latest.md"), &md)?;
         if !quick {
-            // Named by the minute it started (`2026-12-02T1905`), so a second full run on one day (on
+            // Named by the minute in its `date` (`2026-12-02T1925`), so a second full run on one day (on
             // another machine, say) is kept beside the first rather than written over it.
             let name = dated_name(&results.date);
             std::fs::write(args.out.join(format!("{name}.json")), &json)?;
@@ -1169,8 +1169,8 @@ mod tests {
     }
 }
 
-/// The dated copy's name for a run that started at `date` (RFC 3339, `2026-12-02T19:05:12Z`): the date,
-/// the hour and the minute, without the colon some file systems refuse.
+/// The dated copy's name for a run dated `date` (RFC 3339, `2026-12-02T19:05:12Z`, taken when the data
+/// plane's rounds end): the date, the hour and the minute, without the colon some file systems refuse.
 fn dated_name(date: &str) -> String {
     date.get(..16).unwrap_or(date).replace(':', "")
 }
