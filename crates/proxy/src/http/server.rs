@@ -1,5 +1,5 @@
 //! Accepting connections and serving HTTP/1.1 (keep-alive, Weft's own: `h1::server`) and HTTP/2 prior
-//! knowledge (`h2`, on the h2 crate) on them, with a graceful drain when the listener is told to stop.
+//! knowledge (Weft's own too: `h2::server`) on them, with a graceful drain when the listener is told to stop.
 //!
 //! The protocol is told from the connection's first bytes, read once into the buffer that the HTTP/1.1
 //! server goes on reading into (or that the HTTP/2 server reads first): the HTTP/2 preface, or anything else for
