@@ -13,7 +13,7 @@
 //! room, and a response body's bytes go back to the upstream's windows as the caller reads them (half a
 //! window at a time).
 
-use super::frame::{self, Head, Reason};
+use super::frame::{self, Head, Reason, Setting};
 use super::hpack::{self, Name};
 use crate::http::{h1, Body};
 use bytes::{Buf, Bytes, BytesMut};
@@ -74,6 +74,12 @@ impl Error {
 
 fn broke<T>(reason: Reason, why: &'static str) -> Result<T, Error> {
     Err(Error::Protocol { reason, why })
+}
+
+impl From<frame::Broke> for Error {
+    fn from(frame::Broke(reason, why): frame::Broke) -> Error {
+        Error::Protocol { reason, why }
+    }
 }
 
 /// A handle on a connection, to open streams on it; cloned for every request. The connection closes
@@ -1035,43 +1041,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     }
 
     fn settings(&mut self, st: &mut State, head: Head, payload: &[u8]) -> Result<(), Error> {
-        if head.stream != 0 {
-            return broke(Reason::PROTOCOL_ERROR, "SETTINGS on a stream");
-        }
-        if head.has(frame::ACK) {
-            if head.len != 0 {
-                return broke(Reason::FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
-            }
+        let Some(settings) = frame::settings_in(&head, payload)? else {
             return Ok(());
-        }
-        if !head.len.is_multiple_of(6) {
-            return broke(
-                Reason::FRAME_SIZE_ERROR,
-                "SETTINGS not a multiple of 6 bytes",
-            );
-        }
+        };
         self.settings_seen = true;
-        for s in payload.chunks_exact(6) {
-            let id = u16::from_be_bytes([s[0], s[1]]);
-            let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
-            match id {
-                frame::SETTINGS_ENABLE_PUSH if value != 0 => {
+        for setting in settings {
+            match setting? {
+                Setting::EnablePush(0) => {}
+                Setting::EnablePush(_) => {
                     return broke(Reason::PROTOCOL_ERROR, "a server set SETTINGS_ENABLE_PUSH");
                 }
-                frame::SETTINGS_MAX_CONCURRENT_STREAMS => {
-                    st.max_concurrent = value as usize;
+                Setting::MaxConcurrentStreams(n) => {
+                    st.max_concurrent = n as usize;
                     for w in st.waiting.drain(..) {
                         w.wake();
                     }
                 }
-                frame::SETTINGS_INITIAL_WINDOW_SIZE => {
-                    let value = i64::from(value);
-                    if value > frame::MAX_WINDOW {
-                        return broke(
-                            Reason::FLOW_CONTROL_ERROR,
-                            "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1",
-                        );
-                    }
+                Setting::InitialWindowSize(value) => {
+                    // Applies to the open streams too (RFC 9113 6.9.2).
                     let delta = value - st.peer_initial_window;
                     st.peer_initial_window = value;
                     for s in st.streams.values_mut() {
@@ -1089,19 +1076,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                         }
                     }
                 }
-                frame::SETTINGS_MAX_FRAME_SIZE => {
-                    if !(frame::DEFAULT_MAX_FRAME_SIZE as u32..=frame::MAX_MAX_FRAME_SIZE)
-                        .contains(&value)
-                    {
-                        return broke(
-                            Reason::PROTOCOL_ERROR,
-                            "SETTINGS_MAX_FRAME_SIZE out of range",
-                        );
-                    }
-                    st.peer_max_frame = value as usize;
-                }
+                Setting::MaxFrameSize(n) => st.peer_max_frame = n,
                 // The encoder never indexes, so the upstream's table size does not matter.
-                _ => {}
+                Setting::Other => {}
             }
         }
         frame::settings_ack(&mut st.wbuf);
@@ -1109,16 +1086,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     }
 
     fn window_update(&mut self, st: &mut State, head: Head, payload: &[u8]) -> Result<(), Error> {
-        if head.len != 4 {
-            return broke(Reason::FRAME_SIZE_ERROR, "WINDOW_UPDATE not 4 bytes long");
-        }
-        let inc = i64::from(
-            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff,
-        );
+        let inc = frame::window_increment(&head, payload)?;
         if head.stream == 0 {
-            if inc == 0 {
-                return broke(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
-            }
             st.send_window += inc;
             if st.send_window > frame::MAX_WINDOW {
                 return broke(
@@ -1165,7 +1134,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             return broke(Reason::PROTOCOL_ERROR, "DATA on stream 0");
         }
         self.check_known(st, head.stream)?;
-        let data = unpad(&head, payload)?;
+        let data = frame::unpad(&head, payload)?;
         let flow = head.len;
         st.recv_window -= flow as i64;
         if st.recv_window < 0 {
@@ -1226,7 +1195,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             return broke(Reason::PROTOCOL_ERROR, "HEADERS on stream 0");
         }
         self.check_known(st, head.stream)?;
-        let mut block = unpad(&head, payload)?;
+        let mut block = frame::unpad(&head, payload)?;
         if head.has(frame::PRIORITY_FLAG) {
             if block.len() < 5 {
                 return broke(
@@ -1343,25 +1312,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
 }
 
 /// A DATA or HEADERS payload without its padding.
-fn unpad(head: &Head, mut payload: Bytes) -> Result<Bytes, Error> {
-    if !head.has(frame::PADDED) {
-        return Ok(payload);
-    }
-    let Some(&pad) = payload.first() else {
-        return broke(
-            Reason::FRAME_SIZE_ERROR,
-            "a padded frame with no pad length",
-        );
-    };
-    let pad = usize::from(pad);
-    if pad >= payload.len() {
-        return broke(Reason::PROTOCOL_ERROR, "padding as long as the frame");
-    }
-    payload.advance(1);
-    payload.truncate(payload.len() - pad);
-    Ok(payload)
-}
-
 /// A response's fields as they are decoded, checked as RFC 9113 8.2 and 8.3.2 ask.
 struct Fields {
     status: Option<StatusCode>,

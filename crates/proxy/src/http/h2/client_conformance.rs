@@ -10,10 +10,10 @@
 //! The fake server does what every server must (it answers the client's PINGs and SETTINGS, counts the
 //! client's WINDOW_UPDATEs, and by default opens its receive windows as DATA arrives) in `next`; `recv`
 //! is the raw frame reader, which skips nothing. Every frame the client sends is checked against a few
-//! invariants: at most 16,384 bytes (the server never raises SETTINGS_MAX_FRAME_SIZE), no more DATA than
-//! the server's stream and connection windows allow, new streams odd and increasing and no more open at
-//! once than SETTINGS_MAX_CONCURRENT_STREAMS, and nothing but WINDOW_UPDATE, RST_STREAM or PRIORITY on a
-//! stream the client has ended.
+//! invariants: no larger than the server's SETTINGS_MAX_FRAME_SIZE (16,384 unless a test raises it), no
+//! more DATA than the server's stream and connection windows allow, new streams odd and increasing and no
+//! more open at once than SETTINGS_MAX_CONCURRENT_STREAMS, and nothing but WINDOW_UPDATE, RST_STREAM or
+//! PRIORITY on a stream the client has ended.
 //!
 //! Every wait has a 5-second timeout only so that a broken client fails a test instead of hanging it.
 
@@ -427,9 +427,10 @@ impl Conn {
         let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
         let (ty, flags) = (head[3], head[4]);
         let stream = u32::from_be_bytes(head[5..9].try_into().unwrap()) & 0x7fff_ffff;
+        let max = self.max_frame();
         assert!(
-            len <= DEFAULT_MAX_FRAME_SIZE,
-            "a frame of {len} bytes (type {ty:#x}), over our SETTINGS_MAX_FRAME_SIZE"
+            len <= max,
+            "a frame of {len} bytes (type {ty:#x}), over our SETTINGS_MAX_FRAME_SIZE ({max})"
         );
         let mut payload = vec![0; len];
         timeout(WAIT, self.io.read_exact(&mut payload))
@@ -461,6 +462,20 @@ impl Conn {
             .flatten()
             .filter(|(id, _)| *id == SETTINGS_INITIAL_WINDOW_SIZE)
             .fold(applied, |w, &(_, v)| w.max(v as i64))
+    }
+
+    /// The largest frame the client may send: our SETTINGS_MAX_FRAME_SIZE, as it may be using it (the
+    /// larger of old and new while a change is not ACKed).
+    fn max_frame(&self) -> usize {
+        let applied = self
+            .applied
+            .get(&SETTINGS_MAX_FRAME_SIZE)
+            .map_or(DEFAULT_MAX_FRAME_SIZE, |&v| v as usize);
+        self.pending
+            .iter()
+            .flatten()
+            .filter(|(id, _)| *id == SETTINGS_MAX_FRAME_SIZE)
+            .fold(applied, |m, &(_, v)| m.max(v as usize))
     }
 
     /// The most streams the client may have open: SETTINGS_MAX_CONCURRENT_STREAMS, as it may be using
@@ -1483,6 +1498,37 @@ async fn data_frames_keep_to_the_servers_max_frame_size() {
         b.frames
     );
     assert!(b.frames.len() >= body.len().div_ceil(DEFAULT_MAX_FRAME_SIZE));
+    assert!(b.data == body);
+    c.respond(r.stream, 200, &[], b"").await;
+    assert_eq!(done(got).await.whole().status, 200);
+}
+
+#[tokio::test]
+async fn data_frames_grow_to_a_raised_max_frame_size_and_no_further() {
+    let fake = Fake::start().await;
+    let up = upstream();
+    let body = pattern(100_000);
+    let got = call(
+        &up,
+        fake.addr,
+        request(Method::POST, fake.addr, "/", &[], Body::full(body.clone())),
+    );
+    // Windows large enough that flow control does not cut the frames shorter.
+    let mut c = fake
+        .accept_settled(&[
+            (SETTINGS_MAX_FRAME_SIZE, 20_000),
+            (SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20),
+        ])
+        .await;
+    c.window_update(0, 1 << 20).await;
+    let r = c.next_request().await;
+    let b = c.read_body(r.stream).await;
+    // `recv` checks each frame against the 20,000 bytes allowed.
+    assert!(
+        b.frames.iter().any(|&n| n > DEFAULT_MAX_FRAME_SIZE),
+        "{:?}",
+        b.frames
+    );
     assert!(b.data == body);
     c.respond(r.stream, 200, &[], b"").await;
     assert_eq!(done(got).await.whole().status, 200);

@@ -1,7 +1,7 @@
 //! HTTP/2 frames (RFC 9113, section 4 and 6): the 9-byte frame header, and frames written straight into a
 //! connection's write buffer.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// What a client sends first.
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -102,6 +102,113 @@ impl Head {
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
+}
+
+/// A connection error met while reading a frame: the GOAWAY code, and what was wrong (for the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Broke(pub Reason, pub &'static str);
+
+/// One setting of a peer's SETTINGS frame, its value checked where RFC 9113 6.5.2 bounds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    EnablePush(u32),
+    MaxConcurrentStreams(u32),
+    /// At most 2^31-1.
+    InitialWindowSize(i64),
+    /// Between 2^14 and 2^24-1.
+    MaxFrameSize(usize),
+    /// The header table and header list sizes, and settings unknown here (ignored, 6.5.2).
+    Other,
+}
+
+/// The settings a SETTINGS frame carries, in order, or `None` for an acknowledgement (RFC 9113 6.5).
+/// The frame's own faults are found here, before any setting: each side then applies the settings it
+/// cares about, and fails on the first bad value.
+pub fn settings_in<'a>(
+    head: &Head,
+    payload: &'a [u8],
+) -> Result<Option<impl Iterator<Item = Result<Setting, Broke>> + 'a>, Broke> {
+    if head.stream != 0 {
+        return Err(Broke(Reason::PROTOCOL_ERROR, "SETTINGS on a stream"));
+    }
+    if head.has(ACK) {
+        if head.len != 0 {
+            return Err(Broke(
+                Reason::FRAME_SIZE_ERROR,
+                "SETTINGS ACK with a payload",
+            ));
+        }
+        return Ok(None);
+    }
+    if !payload.len().is_multiple_of(6) {
+        return Err(Broke(
+            Reason::FRAME_SIZE_ERROR,
+            "SETTINGS not a multiple of 6 bytes",
+        ));
+    }
+    Ok(Some(payload.chunks_exact(6).map(|s| {
+        let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+        Ok(match u16::from_be_bytes([s[0], s[1]]) {
+            SETTINGS_ENABLE_PUSH => Setting::EnablePush(value),
+            SETTINGS_MAX_CONCURRENT_STREAMS => Setting::MaxConcurrentStreams(value),
+            SETTINGS_INITIAL_WINDOW_SIZE if i64::from(value) > MAX_WINDOW => {
+                return Err(Broke(
+                    Reason::FLOW_CONTROL_ERROR,
+                    "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1",
+                ))
+            }
+            SETTINGS_INITIAL_WINDOW_SIZE => Setting::InitialWindowSize(i64::from(value)),
+            SETTINGS_MAX_FRAME_SIZE
+                if !(DEFAULT_MAX_FRAME_SIZE as u32..=MAX_MAX_FRAME_SIZE).contains(&value) =>
+            {
+                return Err(Broke(
+                    Reason::PROTOCOL_ERROR,
+                    "SETTINGS_MAX_FRAME_SIZE out of range",
+                ))
+            }
+            SETTINGS_MAX_FRAME_SIZE => Setting::MaxFrameSize(value as usize),
+            _ => Setting::Other,
+        })
+    })))
+}
+
+/// A WINDOW_UPDATE's increment (RFC 9113 6.9). An increment of 0 is a connection error on the
+/// connection's window; on a stream's it is returned, for the caller to reset that stream.
+pub fn window_increment(head: &Head, payload: &[u8]) -> Result<i64, Broke> {
+    let Ok(&b) = <&[u8; 4]>::try_from(payload) else {
+        return Err(Broke(
+            Reason::FRAME_SIZE_ERROR,
+            "WINDOW_UPDATE not 4 bytes long",
+        ));
+    };
+    let inc = i64::from(u32::from_be_bytes(b) & 0x7fff_ffff);
+    if head.stream == 0 && inc == 0 {
+        return Err(Broke(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE of 0"));
+    }
+    Ok(inc)
+}
+
+/// A DATA or HEADERS frame's payload without its padding (RFC 9113 6.1, 6.2).
+pub fn unpad(head: &Head, mut payload: Bytes) -> Result<Bytes, Broke> {
+    if !head.has(PADDED) {
+        return Ok(payload);
+    }
+    let Some(&pad) = payload.first() else {
+        return Err(Broke(
+            Reason::FRAME_SIZE_ERROR,
+            "a padded frame with no pad length",
+        ));
+    };
+    let pad = usize::from(pad);
+    if pad >= payload.len() {
+        return Err(Broke(
+            Reason::PROTOCOL_ERROR,
+            "padding as long as the frame",
+        ));
+    }
+    payload.advance(1);
+    payload.truncate(payload.len() - pad);
+    Ok(payload)
 }
 
 /// Writes a frame header.

@@ -12,7 +12,7 @@
 //! room, and a request body's bytes are given back to the client's windows as the handler consumes them
 //! (half a window at a time), so a slow upstream holds back the client instead of filling memory.
 
-use super::frame::{self, Head, Reason};
+use super::frame::{self, Head, Reason, Setting};
 use super::hpack::{self, Name};
 use crate::http::{date, h1, Body};
 use bytes::{Buf, Bytes, BytesMut};
@@ -59,6 +59,12 @@ pub enum Error {
 
 fn broke<T>(reason: Reason, why: &'static str) -> Result<T, Error> {
     Err(Error::Protocol { reason, why })
+}
+
+impl From<frame::Broke> for Error {
+    fn from(frame::Broke(reason, why): frame::Broke) -> Error {
+        Error::Protocol { reason, why }
+    }
 }
 
 /// Why a request body could not be read whole.
@@ -610,37 +616,17 @@ where
     }
 
     fn settings(&mut self, head: Head, payload: &[u8]) -> Result<(), Error> {
-        if head.stream != 0 {
-            return broke(Reason::PROTOCOL_ERROR, "SETTINGS on a stream");
-        }
-        if head.has(frame::ACK) {
-            if head.len != 0 {
-                return broke(Reason::FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
-            }
+        let Some(settings) = frame::settings_in(&head, payload)? else {
             return Ok(());
-        }
-        if !head.len.is_multiple_of(6) {
-            return broke(
-                Reason::FRAME_SIZE_ERROR,
-                "SETTINGS not a multiple of 6 bytes",
-            );
-        }
+        };
         self.settings_seen = true;
-        for s in payload.chunks_exact(6) {
-            let id = u16::from_be_bytes([s[0], s[1]]);
-            let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
-            match id {
-                frame::SETTINGS_ENABLE_PUSH if value > 1 => {
+        for setting in settings {
+            match setting? {
+                Setting::EnablePush(0 | 1) => {}
+                Setting::EnablePush(_) => {
                     return broke(Reason::PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1");
                 }
-                frame::SETTINGS_INITIAL_WINDOW_SIZE => {
-                    let value = i64::from(value);
-                    if value > frame::MAX_WINDOW {
-                        return broke(
-                            Reason::FLOW_CONTROL_ERROR,
-                            "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1",
-                        );
-                    }
+                Setting::InitialWindowSize(value) => {
                     // Applies to the open streams too (RFC 9113 6.9.2).
                     let delta = value - self.peer_initial_window;
                     self.peer_initial_window = value;
@@ -654,20 +640,10 @@ where
                         }
                     }
                 }
-                frame::SETTINGS_MAX_FRAME_SIZE => {
-                    if !(frame::DEFAULT_MAX_FRAME_SIZE as u32..=frame::MAX_MAX_FRAME_SIZE)
-                        .contains(&value)
-                    {
-                        return broke(
-                            Reason::PROTOCOL_ERROR,
-                            "SETTINGS_MAX_FRAME_SIZE out of range",
-                        );
-                    }
-                    self.peer_max_frame = value as usize;
-                }
+                Setting::MaxFrameSize(n) => self.peer_max_frame = n,
                 // The encoder never indexes, so the client's table size does not matter; a server
-                // does not push, so neither do its push and stream limits; the rest are unknown.
-                _ => {}
+                // does not push, so neither does the client's stream limit; the rest are unknown.
+                Setting::MaxConcurrentStreams(_) | Setting::Other => {}
             }
         }
         frame::settings_ack(&mut self.wbuf);
@@ -675,16 +651,8 @@ where
     }
 
     fn window_update(&mut self, head: Head, payload: &[u8]) -> Result<(), Error> {
-        if head.len != 4 {
-            return broke(Reason::FRAME_SIZE_ERROR, "WINDOW_UPDATE not 4 bytes long");
-        }
-        let inc = i64::from(
-            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff,
-        );
+        let inc = frame::window_increment(&head, payload)?;
         if head.stream == 0 {
-            if inc == 0 {
-                return broke(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
-            }
             self.send_window += inc;
             if self.send_window > frame::MAX_WINDOW {
                 return broke(
@@ -719,7 +687,7 @@ where
         if self.is_idle(head.stream) {
             return broke(Reason::PROTOCOL_ERROR, "DATA on an idle stream");
         }
-        let data = unpad(&head, payload)?;
+        let data = frame::unpad(&head, payload)?;
         // The whole frame counts against the windows, padding too.
         let flow = head.len;
         self.recv_window -= flow as i64;
@@ -788,7 +756,7 @@ where
         if head.stream == 0 {
             return broke(Reason::PROTOCOL_ERROR, "HEADERS on stream 0");
         }
-        let mut block = unpad(&head, payload)?;
+        let mut block = frame::unpad(&head, payload)?;
         if head.has(frame::PRIORITY_FLAG) {
             if block.len() < 5 {
                 return broke(
@@ -1198,25 +1166,6 @@ fn dependency(p: &[u8]) -> u32 {
 }
 
 /// A DATA or HEADERS payload without its padding.
-fn unpad(head: &Head, mut payload: Bytes) -> Result<Bytes, Error> {
-    if !head.has(frame::PADDED) {
-        return Ok(payload);
-    }
-    let Some(&pad) = payload.first() else {
-        return broke(
-            Reason::FRAME_SIZE_ERROR,
-            "a padded frame with no pad length",
-        );
-    };
-    let pad = usize::from(pad);
-    if pad >= payload.len() {
-        return broke(Reason::PROTOCOL_ERROR, "padding as long as the frame");
-    }
-    payload.advance(1);
-    payload.truncate(payload.len() - pad);
-    Ok(payload)
-}
-
 /// Writes a response head or trailers: `pseudo` writes the pseudo-header fields, then the regular ones
 /// follow, less those that HTTP/2 forbids (RFC 9113 8.2.2), which are dropped as Envoy drops them.
 fn write_head(
