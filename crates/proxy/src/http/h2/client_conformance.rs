@@ -450,32 +450,25 @@ impl Conn {
         Some(f)
     }
 
-    /// Our initial stream window as the client may be using it: while a change is not ACKed, the
-    /// larger of the old and the new.
-    fn recv_initial_window(&self) -> i64 {
-        let applied = self
-            .applied
-            .get(&SETTINGS_INITIAL_WINDOW_SIZE)
-            .map_or(DEFAULT_WINDOW, |&v| v as i64);
+    /// One of our settings as the client may be using it: while a change is not ACKed, the larger of the
+    /// old and the new (`default` when never set).
+    fn largest_setting(&self, id: u16, default: u32) -> u32 {
+        let applied = self.applied.get(&id).copied().unwrap_or(default);
         self.pending
             .iter()
             .flatten()
-            .filter(|(id, _)| *id == SETTINGS_INITIAL_WINDOW_SIZE)
-            .fold(applied, |w, &(_, v)| w.max(v as i64))
+            .filter(|(i, _)| *i == id)
+            .fold(applied, |m, &(_, v)| m.max(v))
     }
 
-    /// The largest frame the client may send: our SETTINGS_MAX_FRAME_SIZE, as it may be using it (the
-    /// larger of old and new while a change is not ACKed).
+    /// Our initial stream window as the client may be using it.
+    fn recv_initial_window(&self) -> i64 {
+        i64::from(self.largest_setting(SETTINGS_INITIAL_WINDOW_SIZE, DEFAULT_WINDOW as u32))
+    }
+
+    /// The largest frame the client may send.
     fn max_frame(&self) -> usize {
-        let applied = self
-            .applied
-            .get(&SETTINGS_MAX_FRAME_SIZE)
-            .map_or(DEFAULT_MAX_FRAME_SIZE, |&v| v as usize);
-        self.pending
-            .iter()
-            .flatten()
-            .filter(|(id, _)| *id == SETTINGS_MAX_FRAME_SIZE)
-            .fold(applied, |m, &(_, v)| m.max(v as usize))
+        self.largest_setting(SETTINGS_MAX_FRAME_SIZE, DEFAULT_MAX_FRAME_SIZE as u32) as usize
     }
 
     /// The most streams the client may have open: SETTINGS_MAX_CONCURRENT_STREAMS, as it may be using
