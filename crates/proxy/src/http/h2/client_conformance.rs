@@ -1471,60 +1471,49 @@ async fn a_settings_change_of_the_initial_window_applies_to_open_streams() {
     assert_eq!(done(got).await.whole().status, 200);
 }
 
-#[tokio::test]
-async fn data_frames_keep_to_the_servers_max_frame_size() {
+/// The sizes of the DATA frames that carry a 100,000-byte request body to a server with `settings`
+/// (whose window `conn_window` more is given on the connection); the body is checked whole, and answered.
+/// `recv` checks every frame against the server's SETTINGS_MAX_FRAME_SIZE.
+async fn upload_frames(settings: &[(u16, u32)], conn_window: u32) -> Vec<usize> {
     let fake = Fake::start().await;
     let up = upstream();
-    // The server leaves SETTINGS_MAX_FRAME_SIZE at its default, 16,384 (`recv` checks every frame too).
     let body = pattern(100_000);
     let got = call(
         &up,
         fake.addr,
         request(Method::POST, fake.addr, "/", &[], Body::full(body.clone())),
     );
-    let mut c = fake.accept(&[]).await;
+    let mut c = fake.accept_settled(settings).await;
+    if conn_window > 0 {
+        c.window_update(0, conn_window).await;
+    }
     let r = c.next_request().await;
     let b = c.read_body(r.stream).await;
-    assert!(
-        b.frames.iter().all(|&n| n <= DEFAULT_MAX_FRAME_SIZE),
-        "{:?}",
-        b.frames
-    );
-    assert!(b.frames.len() >= body.len().div_ceil(DEFAULT_MAX_FRAME_SIZE));
     assert!(b.data == body);
     c.respond(r.stream, 200, &[], b"").await;
     assert_eq!(done(got).await.whole().status, 200);
+    b.frames
+}
+
+#[tokio::test]
+async fn data_frames_keep_to_the_servers_max_frame_size() {
+    // The server leaves SETTINGS_MAX_FRAME_SIZE at its default, 16,384.
+    let frames = upload_frames(&[], 0).await;
+    assert!(frames.len() >= 100_000usize.div_ceil(DEFAULT_MAX_FRAME_SIZE));
 }
 
 #[tokio::test]
 async fn data_frames_grow_to_a_raised_max_frame_size_and_no_further() {
-    let fake = Fake::start().await;
-    let up = upstream();
-    let body = pattern(100_000);
-    let got = call(
-        &up,
-        fake.addr,
-        request(Method::POST, fake.addr, "/", &[], Body::full(body.clone())),
-    );
     // Windows large enough that flow control does not cut the frames shorter.
-    let mut c = fake
-        .accept_settled(&[
-            (SETTINGS_MAX_FRAME_SIZE, 20_000),
-            (SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20),
-        ])
-        .await;
-    c.window_update(0, 1 << 20).await;
-    let r = c.next_request().await;
-    let b = c.read_body(r.stream).await;
-    // `recv` checks each frame against the 20,000 bytes allowed.
+    let settings = [
+        (SETTINGS_MAX_FRAME_SIZE, 20_000),
+        (SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20),
+    ];
+    let frames = upload_frames(&settings, 1 << 20).await;
     assert!(
-        b.frames.iter().any(|&n| n > DEFAULT_MAX_FRAME_SIZE),
-        "{:?}",
-        b.frames
+        frames.iter().any(|&n| n > DEFAULT_MAX_FRAME_SIZE),
+        "{frames:?}"
     );
-    assert!(b.data == body);
-    c.respond(r.stream, 200, &[], b"").await;
-    assert_eq!(done(got).await.whole().status, 200);
 }
 
 // ===== 6. Flow control, receiving (5.2, 6.9) =====
