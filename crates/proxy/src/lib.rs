@@ -12,7 +12,8 @@
 //! The request path is charted in this crate's `README.md`. [`Proxy::start`] starts everything and returns a
 //! handle with the bound addresses; [`run`] does the same and waits for a signal.
 #![deny(unsafe_code)]
-// audited exceptions: `memory::release_freed`, `memory::Allocator`, `tcp::splice`, `http::h1::codec::valid_value`
+// audited exceptions: `memory::release_freed`, `memory::Allocator`, `tcp::splice`, `http::h1::codec::valid_value`,
+// `http::h2::field_value`, `http::h2::poll_read_into`
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The window this side gives each stream, and the connection (hyper's client defaults, kept).
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -37,7 +37,6 @@ const HEADER_TABLE_SIZE: usize = 4096;
 /// Written bytes queued before request bodies wait for the connection's task to write them.
 const WRITE_HIGH: usize = 256 * 1024;
 const READS_PER_ROUND: usize = 16;
-const READ_ROOM: usize = frame::DEFAULT_MAX_FRAME_SIZE + frame::HEAD_LEN;
 
 /// Why a request on an HTTP/2 connection failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -289,7 +288,7 @@ where
     let mut driver = Driver {
         io,
         conn: conn.clone(),
-        rbuf: BytesMut::with_capacity(READ_ROOM),
+        rbuf: BytesMut::with_capacity(super::READ_ROOM),
         out: BytesMut::new(),
         decoder: hpack::Decoder::new(HEADER_TABLE_SIZE),
         settings_seen: false,
@@ -881,37 +880,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while !self.out.is_empty() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out))?;
-            if n == 0 {
-                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-            }
-            self.out.advance(n);
-        }
-        self.out.clear();
-        Pin::new(&mut self.io).poll_flush(cx)
+        super::poll_write_all(&mut self.io, &mut self.out, cx)
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_ROOM {
-            self.rbuf.reserve(READ_ROOM);
-        }
-        let n = {
-            let dst = self.rbuf.spare_capacity_mut();
-            let mut buf = ReadBuf::uninit(dst);
-            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))
-                .map_err(|e| Error::Io(Arc::new(e)))?;
-            buf.filled().len()
-        };
+        let n = ready!(super::poll_read_into(&mut self.io, &mut self.rbuf, cx))
+            .map_err(|e| Error::Io(Arc::new(e)))?;
         if n == 0 {
             self.read_closed = true;
             return Poll::Ready(Ok(()));
         }
-        // SAFETY: `poll_read` initialized the first `n` bytes of the spare capacity (ReadBuf's contract).
-        #[allow(unsafe_code)]
-        unsafe {
-            self.rbuf.set_len(self.rbuf.len() + n)
-        };
         let conn = self.conn.clone();
         let mut st = conn.lock();
         let r = self.frames(&mut st);
@@ -924,25 +902,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     }
 
     fn frames(&mut self, st: &mut State) -> Result<(), Error> {
-        while self.rbuf.len() >= frame::HEAD_LEN {
-            let head = Head::parse(self.rbuf[..frame::HEAD_LEN].try_into().unwrap_or(&[0; 9]));
-            if head.len > frame::DEFAULT_MAX_FRAME_SIZE {
-                return broke(
-                    Reason::FRAME_SIZE_ERROR,
-                    "a frame larger than SETTINGS_MAX_FRAME_SIZE",
-                );
-            }
-            if self.rbuf.len() < frame::HEAD_LEN + head.len {
+        loop {
+            let continuing = self.continuation.as_ref().map(|p| p.stream);
+            let Some(head) = frame::next_head(&self.rbuf, self.settings_seen, continuing)? else {
                 break;
-            }
-            if !self.settings_seen && (head.kind != frame::SETTINGS || head.has(frame::ACK)) {
-                return broke(Reason::PROTOCOL_ERROR, "the first frame is not SETTINGS");
-            }
-            if let Some(p) = &self.continuation {
-                if head.kind != frame::CONTINUATION || head.stream != p.stream {
-                    return broke(Reason::PROTOCOL_ERROR, "a header block interrupted");
-                }
-            }
+            };
             let mut whole = self.rbuf.split_to(frame::HEAD_LEN + head.len);
             whole.advance(frame::HEAD_LEN);
             match head.kind {

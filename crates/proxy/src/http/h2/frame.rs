@@ -108,6 +108,40 @@ impl Head {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Broke(pub Reason, pub &'static str);
 
+/// The header of the frame at the front of `rbuf` once the whole frame is there (`None` before), checked
+/// as either side checks every frame (RFC 9113 4.2, 3.4, 6.10): no longer than our
+/// SETTINGS_MAX_FRAME_SIZE (never raised from the default), SETTINGS first, and nothing but its
+/// CONTINUATION inside the header block of stream `continuing`.
+pub fn next_head(
+    rbuf: &[u8],
+    settings_seen: bool,
+    continuing: Option<u32>,
+) -> Result<Option<Head>, Broke> {
+    let Some(h) = rbuf.first_chunk::<HEAD_LEN>() else {
+        return Ok(None);
+    };
+    let head = Head::parse(h);
+    if head.len > DEFAULT_MAX_FRAME_SIZE {
+        return Err(Broke(
+            Reason::FRAME_SIZE_ERROR,
+            "a frame larger than SETTINGS_MAX_FRAME_SIZE",
+        ));
+    }
+    if rbuf.len() < HEAD_LEN + head.len {
+        return Ok(None);
+    }
+    if !settings_seen && (head.kind != SETTINGS || head.has(ACK)) {
+        return Err(Broke(
+            Reason::PROTOCOL_ERROR,
+            "the first frame is not SETTINGS",
+        ));
+    }
+    if continuing.is_some_and(|id| head.kind != CONTINUATION || head.stream != id) {
+        return Err(Broke(Reason::PROTOCOL_ERROR, "a header block interrupted"));
+    }
+    Ok(Some(head))
+}
+
 /// One setting of a peer's SETTINGS frame, its value checked where RFC 9113 6.5.2 bounds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Setting {

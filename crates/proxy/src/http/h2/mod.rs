@@ -21,6 +21,54 @@ mod server;
 pub(crate) use client::{handshake, Connection, Error as ClientError, ResponseBody};
 pub(crate) use server::{serve, RequestBody, StreamError};
 
+use bytes::{Buf, BytesMut};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Room a read asks for: a whole frame of the default maximum size, with its header.
+const READ_ROOM: usize = frame::DEFAULT_MAX_FRAME_SIZE + frame::HEAD_LEN;
+
+/// Reads once into `rbuf`'s spare capacity, first making room for a whole default-sized frame: the number
+/// of bytes read, 0 at the end of the stream.
+fn poll_read_into<T: AsyncRead + Unpin>(
+    io: &mut T,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if rbuf.capacity() - rbuf.len() < READ_ROOM {
+        rbuf.reserve(READ_ROOM);
+    }
+    let n = {
+        let mut buf = ReadBuf::uninit(rbuf.spare_capacity_mut());
+        ready!(Pin::new(io).poll_read(cx, &mut buf))?;
+        buf.filled().len()
+    };
+    // SAFETY: `poll_read` initialized the first `n` bytes of the spare capacity (ReadBuf's contract).
+    #[allow(unsafe_code)]
+    unsafe {
+        rbuf.set_len(rbuf.len() + n)
+    };
+    Poll::Ready(Ok(n))
+}
+
+/// Writes the whole of `wbuf`, which is left empty (its capacity kept), then flushes.
+fn poll_write_all<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    wbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    while !wbuf.is_empty() {
+        let n = ready!(Pin::new(&mut *io).poll_write(cx, wbuf))?;
+        if n == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+        }
+        wbuf.advance(n);
+    }
+    wbuf.clear();
+    Pin::new(io).poll_flush(cx)
+}
+
 /// A field value decoded from a header block, checked: RFC 9113 8.2.1 forbids NUL, CR and LF, and
 /// `HeaderValue` every control byte but tab. The usual value, printable ASCII, is checked eight bytes at
 /// a time without branches; `HeaderValue::from_maybe_shared` checks a byte at a time, about 4

@@ -28,7 +28,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The window this side gives each stream and the connection (hyper's server default, kept).
 const WINDOW: u32 = 1024 * 1024;
@@ -45,8 +45,6 @@ const WRITE_HIGH: usize = 256 * 1024;
 const READS_PER_ROUND: usize = 16;
 /// Streams reset by the client before their answer that are tolerated before the share of them is judged.
 const PREMATURE_RESETS_MIN: u64 = 100;
-/// Room kept in the read buffer: a whole largest frame.
-const READ_ROOM: usize = frame::DEFAULT_MAX_FRAME_SIZE + frame::HEAD_LEN;
 
 /// Why a connection ended other than cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -450,28 +448,12 @@ where
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while !self.wbuf.is_empty() {
-            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf))?;
-            if n == 0 {
-                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-            }
-            self.wbuf.advance(n);
-        }
-        self.wbuf.clear();
-        Pin::new(&mut self.io).poll_flush(cx)
+        super::poll_write_all(&mut self.io, &mut self.wbuf, cx)
     }
 
     /// Reads once and handles the whole frames read.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_ROOM {
-            self.rbuf.reserve(READ_ROOM);
-        }
-        let n = {
-            let dst = self.rbuf.spare_capacity_mut();
-            let mut buf = ReadBuf::uninit(dst);
-            std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
-            buf.filled().len()
-        };
+        let n = std::task::ready!(super::poll_read_into(&mut self.io, &mut self.rbuf, cx))?;
         if n == 0 {
             self.read_closed = true;
             if !self.preface_seen || self.continuation.is_some() {
@@ -479,11 +461,6 @@ where
             }
             return Poll::Ready(Ok(()));
         }
-        // SAFETY: `poll_read` initialized the first `n` bytes of the spare capacity (ReadBuf's contract).
-        #[allow(unsafe_code)]
-        unsafe {
-            self.rbuf.set_len(self.rbuf.len() + n)
-        };
         Poll::Ready(self.frames())
     }
 
@@ -500,25 +477,11 @@ where
             self.rbuf.advance(frame::PREFACE.len());
             self.preface_seen = true;
         }
-        while self.rbuf.len() >= frame::HEAD_LEN && self.failed.is_none() {
-            let head = Head::parse(self.rbuf[..frame::HEAD_LEN].try_into().unwrap_or(&[0; 9]));
-            if head.len > frame::DEFAULT_MAX_FRAME_SIZE {
-                return broke(
-                    Reason::FRAME_SIZE_ERROR,
-                    "a frame larger than SETTINGS_MAX_FRAME_SIZE",
-                );
-            }
-            if self.rbuf.len() < frame::HEAD_LEN + head.len {
+        while self.failed.is_none() {
+            let continuing = self.continuation.as_ref().map(|p| p.stream);
+            let Some(head) = frame::next_head(&self.rbuf, self.settings_seen, continuing)? else {
                 break;
-            }
-            if !self.settings_seen && (head.kind != frame::SETTINGS || head.has(frame::ACK)) {
-                return broke(Reason::PROTOCOL_ERROR, "the first frame is not SETTINGS");
-            }
-            if let Some(p) = &self.continuation {
-                if head.kind != frame::CONTINUATION || head.stream != p.stream {
-                    return broke(Reason::PROTOCOL_ERROR, "a header block interrupted");
-                }
-            }
+            };
             match head.kind {
                 frame::DATA | frame::HEADERS | frame::CONTINUATION => {
                     let mut whole = self.rbuf.split_to(frame::HEAD_LEN + head.len);
