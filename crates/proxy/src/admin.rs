@@ -4,6 +4,7 @@
 
 use crate::config::{Snapshot, Stored};
 use crate::http::{server, text, Body};
+use crate::net::Listener;
 use crate::Shared;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -11,13 +12,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpListener;
 use weft_xds::type_url;
 
 const DUMP_PREFIX: &str = "type.googleapis.com/envoy.admin.v3.";
 
 /// Serves the admin listener until shutdown.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+pub(crate) async fn serve(shared: Arc<Shared>, listener: Listener) {
     let stop = shared.shutdown.subscribe();
     let s = shared.clone();
     let handler = move |req| std::future::ready(handle(&s, req));

@@ -17,6 +17,8 @@ use crate::config::Snapshot;
 use crate::error::{Flags, ProxyError, RESPONSE_FLAGS_HEADER};
 use crate::Shared;
 use bytes::Bytes;
+/// Reading a socket into a connection's buffer, for `crate::net`'s accepted connections too.
+pub(crate) use h1::codec::{poll_fill, reserve as reserve_read};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Version};

@@ -13,7 +13,8 @@
 //! handle with the bound addresses; [`run`] does the same and waits for a signal.
 #![deny(unsafe_code)]
 // audited exceptions: `memory::release_freed`, `memory::Allocator`, `tcp::splice`, `http::h1::codec::valid_value`,
-// `http::h2::field_value`, `http::h2::poll_read_into`
+// `http::h2::field_value`, `http::h2::poll_read_into`, `net::recv_into`,
+// `net::Listener::try_from`
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -28,6 +29,7 @@ pub mod listeners;
 #[global_allocator]
 static TEST_ALLOCATOR: memory::Allocator = memory::Allocator;
 pub mod memory;
+pub mod net;
 pub mod outbound;
 pub mod tcp;
 pub mod xds_client;
@@ -284,20 +286,16 @@ impl Proxy {
     pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
         let shared = Shared::new();
         let outbound_listener =
-            http::server::bind(config.outbound_addr)
-                .await
-                .map_err(|source| StartError::Bind {
-                    what: "outbound",
-                    addr: config.outbound_addr,
-                    source,
-                })?;
-        let admin_listener = http::server::bind(config.admin_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: "admin",
-                addr: config.admin_addr,
+            net::bind(config.outbound_addr).map_err(|source| StartError::Bind {
+                what: "outbound",
+                addr: config.outbound_addr,
                 source,
             })?;
+        let admin_listener = net::bind(config.admin_addr).map_err(|source| StartError::Bind {
+            what: "admin",
+            addr: config.admin_addr,
+            source,
+        })?;
         let outbound_addr = outbound_listener
             .local_addr()
             .map_err(|source| StartError::Bind {

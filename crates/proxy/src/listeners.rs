@@ -82,7 +82,7 @@ async fn reconcile(shared: &Arc<Shared>, running: &mut HashMap<String, Running>,
         if running.contains_key(name) {
             continue;
         }
-        let listener = match server::bind(addr).await {
+        let listener = match crate::net::bind(addr) {
             Ok(l) => l,
             Err(e) => {
                 // Keep the others; the next LDS update retries.

@@ -3,13 +3,13 @@
 //! table, and the shared request path ([`crate::http`]) does the rest.
 
 use crate::http::{self, server, Entry};
+use crate::net::Listener;
 use crate::Shared;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 
 /// Serves the outbound listener until shutdown.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, drain: Duration) {
+pub(crate) async fn serve(shared: Arc<Shared>, listener: Listener, drain: Duration) {
     let stop = shared.shutdown.subscribe();
     let s = shared.clone();
     let handler = move |req| http::handle(s.clone(), Entry::Outbound, req);

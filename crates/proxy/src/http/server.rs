@@ -9,16 +9,16 @@
 use super::drain::{until_closed, Drain, Watch};
 use super::h1;
 use super::Body;
+use crate::net::{accept, Accepted, Listener};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
 use std::future::{poll_fn, Future};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -38,23 +38,6 @@ where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     type Future = F;
-}
-
-/// Pending connections the kernel queues for a listener (tokio's and mio's default).
-const BACKLOG: u32 = 1024;
-
-/// Binds a TCP listener (`SO_REUSEADDR`, as `TcpListener::bind` does) with `TCP_NODELAY` set on it: on
-/// Linux accepted connections inherit it, which saves a `setsockopt` per connection.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
 }
 
 /// The HTTP/2 connection preface (RFC 9113, 3.4).
@@ -118,10 +101,10 @@ impl AsyncWrite for Downstream {
 
 /// Reads a new connection's first bytes: whether it speaks HTTP/2 (the preface), and those bytes in the
 /// buffer the HTTP/1.1 server goes on with. `None` when it closes or fails before saying anything.
-async fn detect(stream: &mut TcpStream) -> Option<(bool, BytesMut)> {
+async fn detect(stream: &mut Accepted) -> Option<(bool, BytesMut)> {
     let mut first = h1::codec::read_buf();
     loop {
-        match poll_fn(|cx| h1::codec::poll_fill(stream, &mut first, cx)).await {
+        match poll_fn(|cx| stream.poll_fill(&mut first, cx)).await {
             Ok(0) | Err(_) if first.is_empty() => return None,
             // Closed or failed after a few bytes: the server reports what it makes of them.
             Ok(0) | Err(_) => break,
@@ -137,41 +120,8 @@ async fn detect(stream: &mut TcpStream) -> Option<(bool, BytesMut)> {
     Some((first.starts_with(H2_PREFACE), first))
 }
 
-/// The next connection, or `None` once `stopped` (`crate::stopped`, pinned by the caller for all its
-/// accepts) has finished. A failed accept (usually EMFILE, or a connection reset during the handshake) is
-/// logged and followed by a short back-off.
-///
-/// The stop future is held across accepts rather than made anew for each: a new one read the watch's
-/// value and joined and left its waiter list every time, about 400 instructions per connection
-/// (`bench/instructions` with `WORKLOAD=http1-new-conn`); a held one that is already waiting only checks
-/// its notification, under the watch's lock.
-pub(crate) async fn accept(
-    listener: &TcpListener,
-    mut stopped: std::pin::Pin<&mut impl Future<Output = ()>>,
-    name: &str,
-) -> Option<(TcpStream, SocketAddr)> {
-    loop {
-        let accepted = tokio::select! {
-            // A waiting connection first: the stop is looked at only when there is none, which saves
-            // polling it (a lock) for every connection. A steady stream of connections cannot hide it:
-            // `accept` spends tokio's cooperative budget and turns pending when the task has used it up.
-            // `accept` is cancellation-safe; `stopped` only observes, and is kept by the caller.
-            biased;
-            r = listener.accept() => r,
-            () = stopped.as_mut() => return None,
-        };
-        match accepted {
-            Ok(x) => return Some(x),
-            Err(e) => {
-                tracing::debug!(listener = name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-}
-
 /// One accepted connection, served to its end.
-async fn connection(mut stream: TcpStream, handler: impl Handler, mut watch: Watch) {
+async fn connection(mut stream: Accepted, handler: impl Handler, mut watch: Watch) {
     let detected = {
         let mut detecting = std::pin::pin!(detect(&mut stream));
         // The drain flag is read before every poll of the connection (an atomic load): see `drain`.
@@ -198,7 +148,15 @@ async fn connection(mut stream: TcpStream, handler: impl Handler, mut watch: Wat
 }
 
 /// HTTP/2 (prior knowledge) on a connection whose first bytes are in `first` (see `h2`).
-async fn serve_h2(stream: TcpStream, first: BytesMut, handler: impl Handler, mut watch: Watch) {
+async fn serve_h2(stream: Accepted, first: BytesMut, handler: impl Handler, mut watch: Watch) {
+    // HTTP/2 waits on its socket for the life of the connection.
+    let stream = match stream.into_registered() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot register the connection");
+            return;
+        }
+    };
     let io = Downstream {
         first: first.freeze(),
         stream,
@@ -212,7 +170,7 @@ async fn serve_h2(stream: TcpStream, first: BytesMut, handler: impl Handler, mut
 /// request; HTTP/2: GOAWAY) and waits up to `drain` for them.
 pub async fn serve(
     name: &'static str,
-    listener: TcpListener,
+    listener: Listener,
     handler: impl Handler,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
@@ -259,19 +217,18 @@ pub async fn serve(
 mod tests {
     use super::*;
     use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::net::SocketAddr;
     use tokio::io::AsyncReadExt;
 
     /// A listener from `bind` on an ephemeral loopback port, and its address.
-    async fn loopback() -> (TcpListener, SocketAddr) {
-        let listener = bind("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind");
+    async fn loopback() -> (Listener, SocketAddr) {
+        let listener = crate::net::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let addr = listener.local_addr().expect("addr");
         (listener, addr)
     }
 
     /// A connected pair on loopback: the client's end and the accepted end.
-    async fn pair() -> (TcpStream, TcpStream) {
+    async fn pair() -> (TcpStream, Accepted) {
         let (listener, addr) = loopback().await;
         let client = TcpStream::connect(addr).await.expect("connect");
         (client, listener.accept().await.expect("accept").0)
@@ -534,6 +491,7 @@ mod tests {
         let (listener, addr) = loopback().await;
         let client = TcpStream::connect(addr).await.expect("connect");
         let (accepted, _) = listener.accept().await.expect("accept");
+        let accepted = accepted.into_registered().expect("register");
         assert!(accepted.nodelay().expect("getsockopt"));
         drop(client);
     }

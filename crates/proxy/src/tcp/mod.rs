@@ -12,11 +12,12 @@ mod splice;
 
 use crate::config::listener::RouteSource;
 use crate::error::Flags;
+use crate::net::{Accepted, Listener};
 use crate::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -25,7 +26,7 @@ use tokio::task::JoinSet;
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     name: Arc<str>,
-    listener: TcpListener,
+    listener: Listener,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -33,8 +34,7 @@ pub(crate) async fn serve(
     let mut stopped = std::pin::pin!(crate::stopped(&mut stop));
     loop {
         while conns.try_join_next().is_some() {}
-        let Some((stream, peer)) =
-            crate::http::server::accept(&listener, stopped.as_mut(), &name).await
+        let Some((stream, peer)) = crate::net::accept(&listener, stopped.as_mut(), &name).await
         else {
             break;
         };
@@ -93,7 +93,15 @@ fn destination(shared: &Shared, listener: &str) -> Result<Destination, Nowhere> 
 }
 
 /// One connection, from connect to both closes.
-async fn forward(shared: Arc<Shared>, listener: Arc<str>, mut down: TcpStream, peer: SocketAddr) {
+async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: SocketAddr) {
+    // Copied both ways until both close: it waits on its socket from the start.
+    let mut down = match down.into_registered() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(listener = %listener, error = %e, "cannot register the connection");
+            return;
+        }
+    };
     let Destination {
         cluster,
         addr,

@@ -49,7 +49,7 @@ pub enum Invalid {
 
 /// Makes room in a read buffer: rewinds it to its start when its earlier bytes have all been released
 /// (the usual case, with no allocation), or grows it.
-pub(super) fn reserve(buf: &mut BytesMut) {
+pub(crate) fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_MIN {
         buf.reserve(READ_BUF);
     }
@@ -525,7 +525,7 @@ impl Out {
     /// Writes it all, or as much as the socket takes without waiting.
     fn poll_flush(
         &mut self,
-        io: &mut TcpStream,
+        io: &mut (impl AsyncWrite + Unpin),
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
         while !self.is_empty() {
@@ -616,7 +616,7 @@ impl Writer {
     /// body, say).
     pub(super) fn poll_write(
         &mut self,
-        io: &mut TcpStream,
+        io: &mut (impl AsyncWrite + Unpin),
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), WriteError>> {
         loop {

@@ -25,6 +25,7 @@ use super::super::drain::Watch;
 use super::super::server::Handler;
 use super::super::{text, Body, RETRY_BUFFER_LIMIT};
 use super::codec::{self, Chunk, Decoded, Framing, Invalid, Spans, Writer, MAX_HEAD, MAX_HEADERS};
+use crate::net::Accepted;
 use bytes::{Bytes, BytesMut};
 use futures::channel::mpsc;
 use futures::Stream;
@@ -37,7 +38,6 @@ use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// The interim response to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -152,7 +152,7 @@ struct Pump {
 
 /// A downstream connection with its buffers.
 struct Conn {
-    io: TcpStream,
+    io: Accepted,
     /// Bytes read and not yet used: the head being read, pipelined requests, body bytes.
     rbuf: BytesMut,
     /// The response being written.
@@ -174,12 +174,7 @@ impl Drop for Conn {
 
 /// Serves HTTP/1.1 on a connection whose first bytes are in `rbuf`, until the client closes, a response
 /// ends the connection, or the listener drains (between requests, or after the current one).
-pub(crate) async fn serve(
-    io: TcpStream,
-    rbuf: BytesMut,
-    handler: &impl Handler,
-    watch: &mut Watch,
-) {
+pub(crate) async fn serve(io: Accepted, rbuf: BytesMut, handler: &impl Handler, watch: &mut Watch) {
     let mut conn = Conn {
         io,
         rbuf,
@@ -242,7 +237,7 @@ impl Conn {
             } else if watch.poll_draining(cx) {
                 return Poll::Ready(None);
             }
-            match ready!(codec::poll_fill(&self.io, &mut self.rbuf, cx)) {
+            match ready!(self.io.poll_fill(&mut self.rbuf, cx)) {
                 Ok(0) | Err(_) => return Poll::Ready(None),
                 Ok(_) => {}
             }
@@ -262,7 +257,7 @@ impl Conn {
                     }
                     self.rbuf.reserve(n - self.rbuf.len());
                     while self.rbuf.len() < n {
-                        match poll_fn(|cx| codec::poll_fill(&self.io, &mut self.rbuf, cx)).await {
+                        match poll_fn(|cx| self.io.poll_fill(&mut self.rbuf, cx)).await {
                             Ok(0) | Err(_) => return None,
                             Ok(_) => {}
                         }
@@ -339,7 +334,7 @@ impl Conn {
                     self.pump = None;
                     return;
                 }
-                Ok(Decoded::More) => match codec::poll_fill(&self.io, &mut self.rbuf, cx) {
+                Ok(Decoded::More) => match self.io.poll_fill(&mut self.rbuf, cx) {
                     Poll::Pending => return,
                     Poll::Ready(Ok(0)) => Err(Error::ClosedInBody),
                     Poll::Ready(Ok(_)) => continue,

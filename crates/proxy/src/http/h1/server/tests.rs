@@ -7,7 +7,7 @@ use http::HeaderValue;
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 
 /// What the test handler does, by path:
 /// - `/echo`: answers 200 with `<method> <target> <version>` and a line per request header, then
@@ -72,7 +72,7 @@ async fn handle(req: Request<Body>) -> Response<Body> {
 /// A server on a loopback port, serving each connection with `serve` as the listener does, and the
 /// drain that stops it.
 async fn server() -> (SocketAddr, Arc<Drain>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = crate::net::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let drain = Arc::new(Drain::default());
     let d = drain.clone();
@@ -417,7 +417,7 @@ async fn a_body_its_handler_leaves_unread_ends_the_connection_after_the_answer()
 async fn a_client_gone_in_the_middle_of_a_body_is_an_error_for_its_reader() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = crate::net::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let drain = Arc::new(Drain::default());
     let handler = move |req: Request<Body>| {

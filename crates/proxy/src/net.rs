@@ -1,0 +1,394 @@
+//! Listening sockets, and accepted connections that join tokio's reactor only once they have to wait.
+//!
+//! tokio's `TcpListener::accept` registers every accepted socket with epoll (`EPOLL_CTL_ADD`) before it is
+//! read, and its `TcpStream` deregisters it (`EPOLL_CTL_DEL`) when dropped. The registration queues an
+//! event at once (a new socket is writable), and the first read waits for that event even when the
+//! request is already in the socket: a turn of the runtime's driver per connection, and two system calls.
+//! A connection that sends its request and is answered and closed (`connection: close`, a health check,
+//! the new-connection workload of `bench/`) never has to wait on its own socket: the request is there
+//! when it is accepted and the response fits the socket's buffer.
+//!
+//! So an [`Accepted`] connection starts as a plain non-blocking socket, read and written directly, and is
+//! registered with the reactor the first time a read or a write would block (a kept-alive connection
+//! waiting for its next request, a request still on its way, a slow reader). Registering then loses no
+//! wake-up: epoll reports a socket's readiness as of when it is added.
+
+use bytes::BytesMut;
+use std::future::Future;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Pending connections the kernel queues for a listener (tokio's and mio's default).
+const BACKLOG: u32 = 1024;
+
+/// A listening TCP socket whose accepted connections are not registered with the reactor (see the
+/// module's note).
+#[derive(Debug)]
+pub struct Listener {
+    fd: AsyncFd<mio::net::TcpListener>,
+}
+
+/// Binds a TCP listener (`SO_REUSEADDR`, as `TcpListener::bind` does) with `TCP_NODELAY` set on it: on
+/// Linux accepted connections inherit it, which saves a `setsockopt` per connection.
+pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    Listener::try_from(socket.listen(BACKLOG)?)
+}
+
+impl TryFrom<tokio::net::TcpListener> for Listener {
+    type Error = io::Error;
+
+    /// Takes over a tokio listener (a test's, say); it must be used inside a tokio runtime.
+    fn try_from(listener: tokio::net::TcpListener) -> io::Result<Listener> {
+        // `into_std` leaves the socket non-blocking, as mio needs it.
+        let listener = mio::net::TcpListener::from_std(listener.into_std()?);
+        // SAFETY: the listener owns its descriptor, gives the same one every time and closes it only when
+        // dropped, which the `AsyncFd` that owns it does after deregistering it.
+        #[allow(unsafe_code)]
+        let fd = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) };
+        Ok(Listener {
+            fd: fd.map_err(io::Error::from)?,
+        })
+    }
+}
+
+impl Listener {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.fd.get_ref().local_addr()
+    }
+
+    /// The next connection, accepted non-blocking and not registered (see `poll_accept`).
+    /// Cancellation-safe.
+    pub async fn accept(&self) -> io::Result<(Accepted, SocketAddr)> {
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// The next connection waiting, accepted non-blocking (`accept4` with `SOCK_NONBLOCK`) and not
+    /// registered. Spends tokio's cooperative budget, as `TcpListener::poll_accept` does.
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Accepted, SocketAddr)>> {
+        loop {
+            let mut ready = ready!(self.fd.poll_read_ready(cx))?;
+            if let Ok(accepted) = ready.try_io(|fd| fd.get_ref().accept()) {
+                return Poll::Ready(accepted.map(|(stream, peer)| {
+                    let stream = State::Fresh(std::net::TcpStream::from(stream));
+                    (Accepted { state: stream }, peer)
+                }));
+            }
+        }
+    }
+}
+
+/// The next connection, or `None` once `stopped` (`crate::stopped`, pinned by the caller for all its
+/// accepts) has finished. A failed accept (usually EMFILE, or a connection reset during the handshake) is
+/// logged and followed by a short back-off.
+///
+/// The stop future is held across accepts rather than made anew for each: a new one read the watch's
+/// value and joined and left its waiter list every time, about 400 instructions per connection
+/// (`bench/instructions` with `WORKLOAD=http1-new-conn`); a held one that is already waiting only checks
+/// its notification, under the watch's lock.
+pub(crate) async fn accept(
+    listener: &Listener,
+    mut stopped: Pin<&mut impl Future<Output = ()>>,
+    name: &str,
+) -> Option<(Accepted, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            // A waiting connection first: the stop is looked at only when there is none, which saves
+            // polling it (a lock) for every connection. A steady stream of connections cannot hide it:
+            // the accept spends tokio's cooperative budget and turns pending when the task has used it
+            // up. It is cancellation-safe; `stopped` only observes, and is kept by the caller.
+            biased;
+            r = listener.accept() => r,
+            () = stopped.as_mut() => return None,
+        };
+        match accepted {
+            Ok(x) => return Some(x),
+            Err(e) => {
+                tracing::debug!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// An accepted connection: a plain non-blocking socket until a read or a write on it would block, then a
+/// tokio `TcpStream` (see the module's note).
+#[derive(Debug)]
+pub struct Accepted {
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Not registered with the reactor: read and written directly.
+    Fresh(std::net::TcpStream),
+    Registered(TcpStream),
+    /// Registering failed (the error was returned); the socket is closed.
+    Gone,
+}
+
+impl From<TcpStream> for Accepted {
+    /// A connection already registered (a test's, say).
+    fn from(stream: TcpStream) -> Accepted {
+        Accepted {
+            state: State::Registered(stream),
+        }
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the connection could not be registered with the runtime",
+    )
+}
+
+/// Whether `r` is a would-block; an interrupted call counts as one, to be retried after registering.
+fn would_block<T>(r: &io::Result<T>) -> bool {
+    matches!(r, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted))
+}
+
+impl Accepted {
+    /// Whether it has joined the reactor (it had to wait).
+    pub fn is_registered(&self) -> bool {
+        matches!(self.state, State::Registered(_))
+    }
+
+    /// The tokio stream, registering the socket first if it is not yet.
+    fn registered(&mut self) -> io::Result<&mut TcpStream> {
+        if let State::Fresh(_) = self.state {
+            let State::Fresh(s) = std::mem::replace(&mut self.state, State::Gone) else {
+                unreachable!("matched above")
+            };
+            self.state = State::Registered(TcpStream::from_std(s)?);
+        }
+        match &mut self.state {
+            State::Registered(s) => Ok(s),
+            _ => Err(gone()),
+        }
+    }
+
+    /// The connection as a tokio stream, for the protocols that keep waiting on it (HTTP/2, opaque TCP).
+    pub fn into_registered(mut self) -> io::Result<TcpStream> {
+        self.registered()?;
+        match self.state {
+            State::Registered(s) => Ok(s),
+            _ => Err(gone()),
+        }
+    }
+
+    /// Reads more into `buf` (grown or rewound first); `Ok(0)` when the peer
+    /// closed. Reads the socket directly while it is fresh, and waits only once it is registered.
+    pub(crate) fn poll_fill(
+        &mut self,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if let State::Fresh(s) = &self.state {
+            crate::http::reserve_read(buf);
+            let read = recv_into(s, buf);
+            if !would_block(&read) {
+                return Poll::Ready(read);
+            }
+        }
+        crate::http::poll_fill(self.registered()?, buf, cx)
+    }
+}
+
+/// One `recv` into `buf`'s spare capacity.
+fn recv_into(s: &std::net::TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let n = socket2::SockRef::from(s).recv(buf.spare_capacity_mut())?;
+    // SAFETY: `recv` initialized the first `n` bytes of the spare capacity (it returns how many it wrote,
+    // no more than it was given).
+    #[allow(unsafe_code)]
+    unsafe {
+        buf.set_len(buf.len() + n)
+    };
+    Ok(n)
+}
+
+impl AsyncRead for Accepted {
+    /// Registers first: only the rare readers go through here (the HTTP/1.1 server's linger before a
+    /// close); the request path reads with `poll_fill`.
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(self.registered()?).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Accepted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let State::Fresh(s) = &self.state {
+            let written = (&*s).write(buf);
+            if !would_block(&written) {
+                return Poll::Ready(written);
+            }
+        }
+        Pin::new(self.registered()?).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let State::Fresh(s) = &self.state {
+            let written = (&*s).write_vectored(bufs);
+            if !would_block(&written) {
+                return Poll::Ready(written);
+            }
+        }
+        Pin::new(self.registered()?).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.state {
+            State::Fresh(s) => Poll::Ready(s.shutdown(std::net::Shutdown::Write)),
+            State::Registered(s) => Pin::new(s).poll_shutdown(cx),
+            State::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A listener on loopback and a connected client; the connection is accepted by the caller.
+    async fn listener() -> (Listener, SocketAddr) {
+        let l = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        (l, addr)
+    }
+
+    async fn accept_one(l: &Listener) -> Accepted {
+        within(l.accept()).await.expect("accept").0
+    }
+
+    /// `f`'s output, or a failed test when it takes more than 5 s (a lost wake-up, bytes lost).
+    async fn within<T>(f: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), f)
+            .await
+            .expect("waited 5 s")
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_waits_is_never_registered() {
+        let (l, addr) = listener().await;
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client.write_all(b"hello").await.expect("write");
+        // The bytes are in the accepted socket before it is accepted.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut conn = accept_one(&l).await;
+        let mut buf = BytesMut::new();
+        let n = within(poll_fn(|cx| conn.poll_fill(&mut buf, cx)))
+            .await
+            .expect("read");
+        assert_eq!((n, &buf[..]), (5, &b"hello"[..]));
+        conn.write_all(b"world").await.expect("write");
+        assert!(!conn.is_registered(), "nothing waited, nothing registered");
+        drop(conn);
+        let mut back = Vec::new();
+        within(client.read_to_end(&mut back)).await.expect("read");
+        assert_eq!(back, b"world");
+    }
+
+    #[tokio::test]
+    async fn bytes_that_come_after_the_accept_are_waited_for() {
+        let (l, addr) = listener().await;
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let mut conn = accept_one(&l).await;
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client.write_all(b"late").await.expect("write");
+            client
+        });
+        let mut buf = BytesMut::new();
+        let n = within(poll_fn(|cx| conn.poll_fill(&mut buf, cx)))
+            .await
+            .expect("read");
+        assert_eq!((n, &buf[..]), (4, &b"late"[..]));
+        assert!(conn.is_registered());
+        // The close is seen through the registration too.
+        drop(sender.await.expect("sender"));
+        buf.clear();
+        let n = within(poll_fn(|cx| conn.poll_fill(&mut buf, cx)))
+            .await
+            .expect("read");
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn a_write_larger_than_the_socket_takes_waits_for_room() {
+        let (l, addr) = listener().await;
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let mut conn = accept_one(&l).await;
+        let body = vec![7u8; 16 << 20];
+        let writer = tokio::spawn(async move {
+            conn.write_all(&body).await.expect("write");
+            conn.shutdown().await.expect("shutdown");
+            conn
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut got = Vec::new();
+        within(client.read_to_end(&mut got)).await.expect("read");
+        assert_eq!(got.len(), 16 << 20);
+        assert!(got.iter().all(|&b| b == 7));
+        assert!(writer.await.expect("writer").is_registered());
+    }
+
+    #[tokio::test]
+    async fn an_accept_takes_each_waiting_connection_once() {
+        let (l, addr) = listener().await;
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let (_, peer) = within(l.accept()).await.expect("accept");
+            peers.push(peer);
+        }
+        let mut locals: Vec<_> = clients
+            .iter()
+            .map(|c| c.local_addr().expect("addr"))
+            .collect();
+        peers.sort();
+        locals.sort();
+        assert_eq!(peers, locals);
+        // None left: the next accept waits.
+        let next = tokio::time::timeout(Duration::from_millis(50), l.accept());
+        assert!(next.await.is_err());
+    }
+}
