@@ -14,7 +14,7 @@
 #![deny(unsafe_code)]
 // audited exceptions: `memory::release_freed`, `memory::Allocator`, `tcp::splice`, `http::h1::codec::valid_value`,
 // `http::h2::field_value`, `http::h2::poll_read_into`, `net::recv_into`,
-// `net::Listener::try_from`
+// `net::Listener::try_from`, `net::Listener::defer_accept`
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

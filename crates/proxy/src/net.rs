@@ -26,6 +26,10 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// Pending connections the kernel queues for a listener (tokio's and mio's default).
 const BACKLOG: u32 = 1024;
+/// How long a connection on a listener that defers accepts may wait for its first bytes before it is
+/// handed over without them (see `Listener::defer_accept`).
+#[cfg(target_os = "linux")]
+const DEFER_ACCEPT_SECS: libc::c_int = 1;
 
 /// A listening TCP socket whose accepted connections are not registered with the reactor (see the
 /// module's note).
@@ -69,6 +73,37 @@ impl Listener {
     /// The address it listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.fd.get_ref().local_addr()
+    }
+
+    /// Has the kernel hand over a connection only once its first bytes have arrived (Linux's
+    /// `TCP_DEFER_ACCEPT`), for listeners whose clients speak first (HTTP). The request is then in the
+    /// socket when it is accepted and read without waiting, where otherwise, under load, the proxy often
+    /// accepted a connection between the handshake and the request, and registered it to wait. A client
+    /// that connects and sends nothing is handed over after about `DEFER_ACCEPT_SECS` anyway (when the
+    /// kernel's repeated SYN-ACK is acknowledged). Not for protocols whose server speaks first, which it
+    /// would hold up: opaque TCP listeners do not use it.
+    pub fn defer_accept(&self) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let secs: libc::c_int = DEFER_ACCEPT_SECS;
+            // SAFETY: a plain setsockopt on a descriptor this listener owns, with a pointer to a live
+            // `c_int` and its size.
+            #[allow(unsafe_code)]
+            let r = unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_DEFER_ACCEPT,
+                    (&secs as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
     }
 
     /// The next connection, accepted non-blocking and not registered (see `poll_accept`).
@@ -322,6 +357,25 @@ mod tests {
         let mut back = Vec::new();
         within(client.read_to_end(&mut back)).await.expect("read");
         assert_eq!(back, b"world");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_deferring_listener_hands_a_connection_over_with_its_first_bytes() {
+        let (l, addr) = listener().await;
+        l.defer_accept().expect("TCP_DEFER_ACCEPT");
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        // Connected, nothing sent: nothing to accept yet (the kernel holds it for a second).
+        let early = tokio::time::timeout(Duration::from_millis(200), l.accept()).await;
+        assert!(early.is_err(), "accepted before the first bytes");
+        client.write_all(b"GET").await.expect("write");
+        let mut conn = accept_one(&l).await;
+        let mut buf = BytesMut::new();
+        let n = within(poll_fn(|cx| conn.poll_fill(&mut buf, cx)))
+            .await
+            .expect("read");
+        assert_eq!((n, &buf[..]), (3, &b"GET"[..]));
+        assert!(!conn.is_registered());
     }
 
     #[tokio::test]

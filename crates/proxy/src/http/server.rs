@@ -176,6 +176,10 @@ pub async fn serve(
     drain: Duration,
 ) {
     let local = listener.local_addr().ok();
+    // HTTP clients speak first: a connection is accepted with its request (see `defer_accept`).
+    if let Err(e) = listener.defer_accept() {
+        tracing::debug!(listener = name, error = %e, "TCP_DEFER_ACCEPT not set");
+    }
     // No timer, so no header-read deadline (Envoy's `request_headers_timeout` is off by default too):
     // hyper's default of 30 s arms a timer on every request, which showed in the profile of keep-alive load.
     let signal = Arc::new(Drain::default());
