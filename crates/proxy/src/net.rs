@@ -269,18 +269,13 @@ impl AsyncRead for Accepted {
 }
 
 impl AsyncWrite for Accepted {
+    /// One buffer is written as a vector of one: `writev` costs what `write` does.
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let State::Fresh(s) = &self.state {
-            let written = (&*s).write(buf);
-            if !would_block(&written) {
-                return Poll::Ready(written);
-            }
-        }
-        Pin::new(self.registered()?).poll_write(cx, buf)
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
