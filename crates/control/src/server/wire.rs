@@ -13,24 +13,24 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::Message;
-use weft_xds::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryResponse, DiscoveryResponse, Resource,
-};
+use weft_xds::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 
 /// Resources at least this large are sent as a reference to the view's bytes; smaller ones are copied
 /// into the response, where a separate buffer would cost more than the copy.
 pub const SHARE_MIN: usize = 4096;
 
-/// `resources` is field 2 in both responses, `resource` is field 2 in `Resource`.
+/// `resources` is field 2 in both responses; in `Resource`, `version` is 1, `resource` 2 and `name` 3.
 const RESOURCES_TAG: u32 = 2;
+const RESOURCE_VERSION_TAG: u32 = 1;
 const RESOURCE_ANY_TAG: u32 = 2;
+const RESOURCE_NAME_TAG: u32 = 3;
 
 /// One resource of a response: its name, version and encoded `Any`.
 pub struct Item<'a> {
     /// The resource's name.
     pub name: &'a str,
-    /// Its version (delta only).
-    pub version: &'a str,
+    /// Its version (delta only), as text.
+    pub version: &'a [u8],
     /// The encoded `google.protobuf.Any`.
     pub any: &'a Bytes,
 }
@@ -94,54 +94,62 @@ fn grpc_prefix(w: &mut BytesMut, len: usize) {
     w.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
 }
 
+/// A string field as prost writes it: nothing when empty (proto3's default).
+fn string_field_len(tag: u32, s: &[u8]) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        len_delimited(tag, s.len())
+    }
+}
+
+fn put_string_field(tag: u32, s: &[u8], w: &mut BytesMut) {
+    if !s.is_empty() {
+        encode_key(tag, WireType::LengthDelimited, w);
+        encode_varint(s.len() as u64, w);
+        w.put_slice(s);
+    }
+}
+
+/// The length of a `Resource`'s fields before its `Any`: its version and name.
+fn resource_head_len(it: &Item<'_>) -> usize {
+    string_field_len(RESOURCE_VERSION_TAG, it.version)
+        + string_field_len(RESOURCE_NAME_TAG, it.name.as_bytes())
+}
+
+/// The length of one entry of `resources`: a wrapped `Resource` (delta) or the bare `Any`.
+fn entry_len(it: &Item<'_>, wrap: bool) -> usize {
+    if wrap {
+        resource_head_len(it) + len_delimited(RESOURCE_ANY_TAG, it.any.len())
+    } else {
+        it.any.len()
+    }
+}
+
 /// A response: `head` is the message without its resources (field 2 in both protocols). Delta wraps each
-/// `Any` in a `Resource` carrying its name and version; state of the world sends the bare `Any`.
+/// `Any` in a `Resource` carrying its name and version; state of the world sends the bare `Any`. Nothing
+/// is allocated per resource: the fields around each `Any` are written straight into the frame.
 fn encode<M: Message>(head: &M, items: &[Item<'_>], wrap: bool) -> Frames {
-    // Per resource: the `Resource` fields before its `Any` (delta only), and the field's whole length.
-    let heads: Vec<(Vec<u8>, usize)> = items
-        .iter()
-        .map(|it| {
-            if !wrap {
-                return (Vec::new(), it.any.len());
-            }
-            let h = Resource {
-                name: it.name.to_string(),
-                version: it.version.to_string(),
-                ..Default::default()
-            }
-            .encode_to_vec();
-            let len = h.len() + len_delimited(RESOURCE_ANY_TAG, it.any.len());
-            (h, len)
-        })
-        .collect();
     let head_len = head.encoded_len();
-    let total = head_len
-        + heads
-            .iter()
-            .map(|(_, len)| len_delimited(RESOURCES_TAG, *len))
-            .sum::<usize>();
-    let small: usize = items
-        .iter()
-        .zip(&heads)
-        .map(|(it, (h, _))| {
-            h.len()
-                + 20
-                + if it.any.len() < SHARE_MIN {
-                    it.any.len()
-                } else {
-                    0
-                }
-        })
-        .sum();
+    let mut total = head_len;
+    let mut small = 0;
+    for it in items {
+        total += len_delimited(RESOURCES_TAG, entry_len(it, wrap));
+        small += 20 + if wrap { resource_head_len(it) } else { 0 };
+        if it.any.len() < SHARE_MIN {
+            small += it.any.len();
+        }
+    }
     let mut w = Writer::new(5 + head_len + small);
     grpc_prefix(&mut w.small, total);
     // Encoding into a BytesMut cannot run out of space: it grows.
     let _ = head.encode(&mut w.small);
-    for (it, (h, len)) in items.iter().zip(&heads) {
+    for it in items {
         encode_key(RESOURCES_TAG, WireType::LengthDelimited, &mut w.small);
-        encode_varint(*len as u64, &mut w.small);
+        encode_varint(entry_len(it, wrap) as u64, &mut w.small);
         if wrap {
-            w.small.put_slice(h);
+            put_string_field(RESOURCE_VERSION_TAG, it.version, &mut w.small);
+            put_string_field(RESOURCE_NAME_TAG, it.name.as_bytes(), &mut w.small);
             encode_key(RESOURCE_ANY_TAG, WireType::LengthDelimited, &mut w.small);
             encode_varint(it.any.len() as u64, &mut w.small);
         }
@@ -165,6 +173,7 @@ pub fn sotw(head: &DiscoveryResponse, items: &[Item<'_>]) -> Frames {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weft_xds::pb::envoy::service::discovery::v3::Resource;
     use weft_xds::Any;
 
     fn any(type_url: &str, n: usize, fill: u8) -> Any {
@@ -197,11 +206,14 @@ mod tests {
             .iter()
             .map(|a| Bytes::from(a.encode_to_vec()))
             .collect();
-        let names = ["a", "b", "c"];
+        // A name longer than 127 bytes takes a two-byte length; an empty one is omitted, as prost does.
+        let long = "n".repeat(200);
+        let names = ["a", long.as_str(), ""];
+        let versions: [&[u8]; 3] = [b"v1", b"", b"0123456789abcdef"];
         let items: Vec<Item<'_>> = (0..3)
             .map(|i| Item {
                 name: names[i],
-                version: "v1",
+                version: versions[i],
                 any: &encoded[i],
             })
             .collect();
@@ -224,7 +236,7 @@ mod tests {
         want.resources = (0..3)
             .map(|i| Resource {
                 name: names[i].into(),
-                version: "v1".into(),
+                version: String::from_utf8(versions[i].to_vec()).expect("ascii"),
                 resource: Some(anys[i].clone()),
                 ..Default::default()
             })
