@@ -326,6 +326,15 @@ mod tests {
         within(l.accept()).await.expect("accept").0
     }
 
+    /// One `poll_fill` into a fresh buffer: the count and the bytes.
+    async fn fill(conn: &mut Accepted) -> (usize, BytesMut) {
+        let mut buf = BytesMut::new();
+        let n = within(poll_fn(|cx| conn.poll_fill(&mut buf, cx)))
+            .await
+            .expect("read");
+        (n, buf)
+    }
+
     /// `f`'s output, or a failed test when it takes more than 5 s (a lost wake-up, bytes lost).
     async fn within<T>(f: impl Future<Output = T>) -> T {
         tokio::time::timeout(Duration::from_secs(5), f)
@@ -341,10 +350,7 @@ mod tests {
         // The bytes are in the accepted socket before it is accepted.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut conn = accept_one(&l).await;
-        let mut buf = BytesMut::new();
-        let n = within(poll_fn(|cx| conn.poll_fill(&mut buf, cx)))
-            .await
-            .expect("read");
+        let (n, buf) = fill(&mut conn).await;
         assert_eq!((n, &buf[..]), (5, &b"hello"[..]));
         conn.write_all(b"world").await.expect("write");
         assert!(!conn.is_registered(), "nothing waited, nothing registered");
@@ -365,10 +371,7 @@ mod tests {
         assert!(early.is_err(), "accepted before the first bytes");
         client.write_all(b"GET").await.expect("write");
         let mut conn = accept_one(&l).await;
-        let mut buf = BytesMut::new();
-        let n = within(poll_fn(|cx| conn.poll_fill(&mut buf, cx)))
-            .await
-            .expect("read");
+        let (n, buf) = fill(&mut conn).await;
         assert_eq!((n, &buf[..]), (3, &b"GET"[..]));
         assert!(!conn.is_registered());
     }
@@ -383,19 +386,12 @@ mod tests {
             client.write_all(b"late").await.expect("write");
             client
         });
-        let mut buf = BytesMut::new();
-        let n = within(poll_fn(|cx| conn.poll_fill(&mut buf, cx)))
-            .await
-            .expect("read");
+        let (n, buf) = fill(&mut conn).await;
         assert_eq!((n, &buf[..]), (4, &b"late"[..]));
         assert!(conn.is_registered());
         // The close is seen through the registration too.
         drop(sender.await.expect("sender"));
-        buf.clear();
-        let n = within(poll_fn(|cx| conn.poll_fill(&mut buf, cx)))
-            .await
-            .expect("read");
-        assert_eq!(n, 0);
+        assert_eq!(fill(&mut conn).await.0, 0);
     }
 
     #[tokio::test]
