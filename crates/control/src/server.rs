@@ -510,8 +510,8 @@ impl Connection {
         // subscribes to every cluster's endpoints at once, so the names already in the update are
         // looked up in a set, not searched: ten thousand of each made this loop most of a first sync.
         let pending = if had_view { pending } else { Vec::new() };
-        let in_update: HashSet<Arc<str>> = if pending.is_empty() {
-            HashSet::new()
+        let in_update: NameSet = if pending.is_empty() {
+            NameSet::default()
         } else {
             update.resources.iter().map(|(n, _, _)| n.clone()).collect()
         };
