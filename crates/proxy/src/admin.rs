@@ -3,8 +3,6 @@
 //! supports, so it has no authentication.
 
 use crate::config::{Snapshot, Stored};
-use crate::http::{server, text, Body};
-use crate::net::Listener;
 use crate::Shared;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -12,6 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use weft_http::net::Listener;
+use weft_http::{server, text, Body};
 use weft_xds::type_url;
 
 const DUMP_PREFIX: &str = "type.googleapis.com/envoy.admin.v3.";

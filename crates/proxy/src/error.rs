@@ -126,7 +126,7 @@ pub enum ProxyError {
         addr: SocketAddr,
         /// What failed.
         #[source]
-        source: crate::http::upstream::UpstreamError,
+        source: weft_http::upstream::UpstreamError,
     },
     /// The connection or stream to the endpoint ended before a response.
     #[error("upstream {addr} reset the request")]
@@ -135,7 +135,7 @@ pub enum ProxyError {
         addr: SocketAddr,
         /// What failed.
         #[source]
-        source: crate::http::upstream::UpstreamError,
+        source: weft_http::upstream::UpstreamError,
     },
     /// One try exceeded `per_try_timeout`.
     #[error("upstream {addr} did not answer within the per-try timeout")]
@@ -160,7 +160,7 @@ pub enum ProxyError {
     DownstreamBody {
         /// What reading it found.
         #[source]
-        source: crate::http::BodyError,
+        source: weft_http::BodyError,
     },
     /// The request could not be turned into an upstream request.
     #[error("cannot build the upstream request")]

@@ -2,14 +2,6 @@
 //! (charted in the crate README): authority → route table → virtual host → route → fault → cluster pick →
 //! request header edits → endpoint pick → forward with timeout and retries → response header edits.
 
-mod body;
-mod date;
-mod drain;
-mod h1;
-mod h2;
-pub mod server;
-pub mod upstream;
-
 use crate::config::cluster::Cluster;
 use crate::config::headers::HeaderEdits;
 use crate::config::route::{RequestView, Route, RouteConfig, Target, VirtualHost};
@@ -17,8 +9,6 @@ use crate::config::Snapshot;
 use crate::error::{Flags, ProxyError, RESPONSE_FLAGS_HEADER};
 use crate::Shared;
 use bytes::Bytes;
-/// Reading a socket into a connection's buffer, for `crate::net`'s accepted connections too.
-pub(crate) use h1::codec::{poll_fill, reserve as reserve_read};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Version};
@@ -28,11 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub use body::{Body, BodyError};
+pub use weft_http::{full, text, Body, BodyError};
+use weft_http::{h1, upstream};
 
 /// Request bodies up to this size are buffered so the request can be retried; larger or unsized bodies are
-/// streamed and not retried.
-pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+/// streamed and not retried. The HTTP/1.1 server reads bodies of this size whole before the request path
+/// runs.
+pub const RETRY_BUFFER_LIMIT: u64 = weft_http::WHOLE_BODY_LIMIT;
 /// Envoy's default retry back-off base interval.
 const RETRY_BACKOFF_BASE: Duration = Duration::from_millis(25);
 /// Envoy's default maximum back-off (10 × base).
@@ -48,11 +40,6 @@ pub enum Entry {
     Outbound,
     /// An inbound listener, by LDS name: route through its own table.
     Inbound(Arc<str>),
-}
-
-/// A full body from bytes.
-pub fn full(b: impl Into<Bytes>) -> Body {
-    Body::full(b.into())
 }
 
 /// Handles one request: never fails; errors become local responses with Envoy's status and flags.
@@ -161,53 +148,14 @@ fn uuid_v4_header() -> HeaderValue {
 
 /// A count of milliseconds as a header value.
 fn millis_header(ms: u64) -> HeaderValue {
-    slab_value(decimal(ms, &mut [0u8; 20]))
+    slab_value(weft_http::decimal(ms, &mut [0u8; 20]))
 }
 
-/// `n` in decimal ASCII, written at the end of `digits` (no formatting machinery on the request path).
-fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &digits[at..]
-}
-
-/// Bytes per slab of [`slab_value`].
-const SLAB: usize = 4096;
-
-thread_local! {
-    static VALUE_SLAB: std::cell::RefCell<bytes::BytesMut> =
-        std::cell::RefCell::new(bytes::BytesMut::new());
-}
-
-/// Bytes the proxy makes per request (`x-request-id` and `x-envoy-upstream-service-time` values, the head
-/// an HTTP/1.1 upstream is sent), written by `write` into a per-thread slab and cut from it.
-/// `HeaderValue::from_bytes` allocated for each value, and again when a retryable request's headers were
-/// copied for the first try (`Bytes` turns a vector into a shared buffer on its first clone); a slab
-/// allocates once per `SLAB` bytes and its pieces clone by reference count. A slab is freed when the last
-/// piece cut from it is. A piece longer than the room left makes its own allocation (correct, only slower).
-pub(crate) fn slab_cut(write: impl FnOnce(&mut bytes::BytesMut)) -> Bytes {
-    VALUE_SLAB.with(|slab| {
-        let mut slab = slab.borrow_mut();
-        if slab.capacity() - slab.len() < SLAB / 8 {
-            *slab = bytes::BytesMut::with_capacity(SLAB);
-        }
-        write(&mut slab);
-        slab.split().freeze()
-    })
-}
-
-/// A header value cut from the slab (see [`slab_cut`]).
+/// A header value cut from the slab (see `weft_http::slab_cut`).
 fn slab_value(bytes: &[u8]) -> HeaderValue {
-    let cut = slab_cut(|slab| slab.extend_from_slice(bytes));
+    let cut = weft_http::slab_cut(|slab| slab.extend_from_slice(bytes));
     // Callers pass digits, hex and dashes: always a valid value.
-    h1::codec::valid_value(cut).unwrap_or_else(|_| HeaderValue::from_static(""))
+    weft_http::field_value(cut).unwrap_or_else(|| HeaderValue::from_static(""))
 }
 
 /// Each byte's two lowercase hex digits.
@@ -766,15 +714,6 @@ fn try_once<'a>(
     }))
 }
 
-/// A plain response with a status and a text body (admin and tests).
-pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -872,7 +811,7 @@ mod tests {
         for (text, v) in &values {
             assert_eq!(v, text.as_str());
         }
-        let long = "x".repeat(SLAB + 1);
+        let long = "x".repeat(5000);
         assert_eq!(slab_value(long.as_bytes()), long.as_str());
         assert_eq!(slab_value(b"after"), "after");
     }

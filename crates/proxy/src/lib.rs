@@ -12,9 +12,7 @@
 //! The request path is charted in this crate's `README.md`. [`Proxy::start`] starts everything and returns a
 //! handle with the bound addresses; [`run`] does the same and waits for a signal.
 #![deny(unsafe_code)]
-// audited exceptions: `memory::release_freed`, `memory::Allocator`, `tcp::splice`, `http::h1::codec::valid_value`,
-// `http::h2::field_value`, `http::h2::poll_read_into`, `net::recv_into`,
-// `net::Listener::try_from`, `net::Listener::defer_accept`
+// audited exceptions: `memory::release_freed`, `memory::Allocator`, `tcp::splice`
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -29,7 +27,6 @@ pub mod listeners;
 #[global_allocator]
 static TEST_ALLOCATOR: memory::Allocator = memory::Allocator;
 pub mod memory;
-pub mod net;
 pub mod outbound;
 pub mod tcp;
 pub mod xds_client;
@@ -241,7 +238,7 @@ pub(crate) struct Shared {
     /// True once a first CDS and LDS have been applied.
     pub(crate) ready: AtomicBool,
     /// Pooled upstream clients.
-    pub(crate) upstream: http::upstream::Upstream,
+    pub(crate) upstream: weft_http::upstream::Upstream,
     /// Bumped on every applied snapshot, so the inbound listener manager can reconcile.
     pub(crate) generation: watch::Sender<u64>,
     /// Set to true to shut everything down.
@@ -255,7 +252,7 @@ impl Shared {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(config::Snapshot::default()),
             ready: AtomicBool::new(false),
-            upstream: http::upstream::Upstream::new(),
+            upstream: weft_http::upstream::Upstream::new(),
             generation: watch::channel(0).0,
             shutdown: watch::channel(false).0,
             bound: std::sync::Mutex::new(BTreeMap::new()),
@@ -271,11 +268,8 @@ impl Shared {
     }
 }
 
-/// Resolves once a stop flag turns true (or its sender is gone). Cancellation-safe: it only observes.
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is dropped here, before any other await.
-    let _ = rx.wait_for(|s| *s).await.map(|_| ());
-}
+use weft_http::net;
+pub(crate) use weft_http::stopped;
 
 /// The proxy as a library: start it, learn its addresses, stop it.
 pub struct Proxy;

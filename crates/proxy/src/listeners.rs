@@ -4,7 +4,7 @@
 //! Any listener with a socket address and `bind_to_port` not false qualifies. New ones are bound and
 //! removed ones stopped (and drained) when LDS changes; one whose address or kind changed is rebound.
 
-use crate::http::{self, server, Entry};
+use crate::http::{self, Entry};
 use crate::Shared;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use weft_http::server;
 
 /// What a bound listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +83,7 @@ async fn reconcile(shared: &Arc<Shared>, running: &mut HashMap<String, Running>,
         if running.contains_key(name) {
             continue;
         }
-        let listener = match crate::net::bind(addr) {
+        let listener = match weft_http::net::bind(addr) {
             Ok(l) => l,
             Err(e) => {
                 // Keep the others; the next LDS update retries.

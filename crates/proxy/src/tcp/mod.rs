@@ -12,7 +12,6 @@ mod splice;
 
 use crate::config::listener::RouteSource;
 use crate::error::Flags;
-use crate::net::{Accepted, Listener};
 use crate::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use weft_http::net::{Accepted, Listener};
 
 /// Accepts until `stop` turns true, then gives the open connections up to `drain` to finish and closes
 /// the rest.
@@ -34,7 +34,7 @@ pub(crate) async fn serve(
     let mut stopped = std::pin::pin!(crate::stopped(&mut stop));
     loop {
         while conns.try_join_next().is_some() {}
-        let Some((stream, peer)) = crate::net::accept(&listener, stopped.as_mut(), &name).await
+        let Some((stream, peer)) = weft_http::net::accept(&listener, stopped.as_mut(), &name).await
         else {
             break;
         };

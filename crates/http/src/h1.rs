@@ -21,7 +21,7 @@
 //! only when the exchange ended cleanly on both sides: the whole request sent, the whole response read
 //! and nothing after it, and neither side said `connection: close`.
 
-pub(super) mod codec;
+pub(crate) mod codec;
 pub mod server;
 
 use super::Body;
@@ -194,7 +194,7 @@ struct State {
 
 impl Conn {
     /// A connection on a connected socket, returned to `pool` after each clean exchange.
-    pub fn new(io: TcpStream, addr: SocketAddr, pool: Weak<H1Pool>) -> Conn {
+    pub(crate) fn new(io: TcpStream, addr: SocketAddr, pool: Weak<H1Pool>) -> Conn {
         Conn(Box::new(State {
             io,
             addr,

@@ -2,8 +2,8 @@
 //! every way of breaking the protocol can be produced exactly.
 
 use super::*;
-use crate::http::body::BodyError;
-use crate::http::upstream::H1Pool;
+use crate::body::BodyError;
+use crate::upstream::H1Pool;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderValue};
 use http_body::Body as _;

@@ -14,7 +14,7 @@
 
 use super::frame::{self, Head, Reason, Setting};
 use super::hpack::{self, Name};
-use crate::http::{date, h1, Body};
+use crate::{date, h1, Body};
 use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
 use futures::task::AtomicWaker;

@@ -368,7 +368,7 @@ mod tests {
                     }
                     _ => {}
                 }
-                super::super::text(hyper::StatusCode::OK, "done")
+                crate::text(hyper::StatusCode::OK, "done")
             }
         };
         let server = tokio::spawn(serve("test", listener, handler, stop_rx, drain));
@@ -481,7 +481,7 @@ mod tests {
             let pad = [0u8; 2048];
             tokio::task::yield_now().await;
             std::hint::black_box(&pad);
-            super::super::text(hyper::StatusCode::OK, "")
+            crate::text(hyper::StatusCode::OK, "")
         };
         let drain = Arc::new(Drain::default());
         let future = connection(accepted, handler, drain.watch());

@@ -14,7 +14,7 @@
 
 use super::hpack::{self, Decoder, Name};
 use super::serve;
-use crate::http::Body;
+use crate::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;

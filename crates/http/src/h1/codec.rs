@@ -2,8 +2,8 @@
 //! head's bytes, decoding a body by its framing (RFC 9112, 6 and 7), and writing a head and a body with
 //! its framing in as few `writev`s as the body's frames allow.
 
-use super::super::body::BodyError;
-use super::super::Body;
+use crate::body::BodyError;
+use crate::Body;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -742,7 +742,7 @@ pub(super) fn push_length(out: &mut Vec<u8>, n: u64) {
 
 /// Appends `n` in decimal.
 pub(super) fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(super::super::decimal(n, &mut [0u8; 20]));
+    out.extend_from_slice(crate::decimal(n, &mut [0u8; 20]));
 }
 
 /// Appends `n` in hexadecimal (a chunk size).

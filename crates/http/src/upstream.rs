@@ -660,7 +660,7 @@ mod tests {
 
     /// `GET /` through the pool; the body read to its end.
     async fn get(up: &Upstream, addr: SocketAddr) -> String {
-        let mut req = Request::new(super::super::full(""));
+        let mut req = Request::new(crate::full(""));
         *req.uri_mut() = http::Uri::from_static("/");
         req.headers_mut()
             .insert(http::header::HOST, http::HeaderValue::from_static("up"));
@@ -700,7 +700,7 @@ mod tests {
     async fn concurrent_requests_never_share_a_connection() {
         let (addr, conns) = upstream(After::KeepAlive).await;
         let up = Upstream::new();
-        let mut req = Request::new(super::super::full(""));
+        let mut req = Request::new(crate::full(""));
         *req.uri_mut() = http::Uri::from_static("/");
         let first = send(&up, addr, Duration::from_secs(1), req)
             .await
@@ -767,9 +767,9 @@ mod tests {
                     let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
                     let svc =
                         hyper::service::service_fn(move |_req: Request<Incoming>| async move {
-                            Ok::<_, std::convert::Infallible>(Response::new(super::super::full(
-                                format!("conn {n}"),
-                            )))
+                            Ok::<_, std::convert::Infallible>(Response::new(crate::full(format!(
+                                "conn {n}"
+                            ))))
                         });
                     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(s), svc);
@@ -791,7 +791,7 @@ mod tests {
 
     /// `GET /` over HTTP/2 through the pool; the body read to its end.
     async fn get_h2(up: &Upstream, addr: SocketAddr) -> Result<String, Failure> {
-        let mut req = Request::new(super::super::full(""));
+        let mut req = Request::new(crate::full(""));
         *req.uri_mut() = http::Uri::from_static("http://up/");
         *req.version_mut() = http::Version::HTTP_2;
         let resp = up.send_h2(addr, Duration::from_secs(1), req).await?;
@@ -947,7 +947,7 @@ mod tests {
         for round in 0..2 {
             // 2 MiB down, pushed by the upstream faster than it is read: the body drives the connection
             // with the reader's backpressure.
-            let mut req = Request::new(super::super::full(""));
+            let mut req = Request::new(crate::full(""));
             *req.uri_mut() = http::Uri::from_static("/big");
             req.headers_mut()
                 .insert(http::header::HOST, http::HeaderValue::from_static("up"));
@@ -982,7 +982,7 @@ mod tests {
             l.local_addr().expect("addr")
         };
         let up = Upstream::new();
-        let req = Request::new(super::super::full(""));
+        let req = Request::new(crate::full(""));
         match send(&up, closed, Duration::from_secs(1), req).await {
             Err(Failure::Connect(UpstreamError::Connect(_))) => {}
             other => panic!("want a connect error, got {other:?}"),

@@ -1,8 +1,8 @@
 //! The HTTP/1.1 server against raw clients that write exact bytes, so that every framing case, keep-alive
 //! rule and broken request can be produced, and the bytes answered checked whole.
 
-use super::super::super::drain::Drain;
 use super::*;
+use crate::drain::Drain;
 use http::HeaderValue;
 use http_body_util::BodyExt;
 use std::net::SocketAddr;

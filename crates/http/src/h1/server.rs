@@ -9,7 +9,7 @@
 //! writes the response head and the first body frame with one `writev`.
 //!
 //! Request bodies: none (the usual GET) costs nothing; one with a `content-length` up to
-//! `RETRY_BUFFER_LIMIT` is read whole before the handler runs (the proxy buffers it to retry anyway), a
+//! `WHOLE_BODY_LIMIT` is read whole before the handler runs (the proxy buffers it to retry anyway), a
 //! slice of the read buffer; larger and chunked bodies stream through a one-frame channel that this task
 //! fills while the handler runs and while the response is written (an upstream may answer as it reads).
 //! `Expect: 100-continue` is answered here, as Envoy does, when the body is first read.
@@ -20,12 +20,12 @@
 //! Heads that break the protocol get a 400 (431 when too large, 501 for a transfer coding other than
 //! chunked, 505 for a version other than 1.x) naming what broke, and the connection is closed.
 
-use super::super::date;
-use super::super::drain::Watch;
-use super::super::server::Handler;
-use super::super::{text, Body, RETRY_BUFFER_LIMIT};
 use super::codec::{self, Chunk, Decoded, Framing, Invalid, Spans, Writer, MAX_HEAD, MAX_HEADERS};
+use crate::date;
+use crate::drain::Watch;
 use crate::net::Accepted;
+use crate::server::Handler;
+use crate::{text, Body, WHOLE_BODY_LIMIT};
 use bytes::{Bytes, BytesMut};
 use futures::channel::mpsc;
 use futures::Stream;
@@ -249,7 +249,7 @@ impl Conn {
     async fn body(&mut self, meta: &Meta) -> Option<Body> {
         match meta.framing {
             Framing::Done => Some(Body::empty()),
-            Framing::Length(n) if n <= RETRY_BUFFER_LIMIT => {
+            Framing::Length(n) if n <= WHOLE_BODY_LIMIT => {
                 let n = n as usize;
                 if self.rbuf.len() < n {
                     if meta.expect_continue && self.io.write_all(CONTINUE).await.is_err() {

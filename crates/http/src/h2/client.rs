@@ -15,7 +15,7 @@
 
 use super::frame::{self, Head, Reason, Setting};
 use super::hpack::{self, Name};
-use crate::http::{h1, Body};
+use crate::{h1, Body};
 use bytes::{Buf, Bytes, BytesMut};
 use futures::task::AtomicWaker;
 use http::{header, HeaderMap, HeaderName, Request, Response, StatusCode, Version};

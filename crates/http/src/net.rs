@@ -135,7 +135,7 @@ impl Listener {
 /// value and joined and left its waiter list every time, about 400 instructions per connection
 /// (`bench/instructions` with `WORKLOAD=http1-new-conn`); a held one that is already waiting only checks
 /// its notification, under the watch's lock.
-pub(crate) async fn accept(
+pub async fn accept(
     listener: &Listener,
     mut stopped: Pin<&mut impl Future<Output = ()>>,
     name: &str,
@@ -234,13 +234,13 @@ impl Accepted {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
         if let State::Fresh(s) = &self.state {
-            crate::http::reserve_read(buf);
+            crate::h1::codec::reserve(buf);
             let read = recv_into(s, buf);
             if !would_block(&read) {
                 return Poll::Ready(read);
             }
         }
-        crate::http::poll_fill(self.registered()?, buf, cx)
+        crate::h1::codec::poll_fill(self.registered()?, buf, cx)
     }
 }
 

@@ -18,8 +18,8 @@
 //! Every wait has a 5-second timeout only so that a broken client fails a test instead of hanging it.
 
 use super::hpack::{encode_field, encode_status, Decoder, Name};
-use crate::http::upstream::{Failure, Upstream};
-use crate::http::Body;
+use crate::upstream::{Failure, Upstream};
+use crate::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;

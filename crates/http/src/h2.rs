@@ -73,7 +73,7 @@ fn poll_write_all<T: AsyncWrite + Unpin>(
 /// `HeaderValue` every control byte but tab. The usual value, printable ASCII, is checked eight bytes at
 /// a time without branches; `HeaderValue::from_maybe_shared` checks a byte at a time, about 4
 /// instructions a byte (`bench/instructions`). Anything else (obs-text) takes that checked path.
-fn field_value(b: bytes::Bytes) -> Option<http::HeaderValue> {
+pub fn field_value(b: bytes::Bytes) -> Option<http::HeaderValue> {
     let printable = b.iter().fold(true, |ok, &c| {
         ok & (c.wrapping_sub(0x20) < 0x5f || c == b'\t')
     });
