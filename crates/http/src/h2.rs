@@ -24,13 +24,18 @@ pub(crate) use server::{serve, RequestBody, StreamError};
 use bytes::{Buf, BytesMut};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Room a read asks for: a whole frame of the default maximum size, with its header.
 const READ_ROOM: usize = frame::DEFAULT_MAX_FRAME_SIZE + frame::HEAD_LEN;
 
 /// Reads once into `rbuf`'s spare capacity, first making room for a whole default-sized frame: the number
 /// of bytes read, 0 at the end of the stream.
+///
+/// `poll_read_buf` costs what reading by hand did: it hands `poll_read` the spare capacity as it is (a
+/// `ReadBuf` over uninitialized bytes, nothing zeroed or copied) and advances the length by what was
+/// read; one `poll_read`, so one `recv` at most. The room is made here, so its own reserve for a full
+/// buffer never runs.
 fn poll_read_into<T: AsyncRead + Unpin>(
     io: &mut T,
     rbuf: &mut BytesMut,
@@ -39,17 +44,7 @@ fn poll_read_into<T: AsyncRead + Unpin>(
     if rbuf.capacity() - rbuf.len() < READ_ROOM {
         rbuf.reserve(READ_ROOM);
     }
-    let n = {
-        let mut buf = ReadBuf::uninit(rbuf.spare_capacity_mut());
-        ready!(Pin::new(io).poll_read(cx, &mut buf))?;
-        buf.filled().len()
-    };
-    // SAFETY: `poll_read` initialized the first `n` bytes of the spare capacity (ReadBuf's contract).
-    #[allow(unsafe_code)]
-    unsafe {
-        rbuf.set_len(rbuf.len() + n)
-    };
-    Poll::Ready(Ok(n))
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, rbuf)
 }
 
 /// Writes the whole of `wbuf`, which is left empty (its capacity kept), then flushes.
@@ -125,6 +120,20 @@ impl DataQueue {
 mod tests {
     use super::DataQueue;
     use bytes::Bytes;
+
+    /// A read appends to what the buffer holds, with room made for a whole frame first.
+    #[tokio::test]
+    async fn a_read_appends_after_what_the_buffer_holds() {
+        let mut rbuf = bytes::BytesMut::from(&b"ab"[..]);
+        let mut io = &b"cdef"[..];
+        let n = std::future::poll_fn(|cx| super::poll_read_into(&mut io, &mut rbuf, cx)).await;
+        assert_eq!(n.expect("read"), 4);
+        assert_eq!(&rbuf[..], b"abcdef");
+        assert!(rbuf.capacity() - 2 >= super::READ_ROOM);
+        let n = std::future::poll_fn(|cx| super::poll_read_into(&mut io, &mut rbuf, cx)).await;
+        assert_eq!(n.expect("the end"), 0);
+        assert_eq!(&rbuf[..], b"abcdef");
+    }
 
     #[test]
     fn field_values_are_checked() {
