@@ -7,7 +7,7 @@
 //! answers, and the test that holds it, is listed in this crate's `README.md`.
 #![deny(unsafe_code)]
 // audited exceptions, each with a SAFETY comment and a test: `h1::codec::valid_value`, `h2::field_value`,
-// `net::Listener::try_from`
+// `net::recv_into`, `net::Listener::try_from`, `net::Listener::defer_accept`
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

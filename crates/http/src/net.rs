@@ -59,8 +59,15 @@ impl TryFrom<tokio::net::TcpListener> for Listener {
     fn try_from(listener: tokio::net::TcpListener) -> io::Result<Listener> {
         // `into_std` leaves the socket non-blocking, as mio needs it.
         let listener = mio::net::TcpListener::from_std(listener.into_std()?);
-        // SAFETY: the listener owns its descriptor, gives the same one every time and closes it only when
-        // dropped, which the `AsyncFd` that owns it does after deregistering it.
+        // An audited exception to `unsafe_code`: tokio's only non-deprecated constructors of an `AsyncFd`
+        // are unsafe (the safe `with_interest` is deprecated as unsound, tokio PR 8587), and tokio's own
+        // `TcpListener` registers every accepted socket, which is what this type is for not doing.
+        // SAFETY: `register_with_interest` requires the descriptor `as_raw_fd` returns to be open, to be
+        // the same on every call and to refer to the same socket until the `AsyncFd` is dropped or taken
+        // apart. The mio listener owns its descriptor (moved in from tokio's, so nobody else closes it),
+        // returns that one field every time, and closes it only when dropped; the `AsyncFd` owns the
+        // listener, never hands it out by value, and drops it after deregistering it. Every test in this
+        // module accepts through a listener made here.
         #[allow(unsafe_code)]
         let fd = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) };
         Ok(Listener {
@@ -87,8 +94,12 @@ impl Listener {
         {
             use std::os::fd::AsRawFd;
             let secs: libc::c_int = DEFER_ACCEPT_SECS;
-            // SAFETY: a plain setsockopt on a descriptor this listener owns, with a pointer to a live
-            // `c_int` and its size.
+            // An audited exception to `unsafe_code`: neither socket2 (0.6) nor rustix (1.1) offers
+            // `TCP_DEFER_ACCEPT`, and neither has a safe generic `setsockopt`.
+            // SAFETY: setsockopt reads `optlen` bytes at `optval`: here a live, aligned `c_int` on the
+            // stack and its size, which is the option's type (tcp(7)); the descriptor is the listener's
+            // own, open while `self` is borrowed. Nothing is written. Tested by
+            // `a_deferring_listener_hands_a_connection_over_with_its_first_bytes`.
             #[allow(unsafe_code)]
             let r = unsafe {
                 libc::setsockopt(
@@ -244,11 +255,20 @@ impl Accepted {
     }
 }
 
-/// One `recv` into `buf`'s spare capacity.
+/// One `recv` into `buf`'s spare capacity, appended to what it holds.
+///
+/// An audited exception to `unsafe_code`: no safe form costs the same. `BytesMut` lengthens over bytes
+/// written through `spare_capacity_mut` only with `set_len` (or `BufMut::advance_mut`), both unsafe.
+/// tokio's `try_read_buf` and tokio-util's `poll_read_buf` take that step inside, but the first needs
+/// a registered stream, which a fresh one is not (see the module's note), and the second an `AsyncRead`
+/// whose `poll_read` would take it itself (`ReadBuf::assume_init`). The safe ways to fill a `ReadBuf`
+/// zero its spare capacity first (`initialize_unfilled`, 7 to 8 KiB per read) or copy (`put_slice`).
 fn recv_into(s: &std::net::TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     let n = socket2::SockRef::from(s).recv(buf.spare_capacity_mut())?;
-    // SAFETY: `recv` initialized the first `n` bytes of the spare capacity (it returns how many it wrote,
-    // no more than it was given).
+    // SAFETY: `set_len` requires the bytes up to the new length to be initialized and within the
+    // capacity. Those before `buf.len()` were; `recv` wrote the next `n` (socket2 returns the count the
+    // kernel reports, which is at most the length of the slice it was given, the spare capacity).
+    // `recv_appends_what_the_socket_holds` checks the bytes, and that a refused read changes nothing.
     #[allow(unsafe_code)]
     unsafe {
         buf.set_len(buf.len() + n)
@@ -340,6 +360,37 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), f)
             .await
             .expect("waited 5 s")
+    }
+
+    /// `recv_into` appends exactly what one `recv` returned after the bytes the buffer held, leaves the
+    /// buffer as it was when the read would block, and reads 0 at the peer's close.
+    #[test]
+    fn recv_appends_what_the_socket_holds() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client =
+            std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (server, _) = l.accept().expect("accept");
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(b"held:");
+        // One write on loopback is one segment, and a blocking `recv` returns it whole.
+        client.write_all(b"hello").expect("write");
+        assert_eq!(recv_into(&server, &mut buf).expect("recv"), 5);
+        assert_eq!(&buf[..], b"held:hello");
+        server.set_nonblocking(true).expect("non-blocking");
+        let r = recv_into(&server, &mut buf);
+        assert!(would_block(&r), "{r:?}");
+        assert_eq!(&buf[..], b"held:hello");
+        // A full buffer is grown by the caller; one with less room than the peer sent takes what fits.
+        let mut small = BytesMut::with_capacity(3);
+        client.write_all(b"0123456789").expect("write");
+        server.set_nonblocking(false).expect("blocking");
+        let n = recv_into(&server, &mut small).expect("recv");
+        let fits = small.capacity().min(10);
+        assert_eq!((n, &small[..]), (fits, &b"0123456789"[..fits]));
+        drop(client);
+        let mut rest = BytesMut::with_capacity(64);
+        while recv_into(&server, &mut rest).expect("recv") > 0 {}
+        assert_eq!(&rest[..], &b"0123456789"[n..]);
     }
 
     #[tokio::test]

@@ -308,9 +308,10 @@ known_names! {
     29 => ["x-envoy-upstream-service-time"],
 }
 
-/// A header value from bytes known to be valid in one: a field value httparse accepted, or text the proxy
-/// made (digits, hex, dashes). httparse takes the same bytes in a value that `HeaderValue` does (tab,
-/// space to `~`, and 0x80 and up: `parsed_values_are_header_values`), so checking each byte again, as
+/// A header value from bytes known to be valid in one: a field value httparse accepted (its one caller is
+/// `Spans::read`, for request and response heads alike). httparse takes the same bytes in a value that
+/// `HeaderValue` does (tab, space to `~`, and 0x80 and up: `parsed_values_match_the_checked_constructor`,
+/// and the server's `parsed_values_are_header_values`), so checking each byte again, as
 /// `HeaderValue::from_maybe_shared` does, was about 4 instructions a byte, 255 per request for parsed
 /// values and 90 for the proxy's own (`bench/instructions`). What the unchecked constructor asks is UTF-8,
 /// which `is_ascii` checks a word at a time; a value with bytes over 0x7f (obs-text) takes the checked
@@ -323,8 +324,12 @@ pub(crate) fn valid_value(bytes: Bytes) -> Result<HeaderValue, http::header::Inv
     debug_assert!(bytes
         .iter()
         .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)));
-    // SAFETY: ASCII is UTF-8, the constructor's one requirement; that the bytes are valid in a field
-    // value is httparse's check (see above).
+    // SAFETY: the constructor requires UTF-8, and `is_ascii` has just checked that every byte is below
+    // 0x80: ASCII, hence UTF-8. That the bytes are also valid in a value (tab, 0x20..=0x7e among ASCII,
+    // what `from_maybe_shared` would check) is correctness, not safety, and is httparse's check: with the
+    // default configuration both heads are parsed with, it refuses the other control bytes and 0x7f in a
+    // value. `parsed_values_match_the_checked_constructor` runs every byte value through the parser and
+    // this function and compares with `HeaderValue::from_maybe_shared`: same verdict, same bytes.
     #[allow(unsafe_code)]
     Ok(unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) })
 }
@@ -796,6 +801,78 @@ mod tests {
     use std::future::poll_fn;
     use std::time::Duration;
     use tokio::io::AsyncWriteExt;
+
+    /// Field `x-v` of `head` as a server (a request) or the client (a response) makes it: httparse with
+    /// the default configuration both use, then `Spans::read`, whose values come from `valid_value`.
+    /// `None` when either refuses the head.
+    fn parsed_value(head: &[u8], response: bool) -> Option<HeaderValue> {
+        let mut fields = [httparse::EMPTY_HEADER; 4];
+        let mut spans = Spans::default();
+        let buf = Bytes::copy_from_slice(head);
+        let config = httparse::ParserConfig::default();
+        let status = if response {
+            let mut r = httparse::Response::new(&mut fields);
+            let status = config.parse_response(&mut r, &buf).ok()?;
+            spans.record(&buf, r.headers);
+            status
+        } else {
+            let mut r = httparse::Request::new(&mut fields);
+            let status = config.parse_request(&mut r, &buf).ok()?;
+            spans.record(&buf, r.headers);
+            status
+        };
+        let httparse::Status::Complete(len) = status else {
+            return None;
+        };
+        let (headers, _) = spans.read(&buf.slice(..len)).ok()?;
+        headers.get("x-v").cloned()
+    }
+
+    /// `valid_value` skips `HeaderValue`'s byte check for ASCII, trusting httparse's. Every byte value,
+    /// at the start, the end and inside an 80-byte value (within and across httparse's 8-, 16- and 32-byte
+    /// steps), in a request and a response head: whatever the parser keeps is a value
+    /// `HeaderValue::from_maybe_shared` makes of the same bytes, and inside a value (where no whitespace
+    /// is trimmed and no line can end) the parser refuses exactly the bytes that constructor refuses.
+    #[test]
+    fn parsed_values_match_the_checked_constructor() {
+        let mut kept = 0;
+        for b in 0..=255u8 {
+            for at in [0, 1, 7, 8, 15, 16, 17, 31, 32, 40, 63, 78, 79] {
+                let mut value = vec![b'v'; 80];
+                value[at] = b;
+                let checked = HeaderValue::from_maybe_shared(Bytes::from(value.clone())).ok();
+                let request = [
+                    &b"GET / HTTP/1.1\r\nhost: a\r\nx-v: "[..],
+                    &value,
+                    b"\r\n\r\n",
+                ]
+                .concat();
+                let response = [&b"HTTP/1.1 200 OK\r\nx-v: "[..], &value, b"\r\n\r\n"].concat();
+                for (head, response) in [(request, false), (response, true)] {
+                    let parsed = parsed_value(&head, response);
+                    if let Some(v) = &parsed {
+                        let again =
+                            HeaderValue::from_maybe_shared(Bytes::copy_from_slice(v.as_bytes()));
+                        assert_eq!(
+                            again.as_ref().ok().map(HeaderValue::as_bytes),
+                            Some(v.as_bytes()),
+                            "byte {b:#04x} at {at} (response: {response}) kept in an invalid value"
+                        );
+                        kept += 1;
+                    }
+                    if at != 0 && at != 79 {
+                        assert_eq!(
+                            parsed.as_ref().map(HeaderValue::as_bytes),
+                            checked.as_ref().map(HeaderValue::as_bytes),
+                            "byte {b:#04x} at {at} (response: {response})"
+                        );
+                    }
+                }
+            }
+        }
+        // Tab, space to `~` and 0x80 to 0xff, at each place in both heads (those at the edges trimmed).
+        assert!(kept >= (1 + 95 + 128) * 13 * 2, "only {kept} values kept");
+    }
 
     async fn fill(io: &TcpStream, buf: &mut BytesMut) -> usize {
         tokio::time::timeout(Duration::from_secs(5), poll_fn(|cx| poll_fill(io, buf, cx)))
