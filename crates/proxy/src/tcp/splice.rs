@@ -4,11 +4,14 @@
 //! Each direction has its own pipe (two file descriptors, no memory until bytes are in flight). The
 //! sockets' readiness comes from tokio (`readable`/`writable` then `try_io`), so a splice that would
 //! block clears the readiness it found and waits for the next, as a `recv` would.
+//!
+//! No `unsafe` here: `pipe2` and `splice` go through rustix, which makes each the one system call the
+//! libc wrappers made (directly, without libc's `errno`), and the half-close through socket2's
+//! `shutdown`, the same `shutdown(2)`.
 
-#![allow(unsafe_code)] // the system calls below; each is wrapped once, with its safety argument
-
+use rustix::pipe::{PipeFlags, SpliceFlags};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -24,13 +27,7 @@ struct Pipe {
 
 impl Pipe {
     fn new() -> io::Result<Pipe> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) = rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
         Ok(Pipe {
             read,
             write,
@@ -39,34 +36,16 @@ impl Pipe {
     }
 }
 
-/// Moves up to `len` bytes from `from` to `to` without blocking; `Ok(0)` from a socket is its end.
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: both descriptors are open for the duration of the call (borrowed from live owners), the
-    // offsets are null (both ends are a socket or a pipe), and splice touches no memory of ours.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+/// Moves up to `len` bytes from `from` to `to` without blocking; `Ok(0)` from a socket is its end. No
+/// offsets: both ends are a socket or a pipe.
+fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    Ok(rustix::pipe::splice(from, None, to, None, len, flags)?)
 }
 
 /// Closes the write side of `s` (its peer reads the end), keeping its read side open.
 fn shutdown_write(s: &TcpStream) -> io::Result<()> {
-    // SAFETY: the descriptor is open (borrowed from a live stream); shutdown touches no memory.
-    if unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write)
 }
 
 /// Forwards `from` to `to` until `from` ends, then passes the end on. Returns the bytes moved.
@@ -76,9 +55,7 @@ async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
     loop {
         if pipe.held == 0 {
             from.readable().await?;
-            let n = match from.try_io(Interest::READABLE, || {
-                splice(from.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK)
-            }) {
+            let n = match from.try_io(Interest::READABLE, || splice(from, &pipe.write, CHUNK)) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -86,16 +63,14 @@ async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
             if n == 0 {
                 // ENOTCONN: the peer is already gone, which is the end either way.
                 match shutdown_write(to) {
-                    Err(e) if e.raw_os_error() != Some(libc::ENOTCONN) => return Err(e),
+                    Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
                     _ => return Ok(moved),
                 }
             }
             pipe.held = n;
         }
         to.writable().await?;
-        match to.try_io(Interest::WRITABLE, || {
-            splice(pipe.read.as_raw_fd(), to.as_raw_fd(), pipe.held)
-        }) {
+        match to.try_io(Interest::WRITABLE, || splice(&pipe.read, to, pipe.held)) {
             Ok(n) => {
                 pipe.held -= n;
                 moved += n as u64;
