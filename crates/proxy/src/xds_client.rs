@@ -18,8 +18,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tonic::transport::Channel;
-use weft_xds::ads::AggregatedDiscoveryServiceClient;
+use weft_xds::ads::{AggregatedDiscoveryServiceClient, DiscoveryResponse};
 use weft_xds::pb::envoy::config::core::v3::Node;
+use weft_xds::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
 use weft_xds::pb::google::rpc::Status as RpcStatus;
 use weft_xds::type_url;
 
@@ -184,6 +185,36 @@ fn rejection(e: &ConfigError) -> RpcStatus {
     }
 }
 
+/// The resources after a state-of-the-world response, from those `held` before it: the whole set for CDS
+/// and LDS, the named ones for EDS and RDS, and what only the old clusters or listeners referenced
+/// dropped. `Err` is the NACK's reason: an unknown type, or the first resource that does not convert (one
+/// rejects them all). `held` is not changed either way; [`Snapshot::build`] turns the result into what
+/// requests read.
+///
+/// The client calls this for every response it receives; it is public so that the fuzz target
+/// (`fuzz/fuzz_targets/xds_snapshot.rs`) drives the same conversion.
+pub fn next_sotw(
+    held: &Resources,
+    resp: &DiscoveryResponse,
+    now: SystemTime,
+) -> Result<Resources, ConfigError> {
+    let url = known_type(&resp.type_url)
+        .ok_or_else(|| ConfigError::UnknownType(resp.type_url.clone()))?;
+    apply::apply(url, held, &apply::Update::sotw(url, resp), now)
+}
+
+/// The resources after an incremental (delta) response: [`next_sotw`]'s rules, except that only the
+/// resources listed change and `removed_resources` go. A resource's envelope name must be its own name.
+pub fn next_delta(
+    held: &Resources,
+    resp: &DeltaDiscoveryResponse,
+    now: SystemTime,
+) -> Result<Resources, ConfigError> {
+    let url = known_type(&resp.type_url)
+        .ok_or_else(|| ConfigError::UnknownType(resp.type_url.clone()))?;
+    apply::apply(url, held, &apply::Update::delta(url, resp)?, now)
+}
+
 /// One of the four type URLs, as the `'static` constant.
 fn known_type(url: &str) -> Option<&'static str> {
     type_url::ALL.iter().find(|u| **u == url).copied()
@@ -229,18 +260,6 @@ impl Client {
             }
         }
         sotw::session(self, ads, cfg).await
-    }
-
-    /// Applies an update of type `url` and, if it is accepted, installs the new snapshot.
-    fn apply(
-        &mut self,
-        url: &'static str,
-        update: &apply::Update<'_>,
-        now: SystemTime,
-    ) -> Result<(), ConfigError> {
-        let next = apply::apply(url, &self.resources, update, now)?;
-        self.install(next);
-        Ok(())
     }
 
     fn install(&mut self, next: Resources) {

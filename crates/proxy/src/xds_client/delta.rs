@@ -6,7 +6,7 @@
 //! (its nonce) or NACKed (its nonce and `error_detail`). EDS and RDS subscriptions follow the clusters and
 //! listeners with `resource_names_subscribe` / `resource_names_unsubscribe`.
 
-use super::apply::{self, Update};
+use super::apply;
 use super::{known_type, rejection, Ads, Client, Protocol, XdsConfig, XdsError};
 use crate::config::ConfigError;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -92,7 +92,7 @@ async fn on_response(
     };
     let kind = type_url::short(url);
     let result =
-        Update::delta(url, &resp).and_then(|update| client.apply(url, &update, SystemTime::now()));
+        super::next_delta(&client.resources, &resp, SystemTime::now()).map(|n| client.install(n));
     match result {
         Ok(()) => {
             let versions = client.resource_versions.entry(url).or_default();

@@ -2,7 +2,7 @@
 //! for the wildcard CDS and LDS) and carries the last accepted `version_info` and the last nonce; a
 //! response of CDS or LDS is the whole set of its type.
 
-use super::apply::{self, Update};
+use super::apply;
 use super::{known_type, rejection, Ads, Client, Protocol, XdsConfig, XdsError};
 use crate::config::ConfigError;
 use std::collections::BTreeMap;
@@ -77,7 +77,8 @@ async fn on_response(
         return tx.send(nack).await.map_err(|_| XdsError::Closed);
     };
     let kind = type_url::short(url);
-    let result = client.apply(url, &Update::sotw(url, &resp), SystemTime::now());
+    let result =
+        super::next_sotw(&client.resources, &resp, SystemTime::now()).map(|n| client.install(n));
     types.entry(url).or_default().nonce = resp.nonce.clone();
     match result {
         Ok(()) => {
