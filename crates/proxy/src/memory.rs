@@ -53,6 +53,22 @@ const MALLOC_ALIGN: usize = 16;
 /// Above this, alignment is for pages (rare, and large): left to the system allocator.
 const MAX_SHIFTED_ALIGN: usize = 4096;
 
+// What the allocator assumes, checked as the crate compiles. First, 64-bit pointers: `MALLOC_ALIGN` is
+// the alignment of malloc's blocks (two words) and of std's `System` for plain layouts only there; on
+// 32-bit targets both are 8, and the plain layout `under` a shifted block, aligned to 16, would go to
+// `posix_memalign`, the cost this allocator exists to avoid. Then, for soundness on any target: `shift`
+// writes the distance as a `usize` just before a shifted block, in the `MALLOC_ALIGN` bytes or more it
+// leaves there, so a `usize` must fit in `MALLOC_ALIGN` bytes, and be aligned wherever it lands.
+const _: () = assert!(
+    cfg!(target_pointer_width = "64"),
+    "memory::Allocator assumes 64-bit pointers: malloc aligns to MALLOC_ALIGN (16) only there"
+);
+const _: () = assert!(
+    std::mem::size_of::<usize>() <= MALLOC_ALIGN
+        && MALLOC_ALIGN.is_multiple_of(std::mem::align_of::<usize>()),
+    "the distance before a shifted block must fit in MALLOC_ALIGN bytes, aligned"
+);
+
 impl Allocator {
     /// Whether `layout` is served by a shifted plain allocation.
     #[inline]
@@ -82,8 +98,11 @@ impl Allocator {
         // `base` is MALLOC_ALIGN-aligned and `align` a larger power of two, so the distance is a multiple
         // of MALLOC_ALIGN in [MALLOC_ALIGN, align], and `layout.size()` bytes still fit past it.
         let distance = align - (base as usize & (align - 1));
-        // SAFETY: `distance <= align`, within the block of `size + align` bytes; the word before the
-        // returned address is at `distance - 8 >= 8` into the block, and aligned to 8.
+        // SAFETY: `add` needs the result inside the block: `distance <= align`, and the block is
+        // `size + align` bytes. `write` needs a valid, aligned place for a `usize`: the word before the
+        // returned address starts `distance - size_of::<usize>() >= 0` bytes into the block (the
+        // compile-time check above keeps a usize within `MALLOC_ALIGN <= distance`), and is aligned
+        // to a usize because the returned address is aligned to `align > MALLOC_ALIGN`.
         unsafe {
             let shifted = base.add(distance);
             shifted.cast::<usize>().sub(1).write(distance);
@@ -102,7 +121,9 @@ impl Allocator {
         layout: std::alloc::Layout,
         system: unsafe fn(&std::alloc::System, std::alloc::Layout) -> *mut u8,
     ) -> *mut u8 {
-        // SAFETY: forwarding a non-zero layout; `under` is never smaller, and `shift` gets its block.
+        // SAFETY: `system` needs a non-zero size: `layout`'s is (the caller's promise) and `under`'s is
+        // larger. `shift` needs a live block of `under(layout)`, or null, which it passes on: that is
+        // what `system` returns for it.
         unsafe {
             if !Self::shifted(layout) {
                 return system(&std::alloc::System, layout);
@@ -121,7 +142,8 @@ impl Allocator {
     #[allow(unsafe_code)]
     #[inline]
     unsafe fn unshift(ptr: *mut u8) -> *mut u8 {
-        // SAFETY: `shift` wrote the distance in the word before `ptr`, inside the same block.
+        // SAFETY: `shift` wrote the distance in the aligned usize just before `ptr`, inside the same
+        // block, and `ptr - distance` is that block's start.
         unsafe {
             let distance = ptr.cast::<usize>().sub(1).read();
             ptr.sub(distance)
@@ -196,6 +218,14 @@ mod tests {
     use super::*;
     use std::alloc::{GlobalAlloc, Layout};
 
+    /// The byte at `i` of a block filled by `fill`.
+    fn pattern(i: usize) -> u8 {
+        (i % 251) as u8
+    }
+
+    /// Blocks of every alignment (the system's below 17 and above 4096, shifted between) and of sizes
+    /// below, at and above it: aligned, zeroed when asked, whole (written to the last byte), and moved
+    /// by `realloc` growing and then shrinking with their contents kept and their alignment.
     #[test]
     #[allow(unsafe_code)]
     fn over_aligned_blocks_are_aligned_whole_and_survive_realloc() {
@@ -218,7 +248,7 @@ mod tests {
                         assert!((0..size).all(|i| *p.add(i) == 0), "zeroed {size} {align}");
                     }
                     for i in 0..size {
-                        *p.add(i) = (i % 251) as u8;
+                        *p.add(i) = pattern(i);
                     }
                     live.push((p, layout));
                 }
@@ -230,16 +260,63 @@ mod tests {
                 let grown = a.realloc(*p, *layout, layout.size() * 3);
                 assert!(!grown.is_null());
                 assert_eq!(grown as usize % layout.align(), 0);
-                let kept = (0..layout.size()).all(|i| *grown.add(i) == (i % 251) as u8);
-                assert!(kept, "contents kept: {layout:?}");
+                let kept = (0..layout.size()).all(|i| *grown.add(i) == pattern(i));
+                assert!(kept, "contents kept growing: {layout:?}");
+                for i in layout.size()..layout.size() * 3 {
+                    *grown.add(i) = pattern(i);
+                }
                 *p = grown;
                 *layout =
                     Layout::from_size_align(layout.size() * 3, layout.align()).expect("layout");
             }
         }
+        for (p, layout) in live.iter_mut() {
+            let smaller = (layout.size() / 5).max(1);
+            // SAFETY: each block is live with its layout; the shrunk one is checked then freed below.
+            unsafe {
+                let shrunk = a.realloc(*p, *layout, smaller);
+                assert!(!shrunk.is_null());
+                assert_eq!(shrunk as usize % layout.align(), 0);
+                let kept = (0..smaller).all(|i| *shrunk.add(i) == pattern(i));
+                assert!(kept, "contents kept shrinking: {layout:?} to {smaller}");
+                *p = shrunk;
+                *layout = Layout::from_size_align(smaller, layout.align()).expect("layout");
+            }
+        }
         for (p, layout) in live {
             // SAFETY: allocated above with this layout, freed once.
             unsafe { a.dealloc(p, layout) };
+        }
+    }
+
+    /// A block the system cannot give is null, never shifted; so is one whose plain layout would be
+    /// too large to describe; and a `realloc` that fails leaves the block as it was.
+    #[test]
+    #[allow(unsafe_code)]
+    fn failed_allocations_are_null_and_leave_blocks_alone() {
+        let a = Allocator;
+        // More than any address space: malloc returns null.
+        let huge = Layout::from_size_align(1 << 62, 64).expect("layout");
+        // The largest size aligned to 4096: adding the alignment overflows `isize`.
+        let edge = Layout::from_size_align(isize::MAX as usize + 1 - 4096, 4096).expect("layout");
+        // SAFETY: non-zero sizes; nothing is returned to free.
+        unsafe {
+            assert!(a.alloc(huge).is_null());
+            assert!(a.alloc_zeroed(huge).is_null());
+            assert!(a.alloc(edge).is_null());
+        }
+        let layout = Layout::from_size_align(100, 128).expect("layout");
+        // SAFETY: a live block of `layout`, filled within its size; the failed `realloc` leaves it live,
+        // and it is freed once with its layout.
+        unsafe {
+            let p = a.alloc(layout);
+            assert!(!p.is_null());
+            for i in 0..100 {
+                *p.add(i) = pattern(i);
+            }
+            assert!(a.realloc(p, layout, 1 << 62).is_null());
+            assert!((0..100).all(|i| *p.add(i) == pattern(i)), "block kept");
+            a.dealloc(p, layout);
         }
     }
 }
