@@ -12,7 +12,7 @@
 //! The request path is charted in this crate's `README.md`. [`Proxy::start`] starts everything and returns a
 //! handle with the bound addresses; [`run`] does the same and waits for a signal.
 #![deny(unsafe_code)]
-// audited exceptions, each with a SAFETY comment and a test: `memory::release_freed`,
+// audited exceptions, each with a SAFETY comment and a test: `memory::trimmer` (`malloc_trim`),
 // `memory::Allocator`
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]

@@ -3,25 +3,113 @@
 //! Applying an update builds the next snapshot beside the current one and frees the old one: several
 //! megabytes of short-lived allocations with a mesh-sized config. glibc keeps freed memory in its heap,
 //! so the proxy's RSS would stay at that peak between updates. After each update the proxy asks glibc to
-//! return free pages (`malloc_trim`): measured with 1,000 services loaded, RSS 16.8 MB -> 14.5 MB. Updates
-//! are rare and a trim takes well under a millisecond, so it never touches the request path.
+//! return free pages (`malloc_trim`): measured with 1,000 services loaded, RSS 16.8 MB -> 14.5 MB.
+//!
+//! A trim walks every arena of the heap under its lock, which can take milliseconds with a large or
+//! fragmented one, so it never runs where it would hold up requests: [`release_freed`] only asks, and
+//! one thread of its own (`weft-trim`) does the trimming. One thread rather than tokio's
+//! `spawn_blocking`: the blocking pool's idle threads exit after 10 s, the trim interval, so a
+//! periodic trim would often start a thread (and a task per trim); a burst of updates would queue a
+//! trim each, where asks that come while one is pending here share it; and asking needs no runtime.
+//! The thread is started by the first ask and then waits, parked, for the next; it allocates nothing.
 
-/// Returns free heap pages to the kernel (glibc only; a no-op elsewhere).
-#[allow(unsafe_code)]
+/// Asks for free heap pages to be returned to the kernel (glibc's `malloc_trim`; a no-op elsewhere), and
+/// returns at once: the `weft-trim` thread trims. Everything freed before the call is covered by a trim
+/// that starts after it; asks that come while a trim is waiting to start share it.
 pub fn release_freed() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists; it is safe to call at any time.
-    unsafe {
-        libc::malloc_trim(0);
+    trimmer::ask();
+}
+
+/// The `weft-trim` thread and how callers hand it work: counts of trims asked for and done, under a lock
+/// held for a few instructions (never across a trim).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod trimmer {
+    use std::sync::{Condvar, Mutex, MutexGuard, Once, PoisonError};
+
+    struct Counts {
+        /// Asks so far.
+        asked: u64,
+        /// The `asked` that the last finished trim started at: every ask up to it is served.
+        done: u64,
+    }
+
+    static COUNTS: Mutex<Counts> = Mutex::new(Counts { asked: 0, done: 0 });
+    /// Signalled when `asked` or `done` moves.
+    static MOVED: Condvar = Condvar::new();
+    static START: Once = Once::new();
+
+    fn counts() -> MutexGuard<'static, Counts> {
+        // Nothing panics while the lock is held, so a poisoned one holds consistent counts.
+        COUNTS.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one more ask and wakes the thread (starting it on the first); returns the ask's number.
+    pub(super) fn ask() -> u64 {
+        START.call_once(|| {
+            let started = std::thread::Builder::new()
+                .name("weft-trim".into())
+                .stack_size(64 * 1024)
+                .spawn(run);
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "cannot start the weft-trim thread, no memory is trimmed");
+            }
+        });
+        let asked = {
+            let mut c = counts();
+            c.asked += 1;
+            c.asked
+        };
+        MOVED.notify_all();
+        asked
+    }
+
+    /// The thread: waits for an ask, trims, records what the trim served, and waits again.
+    fn run() {
+        loop {
+            let serving = {
+                let mut c = counts();
+                while c.done == c.asked {
+                    c = MOVED.wait(c).unwrap_or_else(PoisonError::into_inner);
+                }
+                c.asked
+            };
+            trim();
+            counts().done = serving;
+            MOVED.notify_all();
+        }
+    }
+
+    fn trim() {
+        // SAFETY: `malloc_trim` has no precondition to uphold: it takes a size (how much free memory to
+        // leave at the top of the main heap) and no pointer, locks each arena in turn and returns its
+        // free pages; glibc documents it MT-Safe, so any thread may call it while others allocate (it
+        // is not async-signal-safe, and no signal handler calls it). Run by
+        // `a_trim_asked_for_runs_on_the_trim_thread`.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
+    /// Waits up to `limit` for a trim that started after ask number `asked` to finish.
+    #[cfg(test)]
+    pub(super) fn served(asked: u64, limit: std::time::Duration) -> bool {
+        let c = counts();
+        let (c, _) = MOVED
+            .wait_timeout_while(c, limit, |c| c.done < asked)
+            .unwrap_or_else(PoisonError::into_inner);
+        c.done >= asked
     }
 }
 
 /// How often freed memory is handed back while the proxy runs.
 pub const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Hands freed heap back every [`TRIM_INTERVAL`] until shutdown. Connections that end free memory
-/// outside config updates too (an HTTP/2 client's stream buffers, idle upstream connections closed by
-/// the pool's sweep); without this the proxy would keep the peak of its busiest minute.
+/// Asks for freed heap to be handed back every [`TRIM_INTERVAL`] until shutdown. Connections that end
+/// free memory outside config updates too (an HTTP/2 client's stream buffers, idle upstream connections
+/// closed by the pool's sweep); without this the proxy would keep the peak of its busiest minute. The
+/// task only asks: the trims run on their own thread (see the module's note).
 pub(crate) async fn trim_periodically(mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(TRIM_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -318,5 +406,25 @@ mod tests {
             assert!((0..100).all(|i| *p.add(i) == pattern(i)), "block kept");
             a.dealloc(p, layout);
         }
+    }
+
+    /// Each trim asked for is run, by the one `weft-trim` thread, not by the caller (which waits here
+    /// only to see it done).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn a_trim_asked_for_runs_on_the_trim_thread() {
+        for _ in 0..3 {
+            let asked = trimmer::ask();
+            assert!(
+                trimmer::served(asked, std::time::Duration::from_secs(30)),
+                "trim {asked} never ran"
+            );
+        }
+        let names = std::fs::read_dir("/proc/self/task")
+            .expect("threads")
+            // A thread of another test may end meanwhile.
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok());
+        let trimmers = names.filter(|n| n.trim_end() == "weft-trim").count();
+        assert_eq!(trimmers, 1, "one weft-trim thread");
     }
 }
