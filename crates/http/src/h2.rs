@@ -19,6 +19,7 @@ pub(crate) mod hpack;
 mod server;
 
 pub(crate) use client::{handshake, Connection, Error as ClientError, ResponseBody};
+pub(crate) use frame::Reason;
 pub(crate) use server::{serve, RequestBody, StreamError};
 
 use bytes::{Buf, BytesMut};

@@ -96,13 +96,51 @@ pub enum UpstreamError {
     SharedConnect(String),
 }
 
-/// Whether a failure happened before the request could be sent (`UF`) or after (`UC`).
+impl UpstreamError {
+    /// Whether the upstream refused the stream unprocessed (HTTP/2 `REFUSED_STREAM`), which a route's
+    /// `refused-stream` retry policy retries.
+    pub fn is_refused_stream(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Http2(super::h2::ClientError::Reset(
+                super::h2::Reason::REFUSED_STREAM
+            ))
+        )
+    }
+}
+
+/// Whether a failure happened before the request could be sent (`UF`) or after (`UC`), or was the
+/// downstream's.
 #[derive(Debug)]
 pub enum Failure {
     /// No connection could be made.
     Connect(UpstreamError),
     /// The connection failed or closed before a complete response head.
     Reset(UpstreamError),
+    /// The request body, read from downstream as it was sent, broke (a malformed chunk, a client gone
+    /// mid-body): the client's fault, not the upstream's, so it is neither retried nor counted against
+    /// the upstream.
+    RequestBody(UpstreamError),
+}
+
+impl Failure {
+    /// An HTTP/1.1 exchange's error, with a broken request body told apart from the upstream's failures.
+    fn h1(e: h1::Error) -> Failure {
+        if matches!(e, h1::Error::RequestBody(_)) {
+            Failure::RequestBody(UpstreamError::Http1(e))
+        } else {
+            Failure::Reset(UpstreamError::Http1(e))
+        }
+    }
+
+    /// An HTTP/2 exchange's error, as `h1`.
+    fn h2(e: super::h2::ClientError) -> Failure {
+        if matches!(e, super::h2::ClientError::Body(_)) {
+            Failure::RequestBody(UpstreamError::Http2(e))
+        } else {
+            Failure::Reset(UpstreamError::Http2(e))
+        }
+    }
 }
 
 /// The upstream side of the proxy: the HTTP/1.1 and HTTP/2 pools.
@@ -162,7 +200,7 @@ impl Upstream {
                     tracing::debug!(endpoint = %addr, %error, "pooled connection was closed by the upstream, sending again");
                     Box::pin(self.resend_h1(addr, connect_timeout, replay, head.is_head())).await
                 }
-                Err(e) => Err(Failure::Reset(UpstreamError::Http1(e.error))),
+                Err(e) => Err(Failure::h1(e.error)),
             }
         }
     }
@@ -188,13 +226,13 @@ impl Upstream {
                     replay: Some(r),
                     ..
                 }) => replay = r,
-                Err(e) => return Err(Failure::Reset(UpstreamError::Http1(e.error))),
+                Err(e) => return Err(Failure::h1(e.error)),
             }
         }
         let conn = connect_h1(&self.h1, addr, connect_timeout).await?;
         conn.resend(replay, head_only, false)
             .await
-            .map_err(|e| Failure::Reset(UpstreamError::Http1(e.error)))
+            .map_err(|e| Failure::h1(e.error))
     }
 
     /// Sends an HTTP/2 request (absolute URI: its authority becomes `:authority`) to `addr` on the
@@ -219,9 +257,7 @@ impl Upstream {
                 };
                 match sent {
                     Ok(response) => {
-                        return response
-                            .await
-                            .map_err(|e| Failure::Reset(UpstreamError::Http2(e)))
+                        return response.await.map_err(Failure::h2);
                     }
                     // Not sent: the shared connection failed, or the upstream said GOAWAY, before this
                     // request opened a stream (nothing reached the upstream, so it goes on a new
@@ -502,7 +538,7 @@ impl Failure {
             Failure::Connect(UpstreamError::ConnectTimeout(d)) => {
                 Failure::Connect(UpstreamError::ConnectTimeout(*d))
             }
-            Failure::Connect(e) | Failure::Reset(e) => {
+            Failure::Connect(e) | Failure::Reset(e) | Failure::RequestBody(e) => {
                 Failure::Connect(UpstreamError::SharedConnect(e.to_string()))
             }
         }

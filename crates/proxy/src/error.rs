@@ -155,12 +155,13 @@ pub enum ProxyError {
     /// The request has no usable authority.
     #[error("request has no valid authority")]
     BadAuthority,
-    /// Reading the downstream request body failed.
+    /// Reading the downstream request body failed (before or while it was sent upstream): a malformed
+    /// chunk, a client gone mid-body.
     #[error("cannot read the request body")]
     DownstreamBody {
         /// What reading it found.
         #[source]
-        source: weft_http::BodyError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The request could not be turned into an upstream request.
     #[error("cannot build the upstream request")]
@@ -238,7 +239,7 @@ impl ProxyError {
         match self {
             ProxyError::UpstreamConnect { .. } => RetryClass::ConnectFailure,
             ProxyError::UpstreamReset { source, .. } => {
-                if is_refused_stream(source) {
+                if source.is_refused_stream() {
                     RetryClass::RefusedStream
                 } else {
                     RetryClass::Reset
@@ -248,19 +249,6 @@ impl ProxyError {
             _ => RetryClass::Never,
         }
     }
-}
-
-/// hyper does not expose the HTTP/2 reset reason as a type we can match without depending on `h2`, so
-/// look for its name in the cause chain.
-fn is_refused_stream(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if e.to_string().contains("REFUSED_STREAM") {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
 }
 
 #[cfg(test)]

@@ -427,15 +427,21 @@ fn prepare(
     routed.weighted = weighted;
 
     // Phase: request header edits (most specific first, as Envoy applies them by default).
-    // HTTP/1.1 upstreams get `Host` from the authority when it is missing (HTTP/2) or named hop-by-hop. The
-    // value is prepared before the headers move: the `Host` value itself (shared bytes) when it is the
-    // authority. HTTP/2 upstreams get the authority as `:authority`, from the URI (shared bytes) unless a
-    // `Host` header, the client's or an edit's, says otherwise.
+    // HTTP/1.1 upstreams get `Host` from the authority the request was routed by: a request in absolute
+    // form has its `Host` replaced by the target's authority (RFC 9112, 3.2.2), so that a request is never
+    // routed as one service and read by the application as another; a `Host` named hop-by-hop comes back.
+    // The value is prepared before the headers move: the `Host` value itself (shared bytes) when it is
+    // the authority. HTTP/2 upstreams get the authority as `:authority`, from the URI (shared bytes)
+    // unless a `Host` edit says otherwise (the HTTP/2 server refuses a client's `Host` that differs from
+    // its `:authority`).
     let host = match (h2, parts.uri.authority(), parts.headers.get(header::HOST)) {
         (true, _, _) => None,
-        (false, None, Some(v)) => Some(v.clone()),
-        (false, Some(a), Some(v)) if v.as_bytes() == a.as_str().as_bytes() => Some(v.clone()),
-        (false, _, _) => HeaderValue::from_str(authority).ok(),
+        (false, None, Some(v)) => Some((v.clone(), false)),
+        (false, Some(a), Some(v)) if v.as_bytes() == a.as_str().as_bytes() => {
+            Some((v.clone(), false))
+        }
+        (false, Some(_), Some(_)) => HeaderValue::from_str(authority).ok().map(|v| (v, true)),
+        (false, _, None) => HeaderValue::from_str(authority).ok().map(|v| (v, false)),
     };
     let uri_authority = match (h2, parts.uri.authority()) {
         (false, _) => None,
@@ -444,8 +450,10 @@ fn prepare(
     };
     let mut headers = parts.headers;
     let kept = strip_hop_by_hop(&mut headers);
-    if let Some(v) = host.filter(|_| !kept.host) {
-        headers.insert(header::HOST, v);
+    if let Some((v, replace)) = host {
+        if replace || !kept.host {
+            headers.insert(header::HOST, v);
+        }
     }
     if !kept.request_id {
         headers.insert(X_REQUEST_ID.clone(), uuid_v4_header());
@@ -525,7 +533,9 @@ async fn run(
         let bytes = body
             .collect()
             .await
-            .map_err(|source| ProxyError::DownstreamBody { source })?
+            .map_err(|source| ProxyError::DownstreamBody {
+                source: source.into(),
+            })?
             .to_bytes();
         PreparedBody::Buffered(bytes)
     } else {
@@ -710,6 +720,9 @@ fn try_once<'a>(
         Ok(Err(upstream::Failure::Reset(source))) => {
             Err(ProxyError::UpstreamReset { addr, source })
         }
+        Ok(Err(upstream::Failure::RequestBody(source))) => Err(ProxyError::DownstreamBody {
+            source: source.into(),
+        }),
         Err(_) => Err(ProxyError::PerTryTimeout { addr }),
     }))
 }

@@ -268,6 +268,66 @@ async fn routes_by_authority_in_absolute_form_host_header_and_h2() {
     .expect("send");
     assert!(r.upstream_saw("x-request-id: abc"), "{}", r.body);
 
+    // A request routed by its absolute-form target reaches the application with that target's authority
+    // as `Host`, whatever `Host` the client sent (RFC 9112, 3.2.2): routed as reviews, never read as
+    // ratings.
+    let back = tcp_exchange(
+        out,
+        b"GET http://reviews:9080/ HTTP/1.1\r\nhost: ratings:9080\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .expect("exchange");
+    let (head, body) = back.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{back}");
+    assert!(body.starts_with("reviews-v1"), "{back}");
+    assert!(body.lines().any(|l| l == "host: reviews:9080"), "{back}");
+    assert!(!body.contains("ratings"), "{back}");
+    // Two `Host` fields are refused before routing (RFC 9112, 3.2), in origin and absolute form.
+    for req in [
+        &b"GET / HTTP/1.1\r\nhost: reviews:9080\r\nhost: ratings:9080\r\n\r\n"[..],
+        b"GET http://reviews:9080/ HTTP/1.1\r\nhost: reviews:9080\r\nhost: ratings:9080\r\n\r\n",
+    ] {
+        let back = tcp_exchange(out, req).await.expect("exchange");
+        assert!(back.starts_with("HTTP/1.1 400 "), "{back}");
+        assert!(back.contains("several host header fields"), "{back}");
+    }
+
+    // Over HTTP/2, a `host` field that names another authority than `:authority` makes the request
+    // malformed (RFC 9113, 8.3.1): the stream is reset, nothing is routed; the same authority in
+    // another case passes.
+    let err = send(
+        out,
+        Form::H2,
+        "reviews:9080",
+        "/",
+        &[("host", "ratings:9080")],
+    )
+    .await
+    .expect_err("a host that differs from :authority is refused");
+    assert!(format!("{err:?}").contains("PROTOCOL_ERROR"), "{err:?}");
+    let r = send(
+        out,
+        Form::H2,
+        "reviews:9080",
+        "/",
+        &[("host", "Reviews:9080")],
+    )
+    .await
+    .expect("same authority");
+    assert_eq!(r.upstream(), "reviews-v1");
+
+    // A request body that breaks HTTP/1.1's chunked framing is the client's error: 400 with `DPE`, not
+    // an upstream failure (503 `UC`), and not retried.
+    let back = tcp_exchange(
+        out,
+        b"POST / HTTP/1.1\r\nhost: reviews:9080\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+    )
+    .await
+    .expect("exchange");
+    assert!(back.starts_with("HTTP/1.1 400 "), "{back}");
+    assert!(back.contains("x-weft-response-flags: DPE\r\n"), "{back}");
+    assert!(back.contains("connection: close\r\n"), "{back}");
+
     // Unknown host on a known port, and an unknown port: 404 NR.
     for (name, authority) in [
         ("unknown host", "details:9080"),

@@ -5,7 +5,7 @@
 use crate::body::BodyError;
 use crate::Body;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as _, Frame};
 use std::io::IoSlice;
@@ -201,7 +201,10 @@ impl Spans {
             let (no, nl, vo, vl) = (no as usize, nl as usize, vo as usize, vl as usize);
             let raw = &head[vo..vo + vl];
             let name = field_name(&head[no..no + nl]).ok_or(Invalid::Rule("header name"))?;
-            if name == CONTENT_LENGTH {
+            if name == HOST {
+                f.hosts = f.hosts.saturating_add(1);
+                f.host_valid &= is_authority(raw);
+            } else if name == CONTENT_LENGTH {
                 let n = parse_length(raw).ok_or(Invalid::Rule("content-length"))?;
                 if f.length.is_some_and(|l| l != n) {
                     return Err(Invalid::Rule("conflicting content-length headers"));
@@ -335,7 +338,7 @@ pub(crate) fn valid_value(bytes: Bytes) -> Result<HeaderValue, http::header::Inv
 }
 
 /// What a head's fields say about its body and its connection.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Fields {
     /// `content-length`.
     pub length: Option<u64>,
@@ -347,6 +350,44 @@ pub(super) struct Fields {
     pub keep_alive: bool,
     /// `expect: 100-continue`.
     pub expect_continue: bool,
+    /// How many `host` fields (at most 255).
+    pub hosts: u8,
+    /// Every `host` field holds an authority (RFC 9112, 3.2; RFC 3986, 3.2).
+    pub host_valid: bool,
+}
+
+impl Default for Fields {
+    fn default() -> Fields {
+        Fields {
+            length: None,
+            chunked: None,
+            close: false,
+            keep_alive: false,
+            expect_continue: false,
+            hosts: 0,
+            host_valid: true,
+        }
+    }
+}
+
+/// Bytes an authority may hold without userinfo (RFC 3986, 3.2): unreserved, percent-encoded and
+/// sub-delims in a reg-name or an IPv4 address, `[`, `]` and `:` for an IP literal, `:` and digits for a
+/// port. Anything else (space, `/`, `?`, `#`, `@`, controls, obs-text) is not an authority: a `Host` with
+/// one is refused, as RFC 9112 (3.2) asks, rather than routed on, logged and passed on.
+static AUTHORITY_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let ok = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]";
+    let mut i = 0;
+    while i < ok.len() {
+        t[ok[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// Whether `v` may be a `Host` value: authority bytes only (an empty value is allowed: RFC 9112, 3.2).
+pub(crate) fn is_authority(v: &[u8]) -> bool {
+    v.iter().all(|&b| AUTHORITY_BYTES[usize::from(b)])
 }
 
 /// How a body is delimited, and how far it has been read.

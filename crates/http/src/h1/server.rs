@@ -348,7 +348,9 @@ impl Conn {
     /// Writes a response (its head and its body), streaming the request body meanwhile; returns whether
     /// the connection ends with it.
     async fn answer(&mut self, resp: Response<Body>, meta: &Meta, draining: bool) -> bool {
-        let close = self.start_response(resp, meta, draining);
+        // A request body already known to be left unread (broken, or abandoned by its reader) ends the
+        // connection: the answer says so.
+        let close = self.start_response(resp, meta, draining || self.unread);
         let written = poll_fn(|cx| {
             self.poll_pump(cx);
             self.writer.poll_write(&mut self.io, cx)
@@ -494,6 +496,18 @@ fn parse(buf: &mut BytesMut, spans: &mut Spans) -> Result<Option<Parsed>, Refuse
         (None, Some(n)) => Framing::length(n),
         (None, None) => Framing::Done,
     };
+    // RFC 9112, 3.2: one `Host`, holding an authority, and none missing from an HTTP/1.1 request. Two
+    // could be read as two different services by two readers (the proxy routes on one, the application
+    // reads another); a proxy must refuse them rather than choose.
+    if f.hosts > 1 {
+        return Err(bad("several host header fields\n"));
+    }
+    if !f.host_valid {
+        return Err(bad("invalid host header field\n"));
+    }
+    if f.hosts == 0 && !http10 {
+        return Err(bad("no host header field\n"));
+    }
     let expect_continue = f.expect_continue && !http10 && framing != Framing::Done;
     if expect_continue {
         // Answered here.

@@ -1018,7 +1018,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 fn failure_text(f: &Failure) -> String {
     match f {
-        Failure::Connect(e) | Failure::Reset(e) => chain(e),
+        Failure::Connect(e) | Failure::Reset(e) | Failure::RequestBody(e) => chain(e),
     }
 }
 

@@ -1182,6 +1182,9 @@ struct Fields {
     path: Option<Bytes>,
     headers: HeaderMap,
     regular_seen: bool,
+    /// `host` fields: how many, and the first one's value.
+    hosts: u8,
+    host: Option<Bytes>,
     size: usize,
     too_large: bool,
     malformed: Option<&'static str>,
@@ -1197,6 +1200,8 @@ impl Fields {
             path: None,
             headers: h1::codec::header_map(16),
             regular_seen: false,
+            hosts: 0,
+            host: None,
             size: 0,
             too_large: false,
             malformed: None,
@@ -1217,6 +1222,10 @@ impl Fields {
                 {
                     self.malformed = Some("a connection-specific field");
                     return;
+                }
+                if name == header::HOST {
+                    self.hosts = self.hosts.saturating_add(1);
+                    self.host.get_or_insert_with(|| value.clone());
                 }
                 match super::field_value(value) {
                     Some(v) => {
@@ -1288,6 +1297,17 @@ impl Fields {
             uri.path_and_query =
                 Some(PathAndQuery::from_maybe_shared(path).map_err(|_| "a malformed :path")?);
         }
+        // A request names one authority: two `host` fields, or one that differs from `:authority`, could
+        // be routed as one service and read by the application as another (RFC 9113, 8.3.1).
+        if self.hosts > 1 {
+            return Err("several host fields");
+        }
+        if let (Some(host), Some(authority)) = (&self.host, &uri.authority) {
+            let scheme = uri.scheme.as_ref().map_or("http", |s| s.as_str());
+            if !same_authority(host, authority.as_str().as_bytes(), scheme) {
+                return Err("a host field that differs from :authority");
+            }
+        }
         let uri = Uri::from_parts(uri).map_err(|_| "a malformed request target")?;
         let mut req = Request::new(());
         *req.method_mut() = method;
@@ -1295,5 +1315,56 @@ impl Fields {
         *req.version_mut() = Version::HTTP_2;
         *req.headers_mut() = std::mem::take(&mut self.headers);
         Ok(req)
+    }
+}
+
+/// Whether two authorities name the same host and port, as RFC 3986 (6.2.2, 6.2.3) compares them: the
+/// host in any case, and a port that is the scheme's default the same as none.
+fn same_authority(a: &[u8], b: &[u8], scheme: &str) -> bool {
+    let default = match scheme {
+        "https" => &b":443"[..],
+        _ => b":80",
+    };
+    let trim = |x: &'_ [u8]| -> usize {
+        if x.len() > default.len() && x.ends_with(default) {
+            x.len() - default.len()
+        } else {
+            x.len()
+        }
+    };
+    let (a, b) = (&a[..trim(a)], &b[..trim(b)]);
+    a.eq_ignore_ascii_case(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_authority;
+
+    #[test]
+    fn authorities_compare_as_rfc_3986_normalizes_them() {
+        let cases: &[(&str, &str, &str, bool)] = &[
+            ("reviews:9080", "reviews:9080", "http", true),
+            ("Reviews:9080", "reviews:9080", "http", true),
+            ("reviews", "reviews:80", "http", true),
+            ("reviews:443", "reviews", "https", true),
+            ("[::1]:80", "[::1]", "http", true),
+            ("reviews:443", "reviews", "http", false),
+            ("ratings:9080", "reviews:9080", "http", false),
+            ("reviews:9080", "reviews:908", "http", false),
+            ("reviews", "reviews:9080", "http", false),
+            ("", "reviews", "http", false),
+        ];
+        for (a, b, scheme, want) in cases {
+            assert_eq!(
+                same_authority(a.as_bytes(), b.as_bytes(), scheme),
+                *want,
+                "{a} vs {b} ({scheme})"
+            );
+            assert_eq!(
+                same_authority(b.as_bytes(), a.as_bytes(), scheme),
+                *want,
+                "{b} vs {a} ({scheme})"
+            );
+        }
     }
 }

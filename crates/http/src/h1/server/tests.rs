@@ -286,7 +286,7 @@ async fn the_connection_closes_when_either_side_says_so() {
 async fn head_204_and_local_bodies_are_framed_as_http_says() {
     let (addr, _drain) = server().await;
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"HEAD /length HTTP/1.1\r\nhost: a\r\n\r\nHEAD /ignore HTTP/1.1\r\nhost: a\r\n\r\nGET /empty HTTP/1.1\r\nhost: a\r\n\r\nGET /close HTTP/1.1\r\n\r\n")
+    s.write_all(b"HEAD /length HTTP/1.1\r\nhost: a\r\n\r\nHEAD /ignore HTTP/1.1\r\nhost: a\r\n\r\nGET /empty HTTP/1.1\r\nhost: a\r\n\r\nGET /close HTTP/1.1\r\nhost: a\r\n\r\n")
         .await
         .expect("write");
     let all = read_to_close(&mut s).await;
@@ -367,6 +367,29 @@ async fn broken_requests_are_answered_with_the_reason_and_closed() {
             "501 Not Implemented",
         ),
         (huge.as_bytes(), "431 Request Header Fields Too Large"),
+        // RFC 9112, 3.2: one `Host`, an authority, present in HTTP/1.1.
+        (
+            b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+            "several host header fields",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nhost: a\r\nHost: a\r\n\r\n",
+            "several host header fields",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nhost: a/b\r\n\r\n",
+            "invalid host header field",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nhost: a b\r\n\r\n",
+            "invalid host header field",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nhost: user@a\r\n\r\n",
+            "invalid host header field",
+        ),
+        (b"GET / HTTP/1.1\r\n\r\n", "no host header field"),
+        (b"GET http://a/ HTTP/1.1\r\n\r\n", "no host header field"),
     ];
     for (req, want) in cases {
         let answer = talk(addr, &[req]).await;
