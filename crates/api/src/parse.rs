@@ -58,6 +58,65 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// How deep flow collections (`[...]`, `{...}`) may nest in a document. serde_yaml_ng refuses any nesting
+/// deeper than 128 levels, but only after libyaml's scanner has read the whole run of them, and that scanner
+/// checks every open level on every token: `a: ` followed by 100,000 `[` (100 KB) took 47 s to refuse, a
+/// stalled config reload in weftd. Counting first costs one pass over the text.
+const MAX_FLOW_DEPTH: usize = 128;
+
+/// The 0-based line of `doc` where flow collections first nest deeper than [`MAX_FLOW_DEPTH`], if they do.
+///
+/// A bracket counts unless it is inside a quoted scalar or a comment. One inside a plain or block scalar
+/// counts too (telling those apart takes a YAML scanner), so a document is only refused early for more than
+/// 128 unclosed brackets, which YAML nesting or free text in an Istio resource does not come near.
+fn flow_too_deep(doc: &str) -> Option<usize> {
+    let bytes = doc.as_bytes();
+    let mut depth = 0usize;
+    let mut line = 0;
+    let mut quote: Option<u8> = None;
+    let mut prev = b'\n';
+    let mut i = 0;
+    while let Some(&c) = bytes.get(i) {
+        if c == b'\n' {
+            line += 1;
+        }
+        match (quote, c) {
+            // An escaped character in a double-quoted scalar, which may be a quote or a line break.
+            (Some(b'"'), b'\\') => {
+                if bytes.get(i + 1) == Some(&b'\n') {
+                    line += 1;
+                }
+                i += 1;
+            }
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            // A comment runs to the end of its line.
+            (None, b'#') if prev.is_ascii_whitespace() => {
+                while bytes.get(i + 1).is_some_and(|&n| n != b'\n') {
+                    i += 1;
+                }
+            }
+            // A quoted scalar starts where a node may start, not inside a word (`it's`).
+            (None, b'\'' | b'"')
+                if matches!(prev, b' ' | b'\t' | b'\n' | b':' | b',' | b'[' | b'{') =>
+            {
+                quote = Some(c)
+            }
+            (None, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Some(line);
+                }
+            }
+            (None, b']' | b'}') => depth = depth.saturating_sub(1),
+            (None, _) => {}
+        }
+        prev = bytes.get(i).copied().unwrap_or(c);
+        i += 1;
+    }
+    None
+}
+
 /// The first line of a document with content, so messages point at the resource, not a comment above it.
 fn first_content_line(start: usize, doc: &str) -> usize {
     doc.lines()
@@ -168,6 +227,14 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
                     message: msg,
                 });
             };
+        if let Some(deep) = flow_too_deep(&doc) {
+            let (kind, ns, name) = guess_identity(&doc);
+            let msg = format!(
+                "flow collections ([...], {{...}}) nested deeper than {MAX_FLOW_DEPTH} levels"
+            );
+            problem(start + deep, &kind, &ns, &name, "yaml", msg);
+            continue;
+        }
         let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(&doc) {
             Ok(v) => v,
             Err(e) => {
@@ -361,6 +428,59 @@ mod tests {
             let got: Vec<String> = p.diagnostics.iter().map(|d| d.to_string()).collect();
             assert_eq!(got, vec![want.to_string()], "case {name}");
             assert!(p.resources.is_empty(), "case {name}: nothing accepted");
+        }
+    }
+
+    #[test]
+    fn deep_flow_collections_are_refused_before_yaml_parsing() {
+        // Found probing the istio_yaml fuzz target with YAML bombs: libyaml's scanner costs the open depth
+        // on every token, so this document took 47 s to refuse with "recursion limit exceeded".
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\nspec:\n  hosts: {}\n",
+            "[".repeat(100_000)
+        );
+        let p = parse_file("f.yaml", &text);
+        let got: Vec<String> = p.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            got,
+            ["f.yaml:6: VirtualService default/r: yaml: flow collections ([...], {...}) nested deeper than 128 levels"]
+        );
+        assert!(p.resources.is_empty());
+    }
+
+    #[test]
+    fn flow_depth_counts_brackets_outside_quotes_and_comments() {
+        let deep = "[".repeat(MAX_FLOW_DEPTH + 1);
+        let cases: &[(&str, String, Option<usize>)] = &[
+            (
+                "128 levels, closed",
+                format!("a: {}{}\n", "[".repeat(128), "]".repeat(128)),
+                None,
+            ),
+            ("129 levels", format!("a: {deep}\n"), Some(0)),
+            ("on a later line", format!("a: 1\nb:\n  {deep}\n"), Some(2)),
+            ("in double quotes", format!("a: \"{deep}\"\n"), None),
+            ("in single quotes", format!("a: '{deep}'\n"), None),
+            (
+                "after an escaped quote",
+                format!("a: \"x\\\" {deep}\"\n"),
+                None,
+            ),
+            (
+                "after a quoted line break",
+                format!("a: \"x\\\ny\"\nb: {deep}\n"),
+                Some(2),
+            ),
+            ("in a comment", format!("a: 1 # {deep}\n"), None),
+            ("after an apostrophe", format!("a: it's {deep}\n"), Some(0)),
+            (
+                "balanced, many times",
+                "a: [[1], {b: [2]}]\n".repeat(200),
+                None,
+            ),
+        ];
+        for (name, text, want) in cases {
+            assert_eq!(flow_too_deep(text), *want, "case {name}");
         }
     }
 
