@@ -5,7 +5,11 @@
 //! endpoints at a time and measures how long until every proxy that watches it has ACKed the push.
 //!
 //! Prints a JSON array of `control_plane` records (the shape `bench/run` writes) with `--json`, else a
-//! table.
+//! table. Each record says how many proxies got their whole first config and how many streams failed
+//! (closed by weftd or broken); the process exits with an error when any did, after printing.
+//!
+//! `--connect-at-once 0` opens every stream at once: the connect storm of a fleet reconnecting after
+//! weftd restarts.
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -54,6 +58,10 @@ struct Args {
     /// Seconds to wait for the initial sync of all proxies.
     #[arg(long, default_value_t = 600)]
     sync_timeout: u64,
+    /// Streams being opened at once, each until its first response (0: every proxy at once, the
+    /// connect storm of a fleet reconnecting after weftd restarts).
+    #[arg(long, default_value_t = 32)]
+    connect_at_once: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +80,13 @@ struct Record {
     initial_sync_s: f64,
     weftd_cpu_s_initial: f64,
     changes: usize,
+    connect_at_once: usize,
+    /// Proxies that got their whole first config.
+    proxies_synced: usize,
+    /// Streams that failed (before or after their first config).
+    streams_failed: usize,
+    /// The distinct failures, most frequent first, with their counts.
+    failures: Vec<(String, usize)>,
 }
 
 impl Record {
@@ -91,6 +106,10 @@ impl Record {
             "initial_sync_s": round(self.initial_sync_s),
             "weftd_cpu_s_initial": round(self.weftd_cpu_s_initial),
             "changes": self.changes,
+            "connect_at_once": self.connect_at_once,
+            "proxies_synced": self.proxies_synced,
+            "streams_failed": self.streams_failed,
+            "failures": self.failures.iter().map(|(e, n)| serde_json::json!({"error": e, "streams": n})).collect::<Vec<_>>(),
             "protocol": "delta",
             "change": "one service's endpoints",
         })
@@ -207,7 +226,7 @@ fn raise_fd_limit() {
 /// What a stream tells the coordinator.
 enum Event {
     /// Initial config complete (CDS, EDS for every cluster, LDS, RDS), with the bytes it took.
-    Synced { bytes: u64 },
+    Synced { proxy: usize, bytes: u64 },
     /// A response of this generation was ACKed.
     Acked {
         proxy: usize,
@@ -215,7 +234,42 @@ enum Event {
         at: Instant,
     },
     /// The stream failed.
-    Failed(String),
+    Failed { proxy: usize, error: String },
+}
+
+/// The streams that failed, by proxy, and their errors grouped.
+#[derive(Default)]
+struct Failures {
+    dead: Vec<bool>,
+    count: usize,
+    by_error: HashMap<String, usize>,
+}
+
+impl Failures {
+    fn new(proxies: usize) -> Failures {
+        Failures {
+            dead: vec![false; proxies],
+            ..Default::default()
+        }
+    }
+
+    /// Records a failure; false if that proxy had already failed.
+    fn record(&mut self, proxy: usize, error: String) -> bool {
+        if std::mem::replace(&mut self.dead[proxy], true) {
+            return false;
+        }
+        self.count += 1;
+        *self.by_error.entry(error).or_default() += 1;
+        true
+    }
+
+    /// The distinct errors, most frequent first.
+    fn summary(&self) -> Vec<(String, usize)> {
+        let mut v: Vec<(String, usize)> =
+            self.by_error.iter().map(|(e, n)| (e.clone(), *n)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
 }
 
 async fn proxy_stream(
@@ -324,7 +378,7 @@ async fn proxy_stream(
             && routes.iter().all(|r| have_rds.contains(r))
         {
             synced = true;
-            let _ = events.send(Event::Synced { bytes });
+            let _ = events.send(Event::Synced { proxy: idx, bytes });
         }
     }
     bail!("weftd closed the stream")
@@ -435,7 +489,11 @@ async fn run_one(
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let started = Instant::now();
     let mut tasks = Vec::new();
-    let connecting = Arc::new(tokio::sync::Semaphore::new(32));
+    let at_once = match a.connect_at_once {
+        0 => proxies.max(1),
+        n => n,
+    };
+    let connecting = Arc::new(tokio::sync::Semaphore::new(at_once));
     for i in 0..proxies {
         let connecting = connecting.clone();
         let tx = ev_tx.clone();
@@ -443,34 +501,57 @@ async fn run_one(
         let ns = namespace(i, a.namespaces);
         tasks.push(tokio::spawn(async move {
             if let Err(e) = proxy_stream(i, addr, ns, tx.clone(), connecting).await {
-                let _ = tx.send(Event::Failed(format!("proxy {i}: {e:#}")));
+                let _ = tx.send(Event::Failed {
+                    proxy: i,
+                    error: format!("{e:#}"),
+                });
             }
         }));
     }
     drop(ev_tx);
-    let mut synced = 0usize;
+    // Every stream either syncs or fails; a failure does not end the run, so the record says how many
+    // proxies of a storm got their config.
+    let mut synced = vec![false; proxies];
+    let mut synced_count = 0usize;
+    let mut failures = Failures::new(proxies);
     let mut bytes_total = 0u64;
     let mut acked: Vec<u64> = vec![0; proxies];
     let deadline = started + Duration::from_secs(a.sync_timeout);
-    while synced < proxies {
+    let settled = |synced: &[bool], failures: &Failures| {
+        synced
+            .iter()
+            .zip(&failures.dead)
+            .filter(|(s, d)| **s || **d)
+            .count()
+    };
+    while settled(&synced, &failures) < proxies {
         let Some(ev) = next_event(&mut ev_rx, &mut weftd_proc, deadline).await? else {
-            bail!(
-                "{synced} of {proxies} proxies synced after {} s",
+            eprintln!(
+                "{synced_count} of {proxies} proxies synced after {} s",
                 a.sync_timeout
             );
+            break;
         };
-        let ev = Some(ev);
         match ev {
-            Some(Event::Synced { bytes }) => {
-                synced += 1;
+            Event::Synced { proxy, bytes } => {
+                synced[proxy] = true;
+                synced_count += 1;
                 bytes_total += bytes;
             }
-            Some(Event::Acked {
+            Event::Acked {
                 proxy, generation, ..
-            }) => acked[proxy] = acked[proxy].max(generation),
-            Some(Event::Failed(e)) => bail!("{e}"),
-            None => bail!("every stream ended"),
+            } => acked[proxy] = acked[proxy].max(generation),
+            Event::Failed { proxy, error } => {
+                failures.record(proxy, error);
+            }
         }
+    }
+    if synced_count == 0 {
+        bail!(
+            "no proxy synced; {} streams failed: {:?}",
+            failures.count,
+            failures.summary()
+        );
     }
     let initial_sync_s = started.elapsed().as_secs_f64();
     let weftd_cpu_s_initial = cpu_seconds(pid) - cpu_loaded;
@@ -484,15 +565,17 @@ async fn run_one(
         // Let the previous push settle, so the debounce doesn't merge two changes.
         tokio::time::sleep(Duration::from_millis(300)).await;
         while let Ok(ev) = ev_rx.try_recv() {
-            if let Event::Failed(e) = ev {
-                bail!("{e}");
+            if let Event::Failed { proxy, error } = ev {
+                failures.record(proxy, error);
             }
         }
-        // Service k * 7 (spread over namespaces); the proxies that watch it must all ACK.
+        // Service k * 7 (spread over namespaces); the synced proxies that watch it and still have
+        // their stream must all ACK.
         let svc = (k * 7) % services;
         let svc_ns = svc % a.namespaces;
         let expected: Vec<usize> = (0..proxies)
             .filter(|p| !scoped || p % a.namespaces == svc_ns)
+            .filter(|p| synced[*p] && !failures.dead[*p])
             .collect();
         *salts.entry(svc).or_default() += 1;
         let cpu0 = cpu_seconds(pid);
@@ -506,22 +589,29 @@ async fn run_one(
             let Some(ev) = next_event(&mut ev_rx, &mut weftd_proc, deadline).await? else {
                 bail!("change {k}: {remaining} proxies did not ACK within 120 s");
             };
-            let ev = Some(ev);
             match ev {
-                Some(Event::Acked {
+                Event::Acked {
                     proxy,
                     generation: g,
                     at,
-                }) => {
+                } => {
                     if g >= generation && !done[proxy] && expected.binary_search(&proxy).is_ok() {
                         done[proxy] = true;
                         remaining -= 1;
                         latencies.push(at.duration_since(t0).as_secs_f64() * 1000.0);
                     }
                 }
-                Some(Event::Synced { .. }) => {}
-                Some(Event::Failed(e)) => bail!("{e}"),
-                None => bail!("every stream ended"),
+                Event::Synced { .. } => {}
+                Event::Failed { proxy, error } => {
+                    // A proxy that lost its stream will not ACK: stop waiting for it.
+                    if failures.record(proxy, error)
+                        && !done[proxy]
+                        && expected.binary_search(&proxy).is_ok()
+                    {
+                        done[proxy] = true;
+                        remaining -= 1;
+                    }
+                }
             }
         }
         // weftd's CPU for this push: let it finish the last sends before reading.
@@ -548,10 +638,14 @@ async fn run_one(
         weftd_rss_mb: rss,
         weftd_peak_rss_mb: peak_rss,
         weftd_cpu_s_per_push: percentile(&cpu_per_push, 50.0),
-        bytes_per_proxy: bytes_total / proxies.max(1) as u64,
+        bytes_per_proxy: bytes_total / synced_count.max(1) as u64,
         initial_sync_s,
         weftd_cpu_s_initial,
         changes,
+        connect_at_once: at_once,
+        proxies_synced: synced_count,
+        streams_failed: failures.count,
+        failures: failures.summary(),
     })
 }
 
@@ -579,6 +673,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut out = Vec::new();
+    let mut incomplete = 0;
     for &services in &a.services {
         for &proxies in &a.proxies {
             for scoped in [false, true] {
@@ -586,13 +681,21 @@ fn main() -> anyhow::Result<()> {
                 match r {
                     Ok(r) => {
                         eprintln!(
-                            "proxies {:>5} services {:>6} scoped {:<5} push p50 {:>7.1} ms p99 {:>7.1} ms max {:>7.1} ms  weftd {:>6.1} MB (peak {:>6.1})  {:.3} cpu-s/push  {:>9} B/proxy  initial sync {:.1} s",
+                            "proxies {:>5} services {:>6} scoped {:<5} push p50 {:>7.1} ms p99 {:>7.1} ms max {:>7.1} ms  weftd {:>6.1} MB (peak {:>6.1})  {:.3} cpu-s/push  {:>9} B/proxy  initial sync {:.1} s  synced {}/{}  failed {}",
                             r.proxies, r.services, r.scoped, r.push_p50_ms, r.push_p99_ms, r.push_max_ms,
-                            r.weftd_rss_mb, r.weftd_peak_rss_mb, r.weftd_cpu_s_per_push, r.bytes_per_proxy, r.initial_sync_s
+                            r.weftd_rss_mb, r.weftd_peak_rss_mb, r.weftd_cpu_s_per_push, r.bytes_per_proxy, r.initial_sync_s,
+                            r.proxies_synced, r.proxies, r.streams_failed
                         );
+                        for (error, n) in &r.failures {
+                            eprintln!("  {n} streams: {error}");
+                        }
+                        if r.proxies_synced < r.proxies || r.streams_failed > 0 {
+                            incomplete += 1;
+                        }
                         out.push(r.json());
                     }
                     Err(e) => {
+                        incomplete += 1;
                         eprintln!("proxies {proxies} services {services} scoped {scoped}: {e:#}");
                         out.push(serde_json::json!({
                             "proxies": proxies, "services": services, "scoped": scoped,
@@ -605,6 +708,9 @@ fn main() -> anyhow::Result<()> {
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if incomplete > 0 {
+        bail!("{incomplete} configurations did not sync every proxy or lost streams");
     }
     Ok(())
 }
