@@ -385,6 +385,8 @@ impl Lab {
                 app.into(),
                 "--ip".into(),
                 ip.into(),
+                "--admin-ip".into(),
+                ip.into(),
                 "--concurrency".into(),
                 "1".into(),
             ];

@@ -163,6 +163,9 @@ impl Layout {
             .arg(format!("bookinfo-{}", w.service))
             .arg("--ip")
             .arg(self.ip(w))
+            // Each sidecar's admin port on its own loopback address (what localhost is to a pod).
+            .arg("--admin-ip")
+            .arg(self.ip(w))
             .arg("--inbound-ports")
             .arg(format!("{SERVICE_PORT}:{APP_PORT}"));
         c

@@ -1,4 +1,4 @@
-//! The admin server on `--ip:--admin-port`: `GET /ready`, `GET /config_dump` (Envoy's `ConfigDump` shape),
+//! The admin server on `--admin-ip:--admin-port` (localhost only): `GET /ready`, `GET /config_dump` (Envoy's `ConfigDump` shape),
 //! `GET /clusters` (Envoy's text format), `POST /quitquitquit`. Loopback only in every deployment weft
 //! supports, so it has no authentication.
 

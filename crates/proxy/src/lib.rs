@@ -48,6 +48,8 @@ pub const DEFAULT_XDS_ADDRESS: &str = "http://127.0.0.1:15010";
 pub const DEFAULT_OUTBOUND_PORT: &str = "15001";
 /// Default admin port (Envoy's admin port in Istio).
 pub const DEFAULT_ADMIN_PORT: &str = "15000";
+/// Default admin address: localhost, as Istio binds Envoy's admin.
+pub const DEFAULT_ADMIN_IP: &str = "127.0.0.1";
 /// Default number of worker threads; a sidecar on a shared machine should stay small (Istio: 2).
 pub const DEFAULT_CONCURRENCY: &str = "2";
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -86,9 +88,14 @@ pub struct Args {
     /// Port of the outbound explicit HTTP proxy, bound on `--ip` (Istio: 15001).
     #[arg(long, env = "WEFT_PROXY_OUTBOUND_PORT", default_value = DEFAULT_OUTBOUND_PORT)]
     pub outbound_port: u16,
-    /// Port of the admin server, bound on `--ip` (Istio: 15000).
+    /// Port of the admin server, bound on `--admin-ip` (Istio: 15000).
     #[arg(long, env = "WEFT_PROXY_ADMIN_PORT", default_value = DEFAULT_ADMIN_PORT)]
     pub admin_port: u16,
+    /// Address the admin server binds. A loopback address only: the admin port stops the proxy
+    /// (`/quitquitquit`) and shows its whole configuration, so, as Envoy's in Istio, it must not be
+    /// reachable from the network. On one machine, each sidecar of a demo gets its own loopback address.
+    #[arg(long, env = "WEFT_PROXY_ADMIN_IP", default_value = DEFAULT_ADMIN_IP)]
+    pub admin_ip: IpAddr,
     /// Tokio worker threads (Istio: concurrency).
     #[arg(long, env = "WEFT_PROXY_CONCURRENCY", default_value = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
@@ -133,6 +140,15 @@ pub enum ConfigError {
     /// `--concurrency` is zero.
     #[error("--concurrency must be at least 1")]
     Concurrency,
+    /// `--admin-ip` is not a loopback address.
+    #[error(
+        "--admin-ip={value} is not a loopback address: the admin port (/quitquitquit, /config_dump) \
+         must not be reachable from the network"
+    )]
+    AdminIp {
+        /// The value given.
+        value: IpAddr,
+    },
 }
 
 /// The validated configuration the proxy runs with.
@@ -193,7 +209,12 @@ impl TryFrom<&Args> for Config {
         if args.concurrency == 0 {
             return Err(ConfigError::Concurrency);
         }
-        let admin_addr = SocketAddr::new(args.ip, args.admin_port);
+        if !args.admin_ip.is_loopback() {
+            return Err(ConfigError::AdminIp {
+                value: args.admin_ip,
+            });
+        }
+        let admin_addr = SocketAddr::new(args.admin_ip, args.admin_port);
         Ok(Config {
             xds_address: args.xds_address.clone(),
             identity: ProxyIdentity {
@@ -455,7 +476,12 @@ mod tests {
         ])
         .expect("parses");
         let c = Config::try_from(&a).expect("valid");
-        assert_eq!(c.identity.admin_address, "127.0.1.4:15000");
+        // The admin port is on localhost, not on the workload's address, unless another loopback
+        // address is asked for.
+        assert_eq!(c.identity.admin_address, "127.0.0.1:15000");
+        let a2 = args(&["--ip", "127.0.1.4", "--admin-ip", "127.0.1.4"]).expect("parses");
+        let c2 = Config::try_from(&a2).expect("valid");
+        assert_eq!(c2.admin_addr.to_string(), "127.0.1.4:15000");
         assert_eq!(c.outbound_addr.to_string(), "127.0.1.4:15001");
         assert_eq!(c.identity.inbound_ports, vec![(9080, 19080)]);
         assert_eq!(
@@ -519,6 +545,18 @@ mod tests {
                 "concurrency",
                 &["--concurrency", "0"],
                 "--concurrency must be at least 1",
+            ),
+            (
+                "admin on the network",
+                &["--admin-ip", "10.0.0.1"],
+                "--admin-ip=10.0.0.1 is not a loopback address: the admin port (/quitquitquit, \
+                 /config_dump) must not be reachable from the network",
+            ),
+            (
+                "admin on every address",
+                &["--admin-ip", "0.0.0.0"],
+                "--admin-ip=0.0.0.0 is not a loopback address: the admin port (/quitquitquit, \
+                 /config_dump) must not be reachable from the network",
             ),
         ];
         for (name, extra, want) in cases {
