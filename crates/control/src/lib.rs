@@ -236,13 +236,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let status = Arc::new(StatusRegistry::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let xds_listener = tokio::net::TcpListener::bind(config.xds_address)
-        .await
-        .map_err(|source| Error::Bind {
-            what: "xds",
-            addr: config.xds_address,
-            source,
-        })?;
+    let xds_listener = server::listen(config.xds_address).map_err(|source| Error::Bind {
+        what: "xds",
+        addr: config.xds_address,
+        source,
+    })?;
     let debug_listener = tokio::net::TcpListener::bind(config.debug_address)
         .await
         .map_err(|source| Error::Bind {

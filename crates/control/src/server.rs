@@ -45,6 +45,28 @@ const LARGE_PUSH_PERMITS: usize = 16;
 /// buffer the size of the largest message it received).
 const DELTA_CHUNK: usize = 500;
 
+/// Connections the kernel queues on the xDS listener until weftd accepts them. A fleet reconnecting
+/// after weftd restarts opens a thousand streams within milliseconds, while weftd's workers are busy
+/// sending first configs. With the 128 that `TcpListener::bind` asks for, the queue overflowed: the
+/// kernel dropped SYNs and handshake ACKs, and reset the connections whose handshake it gave up on
+/// (`weft-xds-sim --connect-at-once 0`, 1,000 proxies: up to 55 streams lost). Linux caps this at
+/// `net.core.somaxconn` (4,096 by default), so this asks for what the machine allows, as Go's
+/// listeners (istiod) and Envoy's do.
+pub const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds the xDS listener on `addr` with a queue of [`LISTEN_BACKLOG`] connections.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted weftd binds again while the old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The ADS service.
 pub struct Discovery {
     snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -689,12 +711,44 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
-    use super::version_text;
+    use super::{listen, version_text};
+    use std::time::Duration;
 
     #[test]
     fn versions_are_sixteen_lowercase_hex_digits() {
         for v in [0, 1, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX] {
             assert_eq!(version_text(v), *format!("{v:016x}").as_bytes());
         }
+    }
+
+    /// A fleet reconnecting at once while weftd is too busy to accept: the kernel must complete every
+    /// handshake and queue the connection, not drop SYNs (with a queue of 128, connections past it
+    /// waited for SYN retries, and some were reset).
+    #[tokio::test]
+    async fn the_xds_listener_queues_a_fleet_connecting_at_once() {
+        // Linux caps the queue at net.core.somaxconn (4,096 by default since 5.4).
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        let n = 500.min(somaxconn);
+        let listener = listen("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let addr = listener.local_addr().expect("address");
+        // Nothing accepts until every connection is established.
+        let connects = (0..n).map(|_| tokio::net::TcpStream::connect(addr));
+        let streams = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::future::try_join_all(connects),
+        )
+        .await
+        .expect("every handshake completes while nothing accepts")
+        .expect("connect");
+        for i in 0..n {
+            tokio::time::timeout(Duration::from_secs(10), listener.accept())
+                .await
+                .unwrap_or_else(|_| panic!("connection {i} of {n} queued"))
+                .expect("accept");
+        }
+        drop(streams);
     }
 }

@@ -49,9 +49,8 @@ impl Served {
 pub async fn serve(yaml: &str) -> Served {
     let (model_tx, model_rx) = watch::channel(Arc::new(Snapshot::new(model(1, yaml))));
     let status = Arc::new(StatusRegistry::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener =
+        weft_control::server::listen("127.0.0.1:0".parse().expect("address")).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let svc = AdsService::new(Discovery::new(model_rx, status.clone()), 16 * 1024 * 1024);
     tokio::spawn(
