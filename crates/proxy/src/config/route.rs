@@ -478,9 +478,18 @@ pub fn parse_domain(d: &str) -> Domain {
     }
 }
 
+/// The largest compiled size of a route's regex: weft-api's analyzer applies the same limit
+/// (`weft_api::analyze::REGEX_SIZE_LIMIT`), so weftd refuses what this would. Under the regex crate's
+/// default, 10 MB, one ten-byte pattern (`\w{1,100}`) took 0.1 s and megabytes per route to convert.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
 fn compile_full(regex: &str, ignore_case: bool) -> Result<Regex, RouteError> {
     let flags = if ignore_case { "(?i)" } else { "" };
-    Regex::new(&format!("{flags}^(?:{regex})$")).map_err(|source| RouteError::Regex {
+    let pattern = format!("{flags}^(?:{regex})$");
+    let compiled = regex::RegexBuilder::new(&pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build();
+    compiled.map_err(|source| RouteError::Regex {
         regex: regex.to_string(),
         source,
     })

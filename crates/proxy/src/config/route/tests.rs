@@ -585,6 +585,17 @@ fn conversion_errors_name_the_place() {
     );
     let err = convert_route(&bad_header).expect_err("bad header regex");
     assert!(err.to_string().contains("invalid regex \"[a-\""), "{err}");
+    // Over the size limit: 1 MB of automaton (Unicode \w), refused in milliseconds rather than built.
+    let big = xroute(PathSpecifier::SafeRegex(regex(r"\w{1,100}")), vec![], "c");
+    let err = convert_route(&big).expect_err("regex over the size limit");
+    assert_eq!(
+        crate::config::ConfigError::Route {
+            name: "9080".into(),
+            source: err,
+        }
+        .chain(),
+        "route config \"9080\": invalid regex \"\\\\w{1,100}\": Compiled regex exceeds size limit of 1048576 bytes."
+    );
     bad_header.r#match = None;
     bad_header.action = None;
     let err = convert_route(&bad_header).expect_err("no action");
