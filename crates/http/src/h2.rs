@@ -17,6 +17,8 @@ mod conformance;
 mod frame;
 pub(crate) mod hpack;
 mod server;
+#[cfg(test)]
+mod test_peer;
 
 pub(crate) use client::{handshake, Connection, Error as ClientError, ResponseBody};
 pub(crate) use frame::Reason;

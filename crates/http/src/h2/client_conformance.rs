@@ -7,67 +7,32 @@
 //! it elsewhere), each is accepted. A few error codes also accept what the reference client (the `h2`
 //! crate) sends instead of the RFC's: those are named `H2_*` below, so that they can be narrowed later.
 //!
-//! The fake server does what every server must (it answers the client's PINGs and SETTINGS, counts the
-//! client's WINDOW_UPDATEs, and by default opens its receive windows as DATA arrives) in `next`; `recv`
-//! is the raw frame reader, which skips nothing. Every frame the client sends is checked against a few
-//! invariants: no larger than the server's SETTINGS_MAX_FRAME_SIZE (16,384 unless a test raises it), no
-//! more DATA than the server's stream and connection windows allow, new streams odd and increasing and no
-//! more open at once than SETTINGS_MAX_CONCURRENT_STREAMS, and nothing but WINDOW_UPDATE, RST_STREAM or
-//! PRIORITY on a stream the client has ended.
+//! The fake server is the raw-frame peer both suites share (`test_peer.rs`), in a server's role: it does
+//! what every server must (it answers the client's PINGs and SETTINGS, counts the client's
+//! WINDOW_UPDATEs, and by default opens its receive windows as DATA arrives) in `next`; `recv` is the raw
+//! frame reader, which skips nothing. Every frame the client sends is checked as it arrives: no larger
+//! than the server's SETTINGS_MAX_FRAME_SIZE (16,384 unless a test raises it), no more DATA than the
+//! server's stream and connection windows allow, new streams odd and increasing and no more open at once
+//! than SETTINGS_MAX_CONCURRENT_STREAMS, and nothing but WINDOW_UPDATE, RST_STREAM or PRIORITY on a
+//! stream the client has ended. Accepting connections, reading requests and answering them are the fake
+//! server's own, below.
 //!
 //! Every wait has a 5-second timeout only so that a broken client fails a test instead of hanging it.
 
-use super::hpack::{encode_field, encode_status, Decoder, Name};
+use super::hpack::Name;
+use super::test_peer::*;
 use crate::upstream::{Failure, Upstream};
 use crate::Body;
-use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Method, Request, Response, Version};
 use http_body_util::BodyExt;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
-
-// Frame types (RFC 9113, 6).
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const PRIORITY: u8 = 0x2;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PUSH_PROMISE: u8 = 0x5;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const WINDOW_UPDATE: u8 = 0x8;
-const CONTINUATION: u8 = 0x9;
-
-// Flags.
-const END_STREAM: u8 = 0x1;
-const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const PADDED: u8 = 0x8;
-const PRIORITY_FLAG: u8 = 0x20;
-
-// Error codes (RFC 9113, 7).
-const NO_ERROR: u32 = 0x0;
-const PROTOCOL_ERROR: u32 = 0x1;
-const INTERNAL_ERROR: u32 = 0x2;
-const FLOW_CONTROL_ERROR: u32 = 0x3;
-const FRAME_SIZE_ERROR: u32 = 0x6;
-const REFUSED_STREAM: u32 = 0x7;
-const CANCEL: u32 = 0x8;
-const COMPRESSION_ERROR: u32 = 0x9;
-
-// Settings (RFC 9113, 6.5.2).
-const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
-const SETTINGS_ENABLE_PUSH: u16 = 0x2;
-const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
-const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
-const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
 
 /// FRAME_SIZE_ERROR, for a SETTINGS frame whose length is not a multiple of 6 (6.5). The `h2` crate,
 /// the client before Weft's own, sent PROTOCOL_ERROR (it mapped every error in loading a frame to it).
@@ -79,12 +44,6 @@ const H2_COMPRESSION_ERROR: &[u32] = &[COMPRESSION_ERROR];
 /// (`is_refused_stream` in `error.rs`). The `h2` crate's error said "refused stream before processing
 /// any application logic", which that check never matched, so the policy never fired on HTTP/2.
 const H2_REFUSED_STREAM_TEXT: &[&str] = &["REFUSED_STREAM"];
-
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// How long a wait may take: only so that a broken client fails a test instead of hanging it.
-const WAIT: Duration = Duration::from_secs(5);
-const DEFAULT_MAX_FRAME_SIZE: usize = 16_384;
-const DEFAULT_WINDOW: i64 = 65_535;
 
 // ===== The fake upstream =====
 
@@ -114,7 +73,7 @@ impl Fake {
 
     /// The next connection, with the handshake done: `settings` sent and the client's ACKed.
     async fn accept(&self, settings: &[(u16, u32)]) -> Conn {
-        let mut c = Conn::new(self.accept_raw().await);
+        let mut c = Conn::new(self.accept_raw().await, Role::Server);
         c.handshake(settings).await;
         c
     }
@@ -124,74 +83,6 @@ impl Fake {
         let mut c = self.accept(settings).await;
         c.settled().await;
         c
-    }
-}
-
-/// A frame as read from the wire. `fields` is the decoded header block on the frame that ends one
-/// (HEADERS or CONTINUATION with END_HEADERS); `block_end_stream` says whether its HEADERS had END_STREAM;
-/// `opens` says whether its HEADERS opened the stream (a request, not trailers).
-struct Frame {
-    ty: u8,
-    flags: u8,
-    stream: u32,
-    payload: Bytes,
-    fields: Option<Vec<(Name, Bytes)>>,
-    block_end_stream: bool,
-    opens: bool,
-}
-
-impl Frame {
-    fn has(&self, flag: u8) -> bool {
-        self.flags & flag != 0
-    }
-
-    /// The error code of a RST_STREAM or GOAWAY.
-    fn error_code(&self) -> u32 {
-        let at = if self.ty == GOAWAY { 4 } else { 0 };
-        assert!(self.payload.len() >= at + 4, "short {self:?}");
-        u32::from_be_bytes(self.payload[at..at + 4].try_into().unwrap())
-    }
-
-    /// A DATA frame's data, without padding.
-    fn data(&self) -> Bytes {
-        if self.has(PADDED) {
-            let pad = self.payload[0] as usize;
-            self.payload.slice(1..self.payload.len() - pad)
-        } else {
-            self.payload.clone()
-        }
-    }
-}
-
-impl fmt::Debug for Frame {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = [
-            "DATA",
-            "HEADERS",
-            "PRIORITY",
-            "RST_STREAM",
-            "SETTINGS",
-            "PUSH_PROMISE",
-            "PING",
-            "GOAWAY",
-            "WINDOW_UPDATE",
-            "CONTINUATION",
-        ]
-        .get(self.ty as usize)
-        .copied()
-        .unwrap_or("unknown");
-        let shown = &self.payload[..self.payload.len().min(32)];
-        write!(
-            f,
-            "{name}(flags {:#x}, stream {}, {} bytes: {shown:02x?})",
-            self.flags,
-            self.stream,
-            self.payload.len()
-        )?;
-        if let Some(fields) = &self.fields {
-            write!(f, " {fields:?}")?;
-        }
-        Ok(())
     }
 }
 
@@ -225,474 +116,10 @@ impl Req {
     }
 }
 
-/// A request body as the server read it.
-#[derive(Debug, Default)]
-struct ReqBody {
-    data: Vec<u8>,
-    /// The size of each DATA frame's payload.
-    frames: Vec<usize>,
-    trailers: Option<Vec<(Name, Bytes)>>,
-}
-
-/// How a connection ended, seen from the server: the client's GOAWAY, or a close without one.
-#[derive(Debug, PartialEq)]
-enum Ended {
-    GoAway(u32),
-    Closed,
-}
-
-/// One accepted connection, spoken to in raw frames.
-struct Conn {
-    io: TcpStream,
-    decoder: Decoder,
-    /// A header block waiting for its CONTINUATION: its stream, whether its HEADERS had END_STREAM,
-    /// whether it opened the stream, and its bytes so far.
-    partial: Option<(u32, bool, bool, BytesMut)>,
-    client_settings: HashMap<u16, u32>,
-    /// Settings sent and not yet ACKed, oldest first.
-    pending: VecDeque<Vec<(u16, u32)>>,
-    /// Our settings as the client has ACKed them.
-    applied: HashMap<u16, u32>,
-    /// Whether `next` gives back each DATA frame's bytes at once (connection and stream).
-    auto_window: bool,
-    /// How much DATA the client may still send on the connection; each stream's change from the
-    /// initial window (our WINDOW_UPDATEs less its DATA).
-    conn_recv_window: i64,
-    stream_recv_delta: HashMap<u32, i64>,
-    /// Our send windows: the connection's, and each stream's change from the client's initial size.
-    conn_send_window: i64,
-    stream_send_delta: HashMap<u32, i64>,
-    /// Streams the client opened (the highest is `last_stream`), ended, or reset; streams we ended or
-    /// reset.
-    opened: HashSet<u32>,
-    last_stream: u32,
-    client_ended: HashSet<u32>,
-    client_reset: HashSet<u32>,
-    server_ended: HashSet<u32>,
-    server_reset: HashSet<u32>,
-    /// Frames of streams set aside while reading something else.
-    stash: HashMap<u32, VecDeque<Frame>>,
-    /// Stream WINDOW_UPDATEs received (stream, increment).
-    stream_updates: Vec<(u32, u32)>,
-    pings: u64,
-}
+/// One accepted connection: the shared raw-frame peer on a socket, in a server's role.
+type Conn = Peer<TcpStream>;
 
 impl Conn {
-    fn new(io: TcpStream) -> Conn {
-        Conn {
-            io,
-            decoder: Decoder::new(4096),
-            partial: None,
-            client_settings: HashMap::new(),
-            pending: VecDeque::new(),
-            applied: HashMap::new(),
-            auto_window: true,
-            conn_recv_window: DEFAULT_WINDOW,
-            stream_recv_delta: HashMap::new(),
-            conn_send_window: DEFAULT_WINDOW,
-            stream_send_delta: HashMap::new(),
-            opened: HashSet::new(),
-            last_stream: 0,
-            client_ended: HashSet::new(),
-            client_reset: HashSet::new(),
-            server_ended: HashSet::new(),
-            server_reset: HashSet::new(),
-            stash: HashMap::new(),
-            stream_updates: Vec::new(),
-            pings: 0,
-        }
-    }
-
-    // ----- Writing -----
-
-    /// Writes raw bytes. A write error (the client closed) is ignored: the reads that follow see it.
-    async fn write(&mut self, bytes: &[u8]) {
-        let written = timeout(WAIT, self.io.write_all(bytes)).await;
-        let _ = written.expect("write timed out");
-    }
-
-    /// Writes one frame, whatever its contents; DATA counts against our send windows.
-    async fn send(&mut self, ty: u8, flags: u8, stream: u32, payload: impl AsRef<[u8]>) {
-        let payload = payload.as_ref();
-        match ty {
-            DATA => {
-                self.conn_send_window -= payload.len() as i64;
-                *self.stream_send_delta.entry(stream).or_default() -= payload.len() as i64;
-            }
-            RST_STREAM => {
-                self.server_reset.insert(stream);
-            }
-            _ => {}
-        }
-        if matches!(ty, DATA | HEADERS) && flags & END_STREAM != 0 {
-            self.server_ended.insert(stream);
-        }
-        self.write(&frame(ty, flags, stream, payload)).await;
-    }
-
-    async fn send_settings(&mut self, settings: &[(u16, u32)]) {
-        self.pending.push_back(settings.to_vec());
-        self.send(SETTINGS, 0, 0, settings_payload(settings)).await;
-    }
-
-    async fn window_update(&mut self, stream: u32, increment: u32) {
-        if stream == 0 {
-            self.conn_recv_window += increment as i64;
-        } else {
-            *self.stream_recv_delta.entry(stream).or_default() += increment as i64;
-        }
-        self.send(WINDOW_UPDATE, 0, stream, increment.to_be_bytes())
-            .await;
-    }
-
-    async fn rst(&mut self, stream: u32, code: u32) {
-        self.send(RST_STREAM, 0, stream, code.to_be_bytes()).await;
-    }
-
-    async fn goaway(&mut self, last_stream: u32, code: u32) {
-        let mut p = Vec::new();
-        p.put_u32(last_stream);
-        p.put_u32(code);
-        self.send(GOAWAY, 0, 0, p).await;
-    }
-
-    /// A response head (HEADERS with END_HEADERS, and END_STREAM if `end`).
-    async fn head(&mut self, stream: u32, status: u16, fields: &[(&str, &str)], end: bool) {
-        let flags = END_HEADERS | if end { END_STREAM } else { 0 };
-        self.send(HEADERS, flags, stream, response_block(status, fields))
-            .await;
-    }
-
-    /// A whole response: its head, then `body` (if any) in DATA frames, the last with END_STREAM.
-    async fn respond(&mut self, stream: u32, status: u16, fields: &[(&str, &str)], body: &[u8]) {
-        self.head(stream, status, fields, body.is_empty()).await;
-        if !body.is_empty() {
-            self.send_body(stream, body, true).await;
-        }
-    }
-
-    /// Sends `data` on `stream` in DATA frames, as the client's windows and maximum frame size allow,
-    /// reading (and setting aside) frames while the windows are shut.
-    async fn send_body(&mut self, stream: u32, data: &[u8], end: bool) {
-        let max_frame = self.client_setting(SETTINGS_MAX_FRAME_SIZE, DEFAULT_MAX_FRAME_SIZE as u32);
-        let mut sent = 0;
-        while sent < data.len() {
-            let room = self
-                .conn_send_window
-                .min(self.stream_send_window(stream))
-                .min(max_frame as i64)
-                .min((data.len() - sent) as i64);
-            if room <= 0 {
-                self.step("during a download").await;
-                continue;
-            }
-            let chunk = &data[sent..sent + room as usize];
-            sent += chunk.len();
-            let flags = if end && sent == data.len() {
-                END_STREAM
-            } else {
-                0
-            };
-            self.send(DATA, flags, stream, chunk).await;
-        }
-    }
-
-    fn stream_send_window(&self, stream: u32) -> i64 {
-        let initial = self.client_setting(SETTINGS_INITIAL_WINDOW_SIZE, DEFAULT_WINDOW as u32);
-        initial as i64 + self.stream_send_delta.get(&stream).copied().unwrap_or(0)
-    }
-
-    fn client_setting(&self, id: u16, default: u32) -> u32 {
-        self.client_settings.get(&id).copied().unwrap_or(default)
-    }
-
-    // ----- Reading -----
-
-    /// The next frame from the client, raw; `None` once the client has closed the connection.
-    async fn recv(&mut self) -> Option<Frame> {
-        let mut head = [0u8; 9];
-        match timeout(WAIT, self.io.read_exact(&mut head)).await {
-            Err(_) => panic!("no frame from the client within {WAIT:?}"),
-            Ok(Err(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                return None
-            }
-            Ok(Err(e)) => panic!("reading failed: {e}"),
-            Ok(Ok(_)) => {}
-        }
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let (ty, flags) = (head[3], head[4]);
-        let stream = u32::from_be_bytes(head[5..9].try_into().unwrap()) & 0x7fff_ffff;
-        let max = self.max_frame();
-        assert!(
-            len <= max,
-            "a frame of {len} bytes (type {ty:#x}), over our SETTINGS_MAX_FRAME_SIZE ({max})"
-        );
-        let mut payload = vec![0; len];
-        timeout(WAIT, self.io.read_exact(&mut payload))
-            .await
-            .expect("a frame's payload did not arrive")
-            .expect("the connection closed inside a frame");
-        let mut f = Frame {
-            ty,
-            flags,
-            stream,
-            payload: payload.into(),
-            fields: None,
-            block_end_stream: false,
-            opens: false,
-        };
-        self.check_and_decode(&mut f);
-        Some(f)
-    }
-
-    /// One of our settings as the client may be using it: while a change is not ACKed, the larger of the
-    /// old and the new (`default` when never set).
-    fn largest_setting(&self, id: u16, default: u32) -> u32 {
-        let applied = self.applied.get(&id).copied().unwrap_or(default);
-        self.pending
-            .iter()
-            .flatten()
-            .filter(|(i, _)| *i == id)
-            .fold(applied, |m, &(_, v)| m.max(v))
-    }
-
-    /// Our initial stream window as the client may be using it.
-    fn recv_initial_window(&self) -> i64 {
-        i64::from(self.largest_setting(SETTINGS_INITIAL_WINDOW_SIZE, DEFAULT_WINDOW as u32))
-    }
-
-    /// The largest frame the client may send.
-    fn max_frame(&self) -> usize {
-        self.largest_setting(SETTINGS_MAX_FRAME_SIZE, DEFAULT_MAX_FRAME_SIZE as u32) as usize
-    }
-
-    /// The most streams the client may have open: SETTINGS_MAX_CONCURRENT_STREAMS, as it may be using
-    /// it (the larger of old and new while a change is not ACKed).
-    fn max_concurrent(&self) -> Option<u32> {
-        let applied = self.applied.get(&SETTINGS_MAX_CONCURRENT_STREAMS).copied();
-        let pending = self
-            .pending
-            .iter()
-            .flatten()
-            .filter(|(id, _)| *id == SETTINGS_MAX_CONCURRENT_STREAMS)
-            .map(|&(_, v)| v)
-            .max();
-        match (applied, pending) {
-            (Some(a), Some(p)) => Some(a.max(p)),
-            (None, Some(_)) | (None, None) => None,
-            (Some(a), None) => Some(a),
-        }
-    }
-
-    /// Streams open (or half-closed) from the client's side of things.
-    fn active(&self) -> usize {
-        self.opened
-            .iter()
-            .filter(|s| {
-                !(self.client_reset.contains(s)
-                    || self.server_reset.contains(s)
-                    || (self.client_ended.contains(s) && self.server_ended.contains(s)))
-            })
-            .count()
-    }
-
-    /// Checks a received frame against what the client may send, and decodes header blocks.
-    fn check_and_decode(&mut self, f: &mut Frame) {
-        assert!(
-            self.partial.is_none() || f.ty == CONTINUATION,
-            "{f:?} inside a header block"
-        );
-        let s = f.stream;
-        if s != 0 && f.ty != PRIORITY {
-            assert!(s % 2 == 1, "{f:?} on an even stream");
-            let new = f.ty == HEADERS && !self.opened.contains(&s);
-            assert!(
-                new || self.opened.contains(&s),
-                "{f:?} on a stream the client never opened"
-            );
-            assert!(
-                !self.client_reset.contains(&s),
-                "{f:?} after its RST_STREAM"
-            );
-            assert!(
-                !self.client_ended.contains(&s) || matches!(f.ty, WINDOW_UPDATE | RST_STREAM),
-                "{f:?} on a stream the client ended"
-            );
-            if new {
-                assert!(
-                    s > self.last_stream,
-                    "stream {s} opened after stream {}",
-                    self.last_stream
-                );
-                if let Some(max) = self.max_concurrent() {
-                    assert!(
-                        self.active() < max as usize,
-                        "stream {s} opened with {} streams open, over SETTINGS_MAX_CONCURRENT_STREAMS {max}",
-                        self.active()
-                    );
-                }
-                self.opened.insert(s);
-                self.last_stream = s;
-                f.opens = true;
-            }
-        }
-        match f.ty {
-            DATA => {
-                let len = f.payload.len() as i64;
-                self.conn_recv_window -= len;
-                assert!(
-                    self.conn_recv_window >= 0,
-                    "DATA {} bytes over the connection window",
-                    -self.conn_recv_window
-                );
-                let delta = self.stream_recv_delta.entry(s).or_default();
-                *delta -= len;
-                let delta = *delta;
-                let window = self.recv_initial_window() + delta;
-                assert!(
-                    window >= 0,
-                    "DATA on stream {s}: {} bytes over its window",
-                    -window
-                );
-            }
-            HEADERS => {
-                let mut p = f.payload.clone();
-                let mut end = p.len();
-                let mut at = 0;
-                if f.has(PADDED) {
-                    end -= p[0] as usize;
-                    at = 1;
-                }
-                if f.has(PRIORITY_FLAG) {
-                    at += 5;
-                }
-                p = p.slice(at..end);
-                self.partial = Some((s, f.has(END_STREAM), f.opens, BytesMut::from(&p[..])));
-            }
-            CONTINUATION => {
-                let partial = self.partial.as_mut().expect("CONTINUATION without HEADERS");
-                assert_eq!(partial.0, s, "CONTINUATION on another stream");
-                partial.3.extend_from_slice(&f.payload);
-            }
-            RST_STREAM => {
-                self.client_reset.insert(s);
-            }
-            _ => {}
-        }
-        if matches!(f.ty, HEADERS | CONTINUATION) && f.has(END_HEADERS) {
-            let (_, end_stream, opens, block) = self.partial.take().unwrap();
-            let mut fields = Vec::new();
-            self.decoder
-                .decode(&block.freeze(), |name, value| fields.push((name, value)))
-                .expect("the client sent a header block we cannot decode");
-            f.fields = Some(fields);
-            f.block_end_stream = end_stream;
-            f.opens = opens;
-            if end_stream {
-                self.client_ended.insert(s);
-            }
-        }
-        if f.ty == DATA && f.has(END_STREAM) {
-            self.client_ended.insert(s);
-        }
-    }
-
-    /// The next frame, once the server's own duties are done: the client's WINDOW_UPDATEs are counted,
-    /// its PINGs answered, its SETTINGS recorded and ACKed, and its ACKs of ours applied (none of these is
-    /// returned); with `auto_window`, each DATA frame's bytes are given back to the client.
-    async fn next(&mut self) -> Option<Frame> {
-        loop {
-            let f = self.recv().await?;
-            if let Some(f) = self.duties(f).await {
-                return Some(f);
-            }
-        }
-    }
-
-    /// Does what `next` does for a frame: `None` if that was all there was to do with it.
-    async fn duties(&mut self, f: Frame) -> Option<Frame> {
-        match f.ty {
-            WINDOW_UPDATE => {
-                assert_eq!(f.payload.len(), 4, "{f:?}");
-                let inc = u32::from_be_bytes(f.payload[..].try_into().unwrap()) & 0x7fff_ffff;
-                assert!(inc > 0, "a WINDOW_UPDATE of 0: {f:?}");
-                if f.stream == 0 {
-                    self.conn_send_window += inc as i64;
-                } else {
-                    *self.stream_send_delta.entry(f.stream).or_default() += inc as i64;
-                    self.stream_updates.push((f.stream, inc));
-                }
-                None
-            }
-            PING if !f.has(ACK) => {
-                assert_eq!((f.stream, f.payload.len()), (0, 8), "{f:?}");
-                self.send(PING, ACK, 0, &f.payload).await;
-                None
-            }
-            SETTINGS if f.has(ACK) => {
-                assert_eq!(f.stream, 0, "{f:?}");
-                assert!(f.payload.is_empty(), "a SETTINGS ACK with a payload: {f:?}");
-                let settings = self.pending.pop_front().expect("an ACK of no SETTINGS");
-                self.applied.extend(settings);
-                None
-            }
-            SETTINGS => {
-                assert_eq!(f.stream, 0, "{f:?}");
-                self.client_settings.extend(parse_settings(&f.payload));
-                self.send(SETTINGS, ACK, 0, []).await;
-                None
-            }
-            DATA if self.auto_window && !f.payload.is_empty() => {
-                let n = f.payload.len() as u32;
-                self.window_update(0, n).await;
-                if !f.has(END_STREAM) {
-                    self.window_update(f.stream, n).await;
-                }
-                Some(f)
-            }
-            _ => Some(f),
-        }
-    }
-
-    /// Reads one frame: does what `next` does, and sets a frame of a stream aside (`when` says what for,
-    /// if it is a frame of the connection or the connection closed).
-    async fn step(&mut self, when: &str) {
-        let f = self
-            .recv()
-            .await
-            .unwrap_or_else(|| panic!("connection closed {when}"));
-        if let Some(f) = self.duties(f).await {
-            assert!(f.stream != 0, "unexpected {f:?} {when}");
-            self.stash.entry(f.stream).or_default().push_back(f);
-        }
-    }
-
-    /// The next frame of `stream` (set aside earlier, or read now, setting aside other streams' frames).
-    async fn next_on(&mut self, stream: u32) -> Frame {
-        if let Some(f) = self.stash.get_mut(&stream).and_then(VecDeque::pop_front) {
-            return f;
-        }
-        loop {
-            let f = self
-                .next()
-                .await
-                .unwrap_or_else(|| panic!("connection closed while reading stream {stream}"));
-            if f.stream == stream {
-                return f;
-            }
-            assert!(
-                f.stream != 0,
-                "unexpected {f:?} while reading stream {stream}"
-            );
-            self.stash.entry(f.stream).or_default().push_back(f);
-        }
-    }
-
     /// Reads the preface (exactly) and the client's SETTINGS (its first frame), sends `settings` and
     /// ACKs the client's.
     async fn handshake(&mut self, settings: &[(u16, u32)]) {
@@ -707,23 +134,24 @@ impl Conn {
             "the preface: {:?}",
             String::from_utf8_lossy(&preface)
         );
-        let f = self
-            .recv()
-            .await
-            .expect("connection closed after the preface");
-        assert!(
-            f.ty == SETTINGS && !f.has(ACK) && f.stream == 0,
-            "the client's first frame must be SETTINGS: {f:?}"
-        );
-        self.client_settings.extend(parse_settings(&f.payload));
+        let f = self.first_settings().await;
+        self.remote_settings.extend(parse_settings(&f.payload));
         self.send_settings(settings).await;
         self.send(SETTINGS, ACK, 0, []).await;
     }
 
-    /// Reads (setting frames of streams aside) until the client has ACKed every SETTINGS we sent.
-    async fn settled(&mut self) {
-        while !self.pending.is_empty() {
-            self.step("before the SETTINGS ACK").await;
+    /// A response head (HEADERS with END_HEADERS, and END_STREAM if `end`).
+    async fn head(&mut self, stream: u32, status: u16, fields: &[(&str, &str)], end: bool) {
+        let flags = END_HEADERS | if end { END_STREAM } else { 0 };
+        self.send(HEADERS, flags, stream, response_block(status, fields))
+            .await;
+    }
+
+    /// A whole response: its head, then `body` (if any) in DATA frames, the last with END_STREAM.
+    async fn respond(&mut self, stream: u32, status: u16, fields: &[(&str, &str)], body: &[u8]) {
+        self.head(stream, status, fields, body.is_empty()).await;
+        if !body.is_empty() {
+            self.send_body(stream, body, true).await;
         }
     }
 
@@ -758,144 +186,13 @@ impl Conn {
             end_stream: f.block_end_stream,
         }
     }
-
-    /// Reads `stream`'s request body, to END_STREAM (on DATA or on trailers).
-    async fn read_body(&mut self, stream: u32) -> ReqBody {
-        let mut body = ReqBody::default();
-        loop {
-            let mut f = self.next_on(stream).await;
-            match f.ty {
-                DATA => {
-                    body.data.extend_from_slice(&f.data());
-                    body.frames.push(f.payload.len());
-                    if f.has(END_STREAM) {
-                        return body;
-                    }
-                }
-                HEADERS | CONTINUATION => {
-                    if let Some(fields) = f.fields.take() {
-                        assert!(f.block_end_stream, "trailers without END_STREAM: {f:?}");
-                        body.trailers = Some(fields);
-                        return body;
-                    }
-                }
-                _ => panic!("unexpected {f:?} in a request body"),
-            }
-        }
-    }
-
-    /// Sends a PING and reads to its ACK (the client has then read everything sent before it), setting
-    /// frames of streams aside.
-    async fn fence(&mut self) {
-        self.pings += 1;
-        let data = self.pings.to_be_bytes();
-        self.send(PING, 0, 0, data).await;
-        loop {
-            let f = self
-                .next()
-                .await
-                .expect("connection closed before a PING ACK");
-            if f.ty == PING && f.has(ACK) && f.payload[..] == data {
-                return;
-            }
-            assert!(f.stream != 0, "unexpected {f:?} before a PING ACK");
-            self.stash.entry(f.stream).or_default().push_back(f);
-        }
-    }
-
-    /// Reads to the connection's end, skipping frames of streams: the client's GOAWAY (then the close)
-    /// or the close.
-    async fn connection_end(&mut self) -> Ended {
-        loop {
-            let Some(f) = self.next().await else {
-                return Ended::Closed;
-            };
-            if f.stream != 0 {
-                continue;
-            }
-            assert_eq!(f.ty, GOAWAY, "expected GOAWAY, got {f:?}");
-            return Ended::GoAway(f.error_code());
-        }
-    }
-
-    /// Expects a connection error: a GOAWAY with one of `codes`.
-    async fn expect_goaway(&mut self, codes: &[u32]) {
-        match self.connection_end().await {
-            Ended::GoAway(code) => assert!(
-                codes.contains(&code),
-                "GOAWAY code {code}, not one of {codes:?}"
-            ),
-            Ended::Closed => panic!("the connection closed without a GOAWAY"),
-        }
-    }
-
-    /// Reads until `stream`'s RST_STREAM or the connection's GOAWAY, and returns its code; frames of other
-    /// streams are set aside, DATA and WINDOW_UPDATE of `stream` skipped.
-    async fn stream_end(&mut self, stream: u32) -> (u8, u32) {
-        loop {
-            let f = match self.stash.get_mut(&stream).and_then(VecDeque::pop_front) {
-                Some(f) => f,
-                None => self.next().await.expect("connection closed without GOAWAY"),
-            };
-            match (f.stream, f.ty) {
-                (s, RST_STREAM) if s == stream => return (RST_STREAM, f.error_code()),
-                (s, DATA | WINDOW_UPDATE) if s == stream => {}
-                (s, _) if s == stream => panic!("expected RST_STREAM on {stream}, got {f:?}"),
-                (0, GOAWAY) => return (GOAWAY, f.error_code()),
-                (0, _) => panic!("unexpected {f:?} while waiting for RST_STREAM on {stream}"),
-                (s, _) => self.stash.entry(s).or_default().push_back(f),
-            }
-        }
-    }
-}
-
-/// A frame's bytes: the 9-byte header and the payload.
-fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(9 + payload.len());
-    b.put_uint(payload.len() as u64, 3);
-    b.put_u8(ty);
-    b.put_u8(flags);
-    b.put_u32(stream);
-    b.extend_from_slice(payload);
-    b
-}
-
-fn settings_payload(settings: &[(u16, u32)]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for (id, value) in settings {
-        b.put_u16(*id);
-        b.put_u32(*value);
-    }
-    b
-}
-
-fn parse_settings(payload: &[u8]) -> Vec<(u16, u32)> {
-    assert_eq!(payload.len() % 6, 0, "SETTINGS of {} bytes", payload.len());
-    payload
-        .chunks(6)
-        .map(|c| {
-            let id = u16::from_be_bytes([c[0], c[1]]);
-            (id, u32::from_be_bytes(c[2..6].try_into().unwrap()))
-        })
-        .collect()
 }
 
 /// A response's header block (`status` 0: none), or a trailers block (`fields` alone).
 fn response_block(status: u16, fields: &[(&str, &str)]) -> Bytes {
-    let mut b = BytesMut::new();
-    if status != 0 {
-        encode_status(StatusCode::from_u16(status).unwrap(), &mut b);
-    }
-    for (name, value) in fields {
-        let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
-        encode_field(&name, &HeaderValue::from_str(value).unwrap(), &mut b);
-    }
-    b.freeze()
-}
-
-/// `len` bytes of a pattern that shows a byte out of place.
-fn pattern(len: usize) -> Bytes {
-    (0..len).map(|i| (i % 251) as u8).collect()
+    let status = status.to_string();
+    let pseudo = [(Name::Status, status.as_str())];
+    header_block(&pseudo[..usize::from(status != "0")], fields)
 }
 
 // ===== The client under test =====
@@ -1073,7 +370,7 @@ async fn preface_settings_and_acks() {
             (SETTINGS_HEADER_TABLE_SIZE, 4096),
         ])
         .await;
-    let push = c.client_settings.get(&SETTINGS_ENABLE_PUSH).copied();
+    let push = c.remote_settings.get(&SETTINGS_ENABLE_PUSH).copied();
     assert!(
         matches!(push, None | Some(0)),
         "SETTINGS_ENABLE_PUSH {push:?}: push is not wanted"
@@ -1531,7 +828,7 @@ async fn a_large_response_is_let_through_by_window_updates_as_it_is_read() {
     let got = done(got).await.whole();
     assert_eq!(got.body.len(), body.len());
     assert!(got.body == body, "the body arrived changed");
-    let initial = c.client_setting(SETTINGS_INITIAL_WINDOW_SIZE, DEFAULT_WINDOW as u32) as usize;
+    let initial = c.remote_setting(SETTINGS_INITIAL_WINDOW_SIZE, DEFAULT_WINDOW as u32) as usize;
     if body.len() > initial {
         assert!(
             c.stream_updates.iter().any(|&(st, _)| st == s),
@@ -1560,13 +857,8 @@ async fn data_beyond_the_stream_window_is_a_flow_control_error() {
         "the client opened the window without the caller reading"
     );
     c.send(DATA, 0, s, b"!").await;
-    let (ty, code) = c.stream_end(s).await;
-    assert_eq!(
-        code,
-        FLOW_CONTROL_ERROR,
-        "{}",
-        if ty == GOAWAY { "GOAWAY" } else { "RST_STREAM" }
-    );
+    c.expect_stream_or_connection_error(s, &[FLOW_CONTROL_ERROR])
+        .await;
     drop(resp);
 }
 
@@ -1689,7 +981,7 @@ async fn a_no_error_reset_after_a_complete_response_changes_nothing() {
     assert_eq!(done(got).await.whole().body, "early");
     c.fence().await;
     c.stash.remove(&r.stream);
-    c.client_reset.insert(r.stream); // Anything more on it now fails in `check_and_decode`.
+    c.remote_reset.insert(r.stream); // Anything more on it now fails in `check_and_decode`.
     let next = call(&up, fake.addr, get(fake.addr, "/next"));
     let n = c.next_request().await;
     c.respond(n.stream, 200, &[], b"").await;
@@ -1758,8 +1050,7 @@ async fn goaway_lets_earlier_streams_finish_and_new_requests_go_on_a_new_connect
 impl Conn {
     /// A PING's round trip if the connection is still open (true), or its end (false).
     async fn connection_end_or_fence(&mut self) -> bool {
-        self.pings += 1;
-        let data = self.pings.to_be_bytes();
+        let data = self.ping_data();
         self.send(PING, 0, 0, data).await;
         loop {
             let Some(f) = self.next().await else {
@@ -1824,7 +1115,7 @@ async fn data_on_a_stream_never_opened_is_a_connection_error() {
     c.send(DATA, 0, 7, b"who?").await;
     // A GOAWAY(PROTOCOL_ERROR) (5.1: DATA on an idle stream); at the least, the connection fails.
     match c.connection_end().await {
-        Ended::GoAway(code) => assert_eq!(code, PROTOCOL_ERROR),
+        Ended::GoAway { code, .. } => assert_eq!(code, PROTOCOL_ERROR),
         Ended::Closed => {}
     }
     assert!(done(got).await.is_failed());
@@ -1836,12 +1127,13 @@ async fn a_push_promise_with_push_disabled_is_a_connection_error() {
     let up = upstream();
     let (got, mut c, s) = one_get(&fake, &up).await;
     let mut p = 2u32.to_be_bytes().to_vec();
-    let mut block = BytesMut::new();
-    super::hpack::encode_pseudo(&Name::Method, b"GET", &mut block);
-    super::hpack::encode_pseudo(&Name::Scheme, b"http", &mut block);
-    super::hpack::encode_pseudo(&Name::Authority, b"pushed", &mut block);
-    super::hpack::encode_pseudo(&Name::Path, b"/pushed", &mut block);
-    p.extend_from_slice(&block);
+    let pseudo = [
+        (Name::Method, "GET"),
+        (Name::Scheme, "http"),
+        (Name::Authority, "pushed"),
+        (Name::Path, "/pushed"),
+    ];
+    p.extend_from_slice(&header_block(&pseudo, &[]));
     c.send(PUSH_PROMISE, END_HEADERS, s, p).await;
     c.expect_goaway(&[PROTOCOL_ERROR]).await;
     assert!(done(got).await.is_failed());
@@ -1855,13 +1147,14 @@ async fn a_response_without_status_fails_the_request() {
     // A malformed response: a stream error (or a connection error) of type PROTOCOL_ERROR (8.1.1).
     let block = response_block(0, &[("x-a", "b")]);
     c.send(HEADERS, END_HEADERS, s, &block).await;
-    let (ty, code) = c.stream_end(s).await;
-    assert_eq!(code, PROTOCOL_ERROR);
+    let end = c
+        .expect_stream_or_connection_error(s, &[PROTOCOL_ERROR])
+        .await;
     assert!(done(got).await.is_failed());
     // With END_STREAM too (the stream is then closed, so a RST_STREAM is not required): the request
     // still fails.
     let got = call(&up, fake.addr, get(fake.addr, "/"));
-    if ty == GOAWAY {
+    if let StreamEnd::GoAway(_) = end {
         c = fake.accept(&[]).await;
     }
     let r = c.next_request().await;
@@ -1902,8 +1195,7 @@ async fn dropping_the_response_future_cancels_the_stream() {
     let s = c.next_request().await.stream;
     head.abort();
     assert!(timeout(WAIT, head).await.expect("abort").is_err());
-    let (ty, code) = c.stream_end(s).await;
-    assert_eq!((ty, code), (RST_STREAM, CANCEL));
+    assert_eq!(c.stream_end(s).await, StreamEnd::Reset(CANCEL));
     assert_still_usable(&fake, &up, &mut c).await;
 }
 
@@ -1924,8 +1216,7 @@ async fn dropping_the_body_half_way_cancels_the_stream() {
         .expect("data");
     assert_eq!(first.into_data().unwrap(), "first half");
     drop(body);
-    let (ty, code) = c.stream_end(s).await;
-    assert_eq!((ty, code), (RST_STREAM, CANCEL));
+    assert_eq!(c.stream_end(s).await, StreamEnd::Reset(CANCEL));
     assert_still_usable(&fake, &up, &mut c).await;
 }
 
