@@ -2,6 +2,13 @@
 //! changed for that proxy whenever a new snapshot is published, and recording ACKs and NACKs for
 //! proxy-status.
 //!
+//! A response counts as delivered only once the proxy ACKs it. Each type has at most one response
+//! (or one delta response in parts) unanswered; what comes due meanwhile is sent once it is answered,
+//! computed from what the proxy then holds. A NACK means the proxy applied none of the response
+//! (weft-proxy and Envoy alike): weftd goes back to what the proxy held before, and sends every
+//! resource the refused response carried again with its next response from a later config
+//! generation, changed or not, so a good resource refused beside a bad one is not left behind.
+//!
 //! Both protocols share one connection state machine; they differ only in how requests name what they
 //! want and in how a response says what changed. Resources come from the shared per-scope [`View`]s of
 //! the snapshot, so what a proxy was sent is remembered as "that view" (one pointer), not as a copy per
@@ -44,7 +51,6 @@ const LARGE_PUSH_PERMITS: usize = 16;
 /// responses, so neither side holds one message of many megabytes (tonic's decoder in the proxy keeps a
 /// buffer the size of the largest message it received).
 const DELTA_CHUNK: usize = 500;
-
 /// Connections the kernel queues on the xDS listener until weftd accepts them. A fleet reconnecting
 /// after weftd restarts opens a thousand streams within milliseconds, while weftd's workers are busy
 /// sending first configs. With the 128 that `TcpListener::bind` asks for, the queue overflowed: the
@@ -226,18 +232,44 @@ struct TypeState {
     sub: Sub,
     /// A request for this type arrived.
     subscribed: bool,
-    /// The view the proxy's copy of the shared resources came from (`None`: nothing sent yet).
+    /// The view the proxy's copy of the shared resources came from (`None`: nothing sent yet, or the
+    /// first response was refused), counting the response in flight as applied.
     view: Option<Arc<View>>,
-    /// Versions of the proxy's own (inbound) resources last sent.
+    /// Versions of the proxy's own (inbound) resources, counted the same way.
     inbound: BTreeMap<String, u64>,
     /// Delta: what the proxy said it holds when it (re)connected; used once, by the first push.
     initial: Option<HashMap<String, String>>,
     /// Names newly subscribed, to send with the next response.
     pending: Vec<Arc<str>>,
-    last_nonce: String,
-    last_version: String,
-    /// The last response is not answered yet.
-    awaiting: bool,
+    /// The response the proxy has not answered yet.
+    flight: Option<Flight>,
+    /// A push came due while `flight` was unanswered: it goes out once the answer comes.
+    deferred: bool,
+    /// Names carried by refused responses: sent again, whatever their version, by the first response
+    /// built from a generation after `resend_after` (the refused config itself would only be refused
+    /// again).
+    resend: NameSet,
+    resend_after: u64,
+    /// Number of the last response sent (nonce `<conn>-<n>`).
+    last_nonce: u64,
+}
+
+/// A response of one type the proxy has not answered yet: one message, or the parts of a large delta
+/// response, which the proxy answers one by one.
+struct Flight {
+    /// Nonce numbers of its parts, `first..=last`.
+    first: u64,
+    last: u64,
+    /// Its version (the model generation), as sent and as a number.
+    version: String,
+    generation: u64,
+    /// What the proxy held before it, which it still holds if it refuses it.
+    before_view: Option<Arc<View>>,
+    before_inbound: BTreeMap<String, u64>,
+    /// Every name it carried, added, changed or removed.
+    names: Vec<Arc<str>>,
+    /// The proxy refused one of its parts.
+    refused: bool,
 }
 
 /// One proxy's own resources of one generation, hashed.
@@ -340,34 +372,21 @@ impl Connection {
             return Ok(());
         };
         let t = TYPES[ti];
-        let state = &mut self.types[ti];
-        if !req.response_nonce.is_empty() && req.response_nonce == state.last_nonce {
-            state.awaiting = false;
-            if self.types.iter().all(|s| !s.awaiting) {
-                self.permit = None;
-            }
-            let state = &mut self.types[ti];
-            match &req.error {
-                Some(reason) => {
-                    warn!(type_url = type_url::short(t), nonce = %req.response_nonce, reason = %reason, "nack");
-                    self.status
-                        .record_nack(self.id, t, &req.response_nonce, reason);
-                }
-                None => {
-                    let version = if req.version_info.is_empty() {
-                        &state.last_version
-                    } else {
-                        &req.version_info
-                    };
-                    debug!(type_url = type_url::short(t), version = %version, "ack");
-                    self.status
-                        .record_ack(self.id, t, version, &req.response_nonce);
-                }
-            }
-        } else if !req.response_nonce.is_empty() {
-            // A reply to an older response: superseded. In state of the world the names it carries are
-            // still the proxy's current wish, so fall through; a delta request carries only changes.
-            if self.protocol == Protocol::Sotw {
+        let mut due = false;
+        if !req.response_nonce.is_empty() {
+            let n = self.nonce_number(&req.response_nonce);
+            let state = &self.types[ti];
+            let in_flight = state
+                .flight
+                .as_ref()
+                .zip(n)
+                .is_some_and(|(f, n)| (f.first..=f.last).contains(&n));
+            if let (true, Some(n)) = (in_flight, n) {
+                due = self.on_answer(ti, &req, n);
+            } else if n != Some(state.last_nonce) && self.protocol == Protocol::Sotw {
+                // A reply to an older response, sent before the proxy saw the newer one: its answer to
+                // that one will carry its current names. A delta request carries only changes, so it
+                // is never dropped.
                 return Ok(());
             }
         }
@@ -439,11 +458,66 @@ impl Connection {
             self.status
                 .record_subscription(self.id, t, state.sub.count());
         }
-        if first || !state.pending.is_empty() {
+        if first || due || !state.pending.is_empty() {
             let snap = self.snap.clone();
             self.push_type(ti, &snap, first).await?;
         }
         Ok(())
+    }
+
+    /// The number of one of this connection's nonces (`<conn>-<n>`); `None` for any other text.
+    fn nonce_number(&self, nonce: &str) -> Option<u64> {
+        let (conn, n) = nonce.split_once('-')?;
+        if conn.parse::<u64>().ok()? != self.id {
+            return None;
+        }
+        n.parse().ok()
+    }
+
+    /// Records the proxy's answer to part `n` of type `ti`'s response in flight. Returns whether a
+    /// push waited for it.
+    fn on_answer(&mut self, ti: usize, req: &Req, n: u64) -> bool {
+        let t = TYPES[ti];
+        let state = &mut self.types[ti];
+        let Some(flight) = state.flight.as_mut() else {
+            return false;
+        };
+        if let Some(reason) = &req.error {
+            warn!(type_url = type_url::short(t), nonce = %req.response_nonce, reason = %reason, "nack");
+            self.status
+                .record_nack(self.id, t, &req.response_nonce, reason);
+            flight.refused = true;
+        }
+        // The parts of a delta response are answered in order; the last answer settles the response.
+        if n < flight.last {
+            return false;
+        }
+        let Some(flight) = state.flight.take() else {
+            return false;
+        };
+        if flight.refused {
+            // The proxy applied nothing of the refused part, so it holds what it held before the
+            // response, except perhaps parts it accepted: go back, and send every name of the response
+            // again whether it changes or not.
+            state.view = flight.before_view;
+            state.inbound = flight.before_inbound;
+            state.resend.extend(flight.names);
+            state.resend_after = state.resend_after.max(flight.generation);
+        } else {
+            let version = if req.version_info.is_empty() {
+                &flight.version
+            } else {
+                &req.version_info
+            };
+            debug!(type_url = type_url::short(t), version = %version, "ack");
+            self.status
+                .record_ack(self.id, t, version, &req.response_nonce);
+        }
+        let due = std::mem::take(&mut state.deferred);
+        if self.types.iter().all(|s| s.flight.is_none()) {
+            self.permit = None;
+        }
+        due
     }
 
     /// The view of this proxy's scope in the connection's current snapshot.
@@ -487,8 +561,13 @@ impl Connection {
     }
 
     /// Sends type `ti` if anything in it changed for this proxy since it was last sent. `first`
-    /// answers a first request even when there is nothing to say.
+    /// answers a first request even when there is nothing to say. While the type's last response is
+    /// unanswered, only notes that a push is due: what to send depends on the answer.
     async fn push_type(&mut self, ti: usize, snap: &Snapshot, first: bool) -> Result<(), Status> {
+        if self.types[ti].flight.is_some() {
+            self.types[ti].deferred = true;
+            return Ok(());
+        }
         let view = self.view_now();
         let protocol = self.protocol;
         let inbound_map = self.inbound_now(snap, &view).types[ti].clone();
@@ -565,6 +644,29 @@ impl Connection {
                 any_change = true;
             }
         }
+        // What refused responses carried, as it is now, once the config has moved on.
+        if !state.resend.is_empty() && snap.model.generation > state.resend_after {
+            let mut in_update: NameSet =
+                update.resources.iter().map(|(n, _, _)| n.clone()).collect();
+            in_update.extend(update.removed.iter().map(|n| Arc::from(n.as_str())));
+            for k in std::mem::take(&mut state.resend) {
+                if !state.sub.has(&k) || in_update.contains(&k) {
+                    continue;
+                }
+                if let Some(r) = shared.get(&k) {
+                    update
+                        .resources
+                        .push((k.clone(), r.encoded.clone(), r.version));
+                } else if let Some(r) = inbound_map.get(&*k) {
+                    update
+                        .resources
+                        .push((k.clone(), r.encoded.clone(), r.version));
+                } else {
+                    update.removed.push(k.to_string());
+                }
+                any_change = true;
+            }
+        }
         // Delta reconnect: skip what the proxy already holds; remove what it holds that is gone.
         if let Some(initial) = state.initial.take() {
             update.resources.retain(|(k, _, v)| {
@@ -579,15 +681,17 @@ impl Connection {
                 }
             }
         }
-        state.view = Some(view.clone());
-        state.inbound = inbound_map
-            .iter()
-            .map(|(k, r)| (k.clone(), r.version))
-            .collect();
+        let before_view = state.view.replace(view.clone());
+        let before_inbound = std::mem::replace(
+            &mut state.inbound,
+            inbound_map
+                .iter()
+                .map(|(k, r)| (k.clone(), r.version))
+                .collect(),
+        );
         if !any_change && !first {
             return Ok(());
         }
-
         let version = snap.model.generation.to_string();
         let wildcard_sotw =
             protocol == Protocol::Sotw && (t == type_url::CLUSTER || t == type_url::LISTENER);
@@ -621,6 +725,14 @@ impl Connection {
                     .map_err(|_| Status::unavailable("weftd is shutting down"))?,
             );
         }
+        // Only once the permit is held: a thousand proxies connecting at once all wait for one, and
+        // each name is 16 bytes more per resource of a first config while they wait.
+        let names: Vec<Arc<str>> = update
+            .resources
+            .iter()
+            .map(|(n, _, _)| n.clone())
+            .chain(update.removed.iter().map(|n| Arc::from(n.as_str())))
+            .collect();
         let chunks = match protocol {
             Protocol::Sotw => 1,
             Protocol::Delta => count.div_ceil(DELTA_CHUNK).max(1),
@@ -629,12 +741,19 @@ impl Connection {
         self.nonce += chunks as u64;
         let nonce = format!("{}-{}", self.id, self.nonce);
         let state = &mut self.types[ti];
-        state.last_nonce = nonce.clone();
-        state.last_version = version.clone();
-        state.awaiting = true;
+        state.last_nonce = self.nonce;
+        state.flight = Some(Flight {
+            first: first_nonce,
+            last: self.nonce,
+            version: version.clone(),
+            generation: snap.model.generation,
+            before_view,
+            before_inbound,
+            names,
+            refused: false,
+        });
         self.status.record_sent(self.id, t, &version, &nonce, count);
         debug!(type_url = type_url::short(t), version = %version, resources = count, removed = update.removed.len(), "push");
-        let mut messages = Vec::with_capacity(chunks);
         match protocol {
             Protocol::Sotw => {
                 let head = DiscoveryResponse {
@@ -652,18 +771,21 @@ impl Connection {
                         any,
                     })
                     .collect();
-                messages.push(wire::sotw(&head, &items));
+                self.send(wire::sotw(&head, &items)).await
             }
             Protocol::Delta => {
-                // Removals go with the first response; the proxy ACKs each, and only the last
-                // response's ACK counts as the type being in sync.
-                let versions: Vec<[u8; 16]> = update
-                    .resources
-                    .iter()
-                    .map(|(_, _, v)| version_text(*v))
-                    .collect();
+                // Removals go with the first part; the proxy ACKs each, and only the last part's ACK
+                // counts as the type being in sync. Each part is encoded as it goes out, so a
+                // response of thousands of resources never sits whole in memory beside what the
+                // stream has queued.
                 let mut removed = update.removed;
-                for (k, part) in update.resources.chunks(DELTA_CHUNK.max(1)).enumerate() {
+                for k in 0..chunks {
+                    let part = update
+                        .resources
+                        .get(k * DELTA_CHUNK..((k + 1) * DELTA_CHUNK).min(count))
+                        .unwrap_or_default();
+                    let versions: Vec<[u8; 16]> =
+                        part.iter().map(|(_, _, v)| version_text(*v)).collect();
                     let head = DeltaDiscoveryResponse {
                         system_version_info: version.clone(),
                         removed_resources: std::mem::take(&mut removed),
@@ -673,39 +795,26 @@ impl Connection {
                     };
                     let items: Vec<wire::Item<'_>> = part
                         .iter()
-                        .zip(&versions[k * DELTA_CHUNK..])
+                        .zip(&versions)
                         .map(|((name, any, _), v)| wire::Item {
                             name,
                             version: v,
                             any,
                         })
                         .collect();
-                    messages.push(wire::delta(&head, &items));
+                    self.send(wire::delta(&head, &items)).await?;
                 }
-                if messages.is_empty() {
-                    let head = DeltaDiscoveryResponse {
-                        system_version_info: version,
-                        removed_resources: removed,
-                        type_url: t.to_string(),
-                        nonce: format!("{}-{}", self.id, first_nonce),
-                        ..Default::default()
-                    };
-                    messages.push(wire::delta(&head, &[]));
-                }
+                Ok(())
             }
         }
-        let mut sent = true;
-        for m in messages {
-            if self.tx.send(Out::Message(m)).await.is_err() {
-                sent = false;
-                break;
-            }
-        }
-        if sent {
-            Ok(())
-        } else {
-            Err(Status::cancelled("proxy stream closed"))
-        }
+    }
+
+    /// Queues one message on the stream; waits while the stream's queue is full.
+    async fn send(&self, m: wire::Frames) -> Result<(), Status> {
+        self.tx
+            .send(Out::Message(m))
+            .await
+            .map_err(|_| Status::cancelled("proxy stream closed"))
     }
 }
 

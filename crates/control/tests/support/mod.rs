@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use weft_control::model::Model;
 use weft_control::server::grpc::AdsService;
-use weft_control::server::status::StatusRegistry;
+use weft_control::server::status::{StatusRegistry, TypeStatus};
 use weft_control::server::Discovery;
 use weft_control::view::Snapshot;
 use weft_xds::ads::AggregatedDiscoveryServiceClient;
@@ -19,6 +19,21 @@ use weft_xds::node::ProxyIdentity;
 use weft_xds::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 
 pub const REGISTRY: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1, labels: {version: v1}}]\n";
+
+/// The load assignments of the two services of [`two_services`].
+pub const EDS_REVIEWS: &str = "outbound|9080||reviews.default.svc.cluster.local";
+pub const EDS_RATINGS: &str = "outbound|9080||ratings.default.svc.cluster.local";
+
+/// [`REGISTRY`]'s `reviews` and a `ratings` beside it, each with one endpoint at the given address.
+pub fn two_services(reviews_ip: &str, ratings_ip: &str) -> String {
+    format!(
+        "{}---\n{}",
+        REGISTRY.replace("127.0.0.1", reviews_ip),
+        REGISTRY
+            .replace("reviews", "ratings")
+            .replace("127.0.0.1", ratings_ip)
+    )
+}
 
 pub fn model(generation: u64, yaml: &str) -> Arc<Model> {
     let p = weft_api::parse_file("m.yaml", yaml);
@@ -43,6 +58,39 @@ impl Served {
     pub fn publish(&self, generation: u64, yaml: &str) {
         let next = Snapshot::next(model(generation, yaml), &self.model_tx.borrow());
         self.model_tx.send(Arc::new(next)).expect("publish");
+    }
+
+    /// The status of type `t` (`CDS`, `EDS`, …) of the one connected proxy, once `ready` holds for it
+    /// (the server records asynchronously); panics naming `what` after 5 s.
+    pub async fn type_status(
+        &self,
+        t: &str,
+        what: &str,
+        ready: impl Fn(&TypeStatus) -> bool,
+    ) -> TypeStatus {
+        eventually(what, || {
+            let snap = self.status.snapshot();
+            let s = snap.first()?.types.get(t)?;
+            ready(s).then(|| s.clone())
+        })
+        .await
+    }
+}
+
+/// Polls `f` until it returns a value, with a growing delay; panics naming `what` after 5 s.
+pub async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut delay = Duration::from_millis(1);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 5 s: {what}"
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
     }
 }
 
@@ -138,6 +186,21 @@ impl Stream {
         self.send(DeltaDiscoveryRequest {
             type_url: r.type_url.clone(),
             response_nonce: r.nonce.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+
+    /// Refuses `r`, as weft-proxy does: the nonce and an error naming the reason.
+    pub async fn nack(&self, r: &DeltaDiscoveryResponse, reason: &str) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: r.type_url.clone(),
+            response_nonce: r.nonce.clone(),
+            error_detail: Some(weft_xds::pb::google::rpc::Status {
+                code: 3,
+                message: reason.into(),
+                details: vec![],
+            }),
             ..Default::default()
         })
         .await;
