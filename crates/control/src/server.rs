@@ -571,6 +571,22 @@ impl Connection {
         let view = self.view_now();
         let protocol = self.protocol;
         let inbound_map = self.inbound_now(snap, &view).types[ti].clone();
+        // A large first config waits for its permit before it is built: when a thousand proxies
+        // connect at once, each would otherwise hold its whole config (56 bytes a resource, 0.5 to
+        // 1 MB at 10,000 services) while it waits, most of weftd's memory in such a storm. A delta
+        // proxy that reconnects is not held back: what it already holds is skipped, so its answer is
+        // often small.
+        let state = &self.types[ti];
+        let reconnect = state.initial.as_ref().is_some_and(|i| !i.is_empty());
+        if first && !reconnect && self.permit.is_none() {
+            let bound = match &state.sub {
+                Sub::Wildcard => view.types[ti].len(),
+                Sub::Names(n) => n.len(),
+            } + inbound_map.len();
+            if bound > LARGE_PUSH {
+                self.permit = Some(self.large_push_permit().await?);
+            }
+        }
         let state = &mut self.types[ti];
         let t = TYPES[ti];
         let shared = &view.types[ti];
@@ -717,13 +733,7 @@ impl Connection {
         // One permit per connection, held until every type's last response is answered: a connection
         // never waits for a second permit while holding one (that could deadlock the pool).
         if count > LARGE_PUSH && self.permit.is_none() {
-            self.permit = Some(
-                self.large_pushes
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Status::unavailable("weftd is shutting down"))?,
-            );
+            self.permit = Some(self.large_push_permit().await?);
         }
         // Only once the permit is held: a thousand proxies connecting at once all wait for one, and
         // each name is 16 bytes more per resource of a first config while they wait.
@@ -807,6 +817,15 @@ impl Connection {
                 Ok(())
             }
         }
+    }
+
+    /// Waits for one of the [`LARGE_PUSH_PERMITS`].
+    async fn large_push_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.large_pushes
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("weftd is shutting down"))
     }
 
     /// Queues one message on the stream; waits while the stream's queue is full.
