@@ -26,6 +26,9 @@ pub(crate) struct Drain {
     /// Told when `live` falls to zero.
     ended: tokio::sync::Notify,
     watchers: Mutex<Watchers>,
+    /// What the listener allows its connections: here, so that a connection reaches them through its
+    /// `Watch` rather than carrying a copy in its future.
+    limits: crate::limits::Limits,
 }
 
 /// The registered wakers. A slab: a connection's registration and removal are an index into a vector and
@@ -59,6 +62,19 @@ impl Drain {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.wake_all();
+    }
+
+    /// A drain signal for a listener whose connections run under `limits`.
+    pub(crate) fn new(limits: crate::limits::Limits) -> Drain {
+        Drain {
+            limits,
+            ..Drain::default()
+        }
+    }
+
+    /// Connections open (watches alive).
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
     }
 
     /// Waits until every watch (every connection) has been dropped.
@@ -126,6 +142,11 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
+    /// The limits of the listener the connection came from.
+    pub(crate) fn limits(&self) -> &crate::limits::Limits {
+        &self.drain.limits
+    }
+
     /// Whether the listener is draining; when not, the task in `cx` is woken when it starts.
     pub(crate) fn poll_draining(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {

@@ -15,6 +15,7 @@ mod client_conformance;
 #[cfg(test)]
 mod conformance;
 mod frame;
+mod guard;
 pub(crate) mod hpack;
 mod server;
 #[cfg(test)]
@@ -22,7 +23,7 @@ mod test_peer;
 
 pub(crate) use client::{handshake, Connection, Error as ClientError, ResponseBody};
 pub(crate) use frame::Reason;
-pub(crate) use server::{serve, RequestBody, StreamError};
+pub(crate) use server::{serve_with, RequestBody, StreamError};
 
 use bytes::{Buf, BytesMut};
 use std::pin::Pin;

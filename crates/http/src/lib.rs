@@ -16,12 +16,16 @@ pub mod date;
 pub mod drain;
 pub mod h1;
 pub mod h2;
+pub mod limits;
 pub mod net;
 pub mod server;
+#[cfg(test)]
+mod test_util;
 pub mod upstream;
 
 pub use body::{Body, BodyError};
 pub use h2::field_value;
+pub use limits::Limits;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};

@@ -8,6 +8,7 @@
 
 use super::drain::{until_closed, Drain, Watch};
 use super::h1;
+use super::limits::Limits;
 use super::Body;
 use crate::net::{accept, Accepted, Listener};
 use bytes::{Buf, Bytes, BytesMut};
@@ -161,33 +162,42 @@ async fn serve_h2(stream: Accepted, first: BytesMut, handler: impl Handler, mut 
         first: first.freeze(),
         stream,
     };
-    if let Err(e) = super::h2::serve(io, handler, |cx| watch.poll_draining(cx)).await {
+    let limits = *watch.limits();
+    if let Err(e) = super::h2::serve_with(io, handler, |cx| watch.poll_draining(cx), limits).await {
         tracing::debug!(error = %e, "connection ended with error");
     }
 }
 
 /// Accepts until `stop` turns true, then asks every connection to finish (HTTP/1: after the current
-/// request; HTTP/2: GOAWAY) and waits up to `drain` for them.
+/// request; HTTP/2: GOAWAY) and waits up to `drain` for them. Each connection runs under `limits`; one
+/// accepted beyond `limits.max_connections` is closed at once.
 pub async fn serve(
     name: &'static str,
     listener: Listener,
     handler: impl Handler,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
+    limits: Limits,
 ) {
     let local = listener.local_addr().ok();
     // HTTP clients speak first: a connection is accepted with its request (see `defer_accept`).
     if let Err(e) = listener.defer_accept() {
         tracing::debug!(listener = name, error = %e, "TCP_DEFER_ACCEPT not set");
     }
-    // No timer, so no header-read deadline (Envoy's `request_headers_timeout` is off by default too):
-    // hyper's default of 30 s arms a timer on every request, which showed in the profile of keep-alive load.
-    let signal = Arc::new(Drain::default());
+    // The connections' timeouts cost no timer operation per request: see `limits::Watchdog`.
+    let signal = Arc::new(Drain::new(limits));
     let mut stopped = std::pin::pin!(crate::stopped(&mut stop));
     loop {
         let Some((stream, peer)) = accept(&listener, stopped.as_mut(), name).await else {
             break;
         };
+        if signal.live() >= limits.max_connections {
+            // Closed at once (a reset, as the request it came with is unread), so the client learns
+            // now rather than waiting in the backlog; the connections open go on.
+            tracing::debug!(listener = name, peer = %peer, max = limits.max_connections, "connection limit reached, closing");
+            drop(stream);
+            continue;
+        }
         // Inherited from the listener on Linux (see `bind`).
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
@@ -371,7 +381,14 @@ mod tests {
                 crate::text(hyper::StatusCode::OK, "done")
             }
         };
-        let server = tokio::spawn(serve("test", listener, handler, stop_rx, drain));
+        let server = tokio::spawn(serve(
+            "test",
+            listener,
+            handler,
+            stop_rx,
+            drain,
+            Limits::default(),
+        ));
         (addr, stop_tx, started_rx, server)
     }
 

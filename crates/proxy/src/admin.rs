@@ -21,7 +21,20 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: Listener) {
     let stop = shared.shutdown.subscribe();
     let s = shared.clone();
     let handler = move |req| std::future::ready(handle(&s, req));
-    server::serve("admin", listener, handler, stop, Duration::from_millis(200)).await;
+    // The admin port's clients are local tools: a handful of connections.
+    let limits = weft_http::Limits {
+        max_connections: 64,
+        ..weft_http::Limits::default()
+    };
+    server::serve(
+        "admin",
+        listener,
+        handler,
+        stop,
+        Duration::from_millis(200),
+        limits,
+    )
+    .await;
 }
 
 fn handle(shared: &Shared, req: Request<Body>) -> Response<Body> {

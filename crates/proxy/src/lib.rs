@@ -105,6 +105,59 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "WEFT_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+    /// Longest time from a request head's first byte to its end; then 408 and close (Envoy:
+    /// `request_headers_timeout`; a slow client's "slowloris" defence). 0: none.
+    #[arg(long, env = "WEFT_PROXY_REQUEST_HEADERS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_headers_timeout: Duration,
+    /// A downstream connection with no request on it this long is closed (Envoy: `idle_timeout`;
+    /// HTTP/2 sends GOAWAY). 0: none.
+    #[arg(long, env = "WEFT_PROXY_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// A request on which nothing happens this long, downstream or upstream, is answered 408 (or ended
+    /// when its answer has begun) (Envoy: `stream_idle_timeout`). 0: none.
+    #[arg(long, env = "WEFT_PROXY_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub stream_idle_timeout: Duration,
+    /// Connections each listener keeps open at once; more are closed as they are accepted.
+    #[arg(long, env = "WEFT_PROXY_MAX_CONNECTIONS", default_value_t = weft_http::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Streams a client may have open at once on one HTTP/2 connection (Envoy: `max_concurrent_streams`).
+    #[arg(long, env = "WEFT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = weft_http::limits::DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS)]
+    pub http2_max_concurrent_streams: u32,
+    /// An HTTP/2 connection that sent nothing this long is sent a PING (Envoy:
+    /// `connection_keepalive.interval`). 0: none.
+    #[arg(long, env = "WEFT_PROXY_HTTP2_KEEPALIVE_INTERVAL", default_value = "0s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+    /// A keepalive PING unanswered this long closes its connection (Envoy:
+    /// `connection_keepalive.timeout`).
+    #[arg(long, env = "WEFT_PROXY_HTTP2_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+}
+
+/// A duration as flags give it: a whole number and a unit (`ms`, `s`, `m`, `h`), or `0`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 500ms, 10s, 5m or 1h"))?;
+    let per = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a duration such as 500ms, 10s, 5m or 1h"
+            ))
+        }
+    };
+    n.checked_mul(per)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 /// How log lines are written.
@@ -140,6 +193,12 @@ pub enum ConfigError {
     /// `--concurrency` is zero.
     #[error("--concurrency must be at least 1")]
     Concurrency,
+    /// `--max-connections` or `--http2-max-concurrent-streams` is zero.
+    #[error("{flag} must be at least 1")]
+    Zero {
+        /// The flag.
+        flag: &'static str,
+    },
     /// `--admin-ip` is not a loopback address.
     #[error(
         "--admin-ip={value} is not a loopback address: the admin port (/quitquitquit, /config_dump) \
@@ -172,6 +231,25 @@ pub struct Config {
     pub xds_fallback: bool,
     /// Grace period for in-flight requests at shutdown.
     pub drain_timeout: Duration,
+    /// What the HTTP listeners allow their downstream connections.
+    #[serde(serialize_with = "serialize_limits")]
+    pub limits: weft_http::Limits,
+}
+
+fn serialize_limits<S: serde::Serializer>(l: &weft_http::Limits, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("Limits", 7)?;
+    st.serialize_field("request_headers_timeout", &l.request_headers_timeout)?;
+    st.serialize_field("idle_timeout", &l.idle_timeout)?;
+    st.serialize_field("stream_idle_timeout", &l.stream_idle_timeout)?;
+    st.serialize_field("max_connections", &l.max_connections)?;
+    st.serialize_field(
+        "http2_max_concurrent_streams",
+        &l.http2_max_concurrent_streams,
+    )?;
+    st.serialize_field("http2_keepalive_interval", &l.http2_keepalive_interval)?;
+    st.serialize_field("http2_keepalive_timeout", &l.http2_keepalive_timeout)?;
+    st.end()
 }
 
 impl TryFrom<&Args> for Config {
@@ -209,6 +287,16 @@ impl TryFrom<&Args> for Config {
         if args.concurrency == 0 {
             return Err(ConfigError::Concurrency);
         }
+        if args.max_connections == 0 {
+            return Err(ConfigError::Zero {
+                flag: "--max-connections",
+            });
+        }
+        if args.http2_max_concurrent_streams == 0 {
+            return Err(ConfigError::Zero {
+                flag: "--http2-max-concurrent-streams",
+            });
+        }
         if !args.admin_ip.is_loopback() {
             return Err(ConfigError::AdminIp {
                 value: args.admin_ip,
@@ -233,6 +321,15 @@ impl TryFrom<&Args> for Config {
             xds_protocol: args.xds_protocol.unwrap_or(xds_client::Protocol::Delta),
             xds_fallback: args.xds_protocol.is_none(),
             drain_timeout: DRAIN_TIMEOUT,
+            limits: weft_http::Limits {
+                request_headers_timeout: args.request_headers_timeout,
+                idle_timeout: args.idle_timeout,
+                stream_idle_timeout: args.stream_idle_timeout,
+                max_connections: args.max_connections,
+                http2_max_concurrent_streams: args.http2_max_concurrent_streams,
+                http2_keepalive_interval: args.http2_keepalive_interval,
+                http2_keepalive_timeout: args.http2_keepalive_timeout,
+            },
         })
     }
 }
@@ -341,9 +438,14 @@ impl Proxy {
             shared.clone(),
             outbound_listener,
             config.drain_timeout,
+            config.limits,
         ));
         tasks.spawn(admin::serve(shared.clone(), admin_listener));
-        tasks.spawn(listeners::manage(shared.clone(), config.drain_timeout));
+        tasks.spawn(listeners::manage(
+            shared.clone(),
+            config.drain_timeout,
+            config.limits,
+        ));
         tasks.spawn(memory::trim_periodically(shared.shutdown.subscribe()));
         tasks.spawn(xds_client::run(
             shared.clone(),
@@ -492,6 +594,77 @@ mod tests {
             c.identity.node_id(),
             "sidecar~127.0.1.4~reviews-v1.default~default.svc.cluster.local"
         );
+    }
+
+    #[test]
+    fn durations_read_as_a_number_and_a_unit() {
+        let ok: &[(&str, u64)] = &[
+            ("0", 0),
+            ("0s", 0),
+            ("500ms", 500),
+            ("10s", 10_000),
+            ("5m", 300_000),
+            ("1h", 3_600_000),
+        ];
+        for (text, ms) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(*ms)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1.5s",
+            "-1s",
+            "10 s",
+            "1d",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_downstream_limits_come_from_the_flags() {
+        let c = Config::try_from(&args(&[]).expect("parses")).expect("valid");
+        assert_eq!(c.limits, weft_http::Limits::default(), "Envoy's defaults");
+        let a = args(&[
+            "--request-headers-timeout",
+            "2s",
+            "--idle-timeout",
+            "0",
+            "--stream-idle-timeout",
+            "30s",
+            "--max-connections",
+            "50",
+            "--http2-max-concurrent-streams",
+            "10",
+            "--http2-keepalive-interval",
+            "1m",
+            "--http2-keepalive-timeout",
+            "5s",
+        ])
+        .expect("parses");
+        let l = Config::try_from(&a).expect("valid").limits;
+        assert_eq!(
+            l,
+            weft_http::Limits {
+                request_headers_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::ZERO,
+                stream_idle_timeout: Duration::from_secs(30),
+                max_connections: 50,
+                http2_max_concurrent_streams: 10,
+                http2_keepalive_interval: Duration::from_secs(60),
+                http2_keepalive_timeout: Duration::from_secs(5),
+            }
+        );
+        let err = Config::try_from(&args(&["--max-connections", "0"]).expect("parses"))
+            .expect_err("zero");
+        assert_eq!(err.to_string(), "--max-connections must be at least 1");
+        assert!(args(&["--idle-timeout", "forever"]).is_err());
     }
 
     #[test]

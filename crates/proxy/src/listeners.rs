@@ -28,12 +28,12 @@ struct Running {
 }
 
 /// Reconciles bound listeners with every new snapshot until shutdown, then drains them.
-pub(crate) async fn manage(shared: Arc<Shared>, drain: Duration) {
+pub(crate) async fn manage(shared: Arc<Shared>, drain: Duration, limits: weft_http::Limits) {
     let mut generation = shared.generation.subscribe();
     let mut shutdown = shared.shutdown.subscribe();
     let mut running: HashMap<String, Running> = HashMap::new();
     loop {
-        reconcile(&shared, &mut running, drain).await;
+        reconcile(&shared, &mut running, drain, limits).await;
         tokio::select! {
             // Both branches only observe watch channels: cancellation-safe.
             r = generation.changed() => if r.is_err() { break },
@@ -46,7 +46,12 @@ pub(crate) async fn manage(shared: Arc<Shared>, drain: Duration) {
     }
 }
 
-async fn reconcile(shared: &Arc<Shared>, running: &mut HashMap<String, Running>, drain: Duration) {
+async fn reconcile(
+    shared: &Arc<Shared>,
+    running: &mut HashMap<String, Running>,
+    drain: Duration,
+    limits: weft_http::Limits,
+) {
     let snap = shared.snapshot.load_full();
     let desired: HashMap<&str, (SocketAddr, Kind)> = snap
         .listeners
@@ -105,12 +110,15 @@ async fn reconcile(shared: &Arc<Shared>, running: &mut HashMap<String, Running>,
                 listener,
                 stop_rx,
                 drain,
+                limits.max_connections,
             )),
             Kind::Http => {
                 let s = shared.clone();
                 let handler =
                     move |req| http::handle(s.clone(), Entry::Inbound(entry_name.clone()), req);
-                tokio::spawn(server::serve("inbound", listener, handler, stop_rx, drain))
+                tokio::spawn(server::serve(
+                    "inbound", listener, handler, stop_rx, drain, limits,
+                ))
             }
         };
         running.insert(

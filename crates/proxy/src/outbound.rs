@@ -10,9 +10,14 @@ use weft_http::net::Listener;
 use weft_http::server;
 
 /// Serves the outbound listener until shutdown.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: Listener, drain: Duration) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: Listener,
+    drain: Duration,
+    limits: weft_http::Limits,
+) {
     let stop = shared.shutdown.subscribe();
     let s = shared.clone();
     let handler = move |req| http::handle(s.clone(), Entry::Outbound, req);
-    server::serve("outbound", listener, handler, stop, drain).await;
+    server::serve("outbound", listener, handler, stop, drain, limits).await;
 }

@@ -903,6 +903,125 @@ async fn h2_bodies_stream_both_ways_and_resets_cancel_the_upstream_request() {
     proxy.shutdown().await;
 }
 
+/// An HPACK literal field without indexing, with a literal name (RFC 7541, 6.2.2): enough to write a
+/// request's header block by hand.
+fn hpack_literal(block: &mut Vec<u8>, name: &str, value: &str) {
+    block.push(0);
+    block.push(name.len() as u8);
+    block.extend_from_slice(name.as_bytes());
+    block.push(value.len() as u8);
+    block.extend_from_slice(value.as_bytes());
+}
+
+/// An HTTP/2 frame's bytes.
+fn h2_frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[ty, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A client opens HTTP/2 uploads whose bodies never come, then closes its connection with no
+/// RST_STREAM and no GOAWAY. The proxy must give up their upstream streams: left open, they used up
+/// the application's stream limit on the shared upstream connection, and every HTTP/2 request through
+/// the sidecar then hung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_h2_uploads_release_their_upstream_streams() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::AsyncWriteExt;
+    let limit = 20;
+    let (echo, _conns, _given_up) = net::h2_echo_with(Some(limit)).await;
+    let (_ads, proxy) = proxy_to_echo(echo).await;
+    let out = proxy.outbound_addr();
+    eventually("the route to apply", || async {
+        let r = net::grpc_call(out, "echo:9080", "/probe", b"x")
+            .await
+            .ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+
+    // Twice the upstream's limit of uploads, with no body.
+    let mut hostile = tokio::net::TcpStream::connect(out).await.expect("connect");
+    let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    wire.extend(h2_frame(0x4, 0, 0, &[]));
+    for i in 0..2 * limit {
+        let mut block = Vec::new();
+        for (n, v) in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", "echo:9080"),
+            (":path", "/upload"),
+        ] {
+            hpack_literal(&mut block, n, v);
+        }
+        wire.extend(h2_frame(0x1, 0x4, 2 * i + 1, &block));
+    }
+    hostile.write_all(&wire).await.expect("write");
+    // As many as the upstream allows reached it, which answers at once (the body echoed as it comes;
+    // the rest wait for a stream): read their response heads, then close normally.
+    let mut heads = 0;
+    let mut buf = Vec::new();
+    while heads < limit {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut hostile, &mut chunk),
+        )
+        .await
+        .expect("the uploads' answers")
+        .expect("read");
+        assert!(n > 0, "closed after {heads} answers");
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            if buf[3] == 0x1 {
+                heads += 1;
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    hostile.shutdown().await.expect("shutdown");
+    drop(hostile);
+
+    // HTTP/2 through the sidecar still works: more requests than the upstream's limit, at once.
+    let stream = tokio::net::TcpStream::connect(out).await.expect("connect");
+    let (client, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let calls = (0..limit + 5).map(|i| {
+        let mut client = client.clone();
+        async move {
+            let req = http::Request::post("http://echo:9080/after")
+                .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+                    "call {i}"
+                ))))
+                .expect("request");
+            let resp = client.send_request(req).await.expect("answered");
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .expect("body")
+                .to_bytes();
+            assert_eq!(body, format!("call {i}").as_bytes());
+        }
+    });
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        futures::future::join_all(calls),
+    )
+    .await
+    .expect(
+        "HTTP/2 through the sidecar hangs: the abandoned uploads still hold the upstream's streams",
+    );
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_and_header_edits() {
     let v1 = Upstream::start("reviews-v1", Behaviour::Ok).await;

@@ -846,6 +846,48 @@ mod tests {
     /// Field `x-v` of `head` as a server (a request) or the client (a response) makes it: httparse with
     /// the default configuration both use, then `Spans::read`, whose values come from `valid_value`.
     /// `None` when either refuses the head.
+    /// Decodes a chunked body fed in one piece; the data and what ended it.
+    fn decode_chunked(input: &[u8]) -> (Vec<u8>, Result<Decoded, Invalid>) {
+        let mut buf = BytesMut::from(input);
+        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut data = Vec::new();
+        loop {
+            match framing.decode(&mut buf) {
+                Ok(Decoded::Data(d)) => data.extend_from_slice(&d),
+                other => return (data, other),
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_lines_and_trailers_are_bounded() {
+        // Extensions are skipped, within the line's limit.
+        let (data, end) = decode_chunked(b"3;name=value\r\nabc\r\n0\r\n\r\n");
+        assert_eq!(&data[..], b"abc");
+        assert!(matches!(end, Ok(Decoded::End)), "{end:?}");
+        // A size line that has not ended within 4 KiB: refused, not buffered on.
+        let mut long = b"3;".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_CHUNK_LINE));
+        let (_, end) = decode_chunked(&long);
+        assert!(
+            matches!(end, Err(Invalid::Rule("chunk size line"))),
+            "{end:?}"
+        );
+        // Shorter and still coming: more bytes wanted.
+        let (_, end) = decode_chunked(&long[..100]);
+        assert!(matches!(end, Ok(Decoded::More)), "{end:?}");
+        // A size beyond u64, and one that is not hex.
+        for bad in [&b"fffffffffffffffff\r\n"[..], b"zz\r\n", b"-1\r\n"] {
+            let (_, end) = decode_chunked(bad);
+            assert!(end.is_err(), "{:?}: {end:?}", String::from_utf8_lossy(bad));
+        }
+        // Trailers beyond 64 KiB without their end.
+        let mut trailers = b"0\r\nx-t: ".to_vec();
+        trailers.extend(std::iter::repeat_n(b'a', MAX_HEAD));
+        let (_, end) = decode_chunked(&trailers);
+        assert!(matches!(end, Err(Invalid::TooLarge)), "{end:?}");
+    }
+
     fn parsed_value(head: &[u8], response: bool) -> Option<HeaderValue> {
         let mut fields = [httparse::EMPTY_HEADER; 4];
         let mut spans = Spans::default();

@@ -23,6 +23,7 @@
 use super::codec::{self, Chunk, Decoded, Framing, Invalid, Spans, Writer, MAX_HEAD, MAX_HEADERS};
 use crate::date;
 use crate::drain::Watch;
+use crate::limits::{Expired, Waiting, Watchdog};
 use crate::net::Accepted;
 use crate::server::Handler;
 use crate::{text, Body, WHOLE_BODY_LIMIT};
@@ -164,6 +165,10 @@ struct Conn {
     /// The request body was not read to its end (its reader went away, or it broke): the connection
     /// cannot carry another request.
     unread: bool,
+    /// The connection's timeouts (idle, request head, stream idle).
+    watchdog: Watchdog,
+    /// Bytes at the front of `rbuf` known not to hold a whole head (see `worth_parsing`).
+    head_checked: usize,
 }
 
 impl Drop for Conn {
@@ -173,7 +178,8 @@ impl Drop for Conn {
 }
 
 /// Serves HTTP/1.1 on a connection whose first bytes are in `rbuf`, until the client closes, a response
-/// ends the connection, or the listener drains (between requests, or after the current one).
+/// ends the connection, the listener drains (between requests, or after the current one), or a timeout
+/// of `limits` expires.
 pub(crate) async fn serve(io: Accepted, rbuf: BytesMut, handler: &impl Handler, watch: &mut Watch) {
     let mut conn = Conn {
         io,
@@ -182,6 +188,8 @@ pub(crate) async fn serve(io: Accepted, rbuf: BytesMut, handler: &impl Handler, 
         spans: Spans::default(),
         pump: None,
         unread: false,
+        watchdog: Watchdog::new(watch.limits()),
+        head_checked: 0,
     };
     loop {
         let (head, meta) = match poll_fn(|cx| conn.poll_head(cx, watch)).await {
@@ -194,15 +202,37 @@ pub(crate) async fn serve(io: Accepted, rbuf: BytesMut, handler: &impl Handler, 
                 return;
             }
         };
-        let Some(body) = conn.body(&meta).await else {
-            return;
+        let body = match conn.body(&meta).await {
+            Ok(body) => body,
+            Err(Some(Refused(status, why))) => {
+                tracing::debug!(status = status.as_u16(), why, "request body timed out");
+                conn.answer(text(status, why), &Meta::CLOSING, true).await;
+                return;
+            }
+            Err(None) => return,
         };
         let mut response = pin!(handler(head.map(|()| body)));
         let resp = poll_fn(|cx| {
             conn.poll_pump(cx);
-            response.as_mut().poll(cx)
+            if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            // Nothing from the upstream, and nothing of the body from the client, for the stream idle
+            // timeout: answered 408, as Envoy does (its `SI` flag).
+            match conn.watchdog.poll(cx, Waiting::Stream) {
+                Poll::Ready(_) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
         })
         .await;
+        let Some(resp) = resp else {
+            tracing::debug!("stream idle timeout");
+            conn.answer(stream_timeout(), &Meta::CLOSING, true).await;
+            if conn.pump.take().is_some() || conn.unread {
+                conn.linger().await;
+            }
+            return;
+        };
         let close = conn.answer(resp, &meta, watch.is_draining()).await;
         if close || conn.pump.is_some() || conn.unread {
             if conn.pump.take().is_some() || conn.unread {
@@ -223,51 +253,90 @@ impl Conn {
     ) -> Poll<Option<Result<Parsed, Refused>>> {
         loop {
             if !self.rbuf.is_empty() {
-                match parse(&mut self.rbuf, &mut self.spans) {
-                    Ok(Some(request)) => return Poll::Ready(Some(Ok(request))),
-                    Ok(None) if self.rbuf.len() >= MAX_HEAD => {
-                        return Poll::Ready(Some(Err(Refused(
-                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                            "request head too large\n",
-                        ))))
+                if worth_parsing(&self.rbuf, self.head_checked) {
+                    match parse(&mut self.rbuf, &mut self.spans) {
+                        Ok(Some(request)) => {
+                            self.head_checked = 0;
+                            self.watchdog.head_done();
+                            return Poll::Ready(Some(Ok(request)));
+                        }
+                        Ok(None) => self.head_checked = self.rbuf.len(),
+                        Err(refused) => return Poll::Ready(Some(Err(refused))),
                     }
-                    Ok(None) => {}
-                    Err(refused) => return Poll::Ready(Some(Err(refused))),
+                }
+                if self.rbuf.len() >= MAX_HEAD {
+                    return Poll::Ready(Some(Err(Refused(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "request head too large\n",
+                    ))));
                 }
             } else if watch.poll_draining(cx) {
                 return Poll::Ready(None);
             }
-            match ready!(self.io.poll_fill(&mut self.rbuf, cx)) {
-                Ok(0) | Err(_) => return Poll::Ready(None),
-                Ok(_) => {}
+            match self.io.poll_fill(&mut self.rbuf, cx) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => {
+                    // Between requests: the idle timeout; with a head begun: the head's deadline.
+                    let waiting = if self.rbuf.is_empty() {
+                        Waiting::Idle
+                    } else {
+                        Waiting::Head
+                    };
+                    return match ready!(self.watchdog.poll(cx, waiting)) {
+                        Expired::Head => Poll::Ready(Some(Err(Refused(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "request head timeout\n",
+                        )))),
+                        Expired::Idle | Expired::Stream => {
+                            tracing::debug!(?waiting, "idle timeout");
+                            Poll::Ready(None)
+                        }
+                    };
+                }
             }
         }
     }
 
-    /// The request's body: empty, read whole, or streamed by `poll_pump`. `None` when the connection
-    /// failed before a body meant to be read whole arrived.
-    async fn body(&mut self, meta: &Meta) -> Option<Body> {
+    /// The request's body: empty, read whole, or streamed by `poll_pump`. `Err(None)` when the
+    /// connection failed before a body meant to be read whole arrived, `Err(Some(_))` when it did not
+    /// arrive within the stream idle timeout.
+    async fn body(&mut self, meta: &Meta) -> Result<Body, Option<Refused>> {
         match meta.framing {
-            Framing::Done => Some(Body::empty()),
+            Framing::Done => Ok(Body::empty()),
             Framing::Length(n) if n <= WHOLE_BODY_LIMIT => {
                 let n = n as usize;
                 if self.rbuf.len() < n {
                     if meta.expect_continue && self.io.write_all(CONTINUE).await.is_err() {
-                        return None;
+                        return Err(None);
                     }
                     self.rbuf.reserve(n - self.rbuf.len());
                     while self.rbuf.len() < n {
-                        match poll_fn(|cx| self.io.poll_fill(&mut self.rbuf, cx)).await {
-                            Ok(0) | Err(_) => return None,
-                            Ok(_) => {}
+                        let read = poll_fn(|cx| match self.io.poll_fill(&mut self.rbuf, cx) {
+                            Poll::Ready(r) => Poll::Ready(Some(r)),
+                            Poll::Pending => {
+                                ready!(self.watchdog.poll(cx, Waiting::Stream));
+                                Poll::Ready(None)
+                            }
+                        });
+                        match read.await {
+                            Some(Ok(0) | Err(_)) => return Err(None),
+                            Some(Ok(_)) => {}
+                            None => {
+                                self.unread = true;
+                                return Err(Some(Refused(
+                                    StatusCode::REQUEST_TIMEOUT,
+                                    "request body timeout\n",
+                                )));
+                            }
                         }
                     }
                 }
-                Some(Body::full(self.rbuf.split_to(n).freeze()))
+                Ok(Body::full(self.rbuf.split_to(n).freeze()))
             }
             framing => {
                 if meta.expect_continue && self.io.write_all(CONTINUE).await.is_err() {
-                    return None;
+                    return Err(None);
                 }
                 let (tx, rx) = mpsc::channel(0);
                 self.pump = Some(Pump {
@@ -279,7 +348,7 @@ impl Conn {
                     Framing::Length(n) => Some(n),
                     _ => None,
                 };
-                Some(Body::downstream1(RequestBody {
+                Ok(Body::downstream1(RequestBody {
                     rx,
                     remaining,
                     ended: false,
@@ -353,13 +422,23 @@ impl Conn {
         let close = self.start_response(resp, meta, draining || self.unread);
         let written = poll_fn(|cx| {
             self.poll_pump(cx);
-            self.writer.poll_write(&mut self.io, cx)
+            match self.writer.poll_write(&mut self.io, cx) {
+                Poll::Ready(r) => Poll::Ready(r.map_err(Some)),
+                // A client that stops reading, or a response body that stops coming.
+                Poll::Pending => {
+                    ready!(self.watchdog.poll(cx, Waiting::Stream));
+                    Poll::Ready(Err(None))
+                }
+            }
         })
         .await;
         match written {
             Ok(()) => close,
             Err(e) => {
-                tracing::debug!(error = ?e, "response not written to its end");
+                match e {
+                    Some(e) => tracing::debug!(error = ?e, "response not written to its end"),
+                    None => tracing::debug!("stream idle timeout writing the response"),
+                }
                 self.writer.body = None;
                 true
             }
@@ -437,6 +516,24 @@ impl Conn {
         };
         let _ = tokio::time::timeout(LINGER, drain).await;
     }
+}
+
+/// Whether a head that was incomplete in the first `checked` bytes of `buf` may be whole now: only if
+/// the bytes read since hold a line's end. A head is parsed from its start on every try, so a client
+/// that sends it a byte at a time (up to 64 KiB) would otherwise cost a parse of everything so far for
+/// every byte, quadratic in the head's length; now it costs one per line (at most 101 before the field
+/// limit refuses it). The first try, with nothing checked, always parses: a head read whole in one
+/// read, the usual case, costs no scan.
+fn worth_parsing(buf: &[u8], checked: usize) -> bool {
+    checked == 0
+        || buf
+            .get(checked..)
+            .is_some_and(|fresh| fresh.contains(&b'\n'))
+}
+
+/// The answer to a request on which nothing happened for the stream idle timeout.
+fn stream_timeout() -> Response<Body> {
+    text(StatusCode::REQUEST_TIMEOUT, "stream timeout\n")
 }
 
 /// Parses a request head from the front of `buf`; `None` when more bytes are needed.

@@ -16,8 +16,9 @@
 //! responses are the client's own, below.
 
 use super::hpack::Name;
-use super::serve;
+use super::serve_with;
 use super::test_peer::*;
+use crate::limits::Limits;
 use crate::Body;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
@@ -57,6 +58,9 @@ struct Shared {
     /// `serve`'s `draining`, and the waker to call when it changes.
     draining: AtomicBool,
     drain_waker: Mutex<Option<Waker>>,
+    /// `/upload` handlers started, and dropped.
+    uploads: std::sync::atomic::AtomicUsize,
+    uploads_dropped: std::sync::atomic::AtomicUsize,
 }
 
 /// The body of `/big`: 100 KiB of a pattern that shows a byte out of place.
@@ -69,6 +73,8 @@ fn big_body() -> Bytes {
 /// - `/big`: answers 200 with `big_body()`;
 /// - `/hang`: never answers; sets `dropped` when its future is dropped;
 /// - `/wait`: answers 200 once the test notifies `release`;
+/// - `/upload`: reads the whole request body, then answers 200; counts in `uploads` when it starts and
+///   in `uploads_dropped` when its future is dropped;
 /// - anything else: reads the whole request body, then answers 200 with a fixed body and what reached it
 ///   in headers: `x-method`, `x-path`, `x-authority`, `x-scheme`, `x-body-len`, every `x-*` request
 ///   field as it is, and each request trailer `t` as `x-trailer-t`.
@@ -87,6 +93,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Response<Body> {
             let _guard = SetOnDrop(shared.clone());
             shared.started.notify_one();
             std::future::pending().await
+        }
+        "/upload" => {
+            struct CountOnDrop(Arc<Shared>);
+            impl Drop for CountOnDrop {
+                fn drop(&mut self) {
+                    self.0.uploads_dropped.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let _guard = CountOnDrop(shared.clone());
+            shared.uploads.fetch_add(1, Ordering::SeqCst);
+            let _ = req.into_body().collect().await;
+            Response::new(Body::full(Bytes::from_static(b"uploaded")))
         }
         "/wait" => {
             shared.started.notify_one();
@@ -172,7 +190,16 @@ impl Server {
 }
 
 fn start_server() -> (DuplexStream, Server) {
-    let (client, server_io) = tokio::io::duplex(1 << 20);
+    start_server_with(Limits::default())
+}
+
+fn start_server_with(limits: Limits) -> (DuplexStream, Server) {
+    start_server_on(limits, 1 << 20)
+}
+
+/// A server under `limits` on a pipe that holds `pipe` bytes each way.
+fn start_server_on(limits: Limits, pipe: usize) -> (DuplexStream, Server) {
+    let (client, server_io) = tokio::io::duplex(pipe);
     let shared = Arc::new(Shared::default());
     let (s1, s2) = (shared.clone(), shared.clone());
     let draining = move |cx: &mut Context<'_>| {
@@ -180,9 +207,14 @@ fn start_server() -> (DuplexStream, Server) {
         s2.draining.load(Ordering::SeqCst)
     };
     let done = tokio::spawn(async move {
-        serve(server_io, move |req| handle(s1.clone(), req), draining)
-            .await
-            .is_ok()
+        serve_with(
+            server_io,
+            move |req| handle(s1.clone(), req),
+            draining,
+            limits,
+        )
+        .await
+        .is_ok()
     });
     (client, Server { shared, done })
 }
@@ -197,6 +229,14 @@ async fn connect_with(settings: &[(u16, u32)]) -> (Client, Server) {
 
 async fn connect() -> (Client, Server) {
     connect_with(&[]).await
+}
+
+/// A server under `limits`, and a client that has done the handshake.
+async fn connect_limited(limits: Limits) -> (Client, Server) {
+    let (io, server) = start_server_with(limits);
+    let mut client = Client::new(io, Role::Client);
+    client.handshake(&[]).await;
+    (client, server)
 }
 
 // ===== The client =====
@@ -1243,4 +1283,360 @@ async fn client_goaway_closes_once_open_streams_are_done() {
         Ended::Closed => {}
         Ended::GoAway { code, .. } => assert_eq!(code, NO_ERROR),
     }
+}
+
+// ===== 12. Hostile clients: abandoned streams, floods, resets, timeouts =====
+
+/// Reads (answering what a client must) until the server's GOAWAY; its code. PING ACKs and frames of
+/// streams on the way are skipped: a flood's answers are still coming when the GOAWAY is written.
+async fn goaway_code(c: &mut Client) -> u32 {
+    loop {
+        let f = c
+            .next()
+            .await
+            .expect("the connection closed without GOAWAY");
+        if f.ty == GOAWAY {
+            let code = f.error_code();
+            c.expect_close().await;
+            return code;
+        }
+    }
+}
+
+#[tokio::test]
+async fn uploads_abandoned_by_a_client_that_closes_are_cancelled() {
+    // POST streams whose bodies never come, then the client closes its side (no RST_STREAM, no
+    // GOAWAY). Each handler waits for a body that cannot arrive: it must be dropped (which cancels its
+    // upstream stream), and the connection must end, rather than hold them forever.
+    let (mut c, s) = connect().await;
+    let n = 50;
+    for _ in 0..n {
+        c.request("POST", "/upload", &[("content-length", "100")], false)
+            .await;
+    }
+    crate::test_util::eventually("every upload started", || async {
+        (s.shared.uploads.load(Ordering::SeqCst) == n).then_some(())
+    })
+    .await;
+    assert_eq!(s.shared.uploads_dropped.load(Ordering::SeqCst), 0);
+    tokio::io::AsyncWriteExt::shutdown(&mut c.io)
+        .await
+        .expect("shutdown");
+    crate::test_util::eventually("every upload dropped", || async {
+        (s.shared.uploads_dropped.load(Ordering::SeqCst) == n).then_some(())
+    })
+    .await;
+    s.result().await;
+}
+
+#[tokio::test]
+async fn a_whole_request_is_still_answered_after_the_client_closes_its_side() {
+    let (mut c, _s) = connect().await;
+    let id = c.get("/").await;
+    tokio::io::AsyncWriteExt::shutdown(&mut c.io)
+        .await
+        .expect("shutdown");
+    assert_eq!(c.read_response(id).await.status, 200);
+}
+
+#[tokio::test]
+async fn empty_continuation_frames_end_the_connection() {
+    // CVE-2024-27316 / CVE-2024-28182: an endless header block of empty CONTINUATION frames.
+    let (mut c, _s) = connect().await;
+    let id = c.open();
+    let block = request_block("GET", "/", &[]);
+    c.send(HEADERS, END_STREAM, id, &block[..4]).await;
+    for _ in 0..10_000 {
+        c.send(CONTINUATION, 0, id, []).await;
+    }
+    assert_eq!(goaway_code(&mut c).await, ENHANCE_YOUR_CALM);
+}
+
+#[tokio::test]
+async fn a_header_block_in_too_many_continuation_frames_ends_the_connection() {
+    let (mut c, _s) = connect().await;
+    let id = c.open();
+    let block = request_block("GET", "/", &[("x-long", &"v".repeat(100))]);
+    assert!(block.len() > 40);
+    c.send(HEADERS, END_STREAM, id, &block[..1]).await;
+    for i in 1..block.len() {
+        let end = if i + 1 == block.len() { END_HEADERS } else { 0 };
+        c.send(CONTINUATION, end, id, &block[i..i + 1]).await;
+    }
+    assert_eq!(goaway_code(&mut c).await, ENHANCE_YOUR_CALM);
+}
+
+#[tokio::test]
+async fn a_few_continuation_frames_are_fine() {
+    let (mut c, _s) = connect().await;
+    let id = c.open();
+    let block = request_block("GET", "/", &[]);
+    let third = block.len() / 3;
+    c.send(HEADERS, END_STREAM, id, &block[..third]).await;
+    c.send(CONTINUATION, 0, id, &block[third..2 * third]).await;
+    c.send(CONTINUATION, END_HEADERS, id, &block[2 * third..])
+        .await;
+    assert_eq!(c.read_response(id).await.status, 200);
+}
+
+#[tokio::test]
+async fn empty_data_frames_in_a_row_end_the_connection() {
+    let (mut c, _s) = connect().await;
+    let id = c.request("POST", "/upload", &[], false).await;
+    c.send(DATA, 0, id, []).await;
+    c.send(DATA, 0, id, b"x").await;
+    c.send(DATA, 0, id, []).await;
+    c.send(DATA, 0, id, []).await;
+    assert_eq!(goaway_code(&mut c).await, ENHANCE_YOUR_CALM);
+}
+
+#[tokio::test]
+async fn malformed_requests_between_resets_do_not_hide_them() {
+    // A stream that never reaches the handler (malformed) is judged with the reset ones: interleaving
+    // them used to keep the share of resets among streams "opened" at a half forever.
+    let (mut c, _s) = connect().await;
+    let mut upper = GET_PSEUDO.to_vec();
+    upper.push(("X-Upper", "1"));
+    for _ in 0..1000 {
+        let bad = c.open();
+        c.send(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            bad,
+            literal_block(&upper),
+        )
+        .await;
+        let id = c.get("/hang").await;
+        c.rst(id, CANCEL).await;
+    }
+    assert_eq!(goaway_code(&mut c).await, ENHANCE_YOUR_CALM);
+}
+
+#[tokio::test]
+async fn resets_the_client_makes_the_server_make_are_counted() {
+    // "MadeYouReset" (CVE-2025-8671): a WINDOW_UPDATE of 0 on a stream in flight makes the server reset
+    // it, cancelling a request already routed; the client never sends RST_STREAM itself.
+    let (mut c, _s) = connect().await;
+    for _ in 0..1000 {
+        let id = c.get("/hang").await;
+        c.send(WINDOW_UPDATE, 0, id, 0u32.to_be_bytes()).await;
+    }
+    assert_eq!(goaway_code(&mut c).await, ENHANCE_YOUR_CALM);
+}
+
+#[tokio::test]
+async fn frames_on_closed_streams_are_counted_over_the_connection_life() {
+    // Each answered stream is followed by a DATA frame on it once closed: the server resets it
+    // (STREAM_CLOSED). The streams are all answered, so only the count over the connection's life
+    // (h2's 1,024) ends it.
+    let (mut c, _s) = connect().await;
+    let mut n = 0;
+    let code = 'ended: loop {
+        n += 1;
+        assert!(n <= 1100, "not ended after {n} streams");
+        let id = c.get("/").await;
+        // Its answer (HEADERS, DATA), then the late DATA's reset; a GOAWAY ends it all.
+        let mut answered = false;
+        loop {
+            let f = c.next().await.expect("closed without GOAWAY");
+            match (f.ty, f.stream == id) {
+                (GOAWAY, _) => break 'ended f.error_code(),
+                (DATA, true) if f.has(END_STREAM) => {
+                    answered = true;
+                    c.send(DATA, 0, id, b"late").await;
+                }
+                (RST_STREAM, true) => {
+                    assert!(answered, "{f:?}");
+                    assert_eq!(f.error_code(), STREAM_CLOSED);
+                    break;
+                }
+                _ => {}
+            }
+        }
+    };
+    assert_eq!(code, ENHANCE_YOUR_CALM);
+    assert!((1024..=1026).contains(&n), "ended at stream {n}");
+}
+
+/// Sends `n` frames of the given kind in batches, reading the answers between batches so that none is
+/// left queued; the GOAWAY code if the connection ended. (A PING flood's payloads must not collide with
+/// `ping_data`'s counts: `flood_ping` sets their top bit.)
+async fn flood(
+    c: &mut Client,
+    n: usize,
+    frame: impl Fn(usize) -> (u8, u8, u32, Vec<u8>),
+) -> Option<u32> {
+    for batch in 0..n / 100 {
+        for i in 0..100 {
+            let (ty, flags, stream, payload) = frame(batch * 100 + i);
+            c.send(ty, flags, stream, payload).await;
+        }
+        let data = c.ping_data();
+        c.send(PING, 0, 0, data).await;
+        loop {
+            let f = c.next().await?;
+            if f.ty == GOAWAY {
+                return Some(f.error_code());
+            }
+            if f.ty == PING && f.payload[..] == data {
+                break;
+            }
+        }
+    }
+    None
+}
+
+/// A PING of a flood: its payload's top bit set, unlike `ping_data`'s.
+fn flood_ping(i: usize) -> (u8, u8, u32, Vec<u8>) {
+    (PING, 0, 0, (i as u64 | 1 << 63).to_be_bytes().to_vec())
+}
+
+#[tokio::test(start_paused = true)]
+async fn ping_and_settings_floods_end_the_connection() {
+    // CVE-2019-9512 and CVE-2019-9515: the client reads every answer, so only the rate is too much.
+    let (mut c, _s) = connect().await;
+    let end = flood(&mut c, 5_000, flood_ping).await;
+    assert_eq!(end, Some(ENHANCE_YOUR_CALM));
+    let (mut c, _s) = connect().await;
+    let code = 'ended: {
+        for _ in 0..50 {
+            for _ in 0..100 {
+                c.send_settings(&[]).await;
+            }
+            // `next` would wait past the last ACK for a frame that is not a duty: one frame at a time.
+            while !c.pending.is_empty() {
+                let Some(f) = c.recv().await else {
+                    break 'ended None;
+                };
+                if f.ty == GOAWAY {
+                    break 'ended Some(f.error_code());
+                }
+                c.duties(f).await;
+            }
+        }
+        None
+    };
+    assert_eq!(code, Some(ENHANCE_YOUR_CALM));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_few_pings_a_second_go_on_forever() {
+    let (mut c, _s) = connect().await;
+    for _ in 0..100 {
+        assert_eq!(flood(&mut c, 500, flood_ping).await, None);
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    }
+    c.assert_alive().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn tiny_data_frames_at_a_flood_rate_end_the_connection() {
+    let (mut c, _s) = connect().await;
+    let id = c.request("POST", "/upload", &[], false).await;
+    let end = flood(&mut c, 30_000, |_| (DATA, 0, id, b"x".to_vec())).await;
+    assert_eq!(end, Some(ENHANCE_YOUR_CALM));
+}
+
+#[tokio::test]
+async fn priority_and_window_update_floods_end_the_connection() {
+    // CVE-2019-9513: PRIORITY frames cost the server work and carry none.
+    let (mut c, _s) = connect().await;
+    let end = flood(&mut c, 1_000, |i| {
+        (PRIORITY, 0, 2 * i as u32 + 1, vec![0, 0, 0, 0, 16])
+    })
+    .await;
+    assert_eq!(end, Some(ENHANCE_YOUR_CALM));
+    // WINDOW_UPDATEs beyond what the server's DATA could call for.
+    let (mut c, _s) = connect().await;
+    let end = flood(&mut c, 1_000, |_| {
+        (WINDOW_UPDATE, 0, 0, 1u32.to_be_bytes().to_vec())
+    })
+    .await;
+    assert_eq!(end, Some(ENHANCE_YOUR_CALM));
+}
+
+#[tokio::test]
+async fn acknowledgements_piling_up_unread_end_the_connection() {
+    // The client never reads: the server's answers to its PINGs fill the pipe (4 KiB, 240 of them) and
+    // wait in the write buffer. Fewer PINGs than the per-second budget: only the queue is too long.
+    let (io, _s) = start_server_on(Limits::default(), 4 * 1024);
+    let mut c = Client::new(io, Role::Client);
+    c.handshake(&[]).await;
+    let mut pings = Vec::new();
+    for i in 0..1_500u64 {
+        pings.extend_from_slice(&frame(PING, 0, 0, &i.to_be_bytes()));
+    }
+    c.write(&pings).await;
+    assert_eq!(goaway_code(&mut c).await, ENHANCE_YOUR_CALM);
+}
+
+fn timeouts(idle_ms: u64, stream_ms: u64, keepalive_ms: u64) -> Limits {
+    Limits {
+        idle_timeout: std::time::Duration::from_millis(idle_ms),
+        stream_idle_timeout: std::time::Duration::from_millis(stream_ms),
+        http2_keepalive_interval: std::time::Duration::from_millis(keepalive_ms),
+        http2_keepalive_timeout: std::time::Duration::from_millis(keepalive_ms),
+        ..Limits::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_gets_goaway_after_the_idle_timeout() {
+    let (mut c, s) = connect_limited(timeouts(1_000, 0, 0)).await;
+    let id = c.get("/").await;
+    assert_eq!(c.read_response(id).await.status, 200);
+    let started = tokio::time::Instant::now();
+    match c.connection_end().await {
+        Ended::GoAway { last_stream, code } => {
+            assert_eq!((last_stream, code), (id, NO_ERROR));
+        }
+        Ended::Closed => panic!("closed without GOAWAY"),
+    }
+    let idle = started.elapsed();
+    assert!(
+        idle >= std::time::Duration::from_millis(1_000)
+            && idle <= std::time::Duration::from_millis(1_500),
+        "{idle:?}"
+    );
+    assert!(s.result().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_nothing_happens_on_is_answered_408() {
+    let (mut c, s) = connect_limited(timeouts(0, 1_000, 0)).await;
+    let id = c.get("/hang").await;
+    s.started().await;
+    let r = c.read_response(id).await;
+    assert_eq!(r.status, 408);
+    timeout(WAIT, s.shared.dropped_notify.notified())
+        .await
+        .expect("the handler was not dropped");
+    // An upload whose body stops coming too; the connection goes on.
+    let id = c.request("POST", "/upload", &[], false).await;
+    c.send(DATA, 0, id, b"some").await;
+    let f = c.next_on(id).await;
+    assert_eq!(f.ty, HEADERS, "{f:?}");
+    // The client was still sending its body: it is told to stop (RFC 9113, 8.1).
+    c.expect_rst(id, &[NO_ERROR]).await;
+    c.assert_alive().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_pings_keep_an_answering_client_and_close_a_silent_one() {
+    // A client that keeps talking (a PING every half second, the server's own answered) stays.
+    let (mut c, _s) = connect_limited(timeouts(0, 0, 1_000)).await;
+    for _ in 0..20 {
+        c.fence().await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    c.assert_alive().await;
+    // A silent one is sent a PING, which it does not answer: the connection closes.
+    let (mut c, _s) = connect_limited(timeouts(0, 0, 1_000)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    // A PING came, was not answered, and the connection closed without waiting for more.
+    let mut saw_ping = false;
+    while let Some(f) = c.recv().await {
+        saw_ping |= f.ty == PING && !f.has(ACK);
+    }
+    assert!(saw_ping, "no keepalive PING was sent");
 }

@@ -266,6 +266,12 @@ pub fn settings_ack(dst: &mut BytesMut) {
     put_head(dst, 0, SETTINGS, ACK, 0);
 }
 
+/// A PING asking for an acknowledgement (a keepalive).
+pub fn ping(dst: &mut BytesMut, payload: &[u8; 8]) {
+    put_head(dst, 8, PING, 0, 0);
+    dst.put_slice(payload);
+}
+
 pub fn ping_ack(dst: &mut BytesMut, payload: &[u8]) {
     put_head(dst, payload.len(), PING, ACK, 0);
     dst.put_slice(payload);

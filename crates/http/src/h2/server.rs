@@ -13,7 +13,9 @@
 //! (half a window at a time), so a slow upstream holds back the client instead of filling memory.
 
 use super::frame::{self, Head, Reason, Setting};
+use super::guard::{Flood, Guard, MAX_CONTINUATIONS};
 use super::hpack::{self, Name};
+use crate::limits::Limits;
 use crate::{date, h1, Body};
 use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
@@ -28,11 +30,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
 
 /// The window this side gives each stream and the connection (hyper's server default, kept).
 const WINDOW: u32 = 1024 * 1024;
-const MAX_CONCURRENT_STREAMS: u32 = 200;
 /// The largest header list accepted (RFC 9113 6.5.2's size: names, values and 32 per field).
 const MAX_HEADER_LIST_SIZE: usize = 16 * 1024;
 /// The largest header block (HEADERS and its CONTINUATIONs) accepted before decoding.
@@ -43,8 +46,8 @@ const HEADER_TABLE_SIZE: usize = 4096;
 const WRITE_HIGH: usize = 256 * 1024;
 /// Reads handled in one round before the task yields to others.
 const READS_PER_ROUND: usize = 16;
-/// Streams reset by the client before their answer that are tolerated before the share of them is judged.
-const PREMATURE_RESETS_MIN: u64 = 100;
+/// The payload of the server's keepalive PINGs, to tell their acknowledgements from others.
+const KEEPALIVE_PING: [u8; 8] = *b"weft-kap";
 
 /// Why a connection ended other than cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("the client broke HTTP/2 ({reason}): {why}")]
     Protocol { reason: Reason, why: &'static str },
+    #[error("the client did not answer a keepalive PING in time")]
+    KeepaliveTimeout,
 }
 
 fn broke<T>(reason: Reason, why: &'static str) -> Result<T, Error> {
@@ -62,6 +67,15 @@ fn broke<T>(reason: Reason, why: &'static str) -> Result<T, Error> {
 impl From<frame::Broke> for Error {
     fn from(frame::Broke(reason, why): frame::Broke) -> Error {
         Error::Protocol { reason, why }
+    }
+}
+
+impl From<Flood> for Error {
+    fn from(f: Flood) -> Error {
+        Error::Protocol {
+            reason: f.reason(),
+            why: f.0,
+        }
     }
 }
 
@@ -232,6 +246,8 @@ struct Stream {
     received: u64,
     send_window: i64,
     send: Send,
+    /// The connection's tick at the stream's last activity (a frame either way, its answer).
+    seen: u32,
 }
 
 /// A header block being received across CONTINUATION frames.
@@ -266,10 +282,22 @@ struct Conn<T, H, F> {
     conn_unreleased: usize,
     /// The highest stream id the client has opened.
     last_stream: u32,
-    /// Streams opened, and those the client reset before they were answered.
-    opened: u64,
-    premature_resets: u64,
+    /// The defences against floods and resets.
+    guard: Guard,
+    limits: Limits,
     continuation: Option<Partial>,
+    /// CONTINUATION frames in the header block being received.
+    continuations: u32,
+    /// The connection's timeouts: one timer, woken once per tick (see `poll_timer`).
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_polled: bool,
+    tick: Option<Duration>,
+    /// Ticks so far, and the tick of the last frame read, of the last time a stream was open, and of the
+    /// keepalive PING waiting for its acknowledgement.
+    ticks: u32,
+    last_read: u32,
+    last_busy: u32,
+    ping_sent: Option<u32>,
     /// GOAWAY sent (draining) or received: no new streams.
     going_away: bool,
     read_closed: bool,
@@ -277,18 +305,21 @@ struct Conn<T, H, F> {
     failed: Option<Error>,
 }
 
-/// Serves HTTP/2 (prior knowledge: the preface is the first thing `io` yields) with `handler`, until the
-/// client closes the connection or, once `draining` has said so, the streams open at the GOAWAY end.
-pub(crate) async fn serve<T, H, F>(
+/// Serves HTTP/2 (prior knowledge: the preface is the first thing `io` yields) with `handler` under
+/// `limits`, until the client closes the connection or, once `draining` has said so, the streams open at
+/// the GOAWAY end.
+pub(crate) async fn serve_with<T, H, F>(
     io: T,
     handler: H,
     mut draining: impl FnMut(&mut Context<'_>) -> bool,
+    limits: Limits,
 ) -> Result<(), Error>
 where
     T: AsyncRead + AsyncWrite + Unpin,
     H: Fn(Request<Body>) -> F,
     F: Future<Output = Response<Body>>,
 {
+    let tick = limits.tick(true);
     let mut conn = Conn {
         io,
         handler,
@@ -307,9 +338,17 @@ where
         recv_window: i64::from(WINDOW),
         conn_unreleased: 0,
         last_stream: 0,
-        opened: 0,
-        premature_resets: 0,
+        guard: Guard::default(),
+        limits,
         continuation: None,
+        continuations: 0,
+        timer: None,
+        timer_polled: false,
+        tick,
+        ticks: 0,
+        last_read: 0,
+        last_busy: 0,
+        ping_sent: None,
         going_away: false,
         read_closed: false,
         failed: None,
@@ -319,7 +358,7 @@ where
         &[
             (
                 frame::SETTINGS_MAX_CONCURRENT_STREAMS,
-                MAX_CONCURRENT_STREAMS,
+                limits.http2_max_concurrent_streams,
             ),
             (frame::SETTINGS_INITIAL_WINDOW_SIZE, WINDOW),
             (
@@ -348,6 +387,7 @@ where
 {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.shared.waker.register(cx.waker());
+        self.poll_timer(cx);
         let mut reads = 0;
         loop {
             if self.failed.is_some() {
@@ -383,7 +423,10 @@ where
                 let held_back = self.wbuf.len() >= WRITE_HIGH;
                 match self.poll_write(cx) {
                     // Reading and bodies stopped for the write go on.
-                    Poll::Ready(Ok(())) => progress |= held_back,
+                    Poll::Ready(Ok(())) => {
+                        self.guard.flushed();
+                        progress |= held_back;
+                    }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                     Poll::Pending => {}
                 }
@@ -421,22 +464,114 @@ where
         })
     }
 
-    /// Ends the connection: GOAWAY with the error's code, every stream reset.
+    /// Ends the connection: GOAWAY with the error's code (none when the peer is gone), every stream
+    /// reset.
     fn fail(&mut self, e: Error) {
-        let reason = match &e {
-            Error::Protocol { reason, .. } => *reason,
-            Error::Io(_) => Reason::NO_ERROR,
-        };
-        if !matches!(e, Error::Io(_)) {
-            frame::goaway(&mut self.wbuf, self.last_stream, reason);
-        } else {
-            self.wbuf.clear();
+        match &e {
+            Error::Protocol { reason, why } => {
+                tracing::debug!(%reason, why, "closing the connection");
+                frame::goaway(&mut self.wbuf, self.last_stream, *reason);
+            }
+            Error::Io(_) | Error::KeepaliveTimeout => self.wbuf.clear(),
         }
         for (_, s) in self.streams.drain() {
             s.shared.reset(Reason::CANCEL);
         }
         self.handling.clear();
         self.failed = Some(e);
+    }
+
+    /// Looks after the connection's timeouts once per tick. The timer's state is one atomic load when it
+    /// has not fired, so a request pays nothing for it (see `limits::Watchdog` for why ticks).
+    fn poll_timer(&mut self, cx: &mut Context<'_>) {
+        let Some(tick) = self.tick else {
+            return;
+        };
+        loop {
+            let sleep = match &mut self.timer {
+                Some(s) => {
+                    if self.timer_polled && !s.is_elapsed() {
+                        return;
+                    }
+                    s
+                }
+                None => self
+                    .timer
+                    .insert(Box::pin(tokio::time::sleep_until(Instant::now() + tick))),
+            };
+            if sleep.as_mut().poll(cx).is_pending() {
+                self.timer_polled = true;
+                return;
+            }
+            sleep.as_mut().reset(Instant::now() + tick);
+            self.timer_polled = false;
+            self.ticks = self.ticks.wrapping_add(1);
+            self.on_tick(tick);
+        }
+    }
+
+    /// A tick: the keepalive PING, the idle timeout, the streams' idle timeout.
+    fn on_tick(&mut self, tick: Duration) {
+        let now = self.ticks;
+        let quiet = |since: u32| tick.saturating_mul(now.wrapping_sub(since));
+        let limits = self.limits;
+        if !self.streams.is_empty() || !self.handling.is_empty() {
+            self.last_busy = now;
+        }
+        if !limits.http2_keepalive_interval.is_zero() {
+            match self.ping_sent {
+                Some(sent) if quiet(sent) >= limits.http2_keepalive_timeout => {
+                    tracing::debug!("keepalive PING unanswered, closing");
+                    self.fail(Error::KeepaliveTimeout);
+                    return;
+                }
+                Some(_) => {}
+                None if quiet(self.last_read) >= limits.http2_keepalive_interval => {
+                    frame::ping(&mut self.wbuf, &KEEPALIVE_PING);
+                    self.ping_sent = Some(now);
+                }
+                None => {}
+            }
+        }
+        if !limits.idle_timeout.is_zero()
+            && self.streams.is_empty()
+            && self.handling.is_empty()
+            && quiet(self.last_busy) >= limits.idle_timeout
+        {
+            tracing::debug!("idle timeout");
+            self.go_away(Reason::NO_ERROR);
+        }
+        if !limits.stream_idle_timeout.is_zero() {
+            let expired: Vec<u32> = self
+                .streams
+                .iter()
+                .filter(|(_, s)| quiet(s.seen) >= limits.stream_idle_timeout)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in expired {
+                self.stream_timeout(id);
+            }
+        }
+    }
+
+    /// A stream on which nothing happened for the stream idle timeout: answered 408 when nothing of its
+    /// answer has gone yet (as Envoy does), reset otherwise; its handler is dropped either way.
+    fn stream_timeout(&mut self, id: u32) {
+        let Some(s) = self.streams.remove(&id) else {
+            return;
+        };
+        tracing::debug!(stream = id, "stream idle timeout");
+        if matches!(s.send, Send::Waiting) {
+            frame::headers(&mut self.wbuf, id, true, self.peer_max_frame, |dst| {
+                hpack::encode_status(http::StatusCode::REQUEST_TIMEOUT, dst)
+            });
+            if s.recv_open {
+                frame::rst_stream(&mut self.wbuf, id, Reason::NO_ERROR);
+            }
+        } else {
+            frame::rst_stream(&mut self.wbuf, id, Reason::CANCEL);
+        }
+        self.forget(s, Reason::CANCEL);
     }
 
     /// Sends GOAWAY: the streams opened so far are served, later ones ignored.
@@ -456,11 +591,27 @@ where
         let n = std::task::ready!(super::poll_read_into(&mut self.io, &mut self.rbuf, cx))?;
         if n == 0 {
             self.read_closed = true;
+            // The client sends nothing more: a request whose body has not all come never will. Its
+            // handler is dropped and its body fails, which cancels its upstream stream; left waiting, the
+            // abandoned uploads of one client held the shared upstream connection's streams until
+            // HTTP/2 to the application stopped. Requests already whole are still answered.
+            let waiting: Vec<u32> = self
+                .streams
+                .iter()
+                .filter(|(_, s)| s.recv_open)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in waiting {
+                if let Some(s) = self.streams.remove(&id) {
+                    self.forget(s, Reason::CANCEL);
+                }
+            }
             if !self.preface_seen || self.continuation.is_some() {
                 return Poll::Ready(broke(Reason::PROTOCOL_ERROR, "closed inside a frame"));
             }
             return Poll::Ready(Ok(()));
         }
+        self.last_read = self.ticks;
         Poll::Ready(self.frames())
     }
 
@@ -515,12 +666,21 @@ where
                 if head.len != 8 {
                     return broke(Reason::FRAME_SIZE_ERROR, "PING not 8 bytes long");
                 }
-                if !head.has(frame::ACK) {
+                if head.has(frame::ACK) {
+                    if payload == KEEPALIVE_PING {
+                        self.ping_sent = None;
+                    }
+                } else {
+                    self.guard.control()?;
+                    self.guard.queued_control()?;
                     frame::ping_ack(&mut self.wbuf, payload);
                 }
                 Ok(())
             }
-            frame::WINDOW_UPDATE => self.window_update(head, payload),
+            frame::WINDOW_UPDATE => {
+                self.guard.window_update()?;
+                self.window_update(head, payload)
+            }
             frame::RST_STREAM => {
                 if head.len != 4 {
                     return broke(Reason::FRAME_SIZE_ERROR, "RST_STREAM not 4 bytes long");
@@ -533,20 +693,13 @@ where
                 }
                 let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
                 if let Some(s) = self.streams.remove(&head.stream) {
-                    if matches!(s.send, Send::Waiting) {
-                        self.premature_resets += 1;
-                    }
+                    let premature = matches!(s.send, Send::Waiting);
                     self.forget(s, Reason(code));
                     // Streams opened and reset at once cost the proxy a routed request each while never
                     // counting against the concurrency limit ("rapid reset", CVE-2023-44487): a client
-                    // that resets most of its streams before their answer is cut off, as Envoy does.
-                    if self.premature_resets >= PREMATURE_RESETS_MIN
-                        && self.premature_resets * 2 >= self.opened
-                    {
-                        return broke(
-                            Reason::ENHANCE_YOUR_CALM,
-                            "most streams reset before their answer",
-                        );
+                    // that resets most of its recent streams before their answer is cut off.
+                    if premature {
+                        self.guard.unanswered()?;
                     }
                 }
                 Ok(())
@@ -555,12 +708,12 @@ where
                 if head.stream == 0 {
                     return broke(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0");
                 }
+                self.guard.priority()?;
                 if head.len != 5 {
-                    self.reset(head.stream, Reason::FRAME_SIZE_ERROR);
-                    return Ok(());
+                    return self.refuse(head.stream, Reason::FRAME_SIZE_ERROR);
                 }
                 if dependency(payload) == head.stream {
-                    self.reset(head.stream, Reason::PROTOCOL_ERROR);
+                    return self.refuse(head.stream, Reason::PROTOCOL_ERROR);
                 }
                 Ok(())
             }
@@ -582,6 +735,7 @@ where
         let Some(settings) = frame::settings_in(&head, payload)? else {
             return Ok(());
         };
+        self.guard.control()?;
         self.settings_seen = true;
         for setting in settings {
             match setting? {
@@ -609,6 +763,7 @@ where
                 Setting::MaxConcurrentStreams(_) | Setting::Other => {}
             }
         }
+        self.guard.queued_control()?;
         frame::settings_ack(&mut self.wbuf);
         Ok(())
     }
@@ -632,13 +787,14 @@ where
             // Closed: frames may still be on their way (RFC 9113 6.9).
             return Ok(());
         };
+        s.seen = self.ticks;
         if inc == 0 {
-            self.reset(head.stream, Reason::PROTOCOL_ERROR);
-            return Ok(());
+            // A reset the client makes the server make ("MadeYouReset"): counted as the client's.
+            return self.refuse(head.stream, Reason::PROTOCOL_ERROR);
         }
         s.send_window += inc;
         if s.send_window > frame::MAX_WINDOW {
-            self.reset(head.stream, Reason::FLOW_CONTROL_ERROR);
+            return self.refuse(head.stream, Reason::FLOW_CONTROL_ERROR);
         }
         Ok(())
     }
@@ -651,6 +807,11 @@ where
             return broke(Reason::PROTOCOL_ERROR, "DATA on an idle stream");
         }
         let data = frame::unpad(&head, payload)?;
+        let end = head.has(frame::END_STREAM);
+        self.guard.payload(data.is_empty() && !end)?;
+        if !end {
+            self.guard.data(data.len())?;
+        }
         // The whole frame counts against the windows, padding too.
         let flow = head.len;
         self.recv_window -= flow as i64;
@@ -664,28 +825,24 @@ where
         let id = head.stream;
         let Some(s) = self.streams.get_mut(&id) else {
             self.unreleased(flow);
-            self.reset_closed(id);
-            return Ok(());
+            return self.reset_closed(id);
         };
+        s.seen = self.ticks;
         if !s.recv_open {
             self.unreleased(flow);
-            self.reset(id, Reason::STREAM_CLOSED);
-            return Ok(());
+            return self.refuse(id, Reason::STREAM_CLOSED);
         }
         s.recv_window -= flow as i64;
         if s.recv_window < 0 {
             self.unreleased(flow);
-            self.reset(id, Reason::FLOW_CONTROL_ERROR);
-            return Ok(());
+            return self.refuse(id, Reason::FLOW_CONTROL_ERROR);
         }
         s.received += data.len() as u64;
-        let end = head.has(frame::END_STREAM);
         if s.length
             .is_some_and(|n| s.received > n || (end && s.received != n))
         {
             self.unreleased(flow);
-            self.reset(id, Reason::PROTOCOL_ERROR);
-            return Ok(());
+            return self.refuse(id, Reason::PROTOCOL_ERROR);
         }
         if end {
             s.recv_open = false;
@@ -734,14 +891,17 @@ where
                 self.decoder
                     .decode(&block, |_, _| {})
                     .map_err(|_| compression())?;
-                self.reset(head.stream, Reason::PROTOCOL_ERROR);
-                return Ok(());
+                return self.refuse(head.stream, Reason::PROTOCOL_ERROR);
             }
         }
         let end_stream = head.has(frame::END_STREAM);
-        if head.has(frame::END_HEADERS) {
+        let end_headers = head.has(frame::END_HEADERS);
+        self.guard
+            .payload(block.is_empty() && !end_headers && !end_stream)?;
+        if end_headers {
             return self.header_block(head.stream, end_stream, block);
         }
+        self.continuations = 0;
         let mut b = BytesMut::with_capacity(block.len() * 2);
         b.extend_from_slice(&block);
         self.continuation = Some(Partial {
@@ -759,8 +919,19 @@ where
         if p.block.len() + payload.len() > MAX_HEADER_BLOCK {
             return broke(Reason::ENHANCE_YOUR_CALM, "a header block over 64 KiB");
         }
+        // A flood of CONTINUATION frames (CVE-2024-27316, CVE-2024-28182): empty ones end the
+        // connection at the second in a row, and a block takes a bounded number of them.
+        let end_headers = head.has(frame::END_HEADERS);
+        self.guard.payload(payload.is_empty() && !end_headers)?;
+        self.continuations += 1;
+        if self.continuations > MAX_CONTINUATIONS {
+            return broke(
+                Reason::ENHANCE_YOUR_CALM,
+                "a header block in too many CONTINUATION frames",
+            );
+        }
         p.block.extend_from_slice(payload);
-        if !head.has(frame::END_HEADERS) {
+        if !end_headers {
             return Ok(());
         }
         let Some(p) = self.continuation.take() else {
@@ -777,17 +948,15 @@ where
             self.decoder
                 .decode(&block, |name, value| fields.field(name, value))
                 .map_err(|_| compression())?;
+            s.seen = self.ticks;
             if !s.recv_open {
-                self.reset(id, Reason::STREAM_CLOSED);
-                return Ok(());
+                return self.refuse(id, Reason::STREAM_CLOSED);
             }
             if !end_stream || fields.malformed.is_some() {
-                self.reset(id, Reason::PROTOCOL_ERROR);
-                return Ok(());
+                return self.refuse(id, Reason::PROTOCOL_ERROR);
             }
             if s.length.is_some_and(|n| s.received != n) {
-                self.reset(id, Reason::PROTOCOL_ERROR);
-                return Ok(());
+                return self.refuse(id, Reason::PROTOCOL_ERROR);
             }
             s.recv_open = false;
             {
@@ -817,9 +986,12 @@ where
             return Ok(());
         }
         self.last_stream = id;
-        self.opened += 1;
-        if self.streams.len() >= MAX_CONCURRENT_STREAMS as usize {
+        // A stream that never reaches the handler is judged with those reset before their answer: a
+        // client cannot keep its share of resets low with refused or malformed streams between them.
+        if self.streams.len() >= self.limits.http2_max_concurrent_streams as usize {
+            self.guard.queued_control()?;
             frame::rst_stream(&mut self.wbuf, id, Reason::REFUSED_STREAM);
+            self.guard.unanswered()?;
             return Ok(());
         }
         if fields.too_large {
@@ -830,27 +1002,25 @@ where
             if !end_stream {
                 frame::rst_stream(&mut self.wbuf, id, Reason::NO_ERROR);
             }
+            self.guard.unanswered()?;
             return Ok(());
         }
         let request = match fields.request() {
             Ok(r) => r,
             Err(why) => {
                 tracing::debug!(stream = id, why, "malformed request");
-                frame::rst_stream(&mut self.wbuf, id, Reason::PROTOCOL_ERROR);
-                return Ok(());
+                return self.refuse_new(id);
             }
         };
         let length = match content_length(request.headers()) {
             Ok(n) => n,
-            Err(()) => {
-                frame::rst_stream(&mut self.wbuf, id, Reason::PROTOCOL_ERROR);
-                return Ok(());
-            }
+            Err(()) => return self.refuse_new(id),
         };
         if end_stream && length.is_some_and(|n| n != 0) {
-            frame::rst_stream(&mut self.wbuf, id, Reason::PROTOCOL_ERROR);
-            return Ok(());
+            return self.refuse_new(id);
         }
+        self.guard.opened();
+        self.last_busy = self.ticks;
         let shared = Arc::new(Shared {
             reset: AtomicBool::new(false),
             handler: AtomicWaker::new(),
@@ -880,6 +1050,7 @@ where
                 received: 0,
                 send_window: self.peer_initial_window,
                 send: Send::Waiting,
+                seen: self.ticks,
             },
         );
         // Boxed: `push` moves the future three times on its way into its task, and a stream's future is a
@@ -901,9 +1072,33 @@ where
         }
     }
 
-    /// A frame on a stream that is closed: STREAM_CLOSED (RFC 9113 5.1).
-    fn reset_closed(&mut self, id: u32) {
+    /// A frame on a stream that is closed: STREAM_CLOSED (RFC 9113 5.1), a reset the client caused.
+    fn reset_closed(&mut self, id: u32) -> Result<(), Error> {
+        self.guard.queued_control()?;
         frame::rst_stream(&mut self.wbuf, id, Reason::STREAM_CLOSED);
+        self.guard.local_error_reset(false)?;
+        Ok(())
+    }
+
+    /// Resets a stream for the client's error (a stream error of RFC 9113): counted, since each such
+    /// reset can cancel a request the proxy already routed ("MadeYouReset", CVE-2025-8671).
+    fn refuse(&mut self, id: u32, reason: Reason) -> Result<(), Error> {
+        let unanswered = self
+            .streams
+            .get(&id)
+            .is_some_and(|s| matches!(s.send, Send::Waiting));
+        self.guard.queued_control()?;
+        self.reset(id, reason);
+        self.guard.local_error_reset(unanswered)?;
+        Ok(())
+    }
+
+    /// Resets a new stream whose request is malformed (RFC 9113 8.1.1).
+    fn refuse_new(&mut self, id: u32) -> Result<(), Error> {
+        self.guard.queued_control()?;
+        frame::rst_stream(&mut self.wbuf, id, Reason::PROTOCOL_ERROR);
+        self.guard.local_error_reset(true)?;
+        Ok(())
     }
 
     /// A stream is gone: its handler is dropped and its body fails; what it received and never handed on
@@ -987,9 +1182,11 @@ where
             &parts.headers,
         );
         h1::codec::recycle(parts.headers);
+        self.guard.answered();
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
+        s.seen = self.ticks;
         if end {
             s.send = Send::Done;
             self.finish(id);
@@ -1052,7 +1249,9 @@ where
                 let end = sending.end_after_pending && sending.pending.is_empty();
                 frame::data(&mut self.wbuf, id, &chunk, end);
                 s.send_window -= n as i64;
+                s.seen = self.ticks;
                 self.send_window -= n as i64;
+                self.guard.data_sent();
                 if end {
                     s.send = Send::Done;
                     self.finish(id);

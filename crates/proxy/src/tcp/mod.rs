@@ -22,13 +22,14 @@ use tokio::task::JoinSet;
 use weft_http::net::{Accepted, Listener};
 
 /// Accepts until `stop` turns true, then gives the open connections up to `drain` to finish and closes
-/// the rest.
+/// the rest. A connection accepted while `max_connections` are open is closed at once.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     name: Arc<str>,
     listener: Listener,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
+    max_connections: usize,
 ) {
     let mut conns = JoinSet::new();
     let mut stopped = std::pin::pin!(crate::stopped(&mut stop));
@@ -38,6 +39,11 @@ pub(crate) async fn serve(
         else {
             break;
         };
+        if conns.len() >= max_connections {
+            tracing::debug!(listener = %name, peer = %peer, max = max_connections, "connection limit reached, closing");
+            drop(stream);
+            continue;
+        }
         conns.spawn(forward(shared.clone(), name.clone(), stream, peer));
     }
     drop(listener);

@@ -450,6 +450,18 @@ pub async fn h2_echo() -> (
     Arc<AtomicUsize>,
     tokio::sync::mpsc::UnboundedReceiver<()>,
 ) {
+    h2_echo_with(None).await
+}
+
+/// `h2_echo`, allowing at most `max_streams` streams open at once on a connection (as an application's
+/// HTTP/2 server does: hyper's default is 200).
+pub async fn h2_echo_with(
+    max_streams: Option<u32>,
+) -> (
+    SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
     /// Says so on the channel when dropped.
     struct Dropped(tokio::sync::mpsc::UnboundedSender<()>);
     impl Drop for Dropped {
@@ -475,10 +487,9 @@ pub async fn h2_echo() -> (
                     Ok::<_, Infallible>(http::Response::new(req.into_body()))
                 }
             });
-            tokio::spawn(
-                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc),
-            );
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder.max_concurrent_streams(max_streams);
+            tokio::spawn(builder.serve_connection(TokioIo::new(stream), svc));
         }
     });
     (addr, conns, given_up)

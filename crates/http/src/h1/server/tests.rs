@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::drain::Drain;
+use crate::limits::Limits;
 use http::HeaderValue;
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
@@ -17,10 +18,12 @@ use tokio::net::TcpStream;
 /// - `/close`: answers 200 `bye` with `connection: close`;
 /// - `/length`: answers 200 with `content-length: 5` and no body of its own (for HEAD);
 /// - `/empty`: answers 204;
-/// - `/dated`: answers 200 with a `date` of its own.
+/// - `/dated`: answers 200 with a `date` of its own;
+/// - `/hang`: never answers.
 async fn handle(req: Request<Body>) -> Response<Body> {
     let path = req.uri().path().to_string();
     match path.as_str() {
+        "/hang" => std::future::pending().await,
         "/stream" => Response::new(req.into_body()),
         "/ignore" => text(StatusCode::OK, "ignored"),
         "/close" => {
@@ -72,9 +75,14 @@ async fn handle(req: Request<Body>) -> Response<Body> {
 /// A server on a loopback port, serving each connection with `serve` as the listener does, and the
 /// drain that stops it.
 async fn server() -> (SocketAddr, Arc<Drain>) {
+    server_with(Limits::default()).await
+}
+
+/// `server`, with these limits.
+async fn server_with(limits: Limits) -> (SocketAddr, Arc<Drain>) {
     let listener = crate::net::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let drain = Arc::new(Drain::default());
+    let drain = Arc::new(Drain::new(limits));
     let d = drain.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
@@ -525,4 +533,163 @@ fn parsed_values_are_header_values() {
     }
     // Tab, space to `~` and 0x80 to 0xff are kept where they are inside a value.
     assert!(kept >= (1 + 95 + 128) * 2, "only {kept} heads parsed");
+}
+
+/// Limits whose timeouts are short enough for a test to wait for (their precision is
+/// `limits::tests`', under a paused clock).
+fn short(head_ms: u64, idle_ms: u64, stream_ms: u64) -> Limits {
+    Limits {
+        request_headers_timeout: Duration::from_millis(head_ms),
+        idle_timeout: Duration::from_millis(idle_ms),
+        stream_idle_timeout: Duration::from_millis(stream_ms),
+        ..Limits::default()
+    }
+}
+
+#[tokio::test]
+async fn a_head_that_does_not_come_whole_in_time_is_answered_408() {
+    // Slowloris: a head begun and never finished.
+    let (addr, _drain) = server_with(short(200, 0, 0)).await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nx-slow: ")
+        .await
+        .expect("write");
+    let answer = read_to_close(&mut s).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(answer.ends_with("request head timeout\n"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_with_no_request_is_closed_after_the_idle_timeout() {
+    let (addr, _drain) = server_with(short(0, 200, 0)).await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut buf = Vec::new();
+    s.write_all(b"GET /ignore HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = read_response(&mut s, &mut buf).await;
+    assert!(answer.ends_with("ignored"), "{answer}");
+    // Nothing more is sent: the server closes, with nothing more to say.
+    let rest = read_to_close(&mut s).await;
+    assert_eq!(rest, "");
+}
+
+#[tokio::test]
+async fn a_request_nothing_happens_on_is_answered_408_after_the_stream_idle_timeout() {
+    let (addr, _drain) = server_with(short(0, 0, 200)).await;
+    // The handler never answers.
+    let answer = talk(addr, &[b"GET /hang HTTP/1.1\r\nhost: a\r\n\r\n"]).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("stream timeout\n"), "{answer}");
+    // A body that stops coming: read whole before the handler (64 KiB or less), or streamed to it.
+    for req in [
+        &b"POST /echo HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nabc"[..],
+        b"POST /echo HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    ] {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(req).await.expect("write");
+        let answer = read_to_close(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_and_the_others_go_on() {
+    use crate::server::serve as listen;
+    let listener = crate::net::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let server = tokio::spawn(listen(
+        "test",
+        listener,
+        handle,
+        stop_rx,
+        Duration::from_secs(1),
+        limits,
+    ));
+    let get = b"GET /ignore HTTP/1.1\r\nhost: a\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let mut buf = Vec::new();
+        s.write_all(get).await.expect("write");
+        let answer = read_response(&mut s, &mut buf).await;
+        assert!(answer.ends_with("ignored"), "{answer}");
+        open.push((s, buf));
+    }
+    // A third is closed at once, unanswered (a reset or a plain close, as the kernel sees it).
+    let mut third = TcpStream::connect(addr).await.expect("connect");
+    let _ = third.write_all(get).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut rest))
+        .await
+        .expect("the third connection is closed");
+    assert!(
+        read.is_err() || rest.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    // The first two are still served; once one closes, a new one is accepted.
+    for (s, buf) in &mut open {
+        s.write_all(get).await.expect("write");
+        let answer = read_response(s, buf).await;
+        assert!(answer.ends_with("ignored"), "{answer}");
+    }
+    drop(open.pop());
+    let answer = crate::test_util::eventually("a connection is accepted again", || async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(get).await.ok()?;
+        let mut buf = Vec::new();
+        let answer = tokio::time::timeout(Duration::from_secs(1), read_response(&mut s, &mut buf))
+            .await
+            .ok()?;
+        Some(answer)
+    })
+    .await;
+    assert!(answer.ends_with("ignored"), "{answer}");
+    stop.send_replace(true);
+    server.await.expect("server");
+}
+
+#[test]
+fn a_head_is_parsed_again_only_when_a_line_has_ended_since() {
+    let head = b"GET / HTTP/1.1\r\nhost: a\r\nx-long: aaaaaaaa";
+    assert!(worth_parsing(head, 0), "the first try always parses");
+    assert!(!worth_parsing(head, head.len()), "nothing new");
+    assert!(
+        !worth_parsing(head, head.len() - 4),
+        "no line's end in the new bytes"
+    );
+    assert!(worth_parsing(head, 10), "a line ended since");
+    let mut more = head.to_vec();
+    more.extend_from_slice(b"\r\n\r\n");
+    assert!(worth_parsing(&more, head.len()));
+    assert!(
+        !worth_parsing(&more, more.len() + 1),
+        "past the end: nothing new"
+    );
+}
+
+#[tokio::test]
+async fn a_head_sent_a_byte_at_a_time_is_read_whole() {
+    let (addr, _drain) = server().await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let head = b"GET /echo HTTP/1.1\r\nhost: a\r\nx-one: 1\r\nconnection: close\r\n\r\n";
+    for b in head.iter() {
+        s.write_all(&[*b]).await.expect("write");
+    }
+    let answer = read_to_close(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("x-one: 1\n"), "{answer}");
 }
