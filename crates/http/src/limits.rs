@@ -172,7 +172,23 @@ impl Watchdog {
     /// Called when the connection is about to wait for `waiting` (its other work is pending): ready with
     /// the timeout that expired, if one did; otherwise the connection is woken at the next tick or
     /// deadline. Every call that its timer did not cause counts as something happening.
+    #[inline]
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>, waiting: Waiting) -> Poll<Expired> {
+        // The usual call, once per wait of every request: the timer is armed and registered, and has not
+        // fired.
+        if self.polled && waiting != Waiting::Head {
+            if let Some(s) = &self.sleep {
+                if !s.is_elapsed() {
+                    self.active = true;
+                    return Poll::Pending;
+                }
+            }
+        }
+        self.poll_slow(cx, waiting)
+    }
+
+    #[inline(never)]
+    fn poll_slow(&mut self, cx: &mut Context<'_>, waiting: Waiting) -> Poll<Expired> {
         let head_timeout = Duration::from_millis(u64::from(self.head_ms));
         let head = waiting == Waiting::Head && self.head_ms > 0;
         if self.tick.is_none() && !head {

@@ -21,6 +21,8 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(config = %serde_json::to_string(&config).unwrap_or_default(), "configuration");
     // One worker: a current-thread runtime (no work-stealing machinery on the request path); more: a
     // multi-threaded one with exactly that many workers.
+    // One worker: the process has one thread, and memory is trimmed on it (see `memory`).
+    weft_proxy::memory::trim_on_the_caller(config.concurrency == 1);
     let mut builder = if config.concurrency == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

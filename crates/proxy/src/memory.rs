@@ -12,13 +12,35 @@
 //! periodic trim would often start a thread (and a task per trim); a burst of updates would queue a
 //! trim each, where asks that come while one is pending here share it; and asking needs no runtime.
 //! The thread is started by the first ask and then waits, parked, for the next; it allocates nothing.
+//!
+//! Except in a proxy of one worker (`--concurrency 1`), which runs on one thread and has no other. There a
+//! thread of any kind costs every request: glibc takes the cancellable path of each `recv`, `writev` and
+//! `epoll_wait` once a process has ever had a second thread, about 280 instructions per proxied request
+//! (`bench/instructions`: 17,444 without the trim thread, 17,7xx with it, the rest the same). So a
+//! one-thread proxy trims on its thread, between two polls ([`trim_on_the_caller`]): a pause of a
+//! millisecond or so every 10 s and after each update, against a cost on every request.
 
 /// Asks for free heap pages to be returned to the kernel (glibc's `malloc_trim`; a no-op elsewhere), and
 /// returns at once: the `weft-trim` thread trims. Everything freed before the call is covered by a trim
 /// that starts after it; asks that come while a trim is waiting to start share it.
 pub fn release_freed() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    trimmer::ask();
+    if ON_THE_CALLER.load(std::sync::atomic::Ordering::Relaxed) {
+        let start = std::time::Instant::now();
+        trimmer::trim();
+        tracing::debug!(micros = start.elapsed().as_micros() as u64, "heap trimmed");
+    } else {
+        trimmer::ask();
+    }
+}
+
+/// Whether [`release_freed`] trims on its caller's thread (see the module's note).
+static ON_THE_CALLER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes [`release_freed`] trim on the thread that calls it, rather than on a thread of its own: for a
+/// process that runs on one thread, so that it stays one (see the module's note).
+pub fn trim_on_the_caller(yes: bool) {
+    ON_THE_CALLER.store(yes, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The `weft-trim` thread and how callers hand it work: counts of trims asked for and done, under a lock
@@ -74,13 +96,15 @@ mod trimmer {
                 }
                 c.asked
             };
+            let start = std::time::Instant::now();
             trim();
+            tracing::debug!(micros = start.elapsed().as_micros() as u64, "heap trimmed");
             counts().done = serving;
             MOVED.notify_all();
         }
     }
 
-    fn trim() {
+    pub(super) fn trim() {
         // SAFETY: `malloc_trim` has no precondition to uphold: it takes a size (how much free memory to
         // leave at the top of the main heap) and no pointer, locks each arena in turn and returns its
         // free pages; glibc documents it MT-Safe, so any thread may call it while others allocate (it
