@@ -190,7 +190,8 @@ mod tests {
 
     #[test]
     fn the_body_stays_small() {
-        // It lives inline in hyper's per-connection state and in every request sent upstream.
+        // It lives inline in the connections' per-request state (the HTTP/1.1 writer's response
+        // body, each HTTP/2 stream's) and in every request sent upstream.
         assert!(
             std::mem::size_of::<Body>() <= 160,
             "{}",

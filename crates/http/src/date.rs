@@ -1,7 +1,8 @@
 //! The `date` field of HTTP/1.1 responses. RFC 9110 (6.6.1) asks a recipient with a clock to add one to a
 //! response it forwards without it; Envoy sets one on every response, its own replies included. Weft's
 //! HTTP/1.1 server adds one when the response has none (an upstream's own `date` is kept, as caches' age
-//! arithmetic needs), the proxy's own replies (404, 503, ...) included; hyper's HTTP/2 server does the same.
+//! arithmetic needs), the proxy's own replies (404, 503, ...) included; its HTTP/2 server (`h2`) does the
+//! same, as hyper's did before it.
 //!
 //! Formatting a date costs about a microsecond, so each thread keeps the current second's text and formats
 //! again only when the second changes; a response then pays one clock read. HTTP/2 responses (Weft's own

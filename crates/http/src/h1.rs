@@ -574,7 +574,7 @@ impl http_body::Body for ResponseBody {
         };
         let polled = conn.0.poll_body(cx);
         match &polled {
-            // A reader may stop as soon as `is_end_stream` says so (hyper's server does), so the
+            // A reader may stop as soon as `is_end_stream` says so (the HTTP/2 server does), so the
             // connection goes back with the last frame rather than on a `None` that may never be polled.
             Poll::Ready(Some(Ok(_))) if conn.0.framing == Framing::Done => self.done(),
             Poll::Ready(None) => self.done(),

@@ -12,10 +12,11 @@
 //! and Go's client do. The pool lock guards a push or a pop and is never held across an await.
 //!
 //! HTTP/2 prior knowledge (h2c, used for gRPC and HTTP/2 downstreams) runs on one connection per endpoint
-//! (the h2 crate's, see `h2`), shared by every request to that endpoint (streams are multiplexed on it). Only one connect per endpoint is in flight at a time: requests that arrive while it
+//! (Weft's own HTTP/2 client, see `h2::client`), shared by every request to that endpoint (streams are
+//! multiplexed on it). Only one connect per endpoint is in flight at a time: requests that arrive while it
 //! is under way wait for its outcome. A connection that closes (GOAWAY, reset, the upstream went away) is
-//! replaced on the next request; one unused for `POOL_IDLE_TIMEOUT` is dropped by the sweeper, and h2
-//! closes it once its last stream ends.
+//! replaced on the next request; one unused for `POOL_IDLE_TIMEOUT` is dropped by the sweeper, and the
+//! client then ends it with its last stream.
 
 use super::h1;
 use super::Body;

@@ -1,5 +1,5 @@
-//! HTTP/1.1 from downstream: Weft's own server side of the protocol, for every listener (HTTP/2 stays with
-//! hyper).
+//! HTTP/1.1 from downstream: Weft's own server side of the protocol, for every listener (HTTP/2 is
+//! `h2::server`'s).
 //!
 //! hyper's server connection parsed each request into its own types, ran a dispatcher between the
 //! connection and the service with the request body behind a channel, and encoded the response with
