@@ -184,95 +184,99 @@ impl Drop for Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::poll_fn;
+    use crate::test_util::WakeCount;
     use std::task::Poll;
-    use std::time::Duration;
 
-    #[tokio::test]
-    async fn watchers_are_woken_once_draining_starts_and_forgotten_when_dropped() {
+    // The futures here are polled by hand with a waker that counts its wakes: whether a task would be
+    // woken, and whether it would then be done, is read directly rather than guessed from a spawned
+    // task some time later.
+
+    #[test]
+    fn watchers_are_woken_once_draining_starts_and_forgotten_when_dropped() {
         let drain = Arc::new(Drain::default());
+        let (woken, waker) = WakeCount::new();
+        let mut cx = Context::from_waker(&waker);
         let mut early = drain.watch();
-        let d = drain.clone();
-        let waiter = tokio::spawn(async move {
-            poll_fn(|cx| {
-                if early.poll_draining(cx) {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await
-        });
         // Registered, not yet draining.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished());
-        assert_eq!(d.lock().wakers.len(), 1);
+        assert!(!early.poll_draining(&mut cx));
+        assert_eq!(drain.lock().wakers.len(), 1);
+        assert_eq!(woken.get(), 0);
         drain.start();
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("woken")
-            .expect("task");
-        // The task ended and dropped its watcher, which left.
+        assert_eq!(woken.get(), 1, "woken once when draining starts");
+        assert!(early.poll_draining(&mut cx));
+        // The connection ends: its watcher leaves.
+        drop(early);
         assert!(drain.lock().wakers.is_empty());
         // A watcher that starts after the signal sees it at once, and leaves nothing behind.
         let mut late = drain.watch();
-        assert!(poll_fn(|cx| Poll::Ready(late.poll_draining(cx))).await);
+        assert!(late.poll_draining(&mut cx));
         drop(late);
         assert!(drain.lock().wakers.is_empty());
     }
 
-    #[tokio::test]
-    async fn a_dropped_watcher_unregisters() {
+    #[test]
+    fn a_dropped_watcher_unregisters() {
         let drain = Arc::new(Drain::default());
+        let (_, waker) = WakeCount::new();
         let mut w = drain.watch();
-        assert!(!poll_fn(|cx| Poll::Ready(w.poll_draining(cx))).await);
+        assert!(!w.poll_draining(&mut Context::from_waker(&waker)));
         assert_eq!(drain.lock().wakers.len(), 1);
         drop(w);
         assert!(drain.lock().wakers.is_empty());
     }
 
-    #[tokio::test]
-    async fn the_listener_waits_for_its_connections_and_can_close_them() {
+    #[test]
+    fn the_listener_waits_for_its_connections_and_can_close_them() {
         let drain = Arc::new(Drain::default());
+        let (woken, waker) = WakeCount::new();
+        let mut cx = Context::from_waker(&waker);
         // None open: nothing to wait for.
-        tokio::time::timeout(Duration::from_secs(5), drain.all_ended())
-            .await
-            .expect("no connections");
+        assert!(std::pin::pin!(drain.all_ended()).poll(&mut cx).is_ready());
         let (first, second) = (drain.watch(), drain.watch());
-        let waiting = {
-            let d = drain.clone();
-            tokio::spawn(async move { d.all_ended().await })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut waiting = Box::pin(drain.all_ended());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
         drop(first);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "one connection is still open");
+        assert!(
+            waiting.as_mut().poll(&mut cx).is_pending(),
+            "one connection is still open"
+        );
+        let before = woken.get();
         drop(second);
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("all ended")
-            .expect("task");
+        assert!(
+            woken.get() > before,
+            "the last one to end wakes the listener"
+        );
+        assert!(waiting.as_mut().poll(&mut cx).is_ready(), "all ended");
 
         // A connection that never ends by itself ends at `close`, woken through its watcher.
         let mut watch = drain.watch();
-        let conn = tokio::spawn(until_closed(
+        let mut conn = Box::pin(until_closed(
             drain.clone(),
-            poll_fn(move |cx| {
+            std::future::poll_fn(move |cx| {
                 let _ = watch.poll_draining(cx);
                 Poll::<()>::Pending
             }),
         ));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(conn.as_mut().poll(&mut cx).is_pending());
+        let before = woken.get();
         drain.start();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!conn.is_finished(), "draining does not end it");
+        assert!(woken.get() > before, "woken when draining starts");
+        assert!(
+            conn.as_mut().poll(&mut cx).is_pending(),
+            "draining does not end it"
+        );
+        let before = woken.get();
         drain.close();
-        tokio::time::timeout(Duration::from_secs(5), conn)
-            .await
-            .expect("closed")
-            .expect("task");
-        tokio::time::timeout(Duration::from_secs(5), drain.all_ended())
-            .await
-            .expect("its watcher was dropped with it");
+        assert!(woken.get() > before, "woken at the close");
+        assert!(conn.as_mut().poll(&mut cx).is_ready(), "closed");
+        assert!(
+            std::pin::pin!(drain.all_ended()).poll(&mut cx).is_pending(),
+            "its watcher lives as long as the connection's future"
+        );
+        drop(conn);
+        assert!(
+            std::pin::pin!(drain.all_ended()).poll(&mut cx).is_ready(),
+            "its watcher was dropped with it"
+        );
     }
 }

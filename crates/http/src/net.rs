@@ -333,6 +333,7 @@ impl AsyncWrite for Accepted {
 mod tests {
     use super::*;
     use std::future::poll_fn;
+    use std::task::Poll;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A listener on loopback and a connected client; the connection is accepted by the caller.
@@ -398,9 +399,15 @@ mod tests {
         let (l, addr) = listener().await;
         let mut client = TcpStream::connect(addr).await.expect("connect");
         client.write_all(b"hello").await.expect("write");
-        // The bytes are in the accepted socket before it is accepted.
-        tokio::time::sleep(Duration::from_millis(20)).await;
         let mut conn = accept_one(&l).await;
+        // The bytes are in the accepted socket before it is first read (a peek, which leaves them).
+        crate::test_util::eventually("the bytes to arrive", || async {
+            let State::Fresh(s) = &conn.state else {
+                panic!("registered before it was read")
+            };
+            matches!(s.peek(&mut [0u8; 8]), Ok(5)).then_some(())
+        })
+        .await;
         let (n, buf) = fill(&mut conn).await;
         assert_eq!((n, &buf[..]), (5, &b"hello"[..]));
         conn.write_all(b"world").await.expect("write");
@@ -416,12 +423,17 @@ mod tests {
     async fn a_deferring_listener_hands_a_connection_over_with_its_first_bytes() {
         let (l, addr) = listener().await;
         l.defer_accept().expect("TCP_DEFER_ACCEPT");
-        let mut client = TcpStream::connect(addr).await.expect("connect");
-        // Connected, nothing sent: nothing to accept yet (the kernel holds it for a second).
-        let early = tokio::time::timeout(Duration::from_millis(200), l.accept()).await;
-        assert!(early.is_err(), "accepted before the first bytes");
-        client.write_all(b"GET").await.expect("write");
-        let mut conn = accept_one(&l).await;
+        // Connected, nothing sent: the kernel holds it (for a second) rather than queue it for accept.
+        let _silent = TcpStream::connect(addr).await.expect("connect");
+        // Connected after it, with its first bytes: handed over first, the silent one still held.
+        let mut talking = TcpStream::connect(addr).await.expect("connect");
+        talking.write_all(b"GET").await.expect("write");
+        let (mut conn, peer) = within(l.accept()).await.expect("accept");
+        assert_eq!(
+            peer,
+            talking.local_addr().expect("addr"),
+            "the silent connection was accepted before the first bytes"
+        );
         let (n, buf) = fill(&mut conn).await;
         assert_eq!((n, &buf[..]), (3, &b"GET"[..]));
         assert!(!conn.is_registered());
@@ -432,16 +444,16 @@ mod tests {
         let (l, addr) = listener().await;
         let mut client = TcpStream::connect(addr).await.expect("connect");
         let mut conn = accept_one(&l).await;
-        let sender = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            client.write_all(b"late").await.expect("write");
-            client
-        });
-        let (n, buf) = fill(&mut conn).await;
+        let mut buf = BytesMut::new();
+        let mut reading = std::pin::pin!(poll_fn(|cx| conn.poll_fill(&mut buf, cx)));
+        // Nothing sent yet: the read waits, and registers to be woken.
+        assert!(poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx).is_pending())).await);
+        client.write_all(b"late").await.expect("write");
+        let n = within(reading).await.expect("read");
         assert_eq!((n, &buf[..]), (4, &b"late"[..]));
         assert!(conn.is_registered());
         // The close is seen through the registration too.
-        drop(sender.await.expect("sender"));
+        drop(client);
         assert_eq!(fill(&mut conn).await.0, 0);
     }
 
@@ -450,13 +462,14 @@ mod tests {
         let (l, addr) = listener().await;
         let mut client = TcpStream::connect(addr).await.expect("connect");
         let mut conn = accept_one(&l).await;
+        // Far more than the two sockets' buffers take in at once. The reader's first read finds nothing
+        // and waits, so the writer runs next (one thread), fills them and must wait too.
         let body = vec![7u8; 16 << 20];
         let writer = tokio::spawn(async move {
             conn.write_all(&body).await.expect("write");
             conn.shutdown().await.expect("shutdown");
             conn
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
         let mut got = Vec::new();
         within(client.read_to_end(&mut got)).await.expect("read");
         assert_eq!(got.len(), 16 << 20);
@@ -483,8 +496,9 @@ mod tests {
         peers.sort();
         locals.sort();
         assert_eq!(peers, locals);
-        // None left: the next accept waits.
-        let next = tokio::time::timeout(Duration::from_millis(50), l.accept());
-        assert!(next.await.is_err());
+        // None left: the next accept is the next connection, not one of these again.
+        let fourth = TcpStream::connect(addr).await.expect("connect");
+        let (_, peer) = within(l.accept()).await.expect("accept");
+        assert_eq!(peer, fourth.local_addr().expect("addr"));
     }
 }

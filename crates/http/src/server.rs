@@ -248,21 +248,25 @@ mod tests {
         (client, listener.accept().await.expect("accept").0)
     }
 
-    /// What `detect` makes of a client that writes `parts` (a pause between them) and then closes; and
-    /// everything hyper would read afterwards.
+    /// What `detect` makes of a client that writes `parts` and then closes; and everything the server
+    /// would read afterwards. Each part is written once `detect` has read the one before (or has
+    /// decided), so the parts arrive as separate reads.
     async fn detect_from(parts: &[&[u8]]) -> Option<(bool, Vec<u8>)> {
         use tokio::io::AsyncWriteExt;
-        let (mut client, accepted) = pair().await;
-        let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
-        let writer = tokio::spawn(async move {
-            for p in parts {
-                client.write_all(&p).await.expect("write");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        let (mut client, mut accepted) = pair().await;
+        let detector = tokio::spawn(async move {
+            let detected = detect(&mut accepted).await;
+            (detected, accepted)
         });
-        let mut accepted = accepted;
-        let detected = detect(&mut accepted).await;
-        writer.await.expect("writer");
+        for p in parts {
+            client.write_all(p).await.expect("write");
+            crate::test_util::eventually("the part to be read", || async {
+                (detector.is_finished() || crate::test_util::read_by_peer(&client)).then_some(())
+            })
+            .await;
+        }
+        drop(client);
+        let (detected, mut accepted) = detector.await.expect("detector");
         let (h2, first) = detected?;
         let mut all = first.to_vec();
         accepted.read_to_end(&mut all).await.expect("read");
@@ -288,7 +292,8 @@ mod tests {
             detect_from(&[a, b, frames]).await,
             Some((true, [H2_PREFACE, frames].concat()))
         );
-        // A piece of the preface and then something else is HTTP/1.1 (and hyper will reject it).
+        // A piece of the preface and then something else is HTTP/1.1 (and the HTTP/1.1 server will
+        // reject it).
         assert_eq!(
             detect_from(&[b"PRI * HTTP/1.1\r\n"]).await,
             Some((false, b"PRI * HTTP/1.1\r\n".to_vec()))
@@ -304,7 +309,8 @@ mod tests {
     #[tokio::test]
     async fn answers_carry_a_date_on_both_protocols() {
         use tokio::io::AsyncWriteExt;
-        let (addr, stop_tx, _started, server) = serving(Duration::from_secs(1)).await;
+        let s = serving(Duration::from_secs(1)).await;
+        let addr = s.addr;
         let mut h1 = TcpStream::connect(addr).await.expect("connect");
         h1.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
             .await
@@ -334,8 +340,8 @@ mod tests {
         assert_eq!(dates.len(), 1, "{:?}", resp.headers());
         assert!(httpdate::parse_http_date(dates[0].to_str().expect("ascii")).is_ok());
         drop(send);
-        stop_tx.send(true).expect("stop");
-        tokio::time::timeout(Duration::from_secs(10), server)
+        s.stop.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(10), s.server)
             .await
             .expect("serve returns")
             .expect("task");
@@ -351,26 +357,32 @@ mod tests {
         got
     }
 
-    /// A listener served with a test handler, and the means to stop it: `/slow` answers after 300 ms and
-    /// `/hang` never, each saying on the channel when it started; anything else answers at once.
-    async fn serving(
-        drain: Duration,
-    ) -> (
-        SocketAddr,
-        watch::Sender<bool>,
-        tokio::sync::mpsc::UnboundedReceiver<()>,
-        tokio::task::JoinHandle<()>,
-    ) {
+    /// A listener served with a test handler, and the means to stop it.
+    struct Serving {
+        addr: SocketAddr,
+        stop: watch::Sender<bool>,
+        /// A message each time `/slow` or `/hang` starts.
+        started: tokio::sync::mpsc::UnboundedReceiver<()>,
+        /// Lets every `/slow` request, started or to come, answer.
+        release: watch::Sender<bool>,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    /// A served test handler: `/slow` answers once released, `/hang` never, each saying on `started`
+    /// when it started; anything else answers at once.
+    async fn serving(drain: Duration) -> Serving {
         let (listener, addr) = loopback().await;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (started_tx, started_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (stop, stop_rx) = watch::channel(false);
+        let (started_tx, started) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (release, release_rx) = watch::channel(false);
         let handler = move |req: Request<Body>| {
             let started = started_tx.clone();
+            let mut released = release_rx.clone();
             async move {
                 match req.uri().path() {
                     "/slow" => {
                         let _ = started.send(());
-                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        crate::stopped(&mut released).await;
                     }
                     "/hang" => {
                         let _ = started.send(());
@@ -389,7 +401,13 @@ mod tests {
             drain,
             Limits::default(),
         ));
-        (addr, stop_tx, started_rx, server)
+        Serving {
+            addr,
+            stop,
+            started,
+            release,
+            server,
+        }
     }
 
     /// On stop, a request in flight still gets its answer, then its connection closes; an idle
@@ -397,10 +415,10 @@ mod tests {
     #[tokio::test]
     async fn stopping_drains_connections_gracefully() {
         use tokio::io::AsyncWriteExt;
-        let (addr, stop_tx, mut started_rx, server) = serving(Duration::from_secs(60)).await;
+        let mut s = serving(Duration::from_secs(60)).await;
         let request = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: a\r\n\r\n");
         // An idle keep-alive connection: one exchange done.
-        let mut idle = TcpStream::connect(addr).await.expect("connect");
+        let mut idle = TcpStream::connect(s.addr).await.expect("connect");
         idle.write_all(request("/").as_bytes())
             .await
             .expect("write");
@@ -408,20 +426,22 @@ mod tests {
         let n = idle.read(&mut buf).await.expect("read");
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
         // A request in flight when the stop comes.
-        let mut busy = TcpStream::connect(addr).await.expect("connect");
+        let mut busy = TcpStream::connect(s.addr).await.expect("connect");
         busy.write_all(request("/slow").as_bytes())
             .await
             .expect("write");
-        started_rx.recv().await.expect("the slow request started");
-        stop_tx.send(true).expect("stop");
+        s.started.recv().await.expect("the slow request started");
+        s.stop.send(true).expect("stop");
+        // The idle connection's close shows the drain has begun; only then is the busy one answered.
+        let rest = read_to_close(&mut idle, "the idle connection is closed").await;
+        assert!(rest.is_empty(), "{rest:?}");
+        s.release.send_replace(true);
 
         let answer = read_to_close(&mut busy, "the busy connection closes after its answer").await;
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.ends_with("done"), "{answer}");
-        let rest = read_to_close(&mut idle, "the idle connection is closed").await;
-        assert!(rest.is_empty(), "{rest:?}");
-        tokio::time::timeout(Duration::from_secs(10), server)
+        tokio::time::timeout(Duration::from_secs(10), s.server)
             .await
             .expect("serve returns once its connections are done, not after the 60 s drain timeout")
             .expect("serve");
@@ -432,18 +452,32 @@ mod tests {
     #[tokio::test]
     async fn stopping_drains_http2_connections_gracefully() {
         use http_body_util::BodyExt;
-        let (addr, stop_tx, mut started_rx, server) = serving(Duration::from_secs(60)).await;
-        let io = TokioIo::new(TcpStream::connect(addr).await.expect("connect"));
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        let mut s = serving(Duration::from_secs(60)).await;
+        let io = TokioIo::new(TcpStream::connect(s.addr).await.expect("connect"));
+        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
             .expect("h2 handshake");
         let conn = tokio::spawn(conn);
         let req = Request::get("http://a/slow")
             .body(http_body_util::Empty::<Bytes>::new())
             .expect("request");
-        let answer = tokio::spawn(send.send_request(req));
-        started_rx.recv().await.expect("the slow request started");
-        stop_tx.send(true).expect("stop");
+        let answer = tokio::spawn(send.clone().send_request(req));
+        s.started.recv().await.expect("the slow request started");
+        s.stop.send(true).expect("stop");
+        // The connection drains while its stream is still unanswered (a new stream is refused: the
+        // server has sent GOAWAY); only then is the stream answered.
+        crate::test_util::eventually("a new stream to be refused", || {
+            let mut send = send.clone();
+            async move {
+                let req = Request::get("http://a/")
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .expect("request");
+                send.send_request(req).await.is_err().then_some(())
+            }
+        })
+        .await;
+        assert!(!answer.is_finished(), "answered before it was released");
+        s.release.send_replace(true);
         let resp = answer
             .await
             .expect("task")
@@ -456,8 +490,7 @@ mod tests {
             .expect("the connection closes after its last stream")
             .expect("task")
             .expect("a clean close");
-        assert!(send.is_closed(), "the client was told GOAWAY");
-        tokio::time::timeout(Duration::from_secs(10), server)
+        tokio::time::timeout(Duration::from_secs(10), s.server)
             .await
             .expect("serve returns once its connections are done, not after the 60 s drain timeout")
             .expect("serve");
@@ -467,20 +500,20 @@ mod tests {
     #[tokio::test]
     async fn connections_open_at_the_drain_timeout_are_closed() {
         use tokio::io::AsyncWriteExt;
-        let (addr, stop_tx, mut started_rx, server) = serving(Duration::from_millis(200)).await;
-        let mut hung = TcpStream::connect(addr).await.expect("connect");
+        let mut s = serving(Duration::from_millis(200)).await;
+        let mut hung = TcpStream::connect(s.addr).await.expect("connect");
         hung.write_all(b"GET /hang HTTP/1.1\r\nhost: a\r\n\r\n")
             .await
             .expect("write");
-        started_rx.recv().await.expect("the request started");
-        stop_tx.send(true).expect("stop");
+        s.started.recv().await.expect("the request started");
+        s.stop.send(true).expect("stop");
         let answer = read_to_close(
             &mut hung,
             "the connection is closed after the drain timeout",
         )
         .await;
         assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
-        tokio::time::timeout(Duration::from_secs(10), server)
+        tokio::time::timeout(Duration::from_secs(10), s.server)
             .await
             .expect("serve returns")
             .expect("serve");

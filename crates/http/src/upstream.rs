@@ -620,6 +620,7 @@ impl Hasher for AddrHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::eventually;
     use bytes::Bytes;
     use http_body::Frame;
     use http_body_util::BodyExt;
@@ -628,7 +629,6 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
-    use tokio::time::Instant;
 
     /// What the scripted upstream does after each response.
     #[derive(Clone, Copy)]
@@ -709,15 +709,6 @@ mod tests {
         String::from_utf8_lossy(&body).into_owned()
     }
 
-    /// Polls `f` every 5 ms until it holds, or panics after 5 s.
-    async fn eventually(what: &str, f: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     #[tokio::test]
     async fn sequential_requests_reuse_one_connection() {
         let (addr, conns) = upstream(After::KeepAlive).await;
@@ -765,9 +756,12 @@ mod tests {
         for i in 2..=4 {
             assert_eq!(get(&up, addr).await, format!("conn {i}"));
         }
-        // Waiting until the close is surely there: the check at checkout finds it.
+        // Waiting until the close is there: the check at checkout finds it.
         assert_eq!(get(&up, addr).await, "conn 5");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        eventually("the close to reach the pooled connection", || async {
+            crate::test_util::closed_by(addr).then_some(())
+        })
+        .await;
         assert_eq!(up.idle_h1(addr), 1, "pooled, closed by the upstream since");
         assert_eq!(get(&up, addr).await, "conn 6");
         assert_eq!(conns.load(Ordering::SeqCst), 6);
@@ -856,11 +850,12 @@ mod tests {
         assert_eq!(get_h2(&up, upstream.addr).await.expect("first"), "conn 1");
         upstream.kill();
         // Once the connection's task has seen the close, the next request gets a new connection.
-        eventually("the shared connection to close", || {
-            up.h2.lock().values().all(|slot| match slot {
+        eventually("the shared connection to close", || async {
+            let closed = up.h2.lock().values().all(|slot| match slot {
                 H2Slot::Ready { conn, .. } => conn.is_closed(),
                 H2Slot::Connecting(_) => false,
-            })
+            });
+            closed.then_some(())
         })
         .await;
         assert_eq!(get_h2(&up, upstream.addr).await.expect("second"), "conn 2");

@@ -980,13 +980,16 @@ mod tests {
         let mut buf = BytesMut::with_capacity(READ_BUF);
         peer.write_all(b"abc").await.expect("write");
         assert_eq!(fill(&io, &mut buf).await, 3);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Bytes that come after the short read.
         peer.write_all(b"defg").await.expect("write");
         assert_eq!(fill(&io, &mut buf).await, 4);
-        // Bytes and the close together: both are read.
+        // Bytes and the close together, both there before the read: both are read.
         peer.write_all(b"h").await.expect("write");
         peer.shutdown().await.expect("shutdown");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        crate::test_util::eventually("the close to arrive", || async {
+            crate::test_util::close_reached(&io).then_some(())
+        })
+        .await;
         assert_eq!(fill(&io, &mut buf).await, 1);
         assert_eq!(fill(&io, &mut buf).await, 0);
         assert_eq!(&buf[..], b"abcdefgh");

@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 /// What a scripted upstream does with each request it reads, in order, one entry per request.
 #[derive(Clone)]
 enum Step {
-    /// Writes these pieces, pausing briefly between them, and keeps the connection.
+    /// Writes these pieces, each once the client has read the one before (so that each arrives as a
+    /// read of its own), and keeps the connection.
     Answer(Vec<&'static [u8]>),
     /// Writes these bytes and closes.
     AnswerAndClose(&'static [u8]),
@@ -30,23 +31,38 @@ enum Step {
 struct Scripted {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Every byte received so far, on every connection, as it arrives.
+    received: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Scripted {
+    /// Waits until the upstream has received `bytes` (a request's piece that proves how far the client
+    /// has sent it).
+    async fn received(&self, bytes: &[u8]) {
+        crate::test_util::eventually("the upstream to receive the bytes", || async {
+            let got = self.received.lock().expect("received");
+            got.windows(bytes.len()).any(|w| w == bytes).then_some(())
+        })
+        .await;
+    }
 }
 
 async fn scripted(conns: Vec<Vec<Step>>) -> Scripted {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let requests = Arc::new(Mutex::new(Vec::new()));
-    let recorded = requests.clone();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let (recorded, all) = (requests.clone(), received.clone());
     tokio::spawn(async move {
         for steps in conns {
             let Ok((mut s, _)) = listener.accept().await else {
                 return;
             };
-            let recorded = recorded.clone();
+            let (recorded, all) = (recorded.clone(), all.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 for step in steps {
-                    let Some(req) = read_request(&mut s, &mut buf).await else {
+                    let Some(req) = read_request(&mut s, &mut buf, &all).await else {
                         return;
                     };
                     recorded.lock().expect("requests").push(req);
@@ -56,7 +72,10 @@ async fn scripted(conns: Vec<Vec<Step>>) -> Scripted {
                                 if s.write_all(p).await.is_err() {
                                     return;
                                 }
-                                tokio::time::sleep(Duration::from_millis(5)).await;
+                                crate::test_util::eventually("the client to read", || async {
+                                    crate::test_util::read_by_peer(&s).then_some(())
+                                })
+                                .await;
                             }
                         }
                         Step::AnswerAndClose(bytes) => {
@@ -71,19 +90,32 @@ async fn scripted(conns: Vec<Vec<Step>>) -> Scripted {
             });
         }
     });
-    Scripted { addr, requests }
+    Scripted {
+        addr,
+        requests,
+        received,
+    }
 }
 
-/// Reads one request (head and body) off `s`, with `buf` holding bytes read past the previous one.
-async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+/// Reads one request (head and body) off `s`, with `buf` holding bytes read past the previous one; every
+/// byte read is also added to `all`.
+async fn read_request(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    all: &Mutex<Vec<u8>>,
+) -> Option<Vec<u8>> {
     let mut chunk = [0u8; 4096];
+    let more = |buf: &mut Vec<u8>, chunk: &[u8]| {
+        buf.extend_from_slice(chunk);
+        all.lock().expect("received").extend_from_slice(chunk);
+    };
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
         match s.read(&mut chunk).await {
             Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => more(buf, &chunk[..n]),
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
@@ -108,7 +140,7 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
             }
             match s.read(&mut chunk).await {
                 Ok(0) | Err(_) => return None,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => more(buf, &chunk[..n]),
             }
         }
     } else {
@@ -117,7 +149,7 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     while buf.len() < end {
         match s.read(&mut chunk).await {
             Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => more(buf, &chunk[..n]),
         }
     }
     Some(buf.drain(..end).collect())
@@ -424,7 +456,9 @@ async fn request_bodies_are_framed_by_their_size() {
             .await
             .expect("streamed")
     });
+    // Streamed: the first chunk goes out before the second exists.
     feed.send(b"2\r\nab\r\n").await;
+    up.received(b"\r\n\r\n2\r\nab\r\n").await;
     feed.send(b"1\r\nc\r\n0\r\nx-t: 1\r\n\r\n").await;
     sending.await.expect("task");
     // A streamed body of known length goes with it.
@@ -436,6 +470,7 @@ async fn request_bodies_are_framed_by_their_size() {
             .expect("known length")
     });
     feed.send(b"wx").await;
+    up.received(b"content-length: 4\r\n\r\nwx").await;
     feed.send(b"yz").await;
     sending.await.expect("task");
 
@@ -472,7 +507,6 @@ struct Feed(tokio::io::DuplexStream);
 impl Feed {
     async fn send(&mut self, bytes: &[u8]) {
         self.0.write_all(bytes).await.expect("feed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -577,7 +611,10 @@ async fn an_idle_connection_the_upstream_closed_is_not_handed_out() {
         .await
         .expect("body");
     assert_eq!(pool.idle(up.addr), 1, "nothing said it would close");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    crate::test_util::eventually("the close to reach the pooled connection", || async {
+        crate::test_util::closed_by(up.addr).then_some(())
+    })
+    .await;
     assert!(
         pool.checkout(up.addr).is_none(),
         "the close is seen at checkout"

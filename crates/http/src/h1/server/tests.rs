@@ -95,16 +95,24 @@ async fn server_with(limits: Limits) -> (SocketAddr, Arc<Drain>) {
     (addr, drain)
 }
 
-/// Writes `parts` (pausing between them), closes its writing side, then reads until the server closes;
-/// everything it answered.
+/// Writes `parts`, each once the server has read the one before (so that each arrives as a read of its
+/// own), closes its writing side, then reads until the server closes; everything it answered.
 async fn talk(addr: SocketAddr, parts: &[&[u8]]) -> String {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     for p in parts {
         s.write_all(p).await.expect("write");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        read_by_server(&s).await;
     }
     s.shutdown().await.expect("shutdown");
     read_to_close(&mut s).await
+}
+
+/// Waits until the server has read everything written on `s` (or closed it).
+async fn read_by_server(s: &TcpStream) {
+    crate::test_util::eventually("the server to read what was sent", || async {
+        crate::test_util::read_by_peer(s).then_some(())
+    })
+    .await;
 }
 
 async fn read_to_close(s: &mut TcpStream) -> String {
@@ -451,8 +459,10 @@ async fn a_client_gone_in_the_middle_of_a_body_is_an_error_for_its_reader() {
     let listener = crate::net::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let drain = Arc::new(Drain::default());
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
     let handler = move |req: Request<Body>| {
         let tx = tx.lock().expect("tx").take();
+        let _ = started_tx.send(());
         async move {
             let result = req.into_body().collect().await.map(|_| ());
             if let Some(tx) = tx {
@@ -470,7 +480,8 @@ async fn a_client_gone_in_the_middle_of_a_body_is_an_error_for_its_reader() {
     s.write_all(b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 100000\r\n\r\npart")
         .await
         .expect("write");
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Gone once its handler is reading the body.
+    started.recv().await.expect("the handler was called");
     drop(s);
     let got = tokio::time::timeout(Duration::from_secs(10), rx)
         .await
@@ -496,7 +507,9 @@ async fn draining_closes_idle_connections_and_ends_busy_ones_after_their_answer(
     busy.write_all(b"POST /echo HTTP/1.1\r\nhost: a\r\ncontent-length: 100000\r\n\r\nab")
         .await
         .expect("write");
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Read means in flight: the server's task reads, parses the head and calls the handler in one
+    // turn, and this test's task runs only between its turns (one thread).
+    read_by_server(&busy).await;
     drain.start();
     assert_eq!(read_to_close(&mut idle).await, "");
     busy.write_all(&vec![b'c'; 99_998]).await.expect("write");
@@ -688,6 +701,7 @@ async fn a_head_sent_a_byte_at_a_time_is_read_whole() {
     let head = b"GET /echo HTTP/1.1\r\nhost: a\r\nx-one: 1\r\nconnection: close\r\n\r\n";
     for b in head.iter() {
         s.write_all(&[*b]).await.expect("write");
+        read_by_server(&s).await;
     }
     let answer = read_to_close(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
