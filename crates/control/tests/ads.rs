@@ -11,7 +11,9 @@ use weft_xds::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use weft_xds::type_url;
 
 mod support;
-use support::{identity, serve, two_services, Served, EDS_RATINGS, EDS_REVIEWS, REGISTRY};
+use support::{
+    eventually, identity, serve, two_services, Served, EDS_RATINGS, EDS_REVIEWS, REGISTRY,
+};
 
 struct Harness {
     served: Served,
@@ -62,19 +64,14 @@ impl Harness {
         })
         .await;
     }
+    /// Type `t`'s status once it is no longer STALE (the server records the answer asynchronously).
     async fn status_of(&self, t: &str) -> String {
-        // The server records asynchronously; poll briefly.
-        for _ in 0..100 {
+        eventually(&format!("{t} answered"), || {
             let snap = self.served.status.snapshot();
-            if let Some(p) = snap.first() {
-                let s = p.types[t].status;
-                if s != "STALE" {
-                    return s.to_string();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        "STALE".into()
+            let s = snap.first()?.types[t].status;
+            (s != "STALE").then(|| s.to_string())
+        })
+        .await
     }
 }
 
@@ -126,18 +123,11 @@ async fn subscribe_ack_nack_and_incremental_push() {
         ..Default::default()
     })
     .await;
-    let mut nack = None;
-    for _ in 0..100 {
-        nack = h.served.status.snapshot()[0].types["EDS"].nack.clone();
-        if nack.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        nack.as_deref(),
-        Some("endpoint 127.0.0.9: refused for the test")
-    );
+    let nack = eventually("the NACK recorded", || {
+        h.served.status.snapshot()[0].types["EDS"].nack.clone()
+    })
+    .await;
+    assert_eq!(nack, "endpoint 127.0.0.9: refused for the test");
     assert_eq!(h.served.status.snapshot()[0].types["EDS"].status, "STALE");
     assert_eq!(
         h.served.status.snapshot()[0].types["LDS"].status,
@@ -146,13 +136,10 @@ async fn subscribe_ack_nack_and_incremental_push() {
 
     // Disconnecting removes the proxy from the status.
     drop(h.req_tx);
-    for _ in 0..100 {
-        if h.served.status.snapshot().is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("proxy still listed after disconnect");
+    eventually("the proxy unlisted after its disconnect", || {
+        h.served.status.snapshot().is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

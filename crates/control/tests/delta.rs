@@ -3,7 +3,6 @@
 //! what a NACK leaves to send again.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
 use weft_xds::type_url;
 
 mod support;
@@ -161,18 +160,17 @@ async fn delta_splits_large_responses_and_syncs_on_the_last() {
     );
     assert!(first.resources.len() <= 500 && second.resources.len() <= 500);
     assert_ne!(first.nonce, second.nonce);
-    // ACK of the first part: still waiting for the last.
+    // ACK of the first part: still waiting for the last (once weftd has handled the ACK: it has when it
+    // answers the fence sent after it).
     s.ack(&first).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.quiet().await;
     assert_eq!(served.status.snapshot()[0].types["CDS"].status, "STALE");
     s.ack(&second).await;
-    for _ in 0..100 {
-        if served.status.snapshot()[0].types["CDS"].status == "SYNCED" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("CDS not SYNCED after the last part was ACKed");
+    served
+        .type_status("CDS", "CDS SYNCED after the last part was ACKed", |t| {
+            t.status == "SYNCED"
+        })
+        .await;
 }
 
 /// Where `reviews` and `ratings` are subscribed and acknowledged at generation 1 (endpoints

@@ -17,6 +17,7 @@ use weft_control::view::Snapshot;
 use weft_xds::ads::AggregatedDiscoveryServiceClient;
 use weft_xds::node::ProxyIdentity;
 use weft_xds::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use weft_xds::type_url;
 
 pub const REGISTRY: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1, labels: {version: v1}}]\n";
 
@@ -129,6 +130,10 @@ pub struct Stream {
     tx: mpsc::Sender<DeltaDiscoveryRequest>,
     rx: Streaming<DeltaDiscoveryResponse>,
     node: ProxyIdentity,
+    /// Fences sent so far (see [`Stream::quiet`]).
+    fences: usize,
+    /// The types subscribed to so far.
+    subscribed: std::collections::HashSet<String>,
 }
 
 impl Stream {
@@ -149,7 +154,13 @@ impl Stream {
             .await
             .expect("delta is served")
             .into_inner();
-        Stream { tx, rx, node }
+        Stream {
+            tx,
+            rx,
+            node,
+            fences: 0,
+            subscribed: Default::default(),
+        }
     }
 
     pub async fn send(&self, r: DeltaDiscoveryRequest) {
@@ -158,12 +169,13 @@ impl Stream {
 
     /// Subscribes to `names` of type `t`; `first` sends the node (the stream's first request).
     pub async fn subscribe(
-        &self,
+        &mut self,
         t: &str,
         names: &[&str],
         initial: HashMap<String, String>,
         first: bool,
     ) {
+        self.subscribed.insert(t.to_string());
         self.send(DeltaDiscoveryRequest {
             node: first.then(|| self.node.to_node()),
             type_url: t.into(),
@@ -206,11 +218,29 @@ impl Stream {
         .await;
     }
 
-    /// Nothing arrives for a moment.
+    /// Nothing is on its way: the answer to a fence comes next. The fence subscribes to a load
+    /// assignment no service has, which weftd answers at once (with its removal, or, as the stream's
+    /// first endpoint request, with nothing); a stream's requests are handled in order, so anything
+    /// weftd sent before handling it arrives first. The fence is acknowledged, and stays subscribed
+    /// (nothing ever has that name). Needs no endpoint response unanswered.
     pub async fn quiet(&mut self) {
-        if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), self.rx.message()).await {
-            panic!("unexpected response: {m:?}");
-        }
+        self.fences += 1;
+        let name = format!("outbound|1||fence-{}.test", self.fences);
+        let removed = if self.subscribed.contains(type_url::ENDPOINT) {
+            vec![name.clone()]
+        } else {
+            vec![]
+        };
+        self.subscribe(type_url::ENDPOINT, &[&name], HashMap::new(), false)
+            .await;
+        let m = self.recv().await;
+        assert!(
+            m.type_url == type_url::ENDPOINT
+                && m.resources.is_empty()
+                && m.removed_resources == removed,
+            "unexpected response: {m:?}"
+        );
+        self.ack(&m).await;
     }
 }
 
