@@ -667,17 +667,13 @@ async fn grpc_bodies_and_trailers_pass_through_one_shared_upstream_connection() 
     let (echo, conns) = net::grpc_echo().await;
     let (_ads, proxy) = proxy_to_echo(echo).await;
     let out = proxy.outbound_addr();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match net::grpc_call(out, "echo:9080", "/weft.Echo/Call", b"ping").await {
-            Ok(r) if r.status == 200 => break,
-            other => assert!(
-                tokio::time::Instant::now() < deadline,
-                "route never applied: {other:?}"
-            ),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("the route to apply", || async {
+        let r = net::grpc_call(out, "echo:9080", "/weft.Echo/Call", b"ping")
+            .await
+            .ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
     // Four calls, each on its own downstream connection, two of them at once.
     let calls = [
         net::grpc_call(out, "echo:9080", "/weft.Echo/Call", b"one"),
@@ -844,7 +840,7 @@ async fn large_bodies_stream_both_ways_on_one_upstream_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_bodies_stream_both_ways_and_resets_cancel_the_upstream_request() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    let (echo, conns, mut given_up) = net::h2_echo().await;
+    let (echo, conns, mut hang) = net::h2_echo().await;
     let (_ads, proxy) = proxy_to_echo(echo).await;
     let out = proxy.outbound_addr();
     eventually("the route to apply", || async {
@@ -880,21 +876,27 @@ async fn h2_bodies_stream_both_ways_and_resets_cancel_the_upstream_request() {
         .await
         .expect("6 MiB each way through the proxy without a stall");
 
-    // A request the upstream never answers, given up by the client: its reset reaches the upstream.
+    // A request the upstream never answers, given up by the client once it reached the upstream: its
+    // reset reaches the upstream.
     let (_open, rx) = futures::channel::mpsc::channel(1);
     let req = http::Request::get("http://echo:9080/hang")
         .body(http_body_util::StreamBody::new(rx))
         .expect("request");
-    let waited = tokio::time::timeout(
-        std::time::Duration::from_millis(300),
-        client.send_request(req),
-    )
-    .await;
-    assert!(waited.is_err(), "/hang answered: {waited:?}");
-    tokio::time::timeout(std::time::Duration::from_secs(10), given_up.recv())
+    let mut waiting = Box::pin(client.send_request(req));
+    let started = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        tokio::select! {
+            answered = &mut waiting => panic!("/hang answered: {answered:?}"),
+            started = hang.recv() => started,
+        }
+    })
+    .await
+    .expect("/hang reaches the upstream");
+    assert_eq!(started, Some(net::Hang::Started));
+    drop(waiting);
+    let gone = tokio::time::timeout(std::time::Duration::from_secs(10), hang.recv())
         .await
-        .expect("the upstream request is cancelled when the client resets its stream")
-        .expect("the upstream is up");
+        .expect("the upstream request is cancelled when the client resets its stream");
+    assert_eq!(gone, Some(net::Hang::GivenUp));
     assert_eq!(
         conns.load(std::sync::atomic::Ordering::SeqCst),
         1,

@@ -442,13 +442,22 @@ pub async fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, conns)
 }
 
+/// What became of a `/hang` request on [`h2_echo`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hang {
+    /// It reached the upstream's handler.
+    Started,
+    /// It was given up: its stream was reset, so hyper dropped the handler.
+    GivenUp,
+}
+
 /// An h2c upstream that streams back the body of every request as it arrives, except `/hang`, which it
-/// never answers. Returns its address, the connections it accepted, and a channel that gets a message
-/// each time a `/hang` request is given up (its stream reset, so hyper dropped the handler).
+/// never answers. Returns its address, the connections it accepted, and a channel that tells what
+/// becomes of each `/hang` request.
 pub async fn h2_echo() -> (
     SocketAddr,
     Arc<AtomicUsize>,
-    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::mpsc::UnboundedReceiver<Hang>,
 ) {
     h2_echo_with(None).await
 }
@@ -460,13 +469,13 @@ pub async fn h2_echo_with(
 ) -> (
     SocketAddr,
     Arc<AtomicUsize>,
-    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::mpsc::UnboundedReceiver<Hang>,
 ) {
     /// Says so on the channel when dropped.
-    struct Dropped(tokio::sync::mpsc::UnboundedSender<()>);
+    struct Dropped(tokio::sync::mpsc::UnboundedSender<Hang>);
     impl Drop for Dropped {
         fn drop(&mut self) {
-            let _ = self.0.send(());
+            let _ = self.0.send(Hang::GivenUp);
         }
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -481,7 +490,8 @@ pub async fn h2_echo_with(
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let hang = (req.uri().path() == "/hang").then(|| Dropped(gave_up.clone()));
                 async move {
-                    if let Some(_dropped) = hang {
+                    if let Some(dropped) = hang {
+                        let _ = dropped.0.send(Hang::Started);
                         std::future::pending::<()>().await;
                     }
                     Ok::<_, Infallible>(http::Response::new(req.into_body()))
