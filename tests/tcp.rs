@@ -1,9 +1,10 @@
 //! Opaque TCP through the real binaries: a Sidecar egress port on productpage's sidecar carries bytes to a
 //! TCP ServiceEntry, both ways, and goes away when the Sidecar does.
 
-use std::time::{Duration, Instant};
+use anyhow::bail;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_e2e::Mesh;
+use weft_e2e::{eventually, Mesh};
 
 /// A TCP server that reads to the client's FIN, then answers `echo got <bytes>` and closes.
 async fn answering(addr: &str) -> tokio::task::JoinHandle<()> {
@@ -92,16 +93,19 @@ spec:
     // productpage's sidecar binds its own address, port 9000, and carries bytes both ways.
     let listener = format!("{subnet}.10:9000");
     let payload = "x".repeat(100_000);
-    let start = Instant::now();
-    let back = loop {
-        match exchange(&listener, payload.as_bytes()).await {
-            Ok(back) if !back.is_empty() => break back,
-            r if start.elapsed() > Duration::from_secs(20) => {
-                panic!("no TCP through the sidecar: {r:?}\n{}", mesh.logs())
+    let back = eventually(
+        "TCP through the sidecar",
+        Duration::from_secs(20),
+        || async {
+            let back = exchange(&listener, payload.as_bytes()).await?;
+            if back.is_empty() {
+                bail!("nothing came back");
             }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+            Ok(back)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", mesh.logs()));
     assert_eq!(back, format!("echo got {payload}"));
 
     // The Sidecar's `*/*` entry keeps every HTTP service reachable.
@@ -115,13 +119,16 @@ spec:
         "delete: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(&listener).await.is_ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "listener still bound after the Sidecar was deleted\n{}",
-            mesh.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the listener unbound after the Sidecar was deleted",
+        Duration::from_secs(20),
+        || async {
+            if tokio::net::TcpStream::connect(&listener).await.is_ok() {
+                bail!("still bound");
+            }
+            Ok(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", mesh.logs()));
 }

@@ -2,10 +2,41 @@
 //! client that reads which reviews version served a page, and the `weft` command.
 
 use anyhow::{bail, Context};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 use weft_cli::demo::{self, Layout, Processes};
+
+/// Polls `check` with a growing delay until it returns `Ok`, or fails once `deadline` has passed, naming
+/// `what` and the last error (what the check saw, for the failure message). The end-to-end tests' one
+/// polling helper: every wait for the mesh to reach a state goes through it.
+pub async fn eventually<T, F, Fut>(
+    what: &str,
+    deadline: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    let mut delay = Duration::from_millis(10);
+    let mut last = "no check finished".to_string();
+    loop {
+        // A check that hangs counts against the deadline too (it is cut off there).
+        match tokio::time::timeout_at(until, check()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => last = format!("{e:#}"),
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() >= until {
+            bail!("{what}: not within {deadline:?}; last seen: {last}");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(200));
+    }
+}
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -112,7 +143,8 @@ impl Mesh {
         );
     }
 
-    /// Polls until every one of `n` consecutive pages comes from a reviews version in `allowed`.
+    /// Polls until 10 consecutive pages come from reviews versions in `allowed`; returns how long that
+    /// took (for the log, never for an assertion).
     pub async fn converge(
         &self,
         user: Option<&str>,
@@ -120,19 +152,17 @@ impl Mesh {
         deadline: Duration,
     ) -> anyhow::Result<Duration> {
         let start = Instant::now();
-        let mut streak = 0;
-        while streak < 10 {
-            if start.elapsed() > deadline {
-                bail!("not converged on {allowed:?} after {deadline:?}");
-            }
-            match self.reviews_version(user).await {
-                Ok(v) if allowed.contains(&v.as_str()) => streak += 1,
-                _ => {
-                    streak = 0;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+        let what = format!("10 pages in a row from {allowed:?}");
+        eventually(&what, deadline, || async {
+            for _ in 0..10 {
+                let v = self.reviews_version(user).await?;
+                if !allowed.contains(&v.as_str()) {
+                    bail!("a page from {v}");
                 }
             }
-        }
+            Ok(())
+        })
+        .await?;
         Ok(start.elapsed())
     }
 
@@ -143,28 +173,21 @@ impl Mesh {
 
     /// Waits until all six proxies are connected and every type is SYNCED.
     pub async fn all_synced(&self, deadline: Duration) -> anyhow::Result<()> {
-        let start = Instant::now();
-        loop {
-            if let Ok(v) = self.syncz().await {
-                let proxies = v.as_array().cloned().unwrap_or_default();
-                let synced = proxies.len() == demo::WORKLOADS.len()
-                    && proxies.iter().all(|p| {
-                        ["CDS", "LDS", "EDS", "RDS"]
-                            .iter()
-                            .all(|t| p["types"][t]["status"] == "SYNCED")
-                    });
-                if synced {
-                    return Ok(());
-                }
+        eventually("every proxy SYNCED", deadline, || async {
+            let v = self.syncz().await?;
+            let proxies = v.as_array().cloned().unwrap_or_default();
+            let synced = proxies.len() == demo::WORKLOADS.len()
+                && proxies.iter().all(|p| {
+                    ["CDS", "LDS", "EDS", "RDS"]
+                        .iter()
+                        .all(|t| p["types"][t]["status"] == "SYNCED")
+                });
+            if !synced {
+                bail!("{v}");
             }
-            if start.elapsed() > deadline {
-                bail!(
-                    "proxies not all SYNCED after {deadline:?}: {:?}",
-                    self.syncz().await.ok()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            Ok(())
+        })
+        .await
     }
 
     /// The logs of every process, for failure messages.
