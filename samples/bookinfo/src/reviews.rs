@@ -112,3 +112,28 @@ async fn fetch_ratings<B>(
     }
     json::parse(&reply.body).ok()?.get("ratings").cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::productpage::CALL_TIMEOUT;
+
+    /// What the timeout tasks rely on: v3 gives up on a slow ratings before productpage gives up on
+    /// reviews (the page shows v3, its ratings unavailable), and v2 waits for ratings longer than
+    /// productpage waits for reviews (the page shows reviews unavailable).
+    #[test]
+    fn each_version_waits_for_ratings_as_the_timeout_tasks_expect() {
+        assert_eq!(ratings_mode(Version::V1), None, "v1 calls no ratings");
+        let (v2, black) = ratings_mode(Version::V2).expect("v2 calls ratings");
+        let (v3, red) = ratings_mode(Version::V3).expect("v3 calls ratings");
+        assert_eq!((black, red), ("black", "red"));
+        assert!(
+            v3 < CALL_TIMEOUT,
+            "v3 waits {v3:?}, productpage {CALL_TIMEOUT:?}"
+        );
+        assert!(
+            v2 > CALL_TIMEOUT,
+            "v2 waits {v2:?}, productpage {CALL_TIMEOUT:?}"
+        );
+    }
+}

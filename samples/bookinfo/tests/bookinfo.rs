@@ -3,9 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{COOKIE, LOCATION, SET_COOKIE};
@@ -26,6 +27,28 @@ const WAIT: Duration = Duration::from_secs(20);
 const DETAILS_UNAVAILABLE: &str = "Sorry, product details are currently unavailable for this book.";
 const REVIEWS_UNAVAILABLE: &str = "Sorry, product reviews are currently unavailable for this book.";
 const RATINGS_UNAVAILABLE: &str = "Ratings service is currently unavailable";
+
+/// Polls `check` with a growing delay until it returns `Some`, or panics naming `what` once `WAIT` has
+/// passed. These tests' one polling helper.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut delay = Duration::from_millis(10);
+    loop {
+        if let Ok(Some(v)) = tokio::time::timeout_at(deadline, check()).await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(200));
+    }
+}
 
 /// One request as the fake proxy received it.
 #[derive(Clone, Debug)]
@@ -465,16 +488,13 @@ async fn reviews_v3_gives_up_on_ratings_after_its_timeout() {
         ratings_hang: true,
     })
     .await;
-    let start = Instant::now();
     let got = get(mesh.productpage, "/productpage", &[]).await;
-    let took = start.elapsed();
+    // Ratings was called and never answered: v3 gave up on it, in time for productpage to show its
+    // reviews (one call to reviews, not retried after productpage's own timeout). How long each waits
+    // is `reviews::tests`' business.
     assert!(got.body.contains(RATINGS_UNAVAILABLE), "{}", got.body);
     assert!(got.body.contains("Reviews served by: reviews-v3"));
-    assert!(took >= Duration::from_millis(2400), "{took:?}");
-    assert!(
-        took < Duration::from_secs(3),
-        "within productpage's 3 s budget: {took:?}"
-    );
+    assert_eq!(mesh.proxy.to("ratings").len(), 1);
     assert_eq!(mesh.proxy.to("reviews").len(), 1);
 }
 
@@ -724,8 +744,8 @@ async fn serve_returns_after_shutdown_with_idle_keepalive_connection() {
         .expect("no error");
 }
 
-#[test]
-fn binary_stops_cleanly_on_sigterm() {
+#[tokio::test]
+async fn binary_stops_cleanly_on_sigterm() {
     use std::process::{Command, Stdio};
     // Port 0 cannot be passed through; take a free port and release it just before the child binds it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -743,38 +763,28 @@ fn binary_stops_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn bookinfo");
-    let deadline = Instant::now() + WAIT;
-    let mut up = false;
-    let mut delay = Duration::from_millis(10);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            up = true;
-            break;
+    eventually("bookinfo to listen", || {
+        let exited = child.try_wait().expect("wait");
+        async move {
+            assert!(exited.is_none(), "bookinfo exited: {exited:?}");
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
         }
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_millis(200));
-    }
-    assert!(up, "bookinfo did not start listening");
+    })
+    .await;
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bookinfo did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let status = eventually("bookinfo to stop on SIGTERM", || {
+        let exited = child.try_wait().expect("wait");
+        async move { exited }
+    })
+    .await;
+    assert!(status.success(), "exit status {status}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
         .expect("read");
