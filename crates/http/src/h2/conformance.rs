@@ -1630,10 +1630,9 @@ async fn keepalive_pings_keep_an_answering_client_and_close_a_silent_one() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     c.assert_alive().await;
-    // A silent one is sent a PING, which it does not answer: the connection closes.
+    // A silent one is sent a PING, which it does not answer: the connection closes. (The frames are
+    // read, never answered, until the server closes.)
     let (mut c, _s) = connect_limited(timeouts(0, 0, 1_000)).await;
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    // A PING came, was not answered, and the connection closed without waiting for more.
     let mut saw_ping = false;
     while let Some(f) = c.recv().await {
         saw_ping |= f.ty == PING && !f.has(ACK);
