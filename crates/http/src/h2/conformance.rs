@@ -958,7 +958,9 @@ fn without(name: &str) -> Vec<(&'static str, &'static str)> {
 async fn malformed_upper_case_field_name() {
     let mut fields = GET_PSEUDO.to_vec();
     fields.push(("X-Upper", "1"));
-    // The `h2` crate's HPACK decoder rejects the name, which makes it a connection error.
+    // Weft refuses the stream (its HPACK decoder keeps such a name for the caller to judge); a
+    // connection error passes too: the `h2` crate, which these tests first ran against, rejected the
+    // name in its HPACK decoder.
     malformed(literal_block(&fields), None, true).await;
 }
 
@@ -983,7 +985,9 @@ async fn malformed_empty_path() {
 async fn malformed_unknown_pseudo_header() {
     let mut fields = GET_PSEUDO.to_vec();
     fields.push((":foo", "bar"));
-    // The `h2` crate's HPACK decoder rejects the name, which makes it a connection error.
+    // Weft refuses the stream (its HPACK decoder keeps such a name for the caller to judge); a
+    // connection error passes too: the `h2` crate, which these tests first ran against, rejected the
+    // name in its HPACK decoder.
     malformed(literal_block(&fields), None, true).await;
 }
 
@@ -1428,7 +1432,7 @@ async fn resets_the_client_makes_the_server_make_are_counted() {
 async fn frames_on_closed_streams_are_counted_over_the_connection_life() {
     // Each answered stream is followed by a DATA frame on it once closed: the server resets it
     // (STREAM_CLOSED). The streams are all answered, so only the count over the connection's life
-    // (h2's 1,024) ends it.
+    // (1,024, the `h2` crate's default, kept: see `guard`) ends it.
     let (mut c, _s) = connect().await;
     let mut n = 0;
     let code = 'ended: loop {
