@@ -313,6 +313,7 @@ impl TryFrom<&Args> for Config {
                 ip: args.ip.to_string(),
                 inbound_ports,
                 admin_address: admin_addr.to_string(),
+                stats_address: String::new(),
             },
             outbound_addr: SocketAddr::new(args.ip, args.outbound_port),
             admin_addr,

@@ -21,6 +21,9 @@ pub const INSTANCE_IPS: &str = "INSTANCE_IPS";
 pub const INBOUND_PORTS: &str = "INBOUND_PORTS";
 /// The proxy's admin address.
 pub const ADMIN_ADDRESS: &str = "ADMIN_ADDRESS";
+/// Where the proxy serves its Prometheus metrics (`ip:port`, Istio's 15090), which weftd's console
+/// scrapes and its Prometheus service discovery lists.
+pub const STATS_ADDRESS: &str = "STATS_ADDRESS";
 
 /// A sidecar's identity and ports, as carried in its node metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -39,6 +42,8 @@ pub struct ProxyIdentity {
     pub inbound_ports: Vec<(u16, u16)>,
     /// The admin address, `ip:port`.
     pub admin_address: String,
+    /// The Prometheus stats address, `ip:port`; empty when the proxy serves none.
+    pub stats_address: String,
 }
 
 impl ProxyIdentity {
@@ -62,6 +67,9 @@ impl ProxyIdentity {
         fields.insert(SERVICE_ACCOUNT.into(), s(&self.service_account));
         fields.insert(INSTANCE_IPS.into(), s(&self.ip));
         fields.insert(ADMIN_ADDRESS.into(), s(&self.admin_address));
+        if !self.stats_address.is_empty() {
+            fields.insert(STATS_ADDRESS.into(), s(&self.stats_address));
+        }
         let ports: Vec<String> = self
             .inbound_ports
             .iter()
@@ -120,6 +128,7 @@ impl ProxyIdentity {
             ip,
             inbound_ports,
             admin_address: get(ADMIN_ADDRESS),
+            stats_address: get(STATS_ADDRESS),
         })
     }
 }
