@@ -790,6 +790,43 @@ async fn headers_depending_on_itself_is_protocol_error() {
 }
 
 #[tokio::test]
+async fn an_idle_stream_depending_on_itself_is_a_connection_error() {
+    // PRIORITY on an idle stream, depending on itself: a stream error a server cannot send (no
+    // RST_STREAM on an idle stream), so the connection's. Found by the `h2_differential` fuzz target:
+    // the stream was reset, and a HEADERS on it afterwards reached Weft's handler, not `h2`'s.
+    let (mut c, _s) = connect().await;
+    let id = c.open();
+    c.send(PRIORITY, 0, id, [0, 0, 0, id as u8, 15]).await;
+    c.expect_goaway(&[PROTOCOL_ERROR]).await;
+}
+
+#[tokio::test]
+async fn a_stream_reset_for_depending_on_itself_stays_closed() {
+    // The same dependency in the HEADERS that opens a stream: the stream is reset, and so closed; a
+    // HEADERS on it afterwards is on a closed stream and never a request.
+    let (mut c, _s) = connect().await;
+    let id = c.open();
+    let mut payload = vec![0, 0, 0, id as u8, 15];
+    payload.extend_from_slice(&literal_block(&GET_PSEUDO));
+    c.send(HEADERS, END_HEADERS | END_STREAM | PRIORITY_FLAG, id, payload)
+        .await;
+    if c.expect_stream_or_connection_error(id, &[PROTOCOL_ERROR])
+        .await
+        != StreamEnd::Reset(PROTOCOL_ERROR)
+    {
+        return;
+    }
+    c.send(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        id,
+        request_block("GET", "/", &[]),
+    )
+    .await;
+    c.expect_goaway(&[PROTOCOL_ERROR, STREAM_CLOSED]).await;
+}
+
+#[tokio::test]
 async fn unknown_frame_types_and_flags_are_ignored() {
     let (mut c, _s) = connect().await;
     c.send(0xfa, 0xff, 0, b"whatever").await;

@@ -713,6 +713,11 @@ where
                     return self.refuse(head.stream, Reason::FRAME_SIZE_ERROR);
                 }
                 if dependency(payload) == head.stream {
+                    // A stream error (RFC 9113 5.3.1), but a server may not reset an idle stream: on
+                    // one, the connection's error (5.4.1 allows it), as the `h2` crate and nghttp2 do.
+                    if head.stream > self.last_stream {
+                        return broke(Reason::PROTOCOL_ERROR, "an idle stream depends on itself");
+                    }
                     return self.refuse(head.stream, Reason::PROTOCOL_ERROR);
                 }
                 Ok(())
@@ -891,6 +896,7 @@ where
                 self.decoder
                     .decode(&block, |_, _| {})
                     .map_err(|_| compression())?;
+                self.close_idle(head.stream);
                 return self.refuse(head.stream, Reason::PROTOCOL_ERROR);
             }
         }
@@ -1069,6 +1075,14 @@ where
         frame::rst_stream(&mut self.wbuf, id, reason);
         if let Some(s) = self.streams.remove(&id) {
             self.forget(s, reason);
+        }
+    }
+
+    /// A stream this server resets as its HEADERS arrive is closed from then on (RFC 9113 5.1): a
+    /// later HEADERS on it is on a closed stream, not a new request.
+    fn close_idle(&mut self, id: u32) {
+        if id % 2 == 1 && id > self.last_stream && !self.streams.contains_key(&id) {
+            self.last_stream = id;
         }
     }
 
