@@ -171,6 +171,41 @@ impl Layout {
         c
     }
 
+    /// Builds the binaries missing from `bin_dir` with `cargo` (the one running `cargo run`), in the
+    /// release profile this workspace's `weft` was built in.
+    pub async fn build_missing(&self, cargo: &Path) -> anyhow::Result<()> {
+        let missing: Vec<&str> = ["weftd", "weft-proxy", "bookinfo"]
+            .into_iter()
+            .filter(|b| !self.bin(b).exists())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+        println!(
+            "building {} (cargo build --release --bins -p weft-control -p weft-proxy -p weft-bookinfo)",
+            missing.join(", ")
+        );
+        let status = tokio::process::Command::new(cargo)
+            .args(["build", "--release", "--bins", "--manifest-path"])
+            .arg(&manifest)
+            .args([
+                "-p",
+                "weft-control",
+                "-p",
+                "weft-proxy",
+                "-p",
+                "weft-bookinfo",
+            ])
+            .status()
+            .await
+            .with_context(|| format!("cannot run {}", cargo.display()))?;
+        if !status.success() {
+            bail!("building {} failed ({status})", missing.join(", "));
+        }
+        Ok(())
+    }
+
     /// Checks that the three binaries exist.
     pub fn check_binaries(&self) -> anyhow::Result<()> {
         for b in ["weftd", "weft-proxy", "bookinfo"] {

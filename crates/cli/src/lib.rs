@@ -6,6 +6,7 @@
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod install;
 pub mod status;
 
 use anyhow::Context;
@@ -48,6 +49,11 @@ pub enum Command {
         /// Directory of the weftd, weft-proxy and bookinfo binaries (default: beside this one).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// The cargo that runs this command, when `cargo run` does (cargo sets `CARGO`): the binaries
+        /// missing beside this one are built with it first, so that `cargo run --release --bin weft --
+        /// demo` works on a fresh checkout.
+        #[arg(long, env = "CARGO", hide = true)]
+        cargo: Option<PathBuf>,
     },
     /// Check Istio YAML files or directories; exit 1 on errors.
     Analyze {
@@ -85,6 +91,26 @@ pub enum Command {
         /// Proxy (workload, workload.namespace or node id).
         proxy: String,
     },
+    /// Print the configuration of an add-on for this mesh.
+    #[command(subcommand)]
+    Install(Install),
+}
+
+/// What `weft install` configures.
+#[derive(Debug, Subcommand)]
+pub enum Install {
+    /// A Prometheus configuration scraping weftd (at --weftd) and every proxy it lists.
+    Prometheus {
+        /// How often to scrape, and to ask weftd for the proxies (`15s`, `500ms`).
+        #[arg(long, default_value = install::DEFAULT_SCRAPE_INTERVAL, value_parser = parse_duration)]
+        scrape_interval: std::time::Duration,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    weft_api::Duration::parse(s)
+        .map(|d| d.get())
+        .map_err(|e| e.to_string())
 }
 
 async fn config_dir(given: Option<PathBuf>, weftd: &str) -> anyhow::Result<PathBuf> {
@@ -124,7 +150,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             weftd_ip,
             config_dir,
             bin_dir,
+            cargo,
         } => {
+            let beside_this_one = bin_dir.is_none();
             let bin_dir = match bin_dir {
                 Some(b) => b,
                 None => std::env::current_exe()
@@ -143,6 +171,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 bin_dir,
                 config_dir,
             };
+            if let (Some(cargo), true) = (cargo, beside_this_one) {
+                layout.build_missing(&cargo).await?;
+            }
             demo::run(layout, keep).await?;
             Ok(0)
         }
@@ -172,6 +203,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::ProxyConfig { what, proxy } => {
             status::proxy_config(&cli.weftd, &what, &proxy).await?;
+            Ok(0)
+        }
+        Command::Install(Install::Prometheus { scrape_interval }) => {
+            print!(
+                "{}",
+                install::prometheus_config(&cli.weftd, scrape_interval)?
+            );
             Ok(0)
         }
     }
