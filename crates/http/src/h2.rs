@@ -23,6 +23,8 @@ mod test_peer;
 
 pub(crate) use client::{handshake, Connection, Error as ClientError, ResponseBody};
 pub(crate) use frame::Reason;
+#[cfg(feature = "fuzzing")]
+pub(crate) use server::Error as ServerError;
 pub(crate) use server::{serve_with, RequestBody, StreamError};
 
 use bytes::{Buf, BytesMut};

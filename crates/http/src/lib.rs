@@ -14,6 +14,8 @@
 mod body;
 pub mod date;
 pub mod drain;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod h1;
 pub mod h2;
 pub mod limits;
