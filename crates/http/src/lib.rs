@@ -25,7 +25,7 @@ pub mod server;
 mod test_util;
 pub mod upstream;
 
-pub use body::{Body, BodyError};
+pub use body::{Body, BodyError, Observer};
 pub use h2::field_value;
 pub use limits::Limits;
 
