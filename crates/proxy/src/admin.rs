@@ -1,5 +1,5 @@
 //! The admin server on `--admin-ip:--admin-port` (localhost only): `GET /ready`, `GET /config_dump` (Envoy's `ConfigDump` shape),
-//! `GET /clusters` (Envoy's text format), `POST /quitquitquit`. Loopback only in every deployment weft
+//! `GET /clusters` (Envoy's text format), `GET /stats/prometheus` (Istio's metrics), `POST /quitquitquit`. Loopback only in every deployment weft
 //! supports, so it has no authentication.
 
 use crate::config::{Snapshot, Stored};
@@ -37,8 +37,50 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: Listener) {
     .await;
 }
 
+/// Serves Istio's Prometheus stats (`GET /stats/prometheus`) on their own port until shutdown.
+pub(crate) async fn serve_stats(shared: Arc<Shared>, listener: Listener) {
+    let stop = shared.shutdown.subscribe();
+    let s = shared.clone();
+    let handler = move |req: Request<Body>| {
+        std::future::ready(match (req.method(), req.uri().path()) {
+            (&Method::GET, "/stats/prometheus") | (&Method::GET, "/metrics") => stats(&s),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        })
+    };
+    // Scrapers: a handful of connections.
+    let limits = weft_http::Limits {
+        max_connections: 64,
+        ..weft_http::Limits::default()
+    };
+    server::serve(
+        "stats",
+        listener,
+        handler,
+        stop,
+        Duration::from_millis(200),
+        limits,
+    )
+    .await;
+}
+
+/// Istio's standard metrics in Prometheus's text format.
+fn stats(shared: &Shared) -> Response<Body> {
+    let body = shared
+        .telemetry
+        .as_ref()
+        .map(|t| t.encode())
+        .unwrap_or_default();
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(crate::telemetry::CONTENT_TYPE),
+    );
+    r
+}
+
 fn handle(shared: &Shared, req: Request<Body>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
+        (&Method::GET, "/stats/prometheus") => stats(shared),
         (&Method::GET, "/ready") | (&Method::GET, "/healthz/ready") => {
             if shared.is_ready() {
                 text(StatusCode::OK, "LIVE\n")

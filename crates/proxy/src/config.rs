@@ -342,6 +342,7 @@ impl Snapshot {
                     name: name.clone(),
                     endpoints,
                     connect_timeout: c.value.connect_timeout,
+                    service: crate::telemetry::Service::of_cluster(name).map(Arc::new),
                 };
                 (name.clone(), Arc::new(cluster))
             })

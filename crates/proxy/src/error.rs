@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 pub const RESPONSE_FLAGS_HEADER: &str = "x-weft-response-flags";
 
 /// Envoy response flags, a small bit set printed comma-joined in Envoy's order of mention.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Flags(u16);
 
 impl Flags {
@@ -35,8 +35,10 @@ impl Flags {
     pub const DPE: Flags = Flags(1 << 9);
     /// Upstream remote reset (`UR`).
     pub const UR: Flags = Flags(1 << 10);
+    /// Downstream connection terminated (`DC`): the client went away before the response ended.
+    pub const DC: Flags = Flags(1 << 11);
 
-    const NAMES: [(Flags, &'static str); 11] = [
+    const NAMES: [(Flags, &'static str); 12] = [
         (Flags::UH, "UH"),
         (Flags::UF, "UF"),
         (Flags::NR, "NR"),
@@ -48,6 +50,7 @@ impl Flags {
         (Flags::FI, "FI"),
         (Flags::DPE, "DPE"),
         (Flags::UR, "UR"),
+        (Flags::DC, "DC"),
     ];
 
     /// Adds the flags of `other`.

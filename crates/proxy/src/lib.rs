@@ -30,6 +30,7 @@ static TEST_ALLOCATOR: memory::Allocator = memory::Allocator;
 pub mod memory;
 pub mod outbound;
 pub mod tcp;
+pub mod telemetry;
 pub mod xds_client;
 
 use arc_swap::ArcSwap;
@@ -88,6 +89,14 @@ pub struct Args {
     /// Port of the outbound explicit HTTP proxy, bound on `--ip` (Istio: 15001).
     #[arg(long, env = "WEFT_PROXY_OUTBOUND_PORT", default_value = DEFAULT_OUTBOUND_PORT)]
     pub outbound_port: u16,
+    /// Port of the Prometheus stats server (Istio's standard metrics at `/stats/prometheus`), bound on
+    /// `--ip` (Istio: 15090); 0 serves them on the admin port only.
+    #[arg(long, env = "WEFT_PROXY_STATS_PORT", default_value = telemetry::DEFAULT_STATS_PORT)]
+    pub stats_port: u16,
+    /// `source_cluster` and `destination_cluster` of this workload's metrics (Istio:
+    /// `global.multiCluster.clusterName`).
+    #[arg(long, env = "ISTIO_META_CLUSTER_ID", default_value = telemetry::peer::DEFAULT_CLUSTER)]
+    pub cluster: String,
     /// Port of the admin server, bound on `--admin-ip` (Istio: 15000).
     #[arg(long, env = "WEFT_PROXY_ADMIN_PORT", default_value = DEFAULT_ADMIN_PORT)]
     pub admin_port: u16,
@@ -221,6 +230,10 @@ pub struct Config {
     pub outbound_addr: SocketAddr,
     /// Address of the admin server (port 0: ephemeral).
     pub admin_addr: SocketAddr,
+    /// Address of the stats server; `None`: metrics on the admin port only.
+    pub stats_addr: Option<SocketAddr>,
+    /// The cluster this workload's metrics name.
+    pub cluster: String,
     /// Tokio worker threads.
     pub concurrency: usize,
     /// Connect timeout towards weftd.
@@ -317,6 +330,8 @@ impl TryFrom<&Args> for Config {
             },
             outbound_addr: SocketAddr::new(args.ip, args.outbound_port),
             admin_addr,
+            stats_addr: (args.stats_port != 0).then(|| SocketAddr::new(args.ip, args.stats_port)),
+            cluster: args.cluster.clone(),
             concurrency: args.concurrency,
             xds_connect_timeout: Duration::from_secs(5),
             xds_protocol: args.xds_protocol.unwrap_or(xds_client::Protocol::Delta),
@@ -365,10 +380,12 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Sender<bool>,
     /// Addresses the LDS listeners actually bound, by listener name (admin and tests only).
     pub(crate) bound: std::sync::Mutex<BTreeMap<String, SocketAddr>>,
+    /// Istio's metrics and the metadata exchange; `None` records nothing (unit tests of routing).
+    pub(crate) telemetry: Option<Arc<telemetry::Telemetry>>,
 }
 
 impl Shared {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn with_telemetry(telemetry: Option<Arc<telemetry::Telemetry>>) -> Arc<Self> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(config::Snapshot::default()),
             ready: AtomicBool::new(false),
@@ -376,6 +393,7 @@ impl Shared {
             generation: watch::channel(0).0,
             shutdown: watch::channel(false).0,
             bound: std::sync::Mutex::new(BTreeMap::new()),
+            telemetry,
         })
     }
 
@@ -398,7 +416,6 @@ impl Proxy {
     /// Binds the outbound and admin listeners, starts the xDS client and the inbound listener manager, and
     /// returns at once. Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
-        let shared = Shared::new();
         let outbound_listener =
             net::bind(config.outbound_addr).map_err(|source| StartError::Bind {
                 what: "outbound",
@@ -424,8 +441,32 @@ impl Proxy {
                 addr: config.admin_addr,
                 source,
             })?;
+        let stats = match config.stats_addr {
+            Some(addr) => {
+                let l = net::bind(addr).map_err(|source| StartError::Bind {
+                    what: "stats",
+                    addr,
+                    source,
+                })?;
+                let bound = l.local_addr().map_err(|source| StartError::Bind {
+                    what: "stats",
+                    addr,
+                    source,
+                })?;
+                Some((l, bound))
+            }
+            None => None,
+        };
         let mut identity = config.identity.clone();
         identity.admin_address = admin_addr.to_string();
+        identity.stats_address = stats
+            .as_ref()
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_default();
+        let shared = Shared::with_telemetry(Some(Arc::new(telemetry::Telemetry::new(
+            &identity,
+            &config.cluster,
+        ))));
         tracing::info!(
             outbound = %outbound_addr,
             admin = %admin_addr,
@@ -442,6 +483,10 @@ impl Proxy {
             config.limits,
         ));
         tasks.spawn(admin::serve(shared.clone(), admin_listener));
+        let stats_addr = stats.as_ref().map(|(_, a)| *a);
+        if let Some((l, _)) = stats {
+            tasks.spawn(admin::serve_stats(shared.clone(), l));
+        }
         tasks.spawn(listeners::manage(
             shared.clone(),
             config.drain_timeout,
@@ -462,6 +507,7 @@ impl Proxy {
             shared,
             outbound_addr,
             admin_addr,
+            stats_addr,
             tasks,
         })
     }
@@ -472,6 +518,7 @@ pub struct ProxyHandle {
     shared: Arc<Shared>,
     outbound_addr: SocketAddr,
     admin_addr: SocketAddr,
+    stats_addr: Option<SocketAddr>,
     tasks: tokio::task::JoinSet<()>,
 }
 
@@ -484,6 +531,11 @@ impl ProxyHandle {
     /// Where the admin server listens.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where the stats server listens, if it does.
+    pub fn stats_addr(&self) -> Option<SocketAddr> {
+        self.stats_addr
     }
 
     /// The address an LDS listener (by name: inbound, or an outbound TCP one) is bound to, if it is.

@@ -17,6 +17,8 @@ fn a_proxy_of_one_worker_is_one_thread_after_it_trims() {
             "1",
             "--outbound-port",
             "0",
+            "--stats-port",
+            "0",
             "--admin-port",
             "0",
             // Nothing listens there: the proxy keeps retrying, which is all this test needs.

@@ -63,19 +63,22 @@ async fn start_proxy(ads: &str) -> ProxyHandle {
 /// Starts the proxy with more flags (e.g. `--xds-protocol sotw`) and waits until it is ready.
 async fn start_proxy_with(ads: &str, extra: &[&str]) -> ProxyHandle {
     init_logs();
-    let mut flags = vec![
-        "weft-proxy",
-        "--workload",
-        "productpage-v1",
+    let mut flags = vec!["weft-proxy"];
+    if !extra.contains(&"--workload") {
+        flags.extend(["--workload", "productpage-v1"]);
+    }
+    flags.extend([
         "--ip",
         "127.0.0.1",
         "--outbound-port",
+        "0",
+        "--stats-port",
         "0",
         "--admin-port",
         "0",
         "--xds-address",
         ads,
-    ];
+    ]);
     flags.extend_from_slice(extra);
     let args = <Args as clap::Parser>::try_parse_from(flags).expect("flags parse");
     let config = Config::try_from(&args).expect("valid config");
@@ -1835,4 +1838,220 @@ async fn falls_back_to_sotw_when_delta_is_unimplemented() {
     })
     .await;
     proxy.shutdown().await;
+}
+
+/// The value of the sample of `family` whose labels include every `name="value"` of `labels`, in a
+/// Prometheus text exposition.
+fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with('{'))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+async fn stats(proxy: &ProxyHandle) -> String {
+    admin_get(proxy.admin_addr(), "/stats/prometheus")
+        .await
+        .map(|(_, b)| b)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_metrics_from_both_sidecars_with_exchanged_metadata() {
+    // reviews-v2's sidecar: an inbound listener to its application.
+    let app = Upstream::start("reviews-app", Behaviour::Ok).await;
+    let inbound = "inbound_127.0.0.1_9080";
+    let reviews = "outbound|9080||reviews.default.svc.cluster.local";
+    let dead = "outbound|9080||ratings.default.svc.cluster.local";
+    let mut s = set(
+        "1",
+        &[],
+        vec![
+            vhost("reviews", &["reviews:9080"], vec![route_to("/", reviews)]),
+            vhost("ratings", &["ratings:9080"], vec![route_to("/", dead)]),
+        ],
+    );
+    s.clusters
+        .push(static_cluster("inbound|9080||", &[app.addr]));
+    s.listeners.push(inbound_listener(
+        inbound,
+        "127.0.0.1:0".parse().expect("addr"),
+        "inbound|9080||",
+    ));
+    let ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), s.clone()).await;
+    let server = start_proxy_with(
+        &ads.url(),
+        &[
+            "--workload",
+            "reviews-v2",
+            "--labels",
+            "app=reviews,version=v2",
+        ],
+    )
+    .await;
+    let server_in = eventually("inbound bound", || async { server.listener_addr(inbound) }).await;
+
+    // productpage-v1's sidecar sends reviews to it; ratings has no one listening.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    s.version = "2".into();
+    s.clusters.push(eds_cluster(reviews));
+    s.endpoints.push(cla(reviews, &[server_in]));
+    s.clusters.push(eds_cluster(dead));
+    s.endpoints.push(cla(dead, &[closed]));
+    ads.update(s);
+    let client = start_proxy_with(&ads.url(), &["--labels", "app=productpage,version=v1"]).await;
+    until(&client, "reviews:9080", "/", "reviews routed", |r| {
+        r.status == 200
+    })
+    .await;
+    for _ in 0..2 {
+        let r = get(client.outbound_addr(), "reviews:9080", "/reviews/0").await;
+        assert_eq!(r.status, 200);
+        // The metadata exchange is the sidecars' own: neither application sees it.
+        assert!(!r.body.contains("x-envoy-peer-metadata"), "{}", r.body);
+        assert!(
+            !r.headers.contains_key("x-envoy-peer-metadata"),
+            "{:?}",
+            r.headers
+        );
+        assert!(!r.headers.contains_key("x-envoy-peer-metadata-id"));
+    }
+    assert_eq!(
+        get(client.outbound_addr(), "ratings:9080", "/")
+            .await
+            .status,
+        503
+    );
+    assert_eq!(
+        get(client.outbound_addr(), "nowhere:9080", "/")
+            .await
+            .status,
+        404
+    );
+    // A client without a sidecar, straight to the inbound listener.
+    let r = send(server_in, Form::Host, "reviews:9080", "/", &[])
+        .await
+        .expect("direct");
+    assert_eq!(r.status, 200);
+
+    let source = [
+        ("reporter", "source"),
+        ("source_workload", "productpage-v1"),
+        ("source_canonical_service", "productpage"),
+        ("source_canonical_revision", "v1"),
+        ("source_workload_namespace", "default"),
+        ("source_app", "productpage"),
+        ("source_version", "v1"),
+        ("source_cluster", "Kubernetes"),
+        ("destination_workload", "reviews-v2"),
+        ("destination_app", "reviews"),
+        ("destination_version", "v2"),
+        ("destination_canonical_service", "reviews"),
+        ("destination_service", "reviews.default.svc.cluster.local"),
+        ("destination_service_name", "reviews"),
+        ("destination_service_namespace", "default"),
+        ("request_protocol", "http"),
+        ("response_code", "200"),
+        ("response_flags", "-"),
+        ("connection_security_policy", "unknown"),
+    ];
+    // Counted as each response ends, which may be just after the client has read it.
+    let text = eventually("source metrics", || async {
+        let t = stats(&client).await;
+        (sample(&t, "istio_requests_total", &source)? >= 3.0).then_some(t)
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "istio_requests_total", &source),
+        Some(3.0),
+        "{text}"
+    );
+    let count = [
+        ("reporter", "source"),
+        ("destination_workload", "reviews-v2"),
+    ];
+    assert_eq!(
+        sample(&text, "istio_request_duration_milliseconds_count", &count),
+        Some(3.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "istio_response_bytes_sum", &count).is_some_and(|b| b > 0.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("istio_request_duration_milliseconds_bucket{"),
+        "{text}"
+    );
+    // Failures, with their flags; the dead endpoint never answered, so its peer is unknown.
+    let uf = [
+        ("reporter", "source"),
+        ("destination_workload", "unknown"),
+        ("destination_service", "ratings.default.svc.cluster.local"),
+        ("response_code", "503"),
+    ];
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("istio_requests_total{")
+                && uf.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .unwrap_or_else(|| panic!("no UF series: {text}"));
+    assert!(line.contains("UF"), "{line}");
+    let nr = [
+        ("reporter", "source"),
+        ("destination_service", "unknown"),
+        ("response_code", "404"),
+        ("response_flags", "NR"),
+    ];
+    assert_eq!(
+        sample(&text, "istio_requests_total", &nr),
+        Some(1.0),
+        "{text}"
+    );
+
+    // The server's sidecar reports the same requests as their destination.
+    let destination = [
+        ("reporter", "destination"),
+        ("source_workload", "productpage-v1"),
+        ("source_app", "productpage"),
+        ("source_principal", "unknown"),
+        ("destination_workload", "reviews-v2"),
+        ("destination_canonical_revision", "v2"),
+        ("destination_service", "reviews.default.svc.cluster.local"),
+        ("destination_service_name", "reviews"),
+        ("response_code", "200"),
+        ("connection_security_policy", "none"),
+    ];
+    let text = eventually("destination metrics", || async {
+        let t = stats(&server).await;
+        (sample(&t, "istio_requests_total", &destination)? >= 3.0).then_some(t)
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "istio_requests_total", &destination),
+        Some(3.0),
+        "{text}"
+    );
+    // The client without a sidecar is `unknown`, as Istio labels a peer outside the mesh.
+    let outside = [
+        ("reporter", "destination"),
+        ("source_workload", "unknown"),
+        ("source_canonical_service", "unknown"),
+        ("destination_workload", "reviews-v2"),
+    ];
+    assert_eq!(
+        sample(&text, "istio_requests_total", &outside),
+        Some(1.0),
+        "{text}"
+    );
+    client.shutdown().await;
+    server.shutdown().await;
 }

@@ -67,6 +67,8 @@ pub struct Cluster {
     pub endpoints: Arc<EndpointSet>,
     /// Connect timeout towards its endpoints.
     pub connect_timeout: Duration,
+    /// The service it sends to, as metrics name it (from an outbound cluster's name).
+    pub service: Option<Arc<crate::telemetry::Service>>,
 }
 
 impl TryFrom<&xcluster::Cluster> for ClusterConfig {

@@ -1,0 +1,441 @@
+//! Istio's standard metrics from every sidecar (`SPEC.md` §3.1): each request is recorded once it has
+//! ended, by the client's sidecar as `reporter="source"` and by the server's as
+//! `reporter="destination"`, with the labels of both workloads (learned by the metadata exchange of
+//! [`peer`]) and of the destination service. Served in Prometheus's text format on the stats port
+//! (`--stats-port`, Istio's 15090, `/stats/prometheus`) and on the admin port.
+//!
+//! On the request path: the peer's header is looked up by its bytes, the own headers are shared
+//! values cloned, and the response body carries a [`Pending`] record (one allocation) that is written
+//! when the body ends: no lock once a label set exists (see [`metrics`]).
+
+pub mod metrics;
+pub mod peer;
+
+use crate::config::FastMap;
+use crate::error::Flags;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::HeaderMap;
+use metrics::{Key, Metrics, Observation, PeerRef, Protocol, Reporter};
+use peer::{OwnMetadata, Peer, Peers, UNKNOWN};
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
+use weft_xds::node::ProxyIdentity;
+
+/// The default port of Istio's Prometheus stats (Envoy's `/stats/prometheus` in a sidecar).
+pub const DEFAULT_STATS_PORT: &str = "15090";
+/// The content type of the text the stats port serves (OpenMetrics text, which Prometheus reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Inbound services inferred from authorities, kept at most.
+const MAX_INBOUND_SERVICES: usize = 1024;
+
+/// A destination service as the metric labels name it.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// `destination_service`: the host.
+    pub host: String,
+    /// `destination_service_name`.
+    pub name: String,
+    /// `destination_service_namespace`.
+    pub namespace: String,
+}
+
+// Compared and hashed by host: clusters are rebuilt with each config, and their services must land on
+// the same series.
+impl PartialEq for Service {
+    fn eq(&self, other: &Self) -> bool {
+        self.host == other.host
+    }
+}
+impl Eq for Service {}
+impl Hash for Service {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.host.hash(state)
+    }
+}
+
+impl Service {
+    /// A service of which nothing is known.
+    pub fn unknown() -> Service {
+        Service {
+            host: UNKNOWN.into(),
+            name: UNKNOWN.into(),
+            namespace: UNKNOWN.into(),
+        }
+    }
+
+    /// The service of a host: `name.namespace.svc.<domain>` gives both; another host (a ServiceEntry's)
+    /// is its own name, in `namespace` when given.
+    pub fn of_host(host: &str, namespace: Option<&str>) -> Service {
+        let mut parts = host.split('.');
+        if let (Some(name), Some(ns), Some("svc")) = (parts.next(), parts.next(), parts.next()) {
+            return Service {
+                host: host.to_string(),
+                name: name.to_string(),
+                namespace: ns.to_string(),
+            };
+        }
+        Service {
+            host: host.to_string(),
+            name: host.to_string(),
+            namespace: namespace.unwrap_or(UNKNOWN).to_string(),
+        }
+    }
+
+    /// The service an outbound cluster sends to, from Istio's cluster name
+    /// (`outbound|<port>|<subset>|<host>`); `None` for other names.
+    pub fn of_cluster(name: &str) -> Option<Service> {
+        let host = name.strip_prefix("outbound|")?.splitn(3, '|').nth(2)?;
+        (!host.is_empty()).then(|| Service::of_host(host, None))
+    }
+}
+
+/// A map read with no lock, copied on write under a mutex, with a bound on its size.
+#[derive(Debug)]
+pub struct Interner<K, V> {
+    map: ArcSwap<FastMap<K, V>>,
+    write: Mutex<()>,
+    max: usize,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Interner<K, V> {
+    /// An empty map of at most `max` entries.
+    pub fn new(max: usize) -> Self {
+        Interner {
+            map: ArcSwap::from_pointee(FastMap::default()),
+            write: Mutex::new(()),
+            max,
+        }
+    }
+
+    /// The value of `k`.
+    pub fn get<Q>(&self, k: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.load().get(k).cloned()
+    }
+
+    /// Adds `k` unless it is there; returns the value kept for `k`, or `None` when the map is full.
+    pub fn insert(&self, k: K, v: V) -> Option<V> {
+        // A poisoned lock only means another insert panicked; the map itself is always whole.
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.map.load();
+        if let Some(v) = current.get(&k) {
+            return Some(v.clone());
+        }
+        if current.len() >= self.max {
+            return None;
+        }
+        let mut next = FastMap::clone(&current);
+        next.insert(k, v.clone());
+        self.map.store(Arc::new(next));
+        Some(v)
+    }
+
+    /// Entries.
+    pub fn len(&self) -> usize {
+        self.map.load().len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole map as it is now.
+    pub fn snapshot(&self) -> Arc<FastMap<K, V>> {
+        self.map.load_full()
+    }
+}
+
+/// One proxy's telemetry: who it is, what it sends its peers, whom it has met, and its metrics.
+#[derive(Debug)]
+pub struct Telemetry {
+    own: OwnMetadata,
+    namespace: String,
+    peers: Peers,
+    inbound_services: Interner<Bytes, Arc<Service>>,
+    unknown_service: Arc<Service>,
+    /// The HTTP metrics.
+    pub metrics: Metrics,
+}
+
+impl Telemetry {
+    /// Telemetry of the proxy of `identity`, in the cluster `cluster`.
+    pub fn new(identity: &ProxyIdentity, cluster: &str) -> Telemetry {
+        let own = Arc::new(Peer::new(
+            &identity.workload,
+            &identity.namespace,
+            &identity.labels,
+            cluster,
+        ));
+        Telemetry {
+            own: OwnMetadata::new(identity, cluster),
+            namespace: identity.namespace.clone(),
+            peers: Peers::default(),
+            inbound_services: Interner::new(MAX_INBOUND_SERVICES),
+            unknown_service: Arc::new(Service::unknown()),
+            metrics: Metrics::new(own),
+        }
+    }
+
+    /// Adds this sidecar's metadata headers (to a request sent upstream, or a response sent back).
+    pub fn announce(&self, headers: &mut HeaderMap) {
+        self.own.insert_into(headers);
+    }
+
+    /// Removes the peer's metadata headers and returns the peer.
+    pub fn take_peer(&self, headers: &mut HeaderMap) -> Arc<Peer> {
+        self.peers.take(headers)
+    }
+
+    /// The peer `unknown`.
+    pub fn unknown_peer(&self) -> Arc<Peer> {
+        self.peers.unknown().clone()
+    }
+
+    /// The service `unknown`.
+    pub fn unknown_service(&self) -> Arc<Service> {
+        self.unknown_service.clone()
+    }
+
+    /// The service an inbound request is for, from its authority: the host without its port, a short
+    /// name taken in this proxy's namespace (`reviews` is `reviews.<ns>.svc.cluster.local`), as
+    /// Istio's inbound stats read it from the host when the cluster does not say.
+    pub fn inbound_service(&self, authority: Option<&str>) -> Arc<Service> {
+        let Some(authority) = authority else {
+            return self.unknown_service.clone();
+        };
+        if let Some(s) = self.inbound_services.get(authority.as_bytes()) {
+            return s;
+        }
+        let host = match crate::http::last_colon(authority) {
+            Some(i) => &authority[..i],
+            None => authority,
+        };
+        let service = Arc::new(
+            if host.contains('.') || host.parse::<std::net::IpAddr>().is_ok() {
+                Service::of_host(host, Some(&self.namespace))
+            } else {
+                Service {
+                    host: format!("{host}.{}.svc.cluster.local", self.namespace),
+                    name: host.to_string(),
+                    namespace: self.namespace.clone(),
+                }
+            },
+        );
+        self.inbound_services
+            .insert(
+                Bytes::copy_from_slice(authority.as_bytes()),
+                service.clone(),
+            )
+            .unwrap_or(service)
+    }
+
+    /// Writes the metrics in Prometheus's text format.
+    pub fn encode(self: &Arc<Self>) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Collect(self.clone())));
+        let mut out = String::new();
+        // Writing to a String does not fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+#[derive(Debug)]
+struct Collect(Arc<Telemetry>);
+
+impl prometheus_client::collector::Collector for Collect {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        self.0.metrics.encode(encoder)
+    }
+}
+
+/// gRPC's content type, with or without a subtype.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A request on its way: what is known before its response's body has ended. Recorded when the
+/// response body ends (it rides on it as its observer), or at once when no response is sent.
+#[derive(Debug)]
+pub struct Pending {
+    telemetry: Arc<Telemetry>,
+    reporter: Reporter,
+    peer: Arc<Peer>,
+    service: Arc<Service>,
+    protocol: Protocol,
+    started: Instant,
+    code: u16,
+    grpc_status: Option<u8>,
+    flags: Flags,
+    request_bytes: u64,
+    response_bytes: u64,
+    /// gRPC messages in the request body (counted where it was buffered).
+    request_messages: u64,
+    response_messages: GrpcFrames,
+}
+
+impl Pending {
+    /// A request that has just arrived.
+    pub fn new(
+        telemetry: Arc<Telemetry>,
+        reporter: Reporter,
+        peer: Arc<Peer>,
+        service: Arc<Service>,
+        protocol: Protocol,
+    ) -> Pending {
+        Pending {
+            telemetry,
+            reporter,
+            peer,
+            service,
+            protocol,
+            started: Instant::now(),
+            code: 0,
+            grpc_status: None,
+            flags: Flags::default(),
+            request_bytes: 0,
+            response_bytes: 0,
+            request_messages: 0,
+            response_messages: GrpcFrames::default(),
+        }
+    }
+
+    /// The peer and service, once routing or the response has told them.
+    pub fn set_peer(&mut self, peer: Arc<Peer>) {
+        self.peer = peer;
+    }
+
+    /// The destination service.
+    pub fn set_service(&mut self, service: Arc<Service>) {
+        self.service = service;
+    }
+
+    /// The request body's size, and its gRPC messages when it was read whole.
+    pub fn request_body(&mut self, bytes: u64, whole: Option<&Bytes>) {
+        self.request_bytes = bytes;
+        if let (Protocol::Grpc, Some(b)) = (self.protocol, whole) {
+            let mut frames = GrpcFrames::default();
+            frames.feed(b);
+            self.request_messages = frames.messages;
+        }
+    }
+
+    /// The response head: its status, its flags, and (for a trailers-only gRPC answer) its
+    /// `grpc-status`.
+    pub fn response(&mut self, code: u16, flags: Flags, headers: &HeaderMap) {
+        self.code = code;
+        self.flags = flags;
+        if self.protocol == Protocol::Grpc {
+            self.grpc_status = grpc_status(headers);
+        }
+    }
+
+    /// Records the request as it stands.
+    pub fn record(self) {
+        let key = Key {
+            reporter: self.reporter,
+            peer: PeerRef(self.peer),
+            service: self.service,
+            protocol: self.protocol,
+            code: self.code,
+            grpc_status: match self.protocol {
+                Protocol::Grpc => self.grpc_status,
+                Protocol::Http => None,
+            },
+            flags: self.flags,
+        };
+        let o = Observation {
+            duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+            request_messages: self.request_messages,
+            response_messages: self.response_messages.messages,
+        };
+        self.telemetry.metrics.record(key, &o);
+    }
+}
+
+impl weft_http::Observer for Pending {
+    fn data(&mut self, data: &Bytes) {
+        self.response_bytes += data.len() as u64;
+        if self.protocol == Protocol::Grpc {
+            self.response_messages.feed(data);
+        }
+    }
+
+    fn trailers(&mut self, trailers: &HeaderMap) {
+        if self.protocol == Protocol::Grpc {
+            if let Some(s) = grpc_status(trailers) {
+                self.grpc_status = Some(s);
+            }
+        }
+    }
+
+    fn end(mut self: Box<Self>, whole: bool) {
+        if !whole {
+            // The body was cut short: the client went away (Envoy's `DC`), or the upstream did.
+            self.flags.insert(Flags::DC);
+        }
+        self.record();
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<u8> {
+    let v = headers.get("grpc-status")?;
+    std::str::from_utf8(v.as_bytes()).ok()?.parse().ok()
+}
+
+/// Counts gRPC messages (a 1-byte flag and a 4-byte length before each) across data frames.
+#[derive(Debug, Default)]
+struct GrpcFrames {
+    /// Bytes of the current message (or prefix) still to come.
+    remaining: u64,
+    /// Prefix bytes of the next message read so far.
+    prefix: [u8; 5],
+    prefix_len: usize,
+    messages: u64,
+}
+
+impl GrpcFrames {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                self.remaining -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.prefix_len).min(data.len());
+            self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&data[..n]);
+            self.prefix_len += n;
+            data = &data[n..];
+            if self.prefix_len == 5 {
+                self.messages += 1;
+                self.remaining = u64::from(u32::from_be_bytes([
+                    self.prefix[1],
+                    self.prefix[2],
+                    self.prefix[3],
+                    self.prefix[4],
+                ]));
+                self.prefix_len = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

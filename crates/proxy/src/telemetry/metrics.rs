@@ -1,0 +1,373 @@
+//! Istio's standard HTTP metrics (`SPEC.md` §3.1): one series per label set, each a few atomic
+//! counters and histograms. A request finds its series by a key of shared pointers and small numbers
+//! in a copy-on-write table, with no lock and no allocation once the series exists; a new label set
+//! takes a lock once. The table is bounded: a label set past the bound is counted, not kept.
+//!
+//! Encoded for Prometheus by `prometheus-client`'s text encoder (OpenMetrics text), with Istio's names,
+//! label order and buckets.
+
+use super::peer::{Peer, UNKNOWN};
+use super::{Interner, Service};
+use crate::error::Flags;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Label sets kept at most; requests with a new one past this are counted in
+/// `weft_telemetry_series_overflow_total` and not recorded.
+pub const MAX_SERIES: usize = 10_000;
+
+/// Envoy's default histogram buckets, which Istio's metrics use: milliseconds for durations, bytes for
+/// sizes.
+pub const BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Which side reports (`reporter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reporter {
+    /// The client's sidecar (outbound).
+    Source,
+    /// The server's sidecar (inbound).
+    Destination,
+}
+
+/// `request_protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 or HTTP/2.
+    Http,
+    /// gRPC (`content-type: application/grpc…`).
+    Grpc,
+}
+
+/// A peer compared by identity: peers are interned, so equal peers are the same allocation.
+#[derive(Debug, Clone)]
+pub struct PeerRef(pub Arc<Peer>);
+
+impl PartialEq for PeerRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for PeerRef {}
+impl Hash for PeerRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0), state)
+    }
+}
+
+/// Everything that makes a label set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// `reporter`.
+    pub reporter: Reporter,
+    /// The other side: the source on a destination report, the destination on a source report.
+    pub peer: PeerRef,
+    /// `destination_service*`.
+    pub service: Arc<Service>,
+    /// `request_protocol`.
+    pub protocol: Protocol,
+    /// `response_code`; 0 when no response was sent.
+    pub code: u16,
+    /// `grpc_response_status`, for gRPC.
+    pub grpc_status: Option<u8>,
+    /// `response_flags`.
+    pub flags: Flags,
+}
+
+/// A histogram of whole numbers (milliseconds, bytes) over [`BUCKETS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations in each bucket (not cumulative), the last over every bound.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    /// The sum, in thousandths.
+    sum_milli: AtomicU64,
+}
+
+impl Histogram {
+    /// Records `value` thousandths (µs for a duration in milliseconds, say).
+    pub fn observe_milli(&self, value: u64) {
+        let i = BUCKETS
+            .iter()
+            .position(|&b| value <= (b * 1000.0) as u64)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_milli.fetch_add(value, Relaxed);
+    }
+
+    /// Writes this histogram as one sample set.
+    pub fn encode_into(
+        &self,
+        mut m: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = self.snapshot();
+        m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    /// Sum, count and each bucket's own count (the encoder makes them cumulative).
+    fn snapshot(&self) -> (f64, u64, [(f64, u64); BUCKETS.len() + 1]) {
+        let mut buckets = [(f64::INFINITY, 0); BUCKETS.len() + 1];
+        let mut total = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            let n = c.load(Relaxed);
+            total += n;
+            buckets[i] = (BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), n);
+        }
+        (self.sum_milli.load(Relaxed) as f64 / 1000.0, total, buckets)
+    }
+}
+
+/// One label set's metrics.
+#[derive(Debug, Default)]
+pub struct Series {
+    /// `istio_requests_total`.
+    pub requests: AtomicU64,
+    /// `istio_request_duration_milliseconds`.
+    pub duration: Histogram,
+    /// `istio_request_bytes`.
+    pub request_bytes: Histogram,
+    /// `istio_response_bytes`.
+    pub response_bytes: Histogram,
+    /// `istio_request_messages_total` (gRPC).
+    pub request_messages: AtomicU64,
+    /// `istio_response_messages_total` (gRPC).
+    pub response_messages: AtomicU64,
+}
+
+/// One finished request, as recorded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Observation {
+    /// Request start to the response's end, µs.
+    pub duration_us: u64,
+    /// Request body bytes.
+    pub request_bytes: u64,
+    /// Response body bytes.
+    pub response_bytes: u64,
+    /// gRPC messages from the client.
+    pub request_messages: u64,
+    /// gRPC messages to the client.
+    pub response_messages: u64,
+}
+
+/// The HTTP metrics of one proxy, and who it is.
+#[derive(Debug)]
+pub struct Metrics {
+    own: Arc<Peer>,
+    series: Interner<Key, Arc<Series>>,
+    overflow: AtomicU64,
+}
+
+impl Metrics {
+    /// No series yet, for the proxy `own`.
+    pub fn new(own: Arc<Peer>) -> Metrics {
+        Metrics {
+            own,
+            series: Interner::new(MAX_SERIES),
+            overflow: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one request under `key`.
+    pub fn record(&self, key: Key, o: &Observation) {
+        let series = match self.series.get(&key) {
+            Some(s) => s,
+            None => match self.series.insert(key, Arc::default()) {
+                Some(s) => s,
+                None => {
+                    self.overflow.fetch_add(1, Relaxed);
+                    return;
+                }
+            },
+        };
+        series.requests.fetch_add(1, Relaxed);
+        series.duration.observe_milli(o.duration_us);
+        series
+            .request_bytes
+            .observe_milli(o.request_bytes.saturating_mul(1000));
+        series
+            .response_bytes
+            .observe_milli(o.response_bytes.saturating_mul(1000));
+        if o.request_messages > 0 {
+            series
+                .request_messages
+                .fetch_add(o.request_messages, Relaxed);
+        }
+        if o.response_messages > 0 {
+            series
+                .response_messages
+                .fetch_add(o.response_messages, Relaxed);
+        }
+    }
+
+    /// Label sets recorded so far.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Requests not recorded because the table of label sets was full.
+    pub fn overflow(&self) -> u64 {
+        self.overflow.load(Relaxed)
+    }
+
+    /// The label values of `key`, in Istio's order.
+    fn labels<'a>(
+        &'a self,
+        key: &'a Key,
+        code: &'a str,
+        grpc: &'a str,
+        flags: &'a str,
+    ) -> Labels<'a> {
+        let (source, destination) = match key.reporter {
+            Reporter::Source => (&*self.own, &*key.peer.0),
+            Reporter::Destination => (&*key.peer.0, &*self.own),
+        };
+        let s = &*key.service;
+        [
+            (
+                "reporter",
+                match key.reporter {
+                    Reporter::Source => "source",
+                    Reporter::Destination => "destination",
+                },
+            ),
+            ("source_workload", &source.workload),
+            ("source_canonical_service", &source.canonical_service),
+            ("source_canonical_revision", &source.canonical_revision),
+            ("source_workload_namespace", &source.namespace),
+            ("source_principal", &source.principal),
+            ("source_app", &source.app),
+            ("source_version", &source.version),
+            ("source_cluster", &source.cluster),
+            ("destination_workload", &destination.workload),
+            ("destination_workload_namespace", &destination.namespace),
+            ("destination_principal", &destination.principal),
+            ("destination_app", &destination.app),
+            ("destination_version", &destination.version),
+            ("destination_service", &s.host),
+            (
+                "destination_canonical_service",
+                &destination.canonical_service,
+            ),
+            (
+                "destination_canonical_revision",
+                &destination.canonical_revision,
+            ),
+            ("destination_service_name", &s.name),
+            ("destination_service_namespace", &s.namespace),
+            ("destination_cluster", &destination.cluster),
+            (
+                "request_protocol",
+                match key.protocol {
+                    Protocol::Http => "http",
+                    Protocol::Grpc => "grpc",
+                },
+            ),
+            ("response_code", code),
+            ("grpc_response_status", grpc),
+            ("response_flags", flags),
+            (
+                "connection_security_policy",
+                match key.reporter {
+                    // Plaintext between sidecars until mutual TLS: `none` where the server sees it.
+                    Reporter::Source => UNKNOWN,
+                    Reporter::Destination => "none",
+                },
+            ),
+        ]
+    }
+
+    /// Writes every family in Prometheus's text format.
+    pub fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let table = self.series.snapshot();
+        // The label values that are numbers and flags, as text, once per series.
+        let texts: Vec<(&Key, &Arc<Series>, String, String, String)> = table
+            .iter()
+            .map(|(k, s)| {
+                let grpc = k.grpc_status.map(|g| g.to_string()).unwrap_or_default();
+                (k, s, k.code.to_string(), grpc, k.flags.to_string())
+            })
+            .collect();
+        type Pick = fn(&Series) -> Value<'_>;
+        let families: [(&str, &str, MetricType, Pick, bool); 6] = [
+            (
+                "istio_requests",
+                "Requests served.",
+                MetricType::Counter,
+                |s| Value::Counter(&s.requests),
+                false,
+            ),
+            (
+                "istio_request_duration_milliseconds",
+                "Time from a request's start to its response's end, in milliseconds.",
+                MetricType::Histogram,
+                |s| Value::Histogram(&s.duration),
+                false,
+            ),
+            (
+                "istio_request_bytes",
+                "Request body sizes, in bytes.",
+                MetricType::Histogram,
+                |s| Value::Histogram(&s.request_bytes),
+                false,
+            ),
+            (
+                "istio_response_bytes",
+                "Response body sizes, in bytes.",
+                MetricType::Histogram,
+                |s| Value::Histogram(&s.response_bytes),
+                false,
+            ),
+            (
+                "istio_request_messages",
+                "gRPC messages sent by clients.",
+                MetricType::Counter,
+                |s| Value::Counter(&s.request_messages),
+                true,
+            ),
+            (
+                "istio_response_messages",
+                "gRPC messages sent to clients.",
+                MetricType::Counter,
+                |s| Value::Counter(&s.response_messages),
+                true,
+            ),
+        ];
+        for (name, help, ty, pick, grpc_only) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, ty)?;
+            for (key, series, code, grpc, flags) in &texts {
+                if grpc_only && key.protocol != Protocol::Grpc {
+                    continue;
+                }
+                let labels = self.labels(key, code, grpc, flags);
+                let labels = &labels[..];
+                let m = family.encode_family(&labels)?;
+                match pick(series) {
+                    Value::Counter(c) => {
+                        prometheus_client::metrics::counter::ConstCounter::new(c.load(Relaxed))
+                            .encode(m)?
+                    }
+                    Value::Histogram(h) => h.encode_into(m)?,
+                }
+            }
+        }
+        let overflow = encoder.encode_descriptor(
+            "weft_telemetry_series_overflow",
+            "Requests not recorded in Istio's metrics because their label set was past the bound.",
+            None,
+            MetricType::Counter,
+        )?;
+        prometheus_client::metrics::counter::ConstCounter::new(self.overflow()).encode(overflow)?;
+        Ok(())
+    }
+}
+
+enum Value<'a> {
+    Counter(&'a AtomicU64),
+    Histogram(&'a Histogram),
+}
+
+type Labels<'a> = [(&'static str, &'a str); 25];
