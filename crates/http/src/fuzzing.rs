@@ -209,10 +209,7 @@ pub async fn h2_serve(input: Vec<Vec<u8>>) -> (Vec<H2Request>, bool) {
     // The paused clock jumps to the next timer whenever both sides wait: an hour is the idle timeout.
     let _ = tokio::time::timeout(Duration::from_secs(3 * 3600), write).await;
     let ended = tokio::time::timeout(Duration::from_secs(3 * 3600), server).await;
-    let clean = !matches!(
-        ended,
-        Ok(Ok(Err(crate::h2::ServerError::Protocol { .. })))
-    );
+    let clean = !matches!(ended, Ok(Ok(Err(crate::h2::ServerError::Protocol { .. }))));
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
     (seen, clean)
 }

@@ -808,8 +808,13 @@ async fn a_stream_reset_for_depending_on_itself_stays_closed() {
     let id = c.open();
     let mut payload = vec![0, 0, 0, id as u8, 15];
     payload.extend_from_slice(&literal_block(&GET_PSEUDO));
-    c.send(HEADERS, END_HEADERS | END_STREAM | PRIORITY_FLAG, id, payload)
-        .await;
+    c.send(
+        HEADERS,
+        END_HEADERS | END_STREAM | PRIORITY_FLAG,
+        id,
+        payload,
+    )
+    .await;
     if c.expect_stream_or_connection_error(id, &[PROTOCOL_ERROR])
         .await
         != StreamEnd::Reset(PROTOCOL_ERROR)
