@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod exporter;
 pub mod id;
 pub mod otlp;
 pub mod propagation;
@@ -26,6 +27,7 @@ pub mod zipkin;
 #[cfg(test)]
 mod test_util;
 
+pub use exporter::{Exporter, Reporter};
 pub use id::{SpanId, TraceId};
 pub use propagation::{inject, inject_with, Context, Incoming, Sampler};
 pub use span::{Endpoint, Kind, ProxyTags, RequestTags, Span, Str};
