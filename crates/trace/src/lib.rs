@@ -17,11 +17,13 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod collector;
 pub mod exporter;
 pub mod id;
 pub mod otlp;
 pub mod propagation;
 pub mod span;
+pub mod store;
 pub mod zipkin;
 
 #[cfg(test)]
@@ -31,3 +33,4 @@ pub use exporter::{Exporter, Reporter};
 pub use id::{SpanId, TraceId};
 pub use propagation::{inject, inject_with, Context, Incoming, Sampler};
 pub use span::{Endpoint, Kind, ProxyTags, RequestTags, Span, Str};
+pub use store::TraceStore;

@@ -431,6 +431,19 @@ impl Str {
             self.clone()
         }
     }
+
+    /// Whether it is static text (never counted, never interned).
+    pub(crate) fn is_static(&self) -> bool {
+        matches!(self.0, Repr::Static(_))
+    }
+
+    /// How many `Str`s share its text (1 for static text, which has no count).
+    pub(crate) fn shares(&self) -> usize {
+        match &self.0 {
+            Repr::Static(_) => 1,
+            Repr::Shared(s) => Arc::strong_count(s),
+        }
+    }
 }
 
 impl Deref for Str {
