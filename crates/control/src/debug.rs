@@ -1,6 +1,8 @@
-//! weftd's debug and readiness endpoints (`--debug-address`, Istio's 15014): `/ready`, `/debug/syncz`,
-//! `/debug/configz`, `/debug/config_dump?proxyID=…`.
+//! weftd's debug and readiness endpoints (`--debug-address`, Istio's 15014): `/ready`, `/metrics`
+//! (weftd's own, see [`crate::metrics`]), `/debug/syncz`, `/debug/configz`,
+//! `/debug/config_dump?proxyID=…`.
 
+use crate::metrics::{self, Metrics};
 use crate::server::status::StatusRegistry;
 use crate::translate;
 use crate::view::Snapshot;
@@ -25,6 +27,8 @@ pub struct DebugState {
     pub model: watch::Receiver<Arc<Snapshot>>,
     /// Proxy sync status.
     pub status: Arc<StatusRegistry>,
+    /// weftd's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 fn json_response(code: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -52,8 +56,24 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Answers one request.
-pub fn handle(state: &DebugState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers one request: `/metrics` off the async runtime (it reads `/proc`), the rest at once.
+pub async fn respond<B>(state: &DebugState, req: Request<B>) -> Response<Full<Bytes>> {
+    if req.method() == Method::GET && req.uri().path() == "/metrics" {
+        let metrics = state.metrics.clone();
+        let model = state.model.borrow().model.clone();
+        return match tokio::task::spawn_blocking(move || metrics.encode(&model)).await {
+            Ok(body) => Response::builder()
+                .header("content-type", metrics::CONTENT_TYPE)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap_or_default(),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics task failed\n"),
+        };
+    }
+    handle(state, &req)
+}
+
+/// Answers one request other than `/metrics` (see [`respond`]).
+fn handle<B>(state: &DebugState, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
@@ -129,8 +149,8 @@ pub async fn serve(listener: TcpListener, state: DebugState, mut shutdown: watch
         let state = state.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let resp = handle(&state, &req);
-                async move { Ok::<_, Infallible>(resp) }
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(respond(&state, req).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = hyper::server::conn::http1::Builder::new()

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod debug;
+pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod server;
@@ -238,6 +239,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     );
     let (model_tx, model_rx) = watch::channel(Arc::new(view::Snapshot::new(Arc::new(model))));
     let status = Arc::new(StatusRegistry::default());
+    let metrics = Arc::new(metrics::Metrics::new());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let xds_listener = server::listen(config.xds_address).map_err(|source| Error::Bind {
@@ -294,7 +296,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
                     services = m.services.len(),
                     "config changed; pushing"
                 );
-                let next = view::Snapshot::next(Arc::new(m), &model_tx.borrow());
+                let next =
+                    view::Snapshot::next(Arc::new(m), &model_tx.borrow()).changed_since(start);
                 if model_tx.send(Arc::new(next)).is_err() {
                     return;
                 }
@@ -319,6 +322,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         config_dir: config.config_dir.clone(),
         model: model_rx.clone(),
         status: status.clone(),
+        metrics: metrics.clone(),
     };
     let debug_task = tokio::spawn(debug::serve(
         debug_listener,
@@ -326,8 +330,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
         shutdown_rx.clone(),
     ));
 
-    let service =
-        server::grpc::AdsService::new(server::Discovery::new(model_rx, status), 16 * 1024 * 1024);
+    let discovery = server::Discovery::new(model_rx, status, metrics.xds.clone());
+    let service = server::grpc::AdsService::new(discovery, 16 * 1024 * 1024);
     let mut sd = shutdown_rx.clone();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
     let grpc = tonic::transport::Server::builder()

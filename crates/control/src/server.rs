@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod status;
 pub mod wire;
 
+use crate::metrics::XdsMetrics;
 use crate::translate::{self, Scope};
 use crate::view::{type_index, Res, Snapshot, TypeDiff, View, TYPES};
 use bytes::Bytes;
@@ -31,6 +32,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 use tracing::{debug, info, warn, Instrument};
@@ -77,16 +79,23 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpList
 pub struct Discovery {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     status: Arc<StatusRegistry>,
+    metrics: Arc<XdsMetrics>,
     next_conn: AtomicU64,
     large_pushes: Arc<Semaphore>,
 }
 
 impl Discovery {
-    /// A service that serves whatever snapshot `snapshots` holds.
-    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>, status: Arc<StatusRegistry>) -> Self {
+    /// A service that serves whatever snapshot `snapshots` holds, recording each proxy's sync in
+    /// `status` and what it pushes and hears back in `metrics`.
+    pub fn new(
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        status: Arc<StatusRegistry>,
+        metrics: Arc<XdsMetrics>,
+    ) -> Self {
         Discovery {
             snapshots,
             status,
+            metrics,
             next_conn: AtomicU64::new(1),
             large_pushes: Arc::new(Semaphore::new(LARGE_PUSH_PERMITS)),
         }
@@ -111,9 +120,11 @@ impl Discovery {
             snapshots: self.snapshots.clone(),
             snap: self.snapshots.borrow().clone(),
             status: self.status.clone(),
+            metrics: self.metrics.clone(),
             large_pushes: self.large_pushes.clone(),
             tx,
             proxy: None,
+            converging: None,
             scope: None,
             inbound: None,
             types: Default::default(),
@@ -252,6 +263,8 @@ struct TypeState {
     resend_after: u64,
     /// Number of the last response sent (nonce `<conn>-<n>`).
     last_nonce: u64,
+    /// The proxy's last answer for this type was a refusal (counted in `pilot_xds_<type>_reject`).
+    refusing: bool,
 }
 
 /// A response of one type the proxy has not answered yet: one message, or the parts of a large delta
@@ -285,9 +298,13 @@ struct Connection {
     /// The snapshot this connection last pushed from.
     snap: Arc<Snapshot>,
     status: Arc<StatusRegistry>,
+    metrics: Arc<XdsMetrics>,
     large_pushes: Arc<Semaphore>,
     tx: mpsc::Sender<Out>,
     proxy: Option<ProxyIdentity>,
+    /// When the oldest config change this proxy has not yet acknowledged everything of began
+    /// (`pilot_proxy_convergence_time`); `None` when it is in sync or refused part of it.
+    converging: Option<Instant>,
     scope: Option<Scope>,
     inbound: Option<Inbound>,
     types: [TypeState; 4],
@@ -343,8 +360,15 @@ impl Connection {
                         break;
                     }
                     let snap = snapshots.borrow_and_update().clone();
-                    if self.proxy.is_some() && self.push_all(snap).await.is_err() {
-                        break;
+                    if self.proxy.is_some() {
+                        // A new snapshot of the same generation only carries new diagnostics.
+                        if snap.model.generation != self.snap.model.generation {
+                            self.converging.get_or_insert(snap.changed_at());
+                        }
+                        if self.push_all(snap).await.is_err() {
+                            break;
+                        }
+                        self.check_converged();
                     }
                 }
             }
@@ -366,6 +390,7 @@ impl Connection {
             self.status
                 .insert(self.id, ProxyStatus::new(node.id.clone(), identity.clone()));
             self.proxy = Some(identity);
+            self.metrics.connected();
         }
         let Some(ti) = type_index(&req.type_url) else {
             warn!(type_url = %req.type_url, "request for a type weftd does not serve");
@@ -462,7 +487,24 @@ impl Connection {
             let snap = self.snap.clone();
             self.push_type(ti, &snap, first).await?;
         }
+        self.check_converged();
         Ok(())
+    }
+
+    /// Records the convergence time once the proxy has answered everything a config change sent it
+    /// and nothing more is due.
+    fn check_converged(&mut self) {
+        let Some(since) = self.converging else {
+            return;
+        };
+        let settled = self
+            .types
+            .iter()
+            .all(|s| s.flight.is_none() && !s.deferred && s.pending.is_empty());
+        if settled {
+            self.metrics.converged(since.elapsed());
+            self.converging = None;
+        }
     }
 
     /// The number of one of this connection's nonces (`<conn>-<n>`); `None` for any other text.
@@ -486,6 +528,8 @@ impl Connection {
             warn!(type_url = type_url::short(t), nonce = %req.response_nonce, reason = %reason, "nack");
             self.status
                 .record_nack(self.id, t, &req.response_nonce, reason);
+            self.metrics.rejected(ti, !state.refusing);
+            state.refusing = true;
             flight.refused = true;
         }
         // The parts of a delta response are answered in order; the last answer settles the response.
@@ -503,7 +547,12 @@ impl Connection {
             state.inbound = flight.before_inbound;
             state.resend.extend(flight.names);
             state.resend_after = state.resend_after.max(flight.generation);
+            // The proxy did not converge on this change; the reject metrics say so.
+            self.converging = None;
         } else {
+            if std::mem::take(&mut state.refusing) {
+                self.metrics.no_longer_refusing(ti);
+            }
             let version = if req.version_info.is_empty() {
                 &flight.version
             } else {
@@ -568,6 +617,8 @@ impl Connection {
             self.types[ti].deferred = true;
             return Ok(());
         }
+        // `pilot_xds_push_time`: from here to the last frame queued, waits for a permit included.
+        let started = Instant::now();
         let view = self.view_now();
         let protocol = self.protocol;
         let inbound_map = self.inbound_now(snap, &view).types[ti].clone();
@@ -781,7 +832,9 @@ impl Connection {
                         any,
                     })
                     .collect();
-                self.send(wire::sotw(&head, &items)).await
+                self.send(wire::sotw(&head, &items)).await?;
+                self.metrics.pushed(ti, started.elapsed());
+                Ok(())
             }
             Protocol::Delta => {
                 // Removals go with the first part; the proxy ACKs each, and only the last part's ACK
@@ -814,6 +867,7 @@ impl Connection {
                         .collect();
                     self.send(wire::delta(&head, &items)).await?;
                 }
+                self.metrics.pushed(ti, started.elapsed());
                 Ok(())
             }
         }
@@ -834,6 +888,21 @@ impl Connection {
             .send(Out::Message(m))
             .await
             .map_err(|_| Status::cancelled("proxy stream closed"))
+    }
+}
+
+/// The gauges a connection moved go back however its task ends (the stream closed, an error, or the
+/// task dropped at shutdown).
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.proxy.is_some() {
+            self.metrics.disconnected();
+        }
+        for (ti, s) in self.types.iter().enumerate() {
+            if s.refusing {
+                self.metrics.no_longer_refusing(ti);
+            }
+        }
     }
 }
 

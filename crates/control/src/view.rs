@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use tokio::time::Instant;
 use weft_xds::{type_url, Any};
 
 /// The four types, in the order Envoy applies them (clusters, endpoints, listeners, routes).
@@ -398,6 +399,8 @@ pub struct Snapshot {
     backends: PerScope<Backends>,
     /// What this generation may take from the previous one's views and backends.
     reuse: Reuse,
+    /// When the config change this snapshot carries began (`pilot_proxy_convergence_time`).
+    changed_at: Instant,
 }
 
 impl Snapshot {
@@ -408,6 +411,7 @@ impl Snapshot {
             views: PerScope::default(),
             backends: PerScope::default(),
             reuse: Reuse::default(),
+            changed_at: Instant::now(),
         }
     }
 
@@ -423,7 +427,21 @@ impl Snapshot {
             views: prev.views.next(),
             backends: prev.backends.next(),
             reuse,
+            changed_at: Instant::now(),
         }
+    }
+
+    /// The same snapshot, its config change dated from `start` (the first event of the change's
+    /// debounce) rather than from when it was built.
+    pub fn changed_since(mut self, start: Instant) -> Snapshot {
+        self.changed_at = start;
+        self
+    }
+
+    /// When the config change this snapshot carries began: its debounce's first event, or when it
+    /// was built.
+    pub fn changed_at(&self) -> Instant {
+        self.changed_at
     }
 
     /// The same config as `self` with another model value (new diagnostics): the views are shared.
@@ -433,6 +451,7 @@ impl Snapshot {
             views: self.views.shared(),
             backends: self.backends.shared(),
             reuse: Reuse::default(),
+            changed_at: self.changed_at,
         }
     }
 

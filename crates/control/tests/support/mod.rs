@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
+use weft_control::metrics::Metrics;
 use weft_control::model::Model;
 use weft_control::server::grpc::AdsService;
 use weft_control::server::status::{StatusRegistry, TypeStatus};
@@ -51,6 +52,7 @@ pub fn model(generation: u64, yaml: &str) -> Arc<Model> {
 pub struct Served {
     pub model_tx: watch::Sender<Arc<Snapshot>>,
     pub status: Arc<StatusRegistry>,
+    pub metrics: Arc<Metrics>,
     pub addr: SocketAddr,
 }
 
@@ -101,7 +103,9 @@ pub async fn serve(yaml: &str) -> Served {
     let listener =
         weft_control::server::listen("127.0.0.1:0".parse().expect("address")).expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let svc = AdsService::new(Discovery::new(model_rx, status.clone()), 16 * 1024 * 1024);
+    let metrics = Arc::new(Metrics::new());
+    let discovery = Discovery::new(model_rx, status.clone(), metrics.xds.clone());
+    let svc = AdsService::new(discovery, 16 * 1024 * 1024);
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
@@ -110,6 +114,7 @@ pub async fn serve(yaml: &str) -> Served {
     Served {
         model_tx,
         status,
+        metrics,
         addr,
     }
 }
