@@ -1,9 +1,10 @@
 //! weftd's debug and readiness endpoints (`--debug-address`, Istio's 15014): `/ready`, `/metrics`
 //! (weftd's own, see [`crate::metrics`]), `/debug/syncz`, `/debug/configz`,
-//! `/debug/config_dump?proxyID=…`.
+//! `/debug/config_dump?proxyID=…`, and `/debug/prometheus_sd` (where Prometheus finds the proxies'
+//! metrics).
 
 use crate::metrics::{self, Metrics};
-use crate::server::status::StatusRegistry;
+use crate::server::status::{ProxyStatus, StatusRegistry};
 use crate::translate;
 use crate::view::Snapshot;
 use bytes::Bytes;
@@ -56,6 +57,34 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// Where a proxy serves Istio's standard metrics on its stats port (Envoy's path, kept by Istio).
+pub const PROXY_METRICS_PATH: &str = "/stats/prometheus";
+
+/// Prometheus's HTTP service discovery for the connected proxies that advertise a stats address
+/// (`STATS_ADDRESS` in their node metadata): one target group per proxy, labelled with the metrics
+/// path and the workload's namespace, name, `app` and `version` (those two when it has the labels).
+/// Sorted by node id, as `proxies` is.
+pub fn prometheus_sd(proxies: &[ProxyStatus]) -> serde_json::Value {
+    let groups: Vec<serde_json::Value> = proxies
+        .iter()
+        .filter(|p| !p.identity.stats_address.is_empty())
+        .map(|p| {
+            let id = &p.identity;
+            let mut labels = serde_json::Map::new();
+            labels.insert("__metrics_path__".into(), PROXY_METRICS_PATH.into());
+            labels.insert("namespace".into(), id.namespace.clone().into());
+            labels.insert("workload".into(), id.workload.clone().into());
+            for key in ["app", "version"] {
+                if let Some(v) = id.labels.get(key) {
+                    labels.insert(key.into(), v.clone().into());
+                }
+            }
+            json!({ "targets": [id.stats_address], "labels": labels })
+        })
+        .collect();
+    serde_json::Value::Array(groups)
+}
+
 /// Answers one request: `/metrics` off the async runtime (it reads `/proc`), the rest at once.
 pub async fn respond<B>(state: &DebugState, req: Request<B>) -> Response<Full<Bytes>> {
     if req.method() == Method::GET && req.uri().path() == "/metrics" {
@@ -80,6 +109,9 @@ fn handle<B>(state: &DebugState, req: &Request<B>) -> Response<Full<Bytes>> {
     let model = state.model.borrow().model.clone();
     match req.uri().path() {
         "/ready" => text(StatusCode::OK, "ready\n"),
+        "/debug/prometheus_sd" => {
+            json_response(StatusCode::OK, &prometheus_sd(&state.status.snapshot()))
+        }
         "/debug/syncz" => {
             let v = serde_json::to_value(state.status.snapshot()).unwrap_or_default();
             json_response(StatusCode::OK, &v)

@@ -1,6 +1,6 @@
 //! weftd's own metrics against a scripted proxy: each `pilot_*` series moves when its event happens
 //! (a proxy connects, a response goes out, the proxy refuses one, accepts the next, converges on a
-//! change, goes away), and the debug port serves them.
+//! change, goes away), and the debug port serves them and the proxies' Prometheus discovery.
 
 use http_body_util::BodyExt;
 use std::collections::HashMap;
@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use weft_control::debug::{self, DebugState};
 use weft_control::view::Snapshot;
+use weft_xds::node::ProxyIdentity;
 use weft_xds::type_url;
 
 mod support;
-use support::{model, serve, two_services, Served, Stream, REGISTRY};
+use support::{eventually, identity, model, serve, two_services, Served, Stream, REGISTRY};
 
 /// The value of one series (`name{labels}` exactly as written) in `/metrics` text.
 fn value(text: &str, series: &str) -> Option<f64> {
@@ -164,4 +165,84 @@ async fn the_debug_port_serves_metrics_as_prometheus_text() {
         body.contains("# TYPE pilot_xds gauge\npilot_xds 0\n"),
         "{body}"
     );
+}
+
+fn proxy(workload: &str, ip: &str, stats: bool, labels: &[(&str, &str)]) -> ProxyIdentity {
+    ProxyIdentity {
+        workload: workload.into(),
+        ip: ip.into(),
+        stats_address: if stats {
+            format!("{ip}:15090")
+        } else {
+            String::new()
+        },
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..identity()
+    }
+}
+
+#[tokio::test]
+async fn prometheus_finds_every_connected_proxy_that_serves_metrics() {
+    let served = serve(REGISTRY).await;
+    let state = debug_state(&served);
+    let mut streams = Vec::new();
+    for p in [
+        proxy(
+            "reviews-v2",
+            "127.0.0.12",
+            true,
+            &[("app", "reviews"), ("version", "v2")],
+        ),
+        proxy("ratings-v1", "127.0.0.11", true, &[("app", "ratings")]),
+        // Serves no metrics: not a target.
+        proxy("details-v1", "127.0.0.10", false, &[("app", "details")]),
+    ] {
+        let mut s = Stream::open_as(&served, p).await;
+        s.subscribe(type_url::CLUSTER, &[], HashMap::new(), true)
+            .await;
+        s.recv().await;
+        streams.push(s);
+    }
+    eventually("three proxies connected", || {
+        (served.status.snapshot().len() == 3).then_some(())
+    })
+    .await;
+    let (ct, body) = get(&state, "/debug/prometheus_sd").await;
+    assert_eq!(ct, "application/json");
+    let got: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let want = serde_json::json!([
+        {
+            "targets": ["127.0.0.11:15090"],
+            "labels": {
+                "__metrics_path__": "/stats/prometheus",
+                "namespace": "default",
+                "workload": "ratings-v1",
+                "app": "ratings",
+            },
+        },
+        {
+            "targets": ["127.0.0.12:15090"],
+            "labels": {
+                "__metrics_path__": "/stats/prometheus",
+                "namespace": "default",
+                "workload": "reviews-v2",
+                "app": "reviews",
+                "version": "v2",
+            },
+        },
+    ]);
+    assert_eq!(got, want, "{body}");
+
+    // A proxy that goes away is no longer a target.
+    streams.remove(0);
+    eventually("reviews-v2 gone", || {
+        (served.status.snapshot().len() == 2).then_some(())
+    })
+    .await;
+    let (_, body) = get(&state, "/debug/prometheus_sd").await;
+    let got: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(got, serde_json::json!([want[0]]), "{body}");
 }
