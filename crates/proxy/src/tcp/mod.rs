@@ -10,10 +10,12 @@
 #[cfg(target_os = "linux")]
 mod splice;
 
-use crate::config::listener::RouteSource;
+use crate::config::listener::{Direction, RouteSource};
 use crate::error::Flags;
+use crate::telemetry::metrics::{PeerRef, Reporter, TcpKey, TcpSeries};
 use crate::Shared;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -59,6 +61,8 @@ struct Destination {
     cluster: Arc<str>,
     addr: SocketAddr,
     connect_timeout: Duration,
+    /// The service, as metrics name it.
+    service: Option<Arc<crate::telemetry::Service>>,
 }
 
 /// Why a connection has nowhere to go: the cluster's name when there is one, and Envoy's flag.
@@ -89,6 +93,7 @@ fn destination(shared: &Shared, listener: &str) -> Result<Destination, Nowhere> 
         Some(addr) => Ok(Destination {
             addr,
             connect_timeout: c.connect_timeout,
+            service: c.service.clone(),
             cluster,
         }),
         None => Err(Nowhere {
@@ -108,17 +113,26 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
             return;
         }
     };
+    let inbound = shared
+        .snapshot
+        .load()
+        .listeners
+        .get(&*listener)
+        .is_some_and(|l| l.value.direction == Direction::Inbound);
     let Destination {
         cluster,
         addr,
         connect_timeout,
+        service,
     } = match destination(&shared, &listener) {
         Ok(d) => d,
         Err(n) => {
             access(&listener, peer, n.cluster.as_deref(), None, (0, 0), n.flag);
+            Tally::open(&shared, inbound, None).close(n.flag, (0, 0));
             return;
         }
     };
+    let tally = Tally::open(&shared, inbound, service);
     let connected = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(
@@ -138,19 +152,23 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
                 (0, 0),
                 Flags::UF,
             );
+            tally.close(Flags::UF, (0, 0));
             return;
         }
     };
     let _ = up.set_nodelay(true);
     match copy(&mut down, &mut up).await {
-        Ok(bytes) => access(
-            &listener,
-            peer,
-            Some(&cluster),
-            Some(addr),
-            bytes,
-            Flags::default(),
-        ),
+        Ok(bytes) => {
+            access(
+                &listener,
+                peer,
+                Some(&cluster),
+                Some(addr),
+                bytes,
+                Flags::default(),
+            );
+            tally.close(Flags::default(), bytes);
+        }
         Err(e) => {
             // A reset on either side ends both: dropping the sockets closes them.
             tracing::debug!(listener = %listener, endpoint = %addr, error = %e, "TCP connection ended with error");
@@ -162,6 +180,56 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
                 (0, 0),
                 Flags::UC,
             );
+            tally.close(Flags::UC, (0, 0));
+        }
+    }
+}
+
+/// A connection's TCP metrics: opened when accepted, closed with its bytes and flags when it ends.
+/// Plaintext TCP carries no metadata exchange (Istio's needs mutual TLS), so the peer is `unknown`.
+struct Tally {
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    reporter: Reporter,
+    service: Option<Arc<crate::telemetry::Service>>,
+}
+
+impl Tally {
+    fn open(
+        shared: &Shared,
+        inbound: bool,
+        service: Option<Arc<crate::telemetry::Service>>,
+    ) -> Tally {
+        let t = Tally {
+            telemetry: shared.telemetry.clone(),
+            reporter: if inbound {
+                Reporter::Destination
+            } else {
+                Reporter::Source
+            },
+            service,
+        };
+        if let Some(s) = t.series(Flags::default()) {
+            s.opened.fetch_add(1, Ordering::Relaxed);
+        }
+        t
+    }
+
+    fn series(&self, flags: Flags) -> Option<Arc<TcpSeries>> {
+        let t = self.telemetry.as_ref()?;
+        t.metrics.tcp(TcpKey {
+            reporter: self.reporter,
+            peer: PeerRef(t.unknown_peer()),
+            service: self.service.clone().unwrap_or_else(|| t.unknown_service()),
+            flags,
+        })
+    }
+
+    /// `(to upstream, to downstream)`: received from the client, sent to it.
+    fn close(self, flags: Flags, (to_upstream, to_downstream): (u64, u64)) {
+        if let Some(s) = self.series(flags) {
+            s.closed.fetch_add(1, Ordering::Relaxed);
+            s.received.fetch_add(to_upstream, Ordering::Relaxed);
+            s.sent.fetch_add(to_downstream, Ordering::Relaxed);
         }
     }
 }

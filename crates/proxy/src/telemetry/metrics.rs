@@ -79,6 +79,33 @@ pub struct Key {
     pub flags: Flags,
 }
 
+/// Everything that makes a TCP label set: Istio's labels without `response_code` and
+/// `grpc_response_status`, with `request_protocol="tcp"`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TcpKey {
+    /// `reporter`.
+    pub reporter: Reporter,
+    /// The other side.
+    pub peer: PeerRef,
+    /// `destination_service*`.
+    pub service: Arc<Service>,
+    /// `response_flags`.
+    pub flags: Flags,
+}
+
+/// One TCP label set's metrics.
+#[derive(Debug, Default)]
+pub struct TcpSeries {
+    /// `istio_tcp_connections_opened_total`.
+    pub opened: AtomicU64,
+    /// `istio_tcp_connections_closed_total`.
+    pub closed: AtomicU64,
+    /// `istio_tcp_sent_bytes_total`: towards the client (the response direction).
+    pub sent: AtomicU64,
+    /// `istio_tcp_received_bytes_total`: from the client (the request direction).
+    pub received: AtomicU64,
+}
+
 /// A histogram of whole numbers (milliseconds, bytes) over [`BUCKETS`].
 #[derive(Debug, Default)]
 pub struct Histogram {
@@ -158,6 +185,7 @@ pub struct Observation {
 pub struct Metrics {
     own: Arc<Peer>,
     series: Interner<Key, Arc<Series>>,
+    tcp: Interner<TcpKey, Arc<TcpSeries>>,
     overflow: AtomicU64,
 }
 
@@ -167,6 +195,7 @@ impl Metrics {
         Metrics {
             own,
             series: Interner::new(MAX_SERIES),
+            tcp: Interner::new(MAX_SERIES),
             overflow: AtomicU64::new(0),
         }
     }
@@ -203,6 +232,18 @@ impl Metrics {
         }
     }
 
+    /// The TCP series of `key`, made when new; `None` (and counted) past the bound.
+    pub fn tcp(&self, key: TcpKey) -> Option<Arc<TcpSeries>> {
+        let found = match self.tcp.get(&key) {
+            Some(s) => Some(s),
+            None => self.tcp.insert(key, Arc::default()),
+        };
+        if found.is_none() {
+            self.overflow.fetch_add(1, Relaxed);
+        }
+        found
+    }
+
     /// Label sets recorded so far.
     pub fn series_count(&self) -> usize {
         self.series.len()
@@ -214,22 +255,25 @@ impl Metrics {
     }
 
     /// The label values of `key`, in Istio's order.
+    #[allow(clippy::too_many_arguments)]
     fn labels<'a>(
         &'a self,
-        key: &'a Key,
+        reporter: Reporter,
+        peer: &'a Peer,
+        s: &'a Service,
+        protocol: &'a str,
         code: &'a str,
         grpc: &'a str,
         flags: &'a str,
     ) -> Labels<'a> {
-        let (source, destination) = match key.reporter {
-            Reporter::Source => (&*self.own, &*key.peer.0),
-            Reporter::Destination => (&*key.peer.0, &*self.own),
+        let (source, destination) = match reporter {
+            Reporter::Source => (&*self.own, peer),
+            Reporter::Destination => (peer, &*self.own),
         };
-        let s = &*key.service;
         [
             (
                 "reporter",
-                match key.reporter {
+                match reporter {
                     Reporter::Source => "source",
                     Reporter::Destination => "destination",
                 },
@@ -259,25 +303,40 @@ impl Metrics {
             ("destination_service_name", &s.name),
             ("destination_service_namespace", &s.namespace),
             ("destination_cluster", &destination.cluster),
-            (
-                "request_protocol",
-                match key.protocol {
-                    Protocol::Http => "http",
-                    Protocol::Grpc => "grpc",
-                },
-            ),
+            ("request_protocol", protocol),
             ("response_code", code),
             ("grpc_response_status", grpc),
             ("response_flags", flags),
             (
                 "connection_security_policy",
-                match key.reporter {
+                match reporter {
                     // Plaintext between sidecars until mutual TLS: `none` where the server sees it.
                     Reporter::Source => UNKNOWN,
                     Reporter::Destination => "none",
                 },
             ),
         ]
+    }
+
+    /// The label values of a TCP series, in Istio's order.
+    fn tcp_labels<'a>(&'a self, key: &'a TcpKey, flags: &'a str) -> TcpLabels<'a> {
+        let all = self.labels(
+            key.reporter,
+            &key.peer.0,
+            &key.service,
+            "tcp",
+            "",
+            "",
+            flags,
+        );
+        let mut out = [("", ""); 23];
+        let kept = all
+            .into_iter()
+            .filter(|(k, _)| !matches!(*k, "response_code" | "grpc_response_status"));
+        for (slot, label) in out.iter_mut().zip(kept) {
+            *slot = label;
+        }
+        out
     }
 
     /// Writes every family in Prometheus's text format.
@@ -342,7 +401,19 @@ impl Metrics {
                 if grpc_only && key.protocol != Protocol::Grpc {
                     continue;
                 }
-                let labels = self.labels(key, code, grpc, flags);
+                let protocol = match key.protocol {
+                    Protocol::Http => "http",
+                    Protocol::Grpc => "grpc",
+                };
+                let labels = self.labels(
+                    key.reporter,
+                    &key.peer.0,
+                    &key.service,
+                    protocol,
+                    code,
+                    grpc,
+                    flags,
+                );
                 let labels = &labels[..];
                 let m = family.encode_family(&labels)?;
                 match pick(series) {
@@ -352,6 +423,44 @@ impl Metrics {
                     }
                     Value::Histogram(h) => h.encode_into(m)?,
                 }
+            }
+        }
+        let tcp = self.tcp.snapshot();
+        let tcp_texts: Vec<(&TcpKey, &Arc<TcpSeries>, String)> = tcp
+            .iter()
+            .map(|(k, s)| (k, s, k.flags.to_string()))
+            .collect();
+        type TcpPick = fn(&TcpSeries) -> &AtomicU64;
+        let tcp_families: [(&str, &str, TcpPick); 4] = [
+            (
+                "istio_tcp_sent_bytes",
+                "Bytes sent to TCP clients (the response direction).",
+                |s| &s.sent,
+            ),
+            (
+                "istio_tcp_received_bytes",
+                "Bytes received from TCP clients (the request direction).",
+                |s| &s.received,
+            ),
+            (
+                "istio_tcp_connections_opened",
+                "TCP connections opened.",
+                |s| &s.opened,
+            ),
+            (
+                "istio_tcp_connections_closed",
+                "TCP connections closed.",
+                |s| &s.closed,
+            ),
+        ];
+        for (name, help, pick) in tcp_families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (key, series, flags) in &tcp_texts {
+                let labels = self.tcp_labels(key, flags);
+                let labels = &labels[..];
+                let m = family.encode_family(&labels)?;
+                prometheus_client::metrics::counter::ConstCounter::new(pick(series).load(Relaxed))
+                    .encode(m)?;
             }
         }
         let overflow = encoder.encode_descriptor(
@@ -371,3 +480,4 @@ enum Value<'a> {
 }
 
 type Labels<'a> = [(&'static str, &'a str); 25];
+type TcpLabels<'a> = [(&'static str, &'a str); 23];
