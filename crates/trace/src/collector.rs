@@ -498,6 +498,44 @@ fn typed(status: StatusCode, content_type: &'static str, body: Bytes) -> Respons
 
 // === serving ===
 
+/// Zipkin's port: its collector and query API.
+pub const ZIPKIN_PORT: u16 = 9411;
+/// OpenTelemetry's OTLP/HTTP port.
+pub const OTLP_HTTP_PORT: u16 = 4318;
+
+/// A collector port's flag value: an address to listen on, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Listen {
+    /// Not served.
+    Off,
+    /// Served on this address.
+    At(SocketAddr),
+}
+
+impl Listen {
+    /// The address, when on.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::At(a) => Some(a),
+        }
+    }
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    /// `off`, or an address such as `127.0.0.1:9411` or `[::1]:9411`.
+    fn from_str(s: &str) -> Result<Listen, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Listen::Off);
+        }
+        s.parse()
+            .map(Listen::At)
+            .map_err(|_| format!("{s:?} is not an address (ip:port) or off"))
+    }
+}
+
 /// Which listener a [`BindError`] is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Listener {

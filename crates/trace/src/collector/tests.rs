@@ -398,6 +398,18 @@ async fn an_oversized_body_is_a_413() {
 }
 
 #[test]
+fn listen_flags() {
+    assert_eq!("off".parse(), Ok(Listen::Off));
+    assert_eq!("OFF".parse(), Ok(Listen::Off));
+    let at: Listen = "127.0.0.1:9411".parse().expect("an address");
+    assert_eq!(at.addr(), Some("127.0.0.1:9411".parse().expect("addr")));
+    assert_eq!(
+        "localhost:9411".parse::<Listen>(),
+        Err("\"localhost:9411\" is not an address (ip:port) or off".to_string())
+    );
+}
+
+#[test]
 fn query_parameters() {
     let now = 1_700_000_000_000;
     let q = parse_query(
