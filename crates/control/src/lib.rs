@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
+pub mod console;
 pub mod debug;
 pub mod metrics;
 pub mod model;
@@ -66,6 +67,20 @@ pub struct Args {
     /// Longest delay of a push under a stream of changes (Istio: PILOT_DEBOUNCE_MAX).
     #[arg(long, env = "PILOT_DEBOUNCE_MAX", default_value = DEFAULT_DEBOUNCE_MAX, value_parser = parse_duration)]
     pub debounce_max: Duration,
+    /// Address of the console: service graph, golden metrics, traces and config in a browser
+    /// (Kiali's port, 20001); `off` disables it.
+    #[arg(long, env = "WEFTD_CONSOLE_ADDRESS", default_value = console::DEFAULT_ADDRESS)]
+    pub console_address: String,
+    /// How often the console scrapes each proxy's metrics (Prometheus's usual 15s).
+    #[arg(long, env = "WEFTD_SCRAPE_INTERVAL", default_value = console::DEFAULT_SCRAPE_INTERVAL, value_parser = parse_duration)]
+    pub scrape_interval: Duration,
+    /// A Prometheus (`http://host:port`) the console reads Istio's metrics from, instead of scraping
+    /// the proxies itself.
+    #[arg(long, env = "WEFTD_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// A Zipkin (`http://host:9411`) the console reads traces from, instead of weftd's own store.
+    #[arg(long, env = "WEFTD_TRACING_URL")]
+    pub tracing_url: Option<String>,
     /// Validate the config directory, print every problem, and exit (1 on errors).
     #[arg(long)]
     pub check: bool,
@@ -90,6 +105,8 @@ pub struct Config {
     pub debounce_after: Duration,
     /// Debounce maximum.
     pub debounce_max: Duration,
+    /// The console.
+    pub console: console::Settings,
 }
 
 /// Why weftd cannot start.
@@ -117,6 +134,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A console flag is wrong.
+    #[error("--{flag}: {reason}")]
+    Console {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// The gRPC server failed.
     #[error("xDS server failed")]
     Serve(#[source] tonic::transport::Error),
@@ -134,12 +159,34 @@ impl TryFrom<&Args> for Config {
                 max: a.debounce_max,
             });
         }
+        let console_error = |flag, reason| Error::Console { flag, reason };
+        if a.scrape_interval < Duration::from_millis(100) {
+            return Err(console_error(
+                "scrape-interval",
+                format!("{:?} is shorter than 100ms", a.scrape_interval),
+            ));
+        }
+        let url = |flag, v: &Option<String>| {
+            v.as_deref()
+                .map(console::parse_url)
+                .transpose()
+                .map_err(|reason| console_error(flag, reason))
+        };
+        let console = console::Settings {
+            address: console::parse_address(&a.console_address)
+                .map_err(|reason| console_error("console-address", reason))?,
+            scrape_interval: a.scrape_interval,
+            retention: Duration::from_millis(console::window::DEFAULT_RETENTION_MS),
+            prometheus_url: url("prometheus-url", &a.prometheus_url)?,
+            tracing_url: url("tracing-url", &a.tracing_url)?,
+        };
         Ok(Config {
             config_dir: a.config_dir.clone(),
             xds_address: a.xds_address,
             debug_address: a.debug_address,
             debounce_after: a.debounce_after,
             debounce_max: a.debounce_max,
+            console,
         })
     }
 }
@@ -255,6 +302,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
             source,
         })?;
     info!(xds = %config.xds_address, debug = %config.debug_address, "serving");
+    let console_listener = match config.console.address {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind {
+                    what: "console",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
 
     // Config watcher with debounce: wait for `debounce_after` of quiet (at most `debounce_max`), reload,
     // and publish a new model only when the accepted config changed.
@@ -330,6 +389,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
         shutdown_rx.clone(),
     ));
 
+    // The console reads the proxies' status, the model, and the traces weftd's collector stores.
+    let traces = Arc::new(weft_trace::TraceStore::new(Default::default()));
+    let console_task = console_listener.map(|l| {
+        let c = console::Console::new(
+            config.console.clone(),
+            status.clone(),
+            model_rx.clone(),
+            traces.clone(),
+        );
+        tokio::spawn(c.serve(l, shutdown_rx.clone()))
+    });
+
     let discovery = server::Discovery::new(model_rx, status, metrics.xds.clone());
     let service = server::grpc::AdsService::new(discovery, 16 * 1024 * 1024);
     let mut sd = shutdown_rx.clone();
@@ -348,6 +419,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let _ = shutdown_tx.send(true);
     watch_task.abort();
     let _ = debug_task.await;
+    if let Some(t) = console_task {
+        let _ = t.await;
+    }
     // Open ADS streams do not end by themselves: give the server a moment, then stop.
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), grpc_task).await {
         return Err(Error::Serve(e));
