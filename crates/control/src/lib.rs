@@ -81,6 +81,24 @@ pub struct Args {
     /// A Zipkin (`http://host:9411`) the console reads traces from, instead of weftd's own store.
     #[arg(long, env = "WEFTD_TRACING_URL")]
     pub tracing_url: Option<String>,
+    /// Address of the trace collector (Zipkin v2 JSON at `/api/v2/spans`, OTLP/HTTP at `/v1/traces`)
+    /// and of Zipkin's query API (Zipkin's port, 9411), or `off`. Default: --debug-address's IP, port
+    /// 9411.
+    #[arg(long, env = "WEFTD_ZIPKIN_ADDRESS")]
+    pub zipkin_address: Option<weft_trace::collector::Listen>,
+    /// Address of the OTLP/HTTP trace collector (OpenTelemetry's port, 4318), or `off`. Default:
+    /// --debug-address's IP, port 4318.
+    #[arg(long, env = "WEFTD_OTLP_HTTP_ADDRESS")]
+    pub otlp_http_address: Option<weft_trace::collector::Listen>,
+    /// Most traces the trace store keeps; the oldest go first.
+    #[arg(long, env = "WEFTD_TRACE_MAX_TRACES", default_value_t = weft_trace::store::DEFAULT_MAX_TRACES,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub trace_max_traces: usize,
+    /// Most spans the trace store keeps, across its traces (about 1.5 KB each); the oldest traces go
+    /// first.
+    #[arg(long, env = "WEFTD_TRACE_MAX_SPANS", default_value_t = weft_trace::store::DEFAULT_MAX_SPANS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub trace_max_spans: usize,
     /// Validate the config directory, print every problem, and exit (1 on errors).
     #[arg(long)]
     pub check: bool,
@@ -105,6 +123,12 @@ pub struct Config {
     pub debounce_after: Duration,
     /// Debounce maximum.
     pub debounce_max: Duration,
+    /// The trace collector's Zipkin port (with the query API), when on.
+    pub zipkin_address: Option<SocketAddr>,
+    /// The trace collector's OTLP/HTTP port, when on.
+    pub otlp_http_address: Option<SocketAddr>,
+    /// The trace store's bounds.
+    pub trace_bounds: weft_trace::store::Bounds,
     /// The console.
     pub console: console::Settings,
 }
@@ -180,12 +204,25 @@ impl TryFrom<&Args> for Config {
             prometheus_url: url("prometheus-url", &a.prometheus_url)?,
             tracing_url: url("tracing-url", &a.tracing_url)?,
         };
+        // The trace ports default to the debug address's IP, so weftds on loopback addresses of their
+        // own (`weft demo`, the end-to-end tests) do not contend for one port.
+        use weft_trace::collector::{Listen, OTLP_HTTP_PORT, ZIPKIN_PORT};
+        let trace_port = |flag: Option<Listen>, port| match flag {
+            Some(l) => l.addr(),
+            None => Some(SocketAddr::new(a.debug_address.ip(), port)),
+        };
         Ok(Config {
             config_dir: a.config_dir.clone(),
             xds_address: a.xds_address,
             debug_address: a.debug_address,
             debounce_after: a.debounce_after,
             debounce_max: a.debounce_max,
+            zipkin_address: trace_port(a.zipkin_address, ZIPKIN_PORT),
+            otlp_http_address: trace_port(a.otlp_http_address, OTLP_HTTP_PORT),
+            trace_bounds: weft_trace::store::Bounds {
+                max_traces: a.trace_max_traces,
+                max_spans: a.trace_max_spans,
+            },
             console,
         })
     }
@@ -302,6 +339,27 @@ pub async fn run(config: Config) -> Result<(), Error> {
             source,
         })?;
     info!(xds = %config.xds_address, debug = %config.debug_address, "serving");
+    // weft-trace's collector: spans in on the Zipkin and OTLP/HTTP ports, one store, Zipkin's query
+    // API on the Zipkin port.
+    let traces = Arc::new(weft_trace::TraceStore::new(config.trace_bounds));
+    let collector = weft_trace::collector::Collector::bind(
+        config.zipkin_address,
+        config.otlp_http_address,
+        traces.clone(),
+    )
+    .await
+    .map_err(|e| Error::Bind {
+        what: match e.which {
+            weft_trace::collector::Listener::Zipkin => "trace collector (--zipkin-address)",
+            weft_trace::collector::Listener::OtlpHttp => "trace collector (--otlp-http-address)",
+        },
+        addr: e.addr,
+        source: e.source,
+    })?;
+    let mut stop = shutdown_rx.clone();
+    let collector_task = tokio::spawn(collector.serve(async move {
+        let _ = stop.changed().await;
+    }));
     let console_listener = match config.console.address {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -390,7 +448,6 @@ pub async fn run(config: Config) -> Result<(), Error> {
     ));
 
     // The console reads the proxies' status, the model, and the traces weftd's collector stores.
-    let traces = Arc::new(weft_trace::TraceStore::new(Default::default()));
     let console_task = console_listener.map(|l| {
         let c = console::Console::new(
             config.console.clone(),
@@ -419,6 +476,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let _ = shutdown_tx.send(true);
     watch_task.abort();
     let _ = debug_task.await;
+    let _ = collector_task.await;
     if let Some(t) = console_task {
         let _ = t.await;
     }
