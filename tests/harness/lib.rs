@@ -1,6 +1,8 @@
 //! The end-to-end harness: a whole mesh (weftd, Bookinfo, sidecars) on its own loopback addresses, a
 //! client that reads which reviews version served a page, and the `weft` command.
 
+pub mod grafana;
+
 use anyhow::{bail, Context};
 use std::future::Future;
 use std::path::{Path, PathBuf};
