@@ -2,6 +2,7 @@
 //! client that reads which reviews version served a page, and the `weft` command.
 
 pub mod grafana;
+pub mod prometheus;
 
 use anyhow::{bail, Context};
 use std::future::Future;
