@@ -205,7 +205,8 @@ function chart(id, series, data) {
   const box = $(`#${id}`);
   const opts = {
     width: Math.max(300, box.clientWidth || 480), height: 220,
-    series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, spanGaps: false }))],
+    series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, spanGaps: false,
+      points: { show: true, size: 3, fill: stroke } }))],
     axes: [{}, { size: 60 }],
     scales: { x: { time: true } },
   };

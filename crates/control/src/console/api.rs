@@ -301,7 +301,12 @@ async fn metrics(State(c): State<Console>, RawQuery(q): RawQuery) -> Response {
         let mut tot = super::traffic::Totals::default();
         rows.iter().for_each(|r| tot.add(r));
         t.push(*at as f64 / 1000.0);
-        rps.push(json!(tot.rps));
+        // No series had two points in this window: no data, not zero.
+        rps.push(if rows.is_empty() {
+            Value::Null
+        } else {
+            json!(tot.rps)
+        });
         success.push(if tot.rps > 0.0 {
             json!(1.0 - tot.error_ratio())
         } else {

@@ -74,8 +74,13 @@ fn workload_id(namespace: &str, workload: &str) -> String {
     format!("workload:{namespace}/{workload}")
 }
 
-/// `reviews` and `default` from `reviews.default.svc.cluster.local`.
+/// `reviews` and `default` from `reviews.default.svc.cluster.local`; an address (a client that called a
+/// sidecar by IP) is its own name.
 fn service_parts(host: &str) -> (String, String) {
+    let bare = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    if host.parse::<std::net::IpAddr>().is_ok() || bare.parse::<std::net::Ipv4Addr>().is_ok() {
+        return (host.to_string(), String::new());
+    }
     let mut parts = host.split('.');
     let name = parts.next().unwrap_or_default().to_string();
     let namespace = parts.next().unwrap_or_default().to_string();
@@ -458,6 +463,23 @@ mod tests {
         );
         // The unrouted request ends at productpage itself: no service, no workload.
         assert!(g.edges.iter().all(|e| e.target != UNKNOWN));
+    }
+
+    #[test]
+    fn a_service_called_by_address_is_named_by_it() {
+        assert_eq!(
+            service_parts("127.0.1.10"),
+            ("127.0.1.10".into(), String::new())
+        );
+        assert_eq!(
+            service_parts("127.0.1.10:9080"),
+            ("127.0.1.10:9080".into(), String::new())
+        );
+        assert_eq!(service_parts("::1"), ("::1".into(), String::new()));
+        assert_eq!(
+            service_parts("reviews.default.svc.cluster.local"),
+            ("reviews".into(), "default".into())
+        );
     }
 
     fn close(got: Option<f64>, want: f64) -> bool {
