@@ -100,6 +100,14 @@ impl Layout {
     pub fn debug_address(&self) -> String {
         format!("{}:15014", self.weftd_ip)
     }
+    /// weftd's console.
+    pub fn console_address(&self) -> String {
+        format!(
+            "{}:{}",
+            self.weftd_ip,
+            crate::dashboard::DEFAULT_CONSOLE_PORT
+        )
+    }
     /// productpage through its sidecar.
     pub fn productpage_address(&self) -> String {
         format!("{}.10:{SERVICE_PORT}", self.subnet)
@@ -130,7 +138,13 @@ impl Layout {
             .arg("--xds-address")
             .arg(self.xds_address())
             .arg("--debug-address")
-            .arg(self.debug_address());
+            .arg(self.debug_address())
+            .arg("--console-address")
+            .arg(self.console_address())
+            // One machine's six proxies: scraping them every 5 s costs nothing and keeps the console
+            // lively (Istio's 15 s elsewhere).
+            .arg("--scrape-interval")
+            .arg("5s");
         c
     }
 
@@ -338,6 +352,10 @@ pub async fn run(layout: Layout, keep_config: bool) -> anyhow::Result<()> {
         "  weftd:         xDS {}  debug http://{}/debug/syncz",
         layout.xds_address(),
         layout.debug_address()
+    );
+    println!(
+        "  console:       http://{}/  (weft dashboard)",
+        layout.console_address()
     );
     println!("  config dir:    {}", layout.config_dir.display());
     println!("  logs:          {}", log_dir.display());

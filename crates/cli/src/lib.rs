@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod http;
 pub mod install;
@@ -90,6 +91,18 @@ pub enum Command {
         what: String,
         /// Proxy (workload, workload.namespace or node id).
         proxy: String,
+    },
+    /// Print the address of weftd's console (service graph, metrics, traces) and open a browser on it.
+    Dashboard {
+        /// The console's address (default: weftd's host, port 20001).
+        #[arg(long, env = "WEFT_CONSOLE_ADDRESS")]
+        address: Option<String>,
+        /// The browser to open it with.
+        #[arg(long, env = "BROWSER", default_value = "xdg-open")]
+        browser: String,
+        /// Only print the address.
+        #[arg(long)]
+        no_browser: bool,
     },
     /// Print the configuration of an add-on for this mesh.
     #[command(subcommand)]
@@ -203,6 +216,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::ProxyConfig { what, proxy } => {
             status::proxy_config(&cli.weftd, &what, &proxy).await?;
+            Ok(0)
+        }
+        Command::Dashboard {
+            address,
+            browser,
+            no_browser,
+        } => {
+            let addr = dashboard::console_address(&cli.weftd, address.as_deref());
+            dashboard::run(&addr, (!no_browser).then_some(browser.as_str())).await?;
             Ok(0)
         }
         Command::Install(Install::Prometheus { scrape_interval }) => {
