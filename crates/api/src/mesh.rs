@@ -27,11 +27,11 @@ pub struct MeshConfig {
     pub default_http_retry_policy: Option<HttpRetry>,
     /// Automatic mTLS (later issue).
     pub enable_auto_mtls: Option<bool>,
-    /// Access log file (later issue).
+    /// Access log file; empty or absent: none (weft-proxy's HTTP listeners log to it).
     pub access_log_file: Option<String>,
-    /// Access log encoding (later issue).
+    /// Access log encoding: `TEXT` (default) or `JSON`.
     pub access_log_encoding: Option<String>,
-    /// Access log format (later issue).
+    /// Access log format: Envoy's format string (text), or a JSON object of keys to format strings.
     pub access_log_format: Option<String>,
     /// Tracing switch (later issue).
     pub enable_tracing: Option<bool>,

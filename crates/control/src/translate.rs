@@ -10,6 +10,7 @@ use tracing::warn;
 use weft_api::networking::service_entry::ServicePort;
 use weft_api::networking::sidecar::EgressHost;
 use weft_xds::node::ProxyIdentity;
+use weft_xds::pb::envoy::config::accesslog::v3::AccessLog as XAccessLog;
 use weft_xds::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
 };
@@ -252,7 +253,7 @@ pub fn outbound_frontends(
     let mut out = ProxyResources::default();
     let ports = http_ports(&visible);
     let listeners = out.by_type.entry(type_url::LISTENER).or_default();
-    for l in outbound_listeners(&ports) {
+    for l in outbound_listeners(&ports, &model.mesh) {
         listeners.insert(l.name.clone(), pack(type_url::LISTENER, &l));
     }
     let routes = out.by_type.entry(type_url::ROUTE).or_default();
@@ -524,6 +525,117 @@ fn endpoints_for(model: &Model, services: &[&Service]) -> Vec<ClusterLoadAssignm
     out
 }
 
+/// The connection managers' access log, from MeshConfig as Istio reads it: `accessLogFile` (empty: none),
+/// `accessLogEncoding` `TEXT` (default) or `JSON`, and `accessLogFormat` (a format string for text, a
+/// JSON object of keys to format strings for JSON; empty: Istio's default).
+pub fn access_logs(mesh: &weft_api::MeshConfig) -> Vec<XAccessLog> {
+    use weft_xds::pb::envoy::config::core::v3::{
+        data_source, substitution_format_string, DataSource, SubstitutionFormatString,
+    };
+    use weft_xds::pb::envoy::extensions::access_loggers::file::v3::{
+        file_access_log, FileAccessLog,
+    };
+    use weft_xds::pb::google::protobuf::{value::Kind, Struct, Value};
+    let Some(path) = mesh.access_log_file.as_deref().filter(|p| !p.is_empty()) else {
+        return Vec::new();
+    };
+    let json = mesh
+        .access_log_encoding
+        .as_deref()
+        .is_some_and(|e| e.eq_ignore_ascii_case("JSON"));
+    let custom = mesh.access_log_format.as_deref().filter(|f| !f.is_empty());
+    let format = match (json, custom) {
+        (false, None) => None,
+        (false, Some(text)) => Some(substitution_format_string::Format::TextFormatSource(
+            DataSource {
+                specifier: Some(data_source::Specifier::InlineString(text.to_string())),
+                ..Default::default()
+            },
+        )),
+        (true, custom) => {
+            let keys: Vec<(String, String)> = match custom
+                .and_then(|c| serde_json::from_str::<BTreeMap<String, String>>(c).ok())
+            {
+                Some(map) => map.into_iter().collect(),
+                None => ISTIO_JSON_KEYS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            };
+            let fields = keys
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        Value {
+                            kind: Some(Kind::StringValue(v)),
+                        },
+                    )
+                })
+                .collect();
+            Some(substitution_format_string::Format::JsonFormat(Struct {
+                fields,
+            }))
+        }
+    };
+    let file = FileAccessLog {
+        path: path.to_string(),
+        access_log_format: format.map(|f| {
+            file_access_log::AccessLogFormat::LogFormat(SubstitutionFormatString {
+                format: Some(f),
+                ..Default::default()
+            })
+        }),
+    };
+    vec![XAccessLog {
+        name: filter_name::FILE_ACCESS_LOG.into(),
+        config_type: Some(
+            weft_xds::pb::envoy::config::accesslog::v3::access_log::ConfigType::TypedConfig(pack(
+                type_url::FILE_ACCESS_LOG,
+                &file,
+            )),
+        ),
+        ..Default::default()
+    }]
+}
+
+/// Istio's default JSON access log keys and their operators.
+const ISTIO_JSON_KEYS: [(&str, &str); 24] = [
+    ("start_time", "%START_TIME%"),
+    ("route_name", "%ROUTE_NAME%"),
+    ("method", "%REQ(:METHOD)%"),
+    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+    ("protocol", "%PROTOCOL%"),
+    ("response_code", "%RESPONSE_CODE%"),
+    ("response_flags", "%RESPONSE_FLAGS%"),
+    ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
+    (
+        "connection_termination_details",
+        "%CONNECTION_TERMINATION_DETAILS%",
+    ),
+    ("bytes_received", "%BYTES_RECEIVED%"),
+    ("bytes_sent", "%BYTES_SENT%"),
+    ("duration", "%DURATION%"),
+    (
+        "upstream_service_time",
+        "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    ),
+    ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
+    ("user_agent", "%REQ(USER-AGENT)%"),
+    ("request_id", "%REQ(X-REQUEST-ID)%"),
+    ("authority", "%REQ(:AUTHORITY)%"),
+    ("upstream_host", "%UPSTREAM_HOST%"),
+    ("upstream_cluster", "%UPSTREAM_CLUSTER_RAW%"),
+    ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+    ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
+    (
+        "upstream_transport_failure_reason",
+        "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    ),
+];
+
 fn http_filters() -> Vec<HttpFilter> {
     vec![
         HttpFilter {
@@ -593,7 +705,7 @@ fn tcp_proxy_filter(cluster: &str) -> Filter {
     }
 }
 
-fn outbound_listeners(ports: &BTreeSet<u32>) -> Vec<Listener> {
+fn outbound_listeners(ports: &BTreeSet<u32>, mesh: &weft_api::MeshConfig) -> Vec<Listener> {
     let mut out = Vec::new();
     for &port in ports {
         let hcm = HttpConnectionManager {
@@ -604,6 +716,7 @@ fn outbound_listeners(ports: &BTreeSet<u32>) -> Vec<Listener> {
                 route_config_name: port.to_string(),
             })),
             http_filters: http_filters(),
+            access_log: access_logs(mesh),
             ..Default::default()
         };
         out.push(listener(
@@ -631,6 +744,7 @@ fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
                 codec_type: CodecType::Auto as i32,
                 route_specifier: Some(RouteSpecifier::RouteConfig(route::inbound(port))),
                 http_filters: http_filters(),
+                access_log: access_logs(&model.mesh),
                 ..Default::default()
             })
         };

@@ -283,6 +283,8 @@ pub struct Snapshot {
     /// snapshot is built, so that a request makes one lookup where it made two (the listener, then its
     /// table by name: about 110 instructions for the second, `bench/instructions`).
     pub outbound_routes_by_port: FastMap<u16, Arc<RouteConfig>>,
+    /// The access logs of the virtual outbound listeners, by port.
+    pub outbound_access_logs: FastMap<u16, Arc<crate::telemetry::access_log::AccessLog>>,
     /// Route tables by name.
     pub routes: FastMap<String, Arc<RouteConfig>>,
     /// Clusters by name, each with its current endpoints.
@@ -318,8 +320,12 @@ impl Snapshot {
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
         let mut outbound_routes_by_port = FastMap::default();
+        let mut outbound_access_logs = FastMap::default();
         for l in resources.listeners.values() {
             if let (true, Some(addr)) = (l.value.is_virtual_outbound(), l.value.address) {
+                if let Some(log) = &l.value.access_log {
+                    outbound_access_logs.insert(addr.port(), log.clone());
+                }
                 if let Some(table) = route_table_in(&routes, &l.value) {
                     outbound_routes_by_port.insert(addr.port(), table);
                 }
@@ -350,6 +356,7 @@ impl Snapshot {
         Snapshot {
             listeners,
             outbound_routes_by_port,
+            outbound_access_logs,
             routes,
             clusters,
             resources,

@@ -8,6 +8,7 @@
 //! values cloned, and the response body carries a [`Pending`] record (one allocation) that is written
 //! when the body ends: no lock once a label set exists (see [`metrics`]).
 
+pub mod access_log;
 pub mod metrics;
 pub mod peer;
 
@@ -284,6 +285,52 @@ pub struct Pending {
     /// gRPC messages in the request body (counted where it was buffered).
     request_messages: u64,
     response_messages: GrpcFrames,
+    /// The listener's access log and what its line needs, when the listener logs.
+    log: Option<Box<Logged>>,
+}
+
+/// A request's access log line in the making.
+#[derive(Debug)]
+pub struct Logged {
+    log: Arc<access_log::AccessLog>,
+    /// The request's part of the line.
+    pub request: access_log::Request,
+}
+
+impl Logged {
+    /// Copies what `log`'s format reads from the request as it arrives.
+    pub fn new(
+        log: Arc<access_log::AccessLog>,
+        parts: &http::request::Parts,
+        authority: &str,
+    ) -> Logged {
+        let mut headers = HeaderMap::new();
+        for h in &log.headers {
+            if let Some(v) = parts.headers.get(h) {
+                headers.insert(h.clone(), v.clone());
+            }
+        }
+        Logged {
+            request: access_log::Request {
+                start: Some(std::time::SystemTime::now()),
+                method: parts.method.as_str().to_string(),
+                path: parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string(),
+                authority: authority.to_string(),
+                protocol: match parts.version {
+                    http::Version::HTTP_2 => "HTTP/2",
+                    http::Version::HTTP_10 => "HTTP/1.0",
+                    _ => "HTTP/1.1",
+                },
+                headers,
+                ..Default::default()
+            },
+            log,
+        }
+    }
 }
 
 impl Pending {
@@ -309,7 +356,18 @@ impl Pending {
             response_bytes: 0,
             request_messages: 0,
             response_messages: GrpcFrames::default(),
+            log: None,
         }
+    }
+
+    /// Logs this request to `log` when it ends.
+    pub fn log_to(&mut self, logged: Logged) {
+        self.log = Some(Box::new(logged));
+    }
+
+    /// The access log line's request part, when the request is logged.
+    pub fn logged(&mut self) -> Option<&mut access_log::Request> {
+        self.log.as_mut().map(|l| &mut l.request)
     }
 
     /// The peer and service, once routing or the response has told them.
@@ -356,8 +414,23 @@ impl Pending {
             },
             flags: self.flags,
         };
+        let duration_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if let Some(l) = &self.log {
+            let flags = self.flags.to_string();
+            let line = l.log.format.line(
+                &l.request,
+                &access_log::Outcome {
+                    code: self.code,
+                    flags: &flags,
+                    received: self.request_bytes,
+                    sent: self.response_bytes,
+                    duration_ms: duration_us / 1000,
+                },
+            );
+            l.log.write(line);
+        }
         let o = Observation {
-            duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            duration_us,
             request_bytes: self.request_bytes,
             response_bytes: self.response_bytes,
             request_messages: self.request_messages,

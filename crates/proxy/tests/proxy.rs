@@ -2086,3 +2086,131 @@ async fn istio_metrics_from_both_sidecars_with_exchanged_metadata() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+/// `listener` (an HTTP one) with Envoy's file access logger writing to `path` in `format` (text; none:
+/// Istio's default).
+fn with_access_log(listener: weft_xds::Any, path: &str, format: Option<&str>) -> weft_xds::Any {
+    use weft_xds::pb::envoy::config::accesslog::v3::{access_log, AccessLog};
+    use weft_xds::pb::envoy::config::core::v3::{
+        data_source, substitution_format_string, DataSource, SubstitutionFormatString,
+    };
+    use weft_xds::pb::envoy::config::listener::v3::{filter, Listener};
+    use weft_xds::pb::envoy::extensions::access_loggers::file::v3::{
+        file_access_log, FileAccessLog,
+    };
+    use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    let mut l: Listener = weft_xds::unpack(&listener).expect("listener");
+    let f = &mut l.filter_chains[0].filters[0];
+    let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+        panic!("no hcm");
+    };
+    let mut hcm: HttpConnectionManager = weft_xds::unpack(any).expect("hcm");
+    let file = FileAccessLog {
+        path: path.into(),
+        access_log_format: format.map(|text| {
+            file_access_log::AccessLogFormat::LogFormat(SubstitutionFormatString {
+                format: Some(substitution_format_string::Format::TextFormatSource(
+                    DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(text.into())),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            })
+        }),
+    };
+    hcm.access_log = vec![AccessLog {
+        name: "envoy.access_loggers.file".into(),
+        config_type: Some(access_log::ConfigType::TypedConfig(pack(
+            type_url::FILE_ACCESS_LOG,
+            &file,
+        ))),
+        ..Default::default()
+    }];
+    *any = pack(type_url::HTTP_CONNECTION_MANAGER, &hcm);
+    pack(type_url::LISTENER, &l)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_logs_in_istios_format_and_bad_formats_refused() {
+    let app = Upstream::start("app", Behaviour::Ok).await;
+    let dir = std::env::temp_dir().join(format!("weft-access-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("sidecar.log");
+    let inbound = "inbound_127.0.0.1_9080";
+    let mut s = set("1", &[], vec![]);
+    s.clusters
+        .push(static_cluster("inbound|9080||", &[app.addr]));
+    s.listeners.push(with_access_log(
+        inbound_listener(
+            inbound,
+            "127.0.0.1:0".parse().expect("addr"),
+            "inbound|9080||",
+        ),
+        &path.display().to_string(),
+        None,
+    ));
+    let mut ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), s.clone()).await;
+    let proxy = start_proxy_with(&ads.url(), &["--xds-protocol", "sotw"]).await;
+    let bound = eventually("inbound bound", || async { proxy.listener_addr(inbound) }).await;
+    let r = send(
+        bound,
+        Form::Host,
+        "reviews:9080",
+        "/reviews/0?x=1",
+        &[("x-request-id", "req-42"), ("user-agent", "test-agent")],
+    )
+    .await
+    .expect("inbound");
+    assert_eq!(r.status, 200);
+    let line = eventually("a logged line", || async {
+        let text = std::fs::read_to_string(&path).ok()?;
+        text.lines().next().map(str::to_string)
+    })
+    .await;
+    // Istio's default text format, field by field.
+    assert!(line.starts_with('['), "{line}");
+    for part in [
+        "] \"GET /reviews/0?x=1 HTTP/1.1\" 200 - - - \"-\" 0 ",
+        " \"-\" \"test-agent\" \"req-42\" \"reviews:9080\" ",
+        &format!(" \"{}\" inbound|9080|| - - - - -", app.addr),
+    ] {
+        assert!(line.contains(part), "{part:?} in {line}");
+    }
+
+    // A format with an operator Weft does not know is refused (NACK), naming it; the old one serves.
+    s.version = "2".into();
+    s.listeners.retain(|l| {
+        let l: weft_xds::pb::envoy::config::listener::v3::Listener =
+            weft_xds::unpack(l).expect("listener");
+        l.name != inbound
+    });
+    s.listeners.push(with_access_log(
+        inbound_listener(
+            inbound,
+            "127.0.0.1:0".parse().expect("addr"),
+            "inbound|9080||",
+        ),
+        &path.display().to_string(),
+        Some("%NO_SUCH_THING%"),
+    ));
+    ads.update(s);
+    let nack = next_request(&mut ads, "LDS NACK", |r| {
+        r.type_url == type_url::LISTENER && r.error_detail.is_some()
+    })
+    .await;
+    let detail = nack.error_detail.expect("detail").message;
+    assert!(
+        detail.contains("%NO_SUCH_THING% is not an operator Weft knows"),
+        "{detail}"
+    );
+    assert_eq!(
+        send(bound, Form::Host, "reviews:9080", "/", &[])
+            .await
+            .expect("still serving")
+            .status,
+        200
+    );
+    proxy.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

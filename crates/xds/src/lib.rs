@@ -37,6 +37,9 @@ pub mod type_url {
     /// The TCP proxy, inside a listener's filter chain.
     pub const TCP_PROXY: &str =
         "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+    /// The file access logger, in a connection manager's `access_log`.
+    pub const FILE_ACCESS_LOG: &str =
+        "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
 
     /// The four types in the order a proxy should apply them (Envoy's: clusters before endpoints,
     /// listeners before routes).
@@ -64,6 +67,8 @@ pub mod filter_name {
     pub const ROUTER: &str = "envoy.filters.http.router";
     /// The network filter that proxies opaque TCP.
     pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+    /// The file access logger.
+    pub const FILE_ACCESS_LOG: &str = "envoy.access_loggers.file";
 }
 
 /// Packs a message into an `Any` with the given type URL.

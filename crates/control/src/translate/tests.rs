@@ -721,3 +721,66 @@ spec:
     let l = listener_of(&res, "inbound_127.0.50.8_9000");
     assert_eq!(only_filter(&l).0, filter_name::HTTP_CONNECTION_MANAGER);
 }
+
+#[test]
+fn meshconfig_access_logs_reach_every_http_listener() {
+    use weft_xds::pb::envoy::config::core::v3::substitution_format_string::Format as F;
+    use weft_xds::pb::envoy::extensions::access_loggers::file::v3::{
+        file_access_log::AccessLogFormat, FileAccessLog,
+    };
+    let file = |logs: &[XAccessLog]| -> FileAccessLog {
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].name, "envoy.access_loggers.file");
+        match &logs[0].config_type {
+            Some(
+                weft_xds::pb::envoy::config::accesslog::v3::access_log::ConfigType::TypedConfig(a),
+            ) => unpack(a).expect("FileAccessLog"),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut mesh = weft_api::MeshConfig::default();
+    assert!(access_logs(&mesh).is_empty(), "off by default, as in Istio");
+
+    mesh.access_log_file = Some("/dev/stdout".into());
+    let text = file(&access_logs(&mesh));
+    assert_eq!(
+        (text.path.as_str(), text.access_log_format),
+        ("/dev/stdout", None)
+    );
+
+    mesh.access_log_encoding = Some("JSON".into());
+    let json = file(&access_logs(&mesh));
+    let Some(AccessLogFormat::LogFormat(f)) = json.access_log_format else {
+        panic!("no format");
+    };
+    let Some(F::JsonFormat(st)) = f.format else {
+        panic!("not JSON");
+    };
+    assert_eq!(st.fields.len(), 24);
+    assert!(st.fields.contains_key("upstream_cluster"));
+
+    mesh.access_log_encoding = None;
+    mesh.access_log_format = Some("%REQ(:METHOD)% %RESPONSE_CODE%\n".into());
+    let custom = file(&access_logs(&mesh));
+    let Some(AccessLogFormat::LogFormat(f)) = custom.access_log_format else {
+        panic!("no format");
+    };
+    assert!(matches!(f.format, Some(F::TextFormatSource(_))));
+
+    // Every HTTP connection manager carries it: the outbound virtual listeners and the inbound ones.
+    let p = parse_file("registry.yaml", REGISTRY);
+    let res: Vec<Arc<weft_api::Resource>> = p.resources.into_iter().map(Arc::new).collect();
+    let m = Model::build(1, &res, mesh);
+    let out = for_proxy(&m, &proxy("default"));
+    let listeners = out.of(type_url::LISTENER).expect("listeners");
+    assert!(listeners.len() >= 2, "{:?}", listeners.keys());
+    for (name, any) in listeners {
+        let l: Listener = unpack(any).expect("listener");
+        let f = &l.filter_chains[0].filters[0];
+        let Some(filter::ConfigType::TypedConfig(hcm)) = &f.config_type else {
+            panic!("{name}");
+        };
+        let hcm: HttpConnectionManager = unpack(hcm).expect("hcm");
+        assert_eq!(file(&hcm.access_log).path, "/dev/stdout", "{name}");
+    }
+}

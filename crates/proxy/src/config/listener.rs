@@ -3,9 +3,13 @@
 
 use super::route::{RouteConfig, RouteError};
 use super::SocketAddressError;
+use crate::telemetry::access_log::{self as access_log_format, AccessLog, Format};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use weft_xds::pb::envoy::config::accesslog::v3::{access_log, AccessLog as XAccessLog};
+use weft_xds::pb::envoy::config::core::v3::{data_source, substitution_format_string};
 use weft_xds::pb::envoy::config::listener::v3 as xlistener;
+use weft_xds::pb::envoy::extensions::access_loggers::file::v3::{file_access_log, FileAccessLog};
 use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
@@ -55,6 +59,12 @@ pub enum ListenerError {
         /// The filter's name.
         filter: String,
     },
+    /// The connection manager's file access log cannot be used.
+    #[error("access_log {why}")]
+    AccessLog {
+        /// What is wrong, naming the logger.
+        why: String,
+    },
 }
 
 /// Traffic direction of a listener.
@@ -94,6 +104,8 @@ pub struct Listener {
     pub direction: Direction,
     /// Its routes.
     pub routes: RouteSource,
+    /// Its HTTP access log (Envoy's file access logger in its connection manager), if any.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl Listener {
@@ -130,6 +142,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
             _ => Direction::Unspecified,
         };
         let mut routes = RouteSource::None;
+        let mut access_log = None;
         let filters = l
             .filter_chains
             .iter()
@@ -165,6 +178,9 @@ impl TryFrom<&xlistener::Listener> for Listener {
                     filter: f.name.clone(),
                     source,
                 })?;
+            access_log = file_access_log(&hcm.access_log)
+                .map_err(|why| ListenerError::AccessLog { why })?
+                .map(Arc::new);
             routes = match hcm.route_specifier {
                 Some(RouteSpecifier::Rds(rds)) => RouteSource::Rds(rds.route_config_name),
                 Some(RouteSpecifier::RouteConfig(rc)) => {
@@ -186,8 +202,69 @@ impl TryFrom<&xlistener::Listener> for Listener {
             bind: l.bind_to_port.as_ref().map(|b| b.value).unwrap_or(true),
             direction,
             routes,
+            access_log,
         })
     }
+}
+
+/// The file access log among a connection manager's access loggers: its path and format (Istio's
+/// text format when it gives none). Another kind of logger is ignored; a bad format is an error.
+fn file_access_log(logs: &[XAccessLog]) -> Result<Option<AccessLog>, String> {
+    for l in logs {
+        let Some(access_log::ConfigType::TypedConfig(any)) = &l.config_type else {
+            continue;
+        };
+        if any.type_url != weft_xds::type_url::FILE_ACCESS_LOG {
+            continue;
+        }
+        let file: FileAccessLog = weft_xds::unpack(any).map_err(|e| format!("{}: {e}", l.name))?;
+        let format = match file.access_log_format {
+            None => Format::istio_text(),
+            Some(file_access_log::AccessLogFormat::LogFormat(f)) => match f.format {
+                Some(substitution_format_string::Format::TextFormatSource(src)) => {
+                    match src.specifier {
+                        Some(data_source::Specifier::InlineString(s)) => Format::Text(
+                            access_log_format::parse(&s).map_err(|e| format!("{}: {e}", l.name))?,
+                        ),
+                        _ => {
+                            return Err(format!(
+                                "{}: only an inline text format is supported",
+                                l.name
+                            ))
+                        }
+                    }
+                }
+                Some(substitution_format_string::Format::JsonFormat(st)) => {
+                    let mut keys = Vec::new();
+                    for (k, v) in &st.fields {
+                        let Some(weft_xds::pb::google::protobuf::value::Kind::StringValue(f)) =
+                            &v.kind
+                        else {
+                            return Err(format!(
+                                "{}: JSON key {k:?} is not a format string",
+                                l.name
+                            ));
+                        };
+                        keys.push((
+                            k.clone(),
+                            access_log_format::parse(f).map_err(|e| format!("{}: {e}", l.name))?,
+                        ));
+                    }
+                    keys.sort_by(|a, b| a.0.cmp(&b.0));
+                    Format::Json(keys)
+                }
+                _ => Format::istio_text(),
+            },
+            Some(_) => return Err(format!("{}: only log_format is supported", l.name)),
+        };
+        let path = if file.path.is_empty() {
+            "/dev/stdout".to_string()
+        } else {
+            file.path
+        };
+        return Ok(Some(AccessLog::new(path, format)));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
