@@ -33,17 +33,17 @@ pub struct MeshConfig {
     pub access_log_encoding: Option<String>,
     /// Access log format: Envoy's format string (text), or a JSON object of keys to format strings.
     pub access_log_format: Option<String>,
-    /// Tracing switch (later issue).
+    /// Tracing switch (default true); see [`MeshConfig::tracing`].
     pub enable_tracing: Option<bool>,
-    /// Proxy defaults (later issue).
+    /// Proxy defaults; weft reads `tracing.sampling` and `tracing.zipkin.address` ([`MeshConfig::tracing`]).
     pub default_config: Option<Loose>,
     /// `ALLOW_ANY` / `REGISTRY_ONLY`.
     pub outbound_traffic_policy: Option<Loose>,
     /// Inbound policy.
     pub inbound_traffic_policy: Option<Loose>,
-    /// Extension providers (later issue).
+    /// Extension providers; weft reads the `zipkin` and `opentelemetry` tracers ([`MeshConfig::tracing`]).
     pub extension_providers: Option<Loose>,
-    /// Default providers (later issue).
+    /// Default providers; weft reads `tracing` ([`MeshConfig::tracing`]).
     pub default_providers: Option<Loose>,
     /// Locality load balancing (later issue).
     pub locality_lb_setting: Option<Loose>,
@@ -112,4 +112,248 @@ pub fn is_mesh_file(file_name: &str) -> bool {
         file_name,
         "mesh.yaml" | "mesh.yml" | "meshconfig.yaml" | "meshconfig.yml"
     )
+}
+
+/// Where a proxy sends its spans, as MeshConfig chooses it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TracingProvider {
+    /// Zipkin v2 JSON to `http://{address}/api/v2/spans`.
+    Zipkin {
+        /// `host:port`.
+        address: String,
+    },
+    /// OTLP/HTTP protobuf to `http://{address}{path}`.
+    OpenTelemetry {
+        /// `host:port`.
+        address: String,
+        /// The request path (`/v1/traces` unless given).
+        path: String,
+    },
+}
+
+/// MeshConfig's tracing, read: what every HTTP connection manager gets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// Percent of requests sampled when the caller has not decided (0 to 100).
+    pub sampling: f64,
+    /// The collector.
+    pub provider: TracingProvider,
+}
+
+/// A MeshConfig tracing setting weft cannot use.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct TracingError {
+    /// The field, as written in MeshConfig (`defaultConfig.tracing.sampling`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Istio's default sampling percentage (`PILOT_TRACE_SAMPLING`'s default).
+pub const DEFAULT_TRACE_SAMPLING: f64 = 1.0;
+/// The path of OTLP/HTTP's trace export.
+pub const OTLP_HTTP_PATH: &str = "/v1/traces";
+
+impl MeshConfig {
+    /// Tracing as Istio reads it: off when `enableTracing` is false; else the provider named first in
+    /// `defaultProviders.tracing` (a `zipkin` or an `opentelemetry` one of `extensionProviders`), else
+    /// the legacy `defaultConfig.tracing.zipkin.address`; none when neither is set. The sampling is
+    /// `defaultConfig.tracing.sampling` (percent, default 1.0).
+    pub fn tracing(&self) -> Result<Option<Tracing>, TracingError> {
+        if self.enable_tracing == Some(false) {
+            return Ok(None);
+        }
+        let err = |field: &str, message: String| TracingError {
+            field: field.to_string(),
+            message,
+        };
+        let legacy = self.default_config.as_ref().and_then(|d| d.get("tracing"));
+        let sampling = match legacy.and_then(|t| t.get("sampling")) {
+            None | Some(Loose::Null) => DEFAULT_TRACE_SAMPLING,
+            Some(v) => match v.as_f64() {
+                Some(p) if (0.0..=100.0).contains(&p) => p,
+                _ => {
+                    return Err(err(
+                        "defaultConfig.tracing.sampling",
+                        format!("{} is not a percentage from 0 to 100", yaml_text(v)),
+                    ))
+                }
+            },
+        };
+        let chosen = match self
+            .default_providers
+            .as_ref()
+            .and_then(|d| d.get("tracing"))
+        {
+            None | Some(Loose::Null) => None,
+            Some(Loose::Sequence(names)) => match names.first() {
+                None => None,
+                Some(Loose::String(n)) => Some(n.as_str()),
+                Some(v) => {
+                    return Err(err(
+                        "defaultProviders.tracing[0]",
+                        format!("{} is not a provider name", yaml_text(v)),
+                    ))
+                }
+            },
+            Some(v) => {
+                return Err(err(
+                    "defaultProviders.tracing",
+                    format!("{} is not a list of provider names", yaml_text(v)),
+                ))
+            }
+        };
+        if let Some(name) = chosen {
+            let provider = self.extension_provider(name)?;
+            return Ok(Some(Tracing { sampling, provider }));
+        }
+        let address = legacy
+            .and_then(|t| t.get("zipkin"))
+            .and_then(|z| z.get("address"));
+        match address {
+            None | Some(Loose::Null) => Ok(None),
+            Some(Loose::String(a)) if is_host_port(a) => Ok(Some(Tracing {
+                sampling,
+                provider: TracingProvider::Zipkin { address: a.clone() },
+            })),
+            Some(v) => Err(err(
+                "defaultConfig.tracing.zipkin.address",
+                format!("{} is not host:port", yaml_text(v)),
+            )),
+        }
+    }
+
+    /// The tracing provider `name` of `extensionProviders`.
+    fn extension_provider(&self, name: &str) -> Result<TracingProvider, TracingError> {
+        let list = match &self.extension_providers {
+            Some(Loose::Sequence(l)) => l.as_slice(),
+            _ => &[],
+        };
+        let Some((i, p)) = list
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.get("name").and_then(Loose::as_str) == Some(name))
+        else {
+            return Err(TracingError {
+                field: "defaultProviders.tracing[0]".into(),
+                message: format!("no extensionProviders entry is named {name:?}"),
+            });
+        };
+        let field = |f: &str| format!("extensionProviders[{i}].{f}");
+        let address = |kind: &str, body: &Loose| -> Result<String, TracingError> {
+            let service = body.get("service").and_then(Loose::as_str).unwrap_or("");
+            let port = body.get("port").and_then(Loose::as_u64);
+            match (service, port) {
+                (s, Some(p)) if !s.is_empty() && (1..=65535).contains(&p) => Ok(format!("{s}:{p}")),
+                _ => Err(TracingError {
+                    field: field(kind),
+                    message: "needs service (a host) and port (1 to 65535)".into(),
+                }),
+            }
+        };
+        if let Some(z) = p.get("zipkin") {
+            return Ok(TracingProvider::Zipkin {
+                address: address("zipkin", z)?,
+            });
+        }
+        if let Some(o) = p.get("opentelemetry") {
+            let address = address("opentelemetry", o)?;
+            let Some(http) = o.get("http") else {
+                return Err(TracingError {
+                    field: field("opentelemetry"),
+                    message: "OTLP over gRPC is not supported by weft yet; set http: {path: /v1/traces} and the OTLP/HTTP port".into(),
+                });
+            };
+            let path = match http.get("path").and_then(Loose::as_str) {
+                None | Some("") => OTLP_HTTP_PATH.to_string(),
+                Some(p) if p.starts_with('/') => p.to_string(),
+                Some(p) => {
+                    return Err(TracingError {
+                        field: field("opentelemetry.http.path"),
+                        message: format!("{p:?} does not start with /"),
+                    })
+                }
+            };
+            return Ok(TracingProvider::OpenTelemetry { address, path });
+        }
+        Err(TracingError {
+            field: field("name"),
+            message: format!(
+                "provider {name:?} is not a zipkin or opentelemetry provider (the tracers weft has)"
+            ),
+        })
+    }
+}
+
+/// `host:port` with a port from 1 to 65535.
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+fn yaml_text(v: &Loose) -> String {
+    serde_yaml_ng::to_string(v)
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| format!("{v:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh(yaml: &str) -> MeshConfig {
+        serde_yaml_ng::from_str(yaml).expect("mesh")
+    }
+
+    #[test]
+    fn tracing_from_legacy_zipkin_and_extension_providers() {
+        assert_eq!(MeshConfig::default().tracing(), Ok(None));
+        let t =
+            mesh("defaultConfig: {tracing: {sampling: 100, zipkin: {address: '10.0.0.1:9411'}}}")
+                .tracing()
+                .expect("ok")
+                .expect("on");
+        assert_eq!(t.sampling, 100.0);
+        assert_eq!(
+            t.provider,
+            TracingProvider::Zipkin {
+                address: "10.0.0.1:9411".into()
+            }
+        );
+        let t = mesh(
+            "extensionProviders: [{name: otel, opentelemetry: {service: otel.observability, port: 4318, http: {}}}]\ndefaultProviders: {tracing: [otel]}",
+        )
+        .tracing()
+        .expect("ok")
+        .expect("on");
+        assert_eq!(t.sampling, 1.0);
+        assert_eq!(
+            t.provider,
+            TracingProvider::OpenTelemetry {
+                address: "otel.observability:4318".into(),
+                path: "/v1/traces".into()
+            }
+        );
+        let off =
+            mesh("enableTracing: false\ndefaultConfig: {tracing: {zipkin: {address: 'z:9411'}}}");
+        assert_eq!(off.tracing(), Ok(None));
+    }
+
+    #[test]
+    fn bad_tracing_names_the_field() {
+        for (yaml, field) in [
+            ("defaultConfig: {tracing: {sampling: 101, zipkin: {address: 'z:9411'}}}", "defaultConfig.tracing.sampling"),
+            ("defaultConfig: {tracing: {zipkin: {address: zipkin}}}", "defaultConfig.tracing.zipkin.address"),
+            ("defaultProviders: {tracing: [nope]}", "defaultProviders.tracing[0]"),
+            ("extensionProviders: [{name: z, zipkin: {service: zipkin}}]\ndefaultProviders: {tracing: [z]}", "extensionProviders[0].zipkin"),
+            ("extensionProviders: [{name: o, opentelemetry: {service: o, port: 4317}}]\ndefaultProviders: {tracing: [o]}", "extensionProviders[0].opentelemetry"),
+            ("extensionProviders: [{name: d, datadog: {service: d, port: 8126}}]\ndefaultProviders: {tracing: [d]}", "extensionProviders[0].name"),
+        ] {
+            let e = mesh(yaml).tracing().expect_err(yaml);
+            assert_eq!(e.field, field, "{yaml}: {e}");
+        }
+    }
 }

@@ -260,7 +260,11 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
         let api_version = get("apiVersion");
         if kind_s.is_none() && api_version.is_none() && is_mesh_file(base) {
             match serde_yaml_ng::from_str::<MeshConfig>(&doc) {
-                Ok(m) => out.mesh = Some(m),
+                Ok(m) => match m.tracing() {
+                    Ok(_) => out.mesh = Some(m),
+                    // Refused whole, as istiod refuses a MeshConfig that does not validate.
+                    Err(e) => problem(line, "MeshConfig", "-", "mesh", &e.field, e.message),
+                },
                 Err(e) => {
                     let (l, field, msg) = yaml_error(&e, start);
                     problem(l, "MeshConfig", "-", "mesh", &field, msg);

@@ -29,7 +29,7 @@ use weft_xds::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Lis
 use weft_xds::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use weft_xds::pb::envoy::extensions::filters::http::router::v3::Router;
 use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::{CodecType, RouteSpecifier},
+    http_connection_manager::{CodecType, RouteSpecifier, Tracing},
     http_filter, HttpConnectionManager, HttpFilter, Rds,
 };
 use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
@@ -557,7 +557,7 @@ pub fn access_logs(mesh: &weft_api::MeshConfig) -> Vec<XAccessLog> {
                 .and_then(|c| serde_json::from_str::<BTreeMap<String, String>>(c).ok())
             {
                 Some(map) => map.into_iter().collect(),
-                None => ISTIO_JSON_KEYS
+                None => weft_xds::ISTIO_JSON_ACCESS_LOG
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
@@ -599,42 +599,79 @@ pub fn access_logs(mesh: &weft_api::MeshConfig) -> Vec<XAccessLog> {
     }]
 }
 
-/// Istio's default JSON access log keys and their operators.
-const ISTIO_JSON_KEYS: [(&str, &str); 24] = [
-    ("start_time", "%START_TIME%"),
-    ("route_name", "%ROUTE_NAME%"),
-    ("method", "%REQ(:METHOD)%"),
-    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
-    ("protocol", "%PROTOCOL%"),
-    ("response_code", "%RESPONSE_CODE%"),
-    ("response_flags", "%RESPONSE_FLAGS%"),
-    ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
-    (
-        "connection_termination_details",
-        "%CONNECTION_TERMINATION_DETAILS%",
-    ),
-    ("bytes_received", "%BYTES_RECEIVED%"),
-    ("bytes_sent", "%BYTES_SENT%"),
-    ("duration", "%DURATION%"),
-    (
-        "upstream_service_time",
-        "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
-    ),
-    ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
-    ("user_agent", "%REQ(USER-AGENT)%"),
-    ("request_id", "%REQ(X-REQUEST-ID)%"),
-    ("authority", "%REQ(:AUTHORITY)%"),
-    ("upstream_host", "%UPSTREAM_HOST%"),
-    ("upstream_cluster", "%UPSTREAM_CLUSTER_RAW%"),
-    ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
-    ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
-    ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
-    ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
-    (
-        "upstream_transport_failure_reason",
-        "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
-    ),
-];
+/// The connection managers' tracing, from MeshConfig ([`weft_api::MeshConfig::tracing`]): the sampling
+/// percentage and Envoy's Zipkin tracer (`POST /api/v2/spans`, JSON) or OpenTelemetry tracer (OTLP/HTTP).
+/// None when tracing is off or no provider is set (or the setting is bad: the read refused it already).
+///
+/// The collector is named by `host:port` where Envoy expects a cluster name (`collector_cluster`, and
+/// the OpenTelemetry `http_uri`'s cluster): weft-proxy reads a `host:port` there directly, and a name
+/// it has a cluster for as that cluster's first endpoint. `collector_hostname` is the host, as Istio
+/// sets it.
+pub fn tracing(mesh: &weft_api::MeshConfig) -> Option<Tracing> {
+    use weft_api::mesh::TracingProvider;
+    use weft_xds::pb::envoy::config::core::v3::{http_uri, HttpService, HttpUri};
+    use weft_xds::pb::envoy::config::trace::v3::{
+        tracing::http, tracing::Http, zipkin_config, OpenTelemetryConfig, ZipkinConfig,
+    };
+    let t = match mesh.tracing() {
+        Ok(t) => t?,
+        Err(e) => {
+            warn!(error = %e, "MeshConfig tracing ignored");
+            return None;
+        }
+    };
+    let provider = match &t.provider {
+        TracingProvider::Zipkin { address } => {
+            let host = address
+                .rsplit_once(':')
+                .map_or(address.as_str(), |(h, _)| h);
+            let z = ZipkinConfig {
+                collector_cluster: address.clone(),
+                collector_endpoint: "/api/v2/spans".into(),
+                collector_endpoint_version: zipkin_config::CollectorEndpointVersion::HttpJson
+                    as i32,
+                collector_hostname: host.to_string(),
+                trace_id_128bit: true,
+                ..Default::default()
+            };
+            Http {
+                name: filter_name::ZIPKIN_TRACER.into(),
+                config_type: Some(http::ConfigType::TypedConfig(pack(
+                    type_url::ZIPKIN_CONFIG,
+                    &z,
+                ))),
+            }
+        }
+        TracingProvider::OpenTelemetry { address, path } => {
+            let o = OpenTelemetryConfig {
+                http_service: Some(HttpService {
+                    http_uri: Some(HttpUri {
+                        uri: format!("http://{address}{path}"),
+                        timeout: Some(duration(std::time::Duration::from_secs(5))),
+                        http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
+                            address.clone(),
+                        )),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            Http {
+                name: filter_name::OPENTELEMETRY_TRACER.into(),
+                config_type: Some(http::ConfigType::TypedConfig(pack(
+                    type_url::OPENTELEMETRY_CONFIG,
+                    &o,
+                ))),
+            }
+        }
+    };
+    Some(Tracing {
+        random_sampling: Some(weft_xds::pb::envoy::r#type::v3::Percent { value: t.sampling }),
+        provider: Some(provider),
+        ..Default::default()
+    })
+}
+
 
 fn http_filters() -> Vec<HttpFilter> {
     vec![
@@ -717,6 +754,7 @@ fn outbound_listeners(ports: &BTreeSet<u32>, mesh: &weft_api::MeshConfig) -> Vec
             })),
             http_filters: http_filters(),
             access_log: access_logs(mesh),
+            tracing: tracing(mesh),
             ..Default::default()
         };
         out.push(listener(
@@ -745,6 +783,7 @@ fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
                 route_specifier: Some(RouteSpecifier::RouteConfig(route::inbound(port))),
                 http_filters: http_filters(),
                 access_log: access_logs(&model.mesh),
+                tracing: tracing(&model.mesh),
                 ..Default::default()
             })
         };

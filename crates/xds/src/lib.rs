@@ -40,6 +40,11 @@ pub mod type_url {
     /// The file access logger, in a connection manager's `access_log`.
     pub const FILE_ACCESS_LOG: &str =
         "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
+    /// The Zipkin tracer, in a connection manager's `tracing.provider`.
+    pub const ZIPKIN_CONFIG: &str = "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig";
+    /// The OpenTelemetry tracer, in a connection manager's `tracing.provider`.
+    pub const OPENTELEMETRY_CONFIG: &str =
+        "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig";
 
     /// The four types in the order a proxy should apply them (Envoy's: clusters before endpoints,
     /// listeners before routes).
@@ -69,7 +74,40 @@ pub mod filter_name {
     pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
     /// The file access logger.
     pub const FILE_ACCESS_LOG: &str = "envoy.access_loggers.file";
+    /// The Zipkin tracer.
+    pub const ZIPKIN_TRACER: &str = "envoy.tracers.zipkin";
+    /// The OpenTelemetry tracer.
+    pub const OPENTELEMETRY_TRACER: &str = "envoy.tracers.opentelemetry";
 }
+
+/// Istio's default JSON access log: its keys, in its order, and the Envoy operator of each. weftd sends
+/// it for `accessLogEncoding: JSON`; weft-proxy's parser knows every operator in it.
+pub const ISTIO_JSON_ACCESS_LOG: [(&str, &str); 24] = [
+    ("start_time", "%START_TIME%"),
+    ("route_name", "%ROUTE_NAME%"),
+    ("method", "%REQ(:METHOD)%"),
+    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+    ("protocol", "%PROTOCOL%"),
+    ("response_code", "%RESPONSE_CODE%"),
+    ("response_flags", "%RESPONSE_FLAGS%"),
+    ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
+    ("connection_termination_details", "%CONNECTION_TERMINATION_DETAILS%"),
+    ("bytes_received", "%BYTES_RECEIVED%"),
+    ("bytes_sent", "%BYTES_SENT%"),
+    ("duration", "%DURATION%"),
+    ("upstream_service_time", "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%"),
+    ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
+    ("user_agent", "%REQ(USER-AGENT)%"),
+    ("request_id", "%REQ(X-REQUEST-ID)%"),
+    ("authority", "%REQ(:AUTHORITY)%"),
+    ("upstream_host", "%UPSTREAM_HOST%"),
+    ("upstream_cluster", "%UPSTREAM_CLUSTER_RAW%"),
+    ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+    ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
+    ("upstream_transport_failure_reason", "%UPSTREAM_TRANSPORT_FAILURE_REASON%"),
+];
 
 /// Packs a message into an `Any` with the given type URL.
 pub fn pack<M: Message>(type_url: &str, msg: &M) -> Any {

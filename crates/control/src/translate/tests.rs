@@ -784,3 +784,77 @@ fn meshconfig_access_logs_reach_every_http_listener() {
         assert_eq!(file(&hcm.access_log).path, "/dev/stdout", "{name}");
     }
 }
+
+#[test]
+fn meshconfig_tracing_reaches_every_http_listener() {
+    use weft_xds::pb::envoy::config::trace::v3::{
+        tracing::http::ConfigType, OpenTelemetryConfig, ZipkinConfig,
+    };
+    let mesh =
+        |yaml: &str| -> weft_api::MeshConfig { parse_file("mesh.yaml", yaml).mesh.expect("mesh") };
+    assert!(
+        tracing(&weft_api::MeshConfig::default()).is_none(),
+        "no provider: no tracing"
+    );
+    assert!(tracing(&mesh(
+        "enableTracing: false\ndefaultConfig: {tracing: {zipkin: {address: 'z:9411'}}}"
+    ))
+    .is_none());
+    // A bad value refuses the MeshConfig when it is read, naming the field.
+    let bad = parse_file(
+        "mesh.yaml",
+        "defaultConfig: {tracing: {sampling: 200, zipkin: {address: 'z:9411'}}}",
+    );
+    assert!(bad.mesh.is_none());
+    assert_eq!(bad.diagnostics[0].field, "defaultConfig.tracing.sampling");
+
+    let zipkin =
+        mesh("defaultConfig: {tracing: {sampling: 100, zipkin: {address: '10.0.0.9:9411'}}}");
+    let t = tracing(&zipkin).expect("on");
+    assert_eq!(t.random_sampling.expect("sampling").value, 100.0);
+    let p = t.provider.expect("provider");
+    assert_eq!(p.name, "envoy.tracers.zipkin");
+    let Some(ConfigType::TypedConfig(any)) = &p.config_type else {
+        panic!("{p:?}")
+    };
+    let z: ZipkinConfig = unpack(any).expect("ZipkinConfig");
+    assert_eq!(z.collector_cluster, "10.0.0.9:9411");
+    assert_eq!(z.collector_hostname, "10.0.0.9");
+    assert_eq!(z.collector_endpoint, "/api/v2/spans");
+    assert_eq!(z.collector_endpoint_version, 1, "HTTP_JSON");
+
+    let otel = mesh(
+        "extensionProviders: [{name: otel, opentelemetry: {service: otel.obs.svc.cluster.local, port: 4318, http: {path: /v1/traces}}}]\ndefaultProviders: {tracing: [otel]}",
+    );
+    let t = tracing(&otel).expect("on");
+    assert_eq!(
+        t.random_sampling.expect("sampling").value,
+        1.0,
+        "Istio's default"
+    );
+    let p = t.provider.expect("provider");
+    assert_eq!(p.name, "envoy.tracers.opentelemetry");
+    let Some(ConfigType::TypedConfig(any)) = &p.config_type else {
+        panic!("{p:?}")
+    };
+    let o: OpenTelemetryConfig = unpack(any).expect("OpenTelemetryConfig");
+    let uri = o.http_service.and_then(|h| h.http_uri).expect("http_uri");
+    assert_eq!(uri.uri, "http://otel.obs.svc.cluster.local:4318/v1/traces");
+
+    // Every HTTP connection manager carries it.
+    let p = parse_file("registry.yaml", REGISTRY);
+    let res: Vec<Arc<weft_api::Resource>> = p.resources.into_iter().map(Arc::new).collect();
+    let m = Model::build(1, &res, zipkin);
+    let out = for_proxy(&m, &proxy("default"));
+    let listeners = out.of(type_url::LISTENER).expect("listeners");
+    assert!(listeners.len() >= 2, "{:?}", listeners.keys());
+    for (name, any) in listeners {
+        let l: Listener = unpack(any).expect("listener");
+        let f = &l.filter_chains[0].filters[0];
+        let Some(filter::ConfigType::TypedConfig(hcm)) = &f.config_type else {
+            panic!("{name}");
+        };
+        let hcm: HttpConnectionManager = unpack(hcm).expect("hcm");
+        assert!(hcm.tracing.is_some(), "{name}");
+    }
+}
