@@ -283,14 +283,23 @@ pub struct Snapshot {
     /// snapshot is built, so that a request makes one lookup where it made two (the listener, then its
     /// table by name: about 110 instructions for the second, `bench/instructions`).
     pub outbound_routes_by_port: FastMap<u16, Arc<RouteConfig>>,
-    /// The access logs of the virtual outbound listeners, by port.
-    pub outbound_access_logs: FastMap<u16, Arc<crate::telemetry::access_log::AccessLog>>,
+    /// The access logs and tracing of the virtual outbound listeners that have either, by port.
+    pub outbound_telemetry: FastMap<u16, ListenerTelemetry>,
     /// Route tables by name.
     pub routes: FastMap<String, Arc<RouteConfig>>,
     /// Clusters by name, each with its current endpoints.
     pub clusters: FastMap<String, Arc<Cluster>>,
     /// The stored resources, for `/config_dump`.
     pub resources: Resources,
+}
+
+/// A listener's per-request telemetry beyond metrics: its access log and its tracing.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerTelemetry {
+    /// The access log.
+    pub access_log: Option<Arc<crate::telemetry::access_log::AccessLog>>,
+    /// The tracing.
+    pub tracing: Option<Arc<crate::telemetry::spans::Tracing>>,
 }
 
 /// The route table `listener` uses among `routes`, if it has one.
@@ -320,11 +329,15 @@ impl Snapshot {
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
         let mut outbound_routes_by_port = FastMap::default();
-        let mut outbound_access_logs = FastMap::default();
+        let mut outbound_telemetry = FastMap::default();
         for l in resources.listeners.values() {
             if let (true, Some(addr)) = (l.value.is_virtual_outbound(), l.value.address) {
-                if let Some(log) = &l.value.access_log {
-                    outbound_access_logs.insert(addr.port(), log.clone());
+                if l.value.access_log.is_some() || l.value.tracing.is_some() {
+                    let t = ListenerTelemetry {
+                        access_log: l.value.access_log.clone(),
+                        tracing: l.value.tracing.clone(),
+                    };
+                    outbound_telemetry.insert(addr.port(), t);
                 }
                 if let Some(table) = route_table_in(&routes, &l.value) {
                     outbound_routes_by_port.insert(addr.port(), table);
@@ -356,7 +369,7 @@ impl Snapshot {
         Snapshot {
             listeners,
             outbound_routes_by_port,
-            outbound_access_logs,
+            outbound_telemetry,
             routes,
             clusters,
             resources,

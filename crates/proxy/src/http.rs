@@ -129,20 +129,27 @@ fn telemetry_start(
     } else {
         Protocol::Http
     };
+    let snap = shared.snapshot.load();
     let authority = authority_of(&parts.uri, &parts.headers).unwrap_or_default();
-    let log = {
-        let snap = shared.snapshot.load();
-        match entry {
-            Entry::Outbound => port_of(authority)
-                .and_then(|p| snap.outbound_access_logs.get(&p))
-                .cloned(),
-            Entry::Inbound(name) => snap
-                .listeners
-                .get(&**name)
-                .and_then(|l| l.value.access_log.clone()),
-        }
-    };
+    let (log, tracing) = match entry {
+        Entry::Outbound => port_of(authority)
+            .and_then(|p| snap.outbound_telemetry.get(&p))
+            .map(|t| (t.access_log.clone(), t.tracing.as_ref())),
+        Entry::Inbound(name) => snap
+            .listeners
+            .get(&**name)
+            .map(|l| (l.value.access_log.clone(), l.value.tracing.as_ref())),
+    }
+    .unwrap_or_default();
     let logged = log.map(|l| telemetry::Logged::new(l, parts, authority));
+    // Tracing edits the request's trace headers in place, before routing moves them upstream.
+    let traced = tracing.and_then(|cfg| {
+        let kind = match entry {
+            Entry::Outbound => weft_trace::Kind::Client,
+            Entry::Inbound(_) => weft_trace::Kind::Server,
+        };
+        telemetry::spans::start(t, &snap, cfg, kind, parts)
+    });
     let mut p = Box::new(match entry {
         Entry::Outbound => Pending::new(
             t.clone(),
@@ -159,6 +166,9 @@ fn telemetry_start(
     });
     if let Some(l) = logged {
         p.log_to(l);
+    }
+    if let Some(tr) = traced {
+        p.trace(tr);
     }
     p
 }
@@ -181,6 +191,10 @@ fn telemetry_end(
             }
         }
         Entry::Inbound(_) => t.announce(resp.headers_mut()),
+    }
+    if let (Some(tr), Some(plan)) = (p.traced(), plan) {
+        tr.cluster = plan.cluster.as_ref().map(|c| c.name.clone());
+        tr.upstream = plan.prepared.endpoint;
     }
     if let Some(l) = p.logged() {
         l.response_headers = resp.headers().clone();
@@ -255,6 +269,11 @@ fn uuid_v4_header() -> HeaderValue {
     let mut v = slab_value(&uuid_v4_ascii());
     v.set_sensitive(true);
     v
+}
+
+/// A new `x-request-id` value (a UUID v4), as the request path makes one.
+pub(crate) fn request_id_header() -> HeaderValue {
+    uuid_v4_header()
 }
 
 /// A count of milliseconds as a header value.

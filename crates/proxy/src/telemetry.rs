@@ -11,6 +11,7 @@
 pub mod access_log;
 pub mod metrics;
 pub mod peer;
+pub mod spans;
 
 use crate::config::FastMap;
 use crate::error::Flags;
@@ -163,6 +164,27 @@ pub struct Telemetry {
     unknown_service: Arc<Service>,
     /// The HTTP metrics.
     pub metrics: Metrics,
+    /// What every span says about this proxy.
+    pub trace_tags: spans::TraceTags,
+    /// The span exporters, one per collector (provider and URL), started when first needed.
+    exporters: Mutex<Vec<Collecting>>,
+}
+
+/// One span exporter and what it sends to.
+struct Collecting {
+    provider: weft_trace::exporter::Provider,
+    url: String,
+    reporter: weft_trace::Reporter,
+    _exporter: weft_trace::Exporter,
+}
+
+impl std::fmt::Debug for Collecting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collecting")
+            .field("provider", &self.provider)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Telemetry {
@@ -174,7 +196,20 @@ impl Telemetry {
             &identity.labels,
             cluster,
         ));
+        let trace_tags = spans::TraceTags {
+            proxy: weft_trace::ProxyTags {
+                node_id: identity.node_id().into(),
+                zone: "".into(),
+                mesh_id: "cluster.local".into(),
+                namespace: identity.namespace.clone().into(),
+                canonical_service: own.canonical_service.clone().into(),
+                canonical_revision: own.canonical_revision.clone().into(),
+            },
+            service: format!("{}.{}", own.canonical_service, identity.namespace).into(),
+        };
         Telemetry {
+            trace_tags,
+            exporters: Mutex::new(Vec::new()),
             own: OwnMetadata::new(identity, cluster),
             namespace: identity.namespace.clone(),
             peers: Peers::default(),
@@ -182,6 +217,51 @@ impl Telemetry {
             unknown_service: Arc::new(Service::unknown()),
             metrics: Metrics::new(own),
         }
+    }
+
+    /// The reporter of the exporter to `url` in `provider`'s format, started now if there is none yet
+    /// (on the current runtime); `None` when the URL is unusable (the listener was checked, so only a
+    /// cluster's endpoint can be).
+    pub fn reporter(
+        &self,
+        provider: weft_trace::exporter::Provider,
+        url: &str,
+    ) -> Option<weft_trace::Reporter> {
+        let mut exporters = self.exporters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = exporters
+            .iter()
+            .find(|c| c.provider == provider && c.url == url)
+        {
+            return Some(c.reporter.clone());
+        }
+        let config = match weft_trace::exporter::Config::new(provider, url) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "trace collector unusable; spans are not reported");
+                return None;
+            }
+        };
+        let (reporter, exporter) = weft_trace::Exporter::start(config);
+        tracing::info!(collector = url, ?provider, "reporting spans");
+        exporters.push(Collecting {
+            provider,
+            url: url.to_string(),
+            reporter: reporter.clone(),
+            _exporter: exporter,
+        });
+        Some(reporter)
+    }
+
+    /// The span exporters' counters: (collector URL, sent, dropped, failed requests).
+    pub fn trace_stats(&self) -> Vec<(String, u64, u64, u64)> {
+        let exporters = self.exporters.lock().unwrap_or_else(|e| e.into_inner());
+        exporters
+            .iter()
+            .map(|c| {
+                let s = c.reporter.stats();
+                (c.url.clone(), s.sent(), s.dropped(), s.failed_requests())
+            })
+            .collect()
     }
 
     /// Adds this sidecar's metadata headers (to a request sent upstream, or a response sent back).
@@ -287,6 +367,8 @@ pub struct Pending {
     response_messages: GrpcFrames,
     /// The listener's access log and what its line needs, when the listener logs.
     log: Option<Box<Logged>>,
+    /// The span, when the listener traces and the request is sampled.
+    trace: Option<Box<spans::Traced>>,
 }
 
 /// A request's access log line in the making.
@@ -357,12 +439,23 @@ impl Pending {
             request_messages: 0,
             response_messages: GrpcFrames::default(),
             log: None,
+            trace: None,
         }
     }
 
     /// Logs this request to `log` when it ends.
     pub fn log_to(&mut self, logged: Logged) {
         self.log = Some(Box::new(logged));
+    }
+
+    /// Reports a span for this request when it ends.
+    pub fn trace(&mut self, traced: Box<spans::Traced>) {
+        self.trace = Some(traced);
+    }
+
+    /// The span in the making, when the request is sampled.
+    pub fn traced(&mut self) -> Option<&mut spans::Traced> {
+        self.trace.as_deref_mut()
     }
 
     /// The access log line's request part, when the request is logged.
@@ -401,7 +494,7 @@ impl Pending {
     }
 
     /// Records the request as it stands.
-    pub fn record(self) {
+    pub fn record(mut self) {
         let key = Key {
             reporter: self.reporter,
             peer: PeerRef(self.peer),
@@ -415,8 +508,22 @@ impl Pending {
             flags: self.flags,
         };
         let duration_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let flags = match (&self.log, &self.trace) {
+            (None, None) => String::new(),
+            _ => self.flags.to_string(),
+        };
+        if let Some(tr) = self.trace.take() {
+            tr.report(
+                &self.telemetry,
+                &spans::End {
+                    code: self.code,
+                    flags: &flags,
+                    request_bytes: self.request_bytes,
+                    response_bytes: self.response_bytes,
+                },
+            );
+        }
         if let Some(l) = &self.log {
-            let flags = self.flags.to_string();
             let line = l.log.format.line(
                 &l.request,
                 &access_log::Outcome {

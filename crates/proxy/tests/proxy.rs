@@ -2214,3 +2214,327 @@ async fn access_logs_in_istios_format_and_bad_formats_refused() {
     proxy.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `listener` (an HTTP one) with Envoy's Zipkin tracer sending to `collector` (`host:port`, in
+/// `collector_cluster` as weftd writes it) at `percent`.
+fn with_tracing(listener: &weft_xds::Any, collector: &str, percent: f64) -> weft_xds::Any {
+    use weft_xds::pb::envoy::config::listener::v3::{filter, Listener};
+    use weft_xds::pb::envoy::config::trace::v3::{tracing, zipkin_config, ZipkinConfig};
+    use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        http_connection_manager::Tracing, HttpConnectionManager,
+    };
+    let mut l: Listener = weft_xds::unpack(listener).expect("listener");
+    let f = &mut l.filter_chains[0].filters[0];
+    let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+        panic!("no hcm");
+    };
+    let mut hcm: HttpConnectionManager = weft_xds::unpack(any).expect("hcm");
+    let zipkin = ZipkinConfig {
+        collector_cluster: collector.into(),
+        collector_endpoint: "/api/v2/spans".into(),
+        collector_endpoint_version: zipkin_config::CollectorEndpointVersion::HttpJson as i32,
+        ..Default::default()
+    };
+    hcm.tracing = Some(Tracing {
+        random_sampling: Some(weft_xds::pb::envoy::r#type::v3::Percent { value: percent }),
+        provider: Some(tracing::Http {
+            name: "envoy.tracers.zipkin".into(),
+            config_type: Some(tracing::http::ConfigType::TypedConfig(pack(
+                type_url::ZIPKIN_CONFIG,
+                &zipkin,
+            ))),
+        }),
+        ..Default::default()
+    });
+    *any = pack(type_url::HTTP_CONNECTION_MANAGER, &hcm);
+    pack(type_url::LISTENER, &l)
+}
+
+/// A Zipkin collector on loopback: keeps every span POSTed to it (as JSON).
+struct Zipkin {
+    addr: SocketAddr,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Zipkin {
+    async fn start() -> Zipkin {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = spans.clone();
+        tokio::spawn(async move {
+            while let Ok((io, _)) = listener.accept().await {
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let kept = kept.clone();
+                            async move {
+                                let ok = req.uri().path() == "/api/v2/spans";
+                                let body = req.into_body().collect().await?.to_bytes();
+                                if let (true, Ok(serde_json::Value::Array(list))) =
+                                    (ok, serde_json::from_slice(&body))
+                                {
+                                    kept.lock().expect("spans").extend(list);
+                                }
+                                let mut r = hyper::Response::new(http_body_util::Empty::<
+                                    bytes::Bytes,
+                                >::new(
+                                ));
+                                *r.status_mut() = if ok {
+                                    hyper::StatusCode::ACCEPTED
+                                } else {
+                                    hyper::StatusCode::NOT_FOUND
+                                };
+                                Ok::<_, hyper::Error>(r)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+                        .await;
+                });
+            }
+        });
+        Zipkin { addr, spans }
+    }
+
+    fn of_trace(&self, trace: &str) -> Vec<serde_json::Value> {
+        self.spans
+            .lock()
+            .expect("spans")
+            .iter()
+            .filter(|s| s["traceId"] == trace)
+            .cloned()
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_from_both_sidecars_form_one_trace() {
+    let zipkin = Zipkin::start().await;
+    let collector = zipkin.addr.to_string();
+    // reviews-v2's sidecar: an inbound listener to its application, tracing at 100 %.
+    let app = Upstream::start("reviews-app", Behaviour::Ok).await;
+    let inbound = "inbound_127.0.0.1_9080";
+    let reviews = "outbound|9080||reviews.default.svc.cluster.local";
+    let mut s = set(
+        "1",
+        &[],
+        vec![vhost(
+            "reviews",
+            &["reviews:9080"],
+            vec![route_to("/", reviews)],
+        )],
+    );
+    s.listeners = s
+        .listeners
+        .iter()
+        .map(|l| with_tracing(l, &collector, 100.0))
+        .collect();
+    s.clusters
+        .push(static_cluster("inbound|9080||", &[app.addr]));
+    s.listeners.push(with_tracing(
+        &inbound_listener(
+            inbound,
+            "127.0.0.1:0".parse().expect("addr"),
+            "inbound|9080||",
+        ),
+        &collector,
+        100.0,
+    ));
+    let ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), s.clone()).await;
+    let server = start_proxy_with(
+        &ads.url(),
+        &[
+            "--workload",
+            "reviews-v2",
+            "--labels",
+            "app=reviews,version=v2",
+        ],
+    )
+    .await;
+    let server_in = eventually("inbound bound", || async { server.listener_addr(inbound) }).await;
+    // productpage-v1's sidecar sends reviews to it.
+    s.version = "2".into();
+    s.clusters.push(eds_cluster(reviews));
+    s.endpoints.push(cla(reviews, &[server_in]));
+    ads.update(s);
+    let client = start_proxy_with(&ads.url(), &["--labels", "app=productpage,version=v1"]).await;
+    until(&client, "reviews:9080", "/", "reviews routed", |r| {
+        r.status == 200
+    })
+    .await;
+
+    // A request the caller has decided not to sample: propagated as such, never reported.
+    let unsampled = "aaaaaaaaaaaaaaaa";
+    let r = send(
+        client.outbound_addr(),
+        Form::Absolute,
+        "reviews:9080",
+        "/reviews/1",
+        &[
+            ("x-b3-traceid", unsampled),
+            ("x-b3-spanid", "bbbbbbbbbbbbbbbb"),
+            ("x-b3-sampled", "0"),
+        ],
+    )
+    .await
+    .expect("unsampled");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.to_ascii_lowercase().contains("x-b3-sampled: 0"),
+        "{}",
+        r.body
+    );
+
+    // One request with a trace id of the test's choosing: a client span and a server span.
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let r = send(
+        client.outbound_addr(),
+        Form::Absolute,
+        "reviews:9080",
+        "/reviews/0",
+        &[
+            ("traceparent", &format!("00-{trace}-b7ad6b7169203331-01")),
+            ("x-request-id", "req-7"),
+        ],
+    )
+    .await
+    .expect("traced");
+    assert_eq!(r.status, 200);
+    let spans = eventually("two spans", || async {
+        let s = zipkin.of_trace(trace);
+        (s.len() >= 2).then_some(s)
+    })
+    .await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let client_span = spans
+        .iter()
+        .find(|s| s["kind"] == "CLIENT")
+        .expect("client span");
+    let server_span = spans
+        .iter()
+        .find(|s| s["kind"] == "SERVER")
+        .expect("server span");
+    assert_eq!(
+        client_span["parentId"], "b7ad6b7169203331",
+        "the caller's span"
+    );
+    assert_eq!(server_span["parentId"], client_span["id"], "{spans:#?}");
+    assert_ne!(server_span["id"], client_span["id"]);
+    assert_eq!(
+        client_span["localEndpoint"]["serviceName"],
+        "productpage.default"
+    );
+    assert_eq!(
+        server_span["localEndpoint"]["serviceName"],
+        "reviews.default"
+    );
+    for (span, cluster, service) in [
+        (client_span, reviews, "productpage"),
+        (server_span, "inbound|9080||", "reviews"),
+    ] {
+        let tags = &span["tags"];
+        assert_eq!(tags["upstream_cluster"], cluster, "{span:#}");
+        assert_eq!(tags["istio.canonical_service"], service, "{span:#}");
+        assert_eq!(tags["http.method"], "GET", "{span:#}");
+        assert_eq!(
+            tags["http.url"], "http://reviews:9080/reviews/0",
+            "{span:#}"
+        );
+        assert_eq!(tags["http.status_code"], "200", "{span:#}");
+        assert_eq!(tags["response_flags"], "-", "{span:#}");
+        assert_eq!(tags["component"], "proxy", "{span:#}");
+        assert_eq!(tags["guid:x-request-id"], "req-7", "{span:#}");
+        assert!(
+            tags["node_id"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("sidecar~")),
+            "{span:#}"
+        );
+        assert!(tags.get("error").is_none(), "{span:#}");
+    }
+    // Both exporters send in order, so the unsampled request's spans would have arrived by now.
+    assert!(
+        zipkin.of_trace(unsampled).is_empty(),
+        "x-b3-sampled: 0 honoured"
+    );
+    assert!(zipkin
+        .of_trace(&format!("0000000000000000{unsampled}"))
+        .is_empty());
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_down_fails_no_request_and_a_bad_tracer_is_refused() {
+    let app = Upstream::start("app", Behaviour::Ok).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let inbound = "inbound_127.0.0.1_9080";
+    let listener = || {
+        inbound_listener(
+            inbound,
+            "127.0.0.1:0".parse().expect("addr"),
+            "inbound|9080||",
+        )
+    };
+    let mut s = set("1", &[], vec![]);
+    s.clusters
+        .push(static_cluster("inbound|9080||", &[app.addr]));
+    s.listeners.push(with_tracing(&listener(), &closed, 100.0));
+    let mut ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), s.clone()).await;
+    let proxy = start_proxy_with(&ads.url(), &["--xds-protocol", "sotw"]).await;
+    let bound = eventually("inbound bound", || async { proxy.listener_addr(inbound) }).await;
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        let r = send(bound, Form::Host, "reviews:9080", "/", &[])
+            .await
+            .expect("inbound");
+        assert_eq!(r.status, 200, "request {i}");
+        // The application still gets this hop's context.
+        assert!(
+            r.body.to_ascii_lowercase().contains("traceparent: 00-"),
+            "{}",
+            r.body
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A tracer weft does not have refuses the listener (NACK naming the field); the old one serves.
+    s.version = "2".into();
+    s.listeners.retain(|l| {
+        let l: weft_xds::pb::envoy::config::listener::v3::Listener =
+            weft_xds::unpack(l).expect("listener");
+        l.name != inbound
+    });
+    s.listeners.push(with_tracing(&listener(), "", 100.0));
+    ads.update(s);
+    let nack = next_request(&mut ads, "LDS NACK", |r| {
+        r.type_url == type_url::LISTENER && r.error_detail.is_some()
+    })
+    .await;
+    let detail = nack.error_detail.expect("detail").message;
+    assert!(
+        detail.contains("tracing: provider \"envoy.tracers.zipkin\": collector_cluster is empty"),
+        "{detail}"
+    );
+    assert_eq!(
+        send(bound, Form::Host, "reviews:9080", "/", &[])
+            .await
+            .expect("still serving")
+            .status,
+        200
+    );
+    proxy.shutdown().await;
+}

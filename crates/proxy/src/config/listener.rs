@@ -4,6 +4,7 @@
 use super::route::{RouteConfig, RouteError};
 use super::SocketAddressError;
 use crate::telemetry::access_log::{self as access_log_format, AccessLog, Format};
+use crate::telemetry::spans::Tracing;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use weft_xds::pb::envoy::config::accesslog::v3::{access_log, AccessLog as XAccessLog};
@@ -59,6 +60,12 @@ pub enum ListenerError {
         /// The filter's name.
         filter: String,
     },
+    /// The connection manager's tracing cannot be used.
+    #[error("tracing: {why}")]
+    Tracing {
+        /// What is wrong, naming the field.
+        why: String,
+    },
     /// The connection manager's file access log cannot be used.
     #[error("access_log {why}")]
     AccessLog {
@@ -106,6 +113,8 @@ pub struct Listener {
     pub routes: RouteSource,
     /// Its HTTP access log (Envoy's file access logger in its connection manager), if any.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Its tracing (the connection manager's `tracing`), if any.
+    pub tracing: Option<Arc<Tracing>>,
 }
 
 impl Listener {
@@ -143,6 +152,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
         };
         let mut routes = RouteSource::None;
         let mut access_log = None;
+        let mut tracing = None;
         let filters = l
             .filter_chains
             .iter()
@@ -181,6 +191,9 @@ impl TryFrom<&xlistener::Listener> for Listener {
             access_log = file_access_log(&hcm.access_log)
                 .map_err(|why| ListenerError::AccessLog { why })?
                 .map(Arc::new);
+            tracing = Tracing::from_hcm(hcm.tracing.as_ref())
+                .map_err(|why| ListenerError::Tracing { why })?
+                .map(Arc::new);
             routes = match hcm.route_specifier {
                 Some(RouteSpecifier::Rds(rds)) => RouteSource::Rds(rds.route_config_name),
                 Some(RouteSpecifier::RouteConfig(rc)) => {
@@ -203,6 +216,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
             direction,
             routes,
             access_log,
+            tracing,
         })
     }
 }
