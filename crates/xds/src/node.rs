@@ -172,6 +172,7 @@ mod tests {
             ip: "127.0.1.4".into(),
             inbound_ports: vec![(9080, 19080)],
             admin_address: "127.0.1.4:15000".into(),
+            stats_address: "127.0.1.4:15090".into(),
         };
         let node = id.to_node();
         assert_eq!(
