@@ -123,7 +123,25 @@ impl Layout {
             .with_context(|| format!("cannot create {}", self.config_dir.display()))?;
         let text = BOOKINFO_REGISTRY.replace("127.0.1.", &format!("{}.", self.subnet));
         let path = self.config_dir.join("bookinfo.yaml");
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        let path = self.config_dir.join("mesh.yaml");
+        std::fs::write(&path, self.mesh_config())
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The demo's MeshConfig: access logs on each sidecar's stdout (its own log file), and every
+    /// request traced (Istio's demo profile samples 100 %) to weftd's own Zipkin collector.
+    pub fn mesh_config(&self) -> String {
+        format!(
+            "# weft demo: Istio's demo profile's telemetry.\n\
+             accessLogFile: /dev/stdout\n\
+             defaultConfig:\n  \
+               tracing:\n    \
+                 sampling: 100\n    \
+                 zipkin:\n      \
+                   address: {}:9411\n",
+            self.weftd_ip
+        )
     }
 
     fn bin(&self, name: &str) -> PathBuf {
@@ -409,5 +427,32 @@ mod tests {
         assert!(weft_api::analyze(&p.resources)
             .iter()
             .all(|d| !d.is_error()));
+    }
+}
+
+#[cfg(test)]
+mod mesh_tests {
+    use super::*;
+
+    #[test]
+    fn demo_mesh_config_logs_and_traces_everything_to_weftd() {
+        let layout = Layout {
+            subnet: DEFAULT_SUBNET.into(),
+            weftd_ip: "127.0.9.1".into(),
+            bin_dir: PathBuf::from("/nonexistent"),
+            config_dir: PathBuf::from("/nonexistent"),
+        };
+        let p = weft_api::parse_file("mesh.yaml", &layout.mesh_config());
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        let mesh = p.mesh.expect("mesh");
+        assert_eq!(mesh.access_log_file.as_deref(), Some("/dev/stdout"));
+        let t = mesh.tracing().expect("valid").expect("on");
+        assert_eq!(t.sampling, 100.0);
+        assert_eq!(
+            t.provider,
+            weft_api::mesh::TracingProvider::Zipkin {
+                address: "127.0.9.1:9411".into()
+            }
+        );
     }
 }
