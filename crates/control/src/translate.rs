@@ -672,7 +672,6 @@ pub fn tracing(mesh: &weft_api::MeshConfig) -> Option<Tracing> {
     })
 }
 
-
 fn http_filters() -> Vec<HttpFilter> {
     vec![
         HttpFilter {
