@@ -91,11 +91,17 @@ pub const ISTIO_JSON_ACCESS_LOG: [(&str, &str); 24] = [
     ("response_code", "%RESPONSE_CODE%"),
     ("response_flags", "%RESPONSE_FLAGS%"),
     ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
-    ("connection_termination_details", "%CONNECTION_TERMINATION_DETAILS%"),
+    (
+        "connection_termination_details",
+        "%CONNECTION_TERMINATION_DETAILS%",
+    ),
     ("bytes_received", "%BYTES_RECEIVED%"),
     ("bytes_sent", "%BYTES_SENT%"),
     ("duration", "%DURATION%"),
-    ("upstream_service_time", "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%"),
+    (
+        "upstream_service_time",
+        "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    ),
     ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
     ("user_agent", "%REQ(USER-AGENT)%"),
     ("request_id", "%REQ(X-REQUEST-ID)%"),
@@ -106,7 +112,10 @@ pub const ISTIO_JSON_ACCESS_LOG: [(&str, &str); 24] = [
     ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
     ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
     ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
-    ("upstream_transport_failure_reason", "%UPSTREAM_TRANSPORT_FAILURE_REASON%"),
+    (
+        "upstream_transport_failure_reason",
+        "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    ),
 ];
 
 /// Packs a message into an `Any` with the given type URL.
