@@ -7,20 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
-
 fuzz_target!(|data: &[u8]| {
-    let mut pieces = vec![[PREFACE, EMPTY_SETTINGS].concat()];
-    let mut at = data;
-    while at.len() >= 2 {
-        let len = usize::from(u16::from_be_bytes([at[0], at[1]])).min(at.len() - 2);
-        pieces.push(at[2..2 + len].to_vec());
-        at = &at[2 + len..];
-    }
-    if !at.is_empty() {
-        pieces.push(at.to_vec());
-    }
+    let pieces = weft_http::fuzzing::h2_pieces(data);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)

@@ -132,6 +132,25 @@ pub struct H2Request {
     pub body: Result<WholeBody, String>,
 }
 
+/// What the HTTP/2 targets write to a server: the client's preface and an empty SETTINGS (most inputs
+/// would fail them otherwise), then `data` in the pieces it gives, each prefixed by its length in two
+/// bytes (a short tail is one more piece).
+pub fn h2_pieces(data: &[u8]) -> Vec<Vec<u8>> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    let mut pieces = vec![[PREFACE, EMPTY_SETTINGS].concat()];
+    let mut at = data;
+    while at.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([at[0], at[1]])).min(at.len() - 2);
+        pieces.push(at[2..2 + len].to_vec());
+        at = &at[2 + len..];
+    }
+    if !at.is_empty() {
+        pieces.push(at.to_vec());
+    }
+    pieces
+}
+
 /// Runs the HTTP/2 server over an in-memory pipe: `input` is written to it in the given pieces (the
 /// connection preface is the client's to send, as the first bytes), then the client side closes. The
 /// server answers each request with its body (so flow control runs both ways) and runs under the
