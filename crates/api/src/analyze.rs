@@ -71,6 +71,16 @@ pub fn validate(r: &Resource) -> Vec<Diagnostic> {
         Spec::ServiceEntry(se) => validate_se(&mut out, se),
         Spec::WorkloadEntry(we) => validate_we(&mut out, "spec", we),
         Spec::Sidecar(sc) => validate_sidecar(&mut out, sc),
+        Spec::Telemetry(t) => {
+            for p in t.validate() {
+                let severity = if p.warning {
+                    Severity::Warning
+                } else {
+                    Severity::Error
+                };
+                out.push(severity, p.field, &p.needle, p.message);
+            }
+        }
     }
     out.diags
 }

@@ -3,7 +3,8 @@
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::mesh::{is_mesh_file, MeshConfig};
 use crate::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
-use crate::resource::{Kind, ObjectMeta, Resource, Spec, LATER_KINDS, NETWORKING_VERSIONS};
+use crate::resource::{Kind, ObjectMeta, Resource, Spec, LATER_KINDS};
+use crate::telemetry::Telemetry;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -288,14 +289,14 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
                 format!("kind {kind_s} is not supported by weft yet")
             } else {
                 format!(
-                    "unknown kind {kind_s} (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar)"
+                    "unknown kind {kind_s} (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar, Telemetry)"
                 )
             };
             problem(kind_line, &kind_s, &gns, &gname, "kind", msg);
             continue;
         };
         let api_version = api_version.unwrap_or_default();
-        if !NETWORKING_VERSIONS.contains(&api_version.as_str()) {
+        if !kind.versions().contains(&api_version.as_str()) {
             problem(
                 line,
                 &kind_s,
@@ -304,7 +305,7 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
                 "apiVersion",
                 format!(
                     "apiVersion {api_version:?} does not serve {kind_s} (use one of {})",
-                    NETWORKING_VERSIONS.join(", ")
+                    kind.versions().join(", ")
                 ),
             );
             continue;
@@ -326,6 +327,9 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
                 typed::<WorkloadEntry>(&doc).map(|(m, s)| (m, Spec::WorkloadEntry(s)))
             }
             Kind::Sidecar => typed::<Sidecar>(&doc).map(|(m, s)| (m, Spec::Sidecar(s))),
+            Kind::Telemetry => {
+                typed::<Telemetry>(&doc).map(|(m, s)| (m, Spec::Telemetry(Box::new(s))))
+            }
         };
         match parsed {
             Ok((mut metadata, spec)) => {
@@ -409,7 +413,7 @@ mod tests {
             (
                 "unknown kind",
                 "apiVersion: v1\nkind: Deployment\nmetadata:\n  name: x\n",
-                "f.yaml:2: Deployment default/x: kind: unknown kind Deployment (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar)",
+                "f.yaml:2: Deployment default/x: kind: unknown kind Deployment (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar, Telemetry)",
             ),
             (
                 "later kind",
@@ -490,7 +494,7 @@ mod tests {
 
     #[test]
     fn accepts_every_networking_version() {
-        for v in NETWORKING_VERSIONS {
+        for v in crate::resource::NETWORKING_VERSIONS {
             let text = VS.replace("networking.istio.io/v1", v);
             let p = parse_file("a.yaml", &text);
             assert!(p.diagnostics.is_empty(), "{v}: {:?}", p.diagnostics);

@@ -1,6 +1,7 @@
 //! A parsed Istio resource: kind, metadata, typed spec, and where it came from.
 
 use crate::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
+use crate::telemetry::{Telemetry, TELEMETRY_VERSIONS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +21,8 @@ pub enum Kind {
     WorkloadEntry,
     /// networking.istio.io Sidecar.
     Sidecar,
+    /// telemetry.istio.io Telemetry.
+    Telemetry,
 }
 
 impl Kind {
@@ -31,6 +34,7 @@ impl Kind {
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::Sidecar => "Sidecar",
+            Kind::Telemetry => "Telemetry",
         }
     }
 
@@ -42,8 +46,17 @@ impl Kind {
             "ServiceEntry" => Kind::ServiceEntry,
             "WorkloadEntry" => Kind::WorkloadEntry,
             "Sidecar" => Kind::Sidecar,
+            "Telemetry" => Kind::Telemetry,
             _ => return None,
         })
+    }
+
+    /// The API versions that serve this kind.
+    pub fn versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::Telemetry => &TELEMETRY_VERSIONS,
+            _ => &NETWORKING_VERSIONS,
+        }
     }
 
     /// Lower-case short form for file names (`virtualservice`).
@@ -66,7 +79,7 @@ pub const NETWORKING_VERSIONS: [&str; 3] = [
 ];
 
 /// Istio kinds weft knows but does not serve yet, with the group they belong to.
-pub const LATER_KINDS: [&str; 10] = [
+pub const LATER_KINDS: [&str; 9] = [
     "Gateway",
     "WorkloadGroup",
     "EnvoyFilter",
@@ -74,7 +87,6 @@ pub const LATER_KINDS: [&str; 10] = [
     "PeerAuthentication",
     "RequestAuthentication",
     "AuthorizationPolicy",
-    "Telemetry",
     "WasmPlugin",
     "TrafficExtension",
 ];
@@ -127,6 +139,8 @@ pub enum Spec {
     WorkloadEntry(WorkloadEntry),
     /// Sidecar.
     Sidecar(Sidecar),
+    /// Telemetry (boxed: three lists of rules).
+    Telemetry(Box<Telemetry>),
 }
 
 /// What identifies a resource: kind, namespace, name.
@@ -217,6 +231,14 @@ impl Resource {
     pub fn as_workload_entry(&self) -> Option<&WorkloadEntry> {
         match &self.spec {
             Spec::WorkloadEntry(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The Telemetry spec, if this is one.
+    pub fn as_telemetry(&self) -> Option<&Telemetry> {
+        match &self.spec {
+            Spec::Telemetry(v) => Some(v.as_ref()),
             _ => None,
         }
     }
