@@ -4,6 +4,7 @@
 use crate::duration::Duration;
 use crate::networking::virtual_service::HttpRetry;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 type Loose = serde_yaml_ng::Value;
 
@@ -150,6 +151,18 @@ pub struct TracingError {
     pub message: String,
 }
 
+/// A file access log as a provider describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileAccessLog {
+    /// The file.
+    pub path: String,
+    /// JSON lines (else text).
+    pub json: bool,
+    /// The text format string, or for JSON an object of keys to format strings as JSON text; `None`:
+    /// Istio's default of the encoding.
+    pub format: Option<String>,
+}
+
 /// Istio's default sampling percentage (`PILOT_TRACE_SAMPLING`'s default).
 pub const DEFAULT_TRACE_SAMPLING: f64 = 1.0;
 /// The path of OTLP/HTTP's trace export.
@@ -224,8 +237,88 @@ impl MeshConfig {
         }
     }
 
+    /// The provider names of `defaultProviders.<kind>` (`tracing`, `metrics`, `accessLogging`); names
+    /// that are not strings are skipped (MeshConfig's read refuses them for tracing).
+    pub fn default_providers(&self, kind: &str) -> Vec<String> {
+        match self.default_providers.as_ref().and_then(|d| d.get(kind)) {
+            Some(Loose::Sequence(names)) => names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The access log of provider `name`: Istio's built-in `envoy` (MeshConfig's `accessLogFile`, else
+    /// `/dev/stdout`, in MeshConfig's encoding and format), or an `envoyFileAccessLog` of
+    /// `extensionProviders`. The error says why another provider cannot be used.
+    pub fn access_log_provider(&self, name: &str) -> Result<FileAccessLog, String> {
+        if name == "envoy" {
+            return Ok(FileAccessLog {
+                path: self
+                    .access_log_file
+                    .clone()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "/dev/stdout".into()),
+                json: self
+                    .access_log_encoding
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("JSON")),
+                format: self.access_log_format.clone().filter(|f| !f.is_empty()),
+            });
+        }
+        let list = match &self.extension_providers {
+            Some(Loose::Sequence(l)) => l.as_slice(),
+            _ => &[],
+        };
+        let Some(p) = list
+            .iter()
+            .find(|p| p.get("name").and_then(Loose::as_str) == Some(name))
+        else {
+            return Err(format!(
+                "no extensionProviders entry is named {name:?} (and it is not the built-in envoy)"
+            ));
+        };
+        let Some(file) = p.get("envoyFileAccessLog") else {
+            return Err(format!(
+                "provider {name:?} is not an envoyFileAccessLog provider (the access log weft has)"
+            ));
+        };
+        let path = file
+            .get("path")
+            .and_then(Loose::as_str)
+            .filter(|p| !p.is_empty())
+            .unwrap_or("/dev/stdout")
+            .to_string();
+        let format = file.get("logFormat");
+        if let Some(labels) = format.and_then(|f| f.get("labels")) {
+            let Some(map) = labels.as_mapping() else {
+                return Err(format!("provider {name:?}: logFormat.labels is not a map"));
+            };
+            let mut keys = BTreeMap::new();
+            for (k, v) in map {
+                if let (Some(k), Some(v)) = (k.as_str(), v.as_str()) {
+                    keys.insert(k.to_string(), v.to_string());
+                }
+            }
+            return Ok(FileAccessLog {
+                path,
+                json: true,
+                format: serde_json::to_string(&keys).ok(),
+            });
+        }
+        Ok(FileAccessLog {
+            path,
+            json: false,
+            format: format
+                .and_then(|f| f.get("text"))
+                .and_then(Loose::as_str)
+                .map(str::to_string),
+        })
+    }
+
     /// The tracing provider `name` of `extensionProviders`.
-    fn extension_provider(&self, name: &str) -> Result<TracingProvider, TracingError> {
+    pub fn extension_provider(&self, name: &str) -> Result<TracingProvider, TracingError> {
         let list = match &self.extension_providers {
             Some(Loose::Sequence(l)) => l.as_slice(),
             _ => &[],

@@ -10,6 +10,7 @@ pub mod debug;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod telemetry;
 pub mod server;
 pub mod translate;
 pub mod view;

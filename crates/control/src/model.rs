@@ -21,6 +21,8 @@ pub struct Model {
     pub destination_rules: BTreeMap<String, Arc<Resource>>,
     /// Sidecar resources by `namespace/name`.
     pub sidecars: BTreeMap<String, Arc<Resource>>,
+    /// Telemetry resources by `namespace/name` ([`crate::telemetry`] picks those of a proxy).
+    pub telemetries: BTreeMap<String, Arc<Resource>>,
     /// The protocols of the service ports each workload serves, by instance IP, then port number: what
     /// decides whether a proxy's inbound listener for that port carries HTTP or opaque TCP.
     pub instance_ports: HashMap<String, BTreeMap<u32, PortProtocols>>,
@@ -70,6 +72,7 @@ impl Model {
         }
         let instance_ports = instance_ports(&services);
         Model {
+            telemetries: crate::telemetry::index(resources),
             generation,
             instance_ports,
             services,

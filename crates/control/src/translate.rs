@@ -1,6 +1,7 @@
 //! Istio model → Envoy xDS resources for one proxy, following Istio's naming (see `crates/xds/README.md`).
 
 mod route;
+pub mod telemetry;
 
 use crate::model::Model;
 use crate::registry::Service;
@@ -111,6 +112,9 @@ pub struct Scope {
     pub namespace: String,
     /// The Sidecar resource (`namespace/name`) limiting what the proxy sees; `None` sees every service.
     pub sidecar: Option<String>,
+    /// The workload-level Telemetry (`namespace/name`) of the proxy, which shapes its outbound
+    /// listeners ([`crate::telemetry::Chain`]; the mesh's and namespace's follow from the namespace).
+    pub telemetry: Option<String>,
 }
 
 impl Scope {
@@ -121,6 +125,7 @@ impl Scope {
             sidecar: model
                 .sidecar_for(&proxy.namespace, &proxy.labels)
                 .map(|r| format!("{}/{}", r.metadata.namespace, r.metadata.name)),
+            telemetry: crate::telemetry::Chain::workload_of(model, &proxy.namespace, &proxy.labels),
         }
     }
 
@@ -178,8 +183,12 @@ impl Scope {
             None => Scope {
                 namespace: String::new(),
                 sidecar: None,
+                telemetry: None,
             },
-            Some(_) => self.clone(),
+            Some(_) => Scope {
+                telemetry: None,
+                ..self.clone()
+            },
         }
     }
 }
@@ -253,7 +262,7 @@ pub fn outbound_frontends(
     let mut out = ProxyResources::default();
     let ports = http_ports(&visible);
     let listeners = out.by_type.entry(type_url::LISTENER).or_default();
-    for l in outbound_listeners(&ports, &model.mesh) {
+    for l in outbound_listeners(&ports, model, scope) {
         listeners.insert(l.name.clone(), pack(type_url::LISTENER, &l));
     }
     let routes = out.by_type.entry(type_url::ROUTE).or_default();
@@ -290,7 +299,7 @@ pub fn own(model: &Model, proxy: &ProxyIdentity, egress: &[EgressPort]) -> Proxy
     let listeners = out.by_type.entry(type_url::LISTENER).or_default();
     for l in inbound_listeners(model, proxy)
         .into_iter()
-        .chain(egress_listeners(proxy, egress))
+        .chain(egress_listeners(model, proxy, egress))
     {
         listeners.insert(l.name.clone(), pack(type_url::LISTENER, &l));
     }
@@ -529,13 +538,6 @@ fn endpoints_for(model: &Model, services: &[&Service]) -> Vec<ClusterLoadAssignm
 /// `accessLogEncoding` `TEXT` (default) or `JSON`, and `accessLogFormat` (a format string for text, a
 /// JSON object of keys to format strings for JSON; empty: Istio's default).
 pub fn access_logs(mesh: &weft_api::MeshConfig) -> Vec<XAccessLog> {
-    use weft_xds::pb::envoy::config::core::v3::{
-        data_source, substitution_format_string, DataSource, SubstitutionFormatString,
-    };
-    use weft_xds::pb::envoy::extensions::access_loggers::file::v3::{
-        file_access_log, FileAccessLog,
-    };
-    use weft_xds::pb::google::protobuf::{value::Kind, Struct, Value};
     let Some(path) = mesh.access_log_file.as_deref().filter(|p| !p.is_empty()) else {
         return Vec::new();
     };
@@ -544,6 +546,19 @@ pub fn access_logs(mesh: &weft_api::MeshConfig) -> Vec<XAccessLog> {
         .as_deref()
         .is_some_and(|e| e.eq_ignore_ascii_case("JSON"));
     let custom = mesh.access_log_format.as_deref().filter(|f| !f.is_empty());
+    vec![file_access_log(path, json, custom)]
+}
+
+/// One file access logger: `path`, text or `json` lines, in the `custom` format (a format string for
+/// text, a JSON object of keys to format strings for JSON) or Istio's default.
+pub(crate) fn file_access_log(path: &str, json: bool, custom: Option<&str>) -> XAccessLog {
+    use weft_xds::pb::envoy::config::core::v3::{
+        data_source, substitution_format_string, DataSource, SubstitutionFormatString,
+    };
+    use weft_xds::pb::envoy::extensions::access_loggers::file::v3::{
+        file_access_log, FileAccessLog,
+    };
+    use weft_xds::pb::google::protobuf::{value::Kind, Struct, Value};
     let format = match (json, custom) {
         (false, None) => None,
         (false, Some(text)) => Some(substitution_format_string::Format::TextFormatSource(
@@ -587,7 +602,7 @@ pub fn access_logs(mesh: &weft_api::MeshConfig) -> Vec<XAccessLog> {
             })
         }),
     };
-    vec![XAccessLog {
+    XAccessLog {
         name: filter_name::FILE_ACCESS_LOG.into(),
         config_type: Some(
             weft_xds::pb::envoy::config::accesslog::v3::access_log::ConfigType::TypedConfig(pack(
@@ -596,7 +611,7 @@ pub fn access_logs(mesh: &weft_api::MeshConfig) -> Vec<XAccessLog> {
             )),
         ),
         ..Default::default()
-    }]
+    }
 }
 
 /// The connection managers' tracing, from MeshConfig ([`weft_api::MeshConfig::tracing`]): the sampling
@@ -608,11 +623,6 @@ pub fn access_logs(mesh: &weft_api::MeshConfig) -> Vec<XAccessLog> {
 /// it has a cluster for as that cluster's first endpoint. `collector_hostname` is the host, as Istio
 /// sets it.
 pub fn tracing(mesh: &weft_api::MeshConfig) -> Option<Tracing> {
-    use weft_api::mesh::TracingProvider;
-    use weft_xds::pb::envoy::config::core::v3::{http_uri, HttpService, HttpUri};
-    use weft_xds::pb::envoy::config::trace::v3::{
-        tracing::http, tracing::Http, zipkin_config, OpenTelemetryConfig, ZipkinConfig,
-    };
     let t = match mesh.tracing() {
         Ok(t) => t?,
         Err(e) => {
@@ -620,7 +630,24 @@ pub fn tracing(mesh: &weft_api::MeshConfig) -> Option<Tracing> {
             return None;
         }
     };
-    let provider = match &t.provider {
+    Some(Tracing {
+        random_sampling: Some(weft_xds::pb::envoy::r#type::v3::Percent { value: t.sampling }),
+        provider: Some(tracing_provider(&t.provider)),
+        ..Default::default()
+    })
+}
+
+/// Envoy's Zipkin tracer (`POST /api/v2/spans`, JSON) or OpenTelemetry tracer (OTLP/HTTP) for a
+/// provider.
+pub(crate) fn tracing_provider(
+    provider: &weft_api::mesh::TracingProvider,
+) -> weft_xds::pb::envoy::config::trace::v3::tracing::Http {
+    use weft_api::mesh::TracingProvider;
+    use weft_xds::pb::envoy::config::core::v3::{http_uri, HttpService, HttpUri};
+    use weft_xds::pb::envoy::config::trace::v3::{
+        tracing::http, tracing::Http, zipkin_config, OpenTelemetryConfig, ZipkinConfig,
+    };
+    match provider {
         TracingProvider::Zipkin { address } => {
             let host = address
                 .rsplit_once(':')
@@ -664,43 +691,45 @@ pub fn tracing(mesh: &weft_api::MeshConfig) -> Option<Tracing> {
                 ))),
             }
         }
-    };
-    Some(Tracing {
-        random_sampling: Some(weft_xds::pb::envoy::r#type::v3::Percent { value: t.sampling }),
-        provider: Some(provider),
-        ..Default::default()
-    })
+    }
 }
 
-fn http_filters() -> Vec<HttpFilter> {
-    vec![
-        HttpFilter {
+/// The connection manager's HTTP filters: fault, then Istio's stats filter when the side has metric
+/// overrides, then the router.
+fn http_filters(applied: &crate::telemetry::Applied) -> Vec<HttpFilter> {
+    let stats = telemetry::stats_http_filter(applied);
+    [
+        Some(HttpFilter {
             name: filter_name::FAULT.into(),
             config_type: Some(http_filter::ConfigType::TypedConfig(pack(
                 type_url::HTTP_FAULT,
                 &HttpFault::default(),
             ))),
             ..Default::default()
-        },
-        HttpFilter {
+        }),
+        stats,
+        Some(HttpFilter {
             name: filter_name::ROUTER.into(),
             config_type: Some(http_filter::ConfigType::TypedConfig(pack(
                 type_url::ROUTER,
                 &Router::default(),
             ))),
             ..Default::default()
-        },
+        }),
     ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
-/// A listener with one filter chain of one network filter. `bind = false` makes it virtual (the proxy
+/// A listener with one filter chain of network filters. `bind = false` makes it virtual (the proxy
 /// does not listen on its address).
 fn listener(
     name: String,
     address: Address,
     direction: TrafficDirection,
     bind: bool,
-    filter: Filter,
+    filters: Vec<Filter>,
 ) -> Listener {
     Listener {
         name,
@@ -708,7 +737,7 @@ fn listener(
         traffic_direction: direction as i32,
         bind_to_port: (!bind).then_some(BoolValue { value: false }),
         filter_chains: vec![FilterChain {
-            filters: vec![filter],
+            filters,
             ..Default::default()
         }],
         ..Default::default()
@@ -741,27 +770,57 @@ fn tcp_proxy_filter(cluster: &str) -> Filter {
     }
 }
 
-fn outbound_listeners(ports: &BTreeSet<u32>, mesh: &weft_api::MeshConfig) -> Vec<Listener> {
+/// The Telemetry rules of the client (outbound) or server side of proxies in `namespace` whose
+/// workload-level Telemetry is `workload`.
+fn applied(
+    model: &Model,
+    namespace: &str,
+    workload: Option<&str>,
+    client: bool,
+) -> crate::telemetry::Applied {
+    let chain = crate::telemetry::Chain::with_workload(model, namespace, workload);
+    crate::telemetry::apply(&chain.resources(model), &model.mesh, client)
+}
+
+/// `stat_prefix` and filters of one HTTP connection manager, with the side's telemetry.
+fn hcm_with_telemetry(
+    mesh: &weft_api::MeshConfig,
+    applied: &crate::telemetry::Applied,
+    hcm: HttpConnectionManager,
+) -> HttpConnectionManager {
+    HttpConnectionManager {
+        http_filters: http_filters(applied),
+        access_log: telemetry::access_logs(mesh, applied),
+        tracing: telemetry::tracing(mesh, applied),
+        request_id_extension: telemetry::request_id_extension(applied),
+        ..hcm
+    }
+}
+
+fn outbound_listeners(ports: &BTreeSet<u32>, model: &Model, scope: &Scope) -> Vec<Listener> {
+    let mesh = &model.mesh;
+    let client = applied(model, &scope.namespace, scope.telemetry.as_deref(), true);
     let mut out = Vec::new();
     for &port in ports {
-        let hcm = HttpConnectionManager {
-            stat_prefix: format!("outbound_0.0.0.0_{port}"),
-            codec_type: CodecType::Auto as i32,
-            route_specifier: Some(RouteSpecifier::Rds(Rds {
-                config_source: Some(ads()),
-                route_config_name: port.to_string(),
-            })),
-            http_filters: http_filters(),
-            access_log: access_logs(mesh),
-            tracing: tracing(mesh),
-            ..Default::default()
-        };
+        let hcm = hcm_with_telemetry(
+            mesh,
+            &client,
+            HttpConnectionManager {
+                stat_prefix: format!("outbound_0.0.0.0_{port}"),
+                codec_type: CodecType::Auto as i32,
+                route_specifier: Some(RouteSpecifier::Rds(Rds {
+                    config_source: Some(ads()),
+                    route_config_name: port.to_string(),
+                })),
+                ..Default::default()
+            },
+        );
         out.push(listener(
             format!("0.0.0.0_{port}"),
             socket_address("0.0.0.0", port),
             TrafficDirection::Outbound,
             false,
-            hcm_filter(&hcm),
+            vec![hcm_filter(&hcm)],
         ));
     }
     out
@@ -770,28 +829,34 @@ fn outbound_listeners(ports: &BTreeSet<u32>, mesh: &weft_api::MeshConfig) -> Vec
 /// One listener per inbound port, on the workload's IP: `tcp_proxy` to the application when the port is
 /// TCP ([`Model::inbound_is_tcp`]), the HTTP connection manager otherwise.
 fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
+    let workload = crate::telemetry::Chain::workload_of(model, &proxy.namespace, &proxy.labels);
+    let server = applied(model, &proxy.namespace, workload.as_deref(), false);
     let mut out = Vec::new();
     for &(svc_port, _) in &proxy.inbound_ports {
         let port = u32::from(svc_port);
-        let filter = if model.inbound_is_tcp(&proxy.ip, port) {
-            tcp_proxy_filter(&inbound_cluster_name(port))
+        let filters = if model.inbound_is_tcp(&proxy.ip, port) {
+            telemetry::stats_network_filter(&server)
+                .into_iter()
+                .chain([tcp_proxy_filter(&inbound_cluster_name(port))])
+                .collect()
         } else {
-            hcm_filter(&HttpConnectionManager {
-                stat_prefix: format!("inbound_0.0.0.0_{port}"),
-                codec_type: CodecType::Auto as i32,
-                route_specifier: Some(RouteSpecifier::RouteConfig(route::inbound(port))),
-                http_filters: http_filters(),
-                access_log: access_logs(&model.mesh),
-                tracing: tracing(&model.mesh),
-                ..Default::default()
-            })
+            vec![hcm_filter(&hcm_with_telemetry(
+                &model.mesh,
+                &server,
+                HttpConnectionManager {
+                    stat_prefix: format!("inbound_0.0.0.0_{port}"),
+                    codec_type: CodecType::Auto as i32,
+                    route_specifier: Some(RouteSpecifier::RouteConfig(route::inbound(port))),
+                    ..Default::default()
+                },
+            ))]
         };
         out.push(listener(
             format!("inbound_{}_{port}", proxy.ip),
             socket_address(&proxy.ip, port),
             TrafficDirection::Inbound,
             true,
-            filter,
+            filters,
         ));
     }
     out
@@ -800,7 +865,12 @@ fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
 /// The proxy's TCP egress listeners, `<bind>_<port>` on `bind` or else its own IP. One that would
 /// share its address with an inbound listener (the proxy could not bind both) is left out, with a
 /// warning.
-fn egress_listeners(proxy: &ProxyIdentity, egress: &[EgressPort]) -> Vec<Listener> {
+fn egress_listeners(model: &Model, proxy: &ProxyIdentity, egress: &[EgressPort]) -> Vec<Listener> {
+    if egress.is_empty() {
+        return Vec::new();
+    }
+    let workload = crate::telemetry::Chain::workload_of(model, &proxy.namespace, &proxy.labels);
+    let client = applied(model, &proxy.namespace, workload.as_deref(), true);
     let mut out = Vec::new();
     for e in egress {
         let ip = match e.bind {
@@ -826,7 +896,10 @@ fn egress_listeners(proxy: &ProxyIdentity, egress: &[EgressPort]) -> Vec<Listene
             socket_address(&ip, e.port),
             TrafficDirection::Outbound,
             true,
-            tcp_proxy_filter(&e.cluster),
+            telemetry::stats_network_filter(&client)
+                .into_iter()
+                .chain([tcp_proxy_filter(&e.cluster)])
+                .collect(),
         ));
     }
     out

@@ -531,6 +531,7 @@ mod tests {
         let scope = Scope {
             namespace: "default".into(),
             sidecar: None,
+            telemetry: None,
         };
         let s1 = Snapshot::new(model(1, &services(5, None, false)));
         let v1 = s1.view(&scope);
@@ -582,6 +583,7 @@ mod tests {
         let scope = |ns: &str| Scope {
             namespace: ns.into(),
             sidecar: None,
+            telemetry: None,
         };
         let s1 = Snapshot::new(model(1, &services(5, None, false)));
         let (a1, b1) = (s1.view(&scope("default")), s1.view(&scope("other")));

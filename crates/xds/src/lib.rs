@@ -45,6 +45,18 @@ pub mod type_url {
     /// The OpenTelemetry tracer, in a connection manager's `tracing.provider`.
     pub const OPENTELEMETRY_CONFIG: &str =
         "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig";
+    /// A config given as a JSON-like struct with the type it stands for ([`crate::TypedStruct`]).
+    pub const TYPED_STRUCT: &str = "type.googleapis.com/xds.type.v3.TypedStruct";
+    /// The same, under its historical name.
+    pub const UDPA_TYPED_STRUCT: &str = "type.googleapis.com/udpa.type.v1.TypedStruct";
+    /// Istio's stats filter config (`istio.stats`), carried inside a [`TYPED_STRUCT`].
+    pub const ISTIO_STATS_CONFIG: &str = "type.googleapis.com/stats.PluginConfig";
+    /// Envoy's CEL access-log filter, in an access log's `filter.extension_filter`.
+    pub const CEL_ACCESS_LOG_FILTER: &str =
+        "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter";
+    /// Envoy's UUID request id extension, in a connection manager's `request_id_extension`.
+    pub const UUID_REQUEST_ID: &str =
+        "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig";
 
     /// The four types in the order a proxy should apply them (Envoy's: clusters before endpoints,
     /// listeners before routes).
@@ -78,6 +90,25 @@ pub mod filter_name {
     pub const ZIPKIN_TRACER: &str = "envoy.tracers.zipkin";
     /// The OpenTelemetry tracer.
     pub const OPENTELEMETRY_TRACER: &str = "envoy.tracers.opentelemetry";
+    /// Istio's stats filter (HTTP and network), which the Telemetry API's metric overrides configure.
+    pub const ISTIO_STATS: &str = "istio.stats";
+    /// Envoy's CEL access-log filter.
+    pub const CEL_ACCESS_LOG_FILTER: &str = "envoy.access_loggers.extension_filters.cel";
+    /// Envoy's UUID request id extension.
+    pub const UUID_REQUEST_ID: &str = "envoy.request_id.uuid";
+}
+
+/// `xds.type.v3.TypedStruct` (also `udpa.type.v1.TypedStruct`, the same fields), which envoy-types does
+/// not generate: an extension's config as a `google.protobuf.Struct`, with the type URL of the message
+/// it stands for. Istio configures its stats filter this way.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TypedStruct {
+    /// The type the struct stands for (`type.googleapis.com/stats.PluginConfig`).
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    /// The config, in proto3's JSON mapping.
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<pb::google::protobuf::Struct>,
 }
 
 /// Istio's default JSON access log: its keys, in its order, and the Envoy operator of each. weftd sends

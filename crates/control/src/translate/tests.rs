@@ -858,3 +858,176 @@ fn meshconfig_tracing_reaches_every_http_listener() {
         assert!(hcm.tracing.is_some(), "{name}");
     }
 }
+
+/// The connection manager of a listener's first filter chain.
+fn hcm_of(l: &Listener) -> HttpConnectionManager {
+    let f = l.filter_chains[0]
+        .filters
+        .iter()
+        .find(|f| f.name == filter_name::HTTP_CONNECTION_MANAGER)
+        .expect("hcm");
+    let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+        panic!("{f:?}");
+    };
+    unpack(any).expect("hcm")
+}
+
+/// The stats plugin config of an `istio.stats` filter, as JSON.
+fn stats_json(any: &Any) -> serde_json::Value {
+    assert_eq!(any.type_url, type_url::TYPED_STRUCT);
+    let ts: weft_xds::TypedStruct = unpack(any).expect("TypedStruct");
+    assert_eq!(ts.type_url, type_url::ISTIO_STATS_CONFIG);
+    fn json(v: &weft_xds::pb::google::protobuf::Value) -> serde_json::Value {
+        use weft_xds::pb::google::protobuf::value::Kind;
+        match &v.kind {
+            Some(Kind::StringValue(s)) => s.clone().into(),
+            Some(Kind::BoolValue(b)) => (*b).into(),
+            Some(Kind::ListValue(l)) => l.values.iter().map(json).collect(),
+            Some(Kind::StructValue(s)) => s
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), json(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            other => panic!("{other:?}"),
+        }
+    }
+    json(&weft_xds::pb::google::protobuf::Value {
+        kind: Some(weft_xds::pb::google::protobuf::value::Kind::StructValue(
+            ts.value.expect("value"),
+        )),
+    })
+}
+
+#[test]
+fn telemetry_resources_reach_the_listeners_they_apply_to() {
+    use weft_xds::pb::envoy::config::accesslog::v3::access_log_filter::FilterSpecifier;
+    use weft_xds::pb::envoy::config::accesslog::v3::extension_filter;
+    use weft_xds::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
+    let telemetry = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh, namespace: istio-system}
+spec:
+  metrics:
+  - overrides:
+    - match: {metric: REQUEST_SIZE}
+      disabled: true
+    - match: {metric: REQUEST_COUNT}
+      tagOverrides:
+        user: {value: \"request.headers['x-user']\"}
+        request_protocol: {operation: REMOVE}
+  tracing:
+  - customTags:
+      team: {literal: {value: bookinfo}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: errors, namespace: default}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}]
+    filter: {expression: 'response.code >= 400'}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: productpage, namespace: default}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  tracing:
+  - match: {mode: CLIENT}
+    randomSamplingPercentage: 100
+  - match: {mode: SERVER}
+    disableSpanReporting: true
+";
+    let mesh = parse_file(
+        "mesh.yaml",
+        "defaultConfig: {tracing: {sampling: 1, zipkin: {address: '10.0.0.9:9411'}}}",
+    )
+    .mesh
+    .expect("mesh");
+    let mut p = parse_file("registry.yaml", REGISTRY);
+    let t = parse_file("telemetry.yaml", telemetry);
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    p.resources.extend(t.resources);
+    let res: Vec<Arc<weft_api::Resource>> = p.resources.into_iter().map(Arc::new).collect();
+    let m = Model::build(1, &res, mesh);
+    let mut pp = proxy("default");
+    pp.labels = [("app".to_string(), "productpage".to_string())].into();
+    let out = for_proxy(&m, &pp);
+    for (name, client) in [("0.0.0.0_9080", true), ("inbound_127.0.1.10_9080", false)] {
+        let hcm = hcm_of(&listener_of(&out, name));
+        // Metrics: Istio's stats filter, before the router.
+        let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [filter_name::FAULT, "istio.stats", filter_name::ROUTER],
+            "{name}"
+        );
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &hcm.http_filters[1].config_type
+        else {
+            panic!("{name}");
+        };
+        assert_eq!(
+            stats_json(any),
+            serde_json::json!({"metrics": [
+                {"name": "request_bytes", "drop": true},
+                {"name": "requests_total", "dimensions": {"user": "request.headers['x-user']"}, "tags_to_remove": ["request_protocol"]},
+            ]}),
+            "{name}"
+        );
+        // Access logs: the namespace's rule, with Envoy's CEL filter.
+        assert_eq!(hcm.access_log.len(), 1, "{name}");
+        let Some(FilterSpecifier::ExtensionFilter(ext)) = hcm.access_log[0]
+            .filter
+            .as_ref()
+            .and_then(|f| f.filter_specifier.clone())
+        else {
+            panic!("{name}: no filter");
+        };
+        assert_eq!(ext.name, "envoy.access_loggers.extension_filters.cel");
+        let Some(extension_filter::ConfigType::TypedConfig(any)) = &ext.config_type else {
+            panic!("{name}");
+        };
+        let cel: ExpressionFilter = unpack(any).expect("ExpressionFilter");
+        assert_eq!(cel.expression, "response.code >= 400");
+        // Tracing: the workload's sampling outbound, span reporting off inbound, the mesh's tags.
+        let tr = hcm.tracing.expect("tracing");
+        assert_eq!(tr.custom_tags.len(), 1, "{name}");
+        assert_eq!(tr.custom_tags[0].tag, "team");
+        if client {
+            assert_eq!(tr.random_sampling.expect("sampling").value, 100.0);
+            assert!(tr.provider.is_some());
+        } else {
+            assert_eq!(
+                tr.random_sampling.expect("sampling").value,
+                1.0,
+                "MeshConfig's"
+            );
+            assert!(tr.provider.is_none(), "span reporting off");
+        }
+    }
+    // Another workload of the namespace: no workload rule, the mesh's sampling.
+    let other = for_proxy(&m, &proxy("default"));
+    let hcm = hcm_of(&listener_of(&other, "0.0.0.0_9080"));
+    assert_eq!(
+        hcm.tracing
+            .expect("tracing")
+            .random_sampling
+            .expect("s")
+            .value,
+        1.0
+    );
+    // Another namespace: no access log (MeshConfig has none), the mesh's metrics.
+    let elsewhere = for_proxy(&m, &proxy("prod"));
+    let hcm = hcm_of(&listener_of(&elsewhere, "0.0.0.0_9080"));
+    assert!(hcm.access_log.is_empty());
+    assert_eq!(hcm.http_filters.len(), 3);
+    // Without Telemetry resources, no stats filter at all.
+    let plain = model("");
+    let hcm = hcm_of(&listener_of(
+        &for_proxy(&plain, &proxy("default")),
+        "0.0.0.0_9080",
+    ));
+    assert_eq!(hcm.http_filters.len(), 2);
+    assert!(hcm.request_id_extension.is_none());
+}
