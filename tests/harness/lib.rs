@@ -5,6 +5,7 @@ pub mod grafana;
 pub mod prometheus;
 
 use anyhow::{bail, Context};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -191,6 +192,58 @@ impl Mesh {
             Ok(())
         })
         .await
+    }
+
+    /// Each connected proxy's last sent nonce of xDS type `t` (`LDS`, `RDS`, ...), by node id: what
+    /// [`Mesh::pushed`] compares against after a change.
+    pub async fn sent_nonces(&self, t: &str) -> anyhow::Result<BTreeMap<String, String>> {
+        let v = self.syncz().await?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let id = p["node_id"].as_str().unwrap_or_default().to_string();
+                let nonce = p["types"][t]["sent_nonce"].as_str().unwrap_or_default();
+                (id, nonce.to_string())
+            })
+            .collect())
+    }
+
+    /// Waits until weftd has sent every one of the six proxies a new response of type `t` since
+    /// `before` (from [`Mesh::sent_nonces`]) and each has acknowledged it: a change to the config
+    /// directory is in force in every proxy, with no traffic sent to find out.
+    pub async fn pushed(
+        &self,
+        t: &str,
+        before: &BTreeMap<String, String>,
+        deadline: Duration,
+    ) -> anyhow::Result<()> {
+        let what = format!("a new {t} acknowledged by every proxy");
+        eventually(&what, deadline, || async {
+            let v = self.syncz().await?;
+            let proxies = v.as_array().cloned().unwrap_or_default();
+            let done = proxies.len() == demo::WORKLOADS.len()
+                && proxies.iter().all(|p| {
+                    let s = &p["types"][t];
+                    let id = p["node_id"].as_str().unwrap_or_default();
+                    s["status"] == "SYNCED"
+                        && before.get(id).map(String::as_str) != s["sent_nonce"].as_str()
+                });
+            if !done {
+                bail!("{v}");
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Writes `yaml` as `name` into the config directory weftd watches (through a hidden temporary
+    /// file and a rename, so weftd never reads half a file); `mesh.yaml` replaces the MeshConfig.
+    pub fn write_config(&self, name: &str, yaml: &str) -> anyhow::Result<()> {
+        let path = self.layout.config_dir.join(name);
+        let tmp = self.layout.config_dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, yaml).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// The logs of every process, for failure messages.
