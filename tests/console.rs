@@ -1,7 +1,8 @@
 //! weftd's console against the real demo mesh while traffic flows: `/api/graph` shows Bookinfo's six
 //! workloads and their calls, then a real browser (Debian's headless Chromium, driven by Playwright
 //! from `tests/browser/console.mjs`) loads every page: the graph draws the same, a chart has data, a
-//! trace opens when the proxies have reported spans, the config page lists the six proxies in sync.
+//! trace from the sidecars (the demo traces every request to weftd) opens as a waterfall of spans,
+//! the config page lists the six proxies in sync.
 //! Screenshots go to `target/console-browser/`.
 //!
 //! `scripts/chromium` installs chromium and playwright-core first (as root; see tests/README.md).
@@ -117,6 +118,8 @@ async fn the_console_in_a_real_browser_shows_the_live_demo() {
         .arg(workspace().join("tests/browser/console.mjs"))
         .arg(format!("http://{console}"))
         .arg(&out_dir)
+        // The demo samples every request to weftd's collector: no trace listed is a failure.
+        .arg("--require-trace")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -141,7 +144,9 @@ async fn the_console_in_a_real_browser_shows_the_live_demo() {
         started.elapsed().as_secs_f64(),
         out_dir.display()
     );
-    for name in ["graph", "metrics", "traces", "config"] {
+    let spans = seen["traces"]["opened"]["spans"].as_u64().unwrap_or(0);
+    assert!(spans >= 2, "a trace opened with its spans: {seen}");
+    for name in ["graph", "metrics", "traces", "trace", "config"] {
         let p = out_dir.join(format!("{name}.png"));
         let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         assert!(size > 1000, "{} written", p.display());
