@@ -10,8 +10,8 @@ pub mod debug;
 pub mod metrics;
 pub mod model;
 pub mod registry;
-pub mod telemetry;
 pub mod server;
+pub mod telemetry;
 pub mod translate;
 pub mod view;
 
