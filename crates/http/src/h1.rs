@@ -122,6 +122,19 @@ impl Head {
         authority: Option<&str>,
         headers: HeaderMap,
     ) -> Head {
+        Head::encode_with(method, path_and_query, authority, headers, &[])
+    }
+
+    /// [`Head::encode`], and after the fields of `headers` the field lines `extra`, already encoded
+    /// (`name: value\r\n` each, names in lower case): fields the caller adds to every request, which it
+    /// encodes once rather than inserting into each request's map.
+    pub fn encode_with(
+        method: &Method,
+        path_and_query: &str,
+        authority: Option<&str>,
+        headers: HeaderMap,
+        extra: &[u8],
+    ) -> Head {
         let mut had_length = false;
         let bytes = super::slab_cut(|out| {
             out.extend_from_slice(method.as_str().as_bytes());
@@ -134,6 +147,7 @@ impl Head {
                 out.extend_from_slice(codec::CRLF);
             }
             had_length = codec::push_fields(out, &headers, true).length;
+            out.extend_from_slice(extra);
         });
         codec::recycle(headers);
         Head {

@@ -658,3 +658,20 @@ async fn an_upstream_that_answers_before_the_request_body_ends_is_heard() {
         "the request was not sent whole: the connection is closed"
     );
 }
+
+#[test]
+fn field_lines_encoded_once_go_after_the_requests_fields() {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-a", "1".parse().unwrap());
+    let head = Head::encode_with(
+        &Method::GET,
+        "/p",
+        Some("svc:80"),
+        headers,
+        b"x-envoy-peer-metadata-id: n\r\n",
+    );
+    assert_eq!(
+        &head.bytes[..],
+        &b"GET /p HTTP/1.1\r\nhost: svc:80\r\nx-a: 1\r\nx-envoy-peer-metadata-id: n\r\n"[..]
+    );
+}

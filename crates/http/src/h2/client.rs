@@ -333,9 +333,14 @@ impl Connection {
     /// The stream is opened here, before the future: the future then holds only what waiting needs, which
     /// keeps every proxied request's future small.
     #[allow(clippy::type_complexity)]
+    ///
+    /// `extra` is HPACK, already encoded, that goes after the request's fields: fields the caller adds to
+    /// every request, encoded once. It must be literals that leave the dynamic table alone (as
+    /// [`hpack::encode_field`] writes them), since the table's state at the point they land is not known.
     pub(crate) fn send(
         &self,
         req: Request<Body>,
+        extra: &[u8],
     ) -> Result<ResponseFuture, Box<(Error, Request<Body>)>> {
         let end = req.body().is_end_stream();
         let mut st = self.conn.lock();
@@ -353,7 +358,8 @@ impl Connection {
         st.next_id += 2;
         let max_frame = st.peer_max_frame;
         frame::headers(&mut st.wbuf, id, end, max_frame, |dst| {
-            encode_request(&parts, dst)
+            encode_request(&parts, dst);
+            dst.extend_from_slice(extra);
         });
         let send_window = st.peer_initial_window;
         st.streams.insert(
