@@ -63,6 +63,11 @@ impl Flags {
         self.0 & other.0 == other.0
     }
 
+    /// The bits, for a hash.
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+
     /// True when no flag is set.
     pub fn is_empty(self) -> bool {
         self.0 == 0

@@ -33,6 +33,7 @@ const RETRY_BACKOFF_BASE: Duration = Duration::from_millis(25);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(250);
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static NO_FIELDS: upstream::EncodedFields = upstream::EncodedFields::EMPTY;
 static X_UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
 
 /// Which listener a request came in on.
@@ -368,6 +369,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) -> Kept {
         }
         kept.host |= name == header::HOST;
         kept.request_id |= name == X_REQUEST_ID;
+        kept.peer_metadata |= name.as_str().starts_with("x-envoy-peer-metadata");
     }
     if !found.contains(&true) {
         return kept;
@@ -414,6 +416,8 @@ struct Kept {
     request_id: bool,
     /// The request had `te: trailers` and no other transfer coding in TE (removed all the same).
     te_trailers: bool,
+    /// The request had a sidecar's metadata field (`x-envoy-peer-metadata` or its `-id`).
+    peer_metadata: bool,
 }
 
 /// The parts of the request that every try reuses.
@@ -435,6 +439,8 @@ enum Outgoing {
         headers: HeaderMap,
         /// `:authority`.
         authority: Authority,
+        /// This sidecar's metadata goes with it (outbound).
+        announce: bool,
     },
 }
 
@@ -592,9 +598,18 @@ fn prepare(
     if !kept.request_id {
         headers.insert(X_REQUEST_ID.clone(), uuid_v4_header());
     }
-    if let (Entry::Outbound, Some(t)) = (entry, &shared.telemetry) {
-        t.announce(&mut headers);
-    }
+    // Outbound, this sidecar's metadata goes with the request: in place of any the application sent,
+    // encoded once (see `OwnMetadata::lines` and `OwnMetadata::fields`).
+    let announce = match (entry, &shared.telemetry) {
+        (Entry::Outbound, Some(t)) => {
+            if kept.peer_metadata {
+                headers.remove(&telemetry::peer::PEER_METADATA);
+                headers.remove(&telemetry::peer::PEER_METADATA_ID);
+            }
+            Some(t)
+        }
+        _ => None,
+    };
     for e in routed.levels().iter().flatten() {
         e.request.apply(&mut headers);
     }
@@ -612,13 +627,15 @@ fn prepare(
             path_and_query,
             headers,
             authority: a.ok_or(ProxyError::BadAuthority)?,
+            announce: announce.is_some(),
         }
     } else {
-        Outgoing::H1(h1::Head::encode(
+        Outgoing::H1(h1::Head::encode_with(
             &parts.method,
             path_and_query.as_str(),
             None,
             headers,
+            announce.map_or(&[][..], |t| t.own_lines()),
         ))
     };
     Ok(Plan {
@@ -761,7 +778,7 @@ async fn forward(
                 per_try: policy.and_then(|p| p.per_try_timeout),
                 last: attempt >= max_tries,
             };
-            let result = try_once(&shared.upstream, req, try_).await;
+            let result = try_once(shared, req, try_).await;
             let may_retry = attempt < max_tries;
             let retry = match (&result, policy) {
                 (Ok(resp), Some(p)) => p.retries_status(resp.status().as_u16()),
@@ -805,7 +822,7 @@ struct Try {
 /// One try: the upstream request is built at once, and the future returned is only the exchange (under
 /// the per-try timeout), with no copies of the request held beside it.
 fn try_once<'a>(
-    upstream: &'a upstream::Upstream,
+    shared: &'a Shared,
     req: &mut Prepared,
     t: Try,
 ) -> impl std::future::Future<Output = Result<Response<Body>, ProxyError>> + Send + 'a {
@@ -815,6 +832,7 @@ fn try_once<'a>(
         PreparedBody::Buffered(b) => Body::full(b.clone()),
         PreparedBody::Streaming(b) => b.take().unwrap_or_else(Body::empty),
     };
+    let upstream = &shared.upstream;
     let send = match &mut req.upstream {
         Outgoing::H1(head) => {
             Either::Right(upstream.send_h1(addr, t.connect_timeout, head.clone(), body))
@@ -824,6 +842,7 @@ fn try_once<'a>(
             path_and_query,
             headers,
             authority,
+            announce,
         } => {
             let mut r = Request::new(body);
             *r.method_mut() = method.clone();
@@ -847,7 +866,11 @@ fn try_once<'a>(
                     })))
                 }
             }
-            Either::Left(upstream.send_h2(addr, t.connect_timeout, r))
+            let extra = match (&shared.telemetry, announce) {
+                (Some(t), true) => t.own_fields(),
+                _ => &NO_FIELDS,
+            };
+            Either::Left(upstream.send_h2(addr, t.connect_timeout, r, extra))
         }
     };
     let timed = match t.per_try {
@@ -982,6 +1005,7 @@ mod tests {
                 host: h.contains_key(header::HOST),
                 request_id: h.contains_key(&X_REQUEST_ID),
                 te_trailers: found.te_trailers,
+                peer_metadata: found.peer_metadata,
             };
             assert_eq!(found, want, "{h:?}");
             h.keys().map(|k| k.to_string()).collect::<Vec<_>>()
