@@ -15,7 +15,8 @@
 //!   `source.{address, port}`, `destination.{address, port}`, `upstream.{address, port}`,
 //!   `connection.mtls`, `xds.cluster_name`; `headers.name` works like `headers['name']`;
 //! - operators: `==`, `!=`, `<`, `<=`, `>`, `>=` (integers with integers, strings with strings), `&&`,
-//!   `||`, `!`, `in` (a list literal, or `'name' in request.headers`), `? :`, and parentheses;
+//!   `||`, `!`, `in` (a list literal, or `'name' in request.headers`, the header's presence), `? :`,
+//!   and parentheses;
 //! - functions: `has(x)` (the attribute or header is present), `string(x)`, `int(x)`,
 //!   `x.startsWith('p')`, `x.endsWith('s')`, `x.contains('s')`.
 //!
@@ -224,8 +225,6 @@ pub enum Expr {
     Cmp(Cmp, Box<Expr>, Box<Expr>),
     /// `x in [..]`.
     InList(Box<Expr>, Vec<Lit>),
-    /// `'name' in request.headers`.
-    InHeaders(Box<Expr>, Side),
     /// `c ? a : b`.
     Cond(Box<Expr>, Box<Expr>, Box<Expr>),
     /// `has(x)`.
@@ -314,12 +313,6 @@ impl Expr {
                         .any(|l| compare(Cmp::Eq, &v, &l.value()) == Value::Bool(true)),
                 )
             }
-            Expr::InHeaders(x, side) => match x.eval(attrs) {
-                Value::Str(name) => {
-                    Value::Bool(attrs.header(*side, &name.to_ascii_lowercase()).is_some())
-                }
-                _ => Value::Error,
-            },
             Expr::Cond(c, a, b) => match c.eval(attrs) {
                 Value::Bool(true) => a.eval(attrs),
                 Value::Bool(false) => b.eval(attrs),
@@ -366,18 +359,6 @@ impl Expr {
         });
     }
 
-    /// Whether the expression reads a whole header map (`'x' in request.headers`): then every header
-    /// of that side is needed.
-    pub fn reads_all_headers(&self, side: Side) -> bool {
-        let mut all = false;
-        self.visit(&mut |e| {
-            if matches!(e, Expr::InHeaders(_, s) if *s == side) {
-                all = true;
-            }
-        });
-        all
-    }
-
     /// The attributes the expression reads.
     pub fn attrs(&self, out: &mut Vec<Attr>) {
         self.visit(&mut |e| {
@@ -393,12 +374,9 @@ impl Expr {
         f(self);
         match self {
             Expr::Lit(_) | Expr::Attr(_) | Expr::Header(..) => {}
-            Expr::Not(x)
-            | Expr::Has(x)
-            | Expr::String(x)
-            | Expr::Int(x)
-            | Expr::InList(x, _)
-            | Expr::InHeaders(x, _) => x.visit(f),
+            Expr::Not(x) | Expr::Has(x) | Expr::String(x) | Expr::Int(x) | Expr::InList(x, _) => {
+                x.visit(f)
+            }
             Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, a, b) | Expr::Call(_, a, b) => {
                 a.visit(f);
                 b.visit(f);

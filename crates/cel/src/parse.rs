@@ -426,7 +426,15 @@ fn lower(n: Node) -> Result<Expr, Error> {
             "||" => Expr::Or(b(*l)?, b(*r)?),
             "in" => {
                 if let Some(side) = path(&r).as_deref().and_then(headers_side) {
-                    Expr::InHeaders(b(*l)?, side)
+                    // A name in a header map is that header's presence: `has`, with the name known
+                    // when parsed (so a request keeps only the headers expressions read).
+                    let Kind::Lit(Lit::Str(name)) = l.kind else {
+                        return err(
+                            root_at(&l),
+                            "only a string literal can be tested with `in` against headers",
+                        );
+                    };
+                    Expr::Has(Box::new(Expr::Header(side, name.to_ascii_lowercase())))
                 } else if let Kind::List(items) = r.kind {
                     let r_at = r.at;
                     let mut lits = Vec::new();

@@ -149,6 +149,10 @@ fn refuses_what_the_subset_leaves_out() {
             "at offset 0: has() takes an attribute or a header",
         ),
         ("request.host @ 1", "at offset 13: unexpected character '@'"),
+        (
+            "request.host in request.headers",
+            "at offset 0: only a string literal can be tested with `in` against headers",
+        ),
         ("{'a': 1}", "at offset 0: unexpected character '{'"),
     ];
     for (src, want) in cases {
@@ -191,7 +195,10 @@ fn lists_what_a_request_must_keep() {
     let mut a = Vec::new();
     e.attrs(&mut a);
     assert_eq!(a, [Attr::ResponseCode]);
-    assert!(parse("'x' in request.headers")
+    let mut h = Vec::new();
+    parse("'X-A' in request.headers")
         .expect("ok")
-        .reads_all_headers(Side::Request));
+        .headers(Side::Request, &mut h);
+    assert_eq!(h, ["x-a"]);
+    assert!(parse("request.host in request.headers").is_err());
 }
