@@ -350,6 +350,9 @@ impl Lab {
             config.join("extra-services.yaml"),
             targets::extra_services(targets::EXTRA_SERVICES),
         )?;
+        let (mesh, bare) = targets::weft_telemetry();
+        std::fs::write(config.join("mesh.yaml"), mesh)?;
+        std::fs::write(config.join("telemetry.yaml"), bare)?;
         let xds = format!("{}:15010", targets::WEFTD_IP);
         let debug = format!("{}:15014", targets::WEFTD_IP);
         let weftd = self.bin("weftd");
@@ -410,6 +413,18 @@ impl Lab {
                         ),
                     )],
                     vec![targets::WEFT_1HOP_IP],
+                ),
+                Target::Weft1HopBare => (
+                    vec![(
+                        "weft-1hop-bare-client".into(),
+                        proxy(
+                            "bench-client-bare",
+                            targets::CLIENT_BARE_APP,
+                            targets::WEFT_BARE_IP,
+                            None,
+                        ),
+                    )],
+                    vec![targets::WEFT_BARE_IP],
                 ),
                 Target::Weft2Hop => (
                     vec![

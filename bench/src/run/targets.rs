@@ -9,6 +9,7 @@
 //! | upstream | `127.0.50.2:8080` (HTTP), `:8081` (HTTP/2, gRPC), `:9000` (TCP); `127.0.50.20:18080`, `:18081`, `:19000` (behind the server sidecar) |
 //! | weft client sidecar, 1 hop | `127.0.50.10:15001`, TCP egress `:9000`, admin `:15000` |
 //! | weft client sidecar, 2 hops | `127.0.50.11:15001`, TCP egress `:9000`, admin `:15000` |
+//! | weft client sidecar, 1 hop, telemetry off | `127.0.50.12:15001`, TCP egress `:9000`, admin `:15000` |
 //! | weft server sidecar, 2 hops | `127.0.50.20:8080`, `:8081`, `:9000` (inbound), admin `:15000` |
 //! | nginx | `127.0.50.30:8080` (HTTP/1.1), `:8081` (h2c, gRPC) |
 //! | nginx, 2 hops | client side `127.0.50.31`, server side `127.0.50.32` (same ports as nginx) |
@@ -29,6 +30,8 @@ pub const UPSTREAM_IP: &str = "127.0.50.2";
 pub const WEFT_1HOP_IP: &str = "127.0.50.10";
 /// The 2-hop client sidecar.
 pub const WEFT_2HOP_IP: &str = "127.0.50.11";
+/// The 1-hop client sidecar whose telemetry a Telemetry resource turns off.
+pub const WEFT_BARE_IP: &str = "127.0.50.12";
 /// The 2-hop server sidecar (and the upstream's second address behind it).
 pub const WEFT_SERVER_IP: &str = "127.0.50.20";
 /// nginx.
@@ -71,6 +74,9 @@ pub enum Target {
     Direct,
     /// Through one weft-proxy (the client's sidecar, to the upstream).
     Weft1Hop,
+    /// [`Target::Weft1Hop`] with its telemetry off: a workload Telemetry resource disables every
+    /// metric and span reporting (access logs are off in both), so the pair gives what telemetry costs.
+    Weft1HopBare,
     /// Through two (client sidecar → server sidecar → upstream), as a mesh has.
     Weft2Hop,
     /// nginx, one hop.
@@ -90,9 +96,10 @@ pub enum Target {
 
 impl Target {
     /// Every target, in report order.
-    pub const ALL: [Target; 8] = [
+    pub const ALL: [Target; 9] = [
         Target::Direct,
         Target::Weft1Hop,
+        Target::Weft1HopBare,
         Target::Weft2Hop,
         Target::Nginx,
         Target::Nginx2Hop,
@@ -106,6 +113,7 @@ impl Target {
         match self {
             Target::Direct => "direct",
             Target::Weft1Hop => "weft-1hop",
+            Target::Weft1HopBare => "weft-1hop-bare",
             Target::Weft2Hop => "weft-2hop",
             Target::Nginx => "nginx-1hop",
             Target::Nginx2Hop => "nginx-2hop",
@@ -117,6 +125,14 @@ impl Target {
 
     /// Weft's own targets.
     pub fn is_weft(self) -> bool {
+        matches!(
+            self,
+            Target::Weft1Hop | Target::Weft1HopBare | Target::Weft2Hop
+        )
+    }
+
+    /// Whether the target records Istio's metrics and reports sampled spans (the results' `telemetry`).
+    pub fn telemetry(self) -> bool {
         matches!(self, Target::Weft1Hop | Target::Weft2Hop)
     }
 }
@@ -150,11 +166,16 @@ pub fn endpoint(
     match target {
         Target::Direct if tcp => Ok((addr(UPSTREAM_IP, TCP_PORT), None)),
         Target::Direct => Ok((addr(UPSTREAM_IP, port), None)),
-        Target::Weft1Hop | Target::Weft2Hop => {
-            let (ip, service) = if target == Target::Weft1Hop {
-                (WEFT_1HOP_IP, "upstream")
-            } else {
-                (WEFT_2HOP_IP, "upstream-mesh")
+        Target::Weft1HopBare
+            if !matches!(workload, Workload::Http1KeepAlive | Workload::GrpcUnary) =>
+        {
+            Err("telemetry's cost is measured on HTTP/1.1 keep-alive and gRPC only".into())
+        }
+        Target::Weft1Hop | Target::Weft1HopBare | Target::Weft2Hop => {
+            let (ip, service) = match target {
+                Target::Weft1Hop => (WEFT_1HOP_IP, "upstream"),
+                Target::Weft1HopBare => (WEFT_BARE_IP, "upstream"),
+                _ => (WEFT_2HOP_IP, "upstream-mesh"),
             };
             if tcp {
                 // The Sidecar's egress listener on the client sidecar's own address (explicit capture).
@@ -204,7 +225,7 @@ pub fn all_listen_addrs() -> Vec<SocketAddr> {
         addr(WEFT_SERVER_IP, HTTP_PORT),
         addr(WEFT_SERVER_IP, GRPC_PORT),
     ]);
-    for ip in [WEFT_1HOP_IP, WEFT_2HOP_IP, WEFT_SERVER_IP] {
+    for ip in [WEFT_1HOP_IP, WEFT_BARE_IP, WEFT_2HOP_IP, WEFT_SERVER_IP] {
         v.push(addr(ip, OUTBOUND_PORT));
         v.push(addr(ip, ADMIN_PORT));
         v.push(addr(ip, TCP_PORT));
@@ -290,12 +311,51 @@ pub fn weft_registry() -> String {
     service_entry(&mut s, "upstream-mesh", "upstream-mesh");
     workload_entry(&mut s, "upstream-mesh", WEFT_SERVER_IP);
     sidecar(&mut s, CLIENT_1HOP_APP, "upstream");
+    sidecar(&mut s, CLIENT_BARE_APP, "upstream");
     sidecar(&mut s, CLIENT_2HOP_APP, "upstream-mesh");
     s
 }
 
+/// The telemetry of the Weft targets, as a mesh running Istio's defaults has it: metrics on, access
+/// logs off, 1 % of requests traced to weftd's Zipkin collector (MeshConfig); and a workload Telemetry
+/// that turns metrics and span reporting off for [`CLIENT_BARE_APP`] (the trace headers still pass).
+pub fn weft_telemetry() -> (String, String) {
+    let mesh = format!(
+        "# Generated by weft-bench: Istio's default tracing, to weftd's collector.
+defaultConfig:
+  tracing:
+    sampling: 1.0
+    zipkin:
+      address: {WEFTD_IP}:9411
+"
+    );
+    let bare = format!(
+        "# Generated by weft-bench: the 1-hop client without telemetry, to measure what it costs.
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: {CLIENT_BARE_APP}
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: {CLIENT_BARE_APP}
+  metrics:
+  - overrides:
+    - match:
+        metric: ALL_METRICS
+      disabled: true
+  tracing:
+  - disableSpanReporting: true
+"
+    );
+    (mesh, bare)
+}
+
 /// The `app` label of the 1-hop client sidecar.
 pub const CLIENT_1HOP_APP: &str = "bench-client";
+/// The `app` label of the 1-hop client sidecar with telemetry off.
+pub const CLIENT_BARE_APP: &str = "bench-client-bare";
 /// The `app` label of the 2-hop client sidecar.
 pub const CLIENT_2HOP_APP: &str = "bench-client-2hop";
 
@@ -529,7 +589,9 @@ mod tests {
                 let r = endpoint(t, w, false);
                 let want_unsupported = (w == Workload::TcpStream
                     && matches!(t, Target::Nginx | Target::Nginx2Hop | Target::Pingora))
-                    || (t == Target::Relay2Hop && w != Workload::Http1KeepAlive);
+                    || (t == Target::Relay2Hop && w != Workload::Http1KeepAlive)
+                    || (t == Target::Weft1HopBare
+                        && !matches!(w, Workload::Http1KeepAlive | Workload::GrpcUnary));
                 assert_eq!(r.is_err(), want_unsupported, "{} {}", t.name(), w);
             }
         }
@@ -551,8 +613,8 @@ mod tests {
         assert!(reg.contains("address: 127.0.50.2\n"));
         assert!(reg.contains("address: 127.0.50.20\n"));
         assert!(reg.contains("protocol: GRPC"));
-        assert_eq!(reg.matches("protocol: TCP").count(), 4, "{reg}");
-        assert_eq!(reg.matches("kind: Sidecar").count(), 2, "{reg}");
+        assert_eq!(reg.matches("protocol: TCP").count(), 5, "{reg}");
+        assert_eq!(reg.matches("kind: Sidecar").count(), 3, "{reg}");
         assert!(reg.contains("- ./upstream-mesh.default.svc.cluster.local\n"));
         let extra = extra_services(1000);
         assert_eq!(extra.matches("kind: ServiceEntry").count(), 1000);
@@ -575,5 +637,23 @@ mod tests {
             server.contains("bind 127.0.50.61:8080")
                 && server.contains("server up 127.0.50.2:8080")
         );
+    }
+
+    #[test]
+    fn the_weft_configs_are_what_weftd_accepts() {
+        let (mesh, bare) = weft_telemetry();
+        for (file, text) in [
+            ("bench.yaml", weft_registry()),
+            ("mesh.yaml", mesh),
+            ("telemetry.yaml", bare),
+        ] {
+            let p = weft_api::parse_file(file, &text);
+            assert!(p.diagnostics.is_empty(), "{file}: {:?}", p.diagnostics);
+        }
+        let p = weft_api::parse_file("mesh.yaml", &weft_telemetry().0);
+        let t = p.mesh.expect("a mesh file").tracing().expect("valid");
+        assert_eq!(t.expect("on").sampling, 1.0);
+        let p = weft_api::parse_file("telemetry.yaml", &weft_telemetry().1);
+        assert_eq!(p.resources.len(), 1);
     }
 }
