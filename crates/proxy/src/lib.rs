@@ -247,6 +247,10 @@ pub struct Config {
     /// What the HTTP listeners allow their downstream connections.
     #[serde(serialize_with = "serialize_limits")]
     pub limits: weft_http::Limits,
+    /// The process's environment variables (those in UTF-8), read once here: tracing's environment
+    /// custom tags read them, as Envoy's do. Neither logged nor dumped.
+    #[serde(skip)]
+    pub environment: telemetry::Environment,
 }
 
 fn serialize_limits<S: serde::Serializer>(l: &weft_http::Limits, s: S) -> Result<S::Ok, S::Error> {
@@ -346,6 +350,11 @@ impl TryFrom<&Args> for Config {
                 http2_keepalive_interval: args.http2_keepalive_interval,
                 http2_keepalive_timeout: args.http2_keepalive_timeout,
             },
+            environment: telemetry::Environment(
+                std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                    .collect(),
+            ),
         })
     }
 }
@@ -463,10 +472,10 @@ impl Proxy {
             .as_ref()
             .map(|(_, a)| a.to_string())
             .unwrap_or_default();
-        let shared = Shared::with_telemetry(Some(Arc::new(telemetry::Telemetry::new(
-            &identity,
-            &config.cluster,
-        ))));
+        let shared = Shared::with_telemetry(Some(Arc::new(
+            telemetry::Telemetry::new(&identity, &config.cluster)
+                .with_environment(config.environment.clone()),
+        )));
         tracing::info!(
             outbound = %outbound_addr,
             admin = %admin_addr,

@@ -174,6 +174,18 @@ pub struct Telemetry {
     pub trace_tags: spans::TraceTags,
     /// The span exporters, one per collector (provider and URL), started when first needed.
     exporters: Mutex<Vec<Collecting>>,
+    /// The proxy's environment, read at startup, for tracing's environment custom tags.
+    environment: Environment,
+}
+
+/// Environment variables, which `Debug` does not print (they may hold secrets).
+#[derive(Default, Clone)]
+pub struct Environment(pub std::collections::BTreeMap<String, String>);
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} variables", self.0.len())
+    }
 }
 
 /// One span exporter and what it sends to.
@@ -222,7 +234,20 @@ impl Telemetry {
             inbound_services: Interner::new(MAX_INBOUND_SERVICES),
             unknown_service: Arc::new(Service::unknown()),
             metrics: Metrics::new(own),
+            environment: Default::default(),
         }
+    }
+
+    /// The same, with the proxy's environment variables (`Config::environment`), which tracing's
+    /// environment custom tags read.
+    pub fn with_environment(mut self, vars: Environment) -> Self {
+        self.environment = vars;
+        self
+    }
+
+    /// The value of the proxy's environment variable `name`, as read at startup.
+    pub fn environment(&self, name: &str) -> Option<&str> {
+        self.environment.0.get(name).map(String::as_str)
     }
 
     /// The reporter of the exporter to `url` in `provider`'s format, started now if there is none yet

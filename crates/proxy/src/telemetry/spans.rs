@@ -1,6 +1,11 @@
 //! Distributed tracing (`SPEC.md` §3.3): a listener whose connection manager has `tracing` propagates
 //! the trace context of each request and reports a span per sampled request (a server span inbound, a
 //! client span outbound) to its collector, through one exporter per collector (weft-trace).
+//!
+//! `tracing` without a `provider` (what weftd sends for the Telemetry API's `disableSpanReporting`)
+//! still propagates the context, sampling decision included; no span is made or reported. Its
+//! `custom_tags` (literal, environment variable, request header, each with Envoy's semantics) are
+//! added to every span.
 
 use super::Telemetry;
 use crate::config::Snapshot;
@@ -14,6 +19,7 @@ use weft_xds::pb::envoy::config::trace::v3::{
     tracing::http::ConfigType, zipkin_config, OpenTelemetryConfig, ZipkinConfig,
 };
 use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::Tracing as HcmTracing;
+use weft_xds::pb::envoy::r#type::tracing::v3::{custom_tag, CustomTag as XCustomTag};
 
 /// Zipkin's span endpoint, Envoy's default `collector_endpoint`.
 const ZIPKIN_PATH: &str = "/api/v2/spans";
@@ -38,11 +44,44 @@ impl Collector {
     }
 }
 
+/// One of a listener's custom span tags (Envoy's `custom_tags`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomTag {
+    /// A fixed value.
+    Literal(Str),
+    /// The proxy's environment variable `name` (read at startup), else `default`.
+    Environment {
+        /// The variable.
+        name: String,
+        /// The value when it is not set.
+        default: Str,
+    },
+    /// The request header `name`, else `default`.
+    Header {
+        /// The header.
+        name: http::HeaderName,
+        /// The value when the request has none.
+        default: Str,
+    },
+}
+
 /// A listener's tracing, from its connection manager's `tracing`.
 #[derive(Debug)]
 pub struct Tracing {
     /// The sampling percentage (Envoy's `random_sampling`, 100 when unset).
     pub sampler: Sampler,
+    /// Where spans go; `None`: the context is propagated and no span reported.
+    pub report: Option<Report>,
+    /// Tags added to every span, by tag name.
+    pub custom_tags: Vec<(Str, CustomTag)>,
+    /// The tags that are the same in every span (literals and environment variables), resolved on
+    /// the first sampled request.
+    fixed_tags: OnceLock<Vec<(Str, Str)>>,
+}
+
+/// Where a listener's spans go.
+#[derive(Debug)]
+pub struct Report {
     /// The format.
     pub provider: Provider,
     /// The collector.
@@ -54,16 +93,97 @@ pub struct Tracing {
 }
 
 impl Tracing {
-    /// Reads a connection manager's `tracing`; `None` when it has none or names no provider. A provider
-    /// weft does not have, or one it cannot send to, is an error naming the field.
+    /// Reads a connection manager's `tracing`; `None` when it has none. Without a `provider`, the
+    /// context is propagated and no span is reported. A provider weft does not have, one it cannot
+    /// send to, or a custom tag it cannot read is an error naming the field.
     pub fn from_hcm(t: Option<&HcmTracing>) -> Result<Option<Tracing>, String> {
         let Some(t) = t else { return Ok(None) };
-        let Some(p) = &t.provider else {
-            return Ok(None);
-        };
+        // Envoy's default when `random_sampling` is absent; weftd always sends one (MeshConfig's
+        // sampling, Istio's 1 % by default, or the Telemetry API's randomSamplingPercentage).
         let percent = t.random_sampling.as_ref().map_or(100.0, |p| p.value);
         let sampler =
             Sampler::from_percent(percent).map_err(|e| format!("random_sampling: {e}"))?;
+        let custom_tags = t
+            .custom_tags
+            .iter()
+            .enumerate()
+            .map(|(i, c)| custom_tag(i, c))
+            .collect::<Result<_, _>>()?;
+        let report = match &t.provider {
+            Some(p) => Some(Report::from_provider(p)?),
+            None => None,
+        };
+        Ok(Some(Tracing {
+            sampler,
+            report,
+            custom_tags,
+            fixed_tags: OnceLock::new(),
+        }))
+    }
+
+    /// The literal and environment tags, resolved once with the proxy's environment.
+    fn fixed_tags(&self, t: &Telemetry) -> &[(Str, Str)] {
+        self.fixed_tags.get_or_init(|| {
+            self.custom_tags
+                .iter()
+                .filter_map(|(k, c)| {
+                    let v = match c {
+                        CustomTag::Literal(v) => v.clone(),
+                        CustomTag::Environment { name, default } => t
+                            .environment(name)
+                            .map_or_else(|| default.clone(), Str::copy),
+                        CustomTag::Header { .. } => return None,
+                    };
+                    // Envoy sets no tag whose value is empty.
+                    (!v.is_empty()).then(|| (k.clone(), v))
+                })
+                .collect()
+        })
+    }
+}
+
+/// `custom_tags[i]`: literal, environment or request header (metadata tags are refused).
+fn custom_tag(i: usize, c: &XCustomTag) -> Result<(Str, CustomTag), String> {
+    if c.tag.is_empty() {
+        return Err(format!("custom_tags[{i}].tag: empty"));
+    }
+    let what = format!("custom_tags[{i}] {:?}", c.tag);
+    let tag = match &c.r#type {
+        Some(custom_tag::Type::Literal(l)) => CustomTag::Literal(Str::copy(&l.value)),
+        Some(custom_tag::Type::Environment(e)) => {
+            if e.name.is_empty() {
+                return Err(format!("{what}: environment.name: empty"));
+            }
+            CustomTag::Environment {
+                name: e.name.clone(),
+                default: Str::copy(&e.default_value),
+            }
+        }
+        Some(custom_tag::Type::RequestHeader(h)) => CustomTag::Header {
+            name: http::HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()).map_err(
+                |_| {
+                    format!(
+                        "{what}: request_header.name: {:?} is not a header name",
+                        h.name
+                    )
+                },
+            )?,
+            default: Str::copy(&h.default_value),
+        },
+        Some(custom_tag::Type::Metadata(_) | custom_tag::Type::Value(_)) => {
+            return Err(format!(
+                "{what}: only literal, environment and request_header tags are supported"
+            ))
+        }
+        None => return Err(format!("{what}: no type")),
+    };
+    Ok((Str::copy(&c.tag), tag))
+}
+
+impl Report {
+    fn from_provider(
+        p: &weft_xds::pb::envoy::config::trace::v3::tracing::Http,
+    ) -> Result<Report, String> {
         let Some(ConfigType::TypedConfig(any)) = &p.config_type else {
             return Err(format!("provider {:?}: no typed_config", p.name));
         };
@@ -126,13 +246,12 @@ impl Tracing {
             weft_trace::exporter::Config::new(provider, &format!("http://{a}{path}"))
                 .map_err(|e| format!("provider {:?}: {e}", p.name))?;
         }
-        Ok(Some(Tracing {
-            sampler,
+        Ok(Report {
             provider,
             collector,
             path,
             reporter: OnceLock::new(),
-        }))
+        })
     }
 
     /// The collector's URL, now: a cluster's is its first endpoint's.
@@ -176,6 +295,8 @@ pub struct Traced {
     pub cluster: Option<String>,
     /// The endpoint of the last try.
     pub upstream: Option<SocketAddr>,
+    /// The listener's custom tags, with their values for this request.
+    pub(crate) custom_tags: Vec<(Str, Str)>,
 }
 
 /// Starts a request's trace on a listener with tracing: reads the incoming context, decides, makes this
@@ -208,7 +329,19 @@ pub(crate) fn start(
     if !ctx.sampled() {
         return None;
     }
-    let reporter = cfg.reporter(t, snap)?;
+    let reporter = cfg.report.as_ref()?.reporter(t, snap)?;
+    let mut custom_tags = cfg.fixed_tags(t).to_vec();
+    for (k, c) in &cfg.custom_tags {
+        if let CustomTag::Header { name, default } = c {
+            let v = match parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+                Some(v) => Str::copy(v),
+                None => default.clone(),
+            };
+            if !v.is_empty() {
+                custom_tags.push((k.clone(), v));
+            }
+        }
+    }
     let request_id = incoming
         .request_id()
         .and_then(|v| v.to_str().ok())
@@ -236,6 +369,7 @@ pub(crate) fn start(
             .map(str::to_string),
         cluster: None,
         upstream: None,
+        custom_tags,
     }))
 }
 
@@ -275,6 +409,9 @@ impl Traced {
                 user_agent: self.user_agent.as_deref(),
             },
         );
+        for (k, v) in self.custom_tags {
+            span.tag(k, v);
+        }
         self.reporter.report(span);
     }
 }
@@ -286,4 +423,219 @@ pub struct TraceTags {
     pub proxy: weft_trace::ProxyTags,
     /// The local service, `{app}.{namespace}`.
     pub service: Str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_xds::pb::envoy::r#type::tracing::v3::{custom_tag, CustomTag as X};
+
+    fn telemetry() -> Telemetry {
+        let id = weft_xds::node::ProxyIdentity {
+            workload: "reviews-v1".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        let env = [("POD_ZONE".to_string(), "zone-a".to_string())];
+        Telemetry::new(&id, "Kubernetes")
+            .with_environment(crate::telemetry::Environment(env.into_iter().collect()))
+    }
+
+    fn hcm(percent: f64, tags: Vec<X>) -> HcmTracing {
+        HcmTracing {
+            random_sampling: Some(weft_xds::pb::envoy::r#type::v3::Percent { value: percent }),
+            custom_tags: tags,
+            ..Default::default()
+        }
+    }
+
+    /// A listener's tracing whose spans go to a reporter that drops them (the test reads `Traced`).
+    fn reporting(h: &HcmTracing) -> Tracing {
+        let mut t = Tracing::from_hcm(Some(h)).expect("valid").expect("tracing");
+        t.report = Some(Report {
+            provider: Provider::Zipkin,
+            collector: Collector::Address("127.0.0.1:9".into()),
+            path: ZIPKIN_PATH.into(),
+            reporter: OnceLock::from(Some(Reporter::disabled())),
+        });
+        t
+    }
+
+    fn request(headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().uri("http://reviews:9080/r");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    /// The sampled flag written on the request (W3C's last two digits).
+    fn sampled_flag(parts: &http::request::Parts) -> String {
+        let tp = parts.headers.get("traceparent").expect("traceparent");
+        tp.to_str().expect("ascii")[53..].to_string()
+    }
+
+    #[test]
+    fn sampling_zero_and_a_hundred_percent() {
+        let (t, snap) = (telemetry(), Snapshot::default());
+        for (percent, sampled) in [(0.0, false), (100.0, true)] {
+            let cfg = reporting(&hcm(percent, vec![]));
+            for _ in 0..50 {
+                let mut parts = request(&[]);
+                let traced = start(&t, &snap, &cfg, Kind::Server, &mut parts);
+                assert_eq!(traced.is_some(), sampled, "{percent} %");
+                assert_eq!(sampled_flag(&parts), if sampled { "01" } else { "00" });
+            }
+        }
+        // Absent, Envoy's default: every request.
+        let mut h = hcm(0.0, vec![]);
+        h.random_sampling = None;
+        let cfg = reporting(&h);
+        assert!(start(&t, &snap, &cfg, Kind::Server, &mut request(&[])).is_some());
+        // A caller's decision wins over 0 %.
+        let cfg = reporting(&hcm(0.0, vec![]));
+        let mut parts = request(&[("x-b3-sampled", "1")]);
+        assert!(start(&t, &snap, &cfg, Kind::Server, &mut parts).is_some());
+    }
+
+    #[test]
+    fn without_a_provider_the_context_still_propagates() {
+        let (t, snap) = (telemetry(), Snapshot::default());
+        let cfg = Tracing::from_hcm(Some(&hcm(100.0, vec![])))
+            .expect("valid")
+            .expect("tracing");
+        assert!(cfg.report.is_none());
+        let mut parts = request(&[]);
+        assert!(start(&t, &snap, &cfg, Kind::Client, &mut parts).is_none());
+        assert_eq!(
+            sampled_flag(&parts),
+            "01",
+            "sampled, propagated, not reported"
+        );
+        assert!(parts.headers.contains_key("x-b3-traceid"));
+    }
+
+    #[test]
+    fn span_tags_it_cannot_read_are_refused_naming_them() {
+        let one = |t: Option<custom_tag::Type>, name: &str| {
+            hcm(
+                1.0,
+                vec![X {
+                    tag: name.into(),
+                    r#type: t,
+                }],
+            )
+        };
+        let cases = [
+            (
+                one(Some(custom_tag::Type::Metadata(Default::default())), "k"),
+                "custom_tags[0] \"k\": only literal, environment and request_header tags are supported",
+            ),
+            (
+                one(
+                    Some(custom_tag::Type::RequestHeader(custom_tag::Header {
+                        name: "a b".into(),
+                        default_value: String::new(),
+                    })),
+                    "k",
+                ),
+                "custom_tags[0] \"k\": request_header.name: \"a b\" is not a header name",
+            ),
+            (
+                one(Some(custom_tag::Type::Environment(Default::default())), "k"),
+                "custom_tags[0] \"k\": environment.name: empty",
+            ),
+            (one(None, "k"), "custom_tags[0] \"k\": no type"),
+            (
+                one(
+                    Some(custom_tag::Type::Literal(custom_tag::Literal {
+                        value: "v".into(),
+                    })),
+                    "",
+                ),
+                "custom_tags[0].tag: empty",
+            ),
+            (hcm(100.5, vec![]), "random_sampling: trace sampling percentage 100.5 is not between 0 and 100"),
+        ];
+        for (h, want) in cases {
+            let e = Tracing::from_hcm(Some(&h)).expect_err(want);
+            assert_eq!(e, want);
+        }
+    }
+
+    #[test]
+    fn custom_tags_literal_header_and_environment() {
+        let tag = |k: &str, t: custom_tag::Type| X {
+            tag: k.into(),
+            r#type: Some(t),
+        };
+        let header = |name: &str, default: &str| {
+            custom_tag::Type::RequestHeader(custom_tag::Header {
+                name: name.into(),
+                default_value: default.into(),
+            })
+        };
+        let env = |name: &str, default: &str| {
+            custom_tag::Type::Environment(custom_tag::Environment {
+                name: name.into(),
+                default_value: default.into(),
+            })
+        };
+        let cfg = reporting(&hcm(
+            100.0,
+            vec![
+                tag(
+                    "team",
+                    custom_tag::Type::Literal(custom_tag::Literal {
+                        value: "blue".into(),
+                    }),
+                ),
+                tag("user", header("End-User", "anonymous")),
+                tag("agent", header("user-agent", "")),
+                tag("zone", env("POD_ZONE", "none")),
+                tag("region", env("POD_REGION", "eu")),
+                tag("rack", env("POD_RACK", "")),
+            ],
+        ));
+        let (t, snap) = (telemetry(), Snapshot::default());
+        let tags = |parts: &mut http::request::Parts| -> Vec<(String, String)> {
+            let traced = start(&t, &snap, &cfg, Kind::Server, parts).expect("sampled");
+            let mut v: Vec<_> = traced
+                .custom_tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        // Header present; the default when absent; no tag when absent without a default (Envoy
+        // sets no empty tag); environment read at startup, else its default.
+        assert_eq!(
+            tags(&mut request(&[
+                ("end-user", "jason"),
+                ("user-agent", "curl")
+            ])),
+            pairs(&[
+                ("agent", "curl"),
+                ("region", "eu"),
+                ("team", "blue"),
+                ("user", "jason"),
+                ("zone", "zone-a")
+            ])
+        );
+        assert_eq!(
+            tags(&mut request(&[])),
+            pairs(&[
+                ("region", "eu"),
+                ("team", "blue"),
+                ("user", "anonymous"),
+                ("zone", "zone-a")
+            ])
+        );
+    }
 }
