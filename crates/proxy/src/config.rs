@@ -283,7 +283,8 @@ pub struct Snapshot {
     /// snapshot is built, so that a request makes one lookup where it made two (the listener, then its
     /// table by name: about 110 instructions for the second, `bench/instructions`).
     pub outbound_routes_by_port: FastMap<u16, Arc<RouteConfig>>,
-    /// The access logs and tracing of the virtual outbound listeners that have either, by port.
+    /// The access logs, tracing and metric overrides of the virtual outbound listeners that have any,
+    /// by port.
     pub outbound_telemetry: FastMap<u16, ListenerTelemetry>,
     /// Route tables by name.
     pub routes: FastMap<String, Arc<RouteConfig>>,
@@ -293,13 +294,16 @@ pub struct Snapshot {
     pub resources: Resources,
 }
 
-/// A listener's per-request telemetry beyond metrics: its access log and its tracing.
+/// A listener's per-request telemetry beyond the standard metrics: its access log, its tracing and its
+/// metric overrides.
 #[derive(Debug, Clone, Default)]
 pub struct ListenerTelemetry {
     /// The access log.
     pub access_log: Option<Arc<crate::telemetry::access_log::AccessLog>>,
     /// The tracing.
     pub tracing: Option<Arc<crate::telemetry::spans::Tracing>>,
+    /// The metric overrides.
+    pub stats: Option<Arc<crate::telemetry::overrides::Overrides>>,
 }
 
 /// The route table `listener` uses among `routes`, if it has one.
@@ -332,10 +336,12 @@ impl Snapshot {
         let mut outbound_telemetry = FastMap::default();
         for l in resources.listeners.values() {
             if let (true, Some(addr)) = (l.value.is_virtual_outbound(), l.value.address) {
-                if l.value.access_log.is_some() || l.value.tracing.is_some() {
+                let v = &l.value;
+                if v.access_log.is_some() || v.tracing.is_some() || v.stats.is_some() {
                     let t = ListenerTelemetry {
-                        access_log: l.value.access_log.clone(),
-                        tracing: l.value.tracing.clone(),
+                        access_log: v.access_log.clone(),
+                        tracing: v.tracing.clone(),
+                        stats: v.stats.clone(),
                     };
                     outbound_telemetry.insert(addr.port(), t);
                 }

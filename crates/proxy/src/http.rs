@@ -132,17 +132,21 @@ fn telemetry_start(
     };
     let snap = shared.snapshot.load();
     let authority = authority_of(&parts.uri, &parts.headers).unwrap_or_default();
-    let (log, tracing) = match entry {
+    let (log, tracing, stats) = match entry {
         Entry::Outbound => port_of(authority)
             .and_then(|p| snap.outbound_telemetry.get(&p))
-            .map(|t| (t.access_log.clone(), t.tracing.as_ref())),
-        Entry::Inbound(name) => snap
-            .listeners
-            .get(&**name)
-            .map(|l| (l.value.access_log.clone(), l.value.tracing.as_ref())),
+            .map(|t| (t.access_log.clone(), t.tracing.as_ref(), t.stats.as_ref())),
+        Entry::Inbound(name) => snap.listeners.get(&**name).map(|l| {
+            let l = &l.value;
+            (l.access_log.clone(), l.tracing.as_ref(), l.stats.as_ref())
+        }),
     }
     .unwrap_or_default();
     let logged = log.map(|l| telemetry::Logged::new(l, parts, authority));
+    // Metric overrides: what their expressions read, kept before tracing and routing edit the request.
+    let captured = stats
+        .filter(|o| o.touches_http())
+        .map(|o| telemetry::overrides::Captured::new(o.clone(), parts, authority));
     // Tracing edits the request's trace headers in place, before routing moves them upstream.
     let traced = tracing.and_then(|cfg| {
         let kind = match entry {
@@ -171,6 +175,9 @@ fn telemetry_start(
     if let Some(tr) = traced {
         p.trace(tr);
     }
+    if let Some(c) = captured {
+        p.stats(c);
+    }
     p
 }
 
@@ -196,6 +203,11 @@ fn telemetry_end(
     if let (Some(tr), Some(plan)) = (p.traced(), plan) {
         tr.cluster = plan.cluster.as_ref().map(|c| c.name.clone());
         tr.upstream = plan.prepared.endpoint;
+    }
+    if let Some(c) = p.captured() {
+        let plan = plan.map(|p| (p.cluster.clone(), p.prepared.endpoint));
+        let (cluster, endpoint) = plan.unwrap_or_default();
+        c.response(resp.headers(), cluster, endpoint);
     }
     if let Some(l) = p.logged() {
         l.response_headers = resp.headers().clone();

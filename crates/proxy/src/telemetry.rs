@@ -10,6 +10,7 @@
 
 pub mod access_log;
 pub mod metrics;
+pub mod overrides;
 pub mod peer;
 pub mod spans;
 
@@ -410,6 +411,8 @@ pub struct Pending {
     log: Option<Box<Logged>>,
     /// The span, when the listener traces and the request is sampled.
     trace: Option<Box<spans::Traced>>,
+    /// What the listener's metric overrides read, when it has some.
+    stats: Option<Box<overrides::Captured>>,
 }
 
 /// A request's access log line in the making.
@@ -481,12 +484,23 @@ impl Pending {
             response_messages: GrpcFrames::default(),
             log: None,
             trace: None,
+            stats: None,
         }
     }
 
     /// Logs this request to `log` when it ends.
     pub fn log_to(&mut self, logged: Logged) {
         self.log = Some(Box::new(logged));
+    }
+
+    /// Records this request with a listener's metric overrides, keeping what their expressions read.
+    pub fn stats(&mut self, captured: Box<overrides::Captured>) {
+        self.stats = Some(captured);
+    }
+
+    /// What the metric overrides read, when the listener has some.
+    pub fn captured(&mut self) -> Option<&mut overrides::Captured> {
+        self.stats.as_deref_mut()
     }
 
     /// Reports a span for this request when it ends.
@@ -564,7 +578,11 @@ impl Pending {
                 },
             );
         }
-        if let Some(l) = &self.log {
+        let admitted = |l: &Logged| {
+            l.log
+                .admits(&l.request, self.code, self.flags, self.grpc_status)
+        };
+        if let Some(l) = self.log.as_deref().filter(|l| admitted(l)) {
             let line = l.log.format.line(
                 &l.request,
                 &access_log::Outcome {
@@ -584,7 +602,13 @@ impl Pending {
             request_messages: self.request_messages,
             response_messages: self.response_messages.messages,
         };
-        self.telemetry.metrics.record(key, &o);
+        match &self.stats {
+            None => self.telemetry.metrics.record(key, &o),
+            Some(c) => {
+                let end = (self.code, self.flags, key.grpc_status);
+                self.telemetry.metrics.record_custom(&key, c, end, &o)
+            }
+        }
     }
 }
 

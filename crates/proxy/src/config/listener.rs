@@ -1,18 +1,25 @@
 //! Listeners: Envoy's `Listener` converted into what the proxy needs — the address to bind (inbound) or the
-//! port it stands for (virtual outbound), and where its routes come from (RDS name or inline table).
+//! port it stands for (virtual outbound), and where its routes come from (RDS name or inline table) —
+//! and its telemetry: the access log (with its CEL filter), tracing, and Istio's `istio.stats` filter
+//! (an HTTP filter, or a network filter before `tcp_proxy`), which carries the Telemetry API's metric
+//! overrides as a `TypedStruct` of Istio's stats plugin config.
 
 use super::route::{RouteConfig, RouteError};
 use super::SocketAddressError;
 use crate::telemetry::access_log::{self as access_log_format, AccessLog, Format};
+use crate::telemetry::overrides::Overrides;
 use crate::telemetry::spans::Tracing;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use weft_xds::pb::envoy::config::accesslog::v3::{access_log, AccessLog as XAccessLog};
+use weft_xds::pb::envoy::config::accesslog::v3::{
+    access_log, access_log_filter::FilterSpecifier, extension_filter, AccessLog as XAccessLog,
+};
 use weft_xds::pb::envoy::config::core::v3::{data_source, substitution_format_string};
 use weft_xds::pb::envoy::config::listener::v3 as xlistener;
 use weft_xds::pb::envoy::extensions::access_loggers::file::v3::{file_access_log, FileAccessLog};
+use weft_xds::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
 use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::RouteSpecifier, HttpConnectionManager,
+    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager,
 };
 use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     tcp_proxy::ClusterSpecifier, TcpProxy,
@@ -72,6 +79,14 @@ pub enum ListenerError {
         /// What is wrong, naming the logger.
         why: String,
     },
+    /// Istio's stats filter (the Telemetry API's metric overrides) cannot be used.
+    #[error("{filter}: {why}")]
+    Stats {
+        /// Which filter: `filter "istio.stats"` (network) or `http_filters[1] "istio.stats"`.
+        filter: String,
+        /// What is wrong, naming the field.
+        why: String,
+    },
 }
 
 /// Traffic direction of a listener.
@@ -115,6 +130,8 @@ pub struct Listener {
     pub access_log: Option<Arc<AccessLog>>,
     /// Its tracing (the connection manager's `tracing`), if any.
     pub tracing: Option<Arc<Tracing>>,
+    /// Its metric overrides (Istio's `istio.stats` filter), when they change anything.
+    pub stats: Option<Arc<Overrides>>,
 }
 
 impl Listener {
@@ -153,6 +170,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
         let mut routes = RouteSource::None;
         let mut access_log = None;
         let mut tracing = None;
+        let mut stats = None;
         let filters = l
             .filter_chains
             .iter()
@@ -162,6 +180,11 @@ impl TryFrom<&xlistener::Listener> for Listener {
             let Some(xlistener::filter::ConfigType::TypedConfig(any)) = &f.config_type else {
                 continue;
             };
+            // Before `tcp_proxy`, so seen first.
+            if let Some(o) = stats_filter(any, || format!("filter {:?}", f.name))? {
+                stats = o;
+                continue;
+            }
             if any.type_url == weft_xds::type_url::TCP_PROXY {
                 let tcp: TcpProxy =
                     weft_xds::unpack(any).map_err(|source| ListenerError::TcpProxy {
@@ -194,6 +217,14 @@ impl TryFrom<&xlistener::Listener> for Listener {
             tracing = Tracing::from_hcm(hcm.tracing.as_ref())
                 .map_err(|why| ListenerError::Tracing { why })?
                 .map(Arc::new);
+            for (i, h) in hcm.http_filters.iter().enumerate() {
+                let Some(http_filter::ConfigType::TypedConfig(any)) = &h.config_type else {
+                    continue;
+                };
+                if let Some(o) = stats_filter(any, || format!("http_filters[{i}] {:?}", h.name))? {
+                    stats = o;
+                }
+            }
             routes = match hcm.route_specifier {
                 Some(RouteSpecifier::Rds(rds)) => RouteSource::Rds(rds.route_config_name),
                 Some(RouteSpecifier::RouteConfig(rc)) => {
@@ -217,8 +248,35 @@ impl TryFrom<&xlistener::Listener> for Listener {
             routes,
             access_log,
             tracing,
+            stats,
         })
     }
+}
+
+/// Istio's stats filter config, when `any` is one (a `TypedStruct` of `stats.PluginConfig`): its
+/// overrides, `None` inside when they change nothing. `Ok(None)`: another filter. `filter` names the
+/// filter for an error.
+fn stats_filter(
+    any: &weft_xds::Any,
+    filter: impl Fn() -> String,
+) -> Result<Option<Option<Arc<Overrides>>>, ListenerError> {
+    use weft_xds::type_url::{ISTIO_STATS_CONFIG, TYPED_STRUCT, UDPA_TYPED_STRUCT};
+    if any.type_url != TYPED_STRUCT && any.type_url != UDPA_TYPED_STRUCT {
+        return Ok(None);
+    }
+    let ts: weft_xds::TypedStruct = weft_xds::unpack(any).map_err(|e| ListenerError::Stats {
+        filter: filter(),
+        why: format!("{e}"),
+    })?;
+    if ts.type_url != ISTIO_STATS_CONFIG {
+        return Ok(None);
+    }
+    let config = ts.value.unwrap_or_default();
+    let o = Overrides::from_config(&config).map_err(|why| ListenerError::Stats {
+        filter: filter(),
+        why,
+    })?;
+    Ok(Some((!o.is_empty()).then(|| o.shared())))
 }
 
 /// The file access log among a connection manager's access loggers: its path and format (Istio's
@@ -276,9 +334,45 @@ fn file_access_log(logs: &[XAccessLog]) -> Result<Option<AccessLog>, String> {
         } else {
             file.path
         };
-        return Ok(Some(AccessLog::new(path, format)));
+        let log = AccessLog::new(path, format);
+        let log = match &l.filter {
+            None => log,
+            Some(f) => {
+                let src = cel_filter(f.filter_specifier.as_ref())
+                    .map_err(|e| format!("{}: filter: {e}", l.name))?;
+                let expr = weft_cel::parse(&src)
+                    .map_err(|e| format!("{}: filter: CEL expression {src:?} {e}", l.name))?;
+                log.with_filter(expr, &src)
+                    .map_err(|e| format!("{}: {e}", l.name))?
+            }
+        };
+        return Ok(Some(log));
     }
     Ok(None)
+}
+
+/// The expression of Envoy's CEL extension filter; another kind of filter is refused (logging more
+/// than was asked would be worse than refusing).
+fn cel_filter(f: Option<&FilterSpecifier>) -> Result<String, String> {
+    let Some(FilterSpecifier::ExtensionFilter(x)) = f else {
+        return Err(format!(
+            "only the CEL extension filter ({}) is supported",
+            weft_xds::filter_name::CEL_ACCESS_LOG_FILTER
+        ));
+    };
+    let Some(extension_filter::ConfigType::TypedConfig(any)) = &x.config_type else {
+        return Err(format!("{:?} has no typed_config", x.name));
+    };
+    if any.type_url != weft_xds::type_url::CEL_ACCESS_LOG_FILTER {
+        return Err(format!(
+            "{:?}: {} is not supported (only {} is)",
+            x.name,
+            any.type_url,
+            weft_xds::type_url::CEL_ACCESS_LOG_FILTER
+        ));
+    }
+    let e: ExpressionFilter = weft_xds::unpack(any).map_err(|e| format!("{:?}: {e}", x.name))?;
+    Ok(e.expression)
 }
 
 #[cfg(test)]
@@ -287,6 +381,7 @@ mod tests {
     use weft_xds::pb::envoy::config::core::v3::{
         address, socket_address::PortSpecifier, Address, SocketAddress,
     };
+    use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager;
     use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::WeightedCluster;
 
     fn tcp(spec: Option<ClusterSpecifier>, direction: i32) -> xlistener::Listener {
@@ -345,5 +440,236 @@ mod tests {
             let e = Listener::try_from(&tcp(spec, 2)).expect_err("refused");
             assert!(matches!(e, ListenerError::TcpProxyCluster { .. }), "{e}");
         }
+    }
+
+    /// Istio's stats filter config: `metrics` entries, as weftd sends them.
+    fn stats_any(entries: &str) -> weft_xds::Any {
+        let v: serde_json::Value = serde_json::from_str(entries).expect("json");
+        let fields = crate::telemetry::overrides::struct_of_json(&v);
+        weft_xds::pack(
+            weft_xds::type_url::TYPED_STRUCT,
+            &weft_xds::TypedStruct {
+                type_url: weft_xds::type_url::ISTIO_STATS_CONFIG.into(),
+                value: Some(fields),
+            },
+        )
+    }
+
+    /// An inbound HTTP listener whose connection manager has `stats` (Istio's stats filter entries),
+    /// a file access log with the CEL `filter`, and `tracing`.
+    fn http_listener(
+        stats: Option<&str>,
+        filter: Option<&str>,
+        tracing: Option<http_connection_manager::Tracing>,
+    ) -> xlistener::Listener {
+        use weft_xds::pb::envoy::config::accesslog::v3::{AccessLogFilter, ExtensionFilter};
+        use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
+        let mut l = tcp(None, 1);
+        let access_log = XAccessLog {
+            name: weft_xds::filter_name::FILE_ACCESS_LOG.into(),
+            filter: filter.map(|e| AccessLogFilter {
+                filter_specifier: Some(FilterSpecifier::ExtensionFilter(ExtensionFilter {
+                    name: weft_xds::filter_name::CEL_ACCESS_LOG_FILTER.into(),
+                    config_type: Some(extension_filter::ConfigType::TypedConfig(weft_xds::pack(
+                        weft_xds::type_url::CEL_ACCESS_LOG_FILTER,
+                        &ExpressionFilter {
+                            expression: e.into(),
+                            ..Default::default()
+                        },
+                    ))),
+                })),
+            }),
+            config_type: Some(access_log::ConfigType::TypedConfig(weft_xds::pack(
+                weft_xds::type_url::FILE_ACCESS_LOG,
+                &FileAccessLog {
+                    path: "/dev/null".into(),
+                    ..Default::default()
+                },
+            ))),
+        };
+        let hcm = HttpConnectionManager {
+            stat_prefix: "inbound_0.0.0.0_9080".into(),
+            route_specifier: Some(RouteSpecifier::Rds(
+                weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::Rds {
+                    route_config_name: "r".into(),
+                    ..Default::default()
+                },
+            )),
+            http_filters: stats
+                .into_iter()
+                .map(|e| HttpFilter {
+                    name: weft_xds::filter_name::ISTIO_STATS.into(),
+                    config_type: Some(http_filter::ConfigType::TypedConfig(stats_any(e))),
+                    ..Default::default()
+                })
+                .collect(),
+            access_log: vec![access_log],
+            tracing,
+            ..Default::default()
+        };
+        l.filter_chains[0].filters = vec![xlistener::Filter {
+            name: weft_xds::filter_name::HTTP_CONNECTION_MANAGER.into(),
+            config_type: Some(xlistener::filter::ConfigType::TypedConfig(weft_xds::pack(
+                weft_xds::type_url::HTTP_CONNECTION_MANAGER,
+                &hcm,
+            ))),
+        }];
+        l
+    }
+
+    fn tracing(
+        tags: Vec<weft_xds::pb::envoy::r#type::tracing::v3::CustomTag>,
+    ) -> http_connection_manager::Tracing {
+        http_connection_manager::Tracing {
+            random_sampling: Some(weft_xds::pb::envoy::r#type::v3::Percent { value: 0.0 }),
+            custom_tags: tags,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn telemetry_api_settings_are_read() {
+        use weft_xds::pb::envoy::r#type::tracing::v3::{custom_tag, CustomTag};
+        let stats = r#"{"metrics": [
+            {"name": "request_bytes", "drop": true},
+            {"dimensions": {"user": "request.headers['end-user']"},
+             "tags_to_remove": ["request_protocol"]}
+        ]}"#;
+        let tags = vec![
+            CustomTag {
+                tag: "team".into(),
+                r#type: Some(custom_tag::Type::Literal(custom_tag::Literal {
+                    value: "blue".into(),
+                })),
+            },
+            CustomTag {
+                tag: "user".into(),
+                r#type: Some(custom_tag::Type::RequestHeader(custom_tag::Header {
+                    name: "End-User".into(),
+                    default_value: "nobody".into(),
+                })),
+            },
+        ];
+        let x = http_listener(
+            Some(stats),
+            Some("response.code >= 400"),
+            Some(tracing(tags)),
+        );
+        let l = Listener::try_from(&x).expect("valid");
+        let o = l.stats.as_ref().expect("overrides");
+        assert!(o.drops(crate::telemetry::overrides::REQUEST_BYTES));
+        assert!(o.touches_http());
+        let log = l.access_log.as_ref().expect("access log");
+        assert!(log.filter.is_some());
+        let t = l.tracing.as_ref().expect("tracing");
+        assert!(
+            t.report.is_none(),
+            "no provider: no spans, context propagated"
+        );
+        assert_eq!(t.custom_tags.len(), 2);
+        assert!(matches!(&t.custom_tags[1].1,
+            crate::telemetry::spans::CustomTag::Header { name, default }
+                if name == "end-user" && &**default == "nobody"));
+
+        // Overrides that change nothing are no overrides; the network filter before tcp_proxy counts.
+        let x = http_listener(Some(r#"{"metrics": []}"#), None, None);
+        let l = Listener::try_from(&x).expect("valid");
+        assert!(l.stats.is_none() && l.access_log.as_ref().is_some_and(|a| a.filter.is_none()));
+        let mut x = tcp(Some(ClusterSpecifier::Cluster("c".into())), 1);
+        x.filter_chains[0].filters.insert(
+            0,
+            xlistener::Filter {
+                name: weft_xds::filter_name::ISTIO_STATS.into(),
+                config_type: Some(xlistener::filter::ConfigType::TypedConfig(stats_any(
+                    r#"{"metrics": [{"name": "tcp_sent_bytes_total", "drop": true}]}"#,
+                ))),
+            },
+        );
+        let l = Listener::try_from(&x).expect("valid");
+        assert!(l.is_tcp() && l.stats.as_ref().is_some_and(|o| o.touches_tcp()));
+    }
+
+    #[test]
+    fn bad_telemetry_settings_refuse_the_listener_naming_the_field() {
+        use weft_xds::pb::envoy::config::accesslog::v3::{AccessLogFilter, StatusCodeFilter};
+        use weft_xds::pb::envoy::r#type::tracing::v3::{custom_tag, CustomTag};
+        let tag = |t: custom_tag::Type| {
+            Some(tracing(vec![CustomTag {
+                tag: "k".into(),
+                r#type: Some(t),
+            }]))
+        };
+        let mut status_filter = http_listener(None, None, None);
+        {
+            let xlistener::filter::ConfigType::TypedConfig(any) = status_filter.filter_chains[0]
+                .filters[0]
+                .config_type
+                .as_mut()
+                .expect("hcm")
+            else {
+                panic!("typed");
+            };
+            let mut hcm: HttpConnectionManager = weft_xds::unpack(any).expect("hcm");
+            hcm.access_log[0].filter = Some(AccessLogFilter {
+                filter_specifier: Some(FilterSpecifier::StatusCodeFilter(StatusCodeFilter {
+                    comparison: None,
+                })),
+            });
+            *any = weft_xds::pack(weft_xds::type_url::HTTP_CONNECTION_MANAGER, &hcm);
+        }
+        let cases: Vec<(&str, xlistener::Listener, &str)> = vec![
+            (
+                "a tag expression outside the subset",
+                http_listener(
+                    Some(r#"{"metrics": [{"dimensions": {"u": "response.code + 1"}}]}"#),
+                    None,
+                    None,
+                ),
+                "http_filters[0] \"istio.stats\": metrics[0].dimensions.u: CEL expression \"response.code + 1\" at offset 14: arithmetic is not supported",
+            ),
+            (
+                "a metric weft does not record",
+                http_listener(Some(r#"{"metrics": [{"name": "my_metric"}]}"#), None, None),
+                "http_filters[0] \"istio.stats\": metrics[0].name: \"my_metric\" is not a metric weft records",
+            ),
+            (
+                "an access-log filter outside the subset",
+                http_listener(None, Some("size(request.path) > 3"), None),
+                "access_log envoy.access_loggers.file: filter: CEL expression \"size(request.path) > 3\" at offset 0: function size() is not supported (weft supports has, string, int, and the methods startsWith, endsWith, contains)",
+            ),
+            (
+                "an access-log filter of another kind",
+                status_filter,
+                "access_log envoy.access_loggers.file: filter: only the CEL extension filter (envoy.access_loggers.extension_filters.cel) is supported",
+            ),
+            (
+                "a metadata span tag",
+                http_listener(
+                    None,
+                    None,
+                    tag(custom_tag::Type::Metadata(Default::default())),
+                ),
+                "tracing: custom_tags[0] \"k\": only literal, environment and request_header tags are supported",
+            ),
+        ];
+        for (name, x, want) in cases {
+            let e = Listener::try_from(&x).expect_err(name);
+            assert_eq!(e.to_string(), want, "{name}");
+        }
+        let mut x = tcp(Some(ClusterSpecifier::Cluster("c".into())), 1);
+        x.filter_chains[0].filters.insert(
+            0,
+            xlistener::Filter {
+                name: weft_xds::filter_name::ISTIO_STATS.into(),
+                config_type: Some(xlistener::filter::ConfigType::TypedConfig(stats_any(
+                    r#"{"metrics": [{"drop": "yes"}]}"#,
+                ))),
+            },
+        );
+        let e = Listener::try_from(&x).expect_err("network filter");
+        assert_eq!(
+            e.to_string(),
+            "filter \"istio.stats\": metrics[0].drop: not a boolean"
+        );
     }
 }

@@ -13,6 +13,7 @@ mod splice;
 use crate::config::listener::{Direction, RouteSource};
 use crate::error::Flags;
 use crate::telemetry::metrics::{PeerRef, Reporter, TcpKey, TcpSeries};
+use crate::telemetry::overrides::{self as ov, Custom, Overrides};
 use crate::Shared;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -113,12 +114,23 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
             return;
         }
     };
-    let inbound = shared
+    let (inbound, stats, local) = shared
         .snapshot
         .load()
         .listeners
         .get(&*listener)
-        .is_some_and(|l| l.value.direction == Direction::Inbound);
+        .map(|l| {
+            let l = &l.value;
+            let stats = l.stats.clone().filter(|o| o.touches_tcp());
+            (l.direction == Direction::Inbound, stats, l.address)
+        })
+        .unwrap_or_default();
+    let conn = Conn {
+        inbound,
+        stats,
+        peer,
+        local,
+    };
     let Destination {
         cluster,
         addr,
@@ -128,11 +140,11 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
         Ok(d) => d,
         Err(n) => {
             access(&listener, peer, n.cluster.as_deref(), None, (0, 0), n.flag);
-            Tally::open(&shared, inbound, None).close(n.flag, (0, 0));
+            Tally::open(&shared, conn, None, n.cluster.as_deref(), None).close(n.flag, (0, 0));
             return;
         }
     };
-    let tally = Tally::open(&shared, inbound, service);
+    let tally = Tally::open(&shared, conn, service, Some(&cluster), Some(addr));
     let connected = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(
@@ -185,38 +197,63 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
     }
 }
 
+/// What a connection's metrics need to know of it when it is accepted.
+struct Conn {
+    inbound: bool,
+    /// The listener's metric overrides, when they change a TCP metric.
+    stats: Option<Arc<Overrides>>,
+    /// The client.
+    peer: SocketAddr,
+    /// The listener's address.
+    local: Option<SocketAddr>,
+}
+
 /// A connection's TCP metrics: opened when accepted, closed with its bytes and flags when it ends.
 /// Plaintext TCP carries no metadata exchange (Istio's needs mutual TLS), so the peer is `unknown`.
+/// On a listener with metric overrides, the tag expressions are evaluated once, when the connection
+/// has its destination, and the connection's series is the custom one of those values.
 struct Tally {
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     reporter: Reporter,
     service: Option<Arc<crate::telemetry::Service>>,
+    custom: Option<Custom<TcpKey>>,
 }
 
 impl Tally {
     fn open(
         shared: &Shared,
-        inbound: bool,
+        conn: Conn,
         service: Option<Arc<crate::telemetry::Service>>,
+        cluster: Option<&str>,
+        upstream: Option<SocketAddr>,
     ) -> Tally {
-        let t = Tally {
+        let mut t = Tally {
             telemetry: shared.telemetry.clone(),
-            reporter: if inbound {
+            reporter: if conn.inbound {
                 Reporter::Destination
             } else {
                 Reporter::Source
             },
             service,
+            custom: None,
         };
-        if let Some(s) = t.series(Flags::default()) {
+        if let (Some(o), Some(key)) = (conn.stats, t.key(Flags::default())) {
+            t.custom = Some(ov::tcp_key(
+                key, o, cluster, upstream, conn.peer, conn.local,
+            ));
+        }
+        if let Some(s) = t
+            .series(Flags::default())
+            .filter(|_| !t.drops(ov::TCP_OPENED))
+        {
             s.opened.fetch_add(1, Ordering::Relaxed);
         }
         t
     }
 
-    fn series(&self, flags: Flags) -> Option<Arc<TcpSeries>> {
+    fn key(&self, flags: Flags) -> Option<TcpKey> {
         let t = self.telemetry.as_ref()?;
-        t.metrics.tcp(TcpKey {
+        Some(TcpKey {
             reporter: self.reporter,
             peer: PeerRef(t.unknown_peer()),
             service: self.service.clone().unwrap_or_else(|| t.unknown_service()),
@@ -224,11 +261,35 @@ impl Tally {
         })
     }
 
+    /// The connection's series for `flags`; `None` when no TCP metric is recorded (all dropped) or
+    /// past the bound.
+    fn series(&self, flags: Flags) -> Option<Arc<TcpSeries>> {
+        let t = self.telemetry.as_ref()?;
+        let key = self.key(flags)?;
+        match &self.custom {
+            None => t.metrics.tcp(key),
+            Some(c) if c.overrides().drops_all_tcp() => None,
+            Some(c) => t.metrics.tcp_custom(&c.with_key(key)),
+        }
+    }
+
+    /// Whether the overrides drop `metric`.
+    fn drops(&self, metric: ov::Metric) -> bool {
+        self.custom.as_ref().is_some_and(|c| c.drops(metric))
+    }
+
     /// `(to upstream, to downstream)`: received from the client, sent to it.
     fn close(self, flags: Flags, (to_upstream, to_downstream): (u64, u64)) {
-        if let Some(s) = self.series(flags) {
+        let Some(s) = self.series(flags) else {
+            return;
+        };
+        if !self.drops(ov::TCP_CLOSED) {
             s.closed.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.drops(ov::TCP_RECEIVED) {
             s.received.fetch_add(to_upstream, Ordering::Relaxed);
+        }
+        if !self.drops(ov::TCP_SENT) {
             s.sent.fetch_add(to_downstream, Ordering::Relaxed);
         }
     }

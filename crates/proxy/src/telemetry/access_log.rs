@@ -8,6 +8,11 @@
 //! it); a request is formatted into one line when it ends, and the line is handed to the file's writer
 //! thread through a bounded queue: a full queue drops the line and counts it, a request never waits on
 //! the disk.
+//!
+//! A logger may carry Envoy's CEL extension filter (`envoy.access_loggers.extension_filters.cel`), which
+//! the Telemetry API's `accessLogging[].filter.expression` becomes: parsed once with the listener
+//! ([`weft_cel`]), evaluated when the request ends ([`AccessLog::admits`]); only lines for which it is
+//! `true` are written (an expression that errs, a missing header say, is false, as Envoy's).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -393,8 +398,10 @@ pub struct AccessLog {
     pub path: String,
     /// The format.
     pub format: Format,
-    /// The request headers the format reads.
+    /// The request headers the format and the filter read (copied when a request arrives).
     pub headers: Vec<http::HeaderName>,
+    /// Only requests for which this is true are logged.
+    pub filter: Option<weft_cel::Expr>,
 }
 
 impl AccessLog {
@@ -405,7 +412,62 @@ impl AccessLog {
             path,
             format,
             headers,
+            filter: None,
         }
+    }
+
+    /// The same, logging only requests for which `filter` is true; an error (a header name that is
+    /// not one) names the filter's text.
+    pub fn with_filter(mut self, filter: weft_cel::Expr, src: &str) -> Result<AccessLog, String> {
+        let what = format!("filter {src:?}");
+        let (names, request) = crate::telemetry::overrides::headers_read(&[(&filter, what)])?;
+        for h in names.into_iter().take(request) {
+            if !self.headers.contains(&h) {
+                self.headers.push(h);
+            }
+        }
+        self.filter = Some(filter);
+        Ok(self)
+    }
+
+    /// Whether the request `r`, ended with `code`, `flags` and (gRPC) `grpc_status`, is logged: always
+    /// without a filter, else when the filter is true.
+    pub fn admits(
+        &self,
+        r: &Request,
+        code: u16,
+        flags: crate::error::Flags,
+        grpc_status: Option<u8>,
+    ) -> bool {
+        use crate::telemetry::overrides::{Facts, Request as Attrs};
+        let Some(filter) = &self.filter else {
+            return true;
+        };
+        let header = |side: weft_cel::Side, name: &str| {
+            let map = match side {
+                weft_cel::Side::Request => &r.headers,
+                weft_cel::Side::Response => &r.response_headers,
+            };
+            map.get(name).and_then(|v| v.to_str().ok())
+        };
+        let facts = Facts {
+            request: Attrs {
+                method: Some(&r.method),
+                path: Some(&r.path),
+                host: Some(&r.authority),
+                scheme: "http",
+                protocol: r.protocol,
+                code,
+                flags,
+                grpc_status,
+                cluster: r.cluster.as_deref(),
+                upstream: r.upstream,
+                source: None,
+                destination: None,
+            },
+            header,
+        };
+        filter.matches(&facts)
     }
 
     /// Hands a line to the file's writer; drops it (counted) when the writer is behind.
@@ -554,6 +616,48 @@ mod tests {
         ] {
             assert_eq!(parse(bad), Err(why.to_string()), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_cel_filter_logs_only_what_it_admits() {
+        use crate::error::Flags;
+        let filter = |src: &str| {
+            AccessLog::new("/dev/null".into(), Format::istio_text())
+                .with_filter(weft_cel::parse(src).expect("parses"), src)
+                .expect("valid")
+        };
+        let failures = filter("response.code >= 400");
+        let r = request();
+        assert!(!failures.admits(&r, 200, Flags::default(), None));
+        assert!(failures.admits(&r, 404, Flags::default(), None));
+        assert!(failures.admits(&r, 503, Flags::UF, None));
+        // No filter: everything.
+        let all = AccessLog::new("/dev/null".into(), Format::istio_text());
+        assert!(all.admits(&r, 200, Flags::default(), None));
+        // The filter's headers are copied with the request; one that is missing makes it false.
+        let debug = filter("request.headers['x-debug'] == '1' || response.flags != 0");
+        assert_eq!(
+            debug.headers.last().map(|h| h.as_str()),
+            Some("x-debug"),
+            "read with the format's headers"
+        );
+        assert!(!debug.admits(&r, 200, Flags::default(), None));
+        assert!(debug.admits(&r, 200, Flags::DC, None));
+        let mut with = request();
+        with.headers
+            .insert("x-debug", http::HeaderValue::from_static("1"));
+        assert!(debug.admits(&with, 200, Flags::default(), None));
+        // Response headers, the upstream and the route's cluster are there too.
+        let rest = filter(
+            "response.headers['x-envoy-upstream-service-time'] == '3' && \
+             xds.cluster_name.endsWith('reviews.default.svc.cluster.local') && \
+             upstream.port == 9080 && request.method in ['GET', 'HEAD']",
+        );
+        assert!(rest.admits(&r, 200, Flags::default(), None));
+        // gRPC status: known only for gRPC.
+        let grpc = filter("response.grpc_status == 14");
+        assert!(grpc.admits(&r, 200, Flags::default(), Some(14)));
+        assert!(!grpc.admits(&r, 200, Flags::default(), None));
     }
 
     #[test]

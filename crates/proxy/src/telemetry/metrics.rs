@@ -6,6 +6,7 @@
 //! Encoded for Prometheus by `prometheus-client`'s text encoder (OpenMetrics text), with Istio's names,
 //! label order and buckets.
 
+use super::overrides::{self as ov, Captured, Custom, Lookup, SeriesKey};
 use super::peer::{Peer, UNKNOWN};
 use super::{Interner, Service};
 use crate::error::Flags;
@@ -161,7 +162,7 @@ impl Histogram {
     }
 
     /// Sum, count and each bucket's own count (the encoder makes them cumulative).
-    fn snapshot(&self) -> (f64, u64, [(f64, u64); BUCKETS.len() + 1]) {
+    pub(super) fn snapshot(&self) -> (f64, u64, [(f64, u64); BUCKETS.len() + 1]) {
         let mut buckets = [(f64::INFINITY, 0); BUCKETS.len() + 1];
         let mut total = 0;
         for (i, c) in self.counts.iter().enumerate() {
@@ -211,6 +212,11 @@ pub struct Metrics {
     own: Arc<Peer>,
     series: Interner<Key, Arc<Series>>,
     tcp: Interner<TcpKey, Arc<TcpSeries>>,
+    /// Series of listeners with Telemetry API overrides ([`Metrics::record_custom`]): a table of
+    /// their own, so requests without overrides look up and hash what they did before.
+    custom: Interner<Custom<Key>, Arc<Series>>,
+    /// TCP series of listeners with overrides.
+    tcp_custom: Interner<Custom<TcpKey>, Arc<TcpSeries>>,
     overflow: AtomicU64,
 }
 
@@ -221,6 +227,8 @@ impl Metrics {
             own,
             series: Interner::new(MAX_SERIES),
             tcp: Interner::new(MAX_SERIES),
+            custom: Interner::new(MAX_SERIES),
+            tcp_custom: Interner::new(MAX_SERIES),
             overflow: AtomicU64::new(0),
         }
     }
@@ -255,6 +263,69 @@ impl Metrics {
                 .response_messages
                 .fetch_add(o.response_messages, Relaxed);
         }
+    }
+
+    /// Records one request of a listener with Telemetry API overrides: `key` and the values its tag
+    /// expressions give (evaluated here, looked up borrowed: an existing series costs no allocation).
+    /// The metrics the overrides drop are left alone.
+    pub fn record_custom(
+        &self,
+        key: &Key,
+        c: &Captured,
+        (code, flags, grpc_status): (u16, Flags, Option<u8>),
+        o: &Observation,
+    ) {
+        let overrides = c.overrides();
+        if overrides.drops_all_http() {
+            return;
+        }
+        let found = c.evaluate(code, flags, grpc_status, |values| {
+            let l = Lookup {
+                key,
+                overrides,
+                values,
+            };
+            match self.custom.get(&l as &dyn SeriesKey<Key>) {
+                Some(s) => Some(s),
+                None => self.custom.insert(l.to_owned(), Arc::default()),
+            }
+        });
+        let Some(series) = found else {
+            self.overflow.fetch_add(1, Relaxed);
+            return;
+        };
+        let drops = |m| overrides.drops(m);
+        if !drops(ov::REQUESTS) {
+            series.requests.fetch_add(1, Relaxed);
+        }
+        if !drops(ov::DURATION) {
+            series.duration.observe_milli(o.duration_us);
+        }
+        if !drops(ov::REQUEST_BYTES) {
+            (series.request_bytes).observe_milli(o.request_bytes.saturating_mul(1000));
+        }
+        if !drops(ov::RESPONSE_BYTES) {
+            (series.response_bytes).observe_milli(o.response_bytes.saturating_mul(1000));
+        }
+        if !drops(ov::REQUEST_MESSAGES) && o.request_messages > 0 {
+            (series.request_messages).fetch_add(o.request_messages, Relaxed);
+        }
+        if !drops(ov::RESPONSE_MESSAGES) && o.response_messages > 0 {
+            (series.response_messages).fetch_add(o.response_messages, Relaxed);
+        }
+    }
+
+    /// The TCP series of a connection on a listener with overrides, made when new; `None` (and
+    /// counted) past the bound.
+    pub fn tcp_custom(&self, key: &Custom<TcpKey>) -> Option<Arc<TcpSeries>> {
+        let found = match self.tcp_custom.get(key) {
+            Some(s) => Some(s),
+            None => self.tcp_custom.insert(key.clone(), Arc::default()),
+        };
+        if found.is_none() {
+            self.overflow.fetch_add(1, Relaxed);
+        }
+        found
     }
 
     /// The TCP series of `key`, made when new; `None` (and counted) past the bound.
@@ -343,6 +414,29 @@ impl Metrics {
         ]
     }
 
+    /// The label values of an HTTP series, in Istio's order.
+    fn key_labels<'a>(
+        &'a self,
+        key: &'a Key,
+        code: &'a str,
+        grpc: &'a str,
+        flags: &'a str,
+    ) -> Labels<'a> {
+        let protocol = match key.protocol {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        };
+        self.labels(
+            key.reporter,
+            &key.peer.0,
+            &key.service,
+            protocol,
+            code,
+            grpc,
+            flags,
+        )
+    }
+
     /// The label values of a TCP series, in Istio's order.
     fn tcp_labels<'a>(&'a self, key: &'a TcpKey, flags: &'a str) -> TcpLabels<'a> {
         let all = self.labels(
@@ -375,70 +469,76 @@ impl Metrics {
                 (k, s, k.code.to_string(), grpc, k.flags.to_string())
             })
             .collect();
+        // Series of listeners with overrides, with their numbers and flags as text likewise. When
+        // there are any, each family is written through `Grouped`, which adds up the series whose
+        // label sets have become equal (a label removed), standard ones included.
+        let custom = self.custom.snapshot();
+        let custom_texts: Vec<CustomTexts<'_>> = custom
+            .iter()
+            .map(|(c, s)| {
+                let k = c.standard();
+                let grpc = k.grpc_status.map(|g| g.to_string()).unwrap_or_default();
+                (c, s, k.code.to_string(), grpc, k.flags.to_string())
+            })
+            .collect();
         type Pick = fn(&Series) -> Value<'_>;
-        let families: [(&str, &str, MetricType, Pick, bool); 6] = [
+        let families: [(ov::Metric, &str, &str, MetricType, Pick); 6] = [
             (
+                ov::REQUESTS,
                 "istio_requests",
                 "Requests served.",
                 MetricType::Counter,
                 |s| Value::Counter(&s.requests),
-                false,
             ),
             (
+                ov::DURATION,
                 "istio_request_duration_milliseconds",
                 "Time from a request's start to its response's end, in milliseconds.",
                 MetricType::Histogram,
                 |s| Value::Histogram(&s.duration),
-                false,
             ),
             (
+                ov::REQUEST_BYTES,
                 "istio_request_bytes",
                 "Request body sizes, in bytes.",
                 MetricType::Histogram,
                 |s| Value::Histogram(&s.request_bytes),
-                false,
             ),
             (
+                ov::RESPONSE_BYTES,
                 "istio_response_bytes",
                 "Response body sizes, in bytes.",
                 MetricType::Histogram,
                 |s| Value::Histogram(&s.response_bytes),
-                false,
             ),
             (
+                ov::REQUEST_MESSAGES,
                 "istio_request_messages",
                 "gRPC messages sent by clients.",
                 MetricType::Counter,
                 |s| Value::Counter(&s.request_messages),
-                true,
             ),
             (
+                ov::RESPONSE_MESSAGES,
                 "istio_response_messages",
                 "gRPC messages sent to clients.",
                 MetricType::Counter,
                 |s| Value::Counter(&s.response_messages),
-                true,
             ),
         ];
-        for (name, help, ty, pick, grpc_only) in families {
+        for (metric, name, help, ty, pick) in families {
+            let grpc_only = matches!(metric, ov::REQUEST_MESSAGES | ov::RESPONSE_MESSAGES);
             let mut family = encoder.encode_descriptor(name, help, None, ty)?;
+            let mut grouped = Grouped::default();
             for (key, series, code, grpc, flags) in &texts {
                 if grpc_only && key.protocol != Protocol::Grpc {
                     continue;
                 }
-                let protocol = match key.protocol {
-                    Protocol::Http => "http",
-                    Protocol::Grpc => "grpc",
-                };
-                let labels = self.labels(
-                    key.reporter,
-                    &key.peer.0,
-                    &key.service,
-                    protocol,
-                    code,
-                    grpc,
-                    flags,
-                );
+                let labels = self.key_labels(key, code, grpc, flags);
+                if !custom_texts.is_empty() {
+                    grouped.add(labels.to_vec(), pick(series));
+                    continue;
+                }
                 let labels = &labels[..];
                 let m = family.encode_family(&labels)?;
                 match pick(series) {
@@ -449,44 +549,75 @@ impl Metrics {
                     Value::Histogram(h) => h.encode_into(m)?,
                 }
             }
+            for (c, series, code, grpc, flags) in &custom_texts {
+                let key = c.standard();
+                if c.drops(metric) || (grpc_only && key.protocol != Protocol::Grpc) {
+                    continue;
+                }
+                let labels = self.key_labels(key, code, grpc, flags);
+                grouped.add(c.labels(metric, &labels), pick(series));
+            }
+            grouped.encode(&mut family)?;
         }
         let tcp = self.tcp.snapshot();
         let tcp_texts: Vec<(&TcpKey, &Arc<TcpSeries>, String)> = tcp
             .iter()
             .map(|(k, s)| (k, s, k.flags.to_string()))
             .collect();
+        let tcp_custom = self.tcp_custom.snapshot();
+        let tcp_custom_texts: Vec<(&Custom<TcpKey>, &Arc<TcpSeries>, String)> = tcp_custom
+            .iter()
+            .map(|(c, s)| (c, s, c.standard().flags.to_string()))
+            .collect();
         type TcpPick = fn(&TcpSeries) -> &AtomicU64;
-        let tcp_families: [(&str, &str, TcpPick); 4] = [
+        let tcp_families: [(ov::Metric, &str, &str, TcpPick); 4] = [
             (
+                ov::TCP_SENT,
                 "istio_tcp_sent_bytes",
                 "Bytes sent to TCP clients (the response direction).",
                 |s| &s.sent,
             ),
             (
+                ov::TCP_RECEIVED,
                 "istio_tcp_received_bytes",
                 "Bytes received from TCP clients (the request direction).",
                 |s| &s.received,
             ),
             (
+                ov::TCP_OPENED,
                 "istio_tcp_connections_opened",
                 "TCP connections opened.",
                 |s| &s.opened,
             ),
             (
+                ov::TCP_CLOSED,
                 "istio_tcp_connections_closed",
                 "TCP connections closed.",
                 |s| &s.closed,
             ),
         ];
-        for (name, help, pick) in tcp_families {
+        for (metric, name, help, pick) in tcp_families {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            let mut grouped = Grouped::default();
             for (key, series, flags) in &tcp_texts {
                 let labels = self.tcp_labels(key, flags);
+                if !tcp_custom_texts.is_empty() {
+                    grouped.add(labels.to_vec(), Value::Counter(pick(series)));
+                    continue;
+                }
                 let labels = &labels[..];
                 let m = family.encode_family(&labels)?;
                 prometheus_client::metrics::counter::ConstCounter::new(pick(series).load(Relaxed))
                     .encode(m)?;
             }
+            for (c, series, flags) in &tcp_custom_texts {
+                if c.drops(metric) {
+                    continue;
+                }
+                let labels = self.tcp_labels(c.standard(), flags);
+                grouped.add(c.labels(metric, &labels), Value::Counter(pick(series)));
+            }
+            grouped.encode(&mut family)?;
         }
         let overflow = encoder.encode_descriptor(
             "weft_telemetry_series_overflow",
@@ -505,4 +636,65 @@ enum Value<'a> {
 }
 
 type Labels<'a> = [(&'static str, &'a str); 25];
+/// A series with overrides, and its code, gRPC status and flags as text.
+type CustomTexts<'a> = (&'a Custom<Key>, &'a Arc<Series>, String, String, String);
 type TcpLabels<'a> = [(&'static str, &'a str); 23];
+
+/// Series with Telemetry API overrides, added up by their label sets: removing a label can make two
+/// series one, which Prometheus must see once (Envoy's stats add them up likewise).
+#[derive(Default)]
+struct Grouped<'a> {
+    sets: std::collections::BTreeMap<Vec<(&'a str, &'a str)>, Sum>,
+}
+
+enum Sum {
+    Counter(u64),
+    /// Sum, count and buckets (boxed: made at scrape time only).
+    Histogram(Box<HistogramSum>),
+}
+
+type HistogramSum = (f64, u64, [(f64, u64); BUCKETS.len() + 1]);
+
+impl<'a> Grouped<'a> {
+    fn add(&mut self, labels: Vec<(&'a str, &'a str)>, v: Value<'_>) {
+        let e = self.sets.entry(labels);
+        match (v, e.or_insert_with(|| Sum::Counter(0))) {
+            (Value::Counter(c), Sum::Counter(t)) => *t += c.load(Relaxed),
+            (Value::Histogram(h), sum) => {
+                let (s, c, b) = h.snapshot();
+                match sum {
+                    Sum::Histogram(total) => {
+                        let (ts, tc, tb) = &mut **total;
+                        *ts += s;
+                        *tc += c;
+                        for (t, (_, n)) in tb.iter_mut().zip(b) {
+                            t.1 += n;
+                        }
+                    }
+                    other => *other = Sum::Histogram(Box::new((s, c, b))),
+                }
+            }
+            (Value::Counter(_), Sum::Histogram(..)) => {}
+        }
+    }
+
+    fn encode(
+        &self,
+        family: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        for (labels, sum) in &self.sets {
+            let labels = &labels[..];
+            let mut m = family.encode_family(&labels)?;
+            match sum {
+                Sum::Counter(n) => {
+                    prometheus_client::metrics::counter::ConstCounter::new(*n).encode(m)?
+                }
+                Sum::Histogram(h) => {
+                    let (s, c, b) = &**h;
+                    m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(*s, *c, b, None)?
+                }
+            }
+        }
+        Ok(())
+    }
+}

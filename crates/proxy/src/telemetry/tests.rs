@@ -268,3 +268,124 @@ fn label_sets_are_bounded_and_the_rest_counted() {
         .encode()
         .contains("weft_telemetry_series_overflow_total 2\n"));
 }
+
+/// A request on a listener with `stats` (None: without overrides), answered `code`, recorded.
+fn record_with(
+    t: &Arc<Telemetry>,
+    stats: Option<&Arc<overrides::Overrides>>,
+    user: Option<&str>,
+    code: u16,
+) {
+    let mut b = http::Request::builder().uri("/r");
+    if let Some(u) = user {
+        b = b.header("x-user", u);
+    }
+    let parts = b.body(()).expect("request").into_parts().0;
+    let mut p = Pending::new(
+        t.clone(),
+        Reporter::Destination,
+        t.unknown_peer(),
+        reviews_service(),
+        Protocol::Http,
+    );
+    if let Some(o) = stats {
+        p.stats(overrides::Captured::new(o.clone(), &parts, "reviews:9080"));
+    }
+    p.request_body(3, None);
+    p.response(code, Flags::default(), &HeaderMap::new());
+    p.record();
+}
+
+/// The lines of `family` (`istio_requests_total`) in `text`.
+fn lines<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .collect()
+}
+
+#[test]
+fn overrides_remove_add_and_drop_labels_and_equal_series_add_up() {
+    let t = telemetry();
+    let o = overrides::of_json(
+        r#"{"metrics": [
+            {"dimensions": {"user": "request.headers['x-user']"}},
+            {"name": "requests_total", "tags_to_remove": ["response_code", "request_protocol"]},
+            {"name": "request_bytes", "drop": true}
+        ]}"#,
+    );
+    record_with(&t, Some(&o), Some("jason"), 200);
+    record_with(&t, Some(&o), Some("jason"), 404);
+    record_with(&t, Some(&o), Some("jason"), 200);
+    record_with(&t, Some(&o), None, 200);
+    let text = t.encode();
+
+    // Requests: `response_code` and `request_protocol` gone, `user` added after Istio's labels; the
+    // 200s and the 404 of jason are one series now.
+    let requests = lines(&text, "istio_requests_total");
+    assert_eq!(requests.len(), 2, "{text}");
+    for l in &requests {
+        assert!(
+            !l.contains("response_code=") && !l.contains("request_protocol="),
+            "{l}"
+        );
+        assert!(
+            l.contains("connection_security_policy=\"none\",user="),
+            "{l}"
+        );
+    }
+    assert!(
+        requests.iter().any(|l| l.ends_with(",user=\"jason\"} 3")),
+        "{text}"
+    );
+    assert!(
+        requests.iter().any(|l| l.ends_with(",user=\"unknown\"} 1")),
+        "{text}"
+    );
+
+    // Durations keep every label and add `user`: one series per code.
+    let counts = lines(&text, "istio_request_duration_milliseconds_count");
+    assert_eq!(counts.len(), 3, "{text}");
+    assert!(counts
+        .iter()
+        .any(|l| l.contains("response_code=\"200\"") && l.ends_with(",user=\"jason\"} 2")));
+    assert!(counts
+        .iter()
+        .any(|l| l.contains("response_code=\"404\"") && l.ends_with(",user=\"jason\"} 1")));
+
+    // Request sizes are dropped; response sizes are not.
+    assert!(
+        lines(&text, "istio_request_bytes_count").is_empty(),
+        "{text}"
+    );
+    assert_eq!(
+        lines(&text, "istio_response_bytes_count").len(),
+        3,
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+}
+
+#[test]
+fn a_series_with_overrides_that_leave_its_labels_adds_up_with_the_standard_one() {
+    let t = telemetry();
+    // Only another metric changes: the request counts of both listeners share a label set.
+    let o = overrides::of_json(r#"{"metrics": [{"name": "request_bytes", "drop": true}]}"#);
+    record_with(&t, None, None, 200);
+    record_with(&t, Some(&o), None, 200);
+    record_with(&t, Some(&o), None, 200);
+    let text = t.encode();
+    let requests = lines(&text, "istio_requests_total");
+    assert_eq!(requests.len(), 1, "{text}");
+    assert!(requests[0].contains("response_code=\"200\"") && requests[0].ends_with("} 3"));
+    let sizes = lines(&text, "istio_request_bytes_count");
+    assert_eq!(sizes.len(), 1, "{text}");
+    assert!(
+        sizes[0].ends_with("} 1"),
+        "only the request without overrides: {text}"
+    );
+
+    // A listener whose overrides touch no HTTP metric records as one without.
+    let tcp_only =
+        overrides::of_json(r#"{"metrics": [{"name": "tcp_sent_bytes_total", "drop": true}]}"#);
+    assert!(!tcp_only.touches_http());
+}
