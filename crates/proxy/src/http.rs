@@ -63,7 +63,7 @@ pub(crate) fn handle(
     let pending = shared
         .telemetry
         .as_ref()
-        .map(|t| telemetry_start(t, &shared, &entry, &mut parts));
+        .and_then(|t| telemetry_start(t, &shared, &entry, &mut parts));
     let mut plan = prepare(&shared, &entry, parts);
     async move {
         // Recorded as a request that got no response (code 0, `DC`) if dropped before it has one.
@@ -82,9 +82,17 @@ pub(crate) fn handle(
                 resp.headers_mut().insert(RESPONSE_FLAGS_HEADER, v);
             }
         }
-        if let (Some(mut p), Some(t)) = (inflight.0.take(), &shared.telemetry) {
-            telemetry_end(t, &entry, &mut p, &mut resp, flags, plan.as_ref().ok());
-            resp = resp.map(|b| b.observed(p));
+        match (inflight.0.take(), &shared.telemetry) {
+            (Some(mut p), Some(t)) => {
+                telemetry_end(t, &entry, &mut p, &mut resp, flags, plan.as_ref().ok());
+                resp = resp.map(|b| b.observed(p));
+            }
+            // Nothing recorded, but the metadata exchange goes on, as Istio's filter does.
+            (None, Some(t)) => match entry {
+                Entry::Outbound => drop(t.take_peer(resp.headers_mut())),
+                Entry::Inbound(_) => t.announce(resp.headers_mut()),
+            },
+            _ => {}
         }
         if let Some((method, path)) = access {
             tracing::debug!(
@@ -118,13 +126,15 @@ impl Drop for Inflight {
 
 /// Opens a request's telemetry record. Inbound, the client sidecar's metadata is taken off the request
 /// (the application never sees it) and the service is read from the authority; outbound, both come
-/// with the cluster and the response.
+/// with the cluster and the response. `None` when the listener's Telemetry leaves nothing to do: every
+/// HTTP metric dropped, no access log and the request not traced (the peer's headers are still taken
+/// off an inbound request).
 fn telemetry_start(
     t: &Arc<Telemetry>,
     shared: &Shared,
     entry: &Entry,
     parts: &mut http::request::Parts,
-) -> Box<Pending> {
+) -> Option<Box<Pending>> {
     let protocol = if telemetry::is_grpc(&parts.headers) {
         Protocol::Grpc
     } else {
@@ -155,6 +165,12 @@ fn telemetry_start(
         };
         telemetry::spans::start(t, &snap, cfg, kind, parts)
     });
+    if logged.is_none() && traced.is_none() && stats.is_some_and(|o| o.drops_all_http()) {
+        if let Entry::Inbound(_) = entry {
+            drop(t.take_peer(&mut parts.headers));
+        }
+        return None;
+    }
     let mut p = Box::new(match entry {
         Entry::Outbound => Pending::new(
             t.clone(),
@@ -178,7 +194,7 @@ fn telemetry_start(
     if let Some(c) = captured {
         p.stats(c);
     }
-    p
+    Some(p)
 }
 
 /// Completes a request's telemetry record with its response head. Outbound, the server sidecar's

@@ -2538,3 +2538,112 @@ async fn a_collector_down_fails_no_request_and_a_bad_tracer_is_refused() {
     );
     proxy.shutdown().await;
 }
+
+/// `listener` (an HTTP one) with Istio's stats filter, whose config's `metrics` are `entries`.
+fn with_stats(
+    listener: weft_xds::Any,
+    entries: Vec<weft_xds::pb::google::protobuf::Value>,
+) -> weft_xds::Any {
+    use weft_xds::pb::envoy::config::listener::v3::{filter, Listener};
+    use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        http_filter, HttpConnectionManager, HttpFilter,
+    };
+    use weft_xds::pb::google::protobuf::{value::Kind, ListValue, Struct, Value};
+    let mut l: Listener = weft_xds::unpack(&listener).expect("listener");
+    let f = &mut l.filter_chains[0].filters[0];
+    let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+        panic!("no hcm");
+    };
+    let mut hcm: HttpConnectionManager = weft_xds::unpack(any).expect("hcm");
+    let metrics = Value {
+        kind: Some(Kind::ListValue(ListValue { values: entries })),
+    };
+    let config = weft_xds::TypedStruct {
+        type_url: type_url::ISTIO_STATS_CONFIG.into(),
+        value: Some(Struct {
+            fields: [("metrics".to_string(), metrics)].into_iter().collect(),
+        }),
+    };
+    hcm.http_filters.insert(
+        0,
+        HttpFilter {
+            name: "istio.stats".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack(
+                type_url::TYPED_STRUCT,
+                &config,
+            ))),
+            ..Default::default()
+        },
+    );
+    *any = pack(type_url::HTTP_CONNECTION_MANAGER, &hcm);
+    pack(type_url::LISTENER, &l)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_dropped_records_nothing_and_still_exchanges_metadata() {
+    use weft_xds::pb::google::protobuf::{value::Kind, Struct, Value};
+    let app = Upstream::start("app", Behaviour::Ok).await;
+    let (off, on) = ("inbound_127.0.0.1_9080", "inbound_127.0.0.1_9081");
+    let any = "127.0.0.1:0".parse().expect("addr");
+    let mut s = set("1", &[], vec![]);
+    s.clusters
+        .push(static_cluster("inbound|9080||", &[app.addr]));
+    // A Telemetry disabling ALL_METRICS: one entry, no name (every metric), dropped.
+    let drop_all = Value {
+        kind: Some(Kind::StructValue(Struct {
+            fields: [(
+                "drop".to_string(),
+                Value {
+                    kind: Some(Kind::BoolValue(true)),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        })),
+    };
+    s.listeners.push(with_stats(
+        inbound_listener(off, any, "inbound|9080||"),
+        vec![drop_all],
+    ));
+    s.listeners
+        .push(inbound_listener(on, any, "inbound|9080||"));
+    let ads = FakeAds::start(any, s).await;
+    let proxy = start_proxy_with(&ads.url(), &["--workload", "reviews-v1"]).await;
+    let off_addr = eventually("off bound", || async { proxy.listener_addr(off) }).await;
+    let on_addr = eventually("on bound", || async { proxy.listener_addr(on) }).await;
+    let peer = [(
+        "x-envoy-peer-metadata-id",
+        "sidecar~127.0.0.9~productpage-v1.default~default.svc.cluster.local",
+    )];
+    for _ in 0..3 {
+        let r = send(off_addr, Form::Host, "dropped:9080", "/", &peer)
+            .await
+            .expect("off");
+        assert_eq!(r.status, 200);
+        // The exchange goes on: the peer's field taken off, this sidecar's put on the response.
+        assert!(!r.body.contains("x-envoy-peer-metadata"), "{}", r.body);
+        assert!(
+            r.headers.contains_key("x-envoy-peer-metadata-id"),
+            "{:?}",
+            r.headers
+        );
+    }
+    let r = send(on_addr, Form::Host, "kept:9080", "/", &peer)
+        .await
+        .expect("on");
+    assert_eq!(r.status, 200);
+    let kept = [
+        ("reporter", "destination"),
+        ("destination_service_name", "kept"),
+    ];
+    let text = eventually("the kept listener's series", || async {
+        let t = stats(&proxy).await;
+        sample(&t, "istio_requests_total", &kept).map(|_| t)
+    })
+    .await;
+    assert!(
+        !text.contains("destination_service_name=\"dropped\""),
+        "{text}"
+    );
+    proxy.shutdown().await;
+}
