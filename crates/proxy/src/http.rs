@@ -152,12 +152,12 @@ fn telemetry_start(
         }),
     }
     .unwrap_or_default();
-    let logged = log.map(|l| telemetry::Logged::new(l, parts, authority));
     // Metric overrides: what their expressions read, kept before tracing and routing edit the request.
     let captured = stats
         .filter(|o| o.touches_http())
         .map(|o| telemetry::overrides::Captured::new(o.clone(), parts, authority));
-    // Tracing edits the request's trace headers in place, before routing moves them upstream.
+    // Tracing edits the request's trace headers in place, before routing moves them upstream, and adds
+    // the request id when it is missing.
     let traced = tracing.and_then(|cfg| {
         let kind = match entry {
             Entry::Outbound => weft_trace::Kind::Client,
@@ -165,6 +165,15 @@ fn telemetry_start(
         };
         telemetry::spans::start(t, &snap, cfg, kind, parts)
     });
+    // The access line is taken after, so it has the request id this hop made (as Envoy's connection
+    // manager makes it before any filter); without tracing, the id is made here for it.
+    if log.is_some() && tracing.is_none() && !parts.headers.contains_key(&X_REQUEST_ID) {
+        parts
+            .headers
+            .insert(X_REQUEST_ID.clone(), request_id_header());
+    }
+    let authority = authority_of(&parts.uri, &parts.headers).unwrap_or_default();
+    let logged = log.map(|l| telemetry::Logged::new(l, parts, authority));
     if logged.is_none() && traced.is_none() && stats.is_some_and(|o| o.drops_all_http()) {
         if let Entry::Inbound(_) = entry {
             drop(t.take_peer(&mut parts.headers));

@@ -376,8 +376,38 @@ struct Collect(Arc<Telemetry>);
 impl prometheus_client::collector::Collector for Collect {
     fn encode(
         &self,
-        encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::{counter::ConstCounter, MetricType};
+        // The span exporters' counters, one series per collector: what a full queue dropped and what a
+        // collector refused are seen where the proxy's other metrics are.
+        let exporters = self.0.trace_stats();
+        type Pick = fn(&(String, u64, u64, u64)) -> u64;
+        let families: [(&str, &str, Pick); 3] = [
+            (
+                "weft_trace_spans_sent",
+                "Spans a collector accepted.",
+                |e| e.1,
+            ),
+            (
+                "weft_trace_spans_dropped",
+                "Spans dropped because the export queue was full.",
+                |e| e.2,
+            ),
+            (
+                "weft_trace_export_failures",
+                "Export requests that failed (collector down or refusing).",
+                |e| e.3,
+            ),
+        ];
+        for (name, help, pick) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for e in &exporters {
+                let labels = [("collector", e.0.as_str())];
+                ConstCounter::new(pick(e)).encode(family.encode_family(&&labels[..])?)?;
+            }
+        }
         self.0.metrics.encode(encoder)
     }
 }

@@ -2177,6 +2177,22 @@ async fn access_logs_in_istios_format_and_bad_formats_refused() {
     ] {
         assert!(line.contains(part), "{part:?} in {line}");
     }
+    // A request without an id is logged with the one this hop made: the one the application got.
+    let r = send(bound, Form::Host, "reviews:9080", "/second", &[])
+        .await
+        .expect("inbound");
+    let id = r
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("an id upstream")
+        .to_string();
+    let line = eventually("the second line", || async {
+        let text = std::fs::read_to_string(&path).ok()?;
+        text.lines().nth(1).map(str::to_string)
+    })
+    .await;
+    assert!(line.contains(&format!(" \"{id}\" ")), "{id} in {line}");
 
     // A format with an operator Weft does not know is refused (NACK), naming it; the old one serves.
     s.version = "2".into();
@@ -2457,6 +2473,22 @@ async fn spans_from_both_sidecars_form_one_trace() {
             "{span:#}"
         );
         assert!(tags.get("error").is_none(), "{span:#}");
+        // Named as Istio names them: the service's host and port.
+        assert_eq!(
+            span["name"], "reviews.default.svc.cluster.local:9080/*",
+            "{span:#}"
+        );
+    }
+    // What each exporter sent is counted with the proxy's metrics.
+    for p in [&client, &server] {
+        eventually("spans sent counted", || async {
+            let t = stats(p).await;
+            t.lines()
+                .filter(|l| l.starts_with("weft_trace_spans_sent_total{collector=\"http://"))
+                .any(|l| !l.ends_with(" 0"))
+                .then_some(())
+        })
+        .await;
     }
     // Both exporters send in order, so the unsampled request's spans would have arrived by now.
     assert!(
@@ -2510,6 +2542,15 @@ async fn a_collector_down_fails_no_request_and_a_bad_tracer_is_refused() {
         "{:?}",
         started.elapsed()
     );
+    // The collector's refusals are counted where the proxy's metrics are.
+    eventually("export failures counted", || async {
+        let t = stats(&proxy).await;
+        t.lines()
+            .filter(|l| l.starts_with("weft_trace_export_failures_total{collector="))
+            .any(|l| !l.ends_with(" 0"))
+            .then_some(())
+    })
+    .await;
 
     // A tracer weft does not have refuses the listener (NACK naming the field); the old one serves.
     s.version = "2".into();

@@ -348,8 +348,21 @@ pub(crate) fn start(
         .map(str::to_string);
     let authority = crate::http::authority_of(&parts.uri, &parts.headers).unwrap_or("-");
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // Named as Istio's route decorators name them, `<service host>:<port>/*`: inbound, the service the
+    // authority names (a client span is renamed by its cluster when it reports).
+    let name = match (kind, crate::http::port_of(authority)) {
+        (Kind::Server, Some(port)) => {
+            let service = t.inbound_service(Some(authority));
+            if service.host == super::peer::UNKNOWN {
+                format!("{authority}/*")
+            } else {
+                format!("{}:{port}/*", service.host)
+            }
+        }
+        _ => format!("{authority}/*"),
+    };
     Some(Box::new(Traced {
-        name: format!("{authority}/*"),
+        name,
         url: format!("http://{authority}{path}"),
         ctx,
         kind,
@@ -384,7 +397,11 @@ pub(crate) struct End<'a> {
 impl Traced {
     /// Reports the span.
     pub(crate) fn report(self, t: &Telemetry, end: &End<'_>) {
-        let mut span = Span::new(&self.ctx, self.kind, self.name, self.start_us);
+        let name = match self.cluster.as_deref().and_then(operation) {
+            Some(n) => n,
+            None => self.name,
+        };
+        let mut span = Span::new(&self.ctx, self.kind, name, self.start_us);
         span.duration = weft_trace::span::now_micros().saturating_sub(self.start_us);
         span.local_endpoint = Some(weft_trace::Endpoint::new(
             Some(t.trace_tags.service.clone()),
@@ -414,6 +431,14 @@ impl Traced {
         }
         self.reporter.report(span);
     }
+}
+
+/// The operation name of a request sent to an outbound cluster (`outbound|<port>|<subset>|<host>`):
+/// `<host>:<port>/*`, as Istio's outbound route decorators have it.
+fn operation(cluster: &str) -> Option<String> {
+    let mut f = cluster.strip_prefix("outbound|")?.splitn(3, '|');
+    let (port, _subset, host) = (f.next()?, f.next()?, f.next()?);
+    (!host.is_empty() && !port.is_empty()).then(|| format!("{host}:{port}/*"))
 }
 
 /// What every span of this proxy says about it.
@@ -496,6 +521,23 @@ mod tests {
         let cfg = reporting(&hcm(0.0, vec![]));
         let mut parts = request(&[("x-b3-sampled", "1")]);
         assert!(start(&t, &snap, &cfg, Kind::Server, &mut parts).is_some());
+    }
+
+    #[test]
+    fn spans_are_named_by_service_host_and_port() {
+        let (t, snap) = (telemetry(), Snapshot::default());
+        let cfg = reporting(&hcm(100.0, vec![]));
+        // Inbound, the service the authority names, in the proxy's namespace.
+        let traced = start(&t, &snap, &cfg, Kind::Server, &mut request(&[])).expect("sampled");
+        assert_eq!(traced.name, "reviews.default.svc.cluster.local:9080/*");
+        // Outbound, the cluster's service, known when the span reports.
+        assert_eq!(
+            operation("outbound|9080|v2|reviews.prod.svc.cluster.local").as_deref(),
+            Some("reviews.prod.svc.cluster.local:9080/*")
+        );
+        for other in ["inbound|9080||", "outbound|9080||", "BlackHoleCluster"] {
+            assert_eq!(operation(other), None, "{other}");
+        }
     }
 
     #[test]
