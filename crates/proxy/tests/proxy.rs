@@ -2688,3 +2688,221 @@ async fn every_metric_dropped_records_nothing_and_still_exchanges_metadata() {
     );
     proxy.shutdown().await;
 }
+
+/// A TCP upstream that writes back every byte it reads twice, and closes after the client's FIN.
+async fn tcp_doubling() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    for _ in 0..2 {
+                        if s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    a
+}
+
+/// `listener` (a TCP one) with Istio's stats filter before `tcp_proxy`, its config's fields `fields`.
+fn with_tcp_stats(
+    listener: weft_xds::Any,
+    fields: Vec<(&str, weft_xds::pb::google::protobuf::Value)>,
+) -> weft_xds::Any {
+    use weft_xds::pb::envoy::config::listener::v3::{filter, Filter, Listener};
+    use weft_xds::pb::google::protobuf::Struct;
+    let mut l: Listener = weft_xds::unpack(&listener).expect("listener");
+    let config = weft_xds::TypedStruct {
+        type_url: type_url::ISTIO_STATS_CONFIG.into(),
+        value: Some(Struct {
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }),
+    };
+    l.filter_chains[0].filters.insert(
+        0,
+        Filter {
+            name: weft_xds::filter_name::ISTIO_STATS.into(),
+            config_type: Some(filter::ConfigType::TypedConfig(pack(
+                type_url::TYPED_STRUCT,
+                &config,
+            ))),
+        },
+    );
+    pack(type_url::LISTENER, &l)
+}
+
+/// Reads exactly `n` bytes from `s`, within 10 s.
+async fn read_n(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0; n];
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut buf))
+        .await
+        .expect("answer in 10 s")
+        .expect("read");
+    buf
+}
+
+/// Closes the write side of `s` and reads the rest until the other side's FIN, within 10 s.
+async fn finish(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.shutdown().await.expect("FIN");
+    let mut rest = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("end in 10 s")
+        .expect("read");
+    rest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_bytes_are_reported_while_the_connection_is_open() {
+    use tokio::io::AsyncWriteExt;
+    use weft_xds::pb::envoy::config::core::v3::TrafficDirection;
+    use weft_xds::pb::google::protobuf::{value::Kind, ListValue, Struct, Value};
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.into())),
+    };
+    let obj = |fields: Vec<(&str, Value)>| Value {
+        kind: Some(Kind::StructValue(Struct {
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        })),
+    };
+    let app = tcp_doubling().await;
+    let (plain, tagged) = ("127.0.0.1_9000", "127.0.0.1_9001");
+    let plain_cluster = "outbound|9000||plain.default.svc.cluster.local";
+    let tagged_cluster = "outbound|9001||tagged.default.svc.cluster.local";
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let mut s = set("1", &[], vec![]);
+    s.clusters.push(static_cluster(plain_cluster, &[app]));
+    s.clusters.push(static_cluster(tagged_cluster, &[app]));
+    // Istio's stats config writes the interval as a protobuf Duration in JSON.
+    let every = ("tcp_reporting_duration", text("0.05s"));
+    s.listeners.push(with_tcp_stats(
+        tcp_listener(plain, any, TrafficDirection::Outbound, plain_cluster),
+        vec![every.clone()],
+    ));
+    // Overrides still apply to what is reported while open: sent bytes dropped, received ones tagged.
+    let metrics = Value {
+        kind: Some(Kind::ListValue(ListValue {
+            values: vec![
+                obj(vec![
+                    ("name", text("tcp_sent_bytes_total")),
+                    (
+                        "drop",
+                        Value {
+                            kind: Some(Kind::BoolValue(true)),
+                        },
+                    ),
+                ]),
+                obj(vec![
+                    ("name", text("tcp_received_bytes_total")),
+                    ("dimensions", obj(vec![("tunnel", text("'yes'"))])),
+                ]),
+            ],
+        })),
+    };
+    s.listeners.push(with_tcp_stats(
+        tcp_listener(tagged, any, TrafficDirection::Outbound, tagged_cluster),
+        vec![every, ("metrics", metrics)],
+    ));
+    let ads = FakeAds::start(any, s).await;
+    let proxy = start_proxy(&ads.url()).await;
+    let plain_addr = eventually("plain bound", || async { proxy.listener_addr(plain) }).await;
+    let tagged_addr = eventually("tagged bound", || async { proxy.listener_addr(tagged) }).await;
+    let (received, sent) = (
+        "istio_tcp_received_bytes_total",
+        "istio_tcp_sent_bytes_total",
+    );
+    let (opened, closed) = (
+        "istio_tcp_connections_opened_total",
+        "istio_tcp_connections_closed_total",
+    );
+    let p = [
+        ("reporter", "source"),
+        ("destination_service_name", "plain"),
+        ("response_flags", "-"),
+    ];
+    // The bytes of a connection still open, each way, as the client and the upstream moved them.
+    let shows = |want: (f64, f64)| {
+        let proxy = &proxy;
+        let p = &p;
+        move || async move {
+            let t = stats(proxy).await;
+            let now = (sample(&t, received, p), sample(&t, sent, p));
+            (now == (Some(want.0), Some(want.1))).then_some(t)
+        }
+    };
+
+    let mut c = tokio::net::TcpStream::connect(plain_addr)
+        .await
+        .expect("connect");
+    c.write_all(&[b'a'; 1000]).await.expect("write");
+    assert_eq!(read_n(&mut c, 2000).await, [b'a'; 2000]);
+    let t = eventually("bytes reported while open", shows((1000.0, 2000.0))).await;
+    assert_eq!(sample(&t, opened, &p), Some(1.0), "{t}");
+    assert_eq!(sample(&t, closed, &p), Some(0.0), "still open: {t}");
+    // The next report adds only what moved since the last one.
+    c.write_all(&[b'b'; 500]).await.expect("write");
+    assert_eq!(read_n(&mut c, 1000).await, [b'b'; 1000]);
+    let t = eventually("more bytes reported while open", shows((1500.0, 3000.0))).await;
+    assert_eq!(sample(&t, closed, &p), Some(0.0), "still open: {t}");
+    // The last bytes and the close: the totals are exactly what crossed, nothing counted twice.
+    c.write_all(&[b'c'; 250]).await.expect("write");
+    assert_eq!(finish(&mut c).await, [b'c'; 500]);
+    let t = eventually("closed", || async {
+        let t = stats(&proxy).await;
+        (sample(&t, closed, &p) == Some(1.0)).then_some(t)
+    })
+    .await;
+    for (family, want) in [
+        (opened, 1.0),
+        (closed, 1.0),
+        (received, 1750.0),
+        (sent, 3500.0),
+    ] {
+        assert_eq!(sample(&t, family, &p), Some(want), "{family} in {t}");
+    }
+
+    // With overrides: received bytes reported while open on the tagged series; sent ones never.
+    let g = [
+        ("reporter", "source"),
+        ("destination_service_name", "tagged"),
+    ];
+    let tagged_received = [g[0], g[1], ("tunnel", "yes")];
+    let mut c = tokio::net::TcpStream::connect(tagged_addr)
+        .await
+        .expect("connect");
+    c.write_all(&[b'd'; 100]).await.expect("write");
+    assert_eq!(read_n(&mut c, 200).await, [b'd'; 200]);
+    let t = eventually("tagged bytes reported while open", || async {
+        let t = stats(&proxy).await;
+        (sample(&t, received, &tagged_received) == Some(100.0)).then_some(t)
+    })
+    .await;
+    assert_eq!(sample(&t, closed, &g), Some(0.0), "still open: {t}");
+    assert_eq!(finish(&mut c).await, b"");
+    let t = eventually("tagged closed", || async {
+        let t = stats(&proxy).await;
+        (sample(&t, closed, &g) == Some(1.0)).then_some(t)
+    })
+    .await;
+    assert_eq!(sample(&t, received, &tagged_received), Some(100.0), "{t}");
+    assert_eq!(sample(&t, sent, &g), None, "dropped: {t}");
+    proxy.shutdown().await;
+}

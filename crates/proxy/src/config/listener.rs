@@ -2,15 +2,17 @@
 //! port it stands for (virtual outbound), and where its routes come from (RDS name or inline table) —
 //! and its telemetry: the access log (with its CEL filter), tracing, and Istio's `istio.stats` filter
 //! (an HTTP filter, or a network filter before `tcp_proxy`), which carries the Telemetry API's metric
-//! overrides as a `TypedStruct` of Istio's stats plugin config.
+//! overrides as a `TypedStruct` of Istio's stats plugin config, and how often open TCP connections
+//! report their bytes (`tcp_reporting_duration`).
 
 use super::route::{RouteConfig, RouteError};
 use super::SocketAddressError;
 use crate::telemetry::access_log::{self as access_log_format, AccessLog, Format};
-use crate::telemetry::overrides::Overrides;
+use crate::telemetry::overrides::{self, Overrides};
 use crate::telemetry::spans::Tracing;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use weft_xds::pb::envoy::config::accesslog::v3::{
     access_log, access_log_filter::FilterSpecifier, extension_filter, AccessLog as XAccessLog,
 };
@@ -132,6 +134,9 @@ pub struct Listener {
     pub tracing: Option<Arc<Tracing>>,
     /// Its metric overrides (Istio's `istio.stats` filter), when they change anything.
     pub stats: Option<Arc<Overrides>>,
+    /// How often its open TCP connections add their bytes to their metrics: the stats filter's
+    /// `tcp_reporting_duration`, else Istio's 15 s.
+    pub tcp_reporting: Duration,
 }
 
 impl Listener {
@@ -171,6 +176,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
         let mut access_log = None;
         let mut tracing = None;
         let mut stats = None;
+        let mut tcp_reporting = overrides::DEFAULT_TCP_REPORTING;
         let filters = l
             .filter_chains
             .iter()
@@ -182,7 +188,8 @@ impl TryFrom<&xlistener::Listener> for Listener {
             };
             // Before `tcp_proxy`, so seen first.
             if let Some(o) = stats_filter(any, || format!("filter {:?}", f.name))? {
-                stats = o;
+                stats = o.overrides;
+                tcp_reporting = o.tcp_reporting;
                 continue;
             }
             if any.type_url == weft_xds::type_url::TCP_PROXY {
@@ -222,7 +229,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
                     continue;
                 };
                 if let Some(o) = stats_filter(any, || format!("http_filters[{i}] {:?}", h.name))? {
-                    stats = o;
+                    stats = o.overrides;
                 }
             }
             routes = match hcm.route_specifier {
@@ -249,17 +256,25 @@ impl TryFrom<&xlistener::Listener> for Listener {
             access_log,
             tracing,
             stats,
+            tcp_reporting,
         })
     }
 }
 
-/// Istio's stats filter config, when `any` is one (a `TypedStruct` of `stats.PluginConfig`): its
-/// overrides, `None` inside when they change nothing. `Ok(None)`: another filter. `filter` names the
-/// filter for an error.
+/// What a listener takes from Istio's stats filter.
+struct StatsFilter {
+    /// Its overrides, `None` when they change nothing.
+    overrides: Option<Arc<Overrides>>,
+    /// Its `tcp_reporting_duration`, else the default.
+    tcp_reporting: Duration,
+}
+
+/// Istio's stats filter config, when `any` is one (a `TypedStruct` of `stats.PluginConfig`).
+/// `Ok(None)`: another filter. `filter` names the filter for an error.
 fn stats_filter(
     any: &weft_xds::Any,
     filter: impl Fn() -> String,
-) -> Result<Option<Option<Arc<Overrides>>>, ListenerError> {
+) -> Result<Option<StatsFilter>, ListenerError> {
     use weft_xds::type_url::{ISTIO_STATS_CONFIG, TYPED_STRUCT, UDPA_TYPED_STRUCT};
     if any.type_url != TYPED_STRUCT && any.type_url != UDPA_TYPED_STRUCT {
         return Ok(None);
@@ -272,11 +287,16 @@ fn stats_filter(
         return Ok(None);
     }
     let config = ts.value.unwrap_or_default();
-    let o = Overrides::from_config(&config).map_err(|why| ListenerError::Stats {
+    let error = |why| ListenerError::Stats {
         filter: filter(),
         why,
-    })?;
-    Ok(Some((!o.is_empty()).then(|| o.shared())))
+    };
+    let o = Overrides::from_config(&config).map_err(error)?;
+    let tcp_reporting = overrides::tcp_reporting_duration(&config).map_err(error)?;
+    Ok(Some(StatsFilter {
+        overrides: (!o.is_empty()).then(|| o.shared()),
+        tcp_reporting: tcp_reporting.unwrap_or(overrides::DEFAULT_TCP_REPORTING),
+    }))
 }
 
 /// The file access log among a connection manager's access loggers: its path and format (Istio's
@@ -587,6 +607,40 @@ mod tests {
         );
         let l = Listener::try_from(&x).expect("valid");
         assert!(l.is_tcp() && l.stats.as_ref().is_some_and(|o| o.touches_tcp()));
+        assert_eq!(l.tcp_reporting, Duration::from_secs(15), "Istio's default");
+    }
+
+    /// A TCP listener to cluster `c` with Istio's stats filter of `config` (JSON) before `tcp_proxy`.
+    fn tcp_with_stats(config: &str) -> xlistener::Listener {
+        let mut x = tcp(Some(ClusterSpecifier::Cluster("c".into())), 1);
+        x.filter_chains[0].filters.insert(
+            0,
+            xlistener::Filter {
+                name: weft_xds::filter_name::ISTIO_STATS.into(),
+                config_type: Some(xlistener::filter::ConfigType::TypedConfig(stats_any(
+                    config,
+                ))),
+            },
+        );
+        x
+    }
+
+    #[test]
+    fn the_stats_filter_sets_how_often_tcp_connections_report() {
+        let x = tcp(Some(ClusterSpecifier::Cluster("c".into())), 1);
+        let l = Listener::try_from(&x).expect("valid");
+        assert_eq!(l.tcp_reporting, Duration::from_secs(15), "no stats filter");
+        // The interval alone: no overrides, and the interval applies.
+        let l = Listener::try_from(&tcp_with_stats(r#"{"tcp_reporting_duration": "0.050s"}"#))
+            .expect("valid");
+        assert!(l.stats.is_none());
+        assert_eq!(l.tcp_reporting, Duration::from_millis(50));
+        let e = Listener::try_from(&tcp_with_stats(r#"{"tcp_reporting_duration": "5m"}"#))
+            .expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "filter \"istio.stats\": tcp_reporting_duration: \"5m\" is not a duration (seconds ending in \"s\", such as \"15s\" or \"0.5s\")"
+        );
     }
 
     #[test]

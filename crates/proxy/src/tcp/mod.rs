@@ -6,7 +6,14 @@
 //! from one side is passed on as a FIN (a half-close), and the other direction carries on until it ends
 //! too. One connect attempt per connection (Envoy's default): when it fails the downstream connection is
 //! closed. On Linux the bytes never enter the proxy's memory: see [`splice`].
+//!
+//! Istio's TCP byte metrics are reported while a connection is open, as Istio's stats filter does: the
+//! copy counts what it moves in two atomics of the connection's own, and every reporting interval (the
+//! listener's `tcp_reporting_duration`, 15 s by default) what moved since the last report is added to
+//! the connection's series; the rest is added when it closes.
 
+#[cfg(any(not(target_os = "linux"), test))]
+mod counted;
 #[cfg(target_os = "linux")]
 mod splice;
 
@@ -16,12 +23,14 @@ use crate::telemetry::metrics::{PeerRef, Reporter, TcpKey, TcpSeries};
 use crate::telemetry::overrides::{self as ov, Custom, Overrides};
 use crate::Shared;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
 use weft_http::net::{Accepted, Listener};
 
 /// Accepts until `stop` turns true, then gives the open connections up to `drain` to finish and closes
@@ -114,7 +123,7 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
             return;
         }
     };
-    let (inbound, stats, local) = shared
+    let (inbound, stats, local, every) = shared
         .snapshot
         .load()
         .listeners
@@ -122,7 +131,8 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
         .map(|l| {
             let l = &l.value;
             let stats = l.stats.clone().filter(|o| o.touches_tcp());
-            (l.direction == Direction::Inbound, stats, l.address)
+            let every = Some(l.tcp_reporting);
+            (l.direction == Direction::Inbound, stats, l.address, every)
         })
         .unwrap_or_default();
     let conn = Conn {
@@ -144,10 +154,18 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
             return;
         }
     };
-    let tally = Tally::open(&shared, conn, service, Some(&cluster), Some(addr));
-    let connected = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
+    let mut tally = Tally::open(&shared, conn, service, Some(&cluster), Some(addr));
+    // The connection's one timer: the connect timeout, then moved on to the reports (`copy_reporting`).
+    // A timer joins tokio's timer wheel under the driver's lock when first polled and leaves it the
+    // same way when dropped; moving it later while it waits is a compare-and-swap. So reports while
+    // open cost a short connection no lock beyond the connect timeout it always had.
+    let mut timer = std::pin::pin!(Some(tokio::time::sleep(connect_timeout)));
+    // The connect first, as `tokio::time::timeout` polls it: an immediate connect never arms the timer.
+    // Cancellation: losing to the timer drops the connect attempt, which is the timeout.
+    let connected = tokio::select! {
+        biased;
+        r = TcpStream::connect(addr) => r,
+        () = fired(timer.as_mut()) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!("connect timed out after {connect_timeout:?}"),
         )),
@@ -169,31 +187,68 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
         }
     };
     let _ = up.set_nodelay(true);
-    match copy(&mut down, &mut up).await {
-        Ok(bytes) => {
-            access(
-                &listener,
-                peer,
-                Some(&cluster),
-                Some(addr),
-                bytes,
-                Flags::default(),
-            );
-            tally.close(Flags::default(), bytes);
-        }
+    let moved = Moved::default();
+    let every = every.filter(|_| tally.reports());
+    if every.is_none() {
+        // Nothing to add while open: the timer goes now, as the connect timeout's did.
+        timer.set(None);
+    }
+    let copying = copy(&mut down, &mut up, &moved);
+    let ended = copy_reporting(copying, &moved, &mut tally, timer.as_mut(), every).await;
+    let bytes = moved.load();
+    let flags = match ended {
+        Ok(()) => Flags::default(),
         Err(e) => {
             // A reset on either side ends both: dropping the sockets closes them.
             tracing::debug!(listener = %listener, endpoint = %addr, error = %e, "TCP connection ended with error");
-            access(
-                &listener,
-                peer,
-                Some(&cluster),
-                Some(addr),
-                (0, 0),
-                Flags::UC,
-            );
-            tally.close(Flags::UC, (0, 0));
+            Flags::UC
         }
+    };
+    access(&listener, peer, Some(&cluster), Some(addr), bytes, flags);
+    tally.close(flags, bytes);
+}
+
+/// Runs `copying` to its end and, every `every` until then, adds what it has `moved` since the last
+/// time to the connection's series (`None`: only at close). `timer` is the connection's one timer,
+/// armed or not by the connect.
+async fn copy_reporting(
+    copying: impl std::future::Future<Output = std::io::Result<()>>,
+    moved: &Moved,
+    tally: &mut Tally,
+    mut timer: Pin<&mut Option<Sleep>>,
+    every: Option<Duration>,
+) -> std::io::Result<()> {
+    let mut copying = std::pin::pin!(copying);
+    let Some(every) = every else {
+        return copying.await;
+    };
+    loop {
+        // Later than the connect timeout's deadline, a waiting timer moves without the driver's lock;
+        // one that has fired, or was never polled, registers again.
+        match Instant::now().checked_add(every) {
+            Some(at) => {
+                if let Some(t) = timer.as_mut().as_pin_mut() {
+                    t.reset(at);
+                }
+            }
+            // Past the clock's end: reported at close only.
+            None => timer.set(None),
+        }
+        tokio::select! {
+            biased;
+            // Cancellation: the copy is polled by reference, so a report between two polls loses
+            // nothing; the end comes first when both are ready, and close adds the rest.
+            ended = &mut copying => return ended,
+            () = fired(timer.as_mut()) => tally.report(moved),
+        }
+    }
+}
+
+/// Waits until `timer` fires; forever when there is none.
+async fn fired(timer: Pin<&mut Option<Sleep>>) {
+    match timer.as_pin_mut() {
+        Some(t) => t.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -208,7 +263,29 @@ struct Conn {
     local: Option<SocketAddr>,
 }
 
-/// A connection's TCP metrics: opened when accepted, closed with its bytes and flags when it ends.
+/// The bytes a connection has moved each way so far, counted by the copy as it writes them and read
+/// by its reports and at close. Each is a counter read on its own, so `Relaxed`; atomics (not cells)
+/// because the copy and the reports are two borrows in one `Send` future.
+#[derive(Debug, Default)]
+struct Moved {
+    /// From the client to the endpoint: Istio's received bytes.
+    to_upstream: AtomicU64,
+    /// From the endpoint to the client: Istio's sent bytes.
+    to_downstream: AtomicU64,
+}
+
+impl Moved {
+    /// `(to upstream, to downstream)` so far.
+    fn load(&self) -> (u64, u64) {
+        (
+            self.to_upstream.load(Ordering::Relaxed),
+            self.to_downstream.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A connection's TCP metrics: opened when accepted, its bytes added while it is open (to the series
+/// without flags) and the rest with its flags when it closes.
 /// Plaintext TCP carries no metadata exchange (Istio's needs mutual TLS), so the peer is `unknown`.
 /// On a listener with metric overrides, the tag expressions are evaluated once, when the connection
 /// has its destination, and the connection's series is the custom one of those values.
@@ -217,6 +294,10 @@ struct Tally {
     reporter: Reporter,
     service: Option<Arc<crate::telemetry::Service>>,
     custom: Option<Custom<TcpKey>>,
+    /// The series while the connection is open (no flags yet), found when it opened.
+    open: Option<Arc<TcpSeries>>,
+    /// The bytes already added to a series, `(to upstream, to downstream)`.
+    reported: (u64, u64),
 }
 
 impl Tally {
@@ -236,16 +317,16 @@ impl Tally {
             },
             service,
             custom: None,
+            open: None,
+            reported: (0, 0),
         };
         if let (Some(o), Some(key)) = (conn.stats, t.key(Flags::default())) {
             t.custom = Some(ov::tcp_key(
                 key, o, cluster, upstream, conn.peer, conn.local,
             ));
         }
-        if let Some(s) = t
-            .series(Flags::default())
-            .filter(|_| !t.drops(ov::TCP_OPENED))
-        {
+        t.open = t.series(Flags::default());
+        if let Some(s) = t.open.as_ref().filter(|_| !t.drops(ov::TCP_OPENED)) {
             s.opened.fetch_add(1, Ordering::Relaxed);
         }
         t
@@ -278,33 +359,65 @@ impl Tally {
         self.custom.as_ref().is_some_and(|c| c.drops(metric))
     }
 
-    /// `(to upstream, to downstream)`: received from the client, sent to it.
-    fn close(self, flags: Flags, (to_upstream, to_downstream): (u64, u64)) {
-        let Some(s) = self.series(flags) else {
+    /// Whether reports while open would add anything: the connection has a series and keeps a byte
+    /// metric.
+    fn reports(&self) -> bool {
+        self.open.is_some() && !(self.drops(ov::TCP_RECEIVED) && self.drops(ov::TCP_SENT))
+    }
+
+    /// Adds what the connection has `moved` since the last report to its series.
+    fn report(&mut self, moved: &Moved) {
+        if let Some(s) = &self.open {
+            self.reported = self.add_bytes(s, moved.load());
+        }
+    }
+
+    /// Adds to `s` the part of `total` (`(to upstream, to downstream)` so far) not yet reported,
+    /// leaving out dropped metrics; returns `total`, now reported.
+    fn add_bytes(&self, s: &TcpSeries, total: (u64, u64)) -> (u64, u64) {
+        let received = total.0.saturating_sub(self.reported.0);
+        if received > 0 && !self.drops(ov::TCP_RECEIVED) {
+            s.received.fetch_add(received, Ordering::Relaxed);
+        }
+        let sent = total.1.saturating_sub(self.reported.1);
+        if sent > 0 && !self.drops(ov::TCP_SENT) {
+            s.sent.fetch_add(sent, Ordering::Relaxed);
+        }
+        total
+    }
+
+    /// Closes the connection with `flags`, after it moved `total`: `(to upstream, to downstream)`,
+    /// received from the client and sent to it. The bytes go in before the close is counted.
+    fn close(self, flags: Flags, total: (u64, u64)) {
+        let other;
+        let series = if flags == Flags::default() {
+            self.open.as_deref()
+        } else {
+            other = self.series(flags);
+            other.as_deref()
+        };
+        let Some(s) = series else {
             return;
         };
+        self.add_bytes(s, total);
         if !self.drops(ov::TCP_CLOSED) {
             s.closed.fetch_add(1, Ordering::Relaxed);
-        }
-        if !self.drops(ov::TCP_RECEIVED) {
-            s.received.fetch_add(to_upstream, Ordering::Relaxed);
-        }
-        if !self.drops(ov::TCP_SENT) {
-            s.sent.fetch_add(to_downstream, Ordering::Relaxed);
         }
     }
 }
 
-/// Copies both ways until both sides have ended: `splice(2)` on Linux, a buffer per direction elsewhere.
+/// Copies both ways until both sides have ended, counting into `moved` as it goes: `splice(2)` on
+/// Linux, a buffer per direction elsewhere.
 ///
 /// Measured with the benchmark's tcp-stream workload (16 KiB writes, 4 connections, one worker),
 /// interleaved: one hop moved 3,499 and 3,473 MB per CPU-second with `splice`, 2,004 and 2,014 with
 /// tokio's `copy_bidirectional` (16 KiB buffers); two hops 1,599 and 1,423 against 1,009 and 1,014.
-async fn copy(down: &mut TcpStream, up: &mut TcpStream) -> std::io::Result<(u64, u64)> {
+async fn copy(down: &mut TcpStream, up: &mut TcpStream, moved: &Moved) -> std::io::Result<()> {
+    let (to_up, to_down) = (&moved.to_upstream, &moved.to_downstream);
     #[cfg(target_os = "linux")]
-    return splice::bidirectional(down, up).await;
+    return splice::bidirectional(down, up, to_up, to_down).await;
     #[cfg(not(target_os = "linux"))]
-    return tokio::io::copy_bidirectional(down, up).await;
+    return counted::bidirectional(down, up, to_up, to_down).await;
 }
 
 /// The access line of a TCP connection (target `access`, as HTTP requests'), with Envoy's flags.
@@ -327,4 +440,128 @@ fn access(
         flags = %flags,
         "tcp connection"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::Telemetry;
+    use tokio::sync::oneshot;
+
+    fn shared() -> Arc<Shared> {
+        let id = weft_xds::node::ProxyIdentity {
+            workload: "productpage-v1".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        Shared::with_telemetry(Some(Arc::new(Telemetry::new(&id, "Kubernetes"))))
+    }
+
+    /// An outbound connection's tally on a listener with `stats`, its series without flags and with
+    /// `UC`.
+    fn tally(
+        shared: &Shared,
+        stats: Option<Arc<Overrides>>,
+    ) -> (Tally, Arc<TcpSeries>, Arc<TcpSeries>) {
+        let conn = Conn {
+            inbound: false,
+            stats,
+            peer: "127.0.0.1:5000".parse().expect("addr"),
+            local: None,
+        };
+        let t = Tally::open(shared, conn, None, Some("c"), None);
+        let ok = t.series(Flags::default()).expect("series");
+        let uc = t.series(Flags::UC).expect("series");
+        (t, ok, uc)
+    }
+
+    /// `(received, sent, opened, closed)` of `s`.
+    fn read(s: &TcpSeries) -> (u64, u64, u64, u64) {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (r(&s.received), r(&s.sent), r(&s.opened), r(&s.closed))
+    }
+
+    /// A copy that ends when the test says, with what it says.
+    fn copy_ending() -> (
+        oneshot::Sender<std::io::Result<()>>,
+        impl std::future::Future<Output = std::io::Result<()>>,
+    ) {
+        let (tx, rx) = oneshot::channel();
+        (tx, async move { rx.await.unwrap_or(Ok(())) })
+    }
+
+    /// Reports add what moved since the last one, once an interval has passed; the rest goes in at
+    /// close, on the series of the close's flags: each byte counted once.
+    #[tokio::test(start_paused = true)]
+    async fn reports_add_each_interval_and_close_adds_the_rest() {
+        let shared = shared();
+        let (mut t, ok, uc) = tally(&shared, None);
+        assert!(t.reports());
+        let moved = Moved::default();
+        let (end, copying) = copy_ending();
+        let every = Duration::from_secs(15);
+        let mut timer = std::pin::pin!(Some(tokio::time::sleep(Duration::from_secs(10))));
+        let run = copy_reporting(copying, &moved, &mut t, timer.as_mut(), Some(every));
+        let script = async {
+            let step = |up: u64, down: u64| {
+                moved.to_upstream.fetch_add(up, Ordering::Relaxed);
+                moved.to_downstream.fetch_add(down, Ordering::Relaxed);
+            };
+            let half = every / 2;
+            step(100, 40);
+            tokio::time::sleep(half).await;
+            assert_eq!(read(&ok), (0, 0, 1, 0), "before the first interval");
+            tokio::time::sleep(half + Duration::from_millis(5)).await;
+            assert_eq!(read(&ok), (100, 40, 1, 0), "one interval");
+            step(7, 0);
+            tokio::time::sleep(every).await;
+            assert_eq!(read(&ok), (107, 40, 1, 0), "the next adds what moved since");
+            tokio::time::sleep(every).await;
+            assert_eq!(read(&ok), (107, 40, 1, 0), "nothing moved, nothing added");
+            step(3, 2);
+            let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+            end.send(Err(reset)).expect("copy waiting");
+        };
+        let (ended, ()) = tokio::join!(run, script);
+        assert!(ended.is_err());
+        t.close(Flags::UC, moved.load());
+        assert_eq!(read(&ok), (107, 40, 1, 0), "reported while open");
+        assert_eq!(read(&uc), (3, 2, 0, 1), "the rest, with the close");
+    }
+
+    /// Overrides hold while open: a dropped metric is never added; with both byte metrics dropped,
+    /// nothing is reported while open and the timer is not kept.
+    #[tokio::test(start_paused = true)]
+    async fn reports_leave_dropped_metrics_out() {
+        let shared = shared();
+        let sent_dropped =
+            ov::of_json(r#"{"metrics": [{"name": "tcp_sent_bytes_total", "drop": true}]}"#);
+        let (mut t, ok, _) = tally(&shared, Some(sent_dropped));
+        let moved = Moved::default();
+        let (end, copying) = copy_ending();
+        let every = Duration::from_secs(1);
+        let mut timer = std::pin::pin!(Some(tokio::time::sleep(every)));
+        let run = copy_reporting(copying, &moved, &mut t, timer.as_mut(), Some(every));
+        let script = async {
+            moved.to_upstream.fetch_add(10, Ordering::Relaxed);
+            moved.to_downstream.fetch_add(20, Ordering::Relaxed);
+            tokio::time::sleep(every * 3).await;
+            assert_eq!(read(&ok), (10, 0, 1, 0));
+            moved.to_upstream.fetch_add(1, Ordering::Relaxed);
+            end.send(Ok(())).expect("copy waiting");
+        };
+        let (ended, ()) = tokio::join!(run, script);
+        assert!(ended.is_ok());
+        t.close(Flags::default(), moved.load());
+        assert_eq!(read(&ok), (11, 0, 1, 1));
+
+        let bytes_dropped = ov::of_json(
+            r#"{"metrics": [{"name": "tcp_sent_bytes_total", "drop": true},
+                {"name": "tcp_received_bytes_total", "drop": true}]}"#,
+        );
+        let (t, ok, _) = tally(&shared, Some(bytes_dropped));
+        assert!(!t.reports(), "nothing to add while open");
+        t.close(Flags::default(), (5, 5));
+        assert_eq!(read(&ok), (0, 0, 1, 1));
+    }
 }

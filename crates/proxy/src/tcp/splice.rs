@@ -12,6 +12,7 @@
 use rustix::pipe::{PipeFlags, SpliceFlags};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -48,10 +49,10 @@ fn shutdown_write(s: &TcpStream) -> io::Result<()> {
     socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write)
 }
 
-/// Forwards `from` to `to` until `from` ends, then passes the end on. Returns the bytes moved.
-async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
+/// Forwards `from` to `to` until `from` ends, then passes the end on, adding each write's bytes to
+/// `moved` as it lands.
+async fn one_way(from: &TcpStream, to: &TcpStream, moved: &AtomicU64) -> io::Result<()> {
     let mut pipe = Pipe::new()?;
-    let mut moved = 0u64;
     loop {
         if pipe.held == 0 {
             from.readable().await?;
@@ -64,7 +65,7 @@ async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
                 // ENOTCONN: the peer is already gone, which is the end either way.
                 match shutdown_write(to) {
                     Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
-                    _ => return Ok(moved),
+                    _ => return Ok(()),
                 }
             }
             pipe.held = n;
@@ -73,7 +74,7 @@ async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
         match to.try_io(Interest::WRITABLE, || splice(&pipe.read, to, pipe.held)) {
             Ok(n) => {
                 pipe.held -= n;
-                moved += n as u64;
+                moved.fetch_add(n as u64, Ordering::Relaxed);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
@@ -81,10 +82,15 @@ async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
     }
 }
 
-/// Forwards both ways until both have ended; returns the bytes moved `a` → `b` and `b` → `a`. An error
-/// on either side ends both (the caller drops the sockets).
-pub(super) async fn bidirectional(a: &TcpStream, b: &TcpStream) -> io::Result<(u64, u64)> {
-    tokio::try_join!(one_way(a, b), one_way(b, a))
+/// Forwards both ways until both have ended, counting the bytes moved `a` → `b` and `b` → `a` as they
+/// go. An error on either side ends both (the caller drops the sockets).
+pub(super) async fn bidirectional(
+    a: &TcpStream,
+    b: &TcpStream,
+    a_to_b: &AtomicU64,
+    b_to_a: &AtomicU64,
+) -> io::Result<()> {
+    tokio::try_join!(one_way(a, b, a_to_b), one_way(b, a, b_to_a)).map(|_| ())
 }
 
 #[cfg(test)]
@@ -107,7 +113,9 @@ mod tests {
     async fn moves_both_ways_and_passes_each_end_on() {
         let (mut client, down) = pair().await;
         let (up, mut server) = pair().await;
-        let forward = tokio::spawn(async move { bidirectional(&down, &up).await });
+        let counts = std::sync::Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let c = counts.clone();
+        let forward = tokio::spawn(async move { bidirectional(&down, &up, &c.0, &c.1).await });
         let to_server: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
         let to_client: Vec<u8> = (0..700_000u32).map(|i| (i % 239) as u8).collect();
         let (tc, ts) = (to_client.clone(), to_server.clone());
@@ -131,7 +139,11 @@ mod tests {
         let (got, ()) = tokio::join!(reading, writing);
         assert!(got == to_client, "client got {} bytes", got.len());
         server_side.await.expect("server side");
-        let (sent, received) = forward.await.expect("task").expect("forwarded");
-        assert_eq!((sent, received), (1_000_000, 700_000));
+        forward.await.expect("task").expect("forwarded");
+        let moved = (
+            counts.0.load(Ordering::Relaxed),
+            counts.1.load(Ordering::Relaxed),
+        );
+        assert_eq!(moved, (1_000_000, 700_000));
     }
 }

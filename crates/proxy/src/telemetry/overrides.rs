@@ -21,6 +21,7 @@ use std::borrow::{Borrow, Cow};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 use weft_cel::{Attr, Attributes, Expr, Side, Value};
 use weft_xds::pb::google::protobuf::{value::Kind, Struct, Value as PbValue};
 
@@ -351,6 +352,63 @@ impl Overrides {
             f(&values)
         }
     }
+}
+
+// === tcp_reporting_duration ===
+
+/// How often an open TCP connection adds its bytes to its metrics when the stats config does not say:
+/// Istio's stats plugin default, which is also what weft uses on listeners without a stats filter.
+pub const DEFAULT_TCP_REPORTING: Duration = Duration::from_secs(15);
+
+/// The longest protobuf `Duration` (10,000 years), as its JSON parsers accept.
+const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
+
+/// The stats plugin config's `tcp_reporting_duration`, when it has one: how often an open TCP
+/// connection's bytes are added to `istio_tcp_{received,sent}_bytes_total` (they are added at close
+/// too). Read apart from [`Overrides::from_config`] because it changes no series: a config with only
+/// this field has no overrides. A value that is not a positive duration is an error naming the field.
+pub fn tcp_reporting_duration(config: &Struct) -> Result<Option<Duration>, String> {
+    const FIELD: &str = "tcp_reporting_duration";
+    match field(config, FIELD) {
+        None | Some(Kind::NullValue(_)) => Ok(None),
+        Some(Kind::StringValue(s)) => match parse_duration(s) {
+            Ok(d) if d.is_zero() => Err(format!("{FIELD}: {s:?} is not positive")),
+            Ok(d) => Ok(Some(d)),
+            Err(why) => Err(format!("{FIELD}: {why}")),
+        },
+        Some(_) => Err(format!(
+            "{FIELD}: not a string (a protobuf Duration such as \"15s\")"
+        )),
+    }
+}
+
+/// A protobuf `Duration` in its JSON form, as Istio writes it: seconds with up to nine decimals and an
+/// `s` (`"15s"`, `"0.050s"`). Negative durations are refused: nothing in weft waits less than zero.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let not = || {
+        format!("{s:?} is not a duration (seconds ending in \"s\", such as \"15s\" or \"0.5s\")")
+    };
+    if s.starts_with('-') {
+        return Err(format!("{s:?} is negative"));
+    }
+    let number = s.strip_suffix('s').ok_or_else(not)?;
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || (number.contains('.') && !digits(fraction)) || fraction.len() > 9 {
+        return Err(not());
+    }
+    let seconds: u64 = whole
+        .parse()
+        .ok()
+        .filter(|&n| n <= MAX_DURATION_SECONDS)
+        .ok_or_else(|| format!("{s:?} is out of range (at most {MAX_DURATION_SECONDS}s)"))?;
+    // Nine digits at most, each a digit: the padded fraction parses and is below one second.
+    let nanos = fraction
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(9)
+        .fold(0u32, |n, b| n * 10 + u32::from(b - b'0'));
+    Ok(Duration::new(seconds, nanos))
 }
 
 // === Captured ===
@@ -1172,6 +1230,83 @@ mod tests {
             Some("-9223372036854775808")
         );
         assert_ne!(TagRef::Unknown, TagRef::Text("unknown"));
+    }
+
+    #[test]
+    fn tcp_reporting_duration_is_a_protobuf_duration_in_json() {
+        let of = |v: PbValue| {
+            tcp_reporting_duration(&Struct {
+                fields: [("tcp_reporting_duration".to_string(), v)].into(),
+            })
+        };
+        assert_eq!(tcp_reporting_duration(&config(vec![])), Ok(None), "absent");
+        assert_eq!(
+            of(PbValue {
+                kind: Some(Kind::NullValue(0))
+            }),
+            Ok(None),
+            "null"
+        );
+        let good = [
+            ("15s", Duration::from_secs(15)),
+            ("0.05s", Duration::from_millis(50)),
+            ("0.050s", Duration::from_millis(50)),
+            ("1.000000001s", Duration::new(1, 1)),
+            ("0.000001s", Duration::from_micros(1)),
+            ("007s", Duration::from_secs(7)),
+            ("315576000000s", Duration::from_secs(MAX_DURATION_SECONDS)),
+        ];
+        for (text, want) in good {
+            assert_eq!(of(s(text)), Ok(Some(want)), "{text}");
+        }
+        let not = |v: &str| {
+            format!(
+                "tcp_reporting_duration: {v:?} is not a duration (seconds ending in \"s\", such as \"15s\" or \"0.5s\")"
+            )
+        };
+        let bad = [
+            ("15", not("15")),
+            ("15ms", not("15ms")),
+            ("1m", not("1m")),
+            ("15 s", not("15 s")),
+            ("1.s", not("1.s")),
+            (".5s", not(".5s")),
+            ("+1s", not("+1s")),
+            ("1e3s", not("1e3s")),
+            ("1.0000000001s", not("1.0000000001s")),
+            ("s", not("s")),
+            ("", not("")),
+            ("٣s", not("٣s")),
+            ("0s", "tcp_reporting_duration: \"0s\" is not positive".into()),
+            ("0.000s", "tcp_reporting_duration: \"0.000s\" is not positive".into()),
+            ("-1s", "tcp_reporting_duration: \"-1s\" is negative".into()),
+            (
+                "315576000001s",
+                "tcp_reporting_duration: \"315576000001s\" is out of range (at most 315576000000s)"
+                    .into(),
+            ),
+            (
+                "99999999999999999999999s",
+                "tcp_reporting_duration: \"99999999999999999999999s\" is out of range (at most 315576000000s)"
+                    .into(),
+            ),
+        ];
+        for (text, want) in bad {
+            assert_eq!(of(s(text)), Err(want), "{text:?}");
+        }
+        assert_eq!(
+            of(PbValue {
+                kind: Some(Kind::NumberValue(15.0))
+            }),
+            Err(
+                "tcp_reporting_duration: not a string (a protobuf Duration such as \"15s\")".into()
+            )
+        );
+        // The metric overrides ignore it: alone, it changes no series.
+        let only = Struct {
+            fields: [("tcp_reporting_duration".to_string(), s("1s"))].into(),
+        };
+        assert!(Overrides::from_config(&only).expect("valid").is_empty());
     }
 
     #[test]
