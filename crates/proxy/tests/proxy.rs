@@ -2087,6 +2087,25 @@ async fn istio_metrics_from_both_sidecars_with_exchanged_metadata() {
     server.shutdown().await;
 }
 
+/// `listener` (an HTTP one) with its connection manager changed by `edit`.
+fn edit_hcm(
+    listener: &weft_xds::Any,
+    edit: impl FnOnce(
+        &mut weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager,
+    ),
+) -> weft_xds::Any {
+    use weft_xds::pb::envoy::config::listener::v3::{filter, Listener};
+    let mut l: Listener = weft_xds::unpack(listener).expect("listener");
+    let f = &mut l.filter_chains[0].filters[0];
+    let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+        panic!("no hcm");
+    };
+    let mut hcm = weft_xds::unpack(any).expect("hcm");
+    edit(&mut hcm);
+    *any = pack(type_url::HTTP_CONNECTION_MANAGER, &hcm);
+    pack(type_url::LISTENER, &l)
+}
+
 /// `listener` (an HTTP one) with Envoy's file access logger writing to `path` in `format` (text; none:
 /// Istio's default).
 fn with_access_log(listener: weft_xds::Any, path: &str, format: Option<&str>) -> weft_xds::Any {
@@ -2094,41 +2113,33 @@ fn with_access_log(listener: weft_xds::Any, path: &str, format: Option<&str>) ->
     use weft_xds::pb::envoy::config::core::v3::{
         data_source, substitution_format_string, DataSource, SubstitutionFormatString,
     };
-    use weft_xds::pb::envoy::config::listener::v3::{filter, Listener};
     use weft_xds::pb::envoy::extensions::access_loggers::file::v3::{
         file_access_log, FileAccessLog,
     };
-    use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
-    let mut l: Listener = weft_xds::unpack(&listener).expect("listener");
-    let f = &mut l.filter_chains[0].filters[0];
-    let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
-        panic!("no hcm");
-    };
-    let mut hcm: HttpConnectionManager = weft_xds::unpack(any).expect("hcm");
-    let file = FileAccessLog {
-        path: path.into(),
-        access_log_format: format.map(|text| {
-            file_access_log::AccessLogFormat::LogFormat(SubstitutionFormatString {
-                format: Some(substitution_format_string::Format::TextFormatSource(
-                    DataSource {
-                        specifier: Some(data_source::Specifier::InlineString(text.into())),
-                        ..Default::default()
-                    },
-                )),
-                ..Default::default()
-            })
-        }),
-    };
-    hcm.access_log = vec![AccessLog {
-        name: "envoy.access_loggers.file".into(),
-        config_type: Some(access_log::ConfigType::TypedConfig(pack(
-            type_url::FILE_ACCESS_LOG,
-            &file,
-        ))),
-        ..Default::default()
-    }];
-    *any = pack(type_url::HTTP_CONNECTION_MANAGER, &hcm);
-    pack(type_url::LISTENER, &l)
+    edit_hcm(&listener, |hcm| {
+        let file = FileAccessLog {
+            path: path.into(),
+            access_log_format: format.map(|text| {
+                file_access_log::AccessLogFormat::LogFormat(SubstitutionFormatString {
+                    format: Some(substitution_format_string::Format::TextFormatSource(
+                        DataSource {
+                            specifier: Some(data_source::Specifier::InlineString(text.into())),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                })
+            }),
+        };
+        hcm.access_log = vec![AccessLog {
+            name: "envoy.access_loggers.file".into(),
+            config_type: Some(access_log::ConfigType::TypedConfig(pack(
+                type_url::FILE_ACCESS_LOG,
+                &file,
+            ))),
+            ..Default::default()
+        }];
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2234,36 +2245,29 @@ async fn access_logs_in_istios_format_and_bad_formats_refused() {
 /// `listener` (an HTTP one) with Envoy's Zipkin tracer sending to `collector` (`host:port`, in
 /// `collector_cluster` as weftd writes it) at `percent`.
 fn with_tracing(listener: &weft_xds::Any, collector: &str, percent: f64) -> weft_xds::Any {
-    use weft_xds::pb::envoy::config::listener::v3::{filter, Listener};
     use weft_xds::pb::envoy::config::trace::v3::{tracing, zipkin_config, ZipkinConfig};
     use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-        http_connection_manager::Tracing, HttpConnectionManager,
+        http_connection_manager::Tracing,
     };
-    let mut l: Listener = weft_xds::unpack(listener).expect("listener");
-    let f = &mut l.filter_chains[0].filters[0];
-    let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
-        panic!("no hcm");
-    };
-    let mut hcm: HttpConnectionManager = weft_xds::unpack(any).expect("hcm");
-    let zipkin = ZipkinConfig {
-        collector_cluster: collector.into(),
-        collector_endpoint: "/api/v2/spans".into(),
-        collector_endpoint_version: zipkin_config::CollectorEndpointVersion::HttpJson as i32,
-        ..Default::default()
-    };
-    hcm.tracing = Some(Tracing {
-        random_sampling: Some(weft_xds::pb::envoy::r#type::v3::Percent { value: percent }),
-        provider: Some(tracing::Http {
-            name: "envoy.tracers.zipkin".into(),
-            config_type: Some(tracing::http::ConfigType::TypedConfig(pack(
-                type_url::ZIPKIN_CONFIG,
-                &zipkin,
-            ))),
-        }),
-        ..Default::default()
-    });
-    *any = pack(type_url::HTTP_CONNECTION_MANAGER, &hcm);
-    pack(type_url::LISTENER, &l)
+    edit_hcm(listener, |hcm| {
+        let zipkin = ZipkinConfig {
+            collector_cluster: collector.into(),
+            collector_endpoint: "/api/v2/spans".into(),
+            collector_endpoint_version: zipkin_config::CollectorEndpointVersion::HttpJson as i32,
+            ..Default::default()
+        };
+        hcm.tracing = Some(Tracing {
+            random_sampling: Some(weft_xds::pb::envoy::r#type::v3::Percent { value: percent }),
+            provider: Some(tracing::Http {
+                name: "envoy.tracers.zipkin".into(),
+                config_type: Some(tracing::http::ConfigType::TypedConfig(pack(
+                    type_url::ZIPKIN_CONFIG,
+                    &zipkin,
+                ))),
+            }),
+            ..Default::default()
+        });
+    })
 }
 
 /// A Zipkin collector on loopback: keeps every span POSTed to it (as JSON).
@@ -2585,39 +2589,32 @@ fn with_stats(
     listener: weft_xds::Any,
     entries: Vec<weft_xds::pb::google::protobuf::Value>,
 ) -> weft_xds::Any {
-    use weft_xds::pb::envoy::config::listener::v3::{filter, Listener};
     use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-        http_filter, HttpConnectionManager, HttpFilter,
+        http_filter, HttpFilter,
     };
     use weft_xds::pb::google::protobuf::{value::Kind, ListValue, Struct, Value};
-    let mut l: Listener = weft_xds::unpack(&listener).expect("listener");
-    let f = &mut l.filter_chains[0].filters[0];
-    let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
-        panic!("no hcm");
-    };
-    let mut hcm: HttpConnectionManager = weft_xds::unpack(any).expect("hcm");
-    let metrics = Value {
-        kind: Some(Kind::ListValue(ListValue { values: entries })),
-    };
-    let config = weft_xds::TypedStruct {
-        type_url: type_url::ISTIO_STATS_CONFIG.into(),
-        value: Some(Struct {
-            fields: [("metrics".to_string(), metrics)].into_iter().collect(),
-        }),
-    };
-    hcm.http_filters.insert(
-        0,
-        HttpFilter {
-            name: "istio.stats".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack(
-                type_url::TYPED_STRUCT,
-                &config,
-            ))),
-            ..Default::default()
-        },
-    );
-    *any = pack(type_url::HTTP_CONNECTION_MANAGER, &hcm);
-    pack(type_url::LISTENER, &l)
+    edit_hcm(&listener, |hcm| {
+        let metrics = Value {
+            kind: Some(Kind::ListValue(ListValue { values: entries })),
+        };
+        let config = weft_xds::TypedStruct {
+            type_url: type_url::ISTIO_STATS_CONFIG.into(),
+            value: Some(Struct {
+                fields: [("metrics".to_string(), metrics)].into_iter().collect(),
+            }),
+        };
+        hcm.http_filters.insert(
+            0,
+            HttpFilter {
+                name: "istio.stats".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack(
+                    type_url::TYPED_STRUCT,
+                    &config,
+                ))),
+                ..Default::default()
+            },
+        );
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

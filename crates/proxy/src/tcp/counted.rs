@@ -83,17 +83,9 @@ pub(super) async fn bidirectional(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tcp::test_pair as pair;
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    /// A connected pair of loopback sockets.
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let a = TcpStream::connect(l.local_addr().expect("addr"));
-        let (a, b) = tokio::join!(a, l.accept());
-        (a.expect("connect"), b.expect("accept").0)
-    }
 
     /// The counts grow while the connection is open and end at what crossed each way. On this
     /// single-threaded runtime a byte the other end has read was counted in the same poll that wrote

@@ -442,6 +442,17 @@ fn access(
     );
 }
 
+/// A connected pair of loopback sockets, for the copies' tests.
+#[cfg(test)]
+async fn test_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a = tokio::net::TcpStream::connect(l.local_addr().expect("addr"));
+    let (a, b) = tokio::join!(a, l.accept());
+    (a.expect("connect"), b.expect("accept").0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

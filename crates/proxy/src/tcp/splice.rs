@@ -96,16 +96,8 @@ pub(super) async fn bidirectional(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tcp::test_pair as pair;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    /// A connected pair of loopback sockets.
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let a = TcpStream::connect(l.local_addr().expect("addr"));
-        let (a, b) = tokio::join!(a, l.accept());
-        (a.expect("connect"), b.expect("accept").0)
-    }
 
     /// Both directions at once, several pipes' worth each, and each end passed on when its side closes:
     /// the server finishes first while the client is still sending.
