@@ -36,7 +36,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Weak;
 use std::task::{ready, Context, Poll};
-use tokio::net::TcpStream;
 
 use super::upstream::H1Pool;
 
@@ -180,8 +179,8 @@ impl Head {
 pub struct Conn(Box<State>);
 
 struct State {
-    io: TcpStream,
-    addr: SocketAddr,
+    io: crate::net::Io,
+    key: crate::upstream::Key,
     /// Where the connection goes back when an exchange ends cleanly.
     pool: Weak<H1Pool>,
     /// When (in the pool's sweeps) it went idle; set by the pool.
@@ -208,10 +207,10 @@ struct State {
 
 impl Conn {
     /// A connection on a connected socket, returned to `pool` after each clean exchange.
-    pub(crate) fn new(io: TcpStream, addr: SocketAddr, pool: Weak<H1Pool>) -> Conn {
+    pub(crate) fn new(io: crate::net::Io, key: crate::upstream::Key, pool: Weak<H1Pool>) -> Conn {
         Conn(Box::new(State {
             io,
-            addr,
+            key,
             pool,
             idle_since: 0,
             rbuf: BytesMut::with_capacity(codec::READ_BUF),
@@ -228,7 +227,12 @@ impl Conn {
 
     /// The endpoint it is connected to.
     pub fn addr(&self) -> SocketAddr {
-        self.0.addr
+        self.0.key.addr
+    }
+
+    /// The pool's key: the endpoint and the TLS settings it was made with.
+    pub(crate) fn key(&self) -> crate::upstream::Key {
+        self.0.key
     }
 
     /// When it went idle, in the pool's sweeps.
@@ -249,19 +253,7 @@ impl Conn {
         if !s.reusable || !s.rbuf.is_empty() {
             return false;
         }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match s.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                codec::reserve(&mut s.rbuf);
-                match s.io.try_read_buf(&mut s.rbuf) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
-                    // Closed, failed, or bytes nobody asked for.
-                    _ => false,
-                }
-            }
-        }
+        s.io.is_quiet(&mut s.rbuf)
     }
 
     /// Sends `req` and reads the response head, as `send_head` with the request's head encoded first.
@@ -403,7 +395,7 @@ impl State {
 
     /// Reads more into the read buffer; `Ok(0)` when the upstream closed.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        let n = ready!(codec::poll_fill(&self.io, &mut self.rbuf, cx))?;
+        let n = ready!(self.io.poll_fill(&mut self.rbuf, cx))?;
         self.received |= n > 0;
         Poll::Ready(Ok(n))
     }

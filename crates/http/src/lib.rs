@@ -23,6 +23,7 @@ pub mod net;
 pub mod server;
 #[cfg(test)]
 mod test_util;
+pub mod tls;
 pub mod upstream;
 
 pub use body::{Body, BodyError, Observer};

@@ -183,6 +183,8 @@ enum State {
     /// Not registered with the reactor: read and written directly.
     Fresh(std::net::TcpStream),
     Registered(TcpStream),
+    /// TLS, terminated here (registered: a handshake waits).
+    Tls(Box<crate::tls::TlsIo>),
     /// Registering failed (the error was returned); the socket is closed.
     Gone,
 }
@@ -208,10 +210,32 @@ fn would_block<T>(r: &io::Result<T>) -> bool {
     matches!(r, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted))
 }
 
+impl From<crate::tls::TlsIo> for Accepted {
+    /// A connection whose TLS handshake is done.
+    fn from(tls: crate::tls::TlsIo) -> Accepted {
+        Accepted {
+            state: State::Tls(Box::new(tls)),
+        }
+    }
+}
+
 impl Accepted {
     /// Whether it has joined the reactor (it had to wait).
     pub fn is_registered(&self) -> bool {
-        matches!(self.state, State::Registered(_))
+        matches!(self.state, State::Registered(_) | State::Tls(_))
+    }
+
+    /// Whether it is a TLS connection.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.state, State::Tls(_))
+    }
+
+    /// Registers it with the reactor now (a protocol that keeps waiting on it).
+    pub fn register(&mut self) -> io::Result<()> {
+        match self.state {
+            State::Tls(_) => Ok(()),
+            _ => self.registered().map(|_| ()),
+        }
     }
 
     /// The tokio stream, registering the socket first if it is not yet.
@@ -228,13 +252,25 @@ impl Accepted {
         }
     }
 
-    /// The connection as a tokio stream, for the protocols that keep waiting on it (HTTP/2, opaque TCP).
+    /// The connection as a tokio stream, for the protocols that keep waiting on it (opaque TCP); a TLS
+    /// connection is refused (its bytes are not the socket's).
     pub fn into_registered(mut self) -> io::Result<TcpStream> {
         self.registered()?;
         match self.state {
             State::Registered(s) => Ok(s),
             _ => Err(gone()),
         }
+    }
+
+    /// The plaintext socket (registered), or the TLS connection.
+    pub fn into_io(mut self) -> io::Result<Io> {
+        if let State::Tls(_) = self.state {
+            let State::Tls(t) = std::mem::replace(&mut self.state, State::Gone) else {
+                unreachable!("matched above")
+            };
+            return Ok(Io::Tls(t));
+        }
+        self.into_registered().map(Io::Plain)
     }
 
     /// Reads more into `buf` (grown or rewound first); `Ok(0)` when the peer
@@ -244,14 +280,137 @@ impl Accepted {
         buf: &mut BytesMut,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
-        if let State::Fresh(s) = &self.state {
-            crate::h1::codec::reserve(buf);
-            let read = recv_into(s, buf);
-            if !would_block(&read) {
-                return Poll::Ready(read);
+        match &mut self.state {
+            State::Fresh(s) => {
+                crate::h1::codec::reserve(buf);
+                let read = recv_into(s, buf);
+                if !would_block(&read) {
+                    return Poll::Ready(read);
+                }
             }
+            State::Tls(t) => return poll_fill_tls(t, buf, cx),
+            _ => {}
         }
         crate::h1::codec::poll_fill(self.registered()?, buf, cx)
+    }
+}
+
+/// Reads more plaintext of a TLS connection into `buf`, as `Accepted::poll_fill`.
+fn poll_fill_tls(
+    t: &mut crate::tls::TlsIo,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    crate::h1::codec::reserve(buf);
+    tokio_util::io::poll_read_buf(Pin::new(t), cx, buf)
+}
+
+/// A connection the proxy waits on: the plain socket, or TLS over it.
+#[derive(Debug)]
+pub enum Io {
+    /// Plaintext.
+    Plain(TcpStream),
+    /// TLS (boxed: its session is several KB).
+    Tls(Box<crate::tls::TlsIo>),
+}
+
+impl Io {
+    /// The socket under it.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(s) => s,
+            Io::Tls(t) => t.tcp(),
+        }
+    }
+
+    /// Reads more into `buf` (grown or rewound first); `Ok(0)` when the peer closed.
+    pub(crate) fn poll_fill(
+        &mut self,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Io::Plain(s) => crate::h1::codec::poll_fill(s, buf, cx),
+            Io::Tls(t) => poll_fill_tls(t, buf, cx),
+        }
+    }
+
+    /// Whether an idle connection is still open and has sent nothing unasked (see `h1::Conn::is_usable`);
+    /// what a read found is left in `buf`.
+    pub(crate) fn is_quiet(&mut self, buf: &mut BytesMut) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self {
+            Io::Plain(s) => match s.poll_read_ready(&mut cx) {
+                Poll::Pending => true,
+                Poll::Ready(Err(_)) => false,
+                Poll::Ready(Ok(())) => {
+                    crate::h1::codec::reserve(buf);
+                    match s.try_read_buf(buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+                        // Closed, failed, or bytes nobody asked for.
+                        _ => false,
+                    }
+                }
+            },
+            // The session reads what came (a TLS 1.3 server's session tickets are taken in without a
+            // byte of plaintext) and says `Pending` when no plaintext is there.
+            Io::Tls(t) => matches!(poll_fill_tls(t, buf, &mut cx), Poll::Pending),
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(t) => Pin::new(&mut **t).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(t) => Pin::new(&mut **t).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(t) => Pin::new(&mut **t).poll_shutdown(cx),
+        }
     }
 }
 
@@ -284,6 +443,9 @@ impl AsyncRead for Accepted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let State::Tls(t) = &mut self.state {
+            return Pin::new(&mut **t).poll_read(cx, buf);
+        }
         Pin::new(self.registered()?).poll_read(cx, buf)
     }
 }
@@ -303,11 +465,15 @@ impl AsyncWrite for Accepted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if let State::Fresh(s) = &self.state {
-            let written = (&*s).write_vectored(bufs);
-            if !would_block(&written) {
-                return Poll::Ready(written);
+        match &mut self.state {
+            State::Fresh(s) => {
+                let written = (&*s).write_vectored(bufs);
+                if !would_block(&written) {
+                    return Poll::Ready(written);
+                }
             }
+            State::Tls(t) => return Pin::new(&mut **t).poll_write_vectored(cx, bufs),
+            _ => {}
         }
         Pin::new(self.registered()?).poll_write_vectored(cx, bufs)
     }
@@ -316,14 +482,18 @@ impl AsyncWrite for Accepted {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.state {
+            State::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
+            _ => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.state {
             State::Fresh(s) => Poll::Ready(s.shutdown(std::net::Shutdown::Write)),
             State::Registered(s) => Pin::new(s).poll_shutdown(cx),
+            State::Tls(t) => Pin::new(&mut **t).poll_shutdown(cx),
             State::Gone => Poll::Ready(Err(gone())),
         }
     }

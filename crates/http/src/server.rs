@@ -11,15 +11,16 @@ use super::h1;
 use super::limits::Limits;
 use super::Body;
 use crate::net::{accept, Accepted, Listener};
+use crate::tls::{PeerTls, ServerTls};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
 use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -51,7 +52,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// connection when hyper, which did so, served HTTP/2 here.
 struct Downstream {
     first: Bytes,
-    stream: TcpStream,
+    stream: Accepted,
 }
 
 impl AsyncRead for Downstream {
@@ -88,16 +89,45 @@ impl AsyncWrite for Downstream {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // TLS sends its close_notify; a plain socket is left to `close(2)` (see above).
+        if self.stream.is_tls() {
+            return Pin::new(&mut self.stream).poll_shutdown(cx);
+        }
         Poll::Ready(Ok(()))
     }
+}
+
+/// What a server knows of a connection when it makes the connection's handler (see [`serve_with`]).
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address it connected to (the listener's).
+    pub local: Option<SocketAddr>,
+    /// What the TLS handshake told of the client, when the connection is TLS.
+    pub tls: Option<PeerTls>,
+}
+
+/// Makes a connection's handler from what is known of the connection.
+pub trait MakeHandler: Fn(Connection) -> Self::Handler + Clone + Send + Sync + 'static {
+    /// The handler of one connection.
+    type Handler: Handler;
+}
+
+impl<M, H> MakeHandler for M
+where
+    M: Fn(Connection) -> H + Clone + Send + Sync + 'static,
+    H: Handler,
+{
+    type Handler = H;
 }
 
 /// Reads a new connection's first bytes: whether it speaks HTTP/2 (the preface), and those bytes in the
@@ -121,22 +151,62 @@ async fn detect(stream: &mut Accepted) -> Option<(bool, BytesMut)> {
     Some((first.starts_with(H2_PREFACE), first))
 }
 
-/// One accepted connection, served to its end.
-async fn connection(mut stream: Accepted, handler: impl Handler, mut watch: Watch) {
-    let detected = {
-        let mut detecting = std::pin::pin!(detect(&mut stream));
-        // The drain flag is read before every poll of the connection (an atomic load): see `drain`.
-        poll_fn(|cx| {
-            if watch.poll_draining(cx) {
-                return Poll::Ready(None);
-            }
-            detecting.as_mut().poll(cx)
-        })
-        .await
+/// Reads the first bytes of a connection, or `None` when it closes first or the listener drains.
+async fn detect_or_drain(stream: &mut Accepted, watch: &mut Watch) -> Option<(bool, BytesMut)> {
+    let mut detecting = std::pin::pin!(detect(stream));
+    // The drain flag is read before every poll of the connection (an atomic load): see `drain`.
+    poll_fn(|cx| {
+        if watch.poll_draining(cx) {
+            return Poll::Ready(None);
+        }
+        detecting.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// One accepted connection, served to its end: TLS first when the listener has it and the client
+/// starts a handshake, then HTTP/1.1 or HTTP/2 as its first bytes say.
+async fn connection<M: MakeHandler>(
+    mut stream: Accepted,
+    mut conn: Connection,
+    make: M,
+    tls: Option<ServerTls>,
+    mut watch: Watch,
+) {
+    let (mut is_h2, mut first) = match detect_or_drain(&mut stream, &mut watch).await {
+        Some(d) => d,
+        None => return,
     };
-    let Some((is_h2, first)) = detected else {
-        return;
-    };
+    if let Some(tls) = &tls {
+        if first.first() == Some(&crate::tls::HANDSHAKE_RECORD) {
+            let tcp = match stream.into_registered() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot register the connection");
+                    return;
+                }
+            };
+            let secured = match crate::tls::accept(first.freeze(), tcp, tls).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(peer = %conn.peer, error = %e, "TLS refused");
+                    return;
+                }
+            };
+            conn.tls = Some(secured.peer());
+            stream = Accepted::from(secured);
+            (is_h2, first) = match detect_or_drain(&mut stream, &mut watch).await {
+                Some(d) => d,
+                None => return,
+            };
+        } else if !tls.allow_plaintext {
+            // STRICT: a plaintext client is closed without a byte (as Envoy's listener with no
+            // plaintext filter chain does).
+            tracing::debug!(peer = %conn.peer, "plaintext refused: the listener requires mutual TLS");
+            return;
+        }
+    }
+    let handler = make(conn);
     if is_h2 {
         // Boxed: an HTTP/2 connection is several KB, and held inline it made every connection's task
         // that large, HTTP/1.1 ones included, while tokio copies a task's future three to six times over
@@ -149,15 +219,12 @@ async fn connection(mut stream: Accepted, handler: impl Handler, mut watch: Watc
 }
 
 /// HTTP/2 (prior knowledge) on a connection whose first bytes are in `first` (see `h2`).
-async fn serve_h2(stream: Accepted, first: BytesMut, handler: impl Handler, mut watch: Watch) {
+async fn serve_h2(mut stream: Accepted, first: BytesMut, handler: impl Handler, mut watch: Watch) {
     // HTTP/2 waits on its socket for the life of the connection.
-    let stream = match stream.into_registered() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot register the connection");
-            return;
-        }
-    };
+    if let Err(e) = stream.register() {
+        tracing::debug!(error = %e, "cannot register the connection");
+        return;
+    }
     let io = Downstream {
         first: first.freeze(),
         stream,
@@ -175,6 +242,21 @@ pub async fn serve(
     name: &'static str,
     listener: Listener,
     handler: impl Handler,
+    stop: watch::Receiver<bool>,
+    drain: Duration,
+    limits: Limits,
+) {
+    let make = move |_: Connection| handler.clone();
+    serve_with(name, listener, make, None, stop, drain, limits).await
+}
+
+/// As [`serve`], with each connection's handler made by `make` from what is known of the connection,
+/// and TLS terminated first when `tls` is given (plaintext refused unless it allows it).
+pub async fn serve_with(
+    name: &'static str,
+    listener: Listener,
+    make: impl MakeHandler,
+    tls: Option<ServerTls>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
     limits: Limits,
@@ -201,7 +283,11 @@ pub async fn serve(
         // Inherited from the listener on Linux (see `bind`).
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
+        let conn = Connection {
+            peer,
+            local,
+            tls: None,
+        };
         let watch = signal.watch();
         let span = tracing::debug_span!("conn", listener = name, peer = %peer);
         // Boxed before it is spawned: tokio moves a task's future through several frames as it spawns,
@@ -209,7 +295,11 @@ pub async fn serve(
         // more cost more than the allocation (`bench/instructions` with `WORKLOAD=http1-new-conn`). Not
         // joined: the drain signal counts the connections open (see `drain`).
         drop(tokio::spawn(Box::pin(
-            until_closed(signal.clone(), connection(stream, handler, watch)).instrument(span),
+            until_closed(
+                signal.clone(),
+                connection(stream, conn, make.clone(), tls.clone(), watch),
+            )
+            .instrument(span),
         )));
     }
     drop(listener);
@@ -231,8 +321,8 @@ pub async fn serve(
 mod tests {
     use super::*;
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    use std::net::SocketAddr;
     use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
 
     /// A listener from `bind` on an ephemeral loopback port, and its address.
     async fn loopback() -> (Listener, SocketAddr) {
@@ -534,7 +624,13 @@ mod tests {
             crate::text(hyper::StatusCode::OK, "")
         };
         let drain = Arc::new(Drain::default());
-        let future = connection(accepted, handler, drain.watch());
+        let conn = Connection {
+            peer: "127.0.0.1:1".parse().expect("addr"),
+            local: None,
+            tls: None,
+        };
+        let make = move |_: Connection| handler;
+        let future = connection(accepted, conn, make, None, drain.watch());
         let size = std::mem::size_of_val(&future);
         assert!(size <= 4096, "a connection's future is {size} bytes");
     }

@@ -20,6 +20,7 @@
 
 use super::h1;
 use super::Body;
+use crate::tls::ClientTls;
 use bytes::Bytes;
 use http::{Request, Response};
 use std::collections::HashMap;
@@ -31,6 +32,25 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+
+/// What tells pooled connections apart: the endpoint, and the TLS settings they were made with
+/// ([`ClientTls::id`], 0 for plaintext). Two connections with equal keys are interchangeable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The endpoint's address.
+    pub addr: SocketAddr,
+    /// The TLS settings' id; 0 is plaintext.
+    pub tls: u32,
+}
+
+impl Key {
+    fn of(addr: SocketAddr, tls: Option<&ClientTls>) -> Key {
+        Key {
+            addr,
+            tls: tls.map_or(0, |t| t.id),
+        }
+    }
+}
 
 /// How long an idle pooled connection is kept at least (HTTP/1.1: since its last response; HTTP/2: since
 /// its last request); the sweep closes it within `POOL_SWEEP_INTERVAL` after that.
@@ -87,6 +107,10 @@ pub enum UpstreamError {
     /// The TCP connect did not finish within the cluster's connect timeout.
     #[error("TCP connect timed out after {0:?}")]
     ConnectTimeout(Duration),
+    /// The TLS handshake failed (the peer's certificate was not trusted, or not the expected identity;
+    /// the peer refused ours).
+    #[error(transparent)]
+    Tls(std::io::Error),
     /// HTTP/1.1: the exchange on the connection failed.
     #[error(transparent)]
     Http1(h1::Error),
@@ -173,20 +197,22 @@ impl Upstream {
     /// arguments once, where an `async fn` would hold them and their local copies side by side in every
     /// request's future.
     #[allow(clippy::manual_async_fn)] // on purpose, see above
-    pub fn send_h1(
-        &self,
+    pub fn send_h1<'a>(
+        &'a self,
         addr: SocketAddr,
+        tls: Option<&'a ClientTls>,
         connect_timeout: Duration,
         head: h1::Head,
         body: Body,
-    ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + Send + '_ {
+    ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + Send + 'a {
         async move {
-            let (conn, reused) = match self.h1.checkout(addr) {
+            let key = Key::of(addr, tls);
+            let (conn, reused) = match self.h1.checkout(key) {
                 Some(c) => (c, true),
                 // Boxed: the connect's state is large and rarely needed, and every request's future
                 // would otherwise carry (and copy) its size.
                 None => (
-                    Box::pin(connect_h1(&self.h1, addr, connect_timeout)).await?,
+                    Box::pin(connect_h1(&self.h1, key, tls, connect_timeout)).await?,
                     false,
                 ),
             };
@@ -200,7 +226,8 @@ impl Upstream {
                     error,
                 }) => {
                     tracing::debug!(endpoint = %addr, %error, "pooled connection was closed by the upstream, sending again");
-                    Box::pin(self.resend_h1(addr, connect_timeout, replay, head.is_head())).await
+                    Box::pin(self.resend_h1(key, tls, connect_timeout, replay, head.is_head()))
+                        .await
                 }
                 Err(e) => Err(Failure::h1(e.error)),
             }
@@ -211,15 +238,19 @@ impl Upstream {
     /// try; a new connection is never stale).
     async fn resend_h1(
         &self,
-        addr: SocketAddr,
+        key: Key,
+        tls: Option<&ClientTls>,
         connect_timeout: Duration,
         mut replay: h1::Replay,
         head_only: bool,
     ) -> Result<Response<Body>, Failure> {
         for _ in 0..2 {
-            let (conn, reused) = match self.h1.checkout(addr) {
+            let (conn, reused) = match self.h1.checkout(key) {
                 Some(c) => (c, true),
-                None => (connect_h1(&self.h1, addr, connect_timeout).await?, false),
+                None => (
+                    connect_h1(&self.h1, key, tls, connect_timeout).await?,
+                    false,
+                ),
             };
             match conn.resend(replay, head_only, reused).await {
                 Ok(resp) => return Ok(resp),
@@ -231,7 +262,7 @@ impl Upstream {
                 Err(e) => return Err(Failure::h1(e.error)),
             }
         }
-        let conn = connect_h1(&self.h1, addr, connect_timeout).await?;
+        let conn = connect_h1(&self.h1, key, tls, connect_timeout).await?;
         conn.resend(replay, head_only, false)
             .await
             .map_err(|e| Failure::h1(e.error))
@@ -246,15 +277,17 @@ impl Upstream {
     pub fn send_h2<'a>(
         &'a self,
         addr: SocketAddr,
+        tls: Option<&'a ClientTls>,
         connect_timeout: Duration,
         req: Request<Body>,
         extra: &'a EncodedFields,
     ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + Send + 'a {
         async move {
+            let key = Key::of(addr, tls);
             let mut attempts = 0;
             let mut req = req;
             loop {
-                let (conn, reused) = self.h2.checkout(addr, connect_timeout).await?;
+                let (conn, reused) = self.h2.checkout(key, tls, connect_timeout).await?;
                 attempts += 1;
                 let sent = match poll_fn(|cx| conn.conn.poll_ready(cx)).await {
                     Ok(()) => conn.conn.send(req, &extra.0),
@@ -276,7 +309,7 @@ impl Upstream {
                         }
                         if closed {
                             tracing::debug!(endpoint = %addr, error = %e, "shared connection closed, reconnecting");
-                            self.h2.forget(addr);
+                            self.h2.forget(key);
                         }
                         req = r;
                     }
@@ -288,7 +321,7 @@ impl Upstream {
     /// Idle HTTP/1.1 connections to `addr` (tests).
     #[cfg(test)]
     fn idle_h1(&self, addr: SocketAddr) -> usize {
-        self.h1.lock().get(&addr).map_or(0, Vec::len)
+        self.h1.lock().get(&Key::of(addr, None)).map_or(0, Vec::len)
     }
 }
 
@@ -330,20 +363,37 @@ async fn connect_tcp(addr: SocketAddr, connect_timeout: Duration) -> Result<TcpS
     Ok(stream)
 }
 
-/// Connects to `addr`, for `pool`.
+/// Connects to `addr`, then does the TLS handshake when `tls` is given.
+async fn connect_io(
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+    connect_timeout: Duration,
+) -> Result<crate::net::Io, Failure> {
+    let stream = connect_tcp(addr, connect_timeout).await?;
+    match tls {
+        None => Ok(crate::net::Io::Plain(stream)),
+        Some(tls) => match crate::tls::connect(stream, tls).await {
+            Ok(s) => Ok(crate::net::Io::Tls(Box::new(s))),
+            Err(e) => Err(Failure::Connect(UpstreamError::Tls(e))),
+        },
+    }
+}
+
+/// Connects to the key's endpoint, for `pool`.
 async fn connect_h1(
     pool: &Arc<H1Pool>,
-    addr: SocketAddr,
+    key: Key,
+    tls: Option<&ClientTls>,
     connect_timeout: Duration,
 ) -> Result<h1::Conn, Failure> {
-    let stream = connect_tcp(addr, connect_timeout).await?;
-    Ok(h1::Conn::new(stream, addr, Arc::downgrade(pool)))
+    let io = connect_io(key.addr, tls, connect_timeout).await?;
+    Ok(h1::Conn::new(io, key, Arc::downgrade(pool)))
 }
 
 /// Idle HTTP/1.1 connections by endpoint, most recently used last.
 #[derive(Default)]
 pub(super) struct H1Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<h1::Conn>, BuildHasherDefault<AddrHasher>>>,
+    idle: Mutex<HashMap<Key, Vec<h1::Conn>, BuildHasherDefault<AddrHasher>>>,
     ticks: Ticks,
     sweeper: AtomicBool,
 }
@@ -351,7 +401,7 @@ pub(super) struct H1Pool {
 impl H1Pool {
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<h1::Conn>, BuildHasherDefault<AddrHasher>>>
+    ) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<h1::Conn>, BuildHasherDefault<AddrHasher>>>
     {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -359,9 +409,9 @@ impl H1Pool {
     /// The most recently used idle connection to `addr` that the upstream has not closed. (Ones idle
     /// too long are left to the sweep: a connection's idle time is only known to a sweep interval
     /// anyway.)
-    pub(super) fn checkout(&self, addr: SocketAddr) -> Option<h1::Conn> {
+    pub(super) fn checkout(&self, key: Key) -> Option<h1::Conn> {
         loop {
-            let mut conn = self.lock().get_mut(&addr)?.pop()?;
+            let mut conn = self.lock().get_mut(&key)?.pop()?;
             // Checked outside the lock: it may cost a system call.
             if conn.is_usable() {
                 return Some(conn);
@@ -372,13 +422,13 @@ impl H1Pool {
     /// Idle connections to `addr` (tests).
     #[cfg(test)]
     pub(super) fn idle(&self, addr: SocketAddr) -> usize {
-        self.lock().get(&addr).map_or(0, Vec::len)
+        self.lock().get(&Key::of(addr, None)).map_or(0, Vec::len)
     }
 
     /// Puts a connection whose exchange ended cleanly back for reuse.
     pub(super) fn checkin(self: &Arc<Self>, mut conn: h1::Conn) {
         conn.set_idle_since(self.ticks.now());
-        self.lock().entry(conn.addr()).or_default().push(conn);
+        self.lock().entry(conn.key()).or_default().push(conn);
         if !self.sweeper.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweeper(Arc::downgrade(self)));
         }
@@ -433,7 +483,7 @@ enum H2Slot {
 /// One HTTP/2 connection per endpoint, shared by all requests to it.
 #[derive(Default)]
 struct H2Pool {
-    conns: Mutex<HashMap<SocketAddr, H2Slot, BuildHasherDefault<AddrHasher>>>,
+    conns: Mutex<HashMap<Key, H2Slot, BuildHasherDefault<AddrHasher>>>,
     ticks: Ticks,
     sweeper: AtomicBool,
 }
@@ -441,8 +491,7 @@ struct H2Pool {
 impl H2Pool {
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, H2Slot, BuildHasherDefault<AddrHasher>>>
-    {
+    ) -> std::sync::MutexGuard<'_, HashMap<Key, H2Slot, BuildHasherDefault<AddrHasher>>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -450,13 +499,14 @@ impl H2Pool {
     /// for the connect another request started) when there is none.
     async fn checkout(
         self: &Arc<Self>,
-        addr: SocketAddr,
+        key: Key,
+        tls: Option<&ClientTls>,
         connect_timeout: Duration,
     ) -> Result<(H2Conn, bool), Failure> {
         loop {
             let waiting = {
                 let mut conns = self.lock();
-                match conns.get_mut(&addr) {
+                match conns.get_mut(&key) {
                     Some(H2Slot::Ready { conn, used }) if !conn.is_closed() => {
                         *used = self.ticks.now();
                         return Ok((conn.clone(), true));
@@ -468,7 +518,7 @@ impl H2Pool {
                     }
                     // None, or a closed connection: this request connects.
                     _ => {
-                        conns.insert(addr, H2Slot::Connecting(Vec::new()));
+                        conns.insert(key, H2Slot::Connecting(Vec::new()));
                         None
                     }
                 }
@@ -476,7 +526,7 @@ impl H2Pool {
             match waiting {
                 // Boxed, as for HTTP/1.1: rare, and large.
                 None => {
-                    return Box::pin(self.connect(addr, connect_timeout))
+                    return Box::pin(self.connect(key, tls, connect_timeout))
                         .await
                         .map(|s| (s, false))
                 }
@@ -493,44 +543,45 @@ impl H2Pool {
     /// failure) and tells the requests that waited.
     async fn connect(
         self: &Arc<Self>,
-        addr: SocketAddr,
+        key: Key,
+        tls: Option<&ClientTls>,
         connect_timeout: Duration,
     ) -> Result<H2Conn, Failure> {
         /// Clears the slot when the connecting request is dropped midway (a route timeout, a client that
         /// went away), so the waiters start over instead of waiting forever.
         struct Abandoned<'a> {
             pool: &'a H2Pool,
-            addr: SocketAddr,
+            key: Key,
             armed: bool,
         }
         impl Drop for Abandoned<'_> {
             fn drop(&mut self) {
                 if self.armed {
                     let mut conns = self.pool.lock();
-                    if matches!(conns.get(&self.addr), Some(H2Slot::Connecting(_))) {
-                        conns.remove(&self.addr);
+                    if matches!(conns.get(&self.key), Some(H2Slot::Connecting(_))) {
+                        conns.remove(&self.key);
                     }
                 }
             }
         }
         let mut abandoned = Abandoned {
             pool: self,
-            addr,
+            key,
             armed: true,
         };
-        let result = connect_h2(addr, connect_timeout).await;
+        let result = connect_h2(key.addr, tls, connect_timeout).await;
         abandoned.armed = false;
         let previous = {
             let mut conns = self.lock();
             match &result {
                 Ok(conn) => conns.insert(
-                    addr,
+                    key,
                     H2Slot::Ready {
                         conn: conn.clone(),
                         used: self.ticks.now(),
                     },
                 ),
-                Err(_) => conns.remove(&addr),
+                Err(_) => conns.remove(&key),
             }
         };
         if let Some(H2Slot::Connecting(waiters)) = previous {
@@ -548,10 +599,10 @@ impl H2Pool {
     }
 
     /// Drops the endpoint's connection after it refused a request unsent, so the next request connects.
-    fn forget(&self, addr: SocketAddr) {
+    fn forget(&self, key: Key) {
         let mut conns = self.lock();
-        if matches!(conns.get(&addr), Some(H2Slot::Ready { .. })) {
-            conns.remove(&addr);
+        if matches!(conns.get(&key), Some(H2Slot::Ready { .. })) {
+            conns.remove(&key);
         }
     }
 }
@@ -574,9 +625,13 @@ impl Failure {
 }
 
 /// Connects to `addr`, does the HTTP/2 handshake and starts the connection's task.
-async fn connect_h2(addr: SocketAddr, connect_timeout: Duration) -> Result<H2Conn, Failure> {
-    let stream = connect_tcp(addr, connect_timeout).await?;
-    let (conn, task) = super::h2::handshake(stream);
+async fn connect_h2(
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+    connect_timeout: Duration,
+) -> Result<H2Conn, Failure> {
+    let io = connect_io(addr, tls, connect_timeout).await?;
+    let (conn, task) = super::h2::handshake(io);
     // Boxed: the connection's state is several KB, and tokio moves a task's future as it spawns it.
     tokio::spawn(Box::pin(async move {
         if let Err(e) = task.await {
@@ -719,7 +774,7 @@ mod tests {
         req: Request<Body>,
     ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + '_ {
         let (head, body) = h1::Head::of(req);
-        up.send_h1(addr, connect_timeout, head, body)
+        up.send_h1(addr, None, connect_timeout, head, body)
     }
 
     /// `GET /` through the pool; the body read to its end.
@@ -870,7 +925,9 @@ mod tests {
         *req.version_mut() = http::Version::HTTP_2;
         req.headers_mut()
             .insert("x-own", http::HeaderValue::from_static("kept"));
-        let resp = up.send_h2(addr, Duration::from_secs(1), req, extra).await?;
+        let resp = up
+            .send_h2(addr, None, Duration::from_secs(1), req, extra)
+            .await?;
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
@@ -961,7 +1018,7 @@ mod tests {
         let mut connecting = Box::pin(get_h2(&up, upstream.addr));
         assert!(connecting.as_mut().now_or_never().is_none());
         assert!(matches!(
-            up.h2.lock().get(&upstream.addr),
+            up.h2.lock().get(&Key::of(upstream.addr, None)),
             Some(H2Slot::Connecting(_))
         ));
         // …a second waits for it…
@@ -985,7 +1042,7 @@ mod tests {
         let up = Upstream::new();
         get(&up, addr).await;
         get_h2(&up, h2.addr).await.expect("h2");
-        let h2_held = |up: &Upstream| up.h2.lock().contains_key(&h2.addr);
+        let h2_held = |up: &Upstream| up.h2.lock().contains_key(&Key::of(h2.addr, None));
         // Sweeps a connection survives idle: POOL_IDLE_TIMEOUT's worth of them.
         for i in 0..IDLE_SWEEPS {
             up.h1.sweep_once();

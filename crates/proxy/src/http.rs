@@ -872,7 +872,7 @@ fn try_once<'a>(
     let upstream = &shared.upstream;
     let send = match &mut req.upstream {
         Outgoing::H1(head) => {
-            Either::Right(upstream.send_h1(addr, t.connect_timeout, head.clone(), body))
+            Either::Right(upstream.send_h1(addr, None, t.connect_timeout, head.clone(), body))
         }
         Outgoing::H2 {
             method,
@@ -907,7 +907,7 @@ fn try_once<'a>(
                 (Some(t), true) => t.own_fields(),
                 _ => &NO_FIELDS,
             };
-            Either::Left(upstream.send_h2(addr, t.connect_timeout, r, extra))
+            Either::Left(upstream.send_h2(addr, None, t.connect_timeout, r, extra))
         }
     };
     let timed = match t.per_try {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 
 /// What a scripted upstream does with each request it reads, in order, one entry per request.
 #[derive(Clone)]
@@ -160,7 +161,8 @@ async fn connect(addr: SocketAddr) -> (Arc<H1Pool>, Conn) {
     let pool = Arc::new(H1Pool::default());
     let s = TcpStream::connect(addr).await.expect("connect");
     s.set_nodelay(true).expect("nodelay");
-    let conn = Conn::new(s, addr, Arc::downgrade(&pool));
+    let key = crate::upstream::Key { addr, tls: 0 };
+    let conn = Conn::new(crate::net::Io::Plain(s), key, Arc::downgrade(&pool));
     (pool, conn)
 }
 
@@ -204,7 +206,12 @@ async fn content_length_bodies_arrive_in_pieces_and_the_connection_is_reused() {
     assert_eq!(resp.body().size_hint().exact(), Some(11));
     assert_eq!(read_all(resp).await.expect("body").0, "hello world");
 
-    let conn = pool.checkout(up.addr).expect("pooled");
+    let conn = pool
+        .checkout(crate::upstream::Key {
+            addr: up.addr,
+            tls: 0,
+        })
+        .expect("pooled");
     let resp = conn.send(get("/second"), true).await.expect("second");
     assert_eq!(resp.status(), 201);
     assert_eq!(read_all(resp).await.expect("body").0, "ok");
@@ -238,7 +245,12 @@ async fn chunked_bodies_are_decoded_with_their_trailers() {
     assert_eq!(data, "hello world");
     assert_eq!(trailers.expect("trailers")["x-sum"], "42");
 
-    let conn = pool.checkout(up.addr).expect("reused after the trailers");
+    let conn = pool
+        .checkout(crate::upstream::Key {
+            addr: up.addr,
+            tls: 0,
+        })
+        .expect("reused after the trailers");
     let resp = conn.send(get("/"), true).await.expect("second");
     let (data, trailers) = read_all(resp).await.expect("body");
     assert_eq!(data, "0123456789", "upper-case hex sizes and header names");
@@ -287,7 +299,12 @@ async fn head_204_and_304_have_no_body_whatever_their_headers_say() {
             );
         }
         assert_eq!(read_all(resp).await.expect("body").0, "");
-        conn = pool.checkout(up.addr).expect("back at once");
+        conn = pool
+            .checkout(crate::upstream::Key {
+                addr: up.addr,
+                tls: 0,
+            })
+            .expect("back at once");
     }
     let resp = conn.send(get("/"), true).await.expect("last");
     assert_eq!(
@@ -444,12 +461,22 @@ async fn request_bodies_are_framed_by_their_size() {
         .insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
     conn.send(req, false).await.expect("whole");
     // An empty POST says so.
-    let conn = pool.checkout(up.addr).expect("pooled");
+    let conn = pool
+        .checkout(crate::upstream::Key {
+            addr: up.addr,
+            tls: 0,
+        })
+        .expect("pooled");
     conn.send(request(Method::POST, "/e", Body::empty()), true)
         .await
         .expect("empty");
     // A streamed body of unknown length goes chunked, its trailers after the last chunk.
-    let conn = pool.checkout(up.addr).expect("pooled");
+    let conn = pool
+        .checkout(crate::upstream::Key {
+            addr: up.addr,
+            tls: 0,
+        })
+        .expect("pooled");
     let (body, mut feed) = streamed_body().await;
     let sending = tokio::spawn(async move {
         conn.send(request(Method::PUT, "/s", body), true)
@@ -462,7 +489,12 @@ async fn request_bodies_are_framed_by_their_size() {
     feed.send(b"1\r\nc\r\n0\r\nx-t: 1\r\n\r\n").await;
     sending.await.expect("task");
     // A streamed body of known length goes with it.
-    let conn = pool.checkout(up.addr).expect("pooled");
+    let conn = pool
+        .checkout(crate::upstream::Key {
+            addr: up.addr,
+            tls: 0,
+        })
+        .expect("pooled");
     let (body, mut feed) = streamed_body_of_length(4).await;
     let sending = tokio::spawn(async move {
         conn.send(request(Method::PUT, "/l", body), true)
@@ -559,7 +591,12 @@ async fn a_pooled_connection_closed_as_the_request_went_out_is_stale_and_replaya
         .await
         .expect("body");
     // Taken from the pool before the upstream closes it: the check at checkout cannot see it.
-    let conn = pool.checkout(up.addr).expect("pooled");
+    let conn = pool
+        .checkout(crate::upstream::Key {
+            addr: up.addr,
+            tls: 0,
+        })
+        .expect("pooled");
     let mut req = request(Method::PUT, "/2", Body::full(Bytes::from_static(b"put")));
     req.headers_mut()
         .insert("x-try", HeaderValue::from_static("1"));
@@ -585,7 +622,12 @@ async fn a_pooled_connection_closed_as_the_request_went_out_is_stale_and_replaya
     read_all(conn.send(get("/3"), false).await.expect("third"))
         .await
         .expect("body");
-    let conn = pool.checkout(up.addr).expect("pooled");
+    let conn = pool
+        .checkout(crate::upstream::Key {
+            addr: up.addr,
+            tls: 0,
+        })
+        .expect("pooled");
     let err = conn
         .send(
             request(Method::POST, "/4", Body::full(Bytes::from_static(b"x"))),
@@ -616,7 +658,11 @@ async fn an_idle_connection_the_upstream_closed_is_not_handed_out() {
     })
     .await;
     assert!(
-        pool.checkout(up.addr).is_none(),
+        pool.checkout(crate::upstream::Key {
+            addr: up.addr,
+            tls: 0
+        })
+        .is_none(),
         "the close is seen at checkout"
     );
     assert_eq!(pool.idle(up.addr), 0);

@@ -230,7 +230,7 @@ fn send(
     req: Request<Body>,
 ) -> JoinHandle<Result<Response<Body>, Failure>> {
     let up = up.clone();
-    tokio::spawn(async move { up.send_h2(addr, WAIT, req, &Default::default()).await })
+    tokio::spawn(async move { up.send_h2(addr, None, WAIT, req, &Default::default()).await })
 }
 
 /// A response as the caller read it.
@@ -286,7 +286,7 @@ async fn read_whole(resp: Response<Body>) -> Outcome {
 fn call(up: &Arc<Upstream>, addr: SocketAddr, req: Request<Body>) -> JoinHandle<Outcome> {
     let up = up.clone();
     tokio::spawn(async move {
-        match up.send_h2(addr, WAIT, req, &Default::default()).await {
+        match up.send_h2(addr, None, WAIT, req, &Default::default()).await {
             Ok(resp) => read_whole(resp).await,
             Err(f) => Outcome::HeadFailed(failure_text(&f)),
         }
