@@ -34,6 +34,14 @@ pub mod type_url {
         "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
     /// The router filter.
     pub const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+    /// The TLS transport socket's settings on a cluster.
+    pub const UPSTREAM_TLS_CONTEXT: &str =
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+    /// The TLS transport socket's settings on a listener's filter chain.
+    pub const DOWNSTREAM_TLS_CONTEXT: &str =
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+    /// An SDS secret (`ROOTCA`: the mesh's trust anchors).
+    pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
     /// The TCP proxy, inside a listener's filter chain.
     pub const TCP_PROXY: &str =
         "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
@@ -84,6 +92,14 @@ pub mod filter_name {
     pub const ROUTER: &str = "envoy.filters.http.router";
     /// The network filter that proxies opaque TCP.
     pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+    /// The TLS transport socket.
+    pub const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
+    /// The plaintext transport socket.
+    pub const RAW_BUFFER: &str = "envoy.transport_sockets.raw_buffer";
+    /// The listener filter that reads a connection's first bytes for TLS (SNI, ALPN).
+    pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+    /// The endpoint metadata namespace that `transport_socket_matches` match on.
+    pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
     /// The file access logger.
     pub const FILE_ACCESS_LOG: &str = "envoy.access_loggers.file";
     /// The Zipkin tracer.
