@@ -1,5 +1,5 @@
 //! The admin server on `--admin-ip:--admin-port` (localhost only): `GET /ready`, `GET /config_dump` (Envoy's `ConfigDump` shape),
-//! `GET /clusters` (Envoy's text format), `GET /stats/prometheus` (Istio's metrics), `POST /quitquitquit`. Loopback only in every deployment weft
+//! `GET /clusters` (Envoy's text format), `GET /certs` (the workload certificate, Envoy's shape), `GET /stats/prometheus` (Istio's metrics), `POST /quitquitquit`. Loopback only in every deployment weft
 //! supports, so it has no authentication.
 
 use crate::config::{Snapshot, Stored};
@@ -91,6 +91,18 @@ fn handle(shared: &Shared, req: Request<Body>) -> Response<Body> {
         (&Method::GET, "/config_dump") => {
             let snap = shared.snapshot.load_full();
             let body = serde_json::to_string_pretty(&config_dump(&snap)).unwrap_or_default();
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        (&Method::GET, "/certs") => {
+            let current = shared.identity.as_ref().and_then(|c| c.borrow().clone());
+            let body =
+                serde_json::to_string_pretty(&crate::identity::certs::dump(current.as_deref()))
+                    .unwrap_or_default();
             let mut r = text(StatusCode::OK, body);
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,

@@ -23,6 +23,7 @@ pub mod balance;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod listeners;
 /// Every unit test runs on the proxy's own allocator, as the binary does.
 #[cfg(test)]
@@ -56,6 +57,11 @@ pub const DEFAULT_ADMIN_IP: &str = "127.0.0.1";
 pub const DEFAULT_CONCURRENCY: &str = "2";
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// weftd's CA port (Istio's istiod 15012: xDS and CA over TLS), used with the xDS address's host when
+/// `--ca-address` is not given.
+pub const DEFAULT_CA_PORT: u16 = 15012;
+/// Longest a certificate request may take (connect, handshake, answer).
+pub const CA_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The command line of `weft-proxy`. Every flag is also an environment variable.
 #[derive(Debug, Clone, Parser)]
@@ -141,6 +147,22 @@ pub struct Args {
     /// `connection_keepalive.timeout`).
     #[arg(long, env = "WEFT_PROXY_HTTP2_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub http2_keepalive_timeout: Duration,
+    /// weftd's CA, `host:port` over TLS (Istio: CA_ADDR). Default: the host of --xds-address, port
+    /// 15012.
+    #[arg(long, env = "CA_ADDR")]
+    pub ca_address: Option<String>,
+    /// PEM file of the root that verifies weftd's CA (weftd's `<state-dir>/root-cert.pem`; Istio:
+    /// `/var/run/secrets/istio/root-cert.pem`).
+    #[arg(long, env = "WEFT_PROXY_CA_ROOT_CERT")]
+    pub ca_root_cert: Option<std::path::PathBuf>,
+    /// File holding this workload's token for weftd's CA (`weftd token`), read again at every request.
+    /// Without it the proxy has no workload certificate.
+    #[arg(long, env = "WEFT_PROXY_CA_TOKEN_FILE")]
+    pub ca_token_file: Option<std::path::PathBuf>,
+    /// Lifetime of the workload certificate asked of the CA (Istio: SECRET_TTL); 0: the CA's default
+    /// (weftd's --workload-cert-ttl, 24h).
+    #[arg(long, env = "SECRET_TTL", default_value = "0", value_parser = parse_duration)]
+    pub secret_ttl: Duration,
 }
 
 /// A duration as flags give it: a whole number and a unit (`ms`, `s`, `m`, `h`), or `0`.
@@ -209,6 +231,18 @@ pub enum ConfigError {
         /// The flag.
         flag: &'static str,
     },
+    /// `--ca-token-file` without `--ca-root-cert`.
+    #[error(
+        "--ca-token-file needs --ca-root-cert: the root that verifies weftd's CA (weftd's \
+         <state-dir>/root-cert.pem)"
+    )]
+    CaRootCert,
+    /// `--ca-address` is not `host:port`, or none can be derived from `--xds-address`.
+    #[error("--ca-address={value:?} is not host:port")]
+    CaAddress {
+        /// The value given (or derived).
+        value: String,
+    },
     /// `--admin-ip` is not a loopback address.
     #[error(
         "--admin-ip={value} is not a loopback address: the admin port (/quitquitquit, /config_dump) \
@@ -245,6 +279,8 @@ pub struct Config {
     pub xds_fallback: bool,
     /// Grace period for in-flight requests at shutdown.
     pub drain_timeout: Duration,
+    /// weftd's CA, when the workload has a token; `None`: no workload certificate.
+    pub ca: Option<identity::client::CaConfig>,
     /// What the HTTP listeners allow their downstream connections.
     #[serde(serialize_with = "serialize_limits")]
     pub limits: weft_http::Limits,
@@ -321,6 +357,7 @@ impl TryFrom<&Args> for Config {
             });
         }
         let admin_addr = SocketAddr::new(args.admin_ip, args.admin_port);
+        let ca = ca_config(args)?;
         Ok(Config {
             xds_address: args.xds_address.clone(),
             identity: ProxyIdentity {
@@ -342,6 +379,7 @@ impl TryFrom<&Args> for Config {
             xds_protocol: args.xds_protocol.unwrap_or(xds_client::Protocol::Delta),
             xds_fallback: args.xds_protocol.is_none(),
             drain_timeout: DRAIN_TIMEOUT,
+            ca,
             limits: weft_http::Limits {
                 request_headers_timeout: args.request_headers_timeout,
                 idle_timeout: args.idle_timeout,
@@ -358,6 +396,36 @@ impl TryFrom<&Args> for Config {
             ),
         })
     }
+}
+
+/// The CA client's settings, when `--ca-token-file` is given.
+fn ca_config(args: &Args) -> Result<Option<identity::client::CaConfig>, ConfigError> {
+    let Some(token_file) = &args.ca_token_file else {
+        return Ok(None);
+    };
+    let root_cert = args.ca_root_cert.clone().ok_or(ConfigError::CaRootCert)?;
+    let address = match &args.ca_address {
+        Some(a) => a.clone(),
+        None => args
+            .xds_address
+            .parse::<::http::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(|h| format!("{h}:{DEFAULT_CA_PORT}")))
+            .unwrap_or_default(),
+    };
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    if !valid {
+        return Err(ConfigError::CaAddress { value: address });
+    }
+    Ok(Some(identity::client::CaConfig {
+        address,
+        root_cert,
+        token_file: token_file.clone(),
+        requested_ttl: (!args.secret_ttl.is_zero()).then_some(args.secret_ttl),
+        timeout: CA_REQUEST_TIMEOUT,
+    }))
 }
 
 /// Failures that stop the proxy from starting.
@@ -392,10 +460,20 @@ pub(crate) struct Shared {
     pub(crate) bound: std::sync::Mutex<BTreeMap<String, SocketAddr>>,
     /// Istio's metrics and the metadata exchange; `None` records nothing (unit tests of routing).
     pub(crate) telemetry: Option<Arc<telemetry::Telemetry>>,
+    /// The workload's certificate as it rotates; `None`: the proxy has no identity (no token).
+    pub identity: Option<identity::Current>,
 }
 
 impl Shared {
+    #[cfg(test)]
     pub(crate) fn with_telemetry(telemetry: Option<Arc<telemetry::Telemetry>>) -> Arc<Self> {
+        Self::new(telemetry, None)
+    }
+
+    pub(crate) fn new(
+        telemetry: Option<Arc<telemetry::Telemetry>>,
+        identity: Option<identity::Current>,
+    ) -> Arc<Self> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(config::Snapshot::default()),
             ready: AtomicBool::new(false),
@@ -404,6 +482,7 @@ impl Shared {
             shutdown: watch::channel(false).0,
             bound: std::sync::Mutex::new(BTreeMap::new()),
             telemetry,
+            identity,
         })
     }
 
@@ -473,10 +552,27 @@ impl Proxy {
             .as_ref()
             .map(|(_, a)| a.to_string())
             .unwrap_or_default();
-        let shared = Shared::with_telemetry(Some(Arc::new(
-            telemetry::Telemetry::new(&identity, &config.cluster)
-                .with_environment(config.environment.clone()),
-        )));
+        let manager = match &config.ca {
+            Some(ca) => {
+                tracing::info!(ca = %ca.address, token = %ca.token_file.display(), "workload identity from weftd's CA");
+                Some(identity::Manager::new(identity::client::CaClient::new(
+                    ca.clone(),
+                )))
+            }
+            None => {
+                tracing::info!(
+                    "no --ca-token-file: running without a workload identity (plaintext only)"
+                );
+                None
+            }
+        };
+        let shared = Shared::new(
+            Some(Arc::new(
+                telemetry::Telemetry::new(&identity, &config.cluster)
+                    .with_environment(config.environment.clone()),
+            )),
+            manager.as_ref().map(identity::Manager::current),
+        );
         tracing::info!(
             outbound = %outbound_addr,
             admin = %admin_addr,
@@ -503,6 +599,9 @@ impl Proxy {
             config.limits,
         ));
         tasks.spawn(memory::trim_periodically(shared.shutdown.subscribe()));
+        if let Some(m) = manager {
+            tasks.spawn(m.run(shared.shutdown.subscribe()));
+        }
         tasks.spawn(xds_client::run(
             shared.clone(),
             xds_client::XdsConfig {
@@ -757,6 +856,62 @@ mod tests {
             );
         }
         assert!(args(&["--xds-protocol", "v2"]).is_err(), "unknown protocol");
+    }
+
+    #[test]
+    fn the_ca_flags_make_a_ca_config_only_with_a_token() {
+        let c = Config::try_from(&args(&[]).expect("parses")).expect("valid");
+        assert!(c.ca.is_none(), "no token, no identity");
+        let a = args(&[
+            "--xds-address",
+            "http://127.0.0.9:15010",
+            "--ca-token-file",
+            "/t",
+            "--ca-root-cert",
+            "/r.pem",
+            "--secret-ttl",
+            "1m",
+        ])
+        .expect("parses");
+        let ca = Config::try_from(&a).expect("valid").ca.expect("a CA");
+        assert_eq!(ca.address, "127.0.0.9:15012", "the xDS host, port 15012");
+        assert_eq!(ca.requested_ttl, Some(Duration::from_secs(60)));
+        let a = args(&[
+            "--ca-token-file",
+            "/t",
+            "--ca-root-cert",
+            "/r.pem",
+            "--ca-address",
+            "weftd:15012",
+        ])
+        .expect("parses");
+        let ca = Config::try_from(&a).expect("valid").ca.expect("a CA");
+        assert_eq!(
+            (ca.address.as_str(), ca.requested_ttl),
+            ("weftd:15012", None)
+        );
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--ca-token-file", "/t"],
+                "--ca-token-file needs --ca-root-cert: the root that verifies weftd's CA (weftd's \
+                 <state-dir>/root-cert.pem)",
+            ),
+            (
+                &[
+                    "--ca-token-file",
+                    "/t",
+                    "--ca-root-cert",
+                    "/r",
+                    "--ca-address",
+                    "weftd",
+                ],
+                "--ca-address=\"weftd\" is not host:port",
+            ),
+        ];
+        for (extra, want) in cases {
+            let err = Config::try_from(&args(extra).expect("parses")).expect_err(want);
+            assert_eq!(err.to_string(), *want);
+        }
     }
 
     #[test]
