@@ -71,6 +71,18 @@ pub fn validate(r: &Resource) -> Vec<Diagnostic> {
         Spec::ServiceEntry(se) => validate_se(&mut out, se),
         Spec::WorkloadEntry(we) => validate_we(&mut out, "spec", we),
         Spec::Sidecar(sc) => validate_sidecar(&mut out, sc),
+        Spec::PeerAuthentication(_)
+        | Spec::AuthorizationPolicy(_)
+        | Spec::RequestAuthentication(_) => {
+            for p in crate::security::validate(r) {
+                let severity = if p.warning {
+                    Severity::Warning
+                } else {
+                    Severity::Error
+                };
+                out.push(severity, p.field, &p.needle, p.message);
+            }
+        }
         Spec::Telemetry(t) => {
             for p in t.validate() {
                 let severity = if p.warning {
@@ -748,6 +760,7 @@ fn validate_we(out: &mut Out, f: &str, we: &WorkloadEntry) {
 pub struct Index {
     services: BTreeMap<String, Vec<u32>>,
     subsets: BTreeMap<String, BTreeSet<String>>,
+    security: crate::security::checks::Index,
 }
 
 impl Index {
@@ -758,7 +771,10 @@ impl Index {
 }
 
 fn index(resources: &[&Resource]) -> Index {
-    let mut idx = Index::default();
+    let mut idx = Index {
+        security: crate::security::checks::Index::new(resources),
+        ..Index::default()
+    };
     for r in resources {
         match &r.spec {
             Spec::ServiceEntry(se) => {
@@ -789,6 +805,9 @@ pub fn check_references(r: &Resource, set: &[&Resource]) -> Vec<Diagnostic> {
 /// [`check_references`] against a prebuilt index (linear, not quadratic, over a whole config).
 pub fn check_references_in(r: &Resource, idx: &Index) -> Vec<Diagnostic> {
     let mut out = Out { r, diags: vec![] };
+    for p in crate::security::checks::check(r, &idx.security) {
+        out.warn(p.field, &p.needle, p.message);
+    }
     match &r.spec {
         Spec::VirtualService(vs) if vs.applies_to_sidecars() => {
             for (i, route) in vs.http.iter().enumerate() {

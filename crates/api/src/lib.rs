@@ -14,6 +14,7 @@ pub mod mesh;
 pub mod networking;
 pub mod parse;
 pub mod resource;
+pub mod security;
 pub mod telemetry;
 
 pub use analyze::analyze;

@@ -4,6 +4,7 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::mesh::{is_mesh_file, MeshConfig};
 use crate::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
 use crate::resource::{Kind, ObjectMeta, Resource, Spec, LATER_KINDS};
+use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::telemetry::Telemetry;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -289,7 +290,7 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
                 format!("kind {kind_s} is not supported by weft yet")
             } else {
                 format!(
-                    "unknown kind {kind_s} (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar, Telemetry)"
+                    "unknown kind {kind_s} (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar, Telemetry, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)"
                 )
             };
             problem(kind_line, &kind_s, &gns, &gname, "kind", msg);
@@ -330,6 +331,13 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
             Kind::Telemetry => {
                 typed::<Telemetry>(&doc).map(|(m, s)| (m, Spec::Telemetry(Box::new(s))))
             }
+            Kind::PeerAuthentication => {
+                typed::<PeerAuthentication>(&doc).map(|(m, s)| (m, Spec::PeerAuthentication(s)))
+            }
+            Kind::AuthorizationPolicy => typed::<AuthorizationPolicy>(&doc)
+                .map(|(m, s)| (m, Spec::AuthorizationPolicy(Box::new(s)))),
+            Kind::RequestAuthentication => typed::<RequestAuthentication>(&doc)
+                .map(|(m, s)| (m, Spec::RequestAuthentication(Box::new(s)))),
         };
         match parsed {
             Ok((mut metadata, spec)) => {
@@ -413,7 +421,7 @@ mod tests {
             (
                 "unknown kind",
                 "apiVersion: v1\nkind: Deployment\nmetadata:\n  name: x\n",
-                "f.yaml:2: Deployment default/x: kind: unknown kind Deployment (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar, Telemetry)",
+                "f.yaml:2: Deployment default/x: kind: unknown kind Deployment (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar, Telemetry, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)",
             ),
             (
                 "later kind",

@@ -1,6 +1,9 @@
 //! A parsed Istio resource: kind, metadata, typed spec, and where it came from.
 
 use crate::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
+use crate::security::{
+    AuthorizationPolicy, PeerAuthentication, RequestAuthentication, SECURITY_VERSIONS,
+};
 use crate::telemetry::{Telemetry, TELEMETRY_VERSIONS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,6 +26,12 @@ pub enum Kind {
     Sidecar,
     /// telemetry.istio.io Telemetry.
     Telemetry,
+    /// security.istio.io PeerAuthentication.
+    PeerAuthentication,
+    /// security.istio.io AuthorizationPolicy.
+    AuthorizationPolicy,
+    /// security.istio.io RequestAuthentication.
+    RequestAuthentication,
 }
 
 impl Kind {
@@ -35,6 +44,9 @@ impl Kind {
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::Sidecar => "Sidecar",
             Kind::Telemetry => "Telemetry",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::RequestAuthentication => "RequestAuthentication",
         }
     }
 
@@ -47,6 +59,9 @@ impl Kind {
             "WorkloadEntry" => Kind::WorkloadEntry,
             "Sidecar" => Kind::Sidecar,
             "Telemetry" => Kind::Telemetry,
+            "PeerAuthentication" => Kind::PeerAuthentication,
+            "AuthorizationPolicy" => Kind::AuthorizationPolicy,
+            "RequestAuthentication" => Kind::RequestAuthentication,
             _ => return None,
         })
     }
@@ -55,6 +70,9 @@ impl Kind {
     pub fn versions(self) -> &'static [&'static str] {
         match self {
             Kind::Telemetry => &TELEMETRY_VERSIONS,
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
+                &SECURITY_VERSIONS
+            }
             _ => &NETWORKING_VERSIONS,
         }
     }
@@ -79,14 +97,11 @@ pub const NETWORKING_VERSIONS: [&str; 3] = [
 ];
 
 /// Istio kinds weft knows but does not serve yet, with the group they belong to.
-pub const LATER_KINDS: [&str; 9] = [
+pub const LATER_KINDS: [&str; 6] = [
     "Gateway",
     "WorkloadGroup",
     "EnvoyFilter",
     "ProxyConfig",
-    "PeerAuthentication",
-    "RequestAuthentication",
-    "AuthorizationPolicy",
     "WasmPlugin",
     "TrafficExtension",
 ];
@@ -141,6 +156,12 @@ pub enum Spec {
     Sidecar(Sidecar),
     /// Telemetry (boxed: three lists of rules).
     Telemetry(Box<Telemetry>),
+    /// PeerAuthentication.
+    PeerAuthentication(PeerAuthentication),
+    /// AuthorizationPolicy (boxed: rules).
+    AuthorizationPolicy(Box<AuthorizationPolicy>),
+    /// RequestAuthentication (boxed: JWT rules).
+    RequestAuthentication(Box<RequestAuthentication>),
 }
 
 /// What identifies a resource: kind, namespace, name.
@@ -247,6 +268,30 @@ impl Resource {
     pub fn as_sidecar(&self) -> Option<&Sidecar> {
         match &self.spec {
             Spec::Sidecar(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The PeerAuthentication spec, if this is one.
+    pub fn as_peer_authentication(&self) -> Option<&PeerAuthentication> {
+        match &self.spec {
+            Spec::PeerAuthentication(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The AuthorizationPolicy spec, if this is one.
+    pub fn as_authorization_policy(&self) -> Option<&AuthorizationPolicy> {
+        match &self.spec {
+            Spec::AuthorizationPolicy(v) => Some(v.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// The RequestAuthentication spec, if this is one.
+    pub fn as_request_authentication(&self) -> Option<&RequestAuthentication> {
+        match &self.spec {
+            Spec::RequestAuthentication(v) => Some(v.as_ref()),
             _ => None,
         }
     }
