@@ -33,6 +33,7 @@ pub mod memory;
 pub mod outbound;
 pub mod tcp;
 pub mod telemetry;
+pub mod tls;
 pub mod xds_client;
 
 use arc_swap::ArcSwap;
