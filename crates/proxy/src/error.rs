@@ -171,6 +171,10 @@ pub enum ProxyError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Request authentication (`jwt_authn`) refused the request's token: Envoy's 401 (403 for a
+    /// disallowed audience) with its reason as the body, and no response flag.
+    #[error("request authentication refused the request")]
+    Unauthenticated(#[source] Box<crate::authn::Rejected>),
     /// The request could not be turned into an upstream request.
     #[error("cannot build the upstream request")]
     BadUpstreamRequest {
@@ -222,6 +226,7 @@ impl ProxyError {
             ProxyError::BadAuthority => (S::BAD_REQUEST, Flags::DPE, "bad authority"),
             ProxyError::DownstreamBody { .. } => (S::BAD_REQUEST, Flags::DPE, "bad request body"),
             ProxyError::BadUpstreamRequest { .. } => (S::BAD_REQUEST, Flags::DPE, "bad request"),
+            ProxyError::Unauthenticated(r) => (r.status(), Flags::default(), r.body()),
         }
     }
 
@@ -238,7 +243,8 @@ impl ProxyError {
             | ProxyError::RouteTimeout => Side::Upstream,
             ProxyError::BadAuthority
             | ProxyError::DownstreamBody { .. }
-            | ProxyError::BadUpstreamRequest { .. } => Side::Downstream,
+            | ProxyError::BadUpstreamRequest { .. }
+            | ProxyError::Unauthenticated(_) => Side::Downstream,
         }
     }
 

@@ -64,7 +64,12 @@ pub(crate) fn handle(
         .telemetry
         .as_ref()
         .and_then(|t| telemetry_start(t, &shared, &entry, &mut parts));
-    let mut plan = prepare(&shared, &entry, parts);
+    // Request authentication (Envoy's jwt_authn), before routing as in Envoy's filter chain. `auth` is
+    // the verified identity (Istio's `request.auth.*`), for the RBAC check.
+    let mut plan = match crate::authn::authenticate(&shared, &entry, &mut parts) {
+        Ok(_auth) => prepare(&shared, &entry, parts),
+        Err(rejected) => Err(ProxyError::Unauthenticated(Box::new(rejected))),
+    };
     async move {
         // Recorded as a request that got no response (code 0, `DC`) if dropped before it has one.
         let mut inflight = Inflight(pending);
@@ -257,6 +262,12 @@ fn local_response(e: &ProxyError, flags: &mut Flags) -> Response<Body> {
     tracing::debug!(error = %e, side = ?e.side(), "local response");
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
+    if let Some(c) = match e {
+        ProxyError::Unauthenticated(rejected) => rejected.challenge(),
+        _ => None,
+    } {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, c.clone());
+    }
     if !body.is_empty() {
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));

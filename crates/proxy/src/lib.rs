@@ -18,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod authn;
 pub mod authz;
 pub mod balance;
 pub mod config;

@@ -81,6 +81,15 @@ pub enum ListenerError {
         /// What is wrong, naming the logger.
         why: String,
     },
+    /// The `jwt_authn` filter (RequestAuthentication) cannot be used.
+    #[error("{filter}")]
+    Jwt {
+        /// Which filter: `http_filters[0] "envoy.filters.http.jwt_authn"`.
+        filter: String,
+        /// What is wrong, naming the field.
+        #[source]
+        source: crate::authn::ConfigError,
+    },
     /// Istio's stats filter (the Telemetry API's metric overrides) cannot be used.
     #[error("{filter}: {why}")]
     Stats {
@@ -137,6 +146,8 @@ pub struct Listener {
     /// How often its open TCP connections add their bytes to their metrics: the stats filter's
     /// `tcp_reporting_duration`, else Istio's 15 s.
     pub tcp_reporting: Duration,
+    /// Its request authentication (Envoy's `jwt_authn` HTTP filter), if any.
+    pub jwt: Option<Arc<crate::authn::JwtAuthn>>,
 }
 
 impl Listener {
@@ -177,6 +188,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
         let mut tracing = None;
         let mut stats = None;
         let mut tcp_reporting = overrides::DEFAULT_TCP_REPORTING;
+        let mut jwt = None;
         let filters = l
             .filter_chains
             .iter()
@@ -231,6 +243,15 @@ impl TryFrom<&xlistener::Listener> for Listener {
                 if let Some(o) = stats_filter(any, || format!("http_filters[{i}] {:?}", h.name))? {
                     stats = o.overrides;
                 }
+                if any.type_url == crate::authn::TYPE_URL {
+                    let j = crate::authn::JwtAuthn::try_from(any).map_err(|source| {
+                        ListenerError::Jwt {
+                            filter: format!("http_filters[{i}] {:?}", h.name),
+                            source,
+                        }
+                    })?;
+                    jwt = Some(Arc::new(j));
+                }
             }
             routes = match hcm.route_specifier {
                 Some(RouteSpecifier::Rds(rds)) => RouteSource::Rds(rds.route_config_name),
@@ -257,6 +278,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
             tracing,
             stats,
             tcp_reporting,
+            jwt,
         })
     }
 }
