@@ -115,6 +115,15 @@ pub enum RbacError {
         /// Why.
         why: String,
     },
+    /// A network RBAC filter in front of an HTTP connection manager.
+    #[error(
+        "a network RBAC filter before an HTTP connection manager is not supported (weft checks HTTP \
+         requests with the HTTP RBAC filter in http_filters)"
+    )]
+    BeforeHttp,
+    /// An HTTP RBAC filter disabled by default (enabled per route), which Weft does not do.
+    #[error("disabled: an HTTP filter enabled per route is not supported")]
+    Disabled,
     /// A regex that does not compile (or compiles too large).
     #[error("{field}: regex {regex:?} does not compile")]
     Regex {
@@ -363,6 +372,46 @@ impl Filter {
         Filter::compile(r.rules.as_ref(), r.shadow_rules.as_ref())
     }
 
+    /// The HTTP RBAC filter among a connection manager's `http_filters`: `None` when the filter named
+    /// `name` with this `config` is another filter; an error when it is RBAC but cannot be used.
+    pub fn of_http(
+        name: &str,
+        config: Option<&weft_xds::Any>,
+        disabled: bool,
+    ) -> Option<Result<Filter, RbacError>> {
+        let is_rbac =
+            name == HTTP_RBAC_FILTER || config.is_some_and(|a| a.type_url == HTTP_RBAC_TYPE);
+        if !is_rbac {
+            return None;
+        }
+        Some(match config {
+            _ if disabled => Err(RbacError::Disabled),
+            Some(any) => Filter::http(any),
+            None => Err(RbacError::Type {
+                what: "not set (weft reads only a typed_config)".into(),
+            }),
+        })
+    }
+
+    /// The network RBAC filter among a listener's filters: `None` when the filter named `name` with
+    /// this `config` is another filter; an error when it is RBAC but cannot be used.
+    pub fn of_network(
+        name: &str,
+        config: Option<&weft_xds::Any>,
+    ) -> Option<Result<Filter, RbacError>> {
+        let is_rbac =
+            name == NETWORK_RBAC_FILTER || config.is_some_and(|a| a.type_url == NETWORK_RBAC_TYPE);
+        if !is_rbac {
+            return None;
+        }
+        Some(match config {
+            Some(any) => Filter::network(any),
+            None => Err(RbacError::Type {
+                what: "not set (weft reads only a typed_config)".into(),
+            }),
+        })
+    }
+
     fn compile(rules: Option<&XRbac>, shadow: Option<&XRbac>) -> Result<Filter, RbacError> {
         Ok(Filter {
             rules: rules
@@ -472,6 +521,42 @@ impl Rbac {
             }
         }
         Some(Decision::Allow)
+    }
+}
+
+/// Whether `rbac` lets a new TCP connection from `source` to `destination` through, logging a denial and
+/// what any shadow rules would have done (at `debug`, target `rbac`). A plaintext connection: no
+/// peer identity or SNI yet.
+pub(crate) fn allows_connection(
+    rbac: &Rbac,
+    listener: &str,
+    source: SocketAddr,
+    destination: SocketAddr,
+) -> bool {
+    let s = Subject {
+        source,
+        destination,
+        principal: None,
+        sni: None,
+        auth: None,
+    };
+    if rbac.has_shadow() {
+        if let Some(d) = rbac.shadow_tcp(&s) {
+            tracing::debug!(target: "rbac", listener, peer = %source, shadow = ?d, "shadow rules");
+        }
+    }
+    match rbac.check_tcp(&s) {
+        Decision::Allow => true,
+        Decision::Deny { policy } => {
+            tracing::debug!(
+                target: "rbac",
+                listener,
+                peer = %source,
+                policy = policy.as_deref().unwrap_or("none"),
+                "connection denied"
+            );
+            false
+        }
     }
 }
 

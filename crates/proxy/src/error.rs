@@ -37,8 +37,10 @@ impl Flags {
     pub const UR: Flags = Flags(1 << 10);
     /// Downstream connection terminated (`DC`): the client went away before the response ended.
     pub const DC: Flags = Flags(1 << 11);
+    /// Denied by an RBAC filter (`RBAC`): AuthorizationPolicy's 403, or a TCP connection closed.
+    pub const RBAC: Flags = Flags(1 << 12);
 
-    const NAMES: [(Flags, &'static str); 12] = [
+    const NAMES: [(Flags, &'static str); 13] = [
         (Flags::UH, "UH"),
         (Flags::UF, "UF"),
         (Flags::NR, "NR"),
@@ -51,6 +53,7 @@ impl Flags {
         (Flags::DPE, "DPE"),
         (Flags::UR, "UR"),
         (Flags::DC, "DC"),
+        (Flags::RBAC, "RBAC"),
     ];
 
     /// Adds the flags of `other`.
@@ -171,10 +174,15 @@ pub enum ProxyError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Request authentication (`jwt_authn`) refused the request's token: Envoy's 401 (403 for a
-    /// disallowed audience) with its reason as the body, and no response flag.
-    #[error("request authentication refused the request")]
-    Unauthenticated(#[source] Box<crate::authn::Rejected>),
+    /// An RBAC filter (AuthorizationPolicy) denied the request.
+    #[error("denied by RBAC policy {}", policy.as_deref().unwrap_or("(no ALLOW policy matched)"))]
+    Denied {
+        /// The DENY policy that matched; `None` when no ALLOW policy did.
+        policy: Option<std::sync::Arc<str>>,
+    },
+    /// The path was refused by normalization (`%00`, an escaped slash where those are refused).
+    #[error("path refused")]
+    BadPath(#[source] crate::authz::Rejected),
     /// The request could not be turned into an upstream request.
     #[error("cannot build the upstream request")]
     BadUpstreamRequest {
@@ -226,7 +234,9 @@ impl ProxyError {
             ProxyError::BadAuthority => (S::BAD_REQUEST, Flags::DPE, "bad authority"),
             ProxyError::DownstreamBody { .. } => (S::BAD_REQUEST, Flags::DPE, "bad request body"),
             ProxyError::BadUpstreamRequest { .. } => (S::BAD_REQUEST, Flags::DPE, "bad request"),
-            ProxyError::Unauthenticated(r) => (r.status(), Flags::default(), r.body()),
+            ProxyError::Denied { .. } => (S::FORBIDDEN, Flags::RBAC, crate::authz::DENIED_BODY),
+            // Envoy's connection manager answers a path it cannot normalize with a bare 400.
+            ProxyError::BadPath(_) => (S::BAD_REQUEST, Flags::default(), ""),
         }
     }
 
@@ -236,7 +246,8 @@ impl ProxyError {
             ProxyError::NoRoute { .. }
             | ProxyError::ClusterNotFound { .. }
             | ProxyError::NoHealthyUpstream { .. }
-            | ProxyError::FaultAbort { .. } => Side::Config,
+            | ProxyError::FaultAbort { .. }
+            | ProxyError::Denied { .. } => Side::Config,
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamReset { .. }
             | ProxyError::PerTryTimeout { .. }
@@ -244,7 +255,7 @@ impl ProxyError {
             ProxyError::BadAuthority
             | ProxyError::DownstreamBody { .. }
             | ProxyError::BadUpstreamRequest { .. }
-            | ProxyError::Unauthenticated(_) => Side::Downstream,
+            | ProxyError::BadPath(_) => Side::Downstream,
         }
     }
 
@@ -306,6 +317,13 @@ mod tests {
                 418,
                 "FI",
             ),
+            ("rbac", ProxyError::Denied { policy: None }, 403, "RBAC"),
+            (
+                "bad path",
+                ProxyError::BadPath(crate::authz::Rejected::Nul),
+                400,
+                "-",
+            ),
         ];
         for (name, err, status, flag) in cases {
             let (s, f, _) = err.response_parts();
@@ -319,6 +337,8 @@ mod tests {
         let mut f = Flags::UT;
         f.insert(Flags::URX);
         assert_eq!(f.to_string(), "URX,UT");
+        f.insert(Flags::RBAC);
+        assert_eq!(f.to_string(), "URX,UT,RBAC");
         assert_eq!(Flags::default().to_string(), "-");
     }
 }

@@ -17,6 +17,9 @@
 //! The common path is already normal: one pass over its bytes says so and nothing is allocated.
 
 use std::borrow::Cow;
+use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager, HttpConnectionManager,
+};
 
 /// What a listener does with `%2F`, `%2f`, `%5C` and `%5c` in a path (Envoy's
 /// `path_with_escaped_slashes_action`; its default is to keep them).
@@ -50,6 +53,37 @@ impl PathNormalization {
         escaped_slashes: EscapedSlashes::Keep,
     };
 
+    /// A connection manager's settings. Unset `normalize_path` is off, as in Envoy (whose runtime
+    /// default is false; Istio sets it). What Weft does not do is refused, naming the field.
+    pub fn from_hcm(hcm: &HttpConnectionManager) -> Result<PathNormalization, String> {
+        use http_connection_manager::PathWithEscapedSlashesAction as A;
+        if hcm.path_normalization_options.is_some() {
+            return Err("path_normalization_options is not supported".into());
+        }
+        let action = hcm.path_with_escaped_slashes_action;
+        let escaped_slashes = match A::try_from(action) {
+            Ok(A::ImplementationSpecificDefault | A::KeepUnchanged) => EscapedSlashes::Keep,
+            Ok(A::RejectRequest) => EscapedSlashes::Reject,
+            Ok(A::UnescapeAndForward) => EscapedSlashes::Unescape,
+            Ok(A::UnescapeAndRedirect) => {
+                return Err(
+                    "path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT is not supported"
+                        .into(),
+                )
+            }
+            Err(_) => {
+                return Err(format!(
+                    "path_with_escaped_slashes_action: {action} is not an action"
+                ))
+            }
+        };
+        Ok(PathNormalization {
+            normalize: hcm.normalize_path.as_ref().is_some_and(|b| b.value),
+            merge_slashes: hcm.merge_slashes,
+            escaped_slashes,
+        })
+    }
+
     /// Whether these settings change nothing (Istio's `NONE`, or a connection manager that says
     /// nothing): then no request pays for a pass over its path.
     pub fn is_none(&self) -> bool {
@@ -69,6 +103,10 @@ pub enum Rejected {
     /// An escaped slash on a listener that refuses them.
     #[error("the path has an escaped slash (%2F or %5C)")]
     EscapedSlash,
+    /// The normalized path is not a request target `http` takes (not seen: normalization only removes
+    /// and escapes).
+    #[error("the normalized path is not a valid request target")]
+    Uri,
 }
 
 /// A byte that a path does not carry as it is: percent-encoded on the way out.
@@ -533,6 +571,78 @@ mod tests {
         );
         assert_eq!(norm("/a/%2F", reject_slashes).ok(), None);
         assert_eq!(norm("/a/%2", reject_slashes), Ok("/a/%2".into()));
+    }
+
+    #[test]
+    fn settings_from_the_connection_manager() {
+        use http_connection_manager::PathWithEscapedSlashesAction as A;
+        use weft_xds::pb::google::protobuf::BoolValue;
+        let hcm = |normalize: Option<bool>, merge: bool, action: i32| HttpConnectionManager {
+            normalize_path: normalize.map(|value| BoolValue { value }),
+            merge_slashes: merge,
+            path_with_escaped_slashes_action: action,
+            ..Default::default()
+        };
+        let cases: Vec<(&str, HttpConnectionManager, Result<PathNormalization, &str>)> = vec![
+            (
+                "nothing said",
+                hcm(None, false, 0),
+                Ok(PathNormalization::default()),
+            ),
+            (
+                "NONE",
+                hcm(Some(false), false, 0),
+                Ok(PathNormalization::default()),
+            ),
+            (
+                "BASE",
+                hcm(Some(true), false, 0),
+                Ok(PathNormalization::BASE),
+            ),
+            (
+                "MERGE_SLASHES",
+                hcm(Some(true), true, A::KeepUnchanged as i32),
+                Ok(MERGE),
+            ),
+            (
+                "DECODE_AND_MERGE_SLASHES",
+                hcm(Some(true), true, A::UnescapeAndForward as i32),
+                Ok(DECODE_AND_MERGE),
+            ),
+            (
+                "reject",
+                hcm(None, false, A::RejectRequest as i32),
+                Ok(PathNormalization {
+                    escaped_slashes: EscapedSlashes::Reject,
+                    ..PathNormalization::default()
+                }),
+            ),
+            (
+                "redirect",
+                hcm(Some(true), false, A::UnescapeAndRedirect as i32),
+                Err("path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT is not supported"),
+            ),
+            (
+                "unknown action",
+                hcm(Some(true), false, 9),
+                Err("path_with_escaped_slashes_action: 9 is not an action"),
+            ),
+            (
+                "options",
+                HttpConnectionManager {
+                    path_normalization_options: Some(Default::default()),
+                    ..hcm(Some(true), false, 0)
+                },
+                Err("path_normalization_options is not supported"),
+            ),
+        ];
+        for (name, h, want) in cases {
+            assert_eq!(
+                PathNormalization::from_hcm(&h),
+                want.map_err(str::to_string),
+                "{name}"
+            );
+        }
     }
 
     #[test]

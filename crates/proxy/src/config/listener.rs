@@ -7,6 +7,7 @@
 
 use super::route::{RouteConfig, RouteError};
 use super::SocketAddressError;
+use crate::authz::{self, PathNormalization};
 use crate::telemetry::access_log::{self as access_log_format, AccessLog, Format};
 use crate::telemetry::overrides::{self, Overrides};
 use crate::telemetry::spans::Tracing;
@@ -81,14 +82,21 @@ pub enum ListenerError {
         /// What is wrong, naming the logger.
         why: String,
     },
-    /// The `jwt_authn` filter (RequestAuthentication) cannot be used.
+    /// An RBAC filter (AuthorizationPolicy) cannot be used.
     #[error("{filter}")]
-    Jwt {
-        /// Which filter: `http_filters[0] "envoy.filters.http.jwt_authn"`.
+    Rbac {
+        /// Which filter: `http_filters[2] "envoy.filters.http.rbac"` or
+        /// `filter "envoy.filters.network.rbac"`.
         filter: String,
         /// What is wrong, naming the field.
         #[source]
-        source: crate::authn::ConfigError,
+        source: authz::RbacError,
+    },
+    /// The connection manager's path normalization cannot be used.
+    #[error("path normalization: {why}")]
+    PathNormalization {
+        /// What is wrong, naming the field.
+        why: String,
     },
     /// Istio's stats filter (the Telemetry API's metric overrides) cannot be used.
     #[error("{filter}: {why}")]
@@ -146,8 +154,11 @@ pub struct Listener {
     /// How often its open TCP connections add their bytes to their metrics: the stats filter's
     /// `tcp_reporting_duration`, else Istio's 15 s.
     pub tcp_reporting: Duration,
-    /// Its request authentication (Envoy's `jwt_authn` HTTP filter), if any.
-    pub jwt: Option<Arc<crate::authn::JwtAuthn>>,
+    /// Its RBAC filters (AuthorizationPolicy): the HTTP ones of its connection manager or the network
+    /// ones before `tcp_proxy`, in order; `None` when there is nothing to check.
+    pub rbac: Option<Arc<authz::Rbac>>,
+    /// How its connection manager normalizes request paths, before routing and RBAC.
+    pub path_normalization: PathNormalization,
 }
 
 impl Listener {
@@ -188,13 +199,26 @@ impl TryFrom<&xlistener::Listener> for Listener {
         let mut tracing = None;
         let mut stats = None;
         let mut tcp_reporting = overrides::DEFAULT_TCP_REPORTING;
-        let mut jwt = None;
+        let mut rbac = Vec::new();
+        let mut path_normalization = PathNormalization::default();
         let filters = l
             .filter_chains
             .iter()
             .chain(l.default_filter_chain.iter())
             .flat_map(|fc| fc.filters.iter());
         for f in filters {
+            let typed = match &f.config_type {
+                Some(xlistener::filter::ConfigType::TypedConfig(any)) => Some(any),
+                _ => None,
+            };
+            // Before `tcp_proxy`, so seen first.
+            if let Some(r) = authz::Filter::of_network(&f.name, typed) {
+                rbac.push(r.map_err(|source| ListenerError::Rbac {
+                    filter: format!("filter {:?}", f.name),
+                    source,
+                })?);
+                continue;
+            }
             let Some(xlistener::filter::ConfigType::TypedConfig(any)) = &f.config_type else {
                 continue;
             };
@@ -225,11 +249,19 @@ impl TryFrom<&xlistener::Listener> for Listener {
             if any.type_url != weft_xds::type_url::HTTP_CONNECTION_MANAGER {
                 continue;
             }
+            if !rbac.is_empty() {
+                return Err(ListenerError::Rbac {
+                    filter: format!("filter {:?}", authz::NETWORK_RBAC_FILTER),
+                    source: authz::RbacError::BeforeHttp,
+                });
+            }
             let hcm: HttpConnectionManager =
                 weft_xds::unpack(any).map_err(|source| ListenerError::Hcm {
                     filter: f.name.clone(),
                     source,
                 })?;
+            path_normalization = PathNormalization::from_hcm(&hcm)
+                .map_err(|why| ListenerError::PathNormalization { why })?;
             access_log = file_access_log(&hcm.access_log)
                 .map_err(|why| ListenerError::AccessLog { why })?
                 .map(Arc::new);
@@ -237,20 +269,22 @@ impl TryFrom<&xlistener::Listener> for Listener {
                 .map_err(|why| ListenerError::Tracing { why })?
                 .map(Arc::new);
             for (i, h) in hcm.http_filters.iter().enumerate() {
+                let typed = match &h.config_type {
+                    Some(http_filter::ConfigType::TypedConfig(any)) => Some(any),
+                    _ => None,
+                };
+                if let Some(r) = authz::Filter::of_http(&h.name, typed, h.disabled) {
+                    rbac.push(r.map_err(|source| ListenerError::Rbac {
+                        filter: format!("http_filters[{i}] {:?}", h.name),
+                        source,
+                    })?);
+                    continue;
+                }
                 let Some(http_filter::ConfigType::TypedConfig(any)) = &h.config_type else {
                     continue;
                 };
                 if let Some(o) = stats_filter(any, || format!("http_filters[{i}] {:?}", h.name))? {
                     stats = o.overrides;
-                }
-                if any.type_url == crate::authn::TYPE_URL {
-                    let j = crate::authn::JwtAuthn::try_from(any).map_err(|source| {
-                        ListenerError::Jwt {
-                            filter: format!("http_filters[{i}] {:?}", h.name),
-                            source,
-                        }
-                    })?;
-                    jwt = Some(Arc::new(j));
                 }
             }
             routes = match hcm.route_specifier {
@@ -278,7 +312,8 @@ impl TryFrom<&xlistener::Listener> for Listener {
             tracing,
             stats,
             tcp_reporting,
-            jwt,
+            rbac: authz::Rbac::new(rbac).map(Arc::new),
+            path_normalization,
         })
     }
 }
@@ -747,5 +782,178 @@ mod tests {
             e.to_string(),
             "filter \"istio.stats\": metrics[0].drop: not a boolean"
         );
+    }
+
+    /// `filter`'s connection manager (an HTTP listener's) edited by `edit`.
+    fn with_hcm(
+        mut x: xlistener::Listener,
+        edit: impl FnOnce(&mut HttpConnectionManager),
+    ) -> xlistener::Listener {
+        let Some(xlistener::filter::ConfigType::TypedConfig(any)) =
+            x.filter_chains[0].filters[0].config_type.as_mut()
+        else {
+            panic!("typed");
+        };
+        let mut hcm: HttpConnectionManager = weft_xds::unpack(any).expect("hcm");
+        edit(&mut hcm);
+        *any = weft_xds::pack(weft_xds::type_url::HTTP_CONNECTION_MANAGER, &hcm);
+        x
+    }
+
+    /// An RBAC config with `action` and one policy `p` matching everyone on any request.
+    fn rbac_rules(action: i32) -> weft_xds::pb::envoy::config::rbac::v3::Rbac {
+        use weft_xds::pb::envoy::config::rbac::v3::{
+            permission, principal, Permission, Policy, Principal,
+        };
+        let p = Policy {
+            permissions: vec![Permission {
+                rule: Some(permission::Rule::Any(true)),
+            }],
+            principals: vec![Principal {
+                identifier: Some(principal::Identifier::Any(true)),
+            }],
+            ..Default::default()
+        };
+        weft_xds::pb::envoy::config::rbac::v3::Rbac {
+            action,
+            policies: [("p".to_string(), p)].into_iter().collect(),
+            audit_logging_options: None,
+        }
+    }
+
+    fn http_rbac(
+        rules: Option<weft_xds::pb::envoy::config::rbac::v3::Rbac>,
+    ) -> weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter
+    {
+        use weft_xds::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+        weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter {
+            name: authz::HTTP_RBAC_FILTER.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(weft_xds::pack(
+                authz::HTTP_RBAC_TYPE,
+                &Rbac {
+                    rules,
+                    ..Default::default()
+                },
+            ))),
+            ..Default::default()
+        }
+    }
+
+    fn network_rbac(rules: weft_xds::pb::envoy::config::rbac::v3::Rbac) -> xlistener::Filter {
+        use weft_xds::pb::envoy::extensions::filters::network::rbac::v3::Rbac;
+        xlistener::Filter {
+            name: authz::NETWORK_RBAC_FILTER.into(),
+            config_type: Some(xlistener::filter::ConfigType::TypedConfig(weft_xds::pack(
+                authz::NETWORK_RBAC_TYPE,
+                &Rbac {
+                    rules: Some(rules),
+                    stat_prefix: "tcp.".into(),
+                    ..Default::default()
+                },
+            ))),
+        }
+    }
+
+    #[test]
+    fn rbac_filters_and_path_normalization_are_read() {
+        use authz::{Decision, Subject};
+        let subject = Subject {
+            source: "10.0.0.1:1".parse().expect("addr"),
+            destination: "10.0.0.2:9080".parse().expect("addr"),
+            principal: None,
+            sni: None,
+            auth: None,
+        };
+        let req = ::http::Request::new(()).into_parts().0;
+        // No RBAC filter, nothing said of paths: nothing to check, nothing to normalize.
+        let l = Listener::try_from(&http_listener(None, None, None)).expect("valid");
+        assert!(l.rbac.is_none() && l.path_normalization.is_none());
+        // Istio's DENY then ALLOW, and its BASE normalization; a filter without rules adds nothing.
+        let x = with_hcm(http_listener(None, None, None), |hcm| {
+            hcm.normalize_path = Some(weft_xds::pb::google::protobuf::BoolValue { value: true });
+            hcm.http_filters = vec![
+                http_rbac(None),
+                http_rbac(Some(rbac_rules(1))),
+                http_rbac(Some(rbac_rules(0))),
+            ];
+        });
+        let l = Listener::try_from(&x).expect("valid");
+        assert_eq!(l.path_normalization, PathNormalization::BASE);
+        let rbac = l.rbac.as_ref().expect("rbac");
+        assert_eq!(
+            rbac.check_http(&subject, &req),
+            Decision::Deny {
+                policy: Some("p".into())
+            }
+        );
+        // A network RBAC filter before tcp_proxy.
+        let mut x = tcp(Some(ClusterSpecifier::Cluster("c".into())), 1);
+        x.filter_chains[0]
+            .filters
+            .insert(0, network_rbac(rbac_rules(1)));
+        let l = Listener::try_from(&x).expect("valid");
+        assert!(l.is_tcp());
+        assert!(l.rbac.as_ref().expect("rbac").check_tcp(&subject).is_deny());
+    }
+
+    #[test]
+    fn bad_rbac_and_normalization_refuse_the_listener_naming_the_filter() {
+        let mut bad_action = rbac_rules(0);
+        bad_action.action = 5;
+        let mut disabled = http_rbac(Some(rbac_rules(0)));
+        disabled.disabled = true;
+        let mut untyped = http_rbac(None);
+        untyped.config_type = None;
+        let cases: Vec<(&str, xlistener::Listener, &str)> = vec![
+            (
+                "a bad action",
+                with_hcm(http_listener(None, None, None), |h| h.http_filters = vec![http_rbac(Some(bad_action.clone()))]),
+                "http_filters[0] \"envoy.filters.http.rbac\": rules.action: 5 is not ALLOW, DENY or LOG",
+            ),
+            (
+                "disabled",
+                with_hcm(http_listener(None, None, None), |h| h.http_filters = vec![disabled]),
+                "http_filters[0] \"envoy.filters.http.rbac\": disabled: an HTTP filter enabled per route is not supported",
+            ),
+            (
+                "no typed config",
+                with_hcm(http_listener(None, None, None), |h| h.http_filters = vec![untyped]),
+                "http_filters[0] \"envoy.filters.http.rbac\": typed_config: not set (weft reads only a typed_config)",
+            ),
+            (
+                "redirect",
+                with_hcm(http_listener(None, None, None), |h| h.path_with_escaped_slashes_action = 3),
+                "path normalization: path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT is not supported",
+            ),
+            (
+                "network RBAC before a connection manager",
+                {
+                    let mut x = http_listener(None, None, None);
+                    x.filter_chains[0].filters.insert(0, network_rbac(rbac_rules(0)));
+                    x
+                },
+                "filter \"envoy.filters.network.rbac\": a network RBAC filter before an HTTP connection manager is not supported (weft checks HTTP requests with the HTTP RBAC filter in http_filters)",
+            ),
+            (
+                "a bad network RBAC",
+                {
+                    let mut x = tcp(Some(ClusterSpecifier::Cluster("c".into())), 1);
+                    x.filter_chains[0].filters.insert(0, network_rbac(bad_action));
+                    x
+                },
+                "filter \"envoy.filters.network.rbac\": rules.action: 5 is not ALLOW, DENY or LOG",
+            ),
+        ];
+        for (name, x, want) in cases {
+            let e = Listener::try_from(&x).expect_err(name);
+            let mut chain = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                chain.push_str(": ");
+                chain.push_str(&c.to_string());
+                cur = c.source();
+            }
+            assert_eq!(chain, want, "{name}");
+        }
     }
 }

@@ -123,7 +123,7 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
             return;
         }
     };
-    let (inbound, stats, local, every) = shared
+    let (inbound, stats, local, every, rbac) = shared
         .snapshot
         .load()
         .listeners
@@ -132,7 +132,8 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
             let l = &l.value;
             let stats = l.stats.clone().filter(|o| o.touches_tcp());
             let every = Some(l.tcp_reporting);
-            (l.direction == Direction::Inbound, stats, l.address, every)
+            let inbound = l.direction == Direction::Inbound;
+            (inbound, stats, l.address, every, l.rbac.clone())
         })
         .unwrap_or_default();
     let conn = Conn {
@@ -141,6 +142,16 @@ async fn forward(shared: Arc<Shared>, listener: Arc<str>, down: Accepted, peer: 
         peer,
         local,
     };
+    // Phase: the network RBAC filters, on the connection as it is accepted; denied, it is closed at
+    // once and goes nowhere (Envoy's `RBAC` flag).
+    if let Some(rbac) = &rbac {
+        let destination = down.local_addr().ok().or(local).unwrap_or(peer);
+        if !crate::authz::allows_connection(rbac, &listener, peer, destination) {
+            access(&listener, peer, None, None, (0, 0), Flags::RBAC);
+            Tally::open(&shared, conn, None, None, None).close(Flags::RBAC, (0, 0));
+            return;
+        }
+    }
     let Destination {
         cluster,
         addr,
