@@ -174,6 +174,10 @@ pub enum ProxyError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Request authentication (`jwt_authn`) refused the request's token: Envoy's 401 (403 for a
+    /// disallowed audience) with its reason as the body, and no response flag.
+    #[error("request authentication refused the request")]
+    Unauthenticated(#[source] Box<crate::authn::Rejected>),
     /// An RBAC filter (AuthorizationPolicy) denied the request.
     #[error("denied by RBAC policy {}", policy.as_deref().unwrap_or("(no ALLOW policy matched)"))]
     Denied {
@@ -234,6 +238,7 @@ impl ProxyError {
             ProxyError::BadAuthority => (S::BAD_REQUEST, Flags::DPE, "bad authority"),
             ProxyError::DownstreamBody { .. } => (S::BAD_REQUEST, Flags::DPE, "bad request body"),
             ProxyError::BadUpstreamRequest { .. } => (S::BAD_REQUEST, Flags::DPE, "bad request"),
+            ProxyError::Unauthenticated(r) => (r.status(), Flags::default(), r.body()),
             ProxyError::Denied { .. } => (S::FORBIDDEN, Flags::RBAC, crate::authz::DENIED_BODY),
             // Envoy's connection manager answers a path it cannot normalize with a bare 400.
             ProxyError::BadPath(_) => (S::BAD_REQUEST, Flags::default(), ""),
@@ -255,6 +260,7 @@ impl ProxyError {
             ProxyError::BadAuthority
             | ProxyError::DownstreamBody { .. }
             | ProxyError::BadUpstreamRequest { .. }
+            | ProxyError::Unauthenticated(_)
             | ProxyError::BadPath(_) => Side::Downstream,
         }
     }

@@ -82,6 +82,15 @@ pub enum ListenerError {
         /// What is wrong, naming the logger.
         why: String,
     },
+    /// The `jwt_authn` filter (RequestAuthentication) cannot be used.
+    #[error("{filter}")]
+    Jwt {
+        /// Which filter: `http_filters[0] "envoy.filters.http.jwt_authn"`.
+        filter: String,
+        /// What is wrong, naming the field.
+        #[source]
+        source: crate::authn::ConfigError,
+    },
     /// An RBAC filter (AuthorizationPolicy) cannot be used.
     #[error("{filter}")]
     Rbac {
@@ -154,6 +163,8 @@ pub struct Listener {
     /// How often its open TCP connections add their bytes to their metrics: the stats filter's
     /// `tcp_reporting_duration`, else Istio's 15 s.
     pub tcp_reporting: Duration,
+    /// Its request authentication (Envoy's `jwt_authn` HTTP filter), if any.
+    pub jwt: Option<Arc<crate::authn::JwtAuthn>>,
     /// Its RBAC filters (AuthorizationPolicy): the HTTP ones of its connection manager or the network
     /// ones before `tcp_proxy`, in order; `None` when there is nothing to check.
     pub rbac: Option<Arc<authz::Rbac>>,
@@ -199,6 +210,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
         let mut tracing = None;
         let mut stats = None;
         let mut tcp_reporting = overrides::DEFAULT_TCP_REPORTING;
+        let mut jwt = None;
         let mut rbac = Vec::new();
         let mut path_normalization = PathNormalization::default();
         let filters = l
@@ -286,6 +298,15 @@ impl TryFrom<&xlistener::Listener> for Listener {
                 if let Some(o) = stats_filter(any, || format!("http_filters[{i}] {:?}", h.name))? {
                     stats = o.overrides;
                 }
+                if any.type_url == crate::authn::TYPE_URL {
+                    let j = crate::authn::JwtAuthn::try_from(any).map_err(|source| {
+                        ListenerError::Jwt {
+                            filter: format!("http_filters[{i}] {:?}", h.name),
+                            source,
+                        }
+                    })?;
+                    jwt = Some(Arc::new(j));
+                }
             }
             routes = match hcm.route_specifier {
                 Some(RouteSpecifier::Rds(rds)) => RouteSource::Rds(rds.route_config_name),
@@ -312,6 +333,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
             tracing,
             stats,
             tcp_reporting,
+            jwt,
             rbac: authz::Rbac::new(rbac).map(Arc::new),
             path_normalization,
         })
