@@ -4,9 +4,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod authn;
 pub mod config;
 pub mod console;
 pub mod debug;
+pub mod jwks;
 pub mod metrics;
 pub mod model;
 pub mod registry;
@@ -311,12 +313,16 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let (src, first) = reload(DirSource::new(&config.config_dir)).await;
     log_diagnostics(&first.diagnostics);
     let mut generation = 1;
-    let model = Model::build_with(
+    let mut model = Model::build_with(
         generation,
         &src.resources(),
         src.mesh().clone(),
         first.diagnostics.clone(),
     );
+    // RequestAuthentication keys (jwksUri): fetched in the background, pushed when they arrive.
+    let (jwks, jwks_fetcher) = jwks::Jwks::new(jwks::Settings::default());
+    jwks.want(authn::jwks_sources(&model));
+    model.jwks = jwks.keys();
     info!(
         resources = model.resources.len(),
         services = model.services.len(),
@@ -326,6 +332,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let status = Arc::new(StatusRegistry::default());
     let metrics = Arc::new(metrics::Metrics::new());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let jwks_task = tokio::spawn(jwks_fetcher.run(shutdown_rx.clone()));
 
     let xds_listener = server::listen(config.xds_address).map_err(|source| Error::Bind {
         what: "xds",
@@ -382,7 +389,36 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let watch_task = tokio::spawn(async move {
         let _watcher = watcher;
         let mut src = src;
-        while changes.recv().await.is_some() {
+        let mut keys = jwks.subscribe();
+        loop {
+            // A config change, or new keys from the JWKS fetcher: the same config pushed again as
+            // a new generation (cancellation-safe: both are channels).
+            tokio::select! {
+                more = changes.recv() => if more.is_none() { return },
+                Ok(()) = keys.changed() => {
+                    let keys = keys.borrow_and_update().clone();
+                    let snap = model_tx.borrow().clone();
+                    let cur = &snap.model;
+                    if keys.version == cur.jwks.version {
+                        continue; // only an error changed
+                    }
+                    generation += 1;
+                    let mut m = Model::build_with(
+                        generation,
+                        &cur.resources,
+                        cur.mesh.clone(),
+                        cur.diagnostics.clone(),
+                    );
+                    m.jwks = keys;
+                    info!(generation, "JWKS changed; pushing");
+                    let next = view::Snapshot::next(Arc::new(m), &snap)
+                        .changed_since(tokio::time::Instant::now());
+                    if model_tx.send(Arc::new(next)).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
             let start = tokio::time::Instant::now();
             loop {
                 let quiet = tokio::time::sleep(after);
@@ -402,12 +438,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
             }
             if r.changed {
                 generation += 1;
-                let m = Model::build_with(
+                let mut m = Model::build_with(
                     generation,
                     &src.resources(),
                     src.mesh().clone(),
                     r.diagnostics,
                 );
+                jwks.want(authn::jwks_sources(&m));
+                m.jwks = jwks.keys();
                 info!(
                     generation,
                     resources = m.resources.len(),
@@ -424,12 +462,13 @@ pub async fn run(config: Config) -> Result<(), Error> {
                 let snap = model_tx.borrow().clone();
                 let cur = &snap.model;
                 if cur.diagnostics != r.diagnostics {
-                    let m = Model::build_with(
+                    let mut m = Model::build_with(
                         cur.generation,
                         &cur.resources,
                         cur.mesh.clone(),
                         r.diagnostics,
                     );
+                    m.jwks = cur.jwks.clone();
                     model_tx.send_replace(Arc::new(snap.same_config(Arc::new(m))));
                 }
             }
@@ -477,6 +516,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let _ = shutdown_tx.send(true);
     watch_task.abort();
     let _ = debug_task.await;
+    let _ = jwks_task.await;
     let _ = collector_task.await;
     if let Some(t) = console_task {
         let _ = t.await;

@@ -28,6 +28,9 @@ pub struct Model {
     pub instance_ports: HashMap<String, BTreeMap<u32, PortProtocols>>,
     /// Mesh settings.
     pub mesh: MeshConfig,
+    /// The JWKS weftd fetched for RequestAuthentications' `jwksUri` ([`crate::jwks`]), inlined by
+    /// [`crate::authn`]; set by whoever builds the model (empty from [`Model::build_with`]).
+    pub jwks: Arc<crate::jwks::Keys>,
     /// The accepted resources this model was built from.
     pub resources: Vec<Arc<Resource>>,
     /// Problems found when the config was last read (errors and warnings).
@@ -80,6 +83,7 @@ impl Model {
             destination_rules,
             sidecars,
             mesh,
+            jwks: Arc::default(),
             resources: resources.to_vec(),
             diagnostics,
         }

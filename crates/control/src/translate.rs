@@ -831,6 +831,7 @@ fn outbound_listeners(ports: &BTreeSet<u32>, model: &Model, scope: &Scope) -> Ve
 fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
     let workload = crate::telemetry::Chain::workload_of(model, &proxy.namespace, &proxy.labels);
     let server = applied(model, &proxy.namespace, workload.as_deref(), false);
+    let jwt = crate::authn::jwt_filter(model, proxy);
     let mut out = Vec::new();
     for &(svc_port, _) in &proxy.inbound_ports {
         let port = u32::from(svc_port);
@@ -851,13 +852,16 @@ fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
                 },
             ))]
         };
-        out.push(listener(
+        let mut l = listener(
             format!("inbound_{}_{port}", proxy.ip),
             socket_address(&proxy.ip, port),
             TrafficDirection::Inbound,
             true,
             filters,
-        ));
+        );
+        // RequestAuthentication: jwt_authn in the connection manager.
+        crate::authn::add_jwt_filter(&mut l, jwt.as_ref());
+        out.push(l);
     }
     out
 }
