@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug, Default)]
 pub struct EndpointSet {
     endpoints: Vec<SocketAddr>,
+    /// Which endpoints have a sidecar (auto mTLS speaks TLS to those), by index; empty when none has.
+    sidecars: Vec<bool>,
     next: AtomicUsize,
 }
 
@@ -24,8 +26,29 @@ impl EndpointSet {
         };
         EndpointSet {
             endpoints,
+            sidecars: Vec::new(),
             next: AtomicUsize::new(start),
         }
+    }
+
+    /// A set whose endpoints marked `true` have a sidecar (see [`EndpointSet::pick_with_sidecar`]).
+    pub fn with_sidecars(endpoints: Vec<(SocketAddr, bool)>) -> Self {
+        let sidecars: Vec<bool> = endpoints.iter().map(|e| e.1).collect();
+        let mut set = EndpointSet::new(endpoints.into_iter().map(|e| e.0).collect());
+        if sidecars.iter().any(|s| *s) {
+            set.sidecars = sidecars;
+        }
+        set
+    }
+
+    /// The next endpoint in round-robin order and whether it has a sidecar.
+    pub fn pick_with_sidecar(&self) -> Option<(SocketAddr, bool)> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        let addr = *self.endpoints.get(i)?;
+        Some((addr, self.sidecars.get(i).copied().unwrap_or(false)))
     }
 
     /// The endpoints, in the order received.
@@ -83,6 +106,18 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, eps, "each endpoint once per round");
         assert_eq!(EndpointSet::new(vec![]).pick(), None);
+        assert_eq!(EndpointSet::with_sidecars(vec![]).pick_with_sidecar(), None);
+    }
+
+    #[test]
+    fn endpoints_keep_their_sidecar_mark() {
+        let a: SocketAddr = "10.0.0.1:80".parse().expect("addr");
+        let b: SocketAddr = "10.0.0.2:80".parse().expect("addr");
+        let set = EndpointSet::with_sidecars(vec![(a, true), (b, false)]);
+        let picks: Vec<_> = (0..4).filter_map(|_| set.pick_with_sidecar()).collect();
+        for (addr, sidecar) in picks {
+            assert_eq!(sidecar, addr == a);
+        }
     }
 
     #[test]

@@ -241,7 +241,7 @@ pub fn convert_endpoints(
         name: la.cluster_name.clone(),
         source,
     })?;
-    Ok((la.cluster_name, Arc::new(EndpointSet::new(eps))))
+    Ok((la.cluster_name, Arc::new(EndpointSet::with_sidecars(eps))))
 }
 
 /// Converts one LDS resource.
@@ -322,6 +322,12 @@ impl Snapshot {
     /// Assembles a snapshot from the stored resources. Every resource was validated when it arrived, so
     /// this cannot fail; a cluster without a load assignment yet gets an empty endpoint set.
     pub fn build(resources: Resources) -> Snapshot {
+        Snapshot::build_with(resources, None)
+    }
+
+    /// As `build`, with the clusters that speak mutual TLS given their settings from `mesh` (left
+    /// plaintext without it: a proxy with no identity has no certificate to present).
+    pub fn build_with(resources: Resources, mesh: Option<&Arc<crate::tls::MeshTls>>) -> Snapshot {
         let listeners: FastMap<_, _> = resources
             .listeners
             .iter()
@@ -363,11 +369,18 @@ impl Snapshot {
                         .map(|e| e.value.clone())
                         .unwrap_or_else(|| empty.clone()),
                 };
+                let tls = match (&c.value.tls, mesh) {
+                    (crate::tls::Upstream::Mesh { sans, sni, always }, Some(mesh)) => {
+                        Some((mesh.client(sans.clone(), sni), *always))
+                    }
+                    _ => None,
+                };
                 let cluster = Cluster {
                     name: name.clone(),
                     endpoints,
                     connect_timeout: c.value.connect_timeout,
                     service: crate::telemetry::Service::of_cluster(name).map(Arc::new),
+                    tls,
                 };
                 (name.clone(), Arc::new(cluster))
             })

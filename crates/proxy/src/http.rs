@@ -50,14 +50,23 @@ pub enum Entry {
 /// Routing is done here, before the future is made, so the future (boxed by the listeners, one per
 /// request) holds only the owned `Plan` and the phases that wait: the fault delay, reading a small body,
 /// the upstream exchange. It was 4.2 KB when routing's borrows and the request lived in it too.
+///
+/// `down`: the connection the request came on (inbound listeners: its peer and, over mutual TLS, the
+/// peer's SPIFFE ID).
 pub(crate) fn handle(
     shared: Arc<Shared>,
     entry: Entry,
+    down: Option<&crate::tls::Downstream>,
     req: Request<Body>,
 ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
     // The access line needs these after the request is consumed; copy them only when it is on.
-    let access = tracing::enabled!(target: "access", tracing::Level::DEBUG)
-        .then(|| (req.method().clone(), req.uri().path().to_string()));
+    let access = tracing::enabled!(target: "access", tracing::Level::DEBUG).then(|| {
+        (
+            req.method().clone(),
+            req.uri().path().to_string(),
+            down.and_then(|d| d.principal.clone()),
+        )
+    });
     let (mut parts, body) = req.into_parts();
     // Telemetry: the request's record, with the peer's metadata taken off an inbound request.
     let pending = shared
@@ -99,10 +108,11 @@ pub(crate) fn handle(
             },
             _ => {}
         }
-        if let Some((method, path)) = access {
+        if let Some((method, path, principal)) = access {
             tracing::debug!(
                 target: "access",
                 entry = ?entry,
+                peer_principal = principal.as_deref().unwrap_or("-"),
                 method = %method,
                 path = %path,
                 status = resp.status().as_u16(),
@@ -813,15 +823,20 @@ async fn forward(
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let addr = cluster
-                .endpoints
-                .pick()
-                .ok_or_else(|| ProxyError::NoHealthyUpstream {
+            let (addr, sidecar) = cluster.endpoints.pick_with_sidecar().ok_or_else(|| {
+                ProxyError::NoHealthyUpstream {
                     cluster: cluster.name.clone(),
-                })?;
+                }
+            })?;
             req.endpoint = Some(addr);
+            // Mutual TLS to every endpoint, or (auto mTLS) to those with a sidecar.
+            let tls = match &cluster.tls {
+                Some((tls, always)) if *always || sidecar => Some(tls),
+                _ => None,
+            };
             let try_ = Try {
                 addr,
+                tls,
                 connect_timeout: cluster.connect_timeout,
                 per_try: policy.and_then(|p| p.per_try_timeout),
                 last: attempt >= max_tries,
@@ -859,8 +874,10 @@ async fn forward(
 
 /// One try's endpoint and limits.
 #[derive(Clone, Copy)]
-struct Try {
+struct Try<'a> {
     addr: std::net::SocketAddr,
+    /// Its TLS settings, when the cluster speaks mutual TLS to it.
+    tls: Option<&'a weft_http::tls::ClientTls>,
     connect_timeout: Duration,
     per_try: Option<Duration>,
     /// No try follows: the request's headers move into it instead of being copied.
@@ -872,7 +889,7 @@ struct Try {
 fn try_once<'a>(
     shared: &'a Shared,
     req: &mut Prepared,
-    t: Try,
+    t: Try<'a>,
 ) -> impl std::future::Future<Output = Result<Response<Body>, ProxyError>> + Send + 'a {
     use futures::future::{ready, Either, FutureExt};
     let addr = t.addr;
@@ -883,7 +900,7 @@ fn try_once<'a>(
     let upstream = &shared.upstream;
     let send = match &mut req.upstream {
         Outgoing::H1(head) => {
-            Either::Right(upstream.send_h1(addr, None, t.connect_timeout, head.clone(), body))
+            Either::Right(upstream.send_h1(addr, t.tls, t.connect_timeout, head.clone(), body))
         }
         Outgoing::H2 {
             method,
@@ -918,7 +935,7 @@ fn try_once<'a>(
                 (Some(t), true) => t.own_fields(),
                 _ => &NO_FIELDS,
             };
-            Either::Left(upstream.send_h2(addr, None, t.connect_timeout, r, extra))
+            Either::Left(upstream.send_h2(addr, t.tls, t.connect_timeout, r, extra))
         }
     };
     let timed = match t.per_try {
@@ -1004,7 +1021,7 @@ mod tests {
     }
 
     /// The size of the future a function returns, without calling it.
-    fn future_size<A, B, C, F: FnOnce(A, B, C) -> Fut, Fut>(_: &F) -> usize {
+    fn future_size<A, B, C, D, F: FnOnce(A, B, C, D) -> Fut, Fut>(_: &F) -> usize {
         std::mem::size_of::<Fut>()
     }
 

@@ -464,6 +464,8 @@ pub(crate) struct Shared {
     pub(crate) telemetry: Option<Arc<telemetry::Telemetry>>,
     /// The workload's certificate as it rotates; `None`: the proxy has no identity (no token).
     pub identity: Option<identity::Current>,
+    /// Mutual TLS settings following that identity; `None` without one (plaintext only).
+    pub(crate) mesh_tls: Option<Arc<tls::MeshTls>>,
 }
 
 impl Shared {
@@ -484,6 +486,7 @@ impl Shared {
             shutdown: watch::channel(false).0,
             bound: std::sync::Mutex::new(BTreeMap::new()),
             telemetry,
+            mesh_tls: identity.clone().map(tls::MeshTls::new),
             identity,
         })
     }

@@ -5,6 +5,7 @@
 //! removed ones stopped (and drained) when LDS changes; one whose address or kind changed is rebound.
 
 use crate::http::{self, Entry};
+use crate::tls::{Downstream, Inbound};
 use crate::Shared;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,10 +15,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weft_http::server;
 
-/// What a bound listener serves.
+/// What a bound listener serves. A change of its TLS mode (a PeerAuthentication change) rebinds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Http,
+    Http(Inbound),
     Tcp,
 }
 
@@ -61,7 +62,7 @@ async fn reconcile(
             let kind = if l.value.is_tcp() {
                 Kind::Tcp
             } else {
-                Kind::Http
+                Kind::Http(l.value.tls)
             };
             Some((l.value.name.as_str(), (l.value.address?, kind)))
         })
@@ -112,12 +113,26 @@ async fn reconcile(
                 drain,
                 limits.max_connections,
             )),
-            Kind::Http => {
+            Kind::Http(mode) => {
+                let tls = match (mode, &shared.mesh_tls) {
+                    (Inbound::Plaintext, _) => None,
+                    (mode, Some(mesh)) => Some(mesh.server(mode == Inbound::Permissive)),
+                    // No identity to answer a handshake with: plaintext, said at each binding.
+                    (mode, None) => {
+                        tracing::warn!(listener = %name, ?mode, "listener asks for mutual TLS but the proxy has no identity (no --ca-token-file): serving plaintext");
+                        None
+                    }
+                };
                 let s = shared.clone();
-                let handler =
-                    move |req| http::handle(s.clone(), Entry::Inbound(entry_name.clone()), req);
-                tokio::spawn(server::serve(
-                    "inbound", listener, handler, stop_rx, drain, limits,
+                // Each connection's handler carries what is known of it (its peer's identity).
+                let make = move |c: server::Connection| {
+                    let s = s.clone();
+                    let entry = Entry::Inbound(entry_name.clone());
+                    let down = Downstream::of(&c);
+                    move |req| http::handle(s.clone(), entry.clone(), Some(&down), req)
+                };
+                tokio::spawn(server::serve_with(
+                    "inbound", listener, make, tls, stop_rx, drain, limits,
                 ))
             }
         };

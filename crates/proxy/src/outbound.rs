@@ -18,6 +18,6 @@ pub(crate) async fn serve(
 ) {
     let stop = shared.shutdown.subscribe();
     let s = shared.clone();
-    let handler = move |req| http::handle(s.clone(), Entry::Outbound, req);
+    let handler = move |req| http::handle(s.clone(), Entry::Outbound, None, req);
     server::serve("outbound", listener, handler, stop, drain, limits).await;
 }

@@ -380,5 +380,275 @@ pub fn uri_san(cert: &CertificateDer<'_>) -> Option<String> {
     })
 }
 
+/// How an inbound listener takes connections, from its filter chains: Istio's PeerAuthentication as
+/// xDS (a chain whose transport socket is TLS, a chain without one, or both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Inbound {
+    /// No TLS chain: plaintext only (DISABLE, or no mTLS configured).
+    #[default]
+    Plaintext,
+    /// Both: mutual TLS and plaintext, told apart by the first byte (PERMISSIVE).
+    Permissive,
+    /// Only the TLS chain: plaintext is refused (STRICT).
+    Strict,
+}
+
+/// An upstream cluster's TLS, from its `transport_socket` or `transport_socket_matches`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Upstream {
+    /// Plaintext.
+    #[default]
+    Plaintext,
+    /// Mutual TLS with the workload's certificate (SDS `default`, roots `ROOTCA`): to every endpoint
+    /// (`always`, a DestinationRule's ISTIO_MUTUAL) or only to those whose metadata says they have a
+    /// sidecar (`tlsMode: istio`, Istio's auto mTLS).
+    Mesh {
+        /// The server identities accepted (`match_subject_alt_names`); empty: any the roots vouch for.
+        sans: Vec<String>,
+        /// The SNI sent.
+        sni: String,
+        /// To every endpoint, not only those marked `tlsMode: istio`.
+        always: bool,
+    },
+}
+
+/// What the proxy knows of the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// The address it connected to.
+    pub local: Option<std::net::SocketAddr>,
+    /// The client's SPIFFE ID, when it presented a mesh certificate (mutual TLS).
+    pub principal: Option<Arc<str>>,
+    /// The server name it asked for (SNI), over TLS.
+    pub sni: Option<Arc<str>>,
+}
+
+impl Downstream {
+    /// From what the server learned of the connection (the certificate's URI SAN read once, here).
+    pub fn of(c: &weft_http::server::Connection) -> Downstream {
+        let tls = c.tls.as_ref();
+        Downstream {
+            peer: c.peer,
+            local: c.local,
+            principal: tls
+                .and_then(|t| t.certificate.as_ref())
+                .and_then(uri_san)
+                .map(Arc::from),
+            sni: tls.and_then(|t| t.sni.as_deref()).map(Arc::from),
+        }
+    }
+}
+
+/// The SDS secret names Istio's mesh TLS refers to, the only ones the proxy has: its own certificate
+/// (made with the CA) and the mesh's roots.
+const SDS_CERT: &str = "default";
+const SDS_ROOTS: &str = "ROOTCA";
+
+use weft_xds::pb::envoy::extensions::transport_sockets::tls::v3 as xtls;
+
+/// Checks a common TLS context is the mesh's: certificate from SDS `default`, roots from SDS `ROOTCA`
+/// (the only TLS the proxy does yet), and returns its `match_subject_alt_names` exact values.
+fn mesh_context(c: Option<&xtls::CommonTlsContext>) -> Result<Vec<String>, String> {
+    let Some(c) = c else {
+        return Err("common_tls_context is missing".into());
+    };
+    if !c.tls_certificates.is_empty() {
+        return Err("common_tls_context.tls_certificates (certificates from files or inline) is not supported yet: only the workload certificate from SDS \"default\"".into());
+    }
+    if c.tls_certificate_sds_secret_configs.len() != 1
+        || c.tls_certificate_sds_secret_configs[0].name != SDS_CERT
+    {
+        return Err(format!(
+            "common_tls_context.tls_certificate_sds_secret_configs: only SDS {SDS_CERT:?} is supported"
+        ));
+    }
+    use xtls::common_tls_context::ValidationContextType as V;
+    match &c.validation_context_type {
+        Some(V::CombinedValidationContext(cv)) => {
+            if cv
+                .validation_context_sds_secret_config
+                .as_ref()
+                .map(|s| s.name.as_str())
+                != Some(SDS_ROOTS)
+            {
+                return Err(format!(
+                    "combined_validation_context.validation_context_sds_secret_config: only SDS {SDS_ROOTS:?} is supported"
+                ));
+            }
+            let mut sans = Vec::new();
+            if let Some(d) = &cv.default_validation_context {
+                use weft_xds::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+                let exact = |m: &weft_xds::pb::envoy::r#type::matcher::v3::StringMatcher,
+                             field: String|
+                 -> Result<String, String> {
+                    match &m.match_pattern {
+                        Some(MatchPattern::Exact(e)) => Ok(e.clone()),
+                        _ => Err(format!("{field}: only exact matches are supported")),
+                    }
+                };
+                // Istio writes the typed form (URI SANs); the older untyped one is read too.
+                for (i, m) in d.match_typed_subject_alt_names.iter().enumerate() {
+                    let field = format!("default_validation_context.match_typed_subject_alt_names[{i}]");
+                    if m.san_type != 3 {
+                        return Err(format!("{field}: only URI SANs (SPIFFE IDs) are supported"));
+                    }
+                    let Some(matcher) = &m.matcher else {
+                        return Err(format!("{field}: matcher is missing"));
+                    };
+                    sans.push(exact(matcher, field)?);
+                }
+                #[allow(deprecated)]
+                for (i, m) in d.match_subject_alt_names.iter().enumerate() {
+                    let field = format!("default_validation_context.match_subject_alt_names[{i}]");
+                    sans.push(exact(m, field)?);
+                }
+            }
+            Ok(sans)
+        }
+        Some(V::ValidationContextSdsSecretConfig(s)) if s.name == SDS_ROOTS => Ok(Vec::new()),
+        _ => Err(format!(
+            "the validation context must come from SDS {SDS_ROOTS:?} (certificates from files are not supported yet)"
+        )),
+    }
+}
+
+/// Reads a listener's filter chains for TLS (see [`Inbound`]).
+pub fn inbound(l: &weft_xds::pb::envoy::config::listener::v3::Listener) -> Result<Inbound, String> {
+    let (mut tls, mut plain) = (false, false);
+    for (i, fc) in l
+        .filter_chains
+        .iter()
+        .chain(l.default_filter_chain.iter())
+        .enumerate()
+    {
+        let Some(ts) = &fc.transport_socket else {
+            plain = true;
+            continue;
+        };
+        let any = match &ts.config_type {
+            Some(
+                weft_xds::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(a),
+            ) => a,
+            None => {
+                plain = true;
+                continue;
+            }
+        };
+        if any.type_url != weft_xds::type_url::DOWNSTREAM_TLS_CONTEXT {
+            if ts.name == weft_xds::filter_name::RAW_BUFFER {
+                plain = true;
+                continue;
+            }
+            return Err(format!(
+                "filter_chains[{i}].transport_socket: {} is not supported",
+                any.type_url
+            ));
+        }
+        let d: xtls::DownstreamTlsContext = weft_xds::unpack(any)
+            .map_err(|e| format!("filter_chains[{i}].transport_socket: {e}"))?;
+        if !d.require_client_certificate.is_some_and(|b| b.value) {
+            return Err(format!(
+                "filter_chains[{i}].transport_socket: only mutual TLS (require_client_certificate) is supported"
+            ));
+        }
+        mesh_context(d.common_tls_context.as_ref())
+            .map_err(|e| format!("filter_chains[{i}].transport_socket: {e}"))?;
+        tls = true;
+    }
+    Ok(match (tls, plain) {
+        (false, _) => Inbound::Plaintext,
+        (true, true) => Inbound::Permissive,
+        (true, false) => Inbound::Strict,
+    })
+}
+
+/// Reads an upstream TLS transport socket.
+fn upstream_socket(
+    ts: &weft_xds::pb::envoy::config::core::v3::TransportSocket,
+) -> Result<Option<(Vec<String>, String)>, String> {
+    use weft_xds::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    let any = match &ts.config_type {
+        Some(ConfigType::TypedConfig(a)) => a,
+        None => return Ok(None),
+    };
+    if any.type_url != weft_xds::type_url::UPSTREAM_TLS_CONTEXT {
+        if ts.name == weft_xds::filter_name::RAW_BUFFER {
+            return Ok(None);
+        }
+        return Err(format!("{} is not supported", any.type_url));
+    }
+    let u: xtls::UpstreamTlsContext = weft_xds::unpack(any).map_err(|e| e.to_string())?;
+    let sans = mesh_context(u.common_tls_context.as_ref())?;
+    Ok(Some((sans, u.sni)))
+}
+
+/// Reads a cluster's TLS (see [`Upstream`]).
+pub fn upstream(c: &weft_xds::pb::envoy::config::cluster::v3::Cluster) -> Result<Upstream, String> {
+    if let Some(ts) = &c.transport_socket {
+        return Ok(
+            match upstream_socket(ts).map_err(|e| format!("transport_socket: {e}"))? {
+                Some((sans, sni)) => Upstream::Mesh {
+                    sans,
+                    sni,
+                    always: true,
+                },
+                None => Upstream::Plaintext,
+            },
+        );
+    }
+    // Istio's auto mTLS: a TLS socket for endpoints whose metadata matches `tlsMode: istio`, plaintext
+    // for the rest (an empty match).
+    let mut found = Upstream::Plaintext;
+    for (i, m) in c.transport_socket_matches.iter().enumerate() {
+        let Some(ts) = &m.transport_socket else {
+            continue;
+        };
+        let settings = upstream_socket(ts)
+            .map_err(|e| format!("transport_socket_matches[{i}].transport_socket: {e}"))?;
+        let mode = m
+            .r#match
+            .as_ref()
+            .and_then(|s| s.fields.get("tlsMode"))
+            .and_then(|v| match &v.kind {
+                Some(prost_types_kind::StringValue(s)) => Some(s.as_str()),
+                _ => None,
+            });
+        match (settings, mode) {
+            (Some((sans, sni)), Some("istio")) => {
+                found = Upstream::Mesh {
+                    sans,
+                    sni,
+                    always: false,
+                }
+            }
+            (None, _) => {}
+            (Some(_), _) => {
+                return Err(format!(
+                    "transport_socket_matches[{i}]: only a TLS socket matching {{tlsMode: istio}} is supported"
+                ))
+            }
+        }
+    }
+    Ok(found)
+}
+
+use weft_xds::pb::google::protobuf::value::Kind as prost_types_kind;
+
+/// Whether an endpoint's metadata marks it as having a sidecar (`envoy.transport_socket_match:
+/// {tlsMode: istio}`), so auto mTLS speaks TLS to it.
+pub fn endpoint_has_sidecar(
+    metadata: Option<&weft_xds::pb::envoy::config::core::v3::Metadata>,
+) -> bool {
+    metadata
+        .and_then(|m| {
+            m.filter_metadata
+                .get(weft_xds::filter_name::TRANSPORT_SOCKET_MATCH)
+        })
+        .and_then(|s| s.fields.get("tlsMode"))
+        .is_some_and(|v| matches!(&v.kind, Some(prost_types_kind::StringValue(s)) if s == "istio"))
+}
+
 #[cfg(test)]
 mod tests;

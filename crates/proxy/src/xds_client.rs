@@ -263,7 +263,7 @@ impl Client {
     }
 
     fn install(&mut self, next: Resources) {
-        let snapshot = Snapshot::build(next.clone());
+        let snapshot = Snapshot::build_with(next.clone(), self.shared.mesh_tls.as_ref());
         self.resources = next;
         self.shared.snapshot.store(Arc::new(snapshot));
         crate::memory::release_freed();

@@ -36,6 +36,9 @@ pub enum ClusterError {
     /// The load assignment of a static cluster is invalid.
     #[error("load_assignment")]
     LoadAssignment(#[source] Box<ClusterError>),
+    /// Its TLS settings are ones the proxy does not implement.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// How a cluster finds its endpoints.
@@ -56,6 +59,8 @@ pub struct ClusterConfig {
     pub discovery: Discovery,
     /// Connect timeout towards its endpoints.
     pub connect_timeout: Duration,
+    /// How it speaks to its endpoints: plaintext or mutual TLS (see `tls::Upstream`).
+    pub tls: crate::tls::Upstream,
 }
 
 /// A cluster in a snapshot, with the endpoints it has now (possibly none).
@@ -69,6 +74,9 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     /// The service it sends to, as metrics name it (from an outbound cluster's name).
     pub service: Option<Arc<crate::telemetry::Service>>,
+    /// Its TLS settings when it speaks mutual TLS, and whether to every endpoint or only to those with a
+    /// sidecar; `None`: plaintext (also when the proxy has no identity to speak TLS with).
+    pub tls: Option<(weft_http::tls::ClientTls, bool)>,
 }
 
 impl TryFrom<&xcluster::Cluster> for ClusterConfig {
@@ -110,7 +118,7 @@ impl TryFrom<&xcluster::Cluster> for ClusterConfig {
                     }
                     None => Vec::new(),
                 };
-                Discovery::Static(Arc::new(EndpointSet::new(eps)))
+                Discovery::Static(Arc::new(EndpointSet::with_sidecars(eps)))
             }
             Some(T::Type(t)) => {
                 let name = xcluster::cluster::DiscoveryType::try_from(*t)
@@ -120,16 +128,21 @@ impl TryFrom<&xcluster::Cluster> for ClusterConfig {
             }
             Some(T::ClusterType(ct)) => return Err(ClusterError::UnsupportedType(ct.name.clone())),
         };
+        let tls = crate::tls::upstream(c).map_err(ClusterError::Tls)?;
         Ok(ClusterConfig {
             name: c.name.clone(),
             discovery,
             connect_timeout,
+            tls,
         })
     }
 }
 
-/// The usable endpoint addresses of a load assignment (unhealthy, draining and timed-out hosts left out).
-pub fn endpoints(la: &xendpoint::ClusterLoadAssignment) -> Result<Vec<SocketAddr>, ClusterError> {
+/// The usable endpoint addresses of a load assignment (unhealthy, draining and timed-out hosts left out),
+/// each with whether its metadata says it has a sidecar (`tlsMode: istio`).
+pub fn endpoints(
+    la: &xendpoint::ClusterLoadAssignment,
+) -> Result<Vec<(SocketAddr, bool)>, ClusterError> {
     let mut out = Vec::new();
     for (locality, group) in la.endpoints.iter().enumerate() {
         for (index, lb) in group.lb_endpoints.iter().enumerate() {
@@ -147,7 +160,7 @@ pub fn endpoints(la: &xendpoint::ClusterLoadAssignment) -> Result<Vec<SocketAddr
                 index,
                 source,
             })?;
-            out.push(sa);
+            out.push((sa, crate::tls::endpoint_has_sidecar(lb.metadata.as_ref())));
         }
     }
     Ok(out)

@@ -70,6 +70,12 @@ pub enum ListenerError {
         /// The filter's name.
         filter: String,
     },
+    /// The filter chains' TLS (PeerAuthentication) cannot be used.
+    #[error("{why}")]
+    Tls {
+        /// What is wrong, naming the chain and field.
+        why: String,
+    },
     /// The connection manager's tracing cannot be used.
     #[error("tracing: {why}")]
     Tracing {
@@ -170,6 +176,8 @@ pub struct Listener {
     pub rbac: Option<Arc<authz::Rbac>>,
     /// How its connection manager normalizes request paths, before routing and RBAC.
     pub path_normalization: PathNormalization,
+    /// Whether it takes mutual TLS, plaintext, or both (its filter chains' transport sockets).
+    pub tls: crate::tls::Inbound,
 }
 
 impl Listener {
@@ -213,6 +221,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
         let mut jwt = None;
         let mut rbac = Vec::new();
         let mut path_normalization = PathNormalization::default();
+        let tls = crate::tls::inbound(l).map_err(|why| ListenerError::Tls { why })?;
         let filters = l
             .filter_chains
             .iter()
@@ -324,6 +333,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
             break;
         }
         Ok(Listener {
+            tls,
             name: l.name.clone(),
             address,
             bind: l.bind_to_port.as_ref().map(|b| b.value).unwrap_or(true),

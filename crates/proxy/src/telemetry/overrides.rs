@@ -1165,6 +1165,7 @@ mod tests {
             endpoints: Default::default(),
             connect_timeout: std::time::Duration::from_secs(1),
             service: None,
+            tls: None,
         };
         let mut h = HeaderMap::new();
         h.insert("server", HeaderValue::from_static("envoy"));

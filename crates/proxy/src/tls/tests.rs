@@ -207,3 +207,210 @@ async fn without_a_certificate_no_handshake_succeeds() {
     );
     drop(tx);
 }
+
+mod xds {
+    //! Reading Istio's xDS for mutual TLS: listeners' filter chains, clusters' transport sockets and
+    //! endpoints' metadata.
+    use super::super::*;
+    use weft_xds::pb::envoy::config::cluster::v3 as xcluster;
+    use weft_xds::pb::envoy::config::core::v3 as xcore;
+    use weft_xds::pb::envoy::config::listener::v3 as xlistener;
+    use weft_xds::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+    use weft_xds::pb::google::protobuf::{value, BoolValue, Struct, Value};
+
+    fn sds(name: &str) -> xtls::SdsSecretConfig {
+        xtls::SdsSecretConfig {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn common(sans: &[&str]) -> xtls::CommonTlsContext {
+        xtls::CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![sds("default")],
+            validation_context_type: Some(
+                xtls::common_tls_context::ValidationContextType::CombinedValidationContext(
+                    xtls::common_tls_context::CombinedCertificateValidationContext {
+                        default_validation_context: Some(xtls::CertificateValidationContext {
+                            match_typed_subject_alt_names: sans
+                                .iter()
+                                .map(|s| xtls::SubjectAltNameMatcher {
+                                    san_type: 3,
+                                    matcher: Some(StringMatcher {
+                                        match_pattern: Some(MatchPattern::Exact(s.to_string())),
+                                        ..Default::default()
+                                    }),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        }),
+                        validation_context_sds_secret_config: Some(sds("ROOTCA")),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn socket(type_url: &str, msg: &impl prost::Message) -> xcore::TransportSocket {
+        xcore::TransportSocket {
+            name: weft_xds::filter_name::TLS_TRANSPORT_SOCKET.into(),
+            config_type: Some(xcore::transport_socket::ConfigType::TypedConfig(
+                weft_xds::pb::google::protobuf::Any {
+                    type_url: type_url.into(),
+                    value: msg.encode_to_vec(),
+                },
+            )),
+        }
+    }
+
+    fn downstream(require_client: bool) -> xcore::TransportSocket {
+        socket(
+            weft_xds::type_url::DOWNSTREAM_TLS_CONTEXT,
+            &xtls::DownstreamTlsContext {
+                require_client_certificate: Some(BoolValue {
+                    value: require_client,
+                }),
+                common_tls_context: Some(common(&[])),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn upstream_socket(sans: &[&str], sni: &str) -> xcore::TransportSocket {
+        socket(
+            weft_xds::type_url::UPSTREAM_TLS_CONTEXT,
+            &xtls::UpstreamTlsContext {
+                common_tls_context: Some(common(sans)),
+                sni: sni.into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn listener(chains: Vec<Option<xcore::TransportSocket>>) -> xlistener::Listener {
+        xlistener::Listener {
+            filter_chains: chains
+                .into_iter()
+                .map(|t| xlistener::FilterChain {
+                    transport_socket: t,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn filter_chains_give_the_peer_authentication_mode() {
+        assert_eq!(inbound(&listener(vec![None])), Ok(Inbound::Plaintext));
+        assert_eq!(
+            inbound(&listener(vec![Some(downstream(true)), None])),
+            Ok(Inbound::Permissive)
+        );
+        assert_eq!(
+            inbound(&listener(vec![Some(downstream(true))])),
+            Ok(Inbound::Strict)
+        );
+        let e = inbound(&listener(vec![Some(downstream(false))])).expect_err("refused");
+        assert!(
+            e.contains("filter_chains[0]") && e.contains("require_client_certificate"),
+            "{e}"
+        );
+    }
+
+    fn tls_mode(mode: &str) -> Struct {
+        Struct {
+            fields: [(
+                "tlsMode".to_string(),
+                Value {
+                    kind: Some(value::Kind::StringValue(mode.into())),
+                },
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn clusters_give_their_upstream_tls() {
+        let id = "spiffe://cluster.local/ns/default/sa/reviews";
+        let always = xcluster::Cluster {
+            transport_socket: Some(upstream_socket(&[id], "outbound_.9080_._.reviews")),
+            ..Default::default()
+        };
+        assert_eq!(
+            upstream(&always),
+            Ok(Upstream::Mesh {
+                sans: vec![id.to_string()],
+                sni: "outbound_.9080_._.reviews".into(),
+                always: true
+            })
+        );
+        let auto = xcluster::Cluster {
+            transport_socket_matches: vec![
+                xcluster::cluster::TransportSocketMatch {
+                    name: "tlsMode-istio".into(),
+                    r#match: Some(tls_mode("istio")),
+                    transport_socket: Some(upstream_socket(&[], "s")),
+                },
+                xcluster::cluster::TransportSocketMatch {
+                    name: "tlsMode-disabled".into(),
+                    r#match: Some(Struct::default()),
+                    transport_socket: Some(xcore::TransportSocket {
+                        name: weft_xds::filter_name::RAW_BUFFER.into(),
+                        config_type: None,
+                    }),
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            upstream(&auto),
+            Ok(Upstream::Mesh {
+                sans: vec![],
+                sni: "s".into(),
+                always: false
+            })
+        );
+        assert_eq!(
+            upstream(&xcluster::Cluster::default()),
+            Ok(Upstream::Plaintext)
+        );
+        // Certificates from files (a DestinationRule's SIMPLE or MUTUAL) are refused by name.
+        let files = xcluster::Cluster {
+            transport_socket: Some(socket(
+                weft_xds::type_url::UPSTREAM_TLS_CONTEXT,
+                &xtls::UpstreamTlsContext {
+                    common_tls_context: Some(xtls::CommonTlsContext {
+                        tls_certificates: vec![Default::default()],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        let e = upstream(&files).expect_err("refused");
+        assert!(
+            e.contains("transport_socket") && e.contains("tls_certificates"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn endpoints_with_a_sidecar_are_told_by_their_metadata() {
+        let md = |mode: &str| xcore::Metadata {
+            filter_metadata: [(
+                weft_xds::filter_name::TRANSPORT_SOCKET_MATCH.to_string(),
+                tls_mode(mode),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        assert!(endpoint_has_sidecar(Some(&md("istio"))));
+        assert!(!endpoint_has_sidecar(Some(&md("disabled"))));
+        assert!(!endpoint_has_sidecar(None));
+    }
+}
