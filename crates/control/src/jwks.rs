@@ -593,7 +593,9 @@ async fn connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, GetErro
     Err(last.unwrap_or(GetError::Body))
 }
 
-/// One GET on a fresh connection; 2xx only, the body bounded.
+/// One GET on a fresh connection; 2xx only, the body bounded. The connection is driven beside the
+/// request until both end: a server that closes right after its answer (HTTP/1.0 style) ends the
+/// connection before the body has been read out of it, so its end must not cut the request short.
 async fn exchange<S>(io: S, authority: &str, path: &str) -> Result<Bytes, GetError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -601,11 +603,7 @@ where
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
         .await
         .map_err(GetError::Http)?;
-    // The connection is driven beside the request and dropped with it.
-    let conn = async move {
-        let _ = conn.await;
-    };
-    let request = async {
+    let request = async move {
         let req = http::Request::get(path)
             .header(http::header::HOST, authority)
             .header(http::header::USER_AGENT, "weftd")
@@ -616,16 +614,16 @@ where
         if !resp.status().is_success() {
             return Err(GetError::Status(resp.status().as_u16()));
         }
-        Ok(Limited::new(resp.into_body(), MAX_DOCUMENT)
+        let body = Limited::new(resp.into_body(), MAX_DOCUMENT)
             .collect()
             .await
             .map_err(|_| GetError::Body)?
-            .to_bytes())
+            .to_bytes();
+        // `send` goes here, which lets the connection close once it is idle.
+        Ok(body)
     };
-    tokio::select! {
-        r = request => r,
-        _ = conn => Err(GetError::Body),
-    }
+    let (result, _) = tokio::join!(request, conn);
+    result
 }
 
 #[cfg(test)]
@@ -854,6 +852,36 @@ mod tests {
         }
         assert_eq!(k.jwks(&discovered), Some(JWKS_A), "found through discovery");
         drop(silent);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_after_its_answer_is_read_whole() {
+        // Python's http.server and other HTTP/1.0 servers: the answer, then the connection closed.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.0 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{JWKS_A}",
+                    JWKS_A.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.shutdown().await;
+            }
+        });
+        let client = Client::new(std::path::Path::new("/nonexistent")).await;
+        for _ in 0..20 {
+            let body = client
+                .get(&format!("http://{addr}/jwks"))
+                .await
+                .expect("the whole body");
+            assert_eq!(&body[..], JWKS_A.as_bytes());
+        }
     }
 
     #[test]
