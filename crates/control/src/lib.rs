@@ -12,6 +12,7 @@ pub mod jwks;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod sds;
 pub mod server;
 pub mod telemetry;
 pub mod translate;

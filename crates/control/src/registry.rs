@@ -22,6 +22,8 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// Workload instances.
     pub instances: Vec<Instance>,
+    /// `location` is not `MESH_INTERNAL` (Istio's default is `MESH_EXTERNAL`): no auto mTLS.
+    pub mesh_external: bool,
 }
 
 impl Service {
@@ -47,6 +49,8 @@ pub struct Instance {
     pub labels: BTreeMap<String, String>,
     /// Weight.
     pub weight: Option<u32>,
+    /// Service account (`serviceAccount`); `None` means `default`.
+    pub service_account: Option<String>,
 }
 
 impl Instance {
@@ -94,6 +98,7 @@ pub fn build(resources: &[Arc<Resource>]) -> BTreeMap<String, Arc<Service>> {
                     namespace: ns.clone(),
                     ports: se.ports.clone(),
                     instances: instances.clone(),
+                    mesh_external: se.location.as_deref() != Some("MESH_INTERNAL"),
                 })
             });
         }
@@ -107,6 +112,7 @@ fn instance(we: &weft_api::networking::WorkloadEntry) -> Option<Instance> {
         ports: we.ports.clone(),
         labels: we.labels.clone(),
         weight: we.weight,
+        service_account: we.service_account.clone(),
     })
 }
 

@@ -1,5 +1,6 @@
 //! Istio model → Envoy xDS resources for one proxy, following Istio's naming (see `crates/xds/README.md`).
 
+pub mod mtls;
 mod route;
 pub mod telemetry;
 
@@ -20,7 +21,8 @@ use weft_xds::pb::envoy::config::core::v3::address::Address as AddressKind;
 use weft_xds::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use weft_xds::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use weft_xds::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, TrafficDirection,
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, Metadata, SocketAddress,
+    TrafficDirection,
 };
 use weft_xds::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use weft_xds::pb::envoy::config::endpoint::v3::{
@@ -95,7 +97,7 @@ fn socket_address(ip: &str, port: u32) -> Address {
     }
 }
 
-fn ads() -> ConfigSource {
+pub(crate) fn ads() -> ConfigSource {
     ConfigSource {
         config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
         resource_api_version: ApiVersion::V3 as i32,
@@ -428,17 +430,13 @@ fn connect_timeout(model: &Model, svc: &Service) -> std::time::Duration {
 
 fn outbound_clusters(model: &Model, services: &[&Service]) -> Vec<(String, Cluster)> {
     let mut out = Vec::new();
+    let peers = mtls::PeerPolicies::of(model);
     for &svc in services {
         let timeout = connect_timeout(model, svc);
         for port in svc.ports.iter().filter(|p| has_clusters(p)) {
-            let mut names = vec![outbound_cluster_name(port.number, "", &svc.hostname)];
-            names.extend(
-                subsets(model, svc)
-                    .iter()
-                    .map(|s| outbound_cluster_name(port.number, s, &svc.hostname)),
-            );
-            for name in names {
-                let c = Cluster {
+            for subset in std::iter::once(String::new()).chain(subsets(model, svc)) {
+                let name = outbound_cluster_name(port.number, &subset, &svc.hostname);
+                let mut c = Cluster {
                     name: name.clone(),
                     cluster_discovery_type: Some(ClusterDiscoveryType::Type(
                         DiscoveryType::Eds as i32,
@@ -451,6 +449,9 @@ fn outbound_clusters(model: &Model, services: &[&Service]) -> Vec<(String, Clust
                     lb_policy: LbPolicy::RoundRobin as i32,
                     ..Default::default()
                 };
+                if !mtls::secure_cluster(model, &peers, svc, port, &subset, &mut c) {
+                    continue;
+                }
                 out.push((name, c));
             }
         }
@@ -469,7 +470,7 @@ fn inbound_clusters(model: &Model, proxy: &ProxyIdentity) -> Vec<(String, Cluste
             lb_policy: LbPolicy::RoundRobin as i32,
             load_assignment: Some(load_assignment(
                 &name,
-                [(proxy.ip.as_str(), u32::from(app_port), None)],
+                [(proxy.ip.as_str(), u32::from(app_port), None, None)],
             )),
             ..Default::default()
         };
@@ -478,18 +479,20 @@ fn inbound_clusters(model: &Model, proxy: &ProxyIdentity) -> Vec<(String, Cluste
     out
 }
 
+/// A load assignment of endpoints (address, port, weight, metadata).
 fn load_assignment<'a>(
     cluster: &str,
-    endpoints: impl IntoIterator<Item = (&'a str, u32, Option<u32>)>,
+    endpoints: impl IntoIterator<Item = (&'a str, u32, Option<u32>, Option<Metadata>)>,
 ) -> ClusterLoadAssignment {
     let lb_endpoints = endpoints
         .into_iter()
-        .map(|(ip, port, weight)| LbEndpoint {
+        .map(|(ip, port, weight, metadata)| LbEndpoint {
             host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
                 address: Some(socket_address(ip, port)),
                 ..Default::default()
             })),
             load_balancing_weight: weight.map(|value| UInt32Value { value }),
+            metadata,
             ..Default::default()
         })
         .collect();
@@ -503,14 +506,24 @@ fn load_assignment<'a>(
     }
 }
 
+/// One instance as an endpoint of a service port, marked when it has a sidecar (auto mTLS).
+fn endpoint<'a>(
+    i: &'a crate::registry::Instance,
+    port: &ServicePort,
+) -> (&'a str, u32, Option<u32>, Option<Metadata>) {
+    (
+        i.ip.as_str(),
+        i.port_for(port),
+        i.weight,
+        mtls::endpoint_metadata(&i.labels),
+    )
+}
+
 fn endpoints_for(model: &Model, services: &[&Service]) -> Vec<ClusterLoadAssignment> {
     let mut out = Vec::new();
     for &svc in services {
         for port in svc.ports.iter().filter(|p| has_clusters(p)) {
-            let all = svc
-                .instances
-                .iter()
-                .map(|i| (i.ip.as_str(), i.port_for(port), i.weight));
+            let all = svc.instances.iter().map(|i| endpoint(i, port));
             out.push(load_assignment(
                 &outbound_cluster_name(port.number, "", &svc.hostname),
                 all,
@@ -523,7 +536,7 @@ fn endpoints_for(model: &Model, services: &[&Service]) -> Vec<ClusterLoadAssignm
                     .instances
                     .iter()
                     .filter(|i| weft_api::networking::labels_match(sel, &i.labels))
-                    .map(|i| (i.ip.as_str(), i.port_for(port), i.weight));
+                    .map(|i| endpoint(i, port));
                 out.push(load_assignment(
                     &outbound_cluster_name(port.number, &subset, &svc.hostname),
                     picked,
@@ -828,9 +841,11 @@ fn outbound_listeners(ports: &BTreeSet<u32>, model: &Model, scope: &Scope) -> Ve
 
 /// One listener per inbound port, on the workload's IP: `tcp_proxy` to the application when the port is
 /// TCP ([`Model::inbound_is_tcp`]), the HTTP connection manager otherwise.
+/// Its filter chains follow the port's PeerAuthentication mode ([`mtls::secure_inbound`]).
 fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
     let workload = crate::telemetry::Chain::workload_of(model, &proxy.namespace, &proxy.labels);
     let server = applied(model, &proxy.namespace, workload.as_deref(), false);
+    let peers = mtls::PeerPolicies::of(model);
     let jwt = crate::authn::jwt_filter(model, proxy);
     let mut out = Vec::new();
     for &(svc_port, _) in &proxy.inbound_ports {
@@ -861,6 +876,9 @@ fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
         );
         // RequestAuthentication: jwt_authn in the connection manager.
         crate::authn::add_jwt_filter(&mut l, jwt.as_ref());
+        // Last, once the filters are complete: the mTLS and plaintext chains get the same ones. The
+        // workload port PeerAuthentication's `portLevelMtls` names is the one peers connect to.
+        mtls::secure_inbound(&mut l, peers.mode(&proxy.namespace, &proxy.labels, port));
         out.push(l);
     }
     out

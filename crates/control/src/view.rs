@@ -104,7 +104,10 @@ pub struct Reuse {
 
 impl Reuse {
     fn between(old: &Model, new: &Model) -> Reuse {
-        if old.sidecars != new.sidecars || old.mesh.connect_timeout != new.mesh.connect_timeout {
+        if old.sidecars != new.sidecars
+            || old.mesh.connect_timeout != new.mesh.connect_timeout
+            || !translate::mtls::same_client_tls_inputs(old, new)
+        {
             return Reuse::default();
         }
         let services = new

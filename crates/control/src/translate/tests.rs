@@ -444,10 +444,17 @@ fn socket_of(l: &Listener) -> (String, u32) {
     }
 }
 
-/// The listener's only filter: its name and its typed config.
+/// The listener's only filter: its name and its typed config. An inbound listener has a chain for
+/// mTLS and one for plaintext (PERMISSIVE, [`mtls::secure_inbound`]), with the same filters.
 fn only_filter(l: &Listener) -> (&str, &Any) {
-    assert_eq!(l.filter_chains.len(), 1, "{}: one filter chain", l.name);
     let filters = &l.filter_chains[0].filters;
+    for c in &l.filter_chains {
+        assert_eq!(
+            &c.filters, filters,
+            "{}: the same filters in every chain",
+            l.name
+        );
+    }
     assert_eq!(filters.len(), 1, "{}: one filter", l.name);
     match &filters[0].config_type {
         Some(filter::ConfigType::TypedConfig(any)) => (filters[0].name.as_str(), any),
