@@ -15,12 +15,17 @@
 //! proxy, and what changed is the view's cached diff. Responses are written as gRPC frames that point at
 //! the views' encoded resources ([`wire`], served by [`grpc`]), so a resource sent to a thousand proxies
 //! is encoded once and copied by none of them.
+//!
+//! Secrets (SDS, on the same stream) are the exception: weftd serves one, `ROOTCA`, from the CA's
+//! roots rather than from the model ([`Discovery::with_roots`], [`crate::sds`]), tracked per stream
+//! apart from the views and sent again when the roots change.
 
 pub mod grpc;
 pub mod status;
 pub mod wire;
 
 use crate::metrics::XdsMetrics;
+use crate::sds;
 use crate::translate::{self, Scope};
 use crate::view::{type_index, Res, Snapshot, TypeDiff, View, TYPES};
 use bytes::Bytes;
@@ -78,6 +83,7 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpList
 /// The ADS service.
 pub struct Discovery {
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    roots: Option<sds::Roots>,
     status: Arc<StatusRegistry>,
     metrics: Arc<XdsMetrics>,
     next_conn: AtomicU64,
@@ -98,7 +104,16 @@ impl Discovery {
             metrics,
             next_conn: AtomicU64::new(1),
             large_pushes: Arc::new(Semaphore::new(LARGE_PUSH_PERMITS)),
+            roots: None,
         }
+    }
+
+    /// Serves the mesh's roots as the SDS secret `ROOTCA` to every proxy that asks for it, and again
+    /// to each whenever they change. Without roots, requests for secrets go unanswered (a proxy waits
+    /// for them, as Envoy waits for a secret no one has yet).
+    pub fn with_roots(mut self, roots: sds::Roots) -> Self {
+        self.roots = Some(roots);
+        self
     }
 
     /// Serves one stream of either protocol.
@@ -119,6 +134,8 @@ impl Discovery {
             protocol,
             snapshots: self.snapshots.clone(),
             snap: self.snapshots.borrow().clone(),
+            roots: self.roots.clone(),
+            secrets: Secrets::default(),
             status: self.status.clone(),
             metrics: self.metrics.clone(),
             large_pushes: self.large_pushes.clone(),
@@ -285,6 +302,25 @@ struct Flight {
     refused: bool,
 }
 
+/// SDS on one stream: what the proxy watches of the one secret weftd serves, `ROOTCA`
+/// ([`crate::sds`]), and what it was sent. Kept apart from the four types of the views: a secret does
+/// not come from the model, and it changes when the CA's root does, not with the config.
+#[derive(Default)]
+struct Secrets {
+    /// A request for secrets arrived.
+    subscribed: bool,
+    /// The names watched (state of the world: the last request's; delta: the subscriptions).
+    sub: Sub,
+    /// The version of `ROOTCA` the proxy holds, counting the response in flight as applied (a refused
+    /// one too: the same roots would be refused again, so they are sent again only once they change).
+    sent: Option<u64>,
+    /// Nonce number of the response the proxy has not answered yet; while there is one, a change of
+    /// the roots waits for the answer (then `sent` differs from the roots, and they go out).
+    flight: Option<u64>,
+    /// Nonce number of the last response sent.
+    last_nonce: u64,
+}
+
 /// One proxy's own resources of one generation, hashed.
 struct Inbound {
     generation: u64,
@@ -297,6 +333,9 @@ struct Connection {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     /// The snapshot this connection last pushed from.
     snap: Arc<Snapshot>,
+    /// The mesh's roots, served as `ROOTCA`.
+    roots: Option<sds::Roots>,
+    secrets: Secrets,
     status: Arc<StatusRegistry>,
     metrics: Arc<XdsMetrics>,
     large_pushes: Arc<Semaphore>,
@@ -335,6 +374,7 @@ struct Update {
 impl Connection {
     async fn run(mut self, mut inbound: Requests) {
         let mut snapshots = self.snapshots.clone();
+        let mut roots = self.roots.clone();
         loop {
             tokio::select! {
                 // Cancellation-safe: `next()` on a tonic stream loses nothing when the other branch wins.
@@ -371,6 +411,12 @@ impl Connection {
                         self.check_converged();
                     }
                 }
+                // Cancellation-safe: `changed()` marks nothing seen until it returns.
+                () = root_change(&mut roots) => {
+                    if self.proxy.is_some() && self.push_secrets().await.is_err() {
+                        break;
+                    }
+                }
             }
         }
         self.status.remove(self.id);
@@ -391,6 +437,9 @@ impl Connection {
                 .insert(self.id, ProxyStatus::new(node.id.clone(), identity.clone()));
             self.proxy = Some(identity);
             self.metrics.connected();
+        }
+        if req.type_url == type_url::SECRET {
+            return self.on_secret_request(req).await;
         }
         let Some(ti) = type_index(&req.type_url) else {
             warn!(type_url = %req.type_url, "request for a type weftd does not serve");
@@ -873,6 +922,135 @@ impl Connection {
         }
     }
 
+    /// A request for secrets: records the answer to the response in flight and what the proxy
+    /// watches, then sends `ROOTCA` if the proxy lacks it.
+    async fn on_secret_request(&mut self, req: Req) -> Result<(), Status> {
+        let n = (!req.response_nonce.is_empty())
+            .then(|| self.nonce_number(&req.response_nonce))
+            .flatten();
+        let s = &mut self.secrets;
+        if n.is_some() && n == s.flight {
+            s.flight = None;
+            match &req.error {
+                Some(reason) => {
+                    warn!(type_url = "SDS", nonce = %req.response_nonce, reason = %reason, "nack")
+                }
+                None => debug!(type_url = "SDS", nonce = %req.response_nonce, "ack"),
+            }
+        } else if !req.response_nonce.is_empty()
+            && n != Some(s.last_nonce)
+            && self.protocol == Protocol::Sotw
+        {
+            // An answer to an older response: the answer to the newer one carries the current names.
+            return Ok(());
+        }
+        let first = !s.subscribed;
+        s.subscribed = true;
+        let current = self
+            .roots
+            .as_ref()
+            .and_then(|r| r.borrow().clone())
+            .map(|pem| Res::new(sds::root_ca_resource(&pem)));
+        match req.names {
+            Names::Replace(names) => {
+                s.sub = Sub::Names(names.iter().map(|n| Arc::from(n.as_str())).collect())
+            }
+            Names::Delta {
+                subscribe,
+                unsubscribe,
+                initial,
+            } => {
+                if first {
+                    s.sub = Sub::Names(NameSet::default());
+                    // A proxy that reconnects with the roots it holds is not sent them again.
+                    let held = initial.get(sds::ROOTCA).map(String::as_bytes);
+                    if current
+                        .as_ref()
+                        .is_some_and(|r| held == Some(&version_text(r.version)[..]))
+                    {
+                        s.sent = current.as_ref().map(|r| r.version);
+                    }
+                }
+                if subscribe.iter().any(|n| n == "*") {
+                    s.sub = Sub::Wildcard;
+                }
+                if let Sub::Names(set) = &mut s.sub {
+                    for n in &unsubscribe {
+                        set.remove(n.as_str());
+                    }
+                    set.extend(subscribe.iter().map(|n| Arc::from(n.as_str())));
+                }
+            }
+        }
+        if !s.sub.has(sds::ROOTCA) {
+            // Not watched: what the proxy held of it is dropped with the subscription.
+            s.sent = None;
+        }
+        self.push_secrets().await
+    }
+
+    /// Sends `ROOTCA` to a proxy that watches it and does not hold the current roots; tells it the
+    /// roots are gone if they are. Waits while a response is unanswered.
+    async fn push_secrets(&mut self) -> Result<(), Status> {
+        let s = &mut self.secrets;
+        if !s.subscribed || !s.sub.has(sds::ROOTCA) || s.flight.is_some() {
+            return Ok(());
+        }
+        let current = self
+            .roots
+            .as_ref()
+            .and_then(|r| r.borrow().clone())
+            .map(|pem| Res::new(sds::root_ca_resource(&pem)));
+        let (resources, removed): (Vec<Res>, Vec<String>) = match current {
+            Some(r) if s.sent != Some(r.version) => (vec![r], Vec::new()),
+            None if s.sent.is_some() => (Vec::new(), vec![sds::ROOTCA.to_string()]),
+            _ => return Ok(()),
+        };
+        s.sent = resources.first().map(|r| r.version);
+        self.nonce += 1;
+        let s = &mut self.secrets;
+        s.flight = Some(self.nonce);
+        s.last_nonce = self.nonce;
+        let nonce = format!("{}-{}", self.id, self.nonce);
+        let version = s.sent.map(|v| format!("{v:016x}")).unwrap_or_default();
+        let versions: Vec<[u8; 16]> = resources.iter().map(|r| version_text(r.version)).collect();
+        let items: Vec<wire::Item<'_>> = resources
+            .iter()
+            .zip(&versions)
+            .map(|(r, v)| wire::Item {
+                name: sds::ROOTCA,
+                version: match self.protocol {
+                    Protocol::Sotw => b"",
+                    Protocol::Delta => v,
+                },
+                any: &r.encoded,
+            })
+            .collect();
+        debug!(type_url = "SDS", version = %version, resources = items.len(), "push");
+        let frames = match self.protocol {
+            Protocol::Sotw => wire::sotw(
+                &DiscoveryResponse {
+                    version_info: version,
+                    type_url: type_url::SECRET.to_string(),
+                    nonce,
+                    ..Default::default()
+                },
+                &items,
+            ),
+            Protocol::Delta => wire::delta(
+                &DeltaDiscoveryResponse {
+                    system_version_info: version,
+                    removed_resources: removed,
+                    type_url: type_url::SECRET.to_string(),
+                    nonce,
+                    ..Default::default()
+                },
+                &items,
+            ),
+        };
+        self.send(frames).await
+    }
+
     /// Waits for one of the [`LARGE_PUSH_PERMITS`].
     async fn large_push_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
         self.large_pushes
@@ -889,6 +1067,17 @@ impl Connection {
             .await
             .map_err(|_| Status::cancelled("proxy stream closed"))
     }
+}
+
+/// Returns when the roots change; never when there are none (or their sender is gone).
+async fn root_change(roots: &mut Option<sds::Roots>) {
+    if let Some(r) = roots {
+        if r.changed().await.is_ok() {
+            return;
+        }
+        *roots = None;
+    }
+    std::future::pending::<()>().await
 }
 
 /// The gauges a connection moved go back however its task ends (the stream closed, an error, or the
