@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod authn;
+pub mod ca;
 pub mod config;
 pub mod console;
 pub mod debug;
@@ -42,7 +43,7 @@ pub const DEFAULT_DEBOUNCE_MAX: &str = "10s";
 /// that do not report changes, such as some bind mounts).
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     weft_api::Duration::parse(s)
         .map(|d| d.get())
         .map_err(|e| e.to_string())
