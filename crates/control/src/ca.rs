@@ -1,16 +1,21 @@
-//! weftd's certificate authority: the signing key and root ([`authority`]) and the per-workload tokens
-//! that authenticate callers ([`token`]).
+//! weftd's certificate authority: the signing key and root ([`authority`]), the per-workload tokens that
+//! authenticate callers ([`token`]), Istio's `CreateCertificate` API ([`service`]) and the TLS port that
+//! serves it beside xDS ([`tls`]).
 //!
 //! A caller's identity comes from its token only: the CSR gives the public key and nothing else, so a
 //! proxy can never obtain a certificate for another workload.
 
 pub mod authority;
+pub mod service;
+pub mod tls;
 pub mod token;
 
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Default lifetime of a workload certificate (Istio: DEFAULT_WORKLOAD_CERT_TTL).
 pub const DEFAULT_WORKLOAD_CERT_TTL: &str = "24h";
@@ -143,6 +148,70 @@ pub enum Error {
     /// A blocking task (loading or generating keys) panicked.
     #[error("the task loading the CA's keys failed")]
     Task,
+}
+
+/// The running secure port.
+pub struct Started {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The root proxies must trust, PEM.
+    pub root_pem: String,
+    /// The gRPC server (CA and ADS); ends after shutdown.
+    pub server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Renews weftd's serving certificate; ends at shutdown.
+    pub renew: tokio::task::JoinHandle<()>,
+}
+
+/// Loads (or, on first start, generates) the key material, binds the secure port and serves on it,
+/// over TLS, the CA and `ads` (the same ADS service as the plaintext port), until `shutdown` is true.
+pub async fn start(
+    settings: &Settings,
+    ads: crate::server::grpc::AdsService,
+    trust_domain: service::TrustDomain,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Started, Error> {
+    let s = settings.clone();
+    let loaded = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+        let authority = match &s.source {
+            Source::SelfSigned => authority::Authority::load_or_create(&s.state_dir)?,
+            Source::Plugged(files) => authority::Authority::from_cacerts(files)?,
+        };
+        let tokens = token::TokenKey::load_or_create(&s.state_dir)?;
+        let serving = tls::ServingCert::issue(&authority, tls::Names::for_bind(s.secure_address))?;
+        Ok((Arc::new(authority), Arc::new(tokens), Arc::new(serving)))
+    })
+    .await
+    .map_err(|_| Error::Task)?;
+    let (authority, tokens, serving) = loaded?;
+    let bind = |source| Error::Bind {
+        addr: settings.secure_address,
+        source,
+    };
+    let listener = crate::server::listen(settings.secure_address).map_err(bind)?;
+    let addr = listener.local_addr().map_err(bind)?;
+    let tls = serving.server_config()?;
+    let ttl = service::Ttl {
+        default: settings.default_ttl,
+        max: settings.max_ttl,
+    };
+    let ca = service::CaService::new(authority.clone(), tokens, trust_domain, ttl).into_server();
+    let mut stop = shutdown.clone();
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(ca)
+        .add_service(ads)
+        .serve_with_incoming_shutdown(tls::incoming(listener, tls), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+    let root_pem = authority.root_pem();
+    let renew = tokio::spawn(serving.renew(authority, shutdown));
+    Ok(Started {
+        addr,
+        root_pem,
+        server: tokio::spawn(server),
+        renew,
+    })
 }
 
 impl Error {

@@ -54,7 +54,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 #[command(
     name = "weftd",
     version,
-    about = "Weft control plane: Istio config in, xDS out"
+    about = "Weft control plane: Istio config in, xDS out",
+    after_help = "`weftd token --help`: print a workload's token for the CA."
 )]
 pub struct Args {
     /// Directory of Istio YAML to serve (read recursively, watched).
@@ -104,6 +105,39 @@ pub struct Args {
     #[arg(long, env = "WEFTD_TRACE_MAX_SPANS", default_value_t = weft_trace::store::DEFAULT_MAX_SPANS,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub trace_max_spans: usize,
+    /// State directory: the CA's generated root (`root-cert.pem`, `ca-key.pem`) and the token key.
+    /// Given, weftd runs its CA and the TLS port (--secure-address); absent, neither.
+    #[arg(long, env = "WEFTD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Istio's cacerts `ca-cert.pem`: the certificate that signs workload certificates (with
+    /// --ca-key, --cert-chain and --root-cert; instead of a generated root).
+    #[arg(long, env = "WEFTD_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Istio's cacerts `ca-key.pem`: --ca-cert's private key.
+    #[arg(long, env = "WEFTD_CA_KEY")]
+    pub ca_key: Option<PathBuf>,
+    /// Istio's cacerts `cert-chain.pem`: the chain from --ca-cert towards the root.
+    #[arg(long, env = "WEFTD_CERT_CHAIN")]
+    pub cert_chain: Option<PathBuf>,
+    /// Istio's cacerts `root-cert.pem`: the mesh's root.
+    #[arg(long, env = "WEFTD_ROOT_CERT")]
+    pub root_cert: Option<PathBuf>,
+    /// Lifetime of a workload certificate when the proxy asks for none (Istio:
+    /// DEFAULT_WORKLOAD_CERT_TTL).
+    #[arg(long, env = "DEFAULT_WORKLOAD_CERT_TTL", default_value = ca::DEFAULT_WORKLOAD_CERT_TTL, value_parser = parse_duration)]
+    pub workload_cert_ttl: Duration,
+    /// Longest workload certificate lifetime a proxy may ask for (Istio: MAX_WORKLOAD_CERT_TTL).
+    #[arg(long, env = "MAX_WORKLOAD_CERT_TTL", default_value = ca::DEFAULT_MAX_WORKLOAD_CERT_TTL, value_parser = parse_duration)]
+    pub max_workload_cert_ttl: Duration,
+    /// Address of the TLS port serving the CA and xDS (Istio: 15012). Default: --xds-address's IP,
+    /// port 15012.
+    #[arg(long, env = "WEFTD_SECURE_ADDRESS")]
+    pub secure_address: Option<SocketAddr>,
+    /// Serve plaintext xDS on --xds-address (Istio's 15010); `--plaintext-xds=false` leaves only
+    /// the TLS port.
+    #[arg(long, env = "WEFTD_PLAINTEXT_XDS", default_value_t = true, action = clap::ArgAction::Set,
+        num_args = 0..=1, default_missing_value = "true")]
+    pub plaintext_xds: bool,
     /// Validate the config directory, print every problem, and exit (1 on errors).
     #[arg(long)]
     pub check: bool,
@@ -136,6 +170,10 @@ pub struct Config {
     pub trace_bounds: weft_trace::store::Bounds,
     /// The console.
     pub console: console::Settings,
+    /// The CA and the TLS port, when --state-dir is given.
+    pub ca: Option<ca::Settings>,
+    /// Whether --xds-address serves plaintext xDS.
+    pub plaintext_xds: bool,
 }
 
 /// Why weftd cannot start.
@@ -174,6 +212,17 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("xDS server failed")]
     Serve(#[source] tonic::transport::Error),
+    /// A CA flag is wrong.
+    #[error("--{flag}: {reason}")]
+    CaFlag {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The CA could not start.
+    #[error("cannot start the certificate authority")]
+    Ca(#[source] ca::Error),
 }
 
 impl TryFrom<&Args> for Config {
@@ -216,6 +265,15 @@ impl TryFrom<&Args> for Config {
             Some(l) => l.addr(),
             None => Some(SocketAddr::new(a.debug_address.ip(), port)),
         };
+        let ca = ca_settings(a)?;
+        if !a.plaintext_xds && ca.is_none() {
+            return Err(Error::CaFlag {
+                flag: "plaintext-xds",
+                reason:
+                    "false needs the TLS port, which needs --state-dir: weftd would serve no xDS"
+                        .into(),
+            });
+        }
         Ok(Config {
             config_dir: a.config_dir.clone(),
             xds_address: a.xds_address,
@@ -229,8 +287,78 @@ impl TryFrom<&Args> for Config {
                 max_spans: a.trace_max_spans,
             },
             console,
+            ca,
+            plaintext_xds: a.plaintext_xds,
         })
     }
+}
+
+/// The CA's settings from the flags: none without --state-dir; Istio's four cacerts files together
+/// or not at all.
+fn ca_settings(a: &Args) -> Result<Option<ca::Settings>, Error> {
+    let flag = |flag, reason: String| Error::CaFlag { flag, reason };
+    let plugged = [
+        ("ca-cert", &a.ca_cert),
+        ("ca-key", &a.ca_key),
+        ("cert-chain", &a.cert_chain),
+        ("root-cert", &a.root_cert),
+    ];
+    let given: Vec<&str> = plugged
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(n, _)| *n)
+        .collect();
+    let Some(state_dir) = a.state_dir.clone() else {
+        return match given.first() {
+            Some(f) => Err(flag(
+                f,
+                "needs --state-dir (weftd keeps the token key there)".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let source = match (&a.ca_cert, &a.ca_key, &a.cert_chain, &a.root_cert) {
+        (None, None, None, None) => ca::Source::SelfSigned,
+        (Some(c), Some(k), Some(ch), Some(r)) => ca::Source::Plugged(ca::CaCerts {
+            ca_cert: c.clone(),
+            ca_key: k.clone(),
+            cert_chain: ch.clone(),
+            root_cert: r.clone(),
+        }),
+        _ => {
+            let missing: Vec<String> = plugged
+                .iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(n, _)| format!("--{n}"))
+                .collect();
+            return Err(flag(
+                given[0],
+                format!(
+                    "Istio's cacerts files go together (--ca-cert, --ca-key, --cert-chain, \
+                     --root-cert); missing: {}",
+                    missing.join(", ")
+                ),
+            ));
+        }
+    };
+    if a.workload_cert_ttl.is_zero() || a.workload_cert_ttl > a.max_workload_cert_ttl {
+        return Err(flag(
+            "workload-cert-ttl",
+            format!(
+                "{:?} must be more than 0 and at most --max-workload-cert-ttl ({:?})",
+                a.workload_cert_ttl, a.max_workload_cert_ttl
+            ),
+        ));
+    }
+    Ok(Some(ca::Settings {
+        state_dir,
+        source,
+        default_ttl: a.workload_cert_ttl,
+        max_ttl: a.max_workload_cert_ttl,
+        secure_address: a
+            .secure_address
+            .unwrap_or_else(|| SocketAddr::new(a.xds_address.ip(), ca::SECURE_PORT)),
+    }))
 }
 
 /// Reads the directory once and returns its problems (for `--check`).
@@ -336,11 +464,17 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let jwks_task = tokio::spawn(jwks_fetcher.run(shutdown_rx.clone()));
 
-    let xds_listener = server::listen(config.xds_address).map_err(|source| Error::Bind {
-        what: "xds",
-        addr: config.xds_address,
-        source,
-    })?;
+    let xds_listener = if config.plaintext_xds {
+        Some(
+            server::listen(config.xds_address).map_err(|source| Error::Bind {
+                what: "xds",
+                addr: config.xds_address,
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
     let debug_listener = tokio::net::TcpListener::bind(config.debug_address)
         .await
         .map_err(|source| Error::Bind {
@@ -500,18 +634,38 @@ pub async fn run(config: Config) -> Result<(), Error> {
         tokio::spawn(c.serve(l, shutdown_rx.clone()))
     });
 
+    let model_rx_for_ca = model_rx.clone();
     let discovery = server::Discovery::new(model_rx, status, metrics.xds.clone());
     let service = server::grpc::AdsService::new(discovery, 16 * 1024 * 1024);
-    let mut sd = shutdown_rx.clone();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
-    let grpc = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = sd.changed().await;
-        });
-    let grpc_task = tokio::spawn(grpc);
+    // The TLS port (Istio's 15012): the CA, and the same ADS service as the plaintext port.
+    let secure = match &config.ca {
+        Some(settings) => {
+            let m = model_rx_for_ca;
+            let trust_domain: ca::service::TrustDomain =
+                Arc::new(move || m.borrow().model.mesh.trust_domain.clone());
+            let s = ca::start(settings, service.clone(), trust_domain, shutdown_rx.clone())
+                .await
+                .map_err(Error::Ca)?;
+            info!(secure = %s.addr, state_dir = %settings.state_dir.display(), "serving the CA and xDS over TLS");
+            Some(s)
+        }
+        None => {
+            info!("no --state-dir: no CA and no TLS port");
+            None
+        }
+    };
+    let grpc_task = xds_listener.map(|l| {
+        let mut sd = shutdown_rx.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+        let grpc = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = sd.changed().await;
+            });
+        tokio::spawn(grpc)
+    });
 
     shutdown_signal().await;
     info!("shutting down");
@@ -523,9 +677,17 @@ pub async fn run(config: Config) -> Result<(), Error> {
     if let Some(t) = console_task {
         let _ = t.await;
     }
-    // Open ADS streams do not end by themselves: give the server a moment, then stop.
-    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), grpc_task).await {
-        return Err(Error::Serve(e));
+    // Open ADS streams do not end by themselves: give the servers a moment, then stop.
+    if let Some(s) = secure {
+        let _ = s.renew.await;
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), s.server).await {
+            return Err(Error::Serve(e));
+        }
+    }
+    if let Some(t) = grpc_task {
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), t).await {
+            return Err(Error::Serve(e));
+        }
     }
     Ok(())
 }

@@ -17,6 +17,12 @@ fn init_logging(level: &str, format: &str) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `weftd token`: its own flags (weftd's need --config-dir), so it is dispatched before them.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "token") {
+        let args = weft_control::ca::token::TokenArgs::parse_from(std::env::args_os().skip(1));
+        println!("{}", weft_control::ca::token::token_command(&args)?);
+        return Ok(());
+    }
     let args = Args::parse();
     if args.check {
         let diags = check(&args.config_dir);
