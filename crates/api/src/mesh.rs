@@ -60,8 +60,9 @@ pub struct MeshConfig {
     pub proxy_listen_port: Option<u32>,
     /// Inbound capture port.
     pub proxy_inbound_listen_port: Option<u32>,
-    /// Path normalization (later issue).
-    pub path_normalization: Option<Loose>,
+    /// How inbound sidecars normalize request paths before authorization and routing (Istio's
+    /// `pathNormalization`; `BASE` when absent).
+    pub path_normalization: Option<PathNormalization>,
     /// Mesh id.
     pub mesh_id: Option<String>,
 }
@@ -103,6 +104,43 @@ impl Default for MeshConfig {
             proxy_inbound_listen_port: None,
             path_normalization: None,
             mesh_id: None,
+        }
+    }
+}
+
+/// MeshConfig `pathNormalization`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PathNormalization {
+    /// The normalization; `DEFAULT` (or absent) is `BASE`.
+    #[serde(default)]
+    pub normalization: PathNormalizationMode,
+}
+
+/// What `pathNormalization.normalization` does to a path, as Istio defines its values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PathNormalizationMode {
+    /// `BASE`.
+    #[default]
+    Default,
+    /// Paths are forwarded as received: no normalization at all.
+    None,
+    /// RFC 3986 normalization: `%XX` of unreserved characters decoded, `.` and `..` segments resolved,
+    /// `\` made `/`.
+    Base,
+    /// `BASE`, and `//` merged into `/`.
+    MergeSlashes,
+    /// `MERGE_SLASHES`, and `%2F` / `%5C` decoded before.
+    DecodeAndMergeSlashes,
+}
+
+impl MeshConfig {
+    /// The path normalization in force (`BASE` when unset).
+    pub fn path_normalization(&self) -> PathNormalizationMode {
+        match self.path_normalization.map(|p| p.normalization) {
+            None | Some(PathNormalizationMode::Default) => PathNormalizationMode::Base,
+            Some(m) => m,
         }
     }
 }

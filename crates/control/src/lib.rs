@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod sds;
+pub mod security;
 pub mod server;
 pub mod telemetry;
 pub mod translate;

@@ -23,6 +23,9 @@ pub struct Model {
     pub sidecars: BTreeMap<String, Arc<Resource>>,
     /// Telemetry resources by `namespace/name` ([`crate::telemetry`] picks those of a proxy).
     pub telemetries: BTreeMap<String, Arc<Resource>>,
+    /// PeerAuthentications, AuthorizationPolicies and RequestAuthentications by namespace
+    /// ([`crate::security`] picks those of a workload).
+    pub security: crate::security::Index,
     /// The protocols of the service ports each workload serves, by instance IP, then port number: what
     /// decides whether a proxy's inbound listener for that port carries HTTP or opaque TCP.
     pub instance_ports: HashMap<String, BTreeMap<u32, PortProtocols>>,
@@ -76,6 +79,7 @@ impl Model {
         let instance_ports = instance_ports(&services);
         Model {
             telemetries: crate::telemetry::index(resources),
+            security: crate::security::Index::new(resources),
             generation,
             instance_ports,
             services,

@@ -9,6 +9,7 @@ use crate::registry::Service;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use tracing::warn;
+use weft_api::mesh::PathNormalizationMode;
 use weft_api::networking::service_entry::ServicePort;
 use weft_api::networking::sidecar::EgressHost;
 use weft_xds::node::ProxyIdentity;
@@ -851,12 +852,14 @@ fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
     for &(svc_port, _) in &proxy.inbound_ports {
         let port = u32::from(svc_port);
         let filters = if model.inbound_is_tcp(&proxy.ip, port) {
-            telemetry::stats_network_filter(&server)
+            // AuthorizationPolicy: network RBAC before anything reads or forwards a byte.
+            crate::security::rbac_network_filters(model, &proxy.namespace, &proxy.labels, port)
                 .into_iter()
+                .chain(telemetry::stats_network_filter(&server))
                 .chain([tcp_proxy_filter(&inbound_cluster_name(port))])
                 .collect()
         } else {
-            vec![hcm_filter(&hcm_with_telemetry(
+            let mut hcm = hcm_with_telemetry(
                 &model.mesh,
                 &server,
                 HttpConnectionManager {
@@ -865,7 +868,12 @@ fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
                     route_specifier: Some(RouteSpecifier::RouteConfig(route::inbound(port))),
                     ..Default::default()
                 },
-            ))]
+            );
+            set_path_normalization(&mut hcm, model.mesh.path_normalization());
+            // AuthorizationPolicy: RBAC first (after jwt_authn, added below), as Istio orders them.
+            let rbac = crate::security::rbac_http_filters(model, &proxy.namespace, &proxy.labels);
+            hcm.http_filters.splice(0..0, rbac);
+            vec![hcm_filter(&hcm)]
         };
         let mut l = listener(
             format!("inbound_{}_{port}", proxy.ip),
@@ -882,6 +890,24 @@ fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
         out.push(l);
     }
     out
+}
+
+/// MeshConfig `pathNormalization` on an inbound connection manager, as Istio sets it: `BASE` is
+/// `normalize_path`, `MERGE_SLASHES` adds `merge_slashes`, `DECODE_AND_MERGE_SLASHES` also unescapes
+/// `%2F` and `%5C`; `NONE` sets nothing.
+fn set_path_normalization(hcm: &mut HttpConnectionManager, mode: PathNormalizationMode) {
+    use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::PathWithEscapedSlashesAction as Escaped;
+    let (normalize, merge, unescape) = match mode {
+        PathNormalizationMode::None => return,
+        PathNormalizationMode::Default | PathNormalizationMode::Base => (true, false, false),
+        PathNormalizationMode::MergeSlashes => (true, true, false),
+        PathNormalizationMode::DecodeAndMergeSlashes => (true, true, true),
+    };
+    hcm.normalize_path = Some(BoolValue { value: normalize });
+    hcm.merge_slashes = merge;
+    if unescape {
+        hcm.path_with_escaped_slashes_action = Escaped::UnescapeAndForward as i32;
+    }
 }
 
 /// The proxy's TCP egress listeners, `<bind>_<port>` on `bind` or else its own IP. One that would

@@ -40,10 +40,7 @@ impl ParsedFile {
                 .resources
                 .into_iter()
                 .map(|r| {
-                    let mut own = validate(&r);
-                    if let Some(why) = not_enforced(r.kind) {
-                        own.push(diag(&r, "kind", why.to_string()));
-                    }
+                    let own = validate(&r);
                     (Arc::new(r), own)
                 })
                 .collect(),
@@ -283,19 +280,6 @@ impl DirSource {
     }
 }
 
-/// Kinds that `weft analyze` reads and validates but this weftd does not enforce yet, with why: they
-/// are refused (the last good config stays) rather than accepted and silently ignored. Security
-/// (issue 23) lands in steps; each kind leaves this list with the step that makes its proxies enforce it.
-fn not_enforced(kind: weft_api::Kind) -> Option<&'static str> {
-    use weft_api::Kind::*;
-    match kind {
-        PeerAuthentication | AuthorizationPolicy => Some(
-            "validated, but not enforced by this weftd yet: refused so that no security policy is silently ignored (see the README's Security section)",
-        ),
-        _ => None,
-    }
-}
-
 fn diag(r: &Resource, field: &str, message: String) -> Diagnostic {
     Diagnostic {
         severity: weft_api::Severity::Error,
@@ -312,17 +296,6 @@ fn diag(r: &Resource, field: &str, message: String) -> Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn security_kinds_not_enforced_yet_are_refused_naming_the_resource() {
-        let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-all\n  namespace: default\nspec: {}\n";
-        let f = ParsedFile::new("authz.yaml", text.to_string());
-        let (r, own) = &f.resources[0];
-        assert_eq!(r.metadata.name, "deny-all");
-        let e = own.iter().find(|d| d.is_error()).expect("refused");
-        assert_eq!(e.field, "kind");
-        assert!(e.message.contains("not enforced"), "{}", e.message);
-    }
 
     const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1}]\n";
     const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}]\n";

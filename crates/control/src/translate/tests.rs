@@ -268,7 +268,7 @@ fn golden_productpage_config() {
     for (t, items) in &res.by_type {
         let rendered: Vec<serde_json::Value> = items
             .values()
-            .map(|a| weft_xds::json::any_to_json(a).expect("renders"))
+            .map(|a| weft_xds::json::any_to_json(a).unwrap_or_else(|e| panic!("renders: {e:?}")))
             .collect();
         dump.insert(type_url::short(t).to_string(), rendered.into());
     }
@@ -1037,4 +1037,115 @@ spec:
     ));
     assert_eq!(hcm.http_filters.len(), 2);
     assert!(hcm.request_id_extension.is_none());
+}
+
+#[test]
+fn authorization_policies_become_rbac_filters_on_inbound_listeners() {
+    const POLICIES: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: default}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin*]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-get, namespace: default}
+spec:
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: default}
+spec:
+  jwtRules: [{issuer: issuer.example, jwks: '{\"keys\":[]}'}]
+";
+    let names = |hcm: &HttpConnectionManager| -> Vec<String> {
+        hcm.http_filters.iter().map(|f| f.name.clone()).collect()
+    };
+    // HTTP: jwt_authn, then DENY, then ALLOW, before the fault filter and the router, on every chain
+    // (mTLS and plaintext alike).
+    let res = for_proxy(&model(POLICIES), &proxy("default"));
+    let l = listener_of(&res, "inbound_127.0.1.10_9080");
+    assert!(l.filter_chains.len() >= 2, "mTLS and plaintext chains");
+    for chain in 0..l.filter_chains.len() {
+        let mut one = l.clone();
+        one.filter_chains = vec![l.filter_chains[chain].clone()];
+        let hcm = hcm_of(&one);
+        let n = names(&hcm);
+        assert_eq!(
+            &n[..4],
+            [
+                "envoy.filters.http.jwt_authn",
+                "envoy.filters.http.rbac",
+                "envoy.filters.http.rbac",
+                filter_name::FAULT
+            ],
+            "{n:?}"
+        );
+        // Istio's default path normalization (BASE) on the connection manager the policies check.
+        assert_eq!(hcm.normalize_path, Some(BoolValue { value: true }));
+        assert!(!hcm.merge_slashes);
+    }
+    // Another namespace's proxy gets none of them.
+    let other = for_proxy(&model(POLICIES), &proxy("other"));
+    let l = listener_of(&other, "inbound_127.0.1.10_9080");
+    assert!(!names(&hcm_of(&l)).iter().any(|n| n.contains("rbac")));
+
+    // TCP: the network RBAC filter before tcp_proxy.
+    let mut db = proxy("default");
+    db.ip = "127.0.50.2".into();
+    db.inbound_ports = vec![(9000, 19000)];
+    let res = for_proxy(&model(&format!("{DB}---\n{POLICIES}")), &db);
+    let l = listener_of(&res, "inbound_127.0.50.2_9000");
+    let filters: Vec<&str> = l.filter_chains[0]
+        .filters
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(
+        filters.first(),
+        Some(&"envoy.filters.network.rbac"),
+        "{filters:?}"
+    );
+    assert_eq!(filters.last(), Some(&filter_name::TCP_PROXY), "{filters:?}");
+}
+
+#[test]
+fn meshconfig_path_normalization_sets_the_inbound_connection_manager() {
+    let with = |yaml: &str| {
+        let mesh = parse_file("mesh.yaml", yaml).mesh.expect("mesh");
+        let mut m = model("");
+        m.mesh = mesh;
+        let res = for_proxy(&m, &proxy("default"));
+        hcm_of(&listener_of(&res, "inbound_127.0.1.10_9080"))
+    };
+    use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::PathWithEscapedSlashesAction as Escaped;
+    let none = with("pathNormalization: {normalization: NONE}");
+    assert_eq!(none.normalize_path, None);
+    let merge = with("pathNormalization: {normalization: MERGE_SLASHES}");
+    assert_eq!(merge.normalize_path, Some(BoolValue { value: true }));
+    assert!(merge.merge_slashes);
+    assert_eq!(
+        merge.path_with_escaped_slashes_action,
+        Escaped::ImplementationSpecificDefault as i32
+    );
+    let decode = with("pathNormalization: {normalization: DECODE_AND_MERGE_SLASHES}");
+    assert!(decode.merge_slashes);
+    assert_eq!(
+        decode.path_with_escaped_slashes_action,
+        Escaped::UnescapeAndForward as i32
+    );
+    // A value Istio does not have refuses the MeshConfig.
+    let bad = parse_file("mesh.yaml", "pathNormalization: {normalization: LOWERCASE}");
+    assert!(bad.mesh.is_none());
+    assert!(
+        bad.diagnostics
+            .iter()
+            .any(|d| d.message.contains("LOWERCASE")
+                || d.field.contains("pathNormalization")
+                || d.message.contains("pathNormalization")),
+        "{:?}",
+        bad.diagnostics
+    );
 }
