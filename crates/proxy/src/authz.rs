@@ -24,6 +24,7 @@ pub use normalize::{normalize_path, EscapedSlashes, PathNormalization, Rejected}
 
 use matcher::{Input, Permission, Principal};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use weft_xds::pb::envoy::config::rbac::v3::{rbac::Action as XAction, Rbac as XRbac};
 use weft_xds::pb::envoy::extensions::filters::http::rbac::v3::Rbac as XHttpRbac;
@@ -424,6 +425,12 @@ impl Filter {
     }
 }
 
+impl Drop for Rbac {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn unpack<M: prost::Message + Default>(
     any: &weft_xds::Any,
     type_url: &'static str,
@@ -437,6 +444,15 @@ fn unpack<M: prost::Message + Default>(
         type_url: type_url.to_string(),
         source,
     })
+}
+
+/// How many [`Rbac`]s exist, in any snapshot: while there are none, a request asks no listener for its
+/// RBAC (one atomic load instead of a lookup).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether any listener may have RBAC filters: false means none has.
+pub(crate) fn any_live() -> bool {
+    LIVE.load(Ordering::Relaxed) != 0
 }
 
 /// A listener's RBAC filters, in their order: immutable, shared by the requests of a snapshot.
@@ -453,10 +469,13 @@ impl Rbac {
     pub fn new(filters: Vec<Filter>) -> Option<Rbac> {
         let enforces = filters.iter().any(|f| f.rules.is_some());
         let shadows = filters.iter().any(|f| f.shadow.is_some());
-        (enforces || shadows).then(|| Rbac {
-            filters: filters.into(),
-            enforces,
-            shadows,
+        (enforces || shadows).then(|| {
+            LIVE.fetch_add(1, Ordering::Relaxed);
+            Rbac {
+                filters: filters.into(),
+                enforces,
+                shadows,
+            }
         })
     }
 
@@ -521,6 +540,54 @@ impl Rbac {
             }
         }
         Some(Decision::Allow)
+    }
+}
+
+/// Phase: a listener's path normalization applied to a request head, before anything reads its path:
+/// the URI is rewritten only when the path changes (the one allocation, for a path that was not
+/// normal); a path Envoy refuses is an error (400).
+pub(crate) fn normalize_request(
+    parts: &mut http::request::Parts,
+    opts: PathNormalization,
+) -> Result<(), Rejected> {
+    let Some(pq) = parts.uri.path_and_query() else {
+        return Ok(());
+    };
+    let normalized = match normalize_path(pq.as_str(), opts)? {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(p) => p,
+    };
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.path_and_query =
+        Some(http::uri::PathAndQuery::try_from(normalized).map_err(|_| Rejected::Uri)?);
+    parts.uri = http::Uri::from_parts(uri).map_err(|_| Rejected::Uri)?;
+    Ok(())
+}
+
+/// Phase: a listener's RBAC filters on a request (path normalized, JWT verified), logging a denial and
+/// what any shadow rules would have done (at `debug`, target `rbac`).
+pub(crate) fn authorize_request(
+    rbac: &Rbac,
+    s: &Subject<'_>,
+    parts: &http::request::Parts,
+) -> Result<(), crate::error::ProxyError> {
+    if rbac.has_shadow() {
+        if let Some(d) = rbac.shadow_http(s, parts) {
+            tracing::debug!(target: "rbac", peer = %s.source, path = parts.uri.path(), shadow = ?d, "shadow rules");
+        }
+    }
+    match rbac.check_http(s, parts) {
+        Decision::Allow => Ok(()),
+        Decision::Deny { policy } => {
+            tracing::debug!(
+                target: "rbac",
+                peer = %s.source,
+                path = parts.uri.path(),
+                policy = policy.as_deref().unwrap_or("none"),
+                "request denied"
+            );
+            Err(crate::error::ProxyError::Denied { policy })
+        }
     }
 }
 
