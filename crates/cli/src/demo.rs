@@ -4,6 +4,11 @@
 //! service keeps Bookinfo's port 9080 as it would in a pod: the sidecar listens on `<ip>:9080` (inbound),
 //! `<ip>:15001` (the app's `http_proxy`) and `<ip>:15000` (admin); the app listens on `<ip>:19080`.
 //! The same [`Layout`] is used by the end-to-end tests, so they start exactly what users start.
+//!
+//! Mutual TLS is on, as Istio installs it: weftd runs its CA (state in `<config-dir>/.weftd`), each
+//! sidecar gets a token for its workload's service account and obtains its certificate from the CA,
+//! and the WorkloadEntries say each workload has a sidecar (`security.istio.io/tlsMode: istio`), so
+//! sidecars speak mTLS to each other (auto mTLS) and accept both mTLS and plaintext (PERMISSIVE).
 
 use crate::http::get;
 use anyhow::{bail, Context};
@@ -17,6 +22,13 @@ pub const BOOKINFO_REGISTRY: &str =
     include_str!("../../../samples/bookinfo/platform/local/bookinfo.yaml");
 /// The subnet the registry file is written for.
 pub const DEFAULT_SUBNET: &str = "127.0.1";
+/// The namespace of the demo's workloads.
+pub const NAMESPACE: &str = "default";
+/// The label that says a workload has a sidecar, which the demo's workloads carry as Istio's injector
+/// puts it on pods.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode=istio";
+/// weftd's TLS port: the CA and xDS (Istio's 15012).
+pub const SECURE_PORT: u16 = 15012;
 /// Where the application listens on its workload address.
 pub const APP_PORT: u16 = 19080;
 /// The service port.
@@ -37,6 +49,11 @@ impl Workload {
     /// `reviews-v2`.
     pub fn name(&self) -> String {
         format!("{}-{}", self.service, self.version)
+    }
+
+    /// Its service account, as Istio's bookinfo.yaml names them (`bookinfo-reviews`).
+    pub fn service_account(&self) -> String {
+        format!("bookinfo-{}", self.service)
     }
 }
 
@@ -95,6 +112,47 @@ impl Layout {
     /// weftd's xDS address.
     pub fn xds_address(&self) -> String {
         format!("{}:15010", self.weftd_ip)
+    }
+    /// weftd's TLS port: the CA and xDS.
+    pub fn secure_address(&self) -> String {
+        format!("{}:{SECURE_PORT}", self.weftd_ip)
+    }
+    /// weftd's state directory: the CA's root and key, the token key, and the workloads' tokens.
+    /// Inside the config directory (removed with it), where the leading dot keeps weftd's reader out.
+    pub fn state_dir(&self) -> PathBuf {
+        self.config_dir.join(".weftd")
+    }
+    /// The mesh's root, which weftd's CA generates on its first start and the sidecars trust.
+    pub fn root_cert(&self) -> PathBuf {
+        self.state_dir().join("root-cert.pem")
+    }
+    /// Where a workload's CA token is.
+    pub fn token_file(&self, w: &Workload) -> PathBuf {
+        self.state_dir()
+            .join("tokens")
+            .join(format!("{}.token", w.name()))
+    }
+    /// Writes each workload's token for weftd's CA (what `weftd token` prints), made with the state
+    /// directory's token key (created if missing, so before weftd's first start). Readable by the
+    /// owner only: a token obtains that workload's certificates.
+    pub fn write_tokens(&self) -> anyhow::Result<()> {
+        use weft_control::ca::token::{token_command, TokenArgs, DEFAULT_TOKEN_TTL};
+        let ttl = weft_api::Duration::parse(DEFAULT_TOKEN_TTL)
+            .map_err(|e| anyhow::anyhow!("token lifetime {DEFAULT_TOKEN_TTL}: {e}"))?
+            .get();
+        for w in &WORKLOADS {
+            let token = token_command(&TokenArgs {
+                state_dir: self.state_dir(),
+                namespace: NAMESPACE.into(),
+                service_account: w.service_account(),
+                ttl,
+            })
+            .with_context(|| format!("cannot make the token of {}", w.name()))?;
+            let path = self.token_file(w);
+            write_private(&path, token.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
     }
     /// weftd's debug address.
     pub fn debug_address(&self) -> String {
@@ -159,6 +217,11 @@ impl Layout {
             .arg(self.debug_address())
             .arg("--console-address")
             .arg(self.console_address())
+            // The CA (and xDS over TLS) on the TLS port, its root and keys in the state directory.
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--secure-address")
+            .arg(self.secure_address())
             // One machine's six proxies: scraping them every 5 s costs nothing and keeps the console
             // lively (Istio's 15 s elsewhere).
             .arg("--scrape-interval")
@@ -188,18 +251,28 @@ impl Layout {
             .arg("--workload")
             .arg(w.name())
             .arg("--namespace")
-            .arg("default")
+            .arg(NAMESPACE)
             .arg("--labels")
-            .arg(format!("app={},version={}", w.service, w.version))
+            .arg(format!(
+                "app={},version={},{TLS_MODE_LABEL}",
+                w.service, w.version
+            ))
             .arg("--service-account")
-            .arg(format!("bookinfo-{}", w.service))
+            .arg(w.service_account())
             .arg("--ip")
             .arg(self.ip(w))
             // Each sidecar's admin port on its own loopback address (what localhost is to a pod).
             .arg("--admin-ip")
             .arg(self.ip(w))
             .arg("--inbound-ports")
-            .arg(format!("{SERVICE_PORT}:{APP_PORT}"));
+            .arg(format!("{SERVICE_PORT}:{APP_PORT}"))
+            // Its identity: a certificate from weftd's CA for its service account.
+            .arg("--ca-address")
+            .arg(self.secure_address())
+            .arg("--ca-root-cert")
+            .arg(self.root_cert())
+            .arg("--ca-token-file")
+            .arg(self.token_file(w));
         c
     }
 
@@ -249,6 +322,39 @@ impl Layout {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes `bytes` to a new file at `path` (and its directory), readable by the owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    std::io::Write::write_all(&mut o.open(path)?, bytes)
+}
+
+/// Polls a TCP connect to `addr` until it succeeds or `deadline` passes.
+pub async fn wait_listening(addr: &str, deadline: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => return Ok(()),
+            Err(e) if start.elapsed() > deadline => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("{addr} not listening after {deadline:?}")))
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
     }
 }
 
@@ -328,8 +434,11 @@ pub async fn start(layout: &Layout, log_dir: &Path, procs: &mut Processes) -> an
     layout.check_binaries()?;
     std::fs::create_dir_all(log_dir)
         .with_context(|| format!("cannot create {}", log_dir.display()))?;
+    layout.write_tokens()?;
     procs.spawn("weftd", layout.weftd(), log_dir)?;
     wait_ok(&layout.debug_address(), "/ready", Duration::from_secs(15)).await?;
+    // The CA's port opens once its root is on disk, where the sidecars read it.
+    wait_listening(&layout.secure_address(), Duration::from_secs(15)).await?;
     for w in &WORKLOADS {
         procs.spawn(&w.name(), layout.app(w), log_dir)?;
         procs.spawn(&format!("{}-proxy", w.name()), layout.proxy(w), log_dir)?;
@@ -375,6 +484,11 @@ pub async fn run(layout: Layout, keep_config: bool) -> anyhow::Result<()> {
         "  console:       http://{}/  (weft dashboard)",
         layout.console_address()
     );
+    println!(
+        "  mTLS:          between every sidecar (PERMISSIVE); CA and xDS over TLS {}, root {}",
+        layout.secure_address(),
+        layout.root_cert().display()
+    );
     println!("  config dir:    {}", layout.config_dir.display());
     println!("  logs:          {}", log_dir.display());
     println!();
@@ -383,6 +497,7 @@ pub async fn run(layout: Layout, keep_config: bool) -> anyhow::Result<()> {
     println!("  weft apply -f samples/bookinfo/networking/destination-rule-all.yaml");
     println!("  weft apply -f samples/bookinfo/networking/virtual-service-all-v1.yaml");
     println!("  weft proxy-config routes productpage-v1");
+    println!("  weft proxy-config secret productpage-v1");
     println!();
     println!("Ctrl-C stops everything.");
     let mut check = tokio::time::interval(Duration::from_secs(1));
@@ -427,6 +542,78 @@ mod tests {
         assert!(weft_api::analyze(&p.resources)
             .iter()
             .all(|d| !d.is_error()));
+        // Each workload has a sidecar and its sidecar's service account, as Istio's bookinfo.yaml
+        // and injector give them: what auto mTLS and the certificates' names follow.
+        for w in &WORKLOADS {
+            let we = p
+                .resources
+                .iter()
+                .find(|r| r.metadata.name == w.name())
+                .and_then(|r| r.as_workload_entry())
+                .unwrap_or_else(|| panic!("no WorkloadEntry {}", w.name()));
+            assert_eq!(
+                we.labels
+                    .get("security.istio.io/tlsMode")
+                    .map(String::as_str),
+                Some("istio"),
+                "{}",
+                w.name()
+            );
+            assert_eq!(
+                we.service_account.as_deref(),
+                Some(w.service_account().as_str()),
+                "{}",
+                w.name()
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_name_each_workloads_service_account_and_only_the_owner_reads_them() {
+        let dir = std::env::temp_dir().join(format!("weft-demo-tokens-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let layout = Layout {
+            subnet: DEFAULT_SUBNET.into(),
+            weftd_ip: "127.0.9.1".into(),
+            bin_dir: PathBuf::from("/nonexistent"),
+            config_dir: dir.join("config"),
+        };
+        layout.write_tokens().expect("tokens");
+        let key = weft_control::ca::token::TokenKey::load_or_create(&layout.state_dir())
+            .expect("the key the tokens were made with");
+        for w in &WORKLOADS {
+            let path = layout.token_file(w);
+            let token = std::fs::read_to_string(&path).expect("a token file");
+            let id = key
+                .verify(&token, std::time::SystemTime::now())
+                .expect("a valid token");
+            assert_eq!(
+                (id.namespace.as_str(), id.service_account.as_str()),
+                ("default", w.service_account().as_str())
+            );
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+            }
+        }
+        let proxy = layout.proxy(&WORKLOADS[2]);
+        let args: Vec<String> = proxy
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        for want in [
+            "--ca-token-file",
+            "--ca-root-cert",
+            "--ca-address",
+            "127.0.9.1:15012",
+            "app=reviews,version=v1,security.istio.io/tlsMode=istio",
+        ] {
+            assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

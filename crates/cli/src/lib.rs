@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod http;
 pub mod install;
+pub mod secret;
 pub mod status;
 
 use anyhow::Context;
@@ -85,11 +86,11 @@ pub enum Command {
         /// One proxy (workload, workload.namespace or node id) for detail.
         proxy: Option<String>,
     },
-    /// What a proxy holds, in Envoy's config-dump shape.
+    /// What a proxy holds, in Envoy's config-dump shape; `secret`: its certificates, as a table.
     ProxyConfig {
-        /// clusters, listeners, routes, endpoints or all.
+        /// clusters, listeners, routes, endpoints, all, or secret.
         what: String,
-        /// Proxy (workload, workload.namespace or node id).
+        /// Proxy (workload, workload.namespace or node id; for secret also its admin address).
         proxy: String,
     },
     /// Print the address of weftd's console (service graph, metrics, traces) and open a browser on it.
@@ -212,6 +213,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::ProxyStatus { proxy } => {
             status::proxy_status(&cli.weftd, proxy.as_deref()).await?;
+            Ok(0)
+        }
+        Command::ProxyConfig { what, proxy } if secret::is_secret(&what) => {
+            secret::proxy_config_secret(&cli.weftd, &proxy).await?;
             Ok(0)
         }
         Command::ProxyConfig { what, proxy } => {
