@@ -591,20 +591,20 @@ pub(crate) fn authorize_request(
     }
 }
 
-/// Whether `rbac` lets a new TCP connection from `source` to `destination` through, logging a denial and
-/// what any shadow rules would have done (at `debug`, target `rbac`). A plaintext connection: no
-/// peer identity or SNI yet.
+/// Whether `rbac` lets a new TCP connection through, logging a denial and what any shadow rules would
+/// have done (at `debug`, target `rbac`). `client`: its address, the one it connected to, and over
+/// mutual TLS its SPIFFE ID and SNI.
 pub(crate) fn allows_connection(
     rbac: &Rbac,
     listener: &str,
-    source: SocketAddr,
-    destination: SocketAddr,
+    client: &crate::tls::Downstream,
 ) -> bool {
+    let source = client.peer;
     let s = Subject {
         source,
-        destination,
-        principal: None,
-        sni: None,
+        destination: client.local.unwrap_or(source),
+        principal: client.principal.as_deref(),
+        sni: client.sni.as_deref(),
         auth: None,
     };
     if rbac.has_shadow() {

@@ -75,7 +75,7 @@ pub(crate) fn handle(
     let pending = shared
         .telemetry
         .as_ref()
-        .and_then(|t| telemetry_start(t, &shared, &entry, &mut parts));
+        .and_then(|t| telemetry_start(t, &shared, &entry, down, &mut parts));
     // Request authentication (Envoy's jwt_authn), then RBAC with its result (Istio's `request.auth.*`),
     // before routing, as in Envoy's filter chain.
     let mut plan = normalized
@@ -154,6 +154,7 @@ fn telemetry_start(
     t: &Arc<Telemetry>,
     shared: &Shared,
     entry: &Entry,
+    down: Option<&crate::tls::Downstream>,
     parts: &mut http::request::Parts,
 ) -> Option<Box<Pending>> {
     let protocol = if telemetry::is_grpc(&parts.headers) {
@@ -212,7 +213,12 @@ fn telemetry_start(
         Entry::Inbound(_) => {
             let peer = t.take_peer(&mut parts.headers);
             let service = t.inbound_service(authority_of(&parts.uri, &parts.headers));
-            Pending::new(t.clone(), Reporter::Destination, peer, service, protocol)
+            let mut p = Pending::new(t.clone(), Reporter::Destination, peer, service, protocol);
+            // The connection's mutual TLS and principals, interned once per connection.
+            if let Some(d) = down {
+                p.set_security(d.security.clone());
+            }
+            p
         }
     });
     if let Some(l) = logged {

@@ -5,7 +5,7 @@
 //! removed ones stopped (and drained) when LDS changes; one whose address or kind changed is rebound.
 
 use crate::http::{self, Entry};
-use crate::tls::{Downstream, Inbound};
+use crate::tls::{Downstream, Inbound, MeshTls};
 use crate::Shared;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,12 +14,36 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weft_http::server;
+use weft_http::tls::ServerTls;
 
-/// What a bound listener serves. A change of its TLS mode (a PeerAuthentication change) rebinds it.
+/// What a bound listener serves, and its TLS mode. A change of its TLS mode (a PeerAuthentication
+/// change) rebinds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Http(Inbound),
-    Tcp,
+    Tcp(Inbound),
+}
+
+/// How a listener in `mode` takes connections: `None` in plaintext, else mutual TLS with the workload's
+/// certificate (and plaintext too when PERMISSIVE). Without an identity (no `--ca-token-file`), STRICT
+/// fails closed: its TLS has no certificate to answer a handshake with, so every connection is refused;
+/// PERMISSIVE serves plaintext only. Until the first certificate arrives, a handshake fails the same
+/// way and plaintext is served only by PERMISSIVE.
+fn server_tls(shared: &Shared, name: &str, mode: Inbound) -> Option<ServerTls> {
+    match (mode, &shared.mesh_tls) {
+        (Inbound::Plaintext, _) => None,
+        (mode, Some(mesh)) => Some(mesh.server(mode == Inbound::Permissive)),
+        (Inbound::Permissive, None) => {
+            tracing::warn!(listener = %name, "listener is PERMISSIVE but the proxy has no identity (no --ca-token-file): serving plaintext only");
+            None
+        }
+        (Inbound::Strict, None) => {
+            tracing::warn!(listener = %name, "listener requires mutual TLS (STRICT) but the proxy has no identity (no --ca-token-file): refusing every connection");
+            // Settings that follow an identity that never comes: no handshake completes.
+            let (_, never) = watch::channel(None);
+            Some(MeshTls::new(never).server(false))
+        }
+    }
 }
 
 struct Running {
@@ -60,7 +84,7 @@ async fn reconcile(
         .filter(|l| l.value.binds())
         .filter_map(|l| {
             let kind = if l.value.is_tcp() {
-                Kind::Tcp
+                Kind::Tcp(l.value.tls)
             } else {
                 Kind::Http(l.value.tls)
             };
@@ -105,30 +129,28 @@ async fn reconcile(
         let (stop, stop_rx) = watch::channel(false);
         let entry_name: Arc<str> = Arc::from(name);
         let task = match kind {
-            Kind::Tcp => tokio::spawn(crate::tcp::serve(
+            Kind::Tcp(mode) => tokio::spawn(crate::tcp::serve(
                 shared.clone(),
                 entry_name,
                 listener,
                 stop_rx,
                 drain,
                 limits.max_connections,
+                server_tls(shared, name, mode),
             )),
             Kind::Http(mode) => {
-                let tls = match (mode, &shared.mesh_tls) {
-                    (Inbound::Plaintext, _) => None,
-                    (mode, Some(mesh)) => Some(mesh.server(mode == Inbound::Permissive)),
-                    // No identity to answer a handshake with: plaintext, said at each binding.
-                    (mode, None) => {
-                        tracing::warn!(listener = %name, ?mode, "listener asks for mutual TLS but the proxy has no identity (no --ca-token-file): serving plaintext");
-                        None
-                    }
-                };
+                let tls = server_tls(shared, name, mode);
                 let s = shared.clone();
-                // Each connection's handler carries what is known of it (its peer's identity).
+                // Each connection's handler carries what is known of it (its peer's identity, and
+                // what that makes of its requests' metric labels).
                 let make = move |c: server::Connection| {
                     let s = s.clone();
                     let entry = Entry::Inbound(entry_name.clone());
-                    let down = Downstream::of(&c);
+                    let mut down = Downstream::of(&c);
+                    if let (Some(t), Some(_)) = (&s.telemetry, &c.tls) {
+                        let own = crate::tls::own_id(s.identity.as_ref());
+                        down.security = t.security(true, down.principal.as_deref(), own.as_deref());
+                    }
                     move |req| http::handle(s.clone(), entry.clone(), Some(&down), req)
                 };
                 tokio::spawn(server::serve_with(

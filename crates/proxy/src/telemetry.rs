@@ -19,7 +19,7 @@ use crate::error::Flags;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::HeaderMap;
-use metrics::{Key, Metrics, Observation, PeerRef, Protocol, Reporter};
+use metrics::{Key, Metrics, Observation, PeerRef, Principal, Protocol, Reporter, Security};
 use peer::{OwnMetadata, Peer, Peers, UNKNOWN};
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
@@ -169,6 +169,8 @@ pub struct Telemetry {
     peers: Peers,
     inbound_services: Interner<Bytes, Arc<Service>>,
     unknown_service: Arc<Service>,
+    /// The SPIFFE IDs met on connections, one allocation each (see [`Telemetry::principal`]).
+    principals: Interner<Arc<str>, Principal>,
     /// The HTTP metrics.
     pub metrics: Metrics,
     /// What every span says about this proxy.
@@ -234,6 +236,7 @@ impl Telemetry {
             peers: Peers::default(),
             inbound_services: Interner::new(MAX_INBOUND_SERVICES),
             unknown_service: Arc::new(Service::unknown()),
+            principals: Interner::new(peer::MAX_PEERS),
             metrics: Metrics::new(own),
             environment: Default::default(),
         }
@@ -319,6 +322,27 @@ impl Telemetry {
     /// The peer `unknown`.
     pub fn unknown_peer(&self) -> Arc<Peer> {
         self.peers.unknown().clone()
+    }
+
+    /// The principal `id` as label sets keep it: the same allocation for every connection of that
+    /// identity, found with no lock and no allocation once met; `None` (the label says `unknown`) past
+    /// the bound of [`peer::MAX_PEERS`] identities. Called once per connection, not per request.
+    pub fn principal(&self, id: &str) -> Option<Principal> {
+        if let Some(p) = self.principals.get(id) {
+            return Some(p);
+        }
+        let id: Arc<str> = Arc::from(id);
+        self.principals.insert(id.clone(), Principal::new(id))
+    }
+
+    /// What a connection's TLS tells the labels: whether it is mutual TLS, the other side's SPIFFE ID
+    /// (from its certificate) and this proxy's (when it presented its certificate), interned.
+    pub fn security(&self, mtls: bool, peer: Option<&str>, local: Option<&str>) -> Security {
+        Security {
+            mtls,
+            peer: peer.and_then(|p| self.principal(p)),
+            local: local.and_then(|p| self.principal(p)),
+        }
     }
 
     /// The service `unknown`.
@@ -426,6 +450,8 @@ pub struct Pending {
     telemetry: Arc<Telemetry>,
     reporter: Reporter,
     peer: Arc<Peer>,
+    /// The connection's TLS, as the labels say it.
+    security: Security,
     service: Arc<Service>,
     protocol: Protocol,
     started: Instant,
@@ -502,6 +528,7 @@ impl Pending {
             telemetry,
             reporter,
             peer,
+            security: Security::default(),
             service,
             protocol,
             started: Instant::now(),
@@ -553,6 +580,11 @@ impl Pending {
         self.peer = peer;
     }
 
+    /// The connection's TLS (`connection_security_policy`, the principals), known per connection.
+    pub fn set_security(&mut self, security: Security) {
+        self.security = security;
+    }
+
     /// The destination service.
     pub fn set_service(&mut self, service: Arc<Service>) {
         self.service = service;
@@ -583,6 +615,7 @@ impl Pending {
         let key = Key {
             reporter: self.reporter,
             peer: PeerRef(self.peer),
+            security: self.security,
             service: self.service,
             protocol: self.protocol,
             code: self.code,

@@ -380,6 +380,14 @@ pub fn uri_san(cert: &CertificateDer<'_>) -> Option<String> {
     })
 }
 
+/// The workload's SPIFFE ID now, when it has a certificate: the local principal of a connection over
+/// mutual TLS (read once per connection, after its handshake).
+pub fn own_id(identity: Option<&Current>) -> Option<Arc<str>> {
+    let current = identity?;
+    let id = current.borrow().as_ref().map(|i| i.spiffe_id.clone());
+    id
+}
+
 /// How an inbound listener takes connections, from its filter chains: Istio's PeerAuthentication as
 /// xDS (a chain whose transport socket is TLS, a chain without one, or both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -423,6 +431,9 @@ pub struct Downstream {
     pub principal: Option<Arc<str>>,
     /// The server name it asked for (SNI), over TLS.
     pub sni: Option<Arc<str>>,
+    /// What its TLS tells the metric labels (`connection_security_policy`, the principals), interned
+    /// by the telemetry once per connection; plaintext's until set.
+    pub security: crate::telemetry::metrics::Security,
 }
 
 impl Downstream {
@@ -437,6 +448,7 @@ impl Downstream {
                 .and_then(uri_san)
                 .map(Arc::from),
             sni: tls.and_then(|t| t.sni.as_deref()).map(Arc::from),
+            security: Default::default(),
         }
     }
 }

@@ -1,21 +1,25 @@
-//! The portable copy, for systems without `splice(2)`: tokio's `copy_bidirectional` through a buffer
-//! per direction, each socket's writes counted as they land, so that a connection's reports see its
-//! bytes while it is open. Built on Linux only for its test.
+//! The buffered copy: tokio's `copy_bidirectional` through a buffer per direction, each side's writes
+//! counted as they land, so that a connection's reports see its bytes while it is open. It serves a
+//! connection with TLS on either side (whose bytes must pass through rustls), and plaintext on systems
+//! without `splice(2)`.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
-/// A socket whose writes add their bytes to `written`; reads pass through.
-struct Counted<'a> {
-    io: &'a mut TcpStream,
+/// Each direction's buffer: a whole TLS record's plaintext (RFC 8446, 5.1), so a read from a TLS side
+/// takes a record at once and a write to one makes full records.
+const BUFFER: usize = 16 * 1024;
+
+/// A stream whose writes add their bytes to `written`; reads pass through.
+struct Counted<'a, T> {
+    io: &'a mut T,
     written: &'a AtomicU64,
 }
 
-impl AsyncRead for Counted<'_> {
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -25,7 +29,7 @@ impl AsyncRead for Counted<'_> {
     }
 }
 
-impl AsyncWrite for Counted<'_> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<'_, T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -59,14 +63,18 @@ impl AsyncWrite for Counted<'_> {
     }
 }
 
-/// Forwards both ways until both have ended (each end passed on as a FIN), counting the bytes moved
-/// `a` → `b` and `b` → `a` as they go.
-pub(super) async fn bidirectional(
-    a: &mut TcpStream,
-    b: &mut TcpStream,
+/// Forwards both ways until both have ended (each end passed on as a FIN, or a TLS close_notify and
+/// then a FIN), counting the bytes moved `a` → `b` and `b` → `a` as they go.
+pub(super) async fn bidirectional<A, B>(
+    a: &mut A,
+    b: &mut B,
     a_to_b: &AtomicU64,
     b_to_a: &AtomicU64,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let mut a = Counted {
         io: a,
         written: b_to_a,
@@ -75,7 +83,7 @@ pub(super) async fn bidirectional(
         io: b,
         written: a_to_b,
     };
-    tokio::io::copy_bidirectional(&mut a, &mut b)
+    tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUFFER, BUFFER)
         .await
         .map(|_| ())
 }

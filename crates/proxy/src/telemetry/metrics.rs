@@ -72,6 +72,62 @@ impl Hash for PeerRef {
     }
 }
 
+/// A SPIFFE ID interned by the proxy's telemetry (`Telemetry::principal`): equal IDs are one
+/// allocation, so a label set compares and hashes it by address, as it does peers.
+#[derive(Debug, Clone)]
+pub struct Principal(Arc<str>);
+
+impl Principal {
+    /// A principal of its own allocation; [`Telemetry::principal`](super::Telemetry::principal) shares
+    /// one per SPIFFE ID.
+    pub fn new(id: Arc<str>) -> Principal {
+        Principal(id)
+    }
+
+    /// The SPIFFE ID (`spiffe://td/ns/x/sa/y`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for Principal {}
+impl Hash for Principal {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0) as *const u8, state)
+    }
+}
+
+/// What a connection's TLS tells the labels: `connection_security_policy` and the principals. Known
+/// per connection, shared by its requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Security {
+    /// It came over mutual TLS: `connection_security_policy="mutual_tls"` on a destination report
+    /// (`none` otherwise; a source report says `unknown`, as Istio's).
+    pub mtls: bool,
+    /// The other side's SPIFFE ID, from its certificate: `source_principal` on a destination report,
+    /// `destination_principal` on a source report; `unknown` without.
+    pub peer: Option<Principal>,
+    /// This proxy's SPIFFE ID, when its certificate was presented on the connection: the other
+    /// principal label.
+    pub local: Option<Principal>,
+}
+
+impl Security {
+    /// One word for a label set's hash: the flag and both principals' addresses.
+    fn hash_word(&self) -> u64 {
+        let addr = |p: &Option<Principal>| {
+            p.as_ref()
+                .map_or(0, |p| Arc::as_ptr(&p.0) as *const u8 as usize as u64)
+        };
+        addr(&self.peer).rotate_left(17) ^ addr(&self.local) ^ u64::from(self.mtls)
+    }
+}
+
 /// Everything that makes a label set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {
@@ -79,6 +135,8 @@ pub struct Key {
     pub reporter: Reporter,
     /// The other side: the source on a destination report, the destination on a source report.
     pub peer: PeerRef,
+    /// The connection's TLS: `connection_security_policy` and the principals.
+    pub security: Security,
     /// `destination_service*`.
     pub service: Arc<Service>,
     /// `request_protocol`.
@@ -103,6 +161,8 @@ impl Hash for Key {
         state.write_u64(small);
         self.peer.hash(state);
         self.service.hash(state);
+        // Plaintext adds a zero word: one more `write_u64`, no branch on the label set's kind.
+        state.write_u64(self.security.hash_word());
     }
 }
 
@@ -114,6 +174,8 @@ pub struct TcpKey {
     pub reporter: Reporter,
     /// The other side.
     pub peer: PeerRef,
+    /// The connection's TLS: `connection_security_policy` and the principals.
+    pub security: Security,
     /// `destination_service*`.
     pub service: Arc<Service>,
     /// `response_flags`.
@@ -356,6 +418,7 @@ impl Metrics {
         &'a self,
         reporter: Reporter,
         peer: &'a Peer,
+        security: &'a Security,
         s: &'a Service,
         protocol: &'a str,
         code: &'a str,
@@ -365,6 +428,13 @@ impl Metrics {
         let (source, destination) = match reporter {
             Reporter::Source => (&*self.own, peer),
             Reporter::Destination => (peer, &*self.own),
+        };
+        // The principals come from the connection's certificates, not from the metadata exchange.
+        let theirs = security.peer.as_ref().map_or(UNKNOWN, Principal::as_str);
+        let ours = security.local.as_ref().map_or(UNKNOWN, Principal::as_str);
+        let (source_principal, destination_principal) = match reporter {
+            Reporter::Source => (ours, theirs),
+            Reporter::Destination => (theirs, ours),
         };
         [
             (
@@ -378,13 +448,13 @@ impl Metrics {
             ("source_canonical_service", &source.canonical_service),
             ("source_canonical_revision", &source.canonical_revision),
             ("source_workload_namespace", &source.namespace),
-            ("source_principal", &source.principal),
+            ("source_principal", source_principal),
             ("source_app", &source.app),
             ("source_version", &source.version),
             ("source_cluster", &source.cluster),
             ("destination_workload", &destination.workload),
             ("destination_workload_namespace", &destination.namespace),
-            ("destination_principal", &destination.principal),
+            ("destination_principal", destination_principal),
             ("destination_app", &destination.app),
             ("destination_version", &destination.version),
             ("destination_service", &s.host),
@@ -405,10 +475,11 @@ impl Metrics {
             ("response_flags", flags),
             (
                 "connection_security_policy",
-                match reporter {
-                    // Plaintext between sidecars until mutual TLS: `none` where the server sees it.
-                    Reporter::Source => UNKNOWN,
-                    Reporter::Destination => "none",
+                // What the server saw; the client does not say (Istio's `unknown`).
+                match (reporter, security.mtls) {
+                    (Reporter::Source, _) => UNKNOWN,
+                    (Reporter::Destination, true) => "mutual_tls",
+                    (Reporter::Destination, false) => "none",
                 },
             ),
         ]
@@ -429,6 +500,7 @@ impl Metrics {
         self.labels(
             key.reporter,
             &key.peer.0,
+            &key.security,
             &key.service,
             protocol,
             code,
@@ -442,6 +514,7 @@ impl Metrics {
         let all = self.labels(
             key.reporter,
             &key.peer.0,
+            &key.security,
             &key.service,
             "tcp",
             "",

@@ -42,7 +42,8 @@ pub struct Peer {
     pub workload: String,
     /// `*_workload_namespace`.
     pub namespace: String,
-    /// `*_principal`: a SPIFFE id with mutual TLS, else `unknown`.
+    /// `unknown`: the `*_principal` labels come from the connection's certificates
+    /// (`metrics::Security`), not from the metadata exchange.
     pub principal: String,
     /// `*_app`: the `app` label.
     pub app: String,

@@ -225,6 +225,73 @@ async fn grpc_status_and_messages_and_a_client_gone_mid_body() {
     );
 }
 
+/// Over mutual TLS the server's report says `mutual_tls` and both principals, the client's says the
+/// principals and `unknown`; equal principals on two connections are one label set, and a plaintext
+/// request beside them is its own with `none` and `unknown`.
+#[test]
+fn principals_and_the_security_policy_come_from_the_connection() {
+    let t = telemetry();
+    let client = "spiffe://cluster.local/ns/default/sa/productpage";
+    let server = "spiffe://cluster.local/ns/default/sa/reviews";
+    // Each connection reads its own copy of the certificate's name: interned, they are one.
+    let first = t.security(true, Some(&String::from(client)), Some(server));
+    let second = t.security(true, Some(&String::from(client)), Some(server));
+    assert_eq!(first, second, "interned per identity");
+    let ended = |reporter, security: metrics::Security| {
+        let mut p = Pending::new(
+            t.clone(),
+            reporter,
+            t.unknown_peer(),
+            reviews_service(),
+            Protocol::Http,
+        );
+        p.set_security(security);
+        p.response(200, Flags::default(), &HeaderMap::new());
+        p.record();
+    };
+    ended(Reporter::Destination, first);
+    ended(Reporter::Destination, second);
+    ended(Reporter::Destination, metrics::Security::default());
+    ended(
+        Reporter::Source,
+        t.security(true, Some(server), Some(client)),
+    );
+    let text = t.encode();
+    let requests = lines(&text, "istio_requests_total");
+    let with = |needles: &[&str]| {
+        requests
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    let mtls = with(&[
+        "reporter=\"destination\"",
+        &format!("source_principal=\"{client}\""),
+        &format!("destination_principal=\"{server}\""),
+        "connection_security_policy=\"mutual_tls\"",
+    ]);
+    assert_eq!(mtls.len(), 1, "{text}");
+    assert!(
+        mtls[0].ends_with(" 2"),
+        "two connections, one series: {text}"
+    );
+    let plain = with(&[
+        "reporter=\"destination\"",
+        "source_principal=\"unknown\"",
+        "destination_principal=\"unknown\"",
+        "connection_security_policy=\"none\"",
+    ]);
+    assert_eq!(plain.len(), 1, "{text}");
+    let source = with(&[
+        "reporter=\"source\"",
+        &format!("source_principal=\"{client}\""),
+        &format!("destination_principal=\"{server}\""),
+        "connection_security_policy=\"unknown\"",
+    ]);
+    assert_eq!(source.len(), 1, "{text}");
+}
+
 #[test]
 fn label_sets_are_bounded_and_the_rest_counted() {
     let t = telemetry();
@@ -233,6 +300,7 @@ fn label_sets_are_bounded_and_the_rest_counted() {
     let key = |code: u16, flags: u16| metrics::Key {
         reporter: Reporter::Source,
         peer: metrics::PeerRef(peer.clone()),
+        security: Default::default(),
         service: service.clone(),
         protocol: Protocol::Http,
         code,
