@@ -246,8 +246,9 @@ impl Layout {
     /// The sidecar command for a workload.
     pub fn proxy(&self, w: &Workload) -> Command {
         let mut c = Command::new(self.bin("weft-proxy"));
+        // xDS over weftd's TLS port, as Istio's sidecars reach istiod on 15012.
         c.arg("--xds-address")
-            .arg(format!("http://{}", self.xds_address()))
+            .arg(format!("https://{}", self.secure_address()))
             .arg("--workload")
             .arg(w.name())
             .arg("--namespace")
@@ -609,6 +610,7 @@ mod tests {
             "--ca-root-cert",
             "--ca-address",
             "127.0.9.1:15012",
+            "https://127.0.9.1:15012",
             "app=reviews,version=v1,security.istio.io/tlsMode=istio",
         ] {
             assert!(args.iter().any(|a| a == want), "{want} in {args:?}");

@@ -69,7 +69,9 @@ pub const CA_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Parser)]
 #[command(name = "weft-proxy", version, about = "The Weft sidecar proxy")]
 pub struct Args {
-    /// ADS address of weftd (URL; Istio: discoveryAddress).
+    /// ADS address of weftd (URL; Istio: discoveryAddress). `http://host:15010` is plaintext;
+    /// `https://host:15012` is weftd's TLS port, verified with --ca-root-cert (Istio's
+    /// controlPlaneSecurityEnabled).
     #[arg(long, env = "WEFT_PROXY_XDS_ADDRESS", default_value = DEFAULT_XDS_ADDRESS)]
     pub xds_address: String,
     /// xDS protocol: `delta` (incremental, DeltaAggregatedResources) or `sotw` (state of the world,
@@ -219,7 +221,7 @@ pub enum ConfigError {
         value: String,
     },
     /// `--xds-address` is not a URL.
-    #[error("--xds-address={value:?} is not an http:// URL")]
+    #[error("--xds-address={value:?} is not an http:// or https:// URL")]
     XdsAddress {
         /// The value given.
         value: String,
@@ -239,6 +241,12 @@ pub enum ConfigError {
          <state-dir>/root-cert.pem)"
     )]
     CaRootCert,
+    /// An `https://` `--xds-address` without `--ca-root-cert`.
+    #[error(
+        "--xds-address https:// needs --ca-root-cert: the root that verifies weftd's TLS port \
+         (weftd's <state-dir>/root-cert.pem)"
+    )]
+    XdsRoots,
     /// `--ca-address` is not `host:port`, or none can be derived from `--xds-address`.
     #[error("--ca-address={value:?} is not host:port")]
     CaAddress {
@@ -261,6 +269,8 @@ pub enum ConfigError {
 pub struct Config {
     /// ADS URL of weftd.
     pub xds_address: String,
+    /// For an `https://` xDS address, the roots that verify weftd (`--ca-root-cert`).
+    pub xds_roots: Option<std::path::PathBuf>,
     /// Who this sidecar is (sent as node metadata).
     pub identity: ProxyIdentity,
     /// Address of the outbound explicit proxy (port 0: ephemeral).
@@ -360,8 +370,20 @@ impl TryFrom<&Args> for Config {
         }
         let admin_addr = SocketAddr::new(args.admin_ip, args.admin_port);
         let ca = ca_config(args)?;
+        let xds_roots = if args.xds_address.starts_with("https://") {
+            let roots = args.ca_root_cert.clone().ok_or(ConfigError::XdsRoots)?;
+            if args.xds_address.len() == "https://".len() {
+                return Err(ConfigError::XdsAddress {
+                    value: args.xds_address.clone(),
+                });
+            }
+            Some(roots)
+        } else {
+            None
+        };
         Ok(Config {
             xds_address: args.xds_address.clone(),
+            xds_roots,
             identity: ProxyIdentity {
                 workload: args.workload.clone(),
                 namespace: args.namespace.clone(),
@@ -615,6 +637,7 @@ impl Proxy {
                 connect_timeout: config.xds_connect_timeout,
                 protocol: config.xds_protocol,
                 fallback: config.xds_fallback,
+                roots: config.xds_roots.clone(),
             },
         ));
         Ok(ProxyHandle {
@@ -935,7 +958,13 @@ mod tests {
             (
                 "xds",
                 &["--xds-address", "127.0.0.1:15010"],
-                "--xds-address=\"127.0.0.1:15010\" is not an http:// URL",
+                "--xds-address=\"127.0.0.1:15010\" is not an http:// or https:// URL",
+            ),
+            (
+                "xds over TLS without the root",
+                &["--xds-address", "https://127.0.0.1:15012"],
+                "--xds-address https:// needs --ca-root-cert: the root that verifies weftd's TLS \
+                 port (weftd's <state-dir>/root-cert.pem)",
             ),
             (
                 "concurrency",

@@ -65,6 +65,9 @@ pub struct XdsConfig {
     pub protocol: Protocol,
     /// When `protocol` is delta and the server answers `Unimplemented`, use state of the world instead.
     pub fallback: bool,
+    /// For an `https://` address: the PEM file of the roots that verify weftd's serving certificate
+    /// (the CA root, `--ca-root-cert`), read at each connection.
+    pub roots: Option<std::path::PathBuf>,
 }
 
 /// Why a stream ended.
@@ -87,6 +90,14 @@ pub enum XdsError {
         /// tonic's error.
         #[source]
         source: tonic::transport::Error,
+    },
+    /// The TLS settings for an `https://` address cannot be made (roots unreadable or empty).
+    #[error("cannot reach xds server {address} over TLS: {reason}")]
+    Tls {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
     },
     /// The stream failed.
     #[error("xds stream failed")]
@@ -215,6 +226,12 @@ pub fn next_delta(
     apply::apply(url, held, &apply::Update::delta(url, resp)?, now)
 }
 
+/// The `host:port` of an `https://` address (port 443 when it has none); `None` for any other.
+fn tls_authority(address: &str) -> Option<&str> {
+    let rest = address.strip_prefix("https://")?;
+    Some(rest.split('/').next().unwrap_or(rest))
+}
+
 /// One of the four type URLs, as the `'static` constant.
 fn known_type(url: &str) -> Option<&'static str> {
     type_url::ALL.iter().find(|u| **u == url).copied()
@@ -225,7 +242,13 @@ impl Client {
     /// if the server does not implement delta and fallback is allowed. Delta is tried again on every new
     /// connection, so proxies move to it once weftd is upgraded.
     async fn session(&mut self, cfg: &XdsConfig) -> Result<(), XdsError> {
-        let endpoint = tonic::transport::Endpoint::from_shared(cfg.address.clone())
+        // tonic without its TLS feature takes only http:// URIs; an https:// address is connected over
+        // TLS below, the URI only routing requests.
+        let uri = match tls_authority(&cfg.address) {
+            Some(authority) => format!("http://{authority}"),
+            None => cfg.address.clone(),
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(uri)
             .map_err(|source| XdsError::Address {
                 address: cfg.address.clone(),
                 source,
@@ -234,13 +257,27 @@ impl Client {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| XdsError::Connect {
-                address: cfg.address.clone(),
-                source,
-            })?;
+        let connected = match (&cfg.roots, tls_authority(&cfg.address)) {
+            // https: weftd's TLS port (Istio's 15012), verified with the mesh root; tonic's own TLS is
+            // not built in, so the connector does the handshake.
+            (Some(roots), Some(authority)) => {
+                let tls = |reason: String| XdsError::Tls {
+                    address: cfg.address.clone(),
+                    reason,
+                };
+                let pem = tokio::fs::read(roots)
+                    .await
+                    .map_err(|e| tls(format!("{}: {e}", roots.display())))?;
+                let connector = crate::identity::client::tls_connector(authority, &pem, roots)
+                    .map_err(|e| tls(e.to_string()))?;
+                endpoint.connect_with_connector(connector).await
+            }
+            _ => endpoint.connect().await,
+        };
+        let channel = connected.map_err(|source| XdsError::Connect {
+            address: cfg.address.clone(),
+            source,
+        })?;
         let ads = AggregatedDiscoveryServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         if cfg.protocol == Protocol::Delta {
@@ -280,6 +317,19 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn https_addresses_are_connected_over_tls() {
+        assert_eq!(
+            tls_authority("https://127.0.0.1:15012"),
+            Some("127.0.0.1:15012")
+        );
+        assert_eq!(
+            tls_authority("https://istiod.istio-system.svc:15012/"),
+            Some("istiod.istio-system.svc:15012")
+        );
+        assert_eq!(tls_authority("http://127.0.0.1:15010"), None);
+    }
 
     #[test]
     fn jitter_stays_within_half_and_full() {

@@ -56,7 +56,7 @@ impl CaClient {
             });
         }
         let roots = read(&c.root_cert, "--ca-root-cert").await?;
-        let tls = client_config(&roots, &c.root_cert)?;
+        let connector = tls_connector(&c.address, &roots, &c.root_cert)?;
         let (key, csr) = key_and_csr()?;
         let request = IstioCertificateRequest {
             csr,
@@ -66,14 +66,6 @@ impl CaClient {
         let failed = |reason: String| Error::Request {
             address: c.address.clone(),
             reason,
-        };
-        let host = host_of(&c.address).ok_or_else(|| failed("no host in the address".into()))?;
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|_| failed(format!("{host:?} is not a DNS name or IP address")))?;
-        let connector = Connector {
-            address: c.address.clone(),
-            name,
-            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
         };
         // The URI only routes the request; TLS is the connector's. `http` keeps tonic from wanting a
         // TLS configuration of its own.
@@ -186,9 +178,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Connects tonic's channel over TCP and TLS to the CA.
+/// A connector to `address` (`host:port`) over TLS that trusts the roots of `pem` (read from `path`):
+/// weftd's TLS port, for the CA and for xDS over `https://`.
+pub(crate) fn tls_connector(
+    address: &str,
+    pem: &[u8],
+    path: &std::path::Path,
+) -> Result<Connector, Error> {
+    let tls = client_config(pem, path)?;
+    let failed = |reason: String| Error::Request {
+        address: address.to_string(),
+        reason,
+    };
+    let host = host_of(address).ok_or_else(|| failed("no host in the address".into()))?;
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| failed(format!("{host:?} is not a DNS name or IP address")))?;
+    Ok(Connector {
+        address: address.to_string(),
+        name,
+        tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+    })
+}
+
+/// Connects tonic's channel over TCP and TLS to weftd's TLS port.
 #[derive(Clone)]
-struct Connector {
+pub(crate) struct Connector {
     address: String,
     name: ServerName<'static>,
     tls: tokio_rustls::TlsConnector,
