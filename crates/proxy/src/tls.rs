@@ -325,7 +325,7 @@ impl ServerCertVerifier for MeshServer {
             return Ok(ServerCertVerified::assertion());
         }
         match uri_san(end_entity) {
-            Some(id) if self.sans.iter().any(|s| *s == id) => Ok(ServerCertVerified::assertion()),
+            Some(id) if self.sans.contains(&id) => Ok(ServerCertVerified::assertion()),
             found => {
                 tracing::debug!(expected = ?self.sans, found = ?found, "upstream identity not expected");
                 Err(rustls::Error::InvalidCertificate(
