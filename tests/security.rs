@@ -340,6 +340,25 @@ spec:
     let (status, page) = mesh.productpage(None).await.expect("page");
     assert_eq!(status, 200);
     assert!(!page.contains("Error fetching product details"), "{page}");
+
+    // And Istio's metrics say so: details' sidecar reports the calls it served as mutual TLS from
+    // productpage's identity.
+    let stats = format!("{}:15090", mesh.layout.ip(workload("details-v1")));
+    let (_, text) = weft_cli::http::get(&stats, "/stats/prometheus")
+        .await
+        .expect("details' stats");
+    let served = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("istio_requests_total{") && l.contains("reporter=\"destination\"")
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        served.iter().any(|l| l.contains(
+            "source_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-productpage\""
+        ) && l.contains("connection_security_policy=\"mutual_tls\"")),
+        "{served:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
