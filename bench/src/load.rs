@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -29,6 +29,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Bytes per write in the TCP stream workload; one write is one "request" in the results.
 pub const TCP_CHUNK: usize = 16 * 1024;
+/// Bytes written on each connection of the `tcp-new-conn` workload.
+pub const TCP_NEW_CONN_SIZE: usize = 1024;
 /// Size of the gRPC request message (the response is [`proto::BODY_SIZE`]).
 const GRPC_REQUEST_SIZE: usize = 128;
 
@@ -50,16 +52,22 @@ pub enum Workload {
     /// HTTP/1.1, a new TCP connection per request.
     #[serde(rename = "http1-new-conn")]
     Http1NewConn,
+    /// Opaque TCP, a new connection per exchange: connect, write [`TCP_NEW_CONN_SIZE`] bytes, half-close,
+    /// read until the far end closes. A TCP proxy opens a new upstream connection for each, so between
+    /// two mesh hops every exchange is one TLS handshake: what the handshake costs.
+    #[serde(rename = "tcp-new-conn")]
+    TcpNewConn,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Http1KeepAlive,
         Workload::Http2Streams,
         Workload::GrpcUnary,
         Workload::TcpStream,
         Workload::Http1NewConn,
+        Workload::TcpNewConn,
     ];
 
     /// Its name on the command line and in the results.
@@ -70,7 +78,13 @@ impl Workload {
             Workload::GrpcUnary => "grpc-unary",
             Workload::TcpStream => "tcp-stream",
             Workload::Http1NewConn => "http1-new-conn",
+            Workload::TcpNewConn => "tcp-new-conn",
         }
+    }
+
+    /// Opaque TCP on the wire (the target's TCP port).
+    pub fn is_tcp(self) -> bool {
+        matches!(self, Workload::TcpStream | Workload::TcpNewConn)
     }
 
     /// HTTP/2 on the wire.
@@ -260,6 +274,9 @@ enum Client {
     Tcp {
         stream: TcpStream,
     },
+    TcpNewConn {
+        addr: SocketAddr,
+    },
 }
 
 async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
@@ -355,6 +372,7 @@ impl Client {
             Workload::TcpStream => Client::Tcp {
                 stream: connect(addr).await?,
             },
+            Workload::TcpNewConn => Client::TcpNewConn { addr },
         })
     }
 
@@ -389,6 +407,16 @@ impl Client {
             Client::Tcp { stream } => {
                 stream.write_all(chunk).await?;
                 Ok(chunk.len() as u64)
+            }
+            Client::TcpNewConn { addr } => {
+                let mut s = connect(*addr).await?;
+                let msg = chunk.get(..TCP_NEW_CONN_SIZE).unwrap_or(chunk);
+                s.write_all(msg).await?;
+                s.shutdown().await?;
+                // The sink closes when it reads our end; the proxies pass the close back.
+                let mut buf = [0u8; 256];
+                while s.read(&mut buf).await? > 0 {}
+                Ok(msg.len() as u64)
             }
         }
     }

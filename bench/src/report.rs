@@ -125,7 +125,7 @@ pub struct Row {
     pub workload: Workload,
     /// 1000, 5000 or "max".
     pub rate: Rate,
-    /// mTLS between the sidecars (not implemented yet).
+    /// Mutual TLS between the two hops (`weft-2hop-mtls` and the TLS peers).
     pub mtls: bool,
     /// Istio's standard metrics on (not implemented yet).
     pub telemetry: bool,
@@ -241,7 +241,7 @@ pub fn rows(samples: &[Sample], unsupported: &[Unsupported]) -> Vec<Row> {
                 target: target.name().into(),
                 workload,
                 rate,
-                mtls: false,
+                mtls: target.mtls(),
                 telemetry: target.telemetry(),
                 runs: v.len(),
                 p50_us: p50,
@@ -265,7 +265,7 @@ pub fn rows(samples: &[Sample], unsupported: &[Unsupported]) -> Vec<Row> {
             target: u.target.name().into(),
             workload: u.workload,
             rate: u.rate,
-            mtls: false,
+            mtls: u.target.mtls(),
             telemetry: u.target.telemetry(),
             runs: 0,
             p50_us: None,
@@ -373,6 +373,15 @@ pub fn markdown(results: &Results, samples: &[Sample], unsupported: &[Unsupporte
             );
             let _ = writeln!(md, "|---|---|---|---|---|---|---|");
         } else {
+            if w == Workload::TcpNewConn {
+                let _ = writeln!(
+                    md,
+                    "A new TCP connection per exchange ({} bytes written, half-closed, until the far end \
+                     closes): between two TLS hops each is one handshake, so req per CPU-s is handshakes \
+                     per CPU-second.\n",
+                    crate::load::TCP_NEW_CONN_SIZE
+                );
+            }
             let _ = writeln!(
                 md,
                 "| target | rate | P50 µs | P99 µs | P99.9 µs | added P50 / P99 µs | req/s | errors | proxy vCPU | req per CPU-s | RSS steady / peak (MB) |"
@@ -714,6 +723,28 @@ mod tests {
         );
         let back: Results = serde_json::from_value(v).expect("round trip");
         assert_eq!(back, results);
+    }
+
+    #[test]
+    fn mtls_rows_say_so() {
+        let r = Rate::Max;
+        let samples = vec![
+            sample(1, Target::Weft2Hop, r, 100.0, 200.0, Some(0.5)),
+            sample(1, Target::Weft2HopMtls, r, 110.0, 220.0, Some(0.6)),
+            sample(1, Target::Nginx2HopTls, r, 120.0, 230.0, Some(0.6)),
+        ];
+        let mtls: Vec<(String, bool)> = rows(&samples, &[])
+            .into_iter()
+            .map(|row| (row.target, row.mtls))
+            .collect();
+        assert_eq!(
+            mtls,
+            vec![
+                ("weft-2hop".to_string(), false),
+                ("weft-2hop-mtls".to_string(), true),
+                ("nginx-2hop-tls".to_string(), true),
+            ]
+        );
     }
 
     #[test]

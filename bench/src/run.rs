@@ -8,6 +8,7 @@
 pub mod machine;
 pub mod procs;
 pub mod targets;
+pub mod tls;
 
 use crate::load::{LoadResult, Rate, Workload};
 use crate::report::{self, Results, Sample, Unavailable, Unsupported};
@@ -95,7 +96,7 @@ fn collect(reader: Option<std::thread::JoinHandle<Vec<u8>>>) -> Vec<u8> {
 fn step(workload: Workload, rate: Rate, secs: f64) -> Step {
     let (connections, streams) = match workload {
         // PERFORMANCE.md's wrk runs: 16 connections.
-        Workload::Http1KeepAlive | Workload::Http1NewConn => (16, 1),
+        Workload::Http1KeepAlive | Workload::Http1NewConn | Workload::TcpNewConn => (16, 1),
         // Few connections, many streams: what HTTP/2 is for.
         Workload::Http2Streams | Workload::GrpcUnary => (2, 16),
         Workload::TcpStream => (4, 1),
@@ -127,6 +128,7 @@ pub fn plan(quick: bool) -> Vec<Step> {
             step(GrpcUnary, r1k, d),
             step(TcpStream, Rate::Max, d),
             step(Http1NewConn, r1k, d),
+            step(TcpNewConn, Rate::Max, d),
         ];
     }
     // The headline latency (the goals' 1,000 req/s) in four turns of 2 s per target and round.
@@ -144,6 +146,8 @@ pub fn plan(quick: bool) -> Vec<Step> {
         p.push(step(w, Rate::Max, 4.0));
     }
     p.push(step(TcpStream, Rate::Max, 5.0));
+    // Handshakes per CPU-second: the two-hop targets only.
+    p.push(step(TcpNewConn, Rate::Max, 4.0));
     p
 }
 
@@ -184,6 +188,8 @@ struct Lab {
     unavailable: Vec<Unavailable>,
     nginx_stream: bool,
     notes: Vec<String>,
+    /// The TLS peers' certificates, made when the first of them starts.
+    tls: Option<tls::Files>,
 }
 
 impl Drop for Lab {
@@ -249,6 +255,116 @@ fn require_ok(addr: &str, path: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A tiny blocking HTTP/1.0 GET: status and body.
+fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status from {addr}{path}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Where the token of service account `sa` (namespace `default`) is kept in weftd's state directory.
+fn token_path(state: &Path, sa: &str) -> PathBuf {
+    state.join("tokens").join(format!("{sa}.token"))
+}
+
+/// Writes the token of service account `sa` (namespace `default`) for weftd's CA, with `weftd token`
+/// (which makes the state directory's token key when it is missing), readable by the owner only.
+fn write_token(weftd: &Path, state: &Path, sa: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let out = std::process::Command::new(weftd)
+        .arg("token")
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--namespace", "default", "--service-account", sa])
+        .output()
+        .with_context(|| format!("cannot run {} token", weftd.display()))?;
+    if !out.status.success() {
+        bail!(
+            "weftd token --service-account {sa} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let path = token_path(state, sa);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(
+        &mut f,
+        String::from_utf8_lossy(&out.stdout).trim().as_bytes(),
+    )
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Checks that the hop of `weft-2hop-mtls` really is mutual TLS, once it serves, and says how: both
+/// sidecars hold their SPIFFE certificate from weftd's CA (admin `/certs`), the server sidecar refuses a
+/// plaintext request (its PeerAuthentication is STRICT, so what it served came over mTLS), and, when the
+/// proxy fills it in, its metrics say `connection_security_policy="mutual_tls"` and never `none`.
+fn verify_mtls() -> anyhow::Result<String> {
+    for (ip, sa) in [
+        (targets::WEFT_MTLS_IP, targets::CLIENT_MTLS_APP),
+        (targets::WEFT_MTLS_SERVER_IP, targets::MTLS_SERVER_APP),
+    ] {
+        let admin = format!("{ip}:{}", targets::ADMIN_PORT);
+        let spiffe = format!("spiffe://cluster.local/ns/default/sa/{sa}");
+        // The certificate may still be on its way from the CA when the sidecar first serves.
+        eventually(Duration::from_secs(15), || {
+            let (status, body) = http_get(&admin, "/certs")?;
+            if status != 200 || !body.contains(&spiffe) {
+                bail!("{admin}/certs has no certificate for {spiffe} ({status}): {body}");
+            }
+            Ok(())
+        })?;
+    }
+    // Metrics before the plaintext probe, which must not be what they count.
+    let admin = format!("{}:{}", targets::WEFT_MTLS_SERVER_IP, targets::ADMIN_PORT);
+    let (_, metrics) = http_get(&admin, "/stats/prometheus")?;
+    let destination_none = metrics.lines().any(|l| {
+        l.contains("reporter=\"destination\"") && l.contains("connection_security_policy=\"none\"")
+    });
+    if destination_none {
+        bail!("the server sidecar's metrics report plaintext requests (connection_security_policy=\"none\")");
+    }
+    let labelled = metrics.contains("connection_security_policy=\"mutual_tls\"");
+    let inbound = format!("{}:{}", targets::WEFT_MTLS_SERVER_IP, targets::HTTP_PORT);
+    if let Ok((200, _)) = http_get(&inbound, "/") {
+        bail!(
+            "the server sidecar {inbound} answered a plaintext request: its inbound is not STRICT"
+        );
+    }
+    Ok(format!(
+        "mutual TLS checked: both sidecars hold SPIFFE certificates from weftd's CA, the server sidecar \
+         (STRICT) refused a plaintext request, {}",
+        if labelled {
+            "and its metrics say connection_security_policy=\"mutual_tls\""
+        } else {
+            "and its metrics do not label connection_security_policy yet"
+        }
+    ))
+}
+
 impl Lab {
     fn bin(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
@@ -277,6 +393,7 @@ impl Lab {
             Workload::Http2Streams,
             Workload::GrpcUnary,
             Workload::TcpStream,
+            Workload::TcpNewConn,
         ] {
             let Ok((addr, host)) = targets::endpoint(target, w, self.nginx_stream) else {
                 continue;
@@ -355,7 +472,17 @@ impl Lab {
         std::fs::write(config.join("telemetry.yaml"), bare)?;
         let xds = format!("{}:15010", targets::WEFTD_IP);
         let debug = format!("{}:15014", targets::WEFTD_IP);
+        let secure = format!("{}:{}", targets::WEFTD_IP, targets::WEFTD_SECURE_PORT);
         let weftd = self.bin("weftd");
+        // weftd's CA: its root, key and token key in the run's state directory; the mTLS sidecars'
+        // tokens made with that key before weftd starts (as `weft demo` does).
+        let state = self.work.join("weftd-state");
+        let mtls = wanted.contains(&Target::Weft2HopMtls);
+        if mtls {
+            for sa in [targets::CLIENT_MTLS_APP, targets::MTLS_SERVER_APP] {
+                write_token(&weftd, &state, sa)?;
+            }
+        }
         // weftd shares CPU 0 with the load generator: it is not what is measured, and its periodic
         // rescan of the config directory must not land on the proxies' core.
         let p = self.spawn(
@@ -369,12 +496,23 @@ impl Lab {
                 xds.clone(),
                 "--debug-address".into(),
                 debug.clone(),
+                "--state-dir".into(),
+                state.display().to_string(),
+                "--secure-address".into(),
+                secure.clone(),
             ],
         )?;
         self.shared.push(p);
         eventually(Duration::from_secs(30), || require_ok(&debug, "/ready"))
             .context("weftd /ready")?;
         let proxy = |name: &str, app: &str, ip: &str, inbound: Option<String>| -> Vec<String> {
+            // The mTLS pair: an identity from weftd's CA, and the label that says it has a sidecar.
+            let mtls = app == targets::CLIENT_MTLS_APP || app == targets::MTLS_SERVER_APP;
+            let tls_label = if mtls {
+                ",security.istio.io/tlsMode=istio"
+            } else {
+                ""
+            };
             let mut a = vec![
                 "--xds-address".to_string(),
                 format!("http://{xds}"),
@@ -383,7 +521,7 @@ impl Lab {
                 "--namespace".into(),
                 "default".into(),
                 "--labels".into(),
-                format!("app={app},version=v1"),
+                format!("app={app},version=v1{tls_label}"),
                 "--service-account".into(),
                 app.into(),
                 "--ip".into(),
@@ -397,8 +535,27 @@ impl Lab {
                 a.push("--inbound-ports".into());
                 a.push(i);
             }
+            if mtls {
+                a.extend([
+                    "--ca-address".into(),
+                    secure.clone(),
+                    "--ca-root-cert".into(),
+                    state.join("root-cert.pem").display().to_string(),
+                    "--ca-token-file".into(),
+                    token_path(&state, app).display().to_string(),
+                ]);
+            }
             a
         };
+        let inbound = format!(
+            "{}:{},{}:{},{}:{}",
+            targets::HTTP_PORT,
+            targets::APP_HTTP_PORT,
+            targets::GRPC_PORT,
+            targets::APP_GRPC_PORT,
+            targets::TCP_PORT,
+            targets::APP_TCP_PORT
+        );
         let wp = self.bin("weft-proxy");
         for &t in wanted {
             let (specs, ips): (Vec<(String, Vec<String>)>, Vec<&str>) = match t {
@@ -443,24 +600,39 @@ impl Lab {
                                 "upstream-mesh",
                                 "upstream-mesh",
                                 targets::WEFT_SERVER_IP,
-                                Some(format!(
-                                    "{}:{},{}:{},{}:{}",
-                                    targets::HTTP_PORT,
-                                    targets::APP_HTTP_PORT,
-                                    targets::GRPC_PORT,
-                                    targets::APP_GRPC_PORT,
-                                    targets::TCP_PORT,
-                                    targets::APP_TCP_PORT
-                                )),
+                                Some(inbound.clone()),
                             ),
                         ),
                     ],
                     vec![targets::WEFT_2HOP_IP, targets::WEFT_SERVER_IP],
                 ),
+                Target::Weft2HopMtls => (
+                    vec![
+                        (
+                            "weft-2hop-mtls-client".into(),
+                            proxy(
+                                "bench-client-2hop-mtls",
+                                targets::CLIENT_MTLS_APP,
+                                targets::WEFT_MTLS_IP,
+                                None,
+                            ),
+                        ),
+                        (
+                            "weft-2hop-mtls-server".into(),
+                            proxy(
+                                targets::MTLS_SERVER_APP,
+                                targets::MTLS_SERVER_APP,
+                                targets::WEFT_MTLS_SERVER_IP,
+                                Some(inbound.clone()),
+                            ),
+                        ),
+                    ],
+                    vec![targets::WEFT_MTLS_IP, targets::WEFT_MTLS_SERVER_IP],
+                ),
                 _ => continue,
             };
             let mut procs = Vec::new();
-            let started: anyhow::Result<()> = (|| {
+            let started: anyhow::Result<Option<String>> = (|| {
                 for (name, args) in specs {
                     procs.push(self.spawn(&name, Core::Proxy, &wp, &args)?);
                 }
@@ -474,10 +646,18 @@ impl Lab {
                     })
                     .with_context(|| format!("weft-proxy {admin}/ready"))?;
                 }
-                self.wait_serving(t, &mut procs)
+                self.wait_serving(t, &mut procs)?;
+                if t == Target::Weft2HopMtls {
+                    let evidence = verify_mtls().context("weft-2hop-mtls is not mutual TLS")?;
+                    return Ok(Some(format!("weft-2hop-mtls: {evidence}")));
+                }
+                Ok(None)
             })();
             match started {
-                Ok(()) => self.running.push(Running { target: t, procs }),
+                Ok(note) => {
+                    self.notes.extend(note);
+                    self.running.push(Running { target: t, procs });
+                }
                 Err(e) => {
                     let tails: Vec<String> = procs
                         .iter()
@@ -491,6 +671,17 @@ impl Lab {
             }
         }
         Ok(())
+    }
+
+    /// The TLS peers' certificates, made on first use in the work directory.
+    fn tls_files(&mut self) -> anyhow::Result<tls::Files> {
+        if let Some(f) = &self.tls {
+            return Ok(f.clone());
+        }
+        let f =
+            tls::make(&self.work.join("tls")).context("cannot make the TLS peers' certificates")?;
+        self.tls = Some(f.clone());
+        Ok(f)
     }
 
     fn start_peer(&mut self, t: Target, pingora: &Path, pingora_missing: Option<&str>) {
@@ -523,6 +714,54 @@ impl Lab {
                             path.display().to_string(),
                         ];
                         procs.push(self.spawn(name, Core::Proxy, &nginx, &args)?);
+                    }
+                    procs
+                }
+                Target::Nginx2HopTls => {
+                    let nginx = which("nginx")
+                        .context("nginx is not installed (apt-get install nginx-light)")?;
+                    let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
+                    let module = module.exists().then_some(module);
+                    self.nginx_stream = module.is_some();
+                    let tls = self.tls_files()?;
+                    let (client, server) = targets::nginx_tls_confs(&self.work, &tls, module);
+                    let mut procs = Vec::new();
+                    // The server side of the chain starts first.
+                    for (name, conf) in [("nginx-tls-server", server), ("nginx-tls-client", client)]
+                    {
+                        let path = self.work.join(format!("{name}.conf"));
+                        std::fs::write(&path, conf)?;
+                        let error_log = self.work.join(format!("{name}-error.log"));
+                        let args = [
+                            "-e".into(),
+                            error_log.display().to_string(),
+                            "-p".into(),
+                            self.work.display().to_string(),
+                            "-c".into(),
+                            path.display().to_string(),
+                        ];
+                        procs.push(self.spawn(name, Core::Proxy, &nginx, &args)?);
+                    }
+                    procs
+                }
+                Target::Haproxy2HopTls => {
+                    let haproxy = which("haproxy")
+                        .context("haproxy is not installed (apt-get install haproxy)")?;
+                    let tls = self.tls_files()?;
+                    let (client, server) = targets::haproxy_tls_cfgs(&tls);
+                    let mut procs = Vec::new();
+                    for (name, cfg) in [
+                        ("haproxy-tls-server", server),
+                        ("haproxy-tls-client", client),
+                    ] {
+                        let path = self.work.join(format!("{name}.cfg"));
+                        std::fs::write(&path, cfg)?;
+                        procs.push(self.spawn(
+                            name,
+                            Core::Proxy,
+                            &haproxy,
+                            &["-db".into(), "-f".into(), path.display().to_string()],
+                        )?);
                     }
                     procs
                 }
@@ -609,7 +848,8 @@ impl Lab {
     /// Runs the load generator once against a running target, measuring its proxies meanwhile.
     fn measure(&mut self, idx: usize, s: &Step, round: usize) -> anyhow::Result<Option<Sample>> {
         let target = self.running[idx].target;
-        let Ok((addr, host)) = targets::endpoint(target, s.workload, self.nginx_stream) else {
+        let Ok((addr, host)) = targets::endpoint_at(target, s.workload, s.rate, self.nginx_stream)
+        else {
             return Ok(None);
         };
         let mut args = vec![
@@ -774,6 +1014,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         unavailable: Vec::new(),
         nginx_stream: false,
         notes: Vec::new(),
+        tls: None,
     };
     if !lab.pin.enabled {
         lab.notes.push("not pinned (taskset missing or fewer than 2 CPUs): figures are not comparable with pinned runs".into());
@@ -804,6 +1045,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         Target::Haproxy,
         Target::Pingora,
         Target::Relay2Hop,
+        Target::Nginx2HopTls,
+        Target::Haproxy2HopTls,
     ] {
         if wanted.contains(&t) {
             lab.start_peer(t, &args.pingora, args.pingora_unavailable.as_deref());
@@ -822,7 +1065,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     let mut unsupported = Vec::new();
     for s in &steps {
         for r in &lab.running {
-            if let Err(note) = targets::endpoint(r.target, s.workload, lab.nginx_stream) {
+            if let Err(note) = targets::endpoint_at(r.target, s.workload, s.rate, lab.nginx_stream)
+            {
                 unsupported.push(Unsupported {
                     target: r.target,
                     workload: s.workload,
@@ -1136,7 +1380,7 @@ mod tests {
     fn full_plan_covers_every_workload_at_every_rate() {
         let p = plan_targets(&plan(false));
         for w in Workload::ALL {
-            let want = if w == Workload::TcpStream {
+            let want = if w.is_tcp() {
                 vec![Rate::Max]
             } else {
                 vec![Rate::Fixed(1000), Rate::Fixed(5000), Rate::Max]
@@ -1153,7 +1397,7 @@ mod tests {
     }
 
     #[test]
-    fn full_run_fits_in_half_an_hour() {
+    fn full_run_fits_in_forty_minutes() {
         // Every target that carries a workload runs it (nginx with its stream module), three rounds;
         // ~1.1 s of overhead per run.
         let per_round: f64 = plan(false)
@@ -1161,12 +1405,14 @@ mod tests {
             .map(|s| {
                 let n = Target::ALL
                     .into_iter()
-                    .filter(|&t| targets::endpoint(t, s.workload, true).is_ok())
+                    .filter(|&t| targets::endpoint_at(t, s.workload, s.rate, true).is_ok())
                     .count() as f64;
                 n * (s.duration.as_secs_f64() + 1.1 * s.slices as f64)
             })
             .sum();
-        assert!(per_round * 3.0 < 30.0 * 60.0, "{per_round} s per round");
+        // 30 minutes before the mTLS targets; they add about 7 minutes (at max only, and HTTP/1.1
+        // keep-alive at 1,000 req/s).
+        assert!(per_round * 3.0 < 40.0 * 60.0, "{per_round} s per round");
     }
 
     #[test]

@@ -23,18 +23,14 @@ async fn every_workload_runs_without_errors() {
     let http = start(upstream::Kind::Http).await;
     let tcp = start(upstream::Kind::Tcp).await;
     for workload in Workload::ALL {
-        let rates: &[Rate] = if workload == Workload::TcpStream {
+        let rates: &[Rate] = if workload.is_tcp() {
             &[Rate::Max]
         } else {
             &[Rate::Fixed(400), Rate::Max]
         };
         for &rate in rates {
             let cfg = LoadConfig {
-                target: if workload == Workload::TcpStream {
-                    tcp
-                } else {
-                    http
-                },
+                target: if workload.is_tcp() { tcp } else { http },
                 host: Some("upstream:8080".into()),
                 workload,
                 rate,
@@ -56,6 +52,7 @@ async fn every_workload_runs_without_errors() {
             }
             let per_request = match workload {
                 Workload::TcpStream => load::TCP_CHUNK as u64,
+                Workload::TcpNewConn => load::TCP_NEW_CONN_SIZE as u64,
                 Workload::GrpcUnary => weft_bench::proto::BODY_SIZE as u64 + 5,
                 _ => weft_bench::proto::BODY_SIZE as u64,
             };
