@@ -97,7 +97,7 @@ fn apply(mesh: &Mesh, name: &str, yaml: &str) -> PathBuf {
     path
 }
 
-fn delete(mesh: &Mesh, path: &PathBuf) {
+fn delete(mesh: &Mesh, path: &std::path::Path) {
     let out = mesh.weft(&["delete", "-f", path.to_str().expect("utf-8")]);
     assert!(
         out.status.success(),
