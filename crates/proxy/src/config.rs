@@ -373,6 +373,7 @@ impl Snapshot {
                     (crate::tls::Upstream::Mesh { sans, sni, always }, Some(mesh)) => {
                         Some((mesh.client(sans.clone(), sni), *always))
                     }
+                    (crate::tls::Upstream::Files(f), _) => Some((f.tls.clone(), true)),
                     _ => None,
                 };
                 let cluster = Cluster {

@@ -10,6 +10,8 @@
 //! SPIFFE certificates name their workload with a URI SAN and no DNS name, which rustls' standard server
 //! verifier cannot check: the chain is verified here with webpki (rustls' own) and the URI compared with
 //! the expected identities, as Envoy's `match_subject_alt_names` does.
+//!
+//! TLS with certificates from files (a DestinationRule's SIMPLE and MUTUAL) is [`files`]'s.
 
 use crate::identity::{Current, Identity};
 use arc_swap::ArcSwapOption;
@@ -22,6 +24,9 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use weft_http::tls::{ClientTls, ServerTls};
+
+pub mod files;
+pub use files::{FileTls, FilesError};
 
 /// ALPN a sidecar offers another: Istio's names for mesh mTLS, which a server may use to tell the mesh's
 /// TLS from an application's own.
@@ -418,6 +423,9 @@ pub enum Upstream {
         /// To every endpoint, not only those marked `tlsMode: istio`.
         always: bool,
     },
+    /// TLS to every endpoint with certificates from files or inline (a DestinationRule's SIMPLE or
+    /// MUTUAL), read when the cluster arrived.
+    Files(FileTls),
 }
 
 /// What the proxy knows of the connection a request came on.
@@ -460,14 +468,15 @@ const SDS_ROOTS: &str = "ROOTCA";
 
 use weft_xds::pb::envoy::extensions::transport_sockets::tls::v3 as xtls;
 
-/// Checks a common TLS context is the mesh's: certificate from SDS `default`, roots from SDS `ROOTCA`
-/// (the only TLS the proxy does yet), and returns its `match_subject_alt_names` exact values.
+/// Checks a common TLS context is the mesh's: certificate from SDS `default`, roots from SDS `ROOTCA`,
+/// and returns its `match_subject_alt_names` exact values. (An upstream context without SDS is read by
+/// [`files`]; an inbound listener's must be the mesh's.)
 fn mesh_context(c: Option<&xtls::CommonTlsContext>) -> Result<Vec<String>, String> {
     let Some(c) = c else {
         return Err("common_tls_context is missing".into());
     };
     if !c.tls_certificates.is_empty() {
-        return Err("common_tls_context.tls_certificates (certificates from files or inline) is not supported yet: only the workload certificate from SDS \"default\"".into());
+        return Err("common_tls_context.tls_certificates (certificates from files or inline) is not supported here: only the workload certificate from SDS \"default\"".into());
     }
     if c.tls_certificate_sds_secret_configs.len() != 1
         || c.tls_certificate_sds_secret_configs[0].name != SDS_CERT
@@ -502,7 +511,8 @@ fn mesh_context(c: Option<&xtls::CommonTlsContext>) -> Result<Vec<String>, Strin
                 };
                 // Istio writes the typed form (URI SANs); the older untyped one is read too.
                 for (i, m) in d.match_typed_subject_alt_names.iter().enumerate() {
-                    let field = format!("default_validation_context.match_typed_subject_alt_names[{i}]");
+                    let field =
+                        format!("default_validation_context.match_typed_subject_alt_names[{i}]");
                     if m.san_type != 3 {
                         return Err(format!("{field}: only URI SANs (SPIFFE IDs) are supported"));
                     }
@@ -521,7 +531,7 @@ fn mesh_context(c: Option<&xtls::CommonTlsContext>) -> Result<Vec<String>, Strin
         }
         Some(V::ValidationContextSdsSecretConfig(s)) if s.name == SDS_ROOTS => Ok(Vec::new()),
         _ => Err(format!(
-            "the validation context must come from SDS {SDS_ROOTS:?} (certificates from files are not supported yet)"
+            "the validation context must come from SDS {SDS_ROOTS:?} with the workload certificate"
         )),
     }
 }
@@ -576,10 +586,20 @@ pub fn inbound(l: &weft_xds::pb::envoy::config::listener::v3::Listener) -> Resul
     })
 }
 
-/// Reads an upstream TLS transport socket.
+/// What an upstream TLS transport socket says.
+enum Socket {
+    /// The mesh's: expected identities and SNI.
+    Mesh(Vec<String>, String),
+    /// Certificates from files.
+    Files(FileTls),
+}
+
+/// Reads an upstream TLS transport socket of the cluster named `cluster`: the mesh's TLS when its
+/// certificate comes from SDS, certificates from files (or inline) otherwise.
 fn upstream_socket(
     ts: &weft_xds::pb::envoy::config::core::v3::TransportSocket,
-) -> Result<Option<(Vec<String>, String)>, String> {
+    cluster: &str,
+) -> Result<Option<Socket>, String> {
     use weft_xds::pb::envoy::config::core::v3::transport_socket::ConfigType;
     let any = match &ts.config_type {
         Some(ConfigType::TypedConfig(a)) => a,
@@ -592,20 +612,42 @@ fn upstream_socket(
         return Err(format!("{} is not supported", any.type_url));
     }
     let u: xtls::UpstreamTlsContext = weft_xds::unpack(any).map_err(|e| e.to_string())?;
-    let sans = mesh_context(u.common_tls_context.as_ref())?;
-    Ok(Some((sans, u.sni)))
+    let from_sds = u
+        .common_tls_context
+        .as_ref()
+        .is_some_and(|c| !c.tls_certificate_sds_secret_configs.is_empty());
+    if from_sds {
+        let sans = mesh_context(u.common_tls_context.as_ref())?;
+        return Ok(Some(Socket::Mesh(sans, u.sni)));
+    }
+    files::read(&u, cluster)
+        .map(|f| Some(Socket::Files(f)))
+        .map_err(|e| error_chain(&e))
+}
+
+/// An error and its causes, as one line (`ClusterError::Tls` carries text).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Reads a cluster's TLS (see [`Upstream`]).
 pub fn upstream(c: &weft_xds::pb::envoy::config::cluster::v3::Cluster) -> Result<Upstream, String> {
     if let Some(ts) = &c.transport_socket {
         return Ok(
-            match upstream_socket(ts).map_err(|e| format!("transport_socket: {e}"))? {
-                Some((sans, sni)) => Upstream::Mesh {
+            match upstream_socket(ts, &c.name).map_err(|e| format!("transport_socket: {e}"))? {
+                Some(Socket::Mesh(sans, sni)) => Upstream::Mesh {
                     sans,
                     sni,
                     always: true,
                 },
+                Some(Socket::Files(f)) => Upstream::Files(f),
                 None => Upstream::Plaintext,
             },
         );
@@ -617,7 +659,7 @@ pub fn upstream(c: &weft_xds::pb::envoy::config::cluster::v3::Cluster) -> Result
         let Some(ts) = &m.transport_socket else {
             continue;
         };
-        let settings = upstream_socket(ts)
+        let settings = upstream_socket(ts, &c.name)
             .map_err(|e| format!("transport_socket_matches[{i}].transport_socket: {e}"))?;
         let mode = m
             .r#match
@@ -628,7 +670,7 @@ pub fn upstream(c: &weft_xds::pb::envoy::config::cluster::v3::Cluster) -> Result
                 _ => None,
             });
         match (settings, mode) {
-            (Some((sans, sni)), Some("istio")) => {
+            (Some(Socket::Mesh(sans, sni)), Some("istio")) => {
                 found = Upstream::Mesh {
                     sans,
                     sni,
@@ -638,7 +680,7 @@ pub fn upstream(c: &weft_xds::pb::envoy::config::cluster::v3::Cluster) -> Result
             (None, _) => {}
             (Some(_), _) => {
                 return Err(format!(
-                    "transport_socket_matches[{i}]: only a TLS socket matching {{tlsMode: istio}} is supported"
+                    "transport_socket_matches[{i}]: only the mesh's TLS socket matching {{tlsMode: istio}} is supported"
                 ))
             }
         }

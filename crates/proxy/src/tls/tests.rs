@@ -378,7 +378,8 @@ mod xds {
             upstream(&xcluster::Cluster::default()),
             Ok(Upstream::Plaintext)
         );
-        // Certificates from files (a DestinationRule's SIMPLE or MUTUAL) are refused by name.
+        // Certificates from files (a DestinationRule's SIMPLE or MUTUAL) are read by `files`: one
+        // without its chain is refused naming the field.
         let files = xcluster::Cluster {
             transport_socket: Some(socket(
                 weft_xds::type_url::UPSTREAM_TLS_CONTEXT,
@@ -394,7 +395,7 @@ mod xds {
         };
         let e = upstream(&files).expect_err("refused");
         assert!(
-            e.contains("transport_socket") && e.contains("tls_certificates"),
+            e == "transport_socket: common_tls_context.tls_certificates[0].certificate_chain is missing",
             "{e}"
         );
     }
