@@ -96,12 +96,15 @@ try {
   let pick = -1;
   const deadline = Date.now() + (requireTrace ? WAIT_MS : 5_000);
   while (Date.now() < deadline) {
-    rows = await page.locator('#trace-list tbody tr').count();
+    // Rows and their span counts from one read: two reads can straddle a refresh of the list.
     const counts = await page.locator('#trace-list tbody tr td:nth-child(4)').allTextContents();
+    rows = counts.length;
     pick = counts.findIndex((c) => Number(c) >= 2);
     if (pick >= 0 || (rows > 0 && !requireTrace)) break;
-    await page.waitForTimeout(1000);
+    // Search again, then give the list a second to come back: counted right after a click, the
+    // table is always the empty one the search hides while it fetches.
     await page.click('#trace-search button');
+    await page.waitForTimeout(1000);
   }
   seen.traces = { listed: rows };
   await shot('traces');
