@@ -1302,23 +1302,21 @@ async fn inbound_tcp_listener_forwards_to_the_app() {
         ("response_flags", "-"),
         ("connection_security_policy", "none"),
     ];
-    let text = eventually("TCP metrics", || async {
-        let t = stats(&proxy).await;
-        sample(&t, "istio_tcp_connections_closed_total", &tcp).map(|_| t)
-    })
-    .await;
-    for (family, want) in [
+    // The connection's series are written as each direction ends, so all four are waited for; a wrong
+    // value never settles and fails the wait.
+    let want = [
         ("istio_tcp_connections_opened_total", 1.0),
         ("istio_tcp_connections_closed_total", 1.0),
         ("istio_tcp_received_bytes_total", 18.0),
         ("istio_tcp_sent_bytes_total", 26.0),
-    ] {
-        assert_eq!(
-            sample(&text, family, &tcp),
-            Some(want),
-            "{family} in {text}"
-        );
-    }
+    ];
+    let text = eventually("TCP metrics", || async {
+        let t = stats(&proxy).await;
+        want.iter()
+            .all(|(family, v)| sample(&t, family, &tcp) == Some(*v))
+            .then_some(t)
+    })
+    .await;
     assert!(
         !text.contains("response_code=\"0\",request_protocol=\"tcp\""),
         "{text}"
