@@ -469,7 +469,7 @@ impl Client {
             .unwrap_or_else(|e| Err(format!("loading task failed: {e}")));
         let tls = match loaded {
             Ok(store) => {
-                match rustls::ClientConfig::builder_with_provider(ring_provider())
+                match rustls::ClientConfig::builder_with_provider(weft_http::tls::provider())
                     .with_safe_default_protocol_versions()
                 {
                     Ok(b) => {
@@ -530,13 +530,6 @@ impl Client {
             exchange(tcp, &authority, &path).await
         }
     }
-}
-
-/// rustls on ring, the workspace's one crypto provider (deprecated in rustls 0.23.48 for lacking
-/// post-quantum key exchange; a JWKS is public data, fetched every 20 minutes).
-#[allow(deprecated)]
-fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The roots of a PEM bundle.

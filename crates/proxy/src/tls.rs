@@ -16,13 +16,12 @@
 use crate::identity::{Current, Identity};
 use arc_swap::ArcSwapOption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use weft_http::tls::{ClientTls, ServerTls};
 
 pub mod files;
@@ -32,17 +31,7 @@ pub use files::{FileTls, FilesError};
 /// TLS from an application's own.
 pub const MESH_ALPN: [&[u8]; 2] = [b"istio-peer-exchange", b"istio"];
 
-/// The crypto provider for every TLS connection: ring. It builds without cmake or a C toolchain
-/// beyond `cc` and is what rcgen and jsonwebtoken use too, so the tree has one copy of the primitives.
-/// (rustls 0.23.48 marks ring's provider deprecated because it has no post-quantum key exchange;
-/// aws-lc-rs has, and is the candidate when the handshake cost is compared: see the README.)
-#[allow(deprecated)]
-pub fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
-}
+pub use weft_http::tls::provider;
 
 /// What a handshake needs of the current identity, made once per identity.
 struct Built {

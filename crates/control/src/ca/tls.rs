@@ -50,13 +50,6 @@ impl Names {
     }
 }
 
-/// rustls on ring, the workspace's one crypto provider (deprecated in rustls 0.23.48 for lacking
-/// post-quantum key exchange; weftd's port carries certificates and config, not workload traffic).
-#[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// The serving certificate, swapped whole when renewed; handshakes in progress keep theirs.
 #[derive(Debug)]
 pub struct ServingCert {
@@ -83,7 +76,7 @@ impl ServingCert {
     /// The TLS server configuration: TLS 1.2 and 1.3, HTTP/2, no client certificate (callers
     /// authenticate with tokens).
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, Error> {
-        let mut c = rustls::ServerConfig::builder_with_provider(provider())
+        let mut c = rustls::ServerConfig::builder_with_provider(weft_http::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(Error::Tls)?
             .with_no_client_auth()
@@ -120,7 +113,7 @@ impl ServingCert {
 fn certified(authority: &Authority, names: &Names) -> Result<CertifiedKey, Error> {
     let dns: Vec<&str> = names.dns.iter().map(String::as_str).collect();
     let (chain, key) = authority.issue_server(&dns, &names.ips, super::SERVING_CERT_TTL)?;
-    let signing = provider()
+    let signing = weft_http::tls::provider()
         .key_provider
         .load_private_key(key)
         .map_err(Error::Tls)?;

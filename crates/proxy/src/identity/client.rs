@@ -111,20 +111,13 @@ fn client_config(pem: &[u8], path: &std::path::Path) -> Result<rustls::ClientCon
             path: path.to_path_buf(),
         });
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(ring_provider()))
+    let mut config = rustls::ClientConfig::builder_with_provider(weft_http::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(Error::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
-}
-
-/// rustls on ring, the workspace's one crypto provider. rustls 0.23.48 deprecates it for lacking
-/// post-quantum key exchange; the CA connection carries a short-lived certificate only.
-#[allow(deprecated)]
-fn ring_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }
 
 /// A new ECDSA P-256 key and a CSR signed with it. The CSR names nothing: the CA takes the identity
