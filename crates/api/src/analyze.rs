@@ -900,10 +900,70 @@ pub fn analyze(resources: &[Resource]) -> Vec<Diagnostic> {
     diags
 }
 
+/// The CUSTOM AuthorizationPolicies whose `provider.name` MeshConfig's `extensionProviders` cannot
+/// serve (no entry of that name, or one that is not `envoyExtAuthzHttp` / `envoyExtAuthzGrpc`): a
+/// warning each, as weftd then denies every request the policy's rules match (Istio does the same).
+pub fn check_custom_providers(resources: &[Resource], mesh: &crate::MeshConfig) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for r in resources {
+        let Some(ap) = r.as_authorization_policy() else {
+            continue;
+        };
+        if ap.action != crate::security::authorization_policy::Action::Custom {
+            continue;
+        }
+        let Some(name) = ap.provider.as_ref().map(|p| p.name.as_str()) else {
+            continue;
+        };
+        if name.is_empty() {
+            continue;
+        }
+        if let Err(e) = mesh.ext_authz_provider(name) {
+            let mut out = Out { r, diags: vec![] };
+            out.warn(
+                "spec.provider.name".into(),
+                &format!("name: {name}"),
+                format!("{e}: requests this policy matches are denied"),
+            );
+            diags.extend(out.diags);
+        }
+    }
+    diags
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::parse::parse_file;
+
+    #[test]
+    fn custom_policies_with_unusable_providers_are_warned_of() {
+        let ap = |name: &str, provider: &str| {
+            format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: foo}}\nspec:\n  action: CUSTOM\n  provider:\n    name: {provider}\n  rules: [{{}}]\n---\n")
+        };
+        let text = [
+            ap("ok", "authz"),
+            ap("missing", "nope"),
+            ap("tracer", "zipkin"),
+        ]
+        .concat();
+        let p = parse_file("ap.yaml", &text);
+        let mesh: crate::MeshConfig = serde_yaml_ng::from_str(
+            "extensionProviders: [{name: authz, envoyExtAuthzHttp: {service: a.foo.svc.cluster.local, port: 80}}, {name: zipkin, zipkin: {service: z, port: 9411}}]",
+        )
+        .expect("mesh");
+        let got: Vec<String> = check_custom_providers(&p.resources, &mesh)
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "ap.yaml:16: AuthorizationPolicy foo/missing: spec.provider.name: warning: no extensionProviders entry is named \"nope\": requests this policy matches are denied".to_string(),
+                "ap.yaml:25: AuthorizationPolicy foo/tracer: spec.provider.name: warning: extensionProviders entry \"zipkin\" is not an envoyExtAuthzHttp or envoyExtAuthzGrpc provider: requests this policy matches are denied".to_string(),
+            ]
+        );
+    }
 
     const REGISTRY: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {number: 9080, name: http, protocol: HTTP}\n  workloadSelector:\n    labels: {app: reviews}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: reviews\nspec:\n  host: reviews\n  subsets:\n  - name: v1\n    labels: {version: v1}\n";
 

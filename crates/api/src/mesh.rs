@@ -6,6 +6,10 @@ use crate::networking::virtual_service::HttpRetry;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod ext_authz;
+
+pub use ext_authz::{ExtAuthz, ProviderError};
+
 type Loose = serde_yaml_ng::Value;
 
 /// Mesh-wide settings. Unknown fields are refused; fields weft does not use yet are accepted as written.
@@ -42,7 +46,9 @@ pub struct MeshConfig {
     pub outbound_traffic_policy: Option<Loose>,
     /// Inbound policy.
     pub inbound_traffic_policy: Option<Loose>,
-    /// Extension providers; weft reads the `zipkin` and `opentelemetry` tracers ([`MeshConfig::tracing`]).
+    /// Extension providers; weft reads the `zipkin` and `opentelemetry` tracers ([`MeshConfig::tracing`]),
+    /// `envoyFileAccessLog` loggers and the `envoyExtAuthzHttp` / `envoyExtAuthzGrpc` authorizers of
+    /// CUSTOM AuthorizationPolicies ([`MeshConfig::ext_authz_providers`]).
     pub extension_providers: Option<Loose>,
     /// Default providers; weft reads `tracing` ([`MeshConfig::tracing`]).
     pub default_providers: Option<Loose>,

@@ -262,10 +262,11 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
         let api_version = get("apiVersion");
         if kind_s.is_none() && api_version.is_none() && is_mesh_file(base) {
             match serde_yaml_ng::from_str::<MeshConfig>(&doc) {
-                Ok(m) => match m.tracing() {
-                    Ok(_) => out.mesh = Some(m),
+                Ok(m) => match (m.tracing(), m.ext_authz_providers()) {
+                    (Ok(_), Ok(_)) => out.mesh = Some(m),
                     // Refused whole, as istiod refuses a MeshConfig that does not validate.
-                    Err(e) => problem(line, "MeshConfig", "-", "mesh", &e.field, e.message),
+                    (Err(e), _) => problem(line, "MeshConfig", "-", "mesh", &e.field, e.message),
+                    (_, Err(e)) => problem(line, "MeshConfig", "-", "mesh", &e.field, e.message),
                 },
                 Err(e) => {
                     let (l, field, msg) = yaml_error(&e, start);

@@ -34,10 +34,36 @@ pub fn read_paths(paths: &[PathBuf]) -> anyhow::Result<(Vec<Resource>, Vec<Diagn
     Ok((resources, diags))
 }
 
+/// The MeshConfig among `paths` (a `mesh.yaml` file, or one in a directory), if one reads cleanly.
+fn read_mesh(paths: &[PathBuf]) -> anyhow::Result<Option<weft_api::MeshConfig>> {
+    for p in paths {
+        let files = if p.is_dir() {
+            list_files(p).with_context(|| format!("cannot list {}", p.display()))?
+        } else {
+            vec![p.clone()]
+        };
+        for f in files {
+            let base = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if !weft_api::mesh::is_mesh_file(base) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            if let Some(m) = parse_file(&f.display().to_string(), &text).mesh {
+                return Ok(Some(m));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// `weft analyze`: prints every problem; returns the number of errors.
 pub fn analyze_paths(paths: &[PathBuf]) -> anyhow::Result<usize> {
     let (resources, mut diags) = read_paths(paths)?;
     diags.extend(analyze(&resources));
+    // CUSTOM policies against the MeshConfig among the paths (weftd's defaults without one).
+    let mesh = read_mesh(paths)?.unwrap_or_default();
+    diags.extend(weft_api::analyze::check_custom_providers(&resources, &mesh));
     diags.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     for d in &diags {
         println!("{d}");
