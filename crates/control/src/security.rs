@@ -1,5 +1,6 @@
 //! Which security policies apply to a workload, as Istio selects them, and the translation of its
-//! AuthorizationPolicies into Envoy's RBAC filters ([`rbac`]).
+//! AuthorizationPolicies into Envoy's RBAC filters ([`rbac`]) and, for CUSTOM ones, its `ext_authz`
+//! filter ([`ext_authz`]).
 //!
 //! - **PeerAuthentication** ([`peer_authentication`]): the mode of one workload port, with Istio's
 //!   precedence (port level > workload selector > namespace > mesh, UNSET inherits, PERMISSIVE at the
@@ -16,6 +17,7 @@
 //! Building listeners from this (filter chains per mode, the RBAC filters in the connection manager or
 //! before `tcp_proxy`) is `crate::translate`'s; evaluating the filters is weft-proxy's.
 
+pub mod ext_authz;
 pub mod rbac;
 
 pub use rbac::{rbac_http_filters, rbac_network_filters};

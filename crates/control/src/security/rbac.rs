@@ -10,10 +10,16 @@
 //! `istio_dry_run_deny_`) instead of `rules`; a filter whose policies are all dry runs has no `rules`,
 //! so it enforces nothing.
 //!
-//! **CUSTOM.** Weft has no ext_authz filter yet, so a CUSTOM policy fails closed the way istiod treats
-//! one whose provider it cannot use: a DENY filter, before all others, denies what the policy's rules
-//! match (policies named `istio-ext-authz-<provider>-ns[..]-policy[..]-rule[i]-deny-due-to-bad-CUSTOM-action`).
-//! A dry-run CUSTOM policy is left out.
+//! **CUSTOM.** The enforced CUSTOM policies of a workload name one provider (Istio allows one per
+//! workload). When MeshConfig has it as `envoyExtAuthzHttp` or `envoyExtAuthzGrpc` and its service is in
+//! the registry, their rules (names `istio-ext-authz-<provider>-ns[..]-policy[..]-rule[i]`) become the
+//! `shadow_rules` of an RBAC filter that only marks the requests they match (stat prefix
+//! `istio_ext_authz_`), followed by the `ext_authz` filter those marks enable ([`super::ext_authz`]).
+//! On a TCP listener that takes a gRPC provider (the network filters); an HTTP provider's policies
+//! do nothing there, as in Istio. A provider that cannot be used (not in MeshConfig, another kind, a
+//! service not in the registry), or more than one provider on a workload, fails closed the way istiod
+//! does: a DENY filter denies what the rules match (names suffixed
+//! `-deny-due-to-bad-CUSTOM-action`). A dry-run CUSTOM policy is left out.
 //!
 //! **Policies.** Each rule of a policy is one Envoy policy named `ns[<ns>]-policy[<name>]-rule[<i>]`; a
 //! policy without rules is one that never matches (`not_rule: any`, `not_id: any`), named `rule[0]`.
@@ -99,40 +105,78 @@ pub const DRY_RUN_ALLOW_PREFIX: &str = "istio_dry_run_allow_";
 /// The stat prefix of dry-run DENY policies.
 pub const DRY_RUN_DENY_PREFIX: &str = "istio_dry_run_deny_";
 
-/// The `envoy.filters.http.rbac` filters of a workload in `namespace` with `labels`: CUSTOM (as a DENY),
-/// AUDIT, DENY, then ALLOW, those the workload's policies use; empty when no AuthorizationPolicy
-/// applies.
+/// The authorization filters of a workload in `namespace` with `labels`, for its HTTP connection
+/// manager: CUSTOM (the marking `envoy.filters.http.rbac` and `envoy.filters.http.ext_authz`, or a
+/// DENY RBAC filter when the provider cannot be used), then the AUDIT, DENY and ALLOW
+/// `envoy.filters.http.rbac` filters, those the workload's policies use; empty when no
+/// AuthorizationPolicy applies.
 pub fn rbac_http_filters(
     model: &Model,
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> Vec<HttpFilter> {
-    build(model, namespace, labels, None)
-        .into_iter()
-        .map(|b| HttpFilter {
-            name: HTTP_RBAC_FILTER.into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(b.http())),
-            ..Default::default()
-        })
-        .collect()
+    let typed = |name: &str, any: Any| HttpFilter {
+        name: name.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any)),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for e in build(model, namespace, labels, None) {
+        match e {
+            Engine::Rbac(b) => out.push(typed(HTTP_RBAC_FILTER, b.http())),
+            Engine::ExtAuthz { shadow, authz } => {
+                out.push(typed(HTTP_RBAC_FILTER, Built::marking(shadow).http()));
+                out.push(typed(
+                    super::ext_authz::HTTP_EXT_AUTHZ_FILTER,
+                    authz.http(HTTP_RBAC_FILTER),
+                ));
+            }
+        }
+    }
+    out
 }
 
-/// The `envoy.filters.network.rbac` filters of a workload's TCP listener on `port` (the workload port),
-/// to go before `tcp_proxy`: CUSTOM (as a DENY), AUDIT, DENY, then ALLOW; empty when no
-/// AuthorizationPolicy applies.
+/// The filters of a workload's TCP listener on `port` (the workload port), to go before `tcp_proxy`:
+/// CUSTOM (the marking `envoy.filters.network.rbac` and `envoy.filters.network.ext_authz` of a gRPC
+/// provider, or a DENY RBAC filter), then the AUDIT, DENY and ALLOW `envoy.filters.network.rbac`;
+/// empty when no AuthorizationPolicy applies.
 pub fn rbac_network_filters(
     model: &Model,
     namespace: &str,
     labels: &BTreeMap<String, String>,
     port: u32,
 ) -> Vec<Filter> {
-    build(model, namespace, labels, Some(port))
-        .into_iter()
-        .map(|b| Filter {
-            name: NETWORK_RBAC_FILTER.into(),
-            config_type: Some(filter::ConfigType::TypedConfig(b.network())),
-        })
-        .collect()
+    let typed = |name: &str, any: Any| Filter {
+        name: name.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any)),
+    };
+    let mut out = Vec::new();
+    for e in build(model, namespace, labels, Some(port)) {
+        match e {
+            Engine::Rbac(b) => out.push(typed(NETWORK_RBAC_FILTER, b.network())),
+            Engine::ExtAuthz { shadow, authz } => {
+                // An HTTP provider cannot check a connection: its policies do nothing on TCP.
+                let Some(any) = authz.network(NETWORK_RBAC_FILTER) else {
+                    continue;
+                };
+                out.push(typed(NETWORK_RBAC_FILTER, Built::marking(shadow).network()));
+                out.push(typed(super::ext_authz::NETWORK_EXT_AUTHZ_FILTER, any));
+            }
+        }
+    }
+    out
+}
+
+/// What one filter (or, for CUSTOM with a usable provider, pair of filters) is built from.
+#[derive(Debug)]
+enum Engine {
+    /// An RBAC filter.
+    Rbac(Built),
+    /// The marking RBAC filter's shadow rules and the ext_authz filter they enable.
+    ExtAuthz {
+        shadow: wire::Rbac,
+        authz: Box<super::ext_authz::Resolved>,
+    },
 }
 
 /// The RBAC engines of one action: the enforced policies and the dry-run ones.
@@ -140,10 +184,24 @@ pub fn rbac_network_filters(
 struct Built {
     rules: Option<wire::Rbac>,
     shadow: Option<wire::Rbac>,
+    /// The shadow stat prefix, when not the dry-run one of the shadow rules' action.
+    shadow_prefix: Option<&'static str>,
 }
 
 impl Built {
+    /// The RBAC filter that only marks requests for ext_authz: the CUSTOM rules as shadow rules.
+    fn marking(shadow: wire::Rbac) -> Built {
+        Built {
+            rules: None,
+            shadow: Some(shadow),
+            shadow_prefix: Some(super::ext_authz::SHADOW_PREFIX),
+        }
+    }
+
     fn shadow_prefix(&self) -> String {
+        if let Some(p) = self.shadow_prefix {
+            return p.into();
+        }
         match self.shadow.as_ref().map(|s| s.action) {
             Some(a) if a == RbacAction::Allow as i32 => DRY_RUN_ALLOW_PREFIX.into(),
             Some(a) if a == RbacAction::Deny as i32 => DRY_RUN_DENY_PREFIX.into(),
@@ -177,27 +235,25 @@ impl Built {
     }
 }
 
-/// The engines of a workload, one per action in use, in filter order. `tcp` is the listener port of a
-/// TCP listener, `None` for HTTP.
+/// The engines of a workload, in filter order: CUSTOM, then one per other action in use. `tcp` is the
+/// listener port of a TCP listener, `None` for HTTP.
 fn build(
     model: &Model,
     namespace: &str,
     labels: &BTreeMap<String, String>,
     tcp: Option<u32>,
-) -> Vec<Built> {
+) -> Vec<Engine> {
     let policies = authorization_policies(model, namespace, labels);
     if policies.is_empty() {
         return Vec::new();
     }
     let trust = trust_domains(&model.mesh);
-    let mut out = Vec::new();
+    let mut out = custom(model, &policies, &trust, tcp);
     for (action, engine) in [
-        (Action::Custom, RbacAction::Deny),
         (Action::Audit, RbacAction::Log),
         (Action::Deny, RbacAction::Deny),
         (Action::Allow, RbacAction::Allow),
     ] {
-        let custom = action == Action::Custom;
         let mut built = Built::default();
         let mut any = false;
         for r in &policies {
@@ -205,10 +261,6 @@ fn build(
                 continue;
             };
             let dry_run = is_dry_run(r);
-            if custom && dry_run {
-                // A dry run of an authorizer weft cannot call decides nothing either way.
-                continue;
-            }
             any = true;
             let target = if dry_run {
                 &mut built.shadow
@@ -219,47 +271,135 @@ fn build(
                 action: engine as i32,
                 policies: BTreeMap::new(),
             });
-            let ns = r.metadata.namespace.as_str();
-            let name = r.metadata.name.as_str();
-            let provider = ap.provider.as_ref().map(|p| p.name.as_str());
-            let name_of = |i| match provider {
-                Some(p) if custom => custom_policy_name(p, ns, name, i),
-                _ => policy_name(ns, name, i),
-            };
-            if ap.rules.is_empty() {
-                rbac.policies.insert(name_of(0), match_never());
-                continue;
-            }
             let ctx = Ctx {
-                policy_namespace: ns,
+                policy_namespace: &r.metadata.namespace,
                 trust: &trust,
                 tcp,
                 allow: action == Action::Allow,
             };
-            for (i, rule) in ap.rules.iter().enumerate() {
-                if let Some(p) = generate(rule, &ctx) {
-                    rbac.policies.insert(name_of(i), p);
-                }
-            }
+            add_rules(rbac, &ap.rules, &ctx, |i| {
+                policy_name(&r.metadata.namespace, &r.metadata.name, i)
+            });
         }
         if any {
-            out.push(built);
+            out.push(Engine::Rbac(built));
         }
     }
     out
 }
+
+/// One Envoy policy per rule (named by `name_of`), or one that never matches for a policy without
+/// rules.
+fn add_rules(rbac: &mut wire::Rbac, rules: &[Rule], ctx: &Ctx, name_of: impl Fn(usize) -> String) {
+    if rules.is_empty() {
+        rbac.policies.insert(name_of(0), match_never());
+        return;
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        if let Some(p) = generate(rule, ctx) {
+            rbac.policies.insert(name_of(i), p);
+        }
+    }
+}
+
+/// The CUSTOM engines: per provider, the marking rules and the ext_authz filter, or (a provider that
+/// cannot be used, or several providers) a DENY filter of the same rules.
+fn custom(
+    model: &Model,
+    policies: &[&std::sync::Arc<weft_api::Resource>],
+    trust: &[String],
+    tcp: Option<u32>,
+) -> Vec<Engine> {
+    let mut by_provider: BTreeMap<&str, wire::Rbac> = BTreeMap::new();
+    for r in policies {
+        let Some(ap) = r
+            .as_authorization_policy()
+            .filter(|p| p.action == Action::Custom)
+        else {
+            continue;
+        };
+        if is_dry_run(r) {
+            // Istio still calls the authorizer for a dry-run CUSTOM policy (its own TODO); weft
+            // leaves it out, so a dry run never changes a request.
+            continue;
+        }
+        // The analyzer refuses a CUSTOM policy without a provider; one here is unchecked.
+        let Some(provider) = ap.provider.as_ref().map(|p| p.name.as_str()) else {
+            continue;
+        };
+        let rbac = by_provider.entry(provider).or_insert_with(|| wire::Rbac {
+            action: RbacAction::Deny as i32,
+            policies: BTreeMap::new(),
+        });
+        let ctx = Ctx {
+            policy_namespace: &r.metadata.namespace,
+            trust,
+            tcp,
+            allow: false,
+        };
+        add_rules(rbac, &ap.rules, &ctx, |i| {
+            ext_authz_policy_name(provider, &r.metadata.namespace, &r.metadata.name, i)
+        });
+    }
+    let several = by_provider.len();
+    let mut out = Vec::new();
+    for (provider, rbac) in by_provider {
+        let resolved = if several > 1 {
+            Err(format!(
+                "{several} CUSTOM providers on one workload (Istio allows one)"
+            ))
+        } else {
+            super::ext_authz::resolve(model, provider).map_err(|e| e.to_string())
+        };
+        match resolved {
+            Ok(authz) => out.push(Engine::ExtAuthz {
+                shadow: rbac,
+                authz: Box::new(authz),
+            }),
+            Err(why) => {
+                tracing::debug!(provider, %why, "CUSTOM provider cannot be used; denying what its policies match");
+                let policies = rbac
+                    .policies
+                    .into_iter()
+                    .map(|(name, p)| (format!("{name}{BAD_CUSTOM_SUFFIX}"), p))
+                    .collect();
+                out.push(Engine::Rbac(Built {
+                    rules: Some(wire::Rbac {
+                        action: RbacAction::Deny as i32,
+                        policies,
+                    }),
+                    ..Default::default()
+                }));
+            }
+        }
+    }
+    out
+}
+
+/// Appended to the names of CUSTOM rules denied because their provider cannot be used.
+pub const BAD_CUSTOM_SUFFIX: &str = "-deny-due-to-bad-CUSTOM-action";
 
 /// Istio's name of the Envoy policy for rule `i` of a policy.
 pub fn policy_name(namespace: &str, name: &str, i: usize) -> String {
     format!("ns[{namespace}]-policy[{name}]-rule[{i}]")
 }
 
+/// Istio's name of the Envoy policy for rule `i` of a CUSTOM policy of `provider` (the prefix is what
+/// the ext_authz filter's `filter_enabled_metadata` looks for).
+pub fn ext_authz_policy_name(provider: &str, namespace: &str, name: &str, i: usize) -> String {
+    format!(
+        "{}-{provider}-{}",
+        super::ext_authz::MATCH_PREFIX,
+        policy_name(namespace, name, i)
+    )
+}
+
 /// Istio's name of the DENY policy it puts in place of rule `i` of a CUSTOM policy whose provider it
 /// cannot use.
 pub fn custom_policy_name(provider: &str, namespace: &str, name: &str, i: usize) -> String {
     format!(
-        "istio-ext-authz-{provider}-{}-deny-due-to-bad-CUSTOM-action",
-        policy_name(namespace, name, i)
+        "{}{BAD_CUSTOM_SUFFIX}",
+        ext_authz_policy_name(provider, namespace, name, i)
     )
 }
 

@@ -2,11 +2,15 @@
 //! same policies (its `pilot/pkg/security/authz/builder/testdata` shapes).
 
 use super::*;
+use crate::security::ext_authz;
 use crate::security::tests::{labels, model_of, MeshConfigText};
 use weft_xds::pb::envoy::config::rbac::v3::Rbac as XRbac;
+use weft_xds::pb::envoy::extensions::filters::http::ext_authz::v3::ExtAuthz as XHttpAuthz;
 use weft_xds::pb::envoy::extensions::filters::http::rbac::v3::Rbac as XHttpRbac;
+use weft_xds::pb::envoy::extensions::filters::network::ext_authz::v3::ExtAuthz as XNetAuthz;
 use weft_xds::pb::envoy::extensions::filters::network::rbac::v3::Rbac as XNetworkRbac;
 use weft_xds::pb::envoy::r#type::matcher::v3::value_matcher::MatchPattern as VP;
+use weft_xds::pb::envoy::r#type::matcher::v3::ListStringMatcher;
 
 // === a compact rendering of the protos ===
 
@@ -145,10 +149,15 @@ fn engine(r: &XRbac) -> Vec<String> {
 fn http(model: &Model, ns: &str, l: &[(&str, &str)]) -> Vec<String> {
     let mut out = Vec::new();
     for f in rbac_http_filters(model, ns, &labels(l)) {
-        assert_eq!(f.name, HTTP_RBAC_FILTER);
         let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
             panic!("no typed config");
         };
+        if f.name == ext_authz::HTTP_EXT_AUTHZ_FILTER {
+            assert_eq!(any.type_url, ext_authz::HTTP_EXT_AUTHZ_TYPE);
+            out.extend(http_ext_authz(&weft_xds::unpack(any).expect("decodes")));
+            continue;
+        }
+        assert_eq!(f.name, HTTP_RBAC_FILTER);
         assert_eq!(any.type_url, HTTP_RBAC_TYPE);
         let c: XHttpRbac = weft_xds::unpack(any).expect("decodes as Envoy's type");
         out.push("filter".into());
@@ -167,10 +176,28 @@ fn http(model: &Model, ns: &str, l: &[(&str, &str)]) -> Vec<String> {
 fn tcp(model: &Model, ns: &str, l: &[(&str, &str)], port: u32) -> Vec<String> {
     let mut out = Vec::new();
     for f in rbac_network_filters(model, ns, &labels(l), port) {
-        assert_eq!(f.name, NETWORK_RBAC_FILTER);
         let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
             panic!("no typed config");
         };
+        if f.name == ext_authz::NETWORK_EXT_AUTHZ_FILTER {
+            assert_eq!(any.type_url, ext_authz::NETWORK_EXT_AUTHZ_TYPE);
+            let c: XNetAuthz = weft_xds::unpack(any).expect("decodes");
+            assert_eq!(c.stat_prefix, TCP_STAT_PREFIX);
+            out.push(format!(
+                "ext_authz fail_open={} when {}",
+                c.failure_mode_allow,
+                c.filter_enabled_metadata
+                    .as_ref()
+                    .map(metadata)
+                    .unwrap_or_default()
+            ));
+            out.push(format!(
+                "  {}",
+                grpc(c.grpc_service.as_ref().expect("grpc"))
+            ));
+            continue;
+        }
+        assert_eq!(f.name, NETWORK_RBAC_FILTER);
         assert_eq!(any.type_url, NETWORK_RBAC_TYPE);
         let c: XNetworkRbac = weft_xds::unpack(any).expect("decodes as Envoy's type");
         assert_eq!(c.stat_prefix, TCP_STAT_PREFIX);
@@ -181,6 +208,89 @@ fn tcp(model: &Model, ns: &str, l: &[(&str, &str)], port: u32) -> Vec<String> {
         if let Some(r) = &c.shadow_rules {
             out.push(format!("shadow prefix {}", c.shadow_rules_stat_prefix));
             out.extend(engine(r).into_iter().map(|l| format!("shadow {l}")));
+        }
+    }
+    out
+}
+
+fn list(l: &Option<ListStringMatcher>) -> String {
+    let items: Vec<String> = l.iter().flat_map(|l| l.patterns.iter().map(s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn secs(d: &Option<weft_xds::pb::google::protobuf::Duration>) -> String {
+    d.as_ref()
+        .map(|d| format!("{}.{:03}s", d.seconds, d.nanos / 1_000_000))
+        .unwrap_or("-".into())
+}
+
+fn grpc(g: &weft_xds::pb::envoy::config::core::v3::GrpcService) -> String {
+    use weft_xds::pb::envoy::config::core::v3::grpc_service::TargetSpecifier;
+    let Some(TargetSpecifier::EnvoyGrpc(e)) = &g.target_specifier else {
+        panic!("envoy_grpc");
+    };
+    format!(
+        "grpc {} authority {} timeout {}",
+        e.cluster_name,
+        e.authority,
+        secs(&g.timeout)
+    )
+}
+
+/// An HTTP ext_authz filter: when it runs, then what it calls and how.
+#[allow(deprecated)] // `authorization_request.allowed_headers`: what istiod sends
+fn http_ext_authz(c: &XHttpAuthz) -> Vec<String> {
+    use weft_xds::pb::envoy::config::core::v3::http_uri::HttpUpstreamType;
+    use weft_xds::pb::envoy::extensions::filters::http::ext_authz::v3::ext_authz::Services;
+    let mut out = vec![format!(
+        "ext_authz fail_open={} status_on_error={} body={} when {}",
+        c.failure_mode_allow,
+        c.status_on_error.as_ref().map_or(0, |s| s.code),
+        c.with_request_body
+            .as_ref()
+            .map_or("-".to_string(), |b| format!(
+                "{}/{}/{}",
+                b.max_request_bytes, b.allow_partial_message, b.pack_as_bytes
+            )),
+        c.filter_enabled_metadata
+            .as_ref()
+            .map(metadata)
+            .unwrap_or_default()
+    )];
+    assert_eq!(c.transport_api_version, 2, "V3");
+    match c.services.as_ref().expect("a service") {
+        Services::GrpcService(g) => out.push(format!("  {}", grpc(g))),
+        Services::HttpService(h) => {
+            let uri = h.server_uri.as_ref().expect("server_uri");
+            let Some(HttpUpstreamType::Cluster(cluster)) = &uri.http_upstream_type else {
+                panic!("cluster");
+            };
+            out.push(format!(
+                "  http {cluster} uri {} timeout {} path_prefix {:?}",
+                uri.uri,
+                secs(&uri.timeout),
+                h.path_prefix
+            ));
+            if let Some(r) = &h.authorization_request {
+                let add: Vec<String> = r
+                    .headers_to_add
+                    .iter()
+                    .map(|h| format!("{}={}", h.key, h.value))
+                    .collect();
+                out.push(format!(
+                    "  request headers {} add [{}]",
+                    list(&r.allowed_headers),
+                    add.join(", ")
+                ));
+            }
+            if let Some(r) = &h.authorization_response {
+                out.push(format!(
+                    "  response upstream {} client {} client_on_success {}",
+                    list(&r.allowed_upstream_headers),
+                    list(&r.allowed_client_headers),
+                    list(&r.allowed_client_headers_on_success)
+                ));
+            }
         }
     }
     out
@@ -535,4 +645,140 @@ fn quote_meta_escapes_re2_metacharacters() {
         "a\\.b\\*c\\(d\\)\\|\\[e\\]\\{f\\}\\^\\$\\+\\?\\\\"
     );
     assert_eq!(quote_meta("prod-1_x"), "prod-1_x");
+}
+
+/// The authorizers of the CUSTOM tests: in MeshConfig, and their services in the registry.
+const PROVIDERS: &str = "rootNamespace: istio-system\nextensionProviders:\n\
+- name: http-authz\n  envoyExtAuthzHttp:\n    service: ext-authz.foo.svc.cluster.local\n    port: 8000\n    pathPrefix: /check\n    timeout: 2s\n    failOpen: true\n    includeRequestHeadersInCheck: [x-ext-authz, x-pre-*]\n    includeAdditionalHeadersInCheck: {x-added: yes}\n    headersToUpstreamOnAllow: [x-user]\n    headersToDownstreamOnDeny: [x-reason]\n    headersToDownstreamOnAllow: ['*-cookie']\n\
+- name: grpc-authz\n  envoyExtAuthzGrpc:\n    service: foo/ext-authz\n    port: 9000\n    statusOnError: '503'\n    includeRequestBodyInCheck: {maxRequestBytes: 4096, allowPartialMessage: true}\n\
+- name: lost\n  envoyExtAuthzGrpc: {service: nowhere.foo.svc.cluster.local, port: 9000}\n\
+- name: zipkin\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n";
+
+fn ext_authz_service() -> String {
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext-authz, namespace: foo}\nspec:\n  hosts: [ext-authz.foo.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {number: 8000, name: http, protocol: HTTP}\n  - {number: 9000, name: grpc, protocol: GRPC}\n  endpoints:\n  - address: 127.0.0.9\n---\n".into()
+}
+
+fn custom(name: &str, provider: &str, rules: &str) -> String {
+    ap(
+        name,
+        &format!("  action: CUSTOM\n  provider: {{name: {provider}}}\n  rules:\n{rules}"),
+    )
+}
+
+const ADMIN: &str = "  - to:\n    - operation: {paths: [/admin]}\n";
+
+#[test]
+fn custom_table() {
+    let cases: Vec<(&str, String, Vec<String>)> = vec![
+        (
+            "HTTP provider: marking RBAC, ext_authz, then the ALLOW filter",
+            ext_authz_service() + &custom("ext", "http-authz", ADMIN) + &ap("all", "  rules:\n  - {}\n"),
+            vec![
+                "filter".into(),
+                "shadow prefix istio_ext_authz_".into(),
+                "shadow DENY".into(),
+                "shadow   istio-ext-authz-http-authz-ns[foo]-policy[ext]-rule[0]: permissions [and(or(path(exact /admin)))] principals [and(any)]".into(),
+                "ext_authz fail_open=true status_on_error=0 body=- when metadata(envoy.filters.http.rbac [istio_ext_authz_shadow_effective_policy_id] prefix istio-ext-authz-http-authz-)".into(),
+                "  http outbound|8000||ext-authz.foo.svc.cluster.local uri http://ext-authz.foo.svc.cluster.local timeout 2.000s path_prefix \"/check\"".into(),
+                "  request headers [exact x-ext-authz, prefix x-pre-] add [x-added=yes]".into(),
+                "  response upstream [exact x-user] client [exact x-reason] client_on_success [suffix -cookie]".into(),
+                "filter".into(),
+                "rules ALLOW".into(),
+                format!("rules   ns[foo]-policy[all]-rule[0]: {ALL}"),
+            ],
+        ),
+        (
+            "gRPC provider named ns/host, two policies in one marking filter",
+            ext_authz_service() + &custom("a", "grpc-authz", ADMIN) + &custom("b", "grpc-authz", "  - {}\n"),
+            vec![
+                "filter".into(),
+                "shadow prefix istio_ext_authz_".into(),
+                "shadow DENY".into(),
+                "shadow   istio-ext-authz-grpc-authz-ns[foo]-policy[a]-rule[0]: permissions [and(or(path(exact /admin)))] principals [and(any)]".into(),
+                format!("shadow   istio-ext-authz-grpc-authz-ns[foo]-policy[b]-rule[0]: {ALL}"),
+                "ext_authz fail_open=false status_on_error=503 body=4096/true/false when metadata(envoy.filters.http.rbac [istio_ext_authz_shadow_effective_policy_id] prefix istio-ext-authz-grpc-authz-)".into(),
+                "  grpc outbound|9000||ext-authz.foo.svc.cluster.local authority outbound_.9000_._.ext-authz.foo.svc.cluster.local timeout 600.000s".into(),
+            ],
+        ),
+        (
+            "a provider whose service is not in the registry fails closed",
+            ext_authz_service() + &custom("ext", "lost", ADMIN),
+            vec![
+                "filter".into(),
+                "rules DENY".into(),
+                "rules   istio-ext-authz-lost-ns[foo]-policy[ext]-rule[0]-deny-due-to-bad-CUSTOM-action: permissions [and(or(path(exact /admin)))] principals [and(any)]".into(),
+            ],
+        ),
+        (
+            "a provider of another kind fails closed",
+            ext_authz_service() + &custom("ext", "zipkin", ADMIN),
+            vec![
+                "filter".into(),
+                "rules DENY".into(),
+                "rules   istio-ext-authz-zipkin-ns[foo]-policy[ext]-rule[0]-deny-due-to-bad-CUSTOM-action: permissions [and(or(path(exact /admin)))] principals [and(any)]".into(),
+            ],
+        ),
+        (
+            "two providers on one workload: both deny what they match, as istiod does",
+            ext_authz_service() + &custom("a", "http-authz", ADMIN) + &custom("b", "grpc-authz", "  - {}\n"),
+            vec![
+                "filter".into(),
+                "rules DENY".into(),
+                format!("rules   istio-ext-authz-grpc-authz-ns[foo]-policy[b]-rule[0]-deny-due-to-bad-CUSTOM-action: {ALL}"),
+                "filter".into(),
+                "rules DENY".into(),
+                "rules   istio-ext-authz-http-authz-ns[foo]-policy[a]-rule[0]-deny-due-to-bad-CUSTOM-action: permissions [and(or(path(exact /admin)))] principals [and(any)]".into(),
+            ],
+        ),
+        (
+            "a dry-run CUSTOM policy is left out",
+            ext_authz_service()
+                + "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: dry\n  namespace: foo\n  annotations: {istio.io/dry-run: \"true\"}\nspec:\n  action: CUSTOM\n  provider: {name: http-authz}\n  rules: [{}]\n---\n",
+            vec![],
+        ),
+    ];
+    for (name, text, want) in cases {
+        let model = model_of(&text, MeshConfigText(PROVIDERS));
+        assert_eq!(http(&model, "foo", &[("app", "web")]), want, "case {name}");
+    }
+}
+
+#[test]
+fn custom_on_tcp_takes_a_grpc_provider_only() {
+    let cases: Vec<(&str, String, Vec<String>)> = vec![
+        (
+            "gRPC provider: network marking RBAC and ext_authz",
+            ext_authz_service() + &custom("ext", "grpc-authz", "  - from:\n    - source: {ipBlocks: [10.0.0.0/8]}\n"),
+            vec![
+                "filter".into(),
+                "shadow prefix istio_ext_authz_".into(),
+                "shadow DENY".into(),
+                "shadow   istio-ext-authz-grpc-authz-ns[foo]-policy[ext]-rule[0]: permissions [and(any)] principals [and(or(direct_remote_ip(10.0.0.0/8)))]".into(),
+                "ext_authz fail_open=false when metadata(envoy.filters.network.rbac [istio_ext_authz_shadow_effective_policy_id] prefix istio-ext-authz-grpc-authz-)".into(),
+                "  grpc outbound|9000||ext-authz.foo.svc.cluster.local authority outbound_.9000_._.ext-authz.foo.svc.cluster.local timeout 600.000s".into(),
+            ],
+        ),
+        (
+            "HTTP provider: nothing on TCP",
+            ext_authz_service() + &custom("ext", "http-authz", "  - {}\n"),
+            vec![],
+        ),
+        (
+            "a provider that cannot be used still fails closed",
+            ext_authz_service() + &custom("ext", "nope", "  - {}\n"),
+            vec![
+                "filter".into(),
+                "rules DENY".into(),
+                format!("rules   istio-ext-authz-nope-ns[foo]-policy[ext]-rule[0]-deny-due-to-bad-CUSTOM-action: {ALL}"),
+            ],
+        ),
+    ];
+    for (name, text, want) in cases {
+        let model = model_of(&text, MeshConfigText(PROVIDERS));
+        assert_eq!(
+            tcp(&model, "foo", &[("app", "web")], 5432),
+            want,
+            "case {name}"
+        );
+    }
 }
