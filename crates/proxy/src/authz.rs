@@ -14,7 +14,8 @@
 //! for HTTP, the request head after normalization. Whatever a config holds that this module does not
 //! implement refuses the listener, naming the field: a policy is never silently read as matching or
 //! not. Weft does not evaluate CEL conditions, matcher-tree configs (`matcher`), audit loggers, filter
-//! state or custom principals; ext_authz (Istio's CUSTOM action) is not here.
+//! state or custom principals. ext_authz (Istio's CUSTOM action) is `crate::ext_authz`'s: the RBAC filter
+//! whose shadow rules mark the requests it checks is handed to it ([`Filter::shadow_policy`]).
 
 pub mod normalize;
 
@@ -338,6 +339,9 @@ impl Engine {
 pub struct Filter {
     rules: Option<Engine>,
     shadow: Option<Engine>,
+    /// `shadow_rules_stat_prefix`: the prefix of the dynamic metadata its shadow rules write
+    /// (`<prefix>shadow_effective_policy_id`), which an ext_authz filter may be enabled by.
+    shadow_prefix: Box<str>,
 }
 
 impl Filter {
@@ -350,7 +354,11 @@ impl Filter {
         if r.shadow_matcher.is_some() {
             return Err(At::root("shadow_matcher").unsupported("a matcher tree"));
         }
-        Filter::compile(r.rules.as_ref(), r.shadow_rules.as_ref())
+        Filter::compile(
+            r.rules.as_ref(),
+            r.shadow_rules.as_ref(),
+            &r.shadow_rules_stat_prefix,
+        )
     }
 
     /// Compiles a network RBAC filter's config (`envoy.extensions.filters.network.rbac.v3.RBAC`).
@@ -370,7 +378,37 @@ impl Filter {
         {
             return Err(At::root("delay_deny").unsupported("a delayed denial"));
         }
-        Filter::compile(r.rules.as_ref(), r.shadow_rules.as_ref())
+        Filter::compile(
+            r.rules.as_ref(),
+            r.shadow_rules.as_ref(),
+            &r.shadow_rules_stat_prefix,
+        )
+    }
+
+    /// Whether it has enforced rules.
+    pub(crate) fn enforces(&self) -> bool {
+        self.rules.is_some()
+    }
+
+    /// Whether its shadow rules write `key` into its dynamic metadata: `shadow_effective_policy_id`
+    /// under its shadow stat prefix.
+    pub(crate) fn writes_shadow_key(&self, key: &str) -> bool {
+        self.shadow.is_some()
+            && key
+                .strip_prefix(&*self.shadow_prefix)
+                .is_some_and(|k| k == "shadow_effective_policy_id")
+    }
+
+    /// The policy its shadow rules matched on a request (`http`) or connection: Envoy's
+    /// `shadow_effective_policy_id`, the first by name that matched; `None` when none did.
+    pub(crate) fn shadow_policy(
+        &self,
+        s: &Subject<'_>,
+        http: Option<&http::request::Parts>,
+    ) -> Option<&str> {
+        let e = self.shadow.as_ref()?;
+        let i = Input { subject: s, http };
+        e.policies.iter().find(|p| p.matches(&i)).map(|p| &*p.name)
     }
 
     /// The HTTP RBAC filter among a connection manager's `http_filters`: `None` when the filter named
@@ -413,8 +451,13 @@ impl Filter {
         })
     }
 
-    fn compile(rules: Option<&XRbac>, shadow: Option<&XRbac>) -> Result<Filter, RbacError> {
+    fn compile(
+        rules: Option<&XRbac>,
+        shadow: Option<&XRbac>,
+        shadow_prefix: &str,
+    ) -> Result<Filter, RbacError> {
         Ok(Filter {
+            shadow_prefix: shadow_prefix.into(),
             rules: rules
                 .map(|r| Engine::compile(r, &At::root("rules")))
                 .transpose()?,

@@ -39,8 +39,11 @@ impl Flags {
     pub const DC: Flags = Flags(1 << 11);
     /// Denied by an RBAC filter (`RBAC`): AuthorizationPolicy's 403, or a TCP connection closed.
     pub const RBAC: Flags = Flags(1 << 12);
+    /// Denied by the external authorizer (`UAEX`): a CUSTOM AuthorizationPolicy's denial, or the
+    /// authorizer could not be asked and the filter does not fail open.
+    pub const UAEX: Flags = Flags(1 << 13);
 
-    const NAMES: [(Flags, &'static str); 13] = [
+    const NAMES: [(Flags, &'static str); 14] = [
         (Flags::UH, "UH"),
         (Flags::UF, "UF"),
         (Flags::NR, "NR"),
@@ -54,6 +57,7 @@ impl Flags {
         (Flags::UR, "UR"),
         (Flags::DC, "DC"),
         (Flags::RBAC, "RBAC"),
+        (Flags::UAEX, "UAEX"),
     ];
 
     /// Adds the flags of `other`.
@@ -184,6 +188,22 @@ pub enum ProxyError {
         /// The DENY policy that matched; `None` when no ALLOW policy did.
         policy: Option<std::sync::Arc<str>>,
     },
+    /// The external authorizer (ext_authz, a CUSTOM AuthorizationPolicy) denied the request: its
+    /// status, headers and body go to the client.
+    #[error("denied by the external authorizer with status {}", .0.status)]
+    ExtAuthzDenied(Box<crate::ext_authz::Denied>),
+    /// The external authorizer could not be asked, and its filter does not fail open.
+    #[error("external authorization failed")]
+    ExtAuthzError {
+        /// The filter's `status_on_error`.
+        status: http::StatusCode,
+        /// What failed.
+        #[source]
+        source: crate::ext_authz::CheckError,
+    },
+    /// The request body to send to the external authorizer is longer than it takes.
+    #[error("request body too large for the external authorizer")]
+    ExtAuthzBodyTooLarge,
     /// The path was refused by normalization (`%00`, an escaped slash where those are refused).
     #[error("path refused")]
     BadPath(#[source] crate::authz::Rejected),
@@ -240,6 +260,12 @@ impl ProxyError {
             ProxyError::BadUpstreamRequest { .. } => (S::BAD_REQUEST, Flags::DPE, "bad request"),
             ProxyError::Unauthenticated(r) => (r.status(), Flags::default(), r.body()),
             ProxyError::Denied { .. } => (S::FORBIDDEN, Flags::RBAC, crate::authz::DENIED_BODY),
+            // The authorizer's own body goes with it (`http::local_response`).
+            ProxyError::ExtAuthzDenied(d) => (d.status, Flags::UAEX, ""),
+            ProxyError::ExtAuthzError { status, .. } => (*status, Flags::UAEX, ""),
+            ProxyError::ExtAuthzBodyTooLarge => {
+                (S::PAYLOAD_TOO_LARGE, Flags::default(), "Payload Too Large")
+            }
             // Envoy's connection manager answers a path it cannot normalize with a bare 400.
             ProxyError::BadPath(_) => (S::BAD_REQUEST, Flags::default(), ""),
         }
@@ -252,8 +278,10 @@ impl ProxyError {
             | ProxyError::ClusterNotFound { .. }
             | ProxyError::NoHealthyUpstream { .. }
             | ProxyError::FaultAbort { .. }
-            | ProxyError::Denied { .. } => Side::Config,
+            | ProxyError::Denied { .. }
+            | ProxyError::ExtAuthzDenied(_) => Side::Config,
             ProxyError::UpstreamConnect { .. }
+            | ProxyError::ExtAuthzError { .. }
             | ProxyError::UpstreamReset { .. }
             | ProxyError::PerTryTimeout { .. }
             | ProxyError::RouteTimeout => Side::Upstream,
@@ -261,6 +289,7 @@ impl ProxyError {
             | ProxyError::DownstreamBody { .. }
             | ProxyError::BadUpstreamRequest { .. }
             | ProxyError::Unauthenticated(_)
+            | ProxyError::ExtAuthzBodyTooLarge
             | ProxyError::BadPath(_) => Side::Downstream,
         }
     }
@@ -324,6 +353,27 @@ mod tests {
                 "FI",
             ),
             ("rbac", ProxyError::Denied { policy: None }, 403, "RBAC"),
+            (
+                "ext_authz denial",
+                ProxyError::ExtAuthzDenied(Box::new(crate::ext_authz::Denied {
+                    status: http::StatusCode::UNAUTHORIZED,
+                    headers: http::HeaderMap::new(),
+                    body: bytes::Bytes::new(),
+                })),
+                401,
+                "UAEX",
+            ),
+            (
+                "ext_authz error",
+                ProxyError::ExtAuthzError {
+                    status: http::StatusCode::SERVICE_UNAVAILABLE,
+                    source: crate::ext_authz::CheckError::Timeout(std::time::Duration::from_secs(
+                        1,
+                    )),
+                },
+                503,
+                "UAEX",
+            ),
             (
                 "bad path",
                 ProxyError::BadPath(crate::authz::Rejected::Nul),

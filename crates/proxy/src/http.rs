@@ -67,7 +67,7 @@ pub(crate) fn handle(
             down.and_then(|d| d.principal.clone()),
         )
     });
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
     // Path normalization (the inbound listener's connection manager), before anything reads the path:
     // telemetry, request authentication, RBAC and routing see the path the application will get.
     let normalized = normalize(&shared, &entry, &mut parts);
@@ -78,25 +78,66 @@ pub(crate) fn handle(
         .and_then(|t| telemetry_start(t, &shared, &entry, down, &mut parts));
     // Request authentication (Envoy's jwt_authn), then RBAC with its result (Istio's `request.auth.*`),
     // before routing, as in Envoy's filter chain.
-    let mut plan = normalized
-        .and_then(|()| {
-            crate::authn::authenticate(&shared, &entry, &mut parts)
-                .map_err(|rejected| ProxyError::Unauthenticated(Box::new(rejected)))
-        })
-        .and_then(|auth| authorize(&shared, &entry, down, &parts, auth.as_ref()))
-        .and_then(|()| prepare(&shared, &entry, parts));
+    let authenticated = normalized.and_then(|()| {
+        crate::authn::authenticate(&shared, &entry, &mut parts)
+            .map_err(|rejected| ProxyError::Unauthenticated(Box::new(rejected)))
+    });
+    // External authorization (CUSTOM policies) first, when its marking rules match: the check waits,
+    // so RBAC and routing move into the future after it (`Deferred`).
+    let external = match &authenticated {
+        Ok(auth) => ext_authz_for(&shared, &entry, down, &parts, auth.as_ref()),
+        Err(_) => None,
+    };
+    let (mut plan, mut deferred) = match external {
+        None => (
+            Some(
+                authenticated
+                    .and_then(|auth| authorize(&shared, &entry, down, &parts, auth.as_ref()))
+                    .and_then(|()| prepare(&shared, &entry, parts)),
+            ),
+            None,
+        ),
+        Some((ext, peer)) => (
+            None,
+            Some(Box::new(Deferred {
+                ext,
+                peer,
+                parts,
+                auth: authenticated.ok().flatten(),
+            })),
+        ),
+    };
     async move {
         // Recorded as a request that got no response (code 0, `DC`) if dropped before it has one.
         let mut inflight = Inflight(pending);
         let mut flags = Flags::default();
+        // What an allowing authorizer adds to the response.
+        let mut on_allow = None;
+        if let Some(d) = deferred.take() {
+            // Boxed: a check is rare, and every request's future would otherwise carry its size.
+            plan = Some(match Box::pin(d.run(&shared, &entry, &mut body)).await {
+                Ok((p, edits)) => {
+                    on_allow = edits;
+                    Ok(p)
+                }
+                Err(e) => Err(e),
+            });
+        }
         // The plan is used in place: moving it out of the `Result` would give it a second slot.
-        let mut resp = match &mut plan {
+        let mut resp = match plan
+            .as_mut()
+            .expect("the plan is made before the future, or by the check in it")
+        {
             Ok(plan) => match run(&shared, plan, body, &mut flags).await {
                 Ok(r) => r,
                 Err(e) => local_response(&e, &mut flags),
             },
             Err(e) => local_response(e, &mut flags),
         };
+        if let Some(edits) = on_allow {
+            (*edits).apply_response(resp.headers_mut());
+        }
+        let plan = plan.as_ref().and_then(|p| p.as_ref().ok());
         if !flags.is_empty() {
             if let Ok(v) = HeaderValue::from_str(&flags.to_string()) {
                 resp.headers_mut().insert(RESPONSE_FLAGS_HEADER, v);
@@ -104,7 +145,7 @@ pub(crate) fn handle(
         }
         match (inflight.0.take(), &shared.telemetry) {
             (Some(mut p), Some(t)) => {
-                telemetry_end(t, &entry, &mut p, &mut resp, flags, plan.as_ref().ok());
+                telemetry_end(t, &entry, &mut p, &mut resp, flags, plan);
                 resp = resp.map(|b| b.observed(p));
             }
             // Nothing recorded, but the metadata exchange goes on, as Istio's filter does.
@@ -254,6 +295,75 @@ fn normalize(
     crate::authz::normalize_request(parts, opts).map_err(ProxyError::BadPath)
 }
 
+/// A request that waits for the external authorizer before RBAC and routing.
+struct Deferred {
+    ext: Arc<crate::ext_authz::ExtAuthz>,
+    peer: crate::ext_authz::Peer,
+    parts: http::request::Parts,
+    auth: Option<serde_json::Value>,
+}
+
+impl Deferred {
+    /// Phase: the check; allowed, its header edits, then RBAC and the phases that do not wait. The
+    /// response headers an allowing authorizer adds come back beside the plan.
+    async fn run(
+        mut self,
+        shared: &Shared,
+        entry: &Entry,
+        body: &mut Body,
+    ) -> Result<(Plan, Option<Box<crate::ext_authz::Allowed>>), ProxyError> {
+        let mut allowed = match self
+            .ext
+            .check_request(shared, &self.peer, &self.parts, body)
+            .await
+        {
+            crate::ext_authz::Outcome::Allow(a) => a,
+            crate::ext_authz::Outcome::Refuse(e) => return Err(e),
+        };
+        allowed.apply(&mut self.parts.headers);
+        let subject = self.peer.subject(self.auth.as_ref());
+        authorize_subject(shared, entry, &subject, &self.parts)?;
+        let plan = prepare(shared, entry, self.parts)?;
+        Ok((
+            plan,
+            (!allowed.response.is_empty()).then(|| Box::new(allowed)),
+        ))
+    }
+}
+
+/// Phase: whether the inbound listener's ext_authz filter checks this request (its marking rules
+/// matched), with what the check needs of the connection. While no listener has ext_authz, this is one
+/// atomic load.
+fn ext_authz_for(
+    shared: &Shared,
+    entry: &Entry,
+    down: Option<&crate::tls::Downstream>,
+    parts: &http::request::Parts,
+    auth: Option<&serde_json::Value>,
+) -> Option<(Arc<crate::ext_authz::ExtAuthz>, crate::ext_authz::Peer)> {
+    let Entry::Inbound(name) = entry else {
+        return None;
+    };
+    if !crate::ext_authz::any_live() {
+        return None;
+    }
+    let ext = shared
+        .snapshot
+        .load()
+        .listeners
+        .get(&**name)
+        .and_then(|l| l.value.ext_authz.clone())?;
+    let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let peer = crate::ext_authz::Peer {
+        source: down.map_or(unknown, |d| d.peer),
+        destination: down.and_then(|d| d.local).unwrap_or(unknown),
+        principal: down.and_then(|d| d.principal.clone()),
+        sni: down.and_then(|d| d.sni.clone()),
+    };
+    ext.applies(&peer.subject(auth), Some(parts))
+        .then_some((ext, peer))
+}
+
 /// Phase: the inbound listener's RBAC filters (AuthorizationPolicy), on the connection (`down`: peer,
 /// local address, the peer's SPIFFE ID over mutual TLS, SNI) and the request with its verified JWT
 /// identity (`auth`). A denial is 403 `RBAC: access denied`. While no listener has RBAC, this is one
@@ -288,6 +398,27 @@ fn authorize(
         auth,
     };
     crate::authz::authorize_request(rbac, &subject, parts)
+}
+
+/// [`authorize`] with the subject already made (after an external check).
+fn authorize_subject(
+    shared: &Shared,
+    entry: &Entry,
+    subject: &crate::authz::Subject<'_>,
+    parts: &http::request::Parts,
+) -> Result<(), ProxyError> {
+    let Entry::Inbound(name) = entry else {
+        return Ok(());
+    };
+    let snap = shared.snapshot.load();
+    let Some(rbac) = snap
+        .listeners
+        .get(&**name)
+        .and_then(|l| l.value.rbac.as_ref())
+    else {
+        return Ok(());
+    };
+    crate::authz::authorize_request(rbac, subject, parts)
 }
 
 /// Completes a request's telemetry record with its response head. Outbound, the server sidecar's
@@ -339,6 +470,13 @@ fn local_response(e: &ProxyError, flags: &mut Flags) -> Response<Body> {
     let (status, flag, body) = e.response_parts();
     flags.insert(flag);
     tracing::debug!(error = %e, side = ?e.side(), "local response");
+    // The external authorizer's denial: its own status, headers and body.
+    if let ProxyError::ExtAuthzDenied(d) = e {
+        let mut r = Response::new(full(d.body.clone()));
+        *r.status_mut() = d.status;
+        *r.headers_mut() = d.headers.clone();
+        return r;
+    }
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     if let Some(c) = match e {
@@ -1098,11 +1236,12 @@ mod tests {
     /// cold; it was 4.2 KB before routing moved out of it and the request stopped being held twice.
     /// Telemetry added 72 bytes (its boxed record, the request's length, the last endpoint for the
     /// access log, the body's observer slot); mutual TLS and authorization 72 more (the peer's principal
-    /// for the access line, the upstream TLS settings each attempt carries, the wider error).
+    /// for the access line, the upstream TLS settings each attempt carries, the wider error); external
+    /// authorization 16 more (the boxed deferred check and the boxed response edits it allows).
     #[test]
     fn a_request_future_stays_small() {
         let size = future_size(&handle);
-        assert!(size <= 2216, "handle's future is {size} bytes");
+        assert!(size <= 2232, "handle's future is {size} bytes");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod authz;
 pub mod balance;
 pub mod config;
 pub mod error;
+pub mod ext_authz;
 pub mod http;
 pub mod identity;
 pub mod listeners;

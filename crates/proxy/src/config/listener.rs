@@ -107,6 +107,16 @@ pub enum ListenerError {
         #[source]
         source: authz::RbacError,
     },
+    /// An ext_authz filter (a CUSTOM AuthorizationPolicy) cannot be used.
+    #[error("{filter}")]
+    ExtAuthz {
+        /// Which filter: `http_filters[1] "envoy.filters.http.ext_authz"` or
+        /// `filter "envoy.filters.network.ext_authz"`.
+        filter: String,
+        /// What is wrong, naming the field.
+        #[source]
+        source: crate::ext_authz::ConfigError,
+    },
     /// The connection manager's path normalization cannot be used.
     #[error("path normalization: {why}")]
     PathNormalization {
@@ -174,6 +184,9 @@ pub struct Listener {
     /// Its RBAC filters (AuthorizationPolicy): the HTTP ones of its connection manager or the network
     /// ones before `tcp_proxy`, in order; `None` when there is nothing to check.
     pub rbac: Option<Arc<authz::Rbac>>,
+    /// Its ext_authz filter (CUSTOM AuthorizationPolicy), with the RBAC filter that marks what it
+    /// checks; `None` when there is none.
+    pub ext_authz: Option<Arc<crate::ext_authz::ExtAuthz>>,
     /// How its connection manager normalizes request paths, before routing and RBAC.
     pub path_normalization: PathNormalization,
     /// Whether it takes mutual TLS, plaintext, or both (its filter chains' transport sockets).
@@ -220,6 +233,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
         let mut tcp_reporting = overrides::DEFAULT_TCP_REPORTING;
         let mut jwt = None;
         let mut rbac = Vec::new();
+        let mut ext_authz = None;
         let mut path_normalization = PathNormalization::default();
         let tls = crate::tls::inbound(l).map_err(|why| ListenerError::Tls { why })?;
         let filters = l
@@ -238,6 +252,27 @@ impl TryFrom<&xlistener::Listener> for Listener {
                     filter: format!("filter {:?}", f.name),
                     source,
                 })?);
+                continue;
+            }
+            if crate::ext_authz::is_network(&f.name, typed) {
+                let filter = || format!("filter {:?}", f.name);
+                if ext_authz.is_some() {
+                    return Err(ListenerError::ExtAuthz {
+                        filter: filter(),
+                        source: crate::ext_authz::ConfigError::Unsupported {
+                            field: "ext_authz",
+                            what: "a second ext_authz filter".into(),
+                        },
+                    });
+                }
+                let e =
+                    crate::ext_authz::ExtAuthz::network(typed, &mut rbac).map_err(|source| {
+                        ListenerError::ExtAuthz {
+                            filter: filter(),
+                            source,
+                        }
+                    })?;
+                ext_authz = Some(Arc::new(e));
                 continue;
             }
             let Some(xlistener::filter::ConfigType::TypedConfig(any)) = &f.config_type else {
@@ -270,6 +305,15 @@ impl TryFrom<&xlistener::Listener> for Listener {
             if any.type_url != weft_xds::type_url::HTTP_CONNECTION_MANAGER {
                 continue;
             }
+            if ext_authz.is_some() {
+                return Err(ListenerError::ExtAuthz {
+                    filter: format!("filter {:?}", crate::ext_authz::NETWORK_FILTER),
+                    source: crate::ext_authz::ConfigError::Unsupported {
+                        field: "ext_authz",
+                        what: "a network ext_authz filter before an HTTP connection manager".into(),
+                    },
+                });
+            }
             if !rbac.is_empty() {
                 return Err(ListenerError::Rbac {
                     filter: format!("filter {:?}", authz::NETWORK_RBAC_FILTER),
@@ -299,6 +343,25 @@ impl TryFrom<&xlistener::Listener> for Listener {
                         filter: format!("http_filters[{i}] {:?}", h.name),
                         source,
                     })?);
+                    continue;
+                }
+                if crate::ext_authz::is_http(&h.name, typed) {
+                    let filter = || format!("http_filters[{i}] {:?}", h.name);
+                    if ext_authz.is_some() {
+                        return Err(ListenerError::ExtAuthz {
+                            filter: filter(),
+                            source: crate::ext_authz::ConfigError::Unsupported {
+                                field: "ext_authz",
+                                what: "a second ext_authz filter".into(),
+                            },
+                        });
+                    }
+                    let e = crate::ext_authz::ExtAuthz::http(typed, h.disabled, &mut rbac)
+                        .map_err(|source| ListenerError::ExtAuthz {
+                            filter: filter(),
+                            source,
+                        })?;
+                    ext_authz = Some(Arc::new(e));
                     continue;
                 }
                 let Some(http_filter::ConfigType::TypedConfig(any)) = &h.config_type else {
@@ -345,6 +408,7 @@ impl TryFrom<&xlistener::Listener> for Listener {
             tcp_reporting,
             jwt,
             rbac: authz::Rbac::new(rbac).map(Arc::new),
+            ext_authz,
             path_normalization,
         })
     }
@@ -974,6 +1038,241 @@ mod tests {
                     x
                 },
                 "filter \"envoy.filters.network.rbac\": rules.action: 5 is not ALLOW, DENY or LOG",
+            ),
+        ];
+        for (name, x, want) in cases {
+            let e = Listener::try_from(&x).expect_err(name);
+            let mut chain = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                chain.push_str(": ");
+                chain.push_str(&c.to_string());
+                cur = c.source();
+            }
+            assert_eq!(chain, want, "{name}");
+        }
+    }
+
+    /// The RBAC filter istiod puts before ext_authz: rules that only mark (`/admin*` here).
+    fn marking_rbac(
+        prefix: &str,
+    ) -> weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter
+    {
+        use weft_xds::pb::envoy::config::rbac::v3::{
+            permission, principal, Permission, Policy, Principal,
+        };
+        use weft_xds::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+        use weft_xds::pb::envoy::r#type::matcher::v3::{
+            path_matcher, string_matcher::MatchPattern, PathMatcher, StringMatcher,
+        };
+        let admin = Policy {
+            permissions: vec![Permission {
+                rule: Some(permission::Rule::UrlPath(PathMatcher {
+                    rule: Some(path_matcher::Rule::Path(StringMatcher {
+                        match_pattern: Some(MatchPattern::Prefix("/admin".into())),
+                        ignore_case: false,
+                    })),
+                })),
+            }],
+            principals: vec![Principal {
+                identifier: Some(principal::Identifier::Any(true)),
+            }],
+            ..Default::default()
+        };
+        let shadow = weft_xds::pb::envoy::config::rbac::v3::Rbac {
+            action: 1,
+            policies: [(
+                "istio-ext-authz-a-ns[foo]-policy[x]-rule[0]".to_string(),
+                admin,
+            )]
+            .into_iter()
+            .collect(),
+            audit_logging_options: None,
+        };
+        weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter {
+            name: authz::HTTP_RBAC_FILTER.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(weft_xds::pack(
+                authz::HTTP_RBAC_TYPE,
+                &Rbac {
+                    shadow_rules: Some(shadow),
+                    shadow_rules_stat_prefix: prefix.into(),
+                    ..Default::default()
+                },
+            ))),
+            ..Default::default()
+        }
+    }
+
+    /// An HTTP ext_authz filter as istiod sends it, edited by `edit`.
+    fn ext_authz(
+        edit: impl FnOnce(&mut weft_xds::pb::envoy::extensions::filters::http::ext_authz::v3::ExtAuthz),
+    ) -> weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter
+    {
+        use weft_xds::pb::envoy::config::core::v3::{http_uri, HttpUri};
+        use weft_xds::pb::envoy::extensions::filters::http::ext_authz::v3::{
+            ext_authz::Services, ExtAuthz, HttpService,
+        };
+        use weft_xds::pb::envoy::r#type::matcher::v3::{
+            metadata_matcher::{path_segment::Segment, PathSegment},
+            string_matcher::MatchPattern,
+            value_matcher, MetadataMatcher, StringMatcher, ValueMatcher,
+        };
+        let mut c = ExtAuthz {
+            transport_api_version: 2,
+            filter_enabled_metadata: Some(MetadataMatcher {
+                filter: authz::HTTP_RBAC_FILTER.into(),
+                path: vec![PathSegment {
+                    segment: Some(Segment::Key(
+                        "istio_ext_authz_shadow_effective_policy_id".into(),
+                    )),
+                }],
+                value: Some(ValueMatcher {
+                    match_pattern: Some(value_matcher::MatchPattern::StringMatch(StringMatcher {
+                        match_pattern: Some(MatchPattern::Prefix("istio-ext-authz-a-".into())),
+                        ignore_case: false,
+                    })),
+                }),
+                ..Default::default()
+            }),
+            services: Some(Services::HttpService(HttpService {
+                server_uri: Some(HttpUri {
+                    uri: "http://authz".into(),
+                    http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
+                        "outbound|80||authz".into(),
+                    )),
+                    timeout: Some(weft_xds::pb::google::protobuf::Duration {
+                        seconds: 1,
+                        nanos: 0,
+                    }),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        edit(&mut c);
+        weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter {
+            name: crate::ext_authz::HTTP_FILTER.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(weft_xds::pack(
+                crate::ext_authz::HTTP_TYPE,
+                &c,
+            ))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ext_authz_takes_its_marking_rbac_filter() {
+        use authz::Subject;
+        let subject = Subject {
+            source: "10.0.0.1:1".parse().expect("addr"),
+            destination: "10.0.0.2:9080".parse().expect("addr"),
+            principal: None,
+            sni: None,
+            auth: None,
+        };
+        let x = with_hcm(http_listener(None, None, None), |hcm| {
+            hcm.http_filters = vec![
+                marking_rbac("istio_ext_authz_"),
+                ext_authz(|_| {}),
+                http_rbac(Some(rbac_rules(0))),
+            ];
+        });
+        let l = Listener::try_from(&x).expect("valid");
+        let ext = l.ext_authz.as_ref().expect("ext_authz");
+        let req = |path: &str| {
+            ::http::Request::get(path)
+                .body(())
+                .expect("request")
+                .into_parts()
+                .0
+        };
+        assert!(ext.applies(&subject, Some(&req("/admin/x"))));
+        assert!(!ext.applies(&subject, Some(&req("/"))));
+        // The marking filter is the ext_authz filter's: the listener's RBAC is the ALLOW one alone,
+        // with no shadow rules.
+        let rbac = l.rbac.as_ref().expect("rbac");
+        assert!(!rbac.has_shadow());
+        assert!(!rbac.check_http(&subject, &req("/")).is_deny());
+        // No `filter_enabled_metadata`: every request.
+        let x = with_hcm(http_listener(None, None, None), |hcm| {
+            hcm.http_filters = vec![ext_authz(|c| c.filter_enabled_metadata = None)];
+        });
+        let l = Listener::try_from(&x).expect("valid");
+        assert!(l
+            .ext_authz
+            .as_ref()
+            .expect("ext")
+            .applies(&subject, Some(&req("/"))));
+        assert!(l.rbac.is_none());
+    }
+
+    #[test]
+    fn bad_ext_authz_refuses_the_listener_naming_the_filter_and_field() {
+        use weft_xds::pb::envoy::config::core::v3::{grpc_service, GrpcService};
+        use weft_xds::pb::envoy::extensions::filters::http::ext_authz::v3::ext_authz::Services;
+        let mut disabled = ext_authz(|_| {});
+        disabled.disabled = true;
+        let chain = |filters: Vec<_>| {
+            with_hcm(http_listener(None, None, None), |h| {
+                h.http_filters = filters
+            })
+        };
+        let cases: Vec<(&str, xlistener::Listener, &str)> = vec![
+            (
+                "no marking filter",
+                chain(vec![ext_authz(|_| {})]),
+                "http_filters[0] \"envoy.filters.http.ext_authz\": filter_enabled_metadata: no earlier envoy.filters.http.rbac filter has shadow rules writing \"istio_ext_authz_shadow_effective_policy_id\"",
+            ),
+            (
+                "a marking filter under another prefix",
+                chain(vec![marking_rbac("other_"), ext_authz(|_| {})]),
+                "http_filters[1] \"envoy.filters.http.ext_authz\": filter_enabled_metadata: no earlier envoy.filters.http.rbac filter has shadow rules writing \"istio_ext_authz_shadow_effective_policy_id\"",
+            ),
+            (
+                "RBAC rules before it",
+                chain(vec![http_rbac(Some(rbac_rules(1))), marking_rbac("istio_ext_authz_"), ext_authz(|_| {})]),
+                "http_filters[2] \"envoy.filters.http.ext_authz\": ext_authz: an envoy.filters.http.rbac filter with rules before it is not supported",
+            ),
+            (
+                "two of them",
+                chain(vec![ext_authz(|c| c.filter_enabled_metadata = None), ext_authz(|c| c.filter_enabled_metadata = None)]),
+                "http_filters[1] \"envoy.filters.http.ext_authz\": ext_authz: a second ext_authz filter is not supported",
+            ),
+            (
+                "disabled",
+                chain(vec![disabled]),
+                "http_filters[0] \"envoy.filters.http.ext_authz\": disabled: an HTTP filter enabled per route is not supported",
+            ),
+            (
+                "google_grpc",
+                chain(vec![ext_authz(|c| {
+                    c.filter_enabled_metadata = None;
+                    c.services = Some(Services::GrpcService(GrpcService {
+                        target_specifier: Some(grpc_service::TargetSpecifier::GoogleGrpc(Default::default())),
+                        ..Default::default()
+                    }));
+                })]),
+                "http_filters[0] \"envoy.filters.http.ext_authz\": grpc_service: google_grpc (weft calls through envoy_grpc) is not supported",
+            ),
+            (
+                "no timeout",
+                chain(vec![ext_authz(|c| {
+                    c.filter_enabled_metadata = None;
+                    if let Some(Services::HttpService(h)) = &mut c.services {
+                        if let Some(u) = &mut h.server_uri {
+                            u.timeout = None;
+                        }
+                    }
+                })]),
+                "http_filters[0] \"envoy.filters.http.ext_authz\": http_service.server_uri.timeout: is not set",
+            ),
+            (
+                "a bad status",
+                chain(vec![ext_authz(|c| {
+                    c.filter_enabled_metadata = None;
+                    c.status_on_error = Some(weft_xds::pb::envoy::r#type::v3::HttpStatus { code: 1000 });
+                })]),
+                "http_filters[0] \"envoy.filters.http.ext_authz\": status_on_error: 1000 is not an HTTP status",
             ),
         ];
         for (name, x, want) in cases {

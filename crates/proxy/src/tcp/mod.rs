@@ -204,7 +204,7 @@ async fn forward(
             return;
         }
     };
-    let (inbound, stats, local, every, rbac) = shared
+    let (inbound, stats, local, every, (rbac, ext_authz)) = shared
         .snapshot
         .load()
         .listeners
@@ -214,7 +214,8 @@ async fn forward(
             let stats = l.stats.clone().filter(|o| o.touches_tcp());
             let every = Some(l.tcp_reporting);
             let inbound = l.direction == Direction::Inbound;
-            (inbound, stats, l.address, every, l.rbac.clone())
+            let authz = (l.rbac.clone(), l.ext_authz.clone());
+            (inbound, stats, l.address, every, authz)
         })
         .unwrap_or_default();
     let local = tcp.local_addr().ok().or(local);
@@ -252,6 +253,23 @@ async fn forward(
     // Phase: the network RBAC filters, on the connection as it is accepted (after its handshake: the
     // peer's identity is a principal); denied, it is closed at once and goes nowhere (Envoy's `RBAC`
     // flag).
+    // Phase: the network ext_authz filter (a CUSTOM policy's gRPC authorizer), for a connection its
+    // marking rules match, before the RBAC filters; denied, it is closed at once (Envoy's `UAEX`).
+    if let Some(ext) = &ext_authz {
+        let peer = crate::ext_authz::Peer {
+            source: client.peer,
+            destination: client.local.unwrap_or(client.peer),
+            principal: client.principal.clone(),
+            sni: client.sni.clone(),
+        };
+        if ext.applies(&peer.subject(None), None)
+            && !Box::pin(ext.check_connection(&shared, &peer)).await
+        {
+            access(&listener, &client, None, None, (0, 0), Flags::UAEX);
+            Tally::open(&shared, conn, None, None, None).close(Flags::UAEX, (0, 0));
+            return;
+        }
+    }
     if let Some(rbac) = &rbac {
         if !crate::authz::allows_connection(rbac, &listener, &client) {
             access(&listener, &client, None, None, (0, 0), Flags::RBAC);
