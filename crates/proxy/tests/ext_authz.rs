@@ -552,7 +552,7 @@ async fn an_authorizer_down_or_too_slow_gives_403_unless_the_filter_fails_open()
     assert_eq!(get(inbound, "/", &[]).await.status, 200);
 
     // failOpen: the request goes on.
-    ads.update(xds("2", app.addr, down, Some(&http_ext_authz(5_000, true))));
+    ads.update(xds("2", app.addr, down, Some(&http_ext_authz(200, true))));
     eventually("fail open in force", || async {
         let r = get(inbound, "/admin", &[]).await;
         (r.status == 200).then_some(())
@@ -567,12 +567,14 @@ async fn an_authorizer_down_or_too_slow_gives_403_unless_the_filter_fails_open()
         authz.addr,
         Some(&http_ext_authz(200, false)),
     ));
-    let r = eventually("the hanging authorizer asked", || async {
+    // (The clusters may change before the listener does: until both have, a failing-open answer.)
+    let r = eventually("the hanging authorizer timed out", || async {
         let r = get(inbound, "/admin", &[("x-ext-authz", "hang")]).await;
-        (authz.checks.load(Ordering::SeqCst) > 0).then_some(r)
+        (r.status == 403).then_some(r)
     })
     .await;
-    assert_eq!((r.status, r.flags().as_str()), (403, "UAEX"), "{r:?}");
+    assert_eq!(r.flags(), "UAEX", "{r:?}");
+    assert!(authz.checks.load(Ordering::SeqCst) > 0);
     proxy.shutdown().await;
 }
 
@@ -676,5 +678,174 @@ async fn a_filter_weft_cannot_honour_is_nacked_and_the_last_good_one_stays() {
     assert_eq!((r.status, r.flags().as_str()), (403, "UAEX"), "{r:?}");
     let r = get(inbound, "/admin", &[("x-ext-authz", "allow")]).await;
     assert_eq!(r.status, 200, "{r:?}");
+    proxy.shutdown().await;
+}
+
+/// A gRPC authorizer that allows every connection while `allow` is set.
+#[derive(Clone, Default)]
+struct Switch {
+    allow: Arc<std::sync::atomic::AtomicBool>,
+    checks: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl Authorization for Switch {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        let has_source = request
+            .get_ref()
+            .attributes
+            .as_ref()
+            .and_then(|a| a.source.as_ref())
+            .is_some_and(|s| s.address.is_some());
+        let code = if self.allow.load(Ordering::SeqCst) && has_source {
+            0
+        } else {
+            7
+        };
+        Ok(tonic::Response::new(CheckResponse {
+            status: Some(weft_xds::pb::google::rpc::Status {
+                code,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+/// A TCP listener with the network marking RBAC (every connection) and the network ext_authz filter
+/// to the gRPC authorizer, before `tcp_proxy` to `APP`.
+fn guarded_tcp_listener() -> weft_xds::Any {
+    use weft_xds::pb::envoy::config::core::v3::TrafficDirection;
+    use weft_xds::pb::envoy::config::listener::v3::{filter, Filter, Listener};
+    use weft_xds::pb::envoy::extensions::filters::network::ext_authz::v3::ExtAuthz as NetAuthz;
+    use weft_xds::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetRbac;
+    let l = tcp_listener(
+        LISTENER,
+        "127.0.0.1:0".parse().expect("addr"),
+        TrafficDirection::Inbound,
+        APP,
+    );
+    let mut l: Listener = weft_xds::unpack(&l).expect("listener");
+    let any_policy = Policy {
+        permissions: vec![Permission {
+            rule: Some(permission::Rule::Any(true)),
+        }],
+        principals: vec![Principal {
+            identifier: Some(principal::Identifier::Any(true)),
+        }],
+        ..Default::default()
+    };
+    let marking = NetRbac {
+        stat_prefix: "tcp.".into(),
+        shadow_rules: Some(Rules {
+            action: Action::Deny as i32,
+            policies: [(
+                "istio-ext-authz-authz-ns[default]-policy[ext]-rule[0]".to_string(),
+                any_policy,
+            )]
+            .into_iter()
+            .collect(),
+            audit_logging_options: None,
+        }),
+        shadow_rules_stat_prefix: "istio_ext_authz_".into(),
+        ..Default::default()
+    };
+    let Some(Services::GrpcService(grpc)) = grpc_ext_authz(5_000).services else {
+        panic!("grpc");
+    };
+    let mut enabled = enabled_by_mark();
+    enabled.filter = "envoy.filters.network.rbac".into();
+    let ext = NetAuthz {
+        stat_prefix: "tcp.".into(),
+        grpc_service: Some(grpc),
+        transport_api_version: 2,
+        filter_enabled_metadata: Some(enabled),
+        ..Default::default()
+    };
+    let filters = &mut l.filter_chains[0].filters;
+    filters.insert(
+        0,
+        Filter {
+            name: "envoy.filters.network.ext_authz".into(),
+            config_type: Some(filter::ConfigType::TypedConfig(pack(
+                "type.googleapis.com/envoy.extensions.filters.network.ext_authz.v3.ExtAuthz",
+                &ext,
+            ))),
+        },
+    );
+    filters.insert(
+        0,
+        Filter {
+            name: "envoy.filters.network.rbac".into(),
+            config_type: Some(filter::ConfigType::TypedConfig(pack(
+                "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC",
+                &marking,
+            ))),
+        },
+    );
+    pack(type_url::LISTENER, &l)
+}
+
+/// One line sent on a new connection to `at`, and what came back before the connection closed or
+/// a second passed.
+async fn echo_through(at: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(at).await else {
+        return String::new();
+    };
+    let _ = s.write_all(b"ping\n").await;
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(std::time::Duration::from_secs(1), s.read(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_authorizer_checks_tcp_connections() {
+    // An application that echoes what it reads.
+    let app = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app_addr = app.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = app.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let authz_addr = listener.local_addr().expect("addr");
+    let switch = Switch::default();
+    let served = switch.clone();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(AuthorizationServer::new(served))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+    });
+    let set = XdsSet {
+        version: "1".into(),
+        clusters: vec![
+            static_cluster(APP, &[app_addr]),
+            static_cluster(AUTHZ, &[authz_addr]),
+        ],
+        endpoints: vec![],
+        listeners: vec![guarded_tcp_listener()],
+        routes: vec![],
+    };
+    let ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), set).await;
+    let proxy = start_proxy(&ads.url()).await;
+    let inbound = eventually("inbound bound", || async { proxy.listener_addr(LISTENER) }).await;
+    // Denied: closed before a byte goes through.
+    assert_eq!(echo_through(inbound).await, "");
+    assert!(switch.checks.load(Ordering::SeqCst) > 0);
+    // Allowed: the connection goes on to the application.
+    switch.allow.store(true, Ordering::SeqCst);
+    assert_eq!(echo_through(inbound).await, "ping\n");
     proxy.shutdown().await;
 }
