@@ -950,16 +950,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rbac_filters_and_path_normalization_are_read() {
-        use authz::{Decision, Subject};
-        let subject = Subject {
+    /// A plaintext caller with no identity, the one the listener tests check requests of.
+    fn plain_subject() -> authz::Subject<'static> {
+        authz::Subject {
             source: "10.0.0.1:1".parse().expect("addr"),
             destination: "10.0.0.2:9080".parse().expect("addr"),
             principal: None,
             sni: None,
             auth: None,
-        };
+        }
+    }
+
+    #[test]
+    fn rbac_filters_and_path_normalization_are_read() {
+        use authz::Decision;
+        let subject = plain_subject();
         let req = ::http::Request::new(()).into_parts().0;
         // No RBAC filter, nothing said of paths: nothing to check, nothing to normalize.
         let l = Listener::try_from(&http_listener(None, None, None)).expect("valid");
@@ -1162,14 +1167,7 @@ mod tests {
 
     #[test]
     fn ext_authz_takes_its_marking_rbac_filter() {
-        use authz::Subject;
-        let subject = Subject {
-            source: "10.0.0.1:1".parse().expect("addr"),
-            destination: "10.0.0.2:9080".parse().expect("addr"),
-            principal: None,
-            sni: None,
-            auth: None,
-        };
+        let subject = plain_subject();
         let x = with_hcm(http_listener(None, None, None), |hcm| {
             hcm.http_filters = vec![
                 marking_rbac("istio_ext_authz_"),
