@@ -16,11 +16,11 @@ mod resources;
 
 use base64::Engine as _;
 use fake_ads::{FakeAds, XdsSet};
-use net::{admin_get, eventually, send, Behaviour, Form, Upstream};
+use net::{admin_get, eventually, send, start_proxy_with, Behaviour, Form, Upstream};
 use resources::*;
 use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::json;
-use weft_proxy::{Args, Config, Proxy, ProxyHandle};
+use weft_proxy::ProxyHandle;
 use weft_xds::pb::envoy::config::core::v3::{data_source, DataSource};
 use weft_xds::pb::envoy::config::route::v3::{route_match::PathSpecifier, RouteMatch};
 use weft_xds::pb::envoy::extensions::filters::http::jwt_authn::v3::{
@@ -147,33 +147,7 @@ fn with_filter(listener: &weft_xds::Any, filter: HttpFilter) -> weft_xds::Any {
 }
 
 async fn start_proxy(ads: &str) -> ProxyHandle {
-    let args = <Args as clap::Parser>::try_parse_from([
-        "weft-proxy",
-        "--workload",
-        "reviews-v1",
-        "--ip",
-        "127.0.0.1",
-        "--outbound-port",
-        "0",
-        "--stats-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--xds-address",
-        ads,
-        "--xds-protocol",
-        "sotw",
-    ])
-    .expect("flags");
-    let proxy = Proxy::start(Config::try_from(&args).expect("config"))
-        .await
-        .expect("proxy starts");
-    let admin = proxy.admin_addr();
-    eventually("proxy ready", || async move {
-        admin_get(admin, "/ready").await.filter(|(s, _)| *s == 200)
-    })
-    .await;
-    proxy
+    start_proxy_with(ads, &["--workload", "reviews-v1", "--xds-protocol", "sotw"]).await
 }
 
 /// An inbound listener to `app` carrying `filter`.

@@ -16,13 +16,13 @@ mod net;
 mod resources;
 
 use fake_ads::{FakeAds, XdsSet};
-use net::{admin_get, eventually};
+use net::{admin_get, eventually, start_proxy_with};
 use resources::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use weft_proxy::{Args, Config, Proxy, ProxyHandle};
+use weft_proxy::ProxyHandle;
 use weft_xds::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
 use weft_xds::pb::envoy::config::rbac::v3::{
     permission, principal, rbac::Action, Permission, Policy, Principal, Rbac as Rules,
@@ -42,42 +42,8 @@ use weft_xds::{pack, type_url};
 const HTTP_RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
 const NETWORK_RBAC: &str = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
 
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
 async fn start_proxy(ads: &str) -> ProxyHandle {
-    init_logs();
-    let args = <Args as clap::Parser>::try_parse_from([
-        "weft-proxy",
-        "--workload",
-        "reviews-v1",
-        "--ip",
-        "127.0.0.1",
-        "--outbound-port",
-        "0",
-        "--stats-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--xds-address",
-        ads,
-    ])
-    .expect("flags parse");
-    let config = Config::try_from(&args).expect("valid config");
-    let proxy = Proxy::start(config).await.expect("proxy starts");
-    let admin = proxy.admin_addr();
-    eventually("proxy ready", || async move {
-        admin_get(admin, "/ready").await.filter(|(s, _)| *s == 200)
-    })
-    .await;
-    proxy
+    start_proxy_with(ads, &["--workload", "reviews-v1"]).await
 }
 
 /// An application that answers every request 200 with the path (and query) it received.
@@ -143,20 +109,6 @@ async fn get_raw(to: SocketAddr, target: &str) -> Answer {
         status,
         headers,
         body: body.to_string(),
-    }
-}
-
-fn exact(s: &str) -> StringMatcher {
-    StringMatcher {
-        match_pattern: Some(MatchPattern::Exact(s.into())),
-        ignore_case: false,
-    }
-}
-
-fn prefix(s: &str) -> StringMatcher {
-    StringMatcher {
-        match_pattern: Some(MatchPattern::Prefix(s.into())),
-        ignore_case: false,
     }
 }
 

@@ -15,13 +15,13 @@ mod net;
 mod resources;
 
 use fake_ads::{FakeAds, XdsSet};
-use net::{admin_get, eventually, send, Behaviour, Form, Resp, Upstream};
+use net::{admin_get, eventually, send, start_proxy_with, Behaviour, Form, Resp, Upstream};
 use resources::*;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
-use weft_proxy::{Args, Config, Proxy, ProxyHandle};
+use weft_proxy::ProxyHandle;
 use weft_xds::pb::envoy::config::core::v3::{
     grpc_service, http_uri, GrpcService, HeaderValue as XHeaderValue, HeaderValueOption, HttpUri,
 };
@@ -37,9 +37,7 @@ use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::
 };
 use weft_xds::pb::envoy::r#type::matcher::v3::{
     metadata_matcher::{path_segment::Segment, PathSegment},
-    path_matcher,
-    string_matcher::MatchPattern,
-    value_matcher, ListStringMatcher, MetadataMatcher, PathMatcher, StringMatcher, ValueMatcher,
+    path_matcher, value_matcher, ListStringMatcher, MetadataMatcher, PathMatcher, ValueMatcher,
 };
 use weft_xds::pb::envoy::service::auth::v3::{
     authorization_server::{Authorization, AuthorizationServer},
@@ -51,62 +49,12 @@ const LISTENER: &str = "inbound_127.0.0.1_9080";
 const APP: &str = "inbound|9080||";
 const AUTHZ: &str = "outbound|8000||ext-authz.foo.svc.cluster.local";
 
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
 async fn start_proxy(ads: &str) -> ProxyHandle {
-    init_logs();
-    let args = <Args as clap::Parser>::try_parse_from([
-        "weft-proxy",
-        "--workload",
-        "reviews-v1",
-        "--ip",
-        "127.0.0.1",
-        "--outbound-port",
-        "0",
-        "--stats-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--xds-address",
-        ads,
-        // The NACK test reads the state-of-the-world requests.
-        "--xds-protocol",
-        "sotw",
-    ])
-    .expect("flags parse");
-    let config = Config::try_from(&args).expect("valid config");
-    let proxy = Proxy::start(config).await.expect("proxy starts");
-    let admin = proxy.admin_addr();
-    eventually("proxy ready", || async move {
-        admin_get(admin, "/ready").await.filter(|(s, _)| *s == 200)
-    })
-    .await;
-    proxy
+    // The NACK test reads the state-of-the-world requests.
+    start_proxy_with(ads, &["--workload", "reviews-v1", "--xds-protocol", "sotw"]).await
 }
 
 // === what weftd sends ===
-
-fn prefix(s: &str) -> StringMatcher {
-    StringMatcher {
-        match_pattern: Some(MatchPattern::Prefix(s.into())),
-        ignore_case: false,
-    }
-}
-
-fn exact(s: &str) -> StringMatcher {
-    StringMatcher {
-        match_pattern: Some(MatchPattern::Exact(s.into())),
-        ignore_case: false,
-    }
-}
 
 /// The marking filter of `action: CUSTOM, provider: {name: authz}, rules: [{to: [{operation:
 /// {paths: ["/admin*"]}}]}]`: shadow rules only.

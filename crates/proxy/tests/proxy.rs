@@ -5,14 +5,16 @@
 mod fake_ads;
 #[path = "support/net.rs"]
 mod net;
+// The string matchers are for the policy tests.
+#[allow(dead_code)]
 #[path = "support/resources.rs"]
 mod resources;
 
 use fake_ads::{version_of, DeltaMode, FakeAds, XdsSet};
-use net::{admin_get, eventually, get, send, Behaviour, Form, Upstream};
+use net::{admin_get, eventually, get, send, start_proxy_with, Behaviour, Form, Upstream};
 use resources::*;
 use std::net::SocketAddr;
-use weft_proxy::{Args, Config, Proxy, ProxyHandle};
+use weft_proxy::ProxyHandle;
 use weft_xds::ads::DiscoveryRequest;
 use weft_xds::pb::envoy::config::route::v3::{
     route_match::PathSpecifier, RetryPolicy, VirtualHost,
@@ -35,16 +37,6 @@ const REVIEWS: &[&str] = &[
     "reviews.default.svc.cluster.local:9080",
 ];
 
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
 /// A set with EDS clusters (name, endpoints) and one RDS table "9080" of these virtual hosts.
 fn set(version: &str, clusters: &[(&str, &[SocketAddr])], vhosts: Vec<VirtualHost>) -> XdsSet {
     XdsSet {
@@ -58,37 +50,6 @@ fn set(version: &str, clusters: &[(&str, &[SocketAddr])], vhosts: Vec<VirtualHos
 
 async fn start_proxy(ads: &str) -> ProxyHandle {
     start_proxy_with(ads, &[]).await
-}
-
-/// Starts the proxy with more flags (e.g. `--xds-protocol sotw`) and waits until it is ready.
-async fn start_proxy_with(ads: &str, extra: &[&str]) -> ProxyHandle {
-    init_logs();
-    let mut flags = vec!["weft-proxy"];
-    if !extra.contains(&"--workload") {
-        flags.extend(["--workload", "productpage-v1"]);
-    }
-    flags.extend([
-        "--ip",
-        "127.0.0.1",
-        "--outbound-port",
-        "0",
-        "--stats-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--xds-address",
-        ads,
-    ]);
-    flags.extend_from_slice(extra);
-    let args = <Args as clap::Parser>::try_parse_from(flags).expect("flags parse");
-    let config = Config::try_from(&args).expect("valid config");
-    let proxy = Proxy::start(config).await.expect("proxy starts");
-    let admin = proxy.admin_addr();
-    eventually("proxy ready", || async move {
-        admin_get(admin, "/ready").await.filter(|(s, _)| *s == 200)
-    })
-    .await;
-    proxy
 }
 
 /// Waits until `GET http://authority/path` through the proxy satisfies `ok`.

@@ -15,7 +15,7 @@ mod net;
 mod resources;
 
 use fake_ads::{FakeAds, XdsSet};
-use net::{admin_get, eventually};
+use net::{admin_get, eventually, init_logs};
 use resources::*;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,7 +43,6 @@ use weft_xds::pb::envoy::config::rbac::v3::{
 };
 use weft_xds::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use weft_xds::pb::envoy::extensions::transport_sockets::tls::v3 as xtls;
-use weft_xds::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 use weft_xds::pb::google::protobuf::{value, BoolValue, Struct, Value};
 use weft_xds::{pack, type_url, Any};
 
@@ -53,16 +52,6 @@ const REVIEWS: &str = "spiffe://cluster.local/ns/default/sa/reviews";
 const RATINGS: &str = "spiffe://cluster.local/ns/default/sa/ratings";
 /// Longest a certificate may take to arrive.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
 
 // === the mesh: weftd's CA and the workloads' identities ===
 
@@ -244,13 +233,6 @@ fn mesh_context(sans: &[&str]) -> xtls::CommonTlsContext {
                 ..Default::default()
             },
         )),
-        ..Default::default()
-    }
-}
-
-fn exact(s: &str) -> StringMatcher {
-    StringMatcher {
-        match_pattern: Some(MatchPattern::Exact(s.into())),
         ..Default::default()
     }
 }

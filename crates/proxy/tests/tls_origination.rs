@@ -16,7 +16,7 @@ mod resources;
 
 use fake_ads::{FakeAds, XdsSet};
 use http::{Request, Response};
-use net::{admin_get, eventually, get};
+use net::{eventually, get, start_proxy_with};
 use resources::*;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use weft_http::server::{serve_with, Connection};
 use weft_http::tls::ServerTls;
 use weft_http::{full, Body, Limits};
-use weft_proxy::{Args, Config, Proxy, ProxyHandle};
+use weft_proxy::ProxyHandle;
 use weft_xds::pb::envoy::config::cluster::v3::Cluster;
 use weft_xds::pb::envoy::config::core::v3::{
     data_source, transport_socket, DataSource, TrafficDirection, TransportSocket,
@@ -40,16 +40,6 @@ use weft_xds::{pack, type_url, Any};
 /// The service the DestinationRules are for: clusters are `outbound|443|<case>|api.example.com`.
 const HOST: &str = "api.example.com";
 const CLIENT_ID: &str = "spiffe://example.com/ns/default/sa/productpage";
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
 
 // === certificates, in files ===
 
@@ -231,33 +221,7 @@ async fn tls_echo_upstream(config: Arc<rustls::ServerConfig>) -> SocketAddr {
 // === the proxy and its xDS ===
 
 async fn start_proxy(ads: &FakeAds) -> ProxyHandle {
-    init_logs();
-    let args = <Args as clap::Parser>::try_parse_from([
-        "weft-proxy",
-        "--workload",
-        "productpage-v1",
-        "--ip",
-        "127.0.0.1",
-        "--outbound-port",
-        "0",
-        "--stats-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--xds-protocol",
-        "sotw",
-        "--xds-address",
-        &ads.url(),
-    ])
-    .expect("flags parse");
-    let config = Config::try_from(&args).expect("valid config");
-    let proxy = Proxy::start(config).await.expect("proxy starts");
-    let admin = proxy.admin_addr();
-    eventually("proxy ready", || async move {
-        admin_get(admin, "/ready").await.filter(|(s, _)| *s == 200)
-    })
-    .await;
-    proxy
+    start_proxy_with(&ads.url(), &["--xds-protocol", "sotw"]).await
 }
 
 fn file(path: &str) -> Option<DataSource> {

@@ -261,6 +261,52 @@ where
     }
 }
 
+/// Test logs at `warn` (or what `RUST_LOG` says), captured by the test harness.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Starts a proxy on 127.0.0.1 (every port the system's choice) that takes its config from the ADS
+/// server at `ads`, with `extra` flags (its `--workload` if given, else productpage-v1), and waits
+/// until it is ready.
+pub async fn start_proxy_with(ads: &str, extra: &[&str]) -> weft_proxy::ProxyHandle {
+    init_logs();
+    let mut flags = vec!["weft-proxy"];
+    if !extra.contains(&"--workload") {
+        flags.extend(["--workload", "productpage-v1"]);
+    }
+    flags.extend([
+        "--ip",
+        "127.0.0.1",
+        "--outbound-port",
+        "0",
+        "--stats-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--xds-address",
+        ads,
+    ]);
+    flags.extend_from_slice(extra);
+    let args = <weft_proxy::Args as clap::Parser>::try_parse_from(flags).expect("flags parse");
+    let config = weft_proxy::Config::try_from(&args).expect("valid config");
+    let proxy = weft_proxy::Proxy::start(config)
+        .await
+        .expect("proxy starts");
+    let admin = proxy.admin_addr();
+    eventually("proxy ready", || async move {
+        admin_get(admin, "/ready").await.filter(|(s, _)| *s == 200)
+    })
+    .await;
+    proxy
+}
+
 /// `GET http://admin/path` status and body.
 pub async fn admin_get(admin: SocketAddr, path: &str) -> Option<(u16, String)> {
     let r = send(admin, Form::Host, &admin.to_string(), path, &[])

@@ -17,6 +17,7 @@ use weft_xds::pb::envoy::config::route::v3::{
 use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager, Rds,
 };
+use weft_xds::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 use weft_xds::pb::google::protobuf::{BoolValue, Duration as PbDuration, UInt32Value};
 use weft_xds::{pack, type_url, Any};
 
@@ -273,4 +274,20 @@ pub fn route_config(name: &str, vhosts: Vec<VirtualHost>) -> (String, Any) {
             },
         ),
     )
+}
+
+/// A case-sensitive string matcher for exactly `s`.
+pub fn exact(s: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(MatchPattern::Exact(s.into())),
+        ignore_case: false,
+    }
+}
+
+/// A case-sensitive string matcher for what starts with `s`.
+pub fn prefix(s: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(MatchPattern::Prefix(s.into())),
+        ignore_case: false,
+    }
 }
