@@ -3,9 +3,12 @@
 
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::host::qualify;
+use crate::networking::gateway::{qualify_gateway, ServerHost};
 use crate::networking::sidecar::CaptureMode;
 use crate::networking::virtual_service::{HeaderOperations, HttpRoute, StringMatch};
-use crate::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
+use crate::networking::{
+    DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
+};
 use crate::resource::{Kind, Resource, Spec};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -71,6 +74,7 @@ pub fn validate(r: &Resource) -> Vec<Diagnostic> {
         Spec::ServiceEntry(se) => validate_se(&mut out, se),
         Spec::WorkloadEntry(we) => validate_we(&mut out, "spec", we),
         Spec::Sidecar(sc) => validate_sidecar(&mut out, sc),
+        Spec::Gateway(gw) => validate_gateway(&mut out, gw),
         Spec::PeerAuthentication(_)
         | Spec::AuthorizationPolicy(_)
         | Spec::RequestAuthentication(_) => {
@@ -187,12 +191,18 @@ fn validate_vs(out: &mut Out, vs: &VirtualService) {
             );
         }
     }
-    if !vs.applies_to_sidecars() {
-        out.warn(
-            "spec.gateways".into(),
-            "gateways",
-            "bound only to gateways, which weft does not run yet: sidecars ignore this VirtualService",
-        );
+    for (i, g) in vs.gateways.iter().enumerate() {
+        let bad = g.is_empty()
+            || g.split('/').count() > 2
+            || g.split('/').any(str::is_empty)
+            || g.split_once('/').is_some_and(|(_, n)| n == "mesh");
+        if bad {
+            out.error(
+                format!("spec.gateways[{i}]"),
+                "gateways",
+                format!("{g:?} is not `mesh`, a Gateway name or namespace/name"),
+            );
+        }
     }
     if !vs.tls.is_empty() {
         out.error(
@@ -630,6 +640,235 @@ fn validate_se(out: &mut Out, se: &ServiceEntry) {
     }
 }
 
+/// Server protocols a gateway serves.
+const GATEWAY_HTTP: [&str; 4] = ["HTTP", "HTTP2", "GRPC", "GRPC-WEB"];
+
+fn validate_gateway(out: &mut Out, gw: &Gateway) {
+    if gw.servers.is_empty() {
+        out.error(
+            "spec.servers".into(),
+            "servers",
+            "at least one server is required",
+        );
+    }
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut ports: BTreeMap<u32, usize> = BTreeMap::new();
+    for (i, s) in gw.servers.iter().enumerate() {
+        let f = format!("spec.servers[{i}]");
+        let mut https = false;
+        match &s.port {
+            None => out.error(format!("{f}.port"), "servers", "port is required"),
+            Some(p) => {
+                if p.number == 0 || p.number > 65535 {
+                    out.error(
+                        format!("{f}.port.number"),
+                        "number",
+                        format!("port {} out of range", p.number),
+                    );
+                }
+                if let Some(first) = ports.insert(p.number, i) {
+                    out.error(
+                        format!("{f}.port.number"),
+                        "number",
+                        format!(
+                            "port {} is already the port of spec.servers[{first}]: several servers on one port are {NOT_YET}",
+                            p.number
+                        ),
+                    );
+                }
+                let proto = p.effective_protocol();
+                https = proto == "HTTPS";
+                match proto.as_str() {
+                    "" => out.error(
+                        format!("{f}.port.protocol"),
+                        "port",
+                        "protocol is required",
+                    ),
+                    p if GATEWAY_HTTP.contains(&p) || p == "HTTPS" => {}
+                    "TCP" | "TLS" | "MONGO" => out.error(
+                        format!("{f}.port.protocol"),
+                        "protocol",
+                        format!("gateway servers with protocol {proto} are {NOT_YET} (HTTP and HTTPS only)"),
+                    ),
+                    _ => out.error(
+                        format!("{f}.port.protocol"),
+                        "protocol",
+                        format!("unknown protocol {proto:?} (HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TCP, TLS, MONGO)"),
+                    ),
+                }
+                if p.target_port.is_some() {
+                    out.error(format!("{f}.port.targetPort"), "targetPort", NOT_YET);
+                }
+            }
+        }
+        if s.hosts.is_empty() {
+            out.error(
+                format!("{f}.hosts"),
+                "hosts",
+                "at least one host is required",
+            );
+        }
+        for (j, h) in s.hosts.iter().enumerate() {
+            if ServerHost::parse(h).is_none() {
+                out.error(
+                    format!("{f}.hosts[{j}]"),
+                    h,
+                    format!("{h:?} is not a host or namespace/host (e.g. *, bookinfo.com, ./*)"),
+                );
+            }
+        }
+        if let Some(b) = &s.bind {
+            if b.starts_with("unix://") {
+                out.error(
+                    format!("{f}.bind"),
+                    "bind",
+                    format!("unix domain sockets are {NOT_YET}"),
+                );
+            } else if b.parse::<std::net::IpAddr>().is_err() {
+                out.error(
+                    format!("{f}.bind"),
+                    "bind",
+                    format!("bind {b:?} is not an IP address"),
+                );
+            }
+        }
+        if s.default_endpoint.is_some() {
+            out.error(format!("{f}.defaultEndpoint"), "defaultEndpoint", NOT_YET);
+        }
+        if let Some(n) = s.name.as_deref() {
+            if let Some(first) = names.insert(n, i) {
+                out.error(
+                    format!("{f}.name"),
+                    n,
+                    format!("name {n:?} is already the name of spec.servers[{first}]"),
+                );
+            }
+        }
+        validate_server_tls(out, &f, s.tls.as_ref(), https);
+    }
+}
+
+fn validate_server_tls(
+    out: &mut Out,
+    f: &str,
+    tls: Option<&crate::networking::gateway::ServerTls>,
+    https: bool,
+) {
+    let Some(t) = tls else {
+        if https {
+            out.error(
+                format!("{f}.tls"),
+                "HTTPS",
+                "an HTTPS server needs tls (mode SIMPLE or MUTUAL)",
+            );
+        }
+        return;
+    };
+    let tf = format!("{f}.tls");
+    let unsupported: [(&str, bool); 12] = [
+        ("caCrl", t.ca_crl.is_some()),
+        ("credentialName", t.credential_name.is_some()),
+        ("credentialNames", !t.credential_names.is_empty()),
+        ("tlsCertificates", !t.tls_certificates.is_empty()),
+        ("caCertCredentialName", t.ca_cert_credential_name.is_some()),
+        ("subjectAltNames", !t.subject_alt_names.is_empty()),
+        (
+            "verifyCertificateSpki",
+            !t.verify_certificate_spki.is_empty(),
+        ),
+        (
+            "verifyCertificateHash",
+            !t.verify_certificate_hash.is_empty(),
+        ),
+        ("minProtocolVersion", t.min_protocol_version.is_some()),
+        ("maxProtocolVersion", t.max_protocol_version.is_some()),
+        ("cipherSuites", !t.cipher_suites.is_empty()),
+        ("insecureSkipVerify", t.insecure_skip_verify.is_some()),
+    ];
+    for (name, present) in unsupported {
+        if present {
+            out.error(format!("{tf}.{name}"), &format!("{name}:"), NOT_YET);
+        }
+    }
+    use crate::networking::gateway::TlsMode;
+    match (t.mode.as_deref(), https) {
+        (None, false) => {
+            for (name, present) in [
+                ("serverCertificate", t.server_certificate.is_some()),
+                ("privateKey", t.private_key.is_some()),
+                ("caCertificates", t.ca_certificates.is_some()),
+            ] {
+                if present {
+                    out.error(
+                        format!("{tf}.{name}"),
+                        &format!("{name}:"),
+                        "certificates are only for HTTPS servers",
+                    );
+                }
+            }
+        }
+        (Some(_), false) => out.error(
+            format!("{tf}.mode"),
+            "mode",
+            "a TLS mode is only for HTTPS servers (on HTTP, only httpsRedirect)",
+        ),
+        (None, true) => out.error(
+            format!("{tf}.mode"),
+            "tls",
+            "an HTTPS server needs tls.mode SIMPLE or MUTUAL",
+        ),
+        (Some(m), true) => match t.served_mode() {
+            Some(mode) => {
+                if t.credential_name.is_none() {
+                    for (name, value) in [
+                        ("serverCertificate", &t.server_certificate),
+                        ("privateKey", &t.private_key),
+                    ] {
+                        if value.as_deref().is_none_or(str::is_empty) {
+                            out.error(
+                                format!("{tf}.{name}"),
+                                "tls",
+                                format!("{name} is required with mode {m}"),
+                            );
+                        }
+                    }
+                }
+                match mode {
+                    TlsMode::Mutual if t.ca_certificates.as_deref().is_none_or(str::is_empty) => {
+                        out.error(
+                            format!("{tf}.caCertificates"),
+                            "tls",
+                            "caCertificates is required with mode MUTUAL",
+                        )
+                    }
+                    TlsMode::Simple if t.ca_certificates.is_some() => out.error(
+                        format!("{tf}.caCertificates"),
+                        "caCertificates",
+                        "caCertificates is only used with mode MUTUAL",
+                    ),
+                    _ => {}
+                }
+            }
+            None if matches!(
+                m,
+                "PASSTHROUGH" | "AUTO_PASSTHROUGH" | "ISTIO_MUTUAL" | "OPTIONAL_MUTUAL"
+            ) =>
+            {
+                out.error(
+                    format!("{tf}.mode"),
+                    "mode",
+                    format!("mode {m} is {NOT_YET} (SIMPLE and MUTUAL are)"),
+                )
+            }
+            None => out.error(
+                format!("{tf}.mode"),
+                "mode",
+                format!("unknown mode {m:?} (PASSTHROUGH, SIMPLE, MUTUAL, AUTO_PASSTHROUGH, ISTIO_MUTUAL, OPTIONAL_MUTUAL)"),
+            ),
+        },
+    }
+}
+
 fn validate_sidecar(out: &mut Out, sc: &Sidecar) {
     if !sc.ingress.is_empty() {
         out.error("spec.ingress".into(), "ingress", NOT_YET);
@@ -760,6 +999,8 @@ fn validate_we(out: &mut Out, f: &str, we: &WorkloadEntry) {
 pub struct Index {
     services: BTreeMap<String, Vec<u32>>,
     subsets: BTreeMap<String, BTreeSet<String>>,
+    /// Gateways by `namespace/name`.
+    gateways: BTreeSet<String>,
     security: crate::security::checks::Index,
 }
 
@@ -783,6 +1024,10 @@ fn index(resources: &[&Resource]) -> Index {
                     idx.services
                         .insert(qualify(h, &r.metadata.namespace), ports);
                 }
+            }
+            Spec::Gateway(_) => {
+                idx.gateways
+                    .insert(format!("{}/{}", r.metadata.namespace, r.metadata.name));
             }
             Spec::DestinationRule(dr) => {
                 let e = idx
@@ -809,7 +1054,17 @@ pub fn check_references_in(r: &Resource, idx: &Index) -> Vec<Diagnostic> {
         out.warn(p.field, &p.needle, p.message);
     }
     match &r.spec {
-        Spec::VirtualService(vs) if vs.applies_to_sidecars() => {
+        Spec::VirtualService(vs) => {
+            for (i, g) in vs.gateways.iter().enumerate() {
+                let q = qualify_gateway(g, &r.metadata.namespace);
+                if q != "mesh" && !idx.gateways.contains(&q) {
+                    out.warn(
+                        format!("spec.gateways[{i}]"),
+                        g,
+                        format!("gateway {q} is not defined: no gateway serves these rules"),
+                    );
+                }
+            }
             for (i, route) in vs.http.iter().enumerate() {
                 for (j, d) in route.route.iter().enumerate() {
                     let host = qualify(&d.destination.host, &r.metadata.namespace);
@@ -1048,6 +1303,126 @@ mod tests {
             let got = run(&vs(http));
             assert_eq!(got, vec![want.to_string()], "case {name}");
         }
+    }
+
+    const GATEWAY: &str = "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n";
+
+    /// A Gateway with `servers` (indented list items) and the VirtualService bound to it.
+    fn gateway(servers: &str) -> String {
+        format!("{GATEWAY}{servers}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ingress\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {{host: reviews}}\n")
+    }
+
+    #[test]
+    fn gateways_that_weft_serves_have_no_problems() {
+        let cases = [
+            "  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n",
+            "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [./bookinfo.com, \"*/x.example.com\"]\n    tls: {httpsRedirect: true}\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [bookinfo.com]\n    tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}\n",
+            "  - port: {number: 8443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    bind: 127.0.0.1\n    name: mtls\n    tls: {mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem}\n",
+        ];
+        for servers in cases {
+            assert_eq!(run(&gateway(servers)), Vec::<String>::new(), "{servers}");
+        }
+    }
+
+    #[test]
+    fn gateway_problems_name_the_field() {
+        let http = "  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
+        let cases: &[(&str, String, &str)] = &[
+            (
+                "passthrough",
+                "  - port: {number: 443, name: tls, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls:\n      mode: PASSTHROUGH\n".into(),
+                "vs.yaml:11: Gateway default/gw: spec.servers[0].tls.mode: mode PASSTHROUGH is not supported by weft yet (SIMPLE and MUTUAL are)",
+            ),
+            (
+                "istio mutual",
+                "  - port: {number: 443, name: tls, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls:\n      mode: ISTIO_MUTUAL\n".into(),
+                "vs.yaml:11: Gateway default/gw: spec.servers[0].tls.mode: mode ISTIO_MUTUAL is not supported by weft yet (SIMPLE and MUTUAL are)",
+            ),
+            (
+                "tcp server",
+                "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n".into(),
+                "vs.yaml:8: Gateway default/gw: spec.servers[0].port.protocol: gateway servers with protocol TCP are not supported by weft yet (HTTP and HTTPS only)",
+            ),
+            (
+                "credentialName",
+                "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls:\n      mode: SIMPLE\n      credentialName: bookinfo-secret\n".into(),
+                "vs.yaml:12: Gateway default/gw: spec.servers[0].tls.credentialName: not supported by weft yet",
+            ),
+            (
+                "https without tls",
+                "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n".into(),
+                "vs.yaml:8: Gateway default/gw: spec.servers[0].tls: an HTTPS server needs tls (mode SIMPLE or MUTUAL)",
+            ),
+            (
+                "mutual without roots",
+                "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem}\n".into(),
+                "vs.yaml:10: Gateway default/gw: spec.servers[0].tls.caCertificates: caCertificates is required with mode MUTUAL",
+            ),
+            (
+                "simple without a key",
+                "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: SIMPLE, serverCertificate: /c.pem}\n".into(),
+                "vs.yaml:10: Gateway default/gw: spec.servers[0].tls.privateKey: privateKey is required with mode SIMPLE",
+            ),
+            (
+                "a mode on plain HTTP",
+                "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n    tls:\n      mode: SIMPLE\n".into(),
+                "vs.yaml:11: Gateway default/gw: spec.servers[0].tls.mode: a TLS mode is only for HTTPS servers (on HTTP, only httpsRedirect)",
+            ),
+            (
+                "bad host",
+                "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [a/b/c]\n".into(),
+                "vs.yaml:9: Gateway default/gw: spec.servers[0].hosts[0]: \"a/b/c\" is not a host or namespace/host (e.g. *, bookinfo.com, ./*)",
+            ),
+            (
+                "unix bind",
+                "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n    bind: unix:///var/run/gw.sock\n".into(),
+                "vs.yaml:10: Gateway default/gw: spec.servers[0].bind: unix domain sockets are not supported by weft yet",
+            ),
+            (
+                "two servers on one port",
+                format!("{http}{http}"),
+                "vs.yaml:8: Gateway default/gw: spec.servers[1].port.number: port 8080 is already the port of spec.servers[0]: several servers on one port are not supported by weft yet",
+            ),
+            (
+                "targetPort",
+                "  - port: {number: 80, name: http, protocol: HTTP, targetPort: 8080}\n    hosts: [\"*\"]\n".into(),
+                "vs.yaml:8: Gateway default/gw: spec.servers[0].port.targetPort: not supported by weft yet",
+            ),
+        ];
+        for (name, servers, want) in cases {
+            // (A refused Gateway is also "not defined" for its VirtualService: a warning there.)
+            let got: Vec<String> = run(&gateway(servers))
+                .into_iter()
+                .filter(|d| d.contains(" Gateway default/gw: "))
+                .collect();
+            assert_eq!(got, vec![want.to_string()], "case {name}");
+        }
+        assert_eq!(
+            run(&format!("{GATEWAY}    []\n")),
+            ["vs.yaml:7: Gateway default/gw: spec.servers: at least one server is required"]
+        );
+    }
+
+    #[test]
+    fn virtual_services_bind_to_gateways_by_name() {
+        let vs = |gateways: &str| {
+            format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ingress\nspec:\n  hosts: [bookinfo.com]\n  gateways: {gateways}\n  http:\n  - route:\n    - destination: {{host: reviews}}\n")
+        };
+        assert_eq!(
+            run(&vs("[mesh, istio-system/gw]")),
+            ["vs.yaml:7: VirtualService default/ingress: spec.gateways[1]: warning: gateway istio-system/gw is not defined: no gateway serves these rules"]
+        );
+        assert_eq!(
+            run(&vs("[a/b/c]")),
+            ["vs.yaml:7: VirtualService default/ingress: spec.gateways[0]: \"a/b/c\" is not `mesh`, a Gateway name or namespace/name"]
+        );
+        // A gateway's VirtualService is checked against the registry as a sidecar's is.
+        let bad = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ingress\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  http:\n  - route:\n    - destination: {host: nowhere}\n";
+        let got = run(&format!("{GATEWAY}  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n---\n{bad}"));
+        assert_eq!(
+            got,
+            ["vs.yaml:20: VirtualService default/ingress: spec.http[0].route[0].destination.host: host nowhere.default.svc.cluster.local is not in the service registry (no ServiceEntry declares it)"]
+        );
     }
 
     #[test]

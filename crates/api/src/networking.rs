@@ -2,11 +2,13 @@
 //! are refused. Fields weft parses but does not enforce yet are typed loosely and reported by the analyzer.
 
 pub mod destination_rule;
+pub mod gateway;
 pub mod service_entry;
 pub mod sidecar;
 pub mod virtual_service;
 
 pub use destination_rule::DestinationRule;
+pub use gateway::Gateway;
 pub use service_entry::{ServiceEntry, WorkloadEntry};
 pub use sidecar::Sidecar;
 pub use virtual_service::VirtualService;

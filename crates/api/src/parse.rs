@@ -2,7 +2,9 @@
 
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::mesh::{is_mesh_file, MeshConfig};
-use crate::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
+use crate::networking::{
+    DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
+};
 use crate::resource::{Kind, ObjectMeta, Resource, Spec, LATER_KINDS};
 use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::telemetry::Telemetry;
@@ -291,7 +293,7 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
                 format!("kind {kind_s} is not supported by weft yet")
             } else {
                 format!(
-                    "unknown kind {kind_s} (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar, Telemetry, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)"
+                    "unknown kind {kind_s} (weft reads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, Telemetry, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)"
                 )
             };
             problem(kind_line, &kind_s, &gns, &gname, "kind", msg);
@@ -329,6 +331,7 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
                 typed::<WorkloadEntry>(&doc).map(|(m, s)| (m, Spec::WorkloadEntry(s)))
             }
             Kind::Sidecar => typed::<Sidecar>(&doc).map(|(m, s)| (m, Spec::Sidecar(s))),
+            Kind::Gateway => typed::<Gateway>(&doc).map(|(m, s)| (m, Spec::Gateway(s))),
             Kind::Telemetry => {
                 typed::<Telemetry>(&doc).map(|(m, s)| (m, Spec::Telemetry(Box::new(s))))
             }
@@ -422,12 +425,12 @@ mod tests {
             (
                 "unknown kind",
                 "apiVersion: v1\nkind: Deployment\nmetadata:\n  name: x\n",
-                "f.yaml:2: Deployment default/x: kind: unknown kind Deployment (weft reads VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar, Telemetry, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)",
+                "f.yaml:2: Deployment default/x: kind: unknown kind Deployment (weft reads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, Telemetry, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)",
             ),
             (
                 "later kind",
-                "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n",
-                "f.yaml:2: Gateway default/gw: kind: kind Gateway is not supported by weft yet",
+                "apiVersion: networking.istio.io/v1\nkind: EnvoyFilter\nmetadata:\n  name: ef\n",
+                "f.yaml:2: EnvoyFilter default/ef: kind: kind EnvoyFilter is not supported by weft yet",
             ),
             (
                 "wrong group",
@@ -507,6 +510,43 @@ mod tests {
             let text = VS.replace("networking.istio.io/v1", v);
             let p = parse_file("a.yaml", &text);
             assert!(p.diagnostics.is_empty(), "{v}: {:?}", p.diagnostics);
+        }
+    }
+
+    #[test]
+    fn bookinfo_gateway_reads_in_every_networking_version() {
+        let text = include_str!("../../../samples/bookinfo/networking/bookinfo-gateway.yaml");
+        for v in crate::resource::NETWORKING_VERSIONS {
+            let p = parse_file(
+                "gw.yaml",
+                &text.replace("networking.istio.io/v1\n", &format!("{v}\n")),
+            );
+            assert!(p.diagnostics.is_empty(), "{v}: {:?}", p.diagnostics);
+            assert_eq!(p.resources[0].api_version, v);
+            let gw = p.resources[0].as_gateway().expect("a Gateway");
+            assert_eq!(
+                gw.selector.get("istio").map(String::as_str),
+                Some("ingressgateway"),
+                "the trailing comment is not part of the value"
+            );
+            let server = &gw.servers[0];
+            let port = server.port.as_ref().expect("port");
+            assert_eq!(
+                (
+                    port.number,
+                    port.effective_protocol().as_str(),
+                    server.hosts.as_slice()
+                ),
+                (8080, "HTTP", ["*".to_string()].as_slice())
+            );
+            let vs = p.resources[1]
+                .as_virtual_service()
+                .expect("a VirtualService");
+            assert_eq!(vs.gateways, ["bookinfo-gateway"]);
+            assert!(!vs.applies_to_sidecars());
+            assert!(crate::analyze(&p.resources)
+                .iter()
+                .all(|d| !d.is_error() || d.field.contains("destination.host")));
         }
     }
 

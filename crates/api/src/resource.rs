@@ -1,6 +1,8 @@
 //! A parsed Istio resource: kind, metadata, typed spec, and where it came from.
 
-use crate::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
+use crate::networking::{
+    DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
+};
 use crate::security::{
     AuthorizationPolicy, PeerAuthentication, RequestAuthentication, SECURITY_VERSIONS,
 };
@@ -24,6 +26,8 @@ pub enum Kind {
     WorkloadEntry,
     /// networking.istio.io Sidecar.
     Sidecar,
+    /// networking.istio.io Gateway.
+    Gateway,
     /// telemetry.istio.io Telemetry.
     Telemetry,
     /// security.istio.io PeerAuthentication.
@@ -43,6 +47,7 @@ impl Kind {
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::Sidecar => "Sidecar",
+            Kind::Gateway => "Gateway",
             Kind::Telemetry => "Telemetry",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
@@ -58,6 +63,7 @@ impl Kind {
             "ServiceEntry" => Kind::ServiceEntry,
             "WorkloadEntry" => Kind::WorkloadEntry,
             "Sidecar" => Kind::Sidecar,
+            "Gateway" => Kind::Gateway,
             "Telemetry" => Kind::Telemetry,
             "PeerAuthentication" => Kind::PeerAuthentication,
             "AuthorizationPolicy" => Kind::AuthorizationPolicy,
@@ -97,8 +103,7 @@ pub const NETWORKING_VERSIONS: [&str; 3] = [
 ];
 
 /// Istio kinds weft knows but does not serve yet, with the group they belong to.
-pub const LATER_KINDS: [&str; 6] = [
-    "Gateway",
+pub const LATER_KINDS: [&str; 5] = [
     "WorkloadGroup",
     "EnvoyFilter",
     "ProxyConfig",
@@ -154,6 +159,8 @@ pub enum Spec {
     WorkloadEntry(WorkloadEntry),
     /// Sidecar.
     Sidecar(Sidecar),
+    /// Gateway.
+    Gateway(Gateway),
     /// Telemetry (boxed: three lists of rules).
     Telemetry(Box<Telemetry>),
     /// PeerAuthentication.
@@ -260,6 +267,14 @@ impl Resource {
     pub fn as_telemetry(&self) -> Option<&Telemetry> {
         match &self.spec {
             Spec::Telemetry(v) => Some(v.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// The Gateway spec, if this is one.
+    pub fn as_gateway(&self) -> Option<&Gateway> {
+        match &self.spec {
+            Spec::Gateway(v) => Some(v),
             _ => None,
         }
     }
