@@ -292,6 +292,7 @@ mod tests {
             inbound_ports: vec![(9080, 9080)],
             admin_address: String::new(),
             stats_address: String::new(),
+            router: false,
         }
     }
 

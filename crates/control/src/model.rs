@@ -5,6 +5,7 @@ use crate::registry::{self, Service};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use weft_api::host::qualify;
+use weft_api::networking::gateway::qualify_gateway;
 use weft_api::{MeshConfig, Resource};
 
 /// One generation of config.
@@ -17,6 +18,11 @@ pub struct Model {
     /// VirtualServices that apply to sidecars, by qualified host; the first (by namespace/name) wins, as
     /// sidecars do not merge VirtualServices for one host.
     pub virtual_services: BTreeMap<String, Arc<Resource>>,
+    /// Gateways by `namespace/name`.
+    pub gateways: BTreeMap<String, Arc<Resource>>,
+    /// VirtualServices bound to each gateway (by the gateway's `namespace/name`) through their
+    /// `gateways`, in namespace/name order.
+    pub gateway_virtual_services: BTreeMap<String, Vec<Arc<Resource>>>,
     /// DestinationRules by qualified host (first by namespace/name).
     pub destination_rules: BTreeMap<String, Arc<Resource>>,
     /// Sidecar resources by `namespace/name`.
@@ -57,9 +63,23 @@ impl Model {
         let mut virtual_services = BTreeMap::new();
         let mut destination_rules = BTreeMap::new();
         let mut sidecars = BTreeMap::new();
+        let mut gateways = BTreeMap::new();
+        let mut gateway_virtual_services: BTreeMap<String, Vec<Arc<Resource>>> = BTreeMap::new();
         for r in resources {
             let ns = &r.metadata.namespace;
             if let Some(vs) = r.as_virtual_service() {
+                // Istio: `gateways` binds the rules to those gateways; without it, or with `mesh`
+                // among them, they apply to sidecars.
+                let mut bound = std::collections::BTreeSet::new();
+                for g in &vs.gateways {
+                    let q = qualify_gateway(g, ns);
+                    if q != "mesh" && bound.insert(q.clone()) {
+                        gateway_virtual_services
+                            .entry(q)
+                            .or_default()
+                            .push(r.clone());
+                    }
+                }
                 if !vs.applies_to_sidecars() {
                     continue;
                 }
@@ -68,6 +88,8 @@ impl Model {
                         .entry(qualify(h, ns))
                         .or_insert_with(|| r.clone());
                 }
+            } else if r.as_gateway().is_some() {
+                gateways.insert(format!("{ns}/{}", r.metadata.name), r.clone());
             } else if r.as_sidecar().is_some() {
                 sidecars.insert(format!("{ns}/{}", r.metadata.name), r.clone());
             } else if let Some(dr) = r.as_destination_rule() {
@@ -84,6 +106,8 @@ impl Model {
             instance_ports,
             services,
             virtual_services,
+            gateways,
+            gateway_virtual_services,
             destination_rules,
             sidecars,
             mesh,

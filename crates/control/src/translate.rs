@@ -1,5 +1,6 @@
 //! Istio model → Envoy xDS resources for one proxy, following Istio's naming (see `crates/xds/README.md`).
 
+mod gateway;
 pub mod mtls;
 mod route;
 pub mod telemetry;
@@ -118,6 +119,9 @@ pub struct Scope {
     /// The workload-level Telemetry (`namespace/name`) of the proxy, which shapes its outbound
     /// listeners ([`crate::telemetry::Chain`]; the mesh's and namespace's follow from the namespace).
     pub telemetry: Option<String>,
+    /// A gateway's scope: no sidecar listeners or route tables (its listeners are its Gateways'
+    /// servers, [`gateway`]), only the clusters and load assignments.
+    pub router: bool,
 }
 
 impl Scope {
@@ -125,10 +129,13 @@ impl Scope {
     pub fn of(model: &Model, proxy: &ProxyIdentity) -> Scope {
         Scope {
             namespace: proxy.namespace.clone(),
+            // Istio applies Sidecar resources to sidecars only.
             sidecar: model
                 .sidecar_for(&proxy.namespace, &proxy.labels)
+                .filter(|_| !proxy.router)
                 .map(|r| format!("{}/{}", r.metadata.namespace, r.metadata.name)),
             telemetry: crate::telemetry::Chain::workload_of(model, &proxy.namespace, &proxy.labels),
+            router: proxy.router,
         }
     }
 
@@ -187,9 +194,11 @@ impl Scope {
                 namespace: String::new(),
                 sidecar: None,
                 telemetry: None,
+                router: false,
             },
             Some(_) => Scope {
                 telemetry: None,
+                router: false,
                 ..self.clone()
             },
         }
@@ -261,8 +270,11 @@ pub fn outbound_frontends(
     vhost: &mut dyn FnMut(&Service, u32) -> EncodedVirtualHost,
     has_routes: &mut dyn FnMut(u32, &[EncodedVirtualHost]) -> bool,
 ) -> ProxyResources {
-    let visible = visible_services(model, scope);
     let mut out = ProxyResources::default();
+    if scope.router {
+        return out;
+    }
+    let visible = visible_services(model, scope);
     let ports = http_ports(&visible);
     let listeners = out.by_type.entry(type_url::LISTENER).or_default();
     for l in outbound_listeners(&ports, model, scope) {
@@ -305,6 +317,16 @@ pub fn own(model: &Model, proxy: &ProxyIdentity, egress: &[EgressPort]) -> Proxy
         .chain(egress_listeners(model, proxy, egress))
     {
         listeners.insert(l.name.clone(), pack(type_url::LISTENER, &l));
+    }
+    if proxy.router {
+        let (gw_listeners, gw_routes) = gateway::translate(model, proxy);
+        for l in gw_listeners {
+            listeners.insert(l.name.clone(), pack(type_url::LISTENER, &l));
+        }
+        let routes = out.by_type.entry(type_url::ROUTE).or_default();
+        for r in gw_routes {
+            routes.insert(r.name.clone(), pack(type_url::ROUTE, &r));
+        }
     }
     out
 }

@@ -535,6 +535,7 @@ mod tests {
             namespace: "default".into(),
             sidecar: None,
             telemetry: None,
+            router: false,
         };
         let s1 = Snapshot::new(model(1, &services(5, None, false)));
         let v1 = s1.view(&scope);
@@ -587,6 +588,7 @@ mod tests {
             namespace: ns.into(),
             sidecar: None,
             telemetry: None,
+            router: false,
         };
         let s1 = Snapshot::new(model(1, &services(5, None, false)));
         let (a1, b1) = (s1.view(&scope("default")), s1.view(&scope("other")));

@@ -7,6 +7,9 @@
 //!   (HTTP, or opaque TCP when their filter is `tcp_proxy`);
 //! - outbound TCP listeners LDS asks for (a Sidecar egress port, `<bind>_<port>`), whose connections go to
 //!   their cluster;
+//! - with `--gateway`, the ports of the Gateway servers LDS gives it (`0.0.0.0_<port>`, plaintext or
+//!   TLS from certificate files), which route by the request's authority through their RDS table
+//!   (`http.<port>`), as an ingress gateway does;
 //! - the admin port (`/ready`, `/config_dump`, `/clusters`, `/quitquitquit`).
 //!
 //! The request path is charted in this crate's `README.md`. [`Proxy::start`] starts everything and returns a
@@ -89,6 +92,11 @@ pub struct Args {
     /// Workload labels, `k=v,k=v`.
     #[arg(long, env = "WEFT_PROXY_LABELS", default_value = "")]
     pub labels: String,
+    /// Run as a gateway (Istio's ingress gateway, node type `router`) rather than a sidecar: no
+    /// application beside it; it listens on the ports of the Gateway servers whose `selector` matches
+    /// `--labels` (e.g. `istio=ingressgateway`), on `--ip` unless a server says `bind`.
+    #[arg(long, env = "WEFT_PROXY_GATEWAY", default_value_t = false)]
+    pub gateway: bool,
     /// Service account of the workload (Istio: SERVICE_ACCOUNT).
     #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
     pub service_account: String,
@@ -394,6 +402,7 @@ impl TryFrom<&Args> for Config {
                 inbound_ports,
                 admin_address: admin_addr.to_string(),
                 stats_address: String::new(),
+                router: args.gateway,
             },
             outbound_addr: SocketAddr::new(args.ip, args.outbound_port),
             admin_addr,
@@ -785,6 +794,17 @@ mod tests {
             c.identity.node_id(),
             "sidecar~127.0.1.4~reviews-v1.default~default.svc.cluster.local"
         );
+        let gw = args(&[
+            "--gateway",
+            "--ip",
+            "127.0.1.20",
+            "--labels",
+            "istio=ingressgateway",
+        ])
+        .expect("parses");
+        let gw = Config::try_from(&gw).expect("valid");
+        assert!(gw.identity.router);
+        assert!(gw.identity.node_id().starts_with("router~127.0.1.20~"));
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub const ADMIN_ADDRESS: &str = "ADMIN_ADDRESS";
 /// scrapes and its Prometheus service discovery lists.
 pub const STATS_ADDRESS: &str = "STATS_ADDRESS";
 
+/// The node id's type of a sidecar.
+pub const NODE_TYPE_SIDECAR: &str = "sidecar";
+/// The node id's type of a gateway (Istio's ingress and egress gateways).
+pub const NODE_TYPE_ROUTER: &str = "router";
+
 /// A sidecar's identity and ports, as carried in its node metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProxyIdentity {
@@ -44,15 +49,32 @@ pub struct ProxyIdentity {
     pub admin_address: String,
     /// The Prometheus stats address, `ip:port`; empty when the proxy serves none.
     pub stats_address: String,
+    /// A gateway (Istio's node type `router`: `weft-proxy --gateway`), with no application beside it,
+    /// rather than a sidecar. Carried as the node id's first field, as Istio's proxies carry it.
+    pub router: bool,
 }
 
 impl ProxyIdentity {
-    /// Istio's node id: `sidecar~<ip>~<workload>.<ns>~<ns>.svc.cluster.local`.
+    /// Istio's node id: `sidecar~<ip>~<workload>.<ns>~<ns>.svc.cluster.local` (`router~…` for a
+    /// gateway).
     pub fn node_id(&self) -> String {
         format!(
-            "sidecar~{}~{}.{}~{}.svc.cluster.local",
-            self.ip, self.workload, self.namespace, self.namespace
+            "{}~{}~{}.{}~{}.svc.cluster.local",
+            self.node_type(),
+            self.ip,
+            self.workload,
+            self.namespace,
+            self.namespace
         )
+    }
+
+    /// Istio's node type: `sidecar`, or `router` for a gateway.
+    pub fn node_type(&self) -> &'static str {
+        if self.router {
+            NODE_TYPE_ROUTER
+        } else {
+            NODE_TYPE_SIDECAR
+        }
     }
 
     /// The xDS `Node` a proxy sends on its first request.
@@ -129,6 +151,7 @@ impl ProxyIdentity {
             inbound_ports,
             admin_address: get(ADMIN_ADDRESS),
             stats_address: get(STATS_ADDRESS),
+            router: node.id.split('~').next() == Some(NODE_TYPE_ROUTER),
         })
     }
 }
@@ -173,13 +196,26 @@ mod tests {
             inbound_ports: vec![(9080, 19080)],
             admin_address: "127.0.1.4:15000".into(),
             stats_address: "127.0.1.4:15090".into(),
+            router: false,
         };
         let node = id.to_node();
         assert_eq!(
             node.id,
             "sidecar~127.0.1.4~reviews-v1.default~default.svc.cluster.local"
         );
-        assert_eq!(ProxyIdentity::from_node(&node), Ok(id));
+        assert_eq!(ProxyIdentity::from_node(&node), Ok(id.clone()));
+        let gw = ProxyIdentity {
+            workload: "istio-ingressgateway".into(),
+            namespace: "istio-system".into(),
+            router: true,
+            ..id
+        };
+        let node = gw.to_node();
+        assert_eq!(
+            node.id,
+            "router~127.0.1.4~istio-ingressgateway.istio-system~istio-system.svc.cluster.local"
+        );
+        assert_eq!(ProxyIdentity::from_node(&node), Ok(gw));
     }
 
     #[test]

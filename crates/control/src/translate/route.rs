@@ -8,6 +8,7 @@ use weft_api::networking::virtual_service::{
     HeaderOperations, HttpMatchRequest, HttpRetry, HttpRoute, StringMatch,
 };
 use weft_api::networking::Percent;
+use weft_api::Resource;
 use weft_xds::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use weft_xds::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use weft_xds::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
@@ -142,11 +143,19 @@ fn prefix_match(prefix: &str) -> RouteMatch {
 }
 
 fn routes_for(model: &Model, svc: &Service, port: u32) -> Vec<Route> {
-    let Some(vs_res) = model.virtual_services.get(&svc.hostname) else {
-        return vec![default_route(model, svc, port)];
-    };
+    match model.virtual_services.get(&svc.hostname) {
+        Some(vs_res) if vs_res.as_virtual_service().is_some() => {
+            virtual_service_routes(model, vs_res, port)
+        }
+        _ => vec![default_route(model, svc, port)],
+    }
+}
+
+/// The routes of one VirtualService's HTTP rules, for requests that came to `port` (a sidecar's
+/// service port, or a gateway server's port): what sidecars and gateways share.
+pub fn virtual_service_routes(model: &Model, vs_res: &Resource, port: u32) -> Vec<Route> {
     let Some(vs) = vs_res.as_virtual_service() else {
-        return vec![default_route(model, svc, port)];
+        return Vec::new();
     };
     let ns = &vs_res.metadata.namespace;
     let mut out = Vec::new();

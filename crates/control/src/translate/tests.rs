@@ -40,7 +40,7 @@ spec:
   - {name: v2, labels: {version: v2}}
 ";
 
-fn model(extra: &str) -> Model {
+pub(super) fn model(extra: &str) -> Model {
     let mut p = parse_file("registry.yaml", REGISTRY);
     let e = parse_file("extra.yaml", extra);
     assert!(p.diagnostics.is_empty() && e.diagnostics.is_empty());
