@@ -207,6 +207,13 @@ pub enum ProxyError {
     /// The path was refused by normalization (`%00`, an escaped slash where those are refused).
     #[error("path refused")]
     BadPath(#[source] crate::authz::Rejected),
+    /// The virtual host requires TLS (a gateway's `httpsRedirect`) and the request came in plaintext:
+    /// 301 to the same host and path over `https://`.
+    #[error("redirect to {location:?}: TLS required")]
+    HttpsRedirect {
+        /// `https://<host><path>`.
+        location: http::HeaderValue,
+    },
     /// The request could not be turned into an upstream request.
     #[error("cannot build the upstream request")]
     BadUpstreamRequest {
@@ -268,6 +275,9 @@ impl ProxyError {
             }
             // Envoy's connection manager answers a path it cannot normalize with a bare 400.
             ProxyError::BadPath(_) => (S::BAD_REQUEST, Flags::default(), ""),
+            // Envoy's redirect for `require_tls`: no flag, no body (the location header is added by
+            // `http::local_response`).
+            ProxyError::HttpsRedirect { .. } => (S::MOVED_PERMANENTLY, Flags::default(), ""),
         }
     }
 
@@ -278,6 +288,7 @@ impl ProxyError {
             | ProxyError::ClusterNotFound { .. }
             | ProxyError::NoHealthyUpstream { .. }
             | ProxyError::FaultAbort { .. }
+            | ProxyError::HttpsRedirect { .. }
             | ProxyError::Denied { .. }
             | ProxyError::ExtAuthzDenied(_) => Side::Config,
             ProxyError::UpstreamConnect { .. }
@@ -378,6 +389,14 @@ mod tests {
                 "bad path",
                 ProxyError::BadPath(crate::authz::Rejected::Nul),
                 400,
+                "-",
+            ),
+            (
+                "https redirect",
+                ProxyError::HttpsRedirect {
+                    location: http::HeaderValue::from_static("https://a/"),
+                },
+                301,
                 "-",
             ),
         ];

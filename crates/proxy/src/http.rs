@@ -43,6 +43,9 @@ pub enum Entry {
     Outbound,
     /// An inbound listener, by LDS name: route through its own table.
     Inbound(Arc<str>),
+    /// A gateway's listener (a Gateway server's port), by LDS name: route through its table by the
+    /// request's authority, as the outbound proxy does; the gateway is the client side of the call.
+    Gateway(Arc<str>),
 }
 
 /// Handles one request: never fails; errors become local responses with Envoy's status and flags.
@@ -150,7 +153,7 @@ pub(crate) fn handle(
             }
             // Nothing recorded, but the metadata exchange goes on, as Istio's filter does.
             (None, Some(t)) => match entry {
-                Entry::Outbound => drop(t.take_peer(resp.headers_mut())),
+                Entry::Outbound | Entry::Gateway(_) => drop(t.take_peer(resp.headers_mut())),
                 Entry::Inbound(_) => t.announce(resp.headers_mut()),
             },
             _ => {}
@@ -209,7 +212,7 @@ fn telemetry_start(
         Entry::Outbound => port_of(authority)
             .and_then(|p| snap.outbound_telemetry.get(&p))
             .map(|t| (t.access_log.clone(), t.tracing.as_ref(), t.stats.as_ref())),
-        Entry::Inbound(name) => snap.listeners.get(&**name).map(|l| {
+        Entry::Inbound(name) | Entry::Gateway(name) => snap.listeners.get(&**name).map(|l| {
             let l = &l.value;
             (l.access_log.clone(), l.tracing.as_ref(), l.stats.as_ref())
         }),
@@ -223,7 +226,7 @@ fn telemetry_start(
     // the request id when it is missing.
     let traced = tracing.and_then(|cfg| {
         let kind = match entry {
-            Entry::Outbound => weft_trace::Kind::Client,
+            Entry::Outbound | Entry::Gateway(_) => weft_trace::Kind::Client,
             Entry::Inbound(_) => weft_trace::Kind::Server,
         };
         telemetry::spans::start(t, &snap, cfg, kind, parts)
@@ -244,7 +247,7 @@ fn telemetry_start(
         return None;
     }
     let mut p = Box::new(match entry {
-        Entry::Outbound => Pending::new(
+        Entry::Outbound | Entry::Gateway(_) => Pending::new(
             t.clone(),
             Reporter::Source,
             t.unknown_peer(),
@@ -282,7 +285,7 @@ fn normalize(
     entry: &Entry,
     parts: &mut http::request::Parts,
 ) -> Result<(), ProxyError> {
-    let Entry::Inbound(name) = entry else {
+    let (Entry::Inbound(name) | Entry::Gateway(name)) = entry else {
         return Ok(());
     };
     let opts = match shared.snapshot.load().listeners.get(&**name) {
@@ -432,7 +435,7 @@ fn telemetry_end(
     plan: Option<&Plan>,
 ) {
     match entry {
-        Entry::Outbound => {
+        Entry::Outbound | Entry::Gateway(_) => {
             p.set_peer(t.take_peer(resp.headers_mut()));
             if let Some(s) = plan.and_then(|p| p.cluster.as_ref()?.service.clone()) {
                 p.set_service(s);
@@ -479,6 +482,9 @@ fn local_response(e: &ProxyError, flags: &mut Flags) -> Response<Body> {
     }
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
+    if let ProxyError::HttpsRedirect { location } = e {
+        r.headers_mut().insert(header::LOCATION, location.clone());
+    }
     if let Some(c) = match e {
         ProxyError::Unauthenticated(rejected) => rejected.challenge(),
         _ => None,
@@ -490,6 +496,15 @@ fn local_response(e: &ProxyError, flags: &mut Flags) -> Response<Body> {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
     r
+}
+
+/// The redirect of a plaintext request to a virtual host that requires TLS: the same host (its port
+/// dropped, as the HTTPS server is on its own) and path over `https://`.
+fn https_redirect(authority: &str, path_and_query: &str) -> ProxyError {
+    let host = crate::config::route::strip_port(authority);
+    let location = HeaderValue::from_str(&format!("https://{host}{path_and_query}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("https://"));
+    ProxyError::HttpsRedirect { location }
 }
 
 /// The authority of a request: absolute-form URI first, then `Host`.
@@ -591,7 +606,7 @@ fn route_table(snap: &Snapshot, entry: &Entry, authority: &str) -> Option<Arc<Ro
             let port = port_of(authority)?;
             snap.outbound_routes_by_port.get(&port).cloned()
         }
-        Entry::Inbound(name) => {
+        Entry::Inbound(name) | Entry::Gateway(name) => {
             let l = snap.listeners.get(&**name)?;
             snap.route_table(&l.value)
         }
@@ -800,6 +815,18 @@ fn prepare(
     let vhost = table
         .find_virtual_host_index(authority)
         .ok_or_else(no_route)?;
+    // A gateway server's `httpsRedirect`: a plaintext request is sent to https://.
+    if table.virtual_hosts[vhost].require_tls {
+        if let Entry::Gateway(name) = entry {
+            let plaintext = snap
+                .listeners
+                .get(&**name)
+                .is_none_or(|l| l.value.server_tls.is_none());
+            if plaintext {
+                return Err(https_redirect(authority, path_and_query.as_str()));
+            }
+        }
+    }
     let route = table.virtual_hosts[vhost]
         .find_route_index(&view)
         .ok_or_else(no_route)?;
@@ -866,7 +893,7 @@ fn prepare(
     // Outbound, this sidecar's metadata goes with the request: in place of any the application sent,
     // encoded once (see `OwnMetadata::lines` and `OwnMetadata::fields`).
     let announce = match (entry, &shared.telemetry) {
-        (Entry::Outbound, Some(t)) => {
+        (Entry::Outbound | Entry::Gateway(_), Some(t)) => {
             if kept.peer_metadata {
                 headers.remove(&telemetry::peer::PEER_METADATA);
                 headers.remove(&telemetry::peer::PEER_METADATA_ID);
@@ -1237,11 +1264,12 @@ mod tests {
     /// Telemetry added 72 bytes (its boxed record, the request's length, the last endpoint for the
     /// access log, the body's observer slot); mutual TLS and authorization 72 more (the peer's principal
     /// for the access line, the upstream TLS settings each attempt carries, the wider error); external
-    /// authorization 16 more (the boxed deferred check and the boxed response edits it allows).
+    /// authorization 16 more (the boxed deferred check and the boxed response edits it allows); the
+    /// gateway entry 8 more (`Entry` has two variants with a listener name now, so a tag of its own).
     #[test]
     fn a_request_future_stays_small() {
         let size = future_size(&handle);
-        assert!(size <= 2232, "handle's future is {size} bytes");
+        assert!(size <= 2240, "handle's future is {size} bytes");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The listeners LDS asks the proxy to bind: inbound ones (`traffic_direction: INBOUND`), whose HTTP
 //! requests go through each listener's own (inline) route table to the local application or whose TCP goes
-//! to it opaquely, and outbound TCP ones (a Sidecar egress port), whose connections go to their cluster.
+//! to it opaquely, outbound TCP ones (a Sidecar egress port), whose connections go to their cluster, and a
+//! gateway's (a Gateway server's port, plaintext or TLS from certificate files), whose requests are
+//! routed by their authority through the listener's RDS table.
 //! Any listener with a socket address and `bind_to_port` not false qualifies. New ones are bound and
 //! removed ones stopped (and drained) when LDS changes; one whose address or kind changed is rebound.
 
@@ -22,6 +24,8 @@ use weft_http::tls::ServerTls;
 enum Kind {
     Http(Inbound),
     Tcp(Inbound),
+    /// A gateway's server port, with the id of its TLS from files (`None`: plaintext).
+    Gateway(Option<u32>),
 }
 
 /// How a listener in `mode` takes connections: `None` in plaintext, else mutual TLS with the workload's
@@ -85,6 +89,8 @@ async fn reconcile(
         .filter_map(|l| {
             let kind = if l.value.is_tcp() {
                 Kind::Tcp(l.value.tls)
+            } else if l.value.direction == crate::config::listener::Direction::Outbound {
+                Kind::Gateway(l.value.server_tls.as_ref().map(|t| t.id))
             } else {
                 Kind::Http(l.value.tls)
             };
@@ -138,6 +144,26 @@ async fn reconcile(
                 limits.max_connections,
                 server_tls(shared, name, mode),
             )),
+            Kind::Gateway(_) => {
+                // The TLS settings read with this snapshot's listener: the same id, the same files.
+                let tls = snap
+                    .listeners
+                    .get(name)
+                    .and_then(|l| l.value.server_tls.as_ref())
+                    .map(|t| ServerTls {
+                        config: t.config.clone(),
+                        allow_plaintext: false,
+                    });
+                let s = shared.clone();
+                let make = move |_: server::Connection| {
+                    let s = s.clone();
+                    let entry = Entry::Gateway(entry_name.clone());
+                    move |req| http::handle(s.clone(), entry.clone(), None, req)
+                };
+                tokio::spawn(server::serve_with(
+                    "gateway", listener, make, tls, stop_rx, drain, limits,
+                ))
+            }
             Kind::Http(mode) => {
                 let tls = server_tls(shared, name, mode);
                 let s = shared.clone();

@@ -552,6 +552,42 @@ pub fn inbound(l: &weft_xds::pb::envoy::config::listener::v3::Listener) -> Resul
     })
 }
 
+/// A gateway listener's TLS from files (see [`files::read_server`]): `Some` when its one filter chain's
+/// transport socket is a `DownstreamTlsContext` that carries its own certificate; `None` for anything
+/// else, which [`inbound`] reads.
+pub fn server_files(
+    l: &weft_xds::pb::envoy::config::listener::v3::Listener,
+) -> Result<Option<files::ServerFiles>, String> {
+    use weft_xds::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    let [fc] = l.filter_chains.as_slice() else {
+        return Ok(None);
+    };
+    let Some(ConfigType::TypedConfig(any)) = fc
+        .transport_socket
+        .as_ref()
+        .and_then(|ts| ts.config_type.as_ref())
+    else {
+        return Ok(None);
+    };
+    if any.type_url != weft_xds::type_url::DOWNSTREAM_TLS_CONTEXT {
+        return Ok(None);
+    }
+    let d: xtls::DownstreamTlsContext =
+        weft_xds::unpack(any).map_err(|e| format!("filter_chains[0].transport_socket: {e}"))?;
+    if !files::is_files_server(&d) {
+        return Ok(None);
+    }
+    if l.default_filter_chain.is_some() {
+        return Err(
+            "default_filter_chain beside a TLS chain with certificates from files is not supported"
+                .into(),
+        );
+    }
+    files::read_server(&d)
+        .map(Some)
+        .map_err(|e| format!("filter_chains[0].transport_socket: {}", error_chain(&e)))
+}
+
 /// What an upstream TLS transport socket says.
 enum Socket {
     /// The mesh's: expected identities and SNI.

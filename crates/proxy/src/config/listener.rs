@@ -191,15 +191,26 @@ pub struct Listener {
     pub path_normalization: PathNormalization,
     /// Whether it takes mutual TLS, plaintext, or both (its filter chains' transport sockets).
     pub tls: crate::tls::Inbound,
+    /// A gateway server's TLS from certificate files (SIMPLE or MUTUAL), read when the listener
+    /// arrived; `None` for every other listener.
+    pub server_tls: Option<crate::tls::files::ServerFiles>,
 }
 
 impl Listener {
-    /// Whether the proxy binds this listener: an inbound one (HTTP or TCP), or an outbound TCP one (a
-    /// Sidecar egress port). Outbound HTTP goes through the explicit proxy and its virtual listeners.
+    /// Whether the proxy binds this listener: an inbound one (HTTP or TCP), an outbound TCP one (a
+    /// Sidecar egress port), or a gateway's (an outbound HTTP one that binds: a Gateway server's port).
+    /// A sidecar's outbound HTTP goes through the explicit proxy and its virtual listeners.
     pub fn binds(&self) -> bool {
         self.bind
             && self.address.is_some()
-            && (self.direction == Direction::Inbound || self.is_tcp())
+            && (self.direction == Direction::Inbound || self.is_tcp() || self.is_gateway())
+    }
+
+    /// Whether this is a gateway's listener: outbound, bound, HTTP (routes from RDS or inline).
+    pub fn is_gateway(&self) -> bool {
+        self.bind
+            && self.direction == Direction::Outbound
+            && matches!(self.routes, RouteSource::Rds(_) | RouteSource::Inline(_))
     }
 
     /// Whether this listener proxies opaque TCP.
@@ -235,7 +246,11 @@ impl TryFrom<&xlistener::Listener> for Listener {
         let mut rbac = Vec::new();
         let mut ext_authz = None;
         let mut path_normalization = PathNormalization::default();
-        let tls = crate::tls::inbound(l).map_err(|why| ListenerError::Tls { why })?;
+        let server_tls = crate::tls::server_files(l).map_err(|why| ListenerError::Tls { why })?;
+        let tls = match server_tls {
+            Some(_) => crate::tls::Inbound::Plaintext,
+            None => crate::tls::inbound(l).map_err(|why| ListenerError::Tls { why })?,
+        };
         let filters = l
             .filter_chains
             .iter()
@@ -395,8 +410,15 @@ impl TryFrom<&xlistener::Listener> for Listener {
             };
             break;
         }
+        if server_tls.is_some() && !matches!(routes, RouteSource::Rds(_) | RouteSource::Inline(_)) {
+            return Err(ListenerError::Tls {
+                why: "a TLS chain with certificates from files needs an HTTP connection manager"
+                    .into(),
+            });
+        }
         Ok(Listener {
             tls,
+            server_tls,
             name: l.name.clone(),
             address,
             bind: l.bind_to_port.as_ref().map(|b| b.value).unwrap_or(true),

@@ -128,6 +128,9 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// Host-level header edits, applied after the route's.
     pub headers: HeaderEdits,
+    /// Envoy's `require_tls` (EXTERNAL_ONLY or ALL; Istio's gateway `httpsRedirect`): a request that
+    /// did not come over TLS is answered with a 301 to `https://`.
+    pub require_tls: bool,
 }
 
 /// One domain pattern of a virtual host (lowercased).
@@ -461,6 +464,7 @@ fn convert_vhost(vh: &xroute::VirtualHost) -> Result<VirtualHost, RouteError> {
             &vh.response_headers_to_add,
             &vh.response_headers_to_remove,
         )?,
+        require_tls: vh.require_tls != 0,
     })
 }
 

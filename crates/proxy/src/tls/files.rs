@@ -291,6 +291,142 @@ pub fn read(u: &xtls::UpstreamTlsContext, cluster: &str) -> Result<FileTls, File
     })
 }
 
+/// A gateway server's TLS from files (Istio's Gateway `tls` SIMPLE and MUTUAL, as weftd writes it: a
+/// `DownstreamTlsContext` whose `tls_certificates` and `validation_context` name files), ready to accept
+/// with. Read when the listener arrives: a file that cannot be read or a key that is not the
+/// certificate's rejects the listener (NACK) naming the field and path.
+#[derive(Clone)]
+pub struct ServerFiles {
+    /// The rustls settings.
+    pub config: Arc<rustls::ServerConfig>,
+    /// Equal for equal inputs (the bytes read): a listener is rebound when its TLS changes.
+    pub id: u32,
+    /// What they were made from, for logs and `Debug`.
+    pub summary: Arc<str>,
+}
+
+impl PartialEq for ServerFiles {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for ServerFiles {}
+
+impl std::fmt::Debug for ServerFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerFiles")
+            .field("id", &self.id)
+            .field("summary", &self.summary)
+            .finish()
+    }
+}
+
+/// Whether a downstream TLS context carries its certificate itself (files or inline), rather than
+/// from SDS as the mesh's does.
+pub fn is_files_server(d: &xtls::DownstreamTlsContext) -> bool {
+    d.common_tls_context
+        .as_ref()
+        .is_some_and(|c| !c.tls_certificates.is_empty())
+}
+
+/// Reads a gateway server's TLS (see [`ServerFiles`]). With `require_client_certificate`, a client
+/// must present a certificate that chains to `validation_context.trusted_ca` (MUTUAL); without, none
+/// is asked for (SIMPLE).
+pub fn read_server(d: &xtls::DownstreamTlsContext) -> Result<ServerFiles, FilesError> {
+    let common = d.common_tls_context.clone().unwrap_or_default();
+    let c = &common;
+    if !c.tls_certificate_sds_secret_configs.is_empty() {
+        return Err(unsupported(
+            "common_tls_context.tls_certificate_sds_secret_configs",
+            "an SDS certificate beside certificates from files",
+        ));
+    }
+    if c.tls_certificates.len() != 1 {
+        return Err(unsupported(
+            "common_tls_context.tls_certificates",
+            "other than one certificate",
+        ));
+    }
+    for (set, what) in [
+        (d.require_sni.is_some_and(|b| b.value), "require_sni"),
+        (d.session_ticket_keys_type.is_some(), "session_ticket_keys"),
+        (d.ocsp_staple_policy != 0, "ocsp_staple_policy"),
+        (c.tls_params.is_some(), "common_tls_context.tls_params"),
+    ] {
+        if set {
+            return Err(unsupported(what, what));
+        }
+    }
+    let server = client_certificate(&c.tls_certificates[0])?;
+    let validation = validation(c.validation_context_type.as_ref())?;
+    let require = d.require_client_certificate.is_some_and(|b| b.value);
+    let roots = match (validation, require) {
+        (Some((_, sans)), _) if !sans.is_empty() => {
+            return Err(unsupported(
+                "common_tls_context.validation_context.match_subject_alt_names",
+                "client names on a server",
+            ))
+        }
+        (Some((roots, _)), true) => Some(roots),
+        (None, true) => {
+            return Err(FilesError::Missing {
+                field: "common_tls_context.validation_context.trusted_ca".into(),
+            })
+        }
+        (Some(_), false) => {
+            return Err(unsupported(
+                "common_tls_context.validation_context",
+                "verifying optional client certificates (require_client_certificate false)",
+            ))
+        }
+        (None, false) => None,
+    };
+    let alpn: Vec<Vec<u8>> = c
+        .alpn_protocols
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    let id = id_of(&roots, Some(&server), &[], None, require, &alpn);
+    let summary = format!(
+        "certificate {} key {}, {}",
+        server.chain_from,
+        server.key_from,
+        match &roots {
+            Some(r) => format!("client certificates required, roots from {}", r.from),
+            None => "no client certificate".into(),
+        }
+    );
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3");
+    let builder = match &roots {
+        Some(r) => {
+            let mut store = rustls::RootCertStore::empty();
+            store.roots.extend(r.anchors.iter().cloned());
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(store),
+                provider(),
+            )
+            .build()
+            .map_err(|e| FilesError::Unsupported {
+                field: "common_tls_context.validation_context.trusted_ca".into(),
+                what: format!("these roots ({e})"),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config =
+        builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(server.key)));
+    config.alpn_protocols = alpn;
+    Ok(ServerFiles {
+        config: Arc::new(config),
+        id,
+        summary: summary.into(),
+    })
+}
+
 fn unsupported(field: &str, what: &str) -> FilesError {
     FilesError::Unsupported {
         field: field.into(),

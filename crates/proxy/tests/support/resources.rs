@@ -165,6 +165,30 @@ pub fn outbound_listener(port: u16) -> Any {
     )
 }
 
+/// A gateway's listener (what weftd writes for a Gateway server): bound, outbound, RDS `rds`, with
+/// `tls` as its filter chain's transport socket.
+#[allow(dead_code)] // gateway.rs only
+pub fn gateway_listener(
+    name: &str,
+    a: SocketAddr,
+    rds: &str,
+    tls: Option<weft_xds::pb::envoy::config::core::v3::TransportSocket>,
+) -> Any {
+    let any = hcm_listener(
+        name,
+        a,
+        true,
+        TrafficDirection::Outbound,
+        RouteSpecifier::Rds(Rds {
+            route_config_name: rds.into(),
+            ..Default::default()
+        }),
+    );
+    let mut l: Listener = weft_xds::unpack(&any).expect("listener");
+    l.filter_chains[0].transport_socket = tls;
+    pack(type_url::LISTENER, &l)
+}
+
 /// A bound listener proxying opaque TCP to `cluster` (`tcp_proxy`).
 pub fn tcp_listener(name: &str, a: SocketAddr, dir: TrafficDirection, cluster: &str) -> Any {
     use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
