@@ -64,10 +64,15 @@ async fn routing_rules_take_effect_without_restart() {
     let out = mesh.weft(&["proxy-status"]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{table}");
-    assert_eq!(
-        table.lines().filter(|l| l.contains("SYNCED")).count(),
-        6,
-        "{table}"
+    // The six sidecars; the ingress gateway has its own row (no Gateway yet, so no routes).
+    let sidecars = table
+        .lines()
+        .filter(|l| l.contains("SYNCED") && !l.contains(weft_cli::demo::GATEWAY_NAME))
+        .count();
+    assert_eq!(sidecars, 6, "{table}");
+    assert!(
+        table.contains(weft_cli::demo::GATEWAY_NAME),
+        "the gateway is listed: {table}"
     );
     let out = mesh.weft(&["proxy-config", "routes", "productpage-v1"]);
     let routes = String::from_utf8_lossy(&out.stdout);
@@ -394,7 +399,8 @@ async fn weft_demo_starts_serves_and_stops_cleanly() {
         .expect("wait");
     assert!(status.success(), "{status:?}");
     let mut listening = Vec::new();
-    for host in 10..=15 {
+    // The workloads and the ingress gateway (.20).
+    for host in (10..=15).chain([weft_cli::demo::GATEWAY_HOST]) {
         for port in [9080, 15000, 15001, 19080] {
             let addr = format!("127.25.1.{host}:{port}");
             if tokio::net::TcpStream::connect(&addr).await.is_ok() {

@@ -42,10 +42,10 @@ async fn a_real_prometheus_scraping_the_mesh_fills_the_dashboards() {
         .unwrap_or_else(|e| panic!("Prometheus starts: {e:#}"));
     let logs = || format!("==> prometheus <==\n{}\n{}", prom.log(), mesh.logs());
 
-    // weftd is scraped, with the six proxies connected.
+    // weftd is scraped, with the six sidecars and the ingress gateway connected.
     eventually("weftd scraped", Duration::from_secs(30), || async {
         if prom
-            .query("sum(pilot_xds{job=\"weftd\",app=\"weftd\"}) == 6")
+            .query("sum(pilot_xds{job=\"weftd\",app=\"weftd\"}) == 7")
             .await?
             .is_empty()
         {
@@ -69,10 +69,10 @@ async fn a_real_prometheus_scraping_the_mesh_fills_the_dashboards() {
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", logs()));
 
-    // Every proxy is found through weftd and scraped.
-    eventually("six proxies scraped", Duration::from_secs(30), || async {
+    // Every proxy (the six sidecars and the ingress gateway) is found through weftd and scraped.
+    eventually("seven proxies scraped", Duration::from_secs(30), || async {
         if prom
-            .query("count(up{job=\"weft-proxies\"} == 1) == 6")
+            .query("count(up{job=\"weft-proxies\"} == 1) == 7")
             .await?
             .is_empty()
         {
@@ -278,13 +278,13 @@ fn growth(before: &Readings, after: &Readings) -> Readings {
     out
 }
 
-/// Waits until Prometheus holds a scrape of each of the six proxies that began after `since` (a
+/// Waits until Prometheus holds a scrape of each of the seven proxies (the gateway's too) that began after `since` (a
 /// quarter of a second after the last response, so no request of before is still being recorded),
 /// then reads the counters: the baseline a batch is measured from. (`timestamp()` of a selector, not
 /// of an expression: that would be the evaluation's time.)
 async fn settled_counters(prom: &Prometheus, since: f64) -> anyhow::Result<Readings> {
     let q = format!(
-        r#"count(timestamp(up{{job="weft-proxies"}}) > {:.3}) == 6"#,
+        r#"count(timestamp(up{{job="weft-proxies"}}) > {:.3}) == 7"#,
         since + 0.25
     );
     eventually(

@@ -175,10 +175,28 @@ impl Mesh {
         weft_cli::http::get_json(&self.layout.debug_address(), "/debug/syncz").await
     }
 
-    /// Waits until all six proxies are connected and every type is SYNCED.
+    /// weftd's proxy status of the six sidecars only (the ingress gateway left out: its routes come
+    /// from Gateways, and it has none until `bookinfo-gateway.yaml` is applied).
+    pub async fn sidecars_syncz(&self) -> anyhow::Result<serde_json::Value> {
+        let v = self.syncz().await?;
+        let sidecars = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p["node_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("sidecar~"))
+            })
+            .cloned()
+            .collect();
+        Ok(serde_json::Value::Array(sidecars))
+    }
+
+    /// Waits until all six sidecars are connected and every type is SYNCED.
     pub async fn all_synced(&self, deadline: Duration) -> anyhow::Result<()> {
         eventually("every proxy SYNCED", deadline, || async {
-            let v = self.syncz().await?;
+            let v = self.sidecars_syncz().await?;
             let proxies = v.as_array().cloned().unwrap_or_default();
             let synced = proxies.len() == demo::WORKLOADS.len()
                 && proxies.iter().all(|p| {
@@ -197,7 +215,7 @@ impl Mesh {
     /// Each connected proxy's last sent nonce of xDS type `t` (`LDS`, `RDS`, ...), by node id: what
     /// [`Mesh::pushed`] compares against after a change.
     pub async fn sent_nonces(&self, t: &str) -> anyhow::Result<BTreeMap<String, String>> {
-        let v = self.syncz().await?;
+        let v = self.sidecars_syncz().await?;
         Ok(v.as_array()
             .into_iter()
             .flatten()
@@ -209,7 +227,7 @@ impl Mesh {
             .collect())
     }
 
-    /// Waits until weftd has sent every one of the six proxies a new response of type `t` since
+    /// Waits until weftd has sent every one of the six sidecars a new response of type `t` since
     /// `before` (from [`Mesh::sent_nonces`]) and each has acknowledged it: a change to the config
     /// directory is in force in every proxy, with no traffic sent to find out.
     pub async fn pushed(
@@ -220,7 +238,7 @@ impl Mesh {
     ) -> anyhow::Result<()> {
         let what = format!("a new {t} acknowledged by every proxy");
         eventually(&what, deadline, || async {
-            let v = self.syncz().await?;
+            let v = self.sidecars_syncz().await?;
             let proxies = v.as_array().cloned().unwrap_or_default();
             let done = proxies.len() == demo::WORKLOADS.len()
                 && proxies.iter().all(|p| {

@@ -1,4 +1,5 @@
-//! `weft demo`: weftd, the six Bookinfo workloads and a weft-proxy beside each, on loopback.
+//! `weft demo`: weftd, the six Bookinfo workloads and a weft-proxy beside each, and an ingress gateway
+//! (`weft-proxy --gateway`, labelled `istio: ingressgateway` as Istio's is), on loopback.
 //!
 //! Each workload gets its own address in 127.0.0.0/8 (Linux routes the whole block to `lo`), so every
 //! service keeps Bookinfo's port 9080 as it would in a pod: the sidecar listens on `<ip>:9080` (inbound),
@@ -91,6 +92,21 @@ pub const WORKLOADS: [Workload; 6] = [
     },
 ];
 
+/// The demo's ingress gateway: Istio's default one, `istio-ingressgateway` in `istio-system` with the
+/// labels its Gateways select (`istio: ingressgateway`).
+pub const GATEWAY_NAME: &str = "istio-ingressgateway";
+/// The gateway's namespace.
+pub const GATEWAY_NAMESPACE: &str = "istio-system";
+/// The gateway's labels, as Istio's chart puts them on its pods.
+pub const GATEWAY_LABELS: &str = "istio=ingressgateway,app=istio-ingressgateway";
+/// The gateway's service account.
+pub const GATEWAY_SERVICE_ACCOUNT: &str = "istio-ingressgateway-service-account";
+/// Last octet of the gateway's address (the workloads have 10 to 15).
+pub const GATEWAY_HOST: u8 = 20;
+/// The port of the Bookinfo Gateway's HTTP server (`bookinfo-gateway.yaml`: 8080, where Istio's
+/// unprivileged gateway containers listen).
+pub const GATEWAY_HTTP_PORT: u16 = 8080;
+
 /// Where everything of one demo mesh lives.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -140,19 +156,46 @@ impl Layout {
         let ttl = weft_api::Duration::parse(DEFAULT_TOKEN_TTL)
             .map_err(|e| anyhow::anyhow!("token lifetime {DEFAULT_TOKEN_TTL}: {e}"))?
             .get();
-        for w in &WORKLOADS {
+        let gateway = (
+            GATEWAY_NAME.to_string(),
+            GATEWAY_NAMESPACE,
+            GATEWAY_SERVICE_ACCOUNT.to_string(),
+            self.gateway_token_file(),
+        );
+        let all = WORKLOADS
+            .iter()
+            .map(|w| (w.name(), NAMESPACE, w.service_account(), self.token_file(w)))
+            .chain([gateway]);
+        for (name, namespace, service_account, path) in all {
             let token = token_command(&TokenArgs {
                 state_dir: self.state_dir(),
-                namespace: NAMESPACE.into(),
-                service_account: w.service_account(),
+                namespace: namespace.into(),
+                service_account,
                 ttl,
             })
-            .with_context(|| format!("cannot make the token of {}", w.name()))?;
-            let path = self.token_file(w);
+            .with_context(|| format!("cannot make the token of {name}"))?;
             write_private(&path, token.as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
+    }
+    /// The ingress gateway's address.
+    pub fn gateway_ip(&self) -> String {
+        format!("{}.{GATEWAY_HOST}", self.subnet)
+    }
+    /// Where the Bookinfo Gateway's HTTP server listens once `bookinfo-gateway.yaml` is applied.
+    pub fn gateway_address(&self) -> String {
+        format!("{}:{GATEWAY_HTTP_PORT}", self.gateway_ip())
+    }
+    /// The gateway's admin address.
+    pub fn gateway_admin_address(&self) -> String {
+        format!("{}:15000", self.gateway_ip())
+    }
+    /// Where the gateway's CA token is.
+    pub fn gateway_token_file(&self) -> PathBuf {
+        self.state_dir()
+            .join("tokens")
+            .join(format!("{GATEWAY_NAME}.token"))
     }
     /// weftd's debug address.
     pub fn debug_address(&self) -> String {
@@ -274,6 +317,36 @@ impl Layout {
             .arg(self.root_cert())
             .arg("--ca-token-file")
             .arg(self.token_file(w));
+        c
+    }
+
+    /// The ingress gateway command: a proxy with no application, labelled as Istio's, with its own
+    /// address (its Gateway servers' ports are bound there) and a certificate from weftd's CA, so it
+    /// speaks mutual TLS to the sidecars as Istio's gateway does.
+    pub fn gateway(&self) -> Command {
+        let ip = self.gateway_ip();
+        let mut c = Command::new(self.bin("weft-proxy"));
+        c.arg("--gateway")
+            .arg("--xds-address")
+            .arg(format!("https://{}", self.secure_address()))
+            .arg("--workload")
+            .arg(GATEWAY_NAME)
+            .arg("--namespace")
+            .arg(GATEWAY_NAMESPACE)
+            .arg("--labels")
+            .arg(GATEWAY_LABELS)
+            .arg("--service-account")
+            .arg(GATEWAY_SERVICE_ACCOUNT)
+            .arg("--ip")
+            .arg(&ip)
+            .arg("--admin-ip")
+            .arg(&ip)
+            .arg("--ca-address")
+            .arg(self.secure_address())
+            .arg("--ca-root-cert")
+            .arg(self.root_cert())
+            .arg("--ca-token-file")
+            .arg(self.gateway_token_file());
         c
     }
 
@@ -430,7 +503,8 @@ impl Processes {
     }
 }
 
-/// Starts weftd, every app and every sidecar, and waits until productpage answers through its sidecar.
+/// Starts weftd, every app and every sidecar, and the ingress gateway, and waits until productpage
+/// answers through its sidecar.
 pub async fn start(layout: &Layout, log_dir: &Path, procs: &mut Processes) -> anyhow::Result<()> {
     layout.check_binaries()?;
     std::fs::create_dir_all(log_dir)
@@ -444,9 +518,16 @@ pub async fn start(layout: &Layout, log_dir: &Path, procs: &mut Processes) -> an
         procs.spawn(&w.name(), layout.app(w), log_dir)?;
         procs.spawn(&format!("{}-proxy", w.name()), layout.proxy(w), log_dir)?;
     }
+    procs.spawn(GATEWAY_NAME, layout.gateway(), log_dir)?;
     for w in &WORKLOADS {
         wait_ok(&layout.admin_address(w), "/ready", Duration::from_secs(20)).await?;
     }
+    wait_ok(
+        &layout.gateway_admin_address(),
+        "/ready",
+        Duration::from_secs(20),
+    )
+    .await?;
     wait_ok(
         &layout.productpage_address(),
         "/productpage",
@@ -477,6 +558,10 @@ pub async fn run(layout: Layout, keep_config: bool) -> anyhow::Result<()> {
         layout.productpage_address()
     );
     println!(
+        "  gateway:       http://{}/productpage  (once bookinfo-gateway.yaml is applied)",
+        layout.gateway_address()
+    );
+    println!(
         "  weftd:         xDS {}  debug http://{}/debug/syncz",
         layout.xds_address(),
         layout.debug_address()
@@ -495,6 +580,8 @@ pub async fn run(layout: Layout, keep_config: bool) -> anyhow::Result<()> {
     println!();
     println!("Try:");
     println!("  weft proxy-status");
+    println!("  weft apply -f samples/bookinfo/networking/bookinfo-gateway.yaml");
+    println!("  curl http://{}/productpage", layout.gateway_address());
     println!("  weft apply -f samples/bookinfo/networking/destination-rule-all.yaml");
     println!("  weft apply -f samples/bookinfo/networking/virtual-service-all-v1.yaml");
     println!("  weft proxy-config routes productpage-v1");
