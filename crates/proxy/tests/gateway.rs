@@ -12,6 +12,9 @@ mod fake_ads;
 #[path = "support/net.rs"]
 mod net;
 #[allow(dead_code)]
+#[path = "support/pki.rs"]
+mod pki;
+#[allow(dead_code)]
 #[path = "support/resources.rs"]
 mod resources;
 
@@ -19,12 +22,12 @@ use bytes::Bytes;
 use fake_ads::{FakeAds, XdsSet};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use net::{admin_get, eventually, send, Behaviour, Form, Upstream};
+use net::{eventually, send, start_proxy_with, Behaviour, Form, Upstream};
+use pki::{Ca, Dir, Leaf};
 use resources::*;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use weft_proxy::{Args, Config, Proxy, ProxyHandle};
+use weft_proxy::ProxyHandle;
 use weft_xds::pb::envoy::config::core::v3::{
     data_source, transport_socket, DataSource, TransportSocket,
 };
@@ -35,87 +38,6 @@ use weft_xds::{pack, type_url};
 
 const HOST: &str = "bookinfo.com";
 const CLUSTER: &str = "outbound|9080||productpage.default.svc.cluster.local";
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-/// A directory of the test's own, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("weft-gateway-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("temp dir");
-        Dir(d)
-    }
-
-    fn write(&self, name: &str, content: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, content).expect("write");
-        p.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A test CA.
-struct Ca {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
-    der: rustls::pki_types::CertificateDer<'static>,
-}
-
-/// A certificate and key, as DER (for a client) and PEM (for the proxy's files).
-struct Leaf {
-    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key: rustls::pki_types::PrivateKeyDer<'static>,
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, name.to_string());
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let cert = p.self_signed(&key).expect("root");
-        Ca {
-            pem: cert.pem(),
-            der: cert.der().clone(),
-            issuer: rcgen::Issuer::new(p, key),
-        }
-    }
-
-    fn leaf(&self, dns: &str) -> Leaf {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut p = rcgen::CertificateParams::new(vec![dns.to_string()]).expect("params");
-        p.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = p.signed_by(&key, &self.issuer).expect("leaf");
-        Leaf {
-            chain: vec![cert.der().clone()],
-            key: rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("der"),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        }
-    }
-}
 
 fn file(path: &str) -> Option<DataSource> {
     Some(DataSource {
@@ -158,39 +80,21 @@ fn server_tls(cert: &str, key: &str, client_ca: Option<&str>) -> TransportSocket
 }
 
 async fn start_gateway(ads: &FakeAds) -> ProxyHandle {
-    init_logs();
-    let args = <Args as clap::Parser>::try_parse_from([
-        "weft-proxy",
-        "--gateway",
-        "--workload",
-        "istio-ingressgateway",
-        "--namespace",
-        "istio-system",
-        "--labels",
-        "istio=ingressgateway",
-        "--ip",
-        "127.0.0.1",
-        "--outbound-port",
-        "0",
-        "--stats-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--xds-protocol",
-        "sotw",
-        "--xds-address",
+    start_proxy_with(
         &ads.url(),
-    ])
-    .expect("flags parse");
-    let config = Config::try_from(&args).expect("valid config");
-    assert!(config.identity.router, "--gateway makes a router");
-    let proxy = Proxy::start(config).await.expect("proxy starts");
-    let admin = proxy.admin_addr();
-    eventually("proxy ready", || async move {
-        admin_get(admin, "/ready").await.filter(|(s, _)| *s == 200)
-    })
-    .await;
-    proxy
+        &[
+            "--gateway",
+            "--workload",
+            "istio-ingressgateway",
+            "--namespace",
+            "istio-system",
+            "--labels",
+            "istio=ingressgateway",
+            "--xds-protocol",
+            "sotw",
+        ],
+    )
+    .await
 }
 
 /// The address the proxy bound for listener `name`.
@@ -342,12 +246,12 @@ async fn https_servers_terminate_tls_and_mutual_ones_require_a_client_certificat
     let ca = Ca::new("gateway-root");
     let client_ca = Ca::new("client-root");
     let other_ca = Ca::new("someone-else");
-    let server = ca.leaf(HOST);
+    let server = ca.leaf(&[HOST]);
     let cert = dir.write("cert.pem", &server.cert_pem);
     let key = dir.write("key.pem", &server.key_pem);
     let client_ca_path = dir.write("client-ca.pem", &client_ca.pem);
-    let client = client_ca.leaf("client.example.com");
-    let stranger = other_ca.leaf("client.example.com");
+    let client = client_ca.leaf(&["client.example.com"]);
+    let stranger = other_ca.leaf(&["client.example.com"]);
 
     let app = Upstream::start("productpage", Behaviour::Ok).await;
     let any = SocketAddr::from(([127, 0, 0, 1], 0));

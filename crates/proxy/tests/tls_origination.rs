@@ -11,15 +11,18 @@ mod fake_ads;
 #[path = "support/net.rs"]
 mod net;
 #[allow(dead_code)]
+#[path = "support/pki.rs"]
+mod pki;
+#[allow(dead_code)]
 #[path = "support/resources.rs"]
 mod resources;
 
 use fake_ads::{FakeAds, XdsSet};
 use http::{Request, Response};
 use net::{eventually, get, start_proxy_with};
+use pki::{Ca, Dir, Leaf};
 use resources::*;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,95 +45,6 @@ const HOST: &str = "api.example.com";
 const CLIENT_ID: &str = "spiffe://example.com/ns/default/sa/productpage";
 
 // === certificates, in files ===
-
-/// A directory of the test's own, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!(
-            "weft-tls-origination-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("temp dir");
-        Dir(d)
-    }
-
-    fn write(&self, name: &str, content: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, content).expect("write");
-        p.to_string_lossy().into_owned()
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A test CA.
-struct Ca {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
-    der: rustls::pki_types::CertificateDer<'static>,
-}
-
-/// A certificate and its key, as DER (for a server) and PEM (for the proxy's files).
-struct Leaf {
-    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key: rustls::pki_types::PrivateKeyDer<'static>,
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, name.to_string());
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let cert = p.self_signed(&key).expect("root");
-        Ca {
-            pem: cert.pem(),
-            der: cert.der().clone(),
-            issuer: rcgen::Issuer::new(p, key),
-        }
-    }
-
-    /// A leaf for DNS names and URIs.
-    fn leaf(&self, sans: &[&str]) -> Leaf {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.subject_alt_names = sans
-            .iter()
-            .map(|s| {
-                if s.contains("://") {
-                    rcgen::SanType::URI(s.to_string().try_into().expect("uri"))
-                } else {
-                    rcgen::SanType::DnsName(s.to_string().try_into().expect("dns"))
-                }
-            })
-            .collect();
-        p.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = p.signed_by(&key, &self.issuer).expect("leaf");
-        Leaf {
-            chain: vec![cert.der().clone()],
-            key: rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("der"),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        }
-    }
-}
 
 /// A server's rustls settings: `leaf`, and client certificates from `clients` required when given.
 fn server_config(leaf: &Leaf, clients: Option<&Ca>) -> Arc<rustls::ServerConfig> {
