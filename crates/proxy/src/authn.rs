@@ -217,8 +217,8 @@ pub(crate) fn authenticate(
     if LIVE.load(Ordering::Relaxed) == 0 {
         return Ok(None);
     }
-    // Istio puts jwt_authn on inbound listeners only; the outbound explicit proxy has none.
-    let Entry::Inbound(name) = entry else {
+    // Istio puts jwt_authn on inbound and gateway listeners; the outbound explicit proxy has none.
+    let (Entry::Inbound(name) | Entry::Gateway(name)) = entry else {
         return Ok(None);
     };
     let snap = shared.snapshot.load();

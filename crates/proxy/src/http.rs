@@ -54,8 +54,8 @@ pub enum Entry {
 /// request) holds only the owned `Plan` and the phases that wait: the fault delay, reading a small body,
 /// the upstream exchange. It was 4.2 KB when routing's borrows and the request lived in it too.
 ///
-/// `down`: the connection the request came on (inbound listeners: its peer and, over mutual TLS, the
-/// peer's SPIFFE ID).
+/// `down`: the connection the request came on (inbound and gateway listeners: its peer and, over mutual
+/// TLS, the peer's SPIFFE ID).
 pub(crate) fn handle(
     shared: Arc<Shared>,
     entry: Entry,
@@ -344,7 +344,7 @@ fn ext_authz_for(
     parts: &http::request::Parts,
     auth: Option<&serde_json::Value>,
 ) -> Option<(Arc<crate::ext_authz::ExtAuthz>, crate::ext_authz::Peer)> {
-    let Entry::Inbound(name) = entry else {
+    let (Entry::Inbound(name) | Entry::Gateway(name)) = entry else {
         return None;
     };
     if !crate::ext_authz::any_live() {
@@ -367,7 +367,7 @@ fn ext_authz_for(
         .then_some((ext, peer))
 }
 
-/// Phase: the inbound listener's RBAC filters (AuthorizationPolicy), on the connection (`down`: peer,
+/// Phase: the inbound (or gateway) listener's RBAC filters (AuthorizationPolicy), on the connection (`down`: peer,
 /// local address, the peer's SPIFFE ID over mutual TLS, SNI) and the request with its verified JWT
 /// identity (`auth`). A denial is 403 `RBAC: access denied`. While no listener has RBAC, this is one
 /// atomic load; a listener without it, one lookup and a branch.
@@ -378,7 +378,7 @@ fn authorize(
     parts: &http::request::Parts,
     auth: Option<&serde_json::Value>,
 ) -> Result<(), ProxyError> {
-    let Entry::Inbound(name) = entry else {
+    let (Entry::Inbound(name) | Entry::Gateway(name)) = entry else {
         return Ok(());
     };
     if !crate::authz::any_live() {
@@ -410,7 +410,7 @@ fn authorize_subject(
     subject: &crate::authz::Subject<'_>,
     parts: &http::request::Parts,
 ) -> Result<(), ProxyError> {
-    let Entry::Inbound(name) = entry else {
+    let (Entry::Inbound(name) | Entry::Gateway(name)) = entry else {
         return Ok(());
     };
     let snap = shared.snapshot.load();

@@ -155,10 +155,12 @@ async fn reconcile(
                         allow_plaintext: false,
                     });
                 let s = shared.clone();
-                let make = move |_: server::Connection| {
+                // Each connection's peer, for AuthorizationPolicy's `remoteIpBlocks` and `ipBlocks`.
+                let make = move |c: server::Connection| {
                     let s = s.clone();
                     let entry = Entry::Gateway(entry_name.clone());
-                    move |req| http::handle(s.clone(), entry.clone(), None, req)
+                    let down = Downstream::of(&c);
+                    move |req| http::handle(s.clone(), entry.clone(), Some(&down), req)
                 };
                 tokio::spawn(server::serve_with(
                     "gateway", listener, make, tls, stop_rx, drain, limits,

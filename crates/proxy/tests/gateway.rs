@@ -376,3 +376,103 @@ async fn a_server_whose_files_cannot_be_read_is_refused_and_the_rest_serve() {
         .expect("answer");
     assert_eq!(r.status, 200);
 }
+
+/// `l` (a gateway listener) with an RBAC filter first in its connection manager: what weftd adds for an
+/// AuthorizationPolicy that selects the gateway.
+fn with_http_filter(l: weft_xds::Any, filter: weft_xds::Any) -> weft_xds::Any {
+    use weft_xds::pb::envoy::config::listener::v3::{filter, Listener};
+    use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        http_filter, HttpConnectionManager, HttpFilter,
+    };
+    let mut l: Listener = weft_xds::unpack(&l).expect("listener");
+    let f = &mut l.filter_chains[0].filters[0];
+    let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+        panic!("no connection manager");
+    };
+    let mut hcm: HttpConnectionManager = weft_xds::unpack(any).expect("hcm");
+    hcm.http_filters.insert(
+        0,
+        HttpFilter {
+            name: "envoy.filters.http.rbac".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(filter)),
+            ..Default::default()
+        },
+    );
+    *any = pack(type_url::HTTP_CONNECTION_MANAGER, &hcm);
+    pack(type_url::LISTENER, &l)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_policies_hold_at_the_gateway() {
+    use weft_xds::pb::envoy::config::core::v3::CidrRange;
+    use weft_xds::pb::envoy::config::rbac::v3::{
+        permission, principal, rbac::Action, Permission, Policy, Principal, Rbac as Rules,
+    };
+    use weft_xds::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+    use weft_xds::pb::envoy::r#type::matcher::v3::{path_matcher, PathMatcher};
+    use weft_xds::pb::google::protobuf::UInt32Value;
+    // `action: DENY, rules: [{from: [{source: {remoteIpBlocks: [127.0.0.1/32]}}], to: [{operation:
+    // {paths: ["/admin*"]}}]}]`: it can only match when the gateway knows its client's address.
+    let deny = Policy {
+        permissions: vec![Permission {
+            rule: Some(permission::Rule::UrlPath(PathMatcher {
+                rule: Some(path_matcher::Rule::Path(prefix("/admin"))),
+            })),
+        }],
+        principals: vec![Principal {
+            identifier: Some(principal::Identifier::RemoteIp(CidrRange {
+                address_prefix: "127.0.0.1".into(),
+                prefix_len: Some(UInt32Value { value: 32 }),
+            })),
+        }],
+        ..Default::default()
+    };
+    let rbac = pack(
+        "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        &Rbac {
+            rules: Some(Rules {
+                action: Action::Deny as i32,
+                policies: [(
+                    "ns[istio-system]-policy[no-admin]-rule[0]".to_string(),
+                    deny,
+                )]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let app = Upstream::start("productpage", Behaviour::Ok).await;
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let set = xds(
+        app.addr,
+        vec![with_http_filter(
+            gateway_listener("0.0.0.0_8080", any, "http.8080", None),
+            rbac,
+        )],
+        vec![route_config(
+            "http.8080",
+            vec![vhost(HOST, &[HOST], vec![route_to("/", CLUSTER)])],
+        )],
+    );
+    let ads = FakeAds::start("127.0.0.1:0".parse().expect("addr"), set).await;
+    let proxy = start_gateway(&ads).await;
+    let http = bound(&proxy, "0.0.0.0_8080").await;
+    let r = eventually("a routed answer", || async {
+        let r = send(http, Form::Host, HOST, "/productpage", &[])
+            .await
+            .ok()?;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(r.upstream(), "productpage", "{r:?}");
+    let r = send(http, Form::Host, HOST, "/admin/users", &[])
+        .await
+        .expect("answer");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (403, "RBAC: access denied"),
+        "{r:?}"
+    );
+}

@@ -171,7 +171,12 @@ fn listener(model: &Model, proxy: &ProxyIdentity, first: &Bound, route_name: &st
         },
     );
     super::set_path_normalization(&mut hcm, model.mesh.path_normalization());
-    Listener {
+    // The AuthorizationPolicies and RequestAuthentications that select the gateway's workload (or the
+    // mesh, or its namespace) apply to its listeners, as on a sidecar's inbound ones: RBAC first, after
+    // jwt_authn (added below).
+    let rbac = crate::security::rbac_http_filters(model, &proxy.namespace, &proxy.labels);
+    hcm.http_filters.splice(0..0, rbac);
+    let mut l = Listener {
         name: format!("0.0.0.0_{port}"),
         address: Some(socket_address(ip, port)),
         traffic_direction: TrafficDirection::Outbound as i32,
@@ -181,7 +186,9 @@ fn listener(model: &Model, proxy: &ProxyIdentity, first: &Bound, route_name: &st
             ..Default::default()
         }],
         ..Default::default()
-    }
+    };
+    crate::authn::add_jwt_filter(&mut l, crate::authn::jwt_filter(model, proxy).as_ref());
+    l
 }
 
 fn file(path: &str) -> DataSource {
@@ -533,5 +540,40 @@ spec:
             .collect();
         bound.sort();
         assert_eq!(bound, ["everything", "ingress", "reviews"]);
+    }
+
+    #[test]
+    fn policies_selecting_the_gateway_apply_to_its_listeners() {
+        let policy = "---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: ingress}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin]}}]}]
+";
+        let filters = |yaml: &str| -> Vec<String> {
+            let m = model(yaml);
+            let mut proxy = gateway_proxy(&[("istio", "ingressgateway")]);
+            proxy.namespace = "ingress".into();
+            let (listeners, _) = translate(&m, &proxy);
+            assert!(!listeners.is_empty());
+            let hcm: Hcm = match &listeners[0].filter_chains[0].filters[0].config_type {
+                Some(
+                    weft_xds::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(a),
+                ) => unpack(a).expect("hcm"),
+                other => panic!("{other:?}"),
+            };
+            hcm.http_filters.into_iter().map(|f| f.name).collect()
+        };
+        let without = filters(GATEWAY);
+        assert!(!without.iter().any(|f| f.contains("rbac")), "{without:?}");
+        let with = filters(&format!("{GATEWAY}{policy}"));
+        assert_eq!(
+            with.first().map(String::as_str),
+            Some("envoy.filters.http.rbac"),
+            "{with:?}"
+        );
     }
 }
