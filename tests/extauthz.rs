@@ -4,12 +4,11 @@
 //! path of details sends what it matches to the authorizer, and leaves every other path and service
 //! alone.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_cli::demo::{Workload, WORKLOADS};
 use weft_e2e::{eventually, Mesh};
 
@@ -80,32 +79,14 @@ async fn call_from(
 ) -> anyhow::Result<(u16, String)> {
     let outbound = format!("{}:15001", mesh.layout.ip(workload(from)));
     let host = format!("{service}:9080");
-    let go = async {
-        let mut s = tokio::net::TcpStream::connect(&outbound).await?;
-        let mut req =
-            format!("GET http://{host}{path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|r| r.get(..3))
-            .and_then(|c| c.parse::<u16>().ok())
-            .with_context(|| format!("no status in {text:?}"))?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        anyhow::Ok((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), go)
-        .await
-        .context("no answer in 5 s")?
+    weft_e2e::raw_http1(
+        &outbound,
+        "GET",
+        &format!("http://{host}{path}"),
+        &host,
+        headers,
+    )
+    .await
 }
 
 /// Writes `yaml` into the test's directory and applies it with `weft apply -f`.

@@ -9,13 +9,12 @@
 //! - a DENY on `/admin` holds for every spelling of the path;
 //! - RequestAuthentication and a `requestPrincipals` rule: no token 403, a bad one 401, a good one 200.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use base64::Engine as _;
 use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_cli::demo::{Workload, WORKLOADS};
 use weft_e2e::{eventually, Mesh};
 
@@ -38,28 +37,9 @@ async fn request(
     host: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<u16> {
-    let go = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let mut req =
-            format!("{method} {target} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        let text = String::from_utf8_lossy(&buf);
-        let status = text
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|r| r.get(..3))
-            .and_then(|c| c.parse::<u16>().ok())
-            .with_context(|| format!("no status in {text:?}"))?;
-        anyhow::Ok(status)
-    };
-    tokio::time::timeout(Duration::from_secs(5), go)
+    weft_e2e::raw_http1(addr, method, target, host, headers)
         .await
-        .context("no answer in 5 s")?
+        .map(|(status, _)| status)
 }
 
 /// A request to `service` sent through the sidecar of workload `from` (its outbound port, as the

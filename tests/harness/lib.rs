@@ -308,3 +308,43 @@ pub fn dump_logs(dir: &Path) -> String {
     }
     out
 }
+
+/// One HTTP/1.1 request written byte for byte on a new connection to `addr` (a sidecar's outbound port
+/// with an absolute-form `target`, or any server with an origin-form one), with `headers` and
+/// `connection: close`: the status and body, or an error when the connection fails, closes without a
+/// status, or gives no answer in 5 s.
+pub async fn raw_http1(
+    addr: &str,
+    method: &str,
+    target: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let go = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let mut req =
+            format!("{method} {target} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        let text = String::from_utf8_lossy(&buf);
+        let status = text
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse::<u16>().ok())
+            .with_context(|| format!("no status in {text:?}"))?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        anyhow::Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), go)
+        .await
+        .context("no answer in 5 s")?
+}
