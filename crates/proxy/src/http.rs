@@ -378,20 +378,9 @@ fn authorize(
     parts: &http::request::Parts,
     auth: Option<&serde_json::Value>,
 ) -> Result<(), ProxyError> {
-    let (Entry::Inbound(name) | Entry::Gateway(name)) = entry else {
-        return Ok(());
-    };
-    if !crate::authz::any_live() {
+    if matches!(entry, Entry::Outbound) || !crate::authz::any_live() {
         return Ok(());
     }
-    let snap = shared.snapshot.load();
-    let Some(rbac) = snap
-        .listeners
-        .get(&**name)
-        .and_then(|l| l.value.rbac.as_ref())
-    else {
-        return Ok(());
-    };
     let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
     let subject = crate::authz::Subject {
         source: down.map_or(unknown, |d| d.peer),
@@ -400,7 +389,7 @@ fn authorize(
         sni: down.and_then(|d| d.sni.as_deref()),
         auth,
     };
-    crate::authz::authorize_request(rbac, &subject, parts)
+    authorize_subject(shared, entry, &subject, parts)
 }
 
 /// [`authorize`] with the subject already made (after an external check).
