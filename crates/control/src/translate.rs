@@ -833,24 +833,35 @@ fn hcm_with_telemetry(
     }
 }
 
+/// The connection manager of an outbound port (a sidecar's, or a gateway server's): routes from RDS
+/// table `route_name`, the client side's telemetry.
+fn outbound_hcm(
+    mesh: &weft_api::MeshConfig,
+    client: &crate::telemetry::Applied,
+    port: u32,
+    route_name: &str,
+) -> HttpConnectionManager {
+    hcm_with_telemetry(
+        mesh,
+        client,
+        HttpConnectionManager {
+            stat_prefix: format!("outbound_0.0.0.0_{port}"),
+            codec_type: CodecType::Auto as i32,
+            route_specifier: Some(RouteSpecifier::Rds(Rds {
+                config_source: Some(ads()),
+                route_config_name: route_name.to_string(),
+            })),
+            ..Default::default()
+        },
+    )
+}
+
 fn outbound_listeners(ports: &BTreeSet<u32>, model: &Model, scope: &Scope) -> Vec<Listener> {
     let mesh = &model.mesh;
     let client = applied(model, &scope.namespace, scope.telemetry.as_deref(), true);
     let mut out = Vec::new();
     for &port in ports {
-        let hcm = hcm_with_telemetry(
-            mesh,
-            &client,
-            HttpConnectionManager {
-                stat_prefix: format!("outbound_0.0.0.0_{port}"),
-                codec_type: CodecType::Auto as i32,
-                route_specifier: Some(RouteSpecifier::Rds(Rds {
-                    config_source: Some(ads()),
-                    route_config_name: port.to_string(),
-                })),
-                ..Default::default()
-            },
-        );
+        let hcm = outbound_hcm(mesh, &client, port, &port.to_string());
         out.push(listener(
             format!("0.0.0.0_{port}"),
             socket_address("0.0.0.0", port),

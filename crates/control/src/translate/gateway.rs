@@ -16,7 +16,7 @@
 //! whether it is plaintext or TLS, and a later server that disagrees is left out with a warning.
 
 use super::route::virtual_service_routes;
-use super::{ads, hcm_filter, hcm_with_telemetry, socket_address};
+use super::{hcm_filter, socket_address};
 use crate::model::Model;
 use std::collections::BTreeMap;
 use tracing::warn;
@@ -32,10 +32,6 @@ use weft_xds::pb::envoy::config::core::v3::{
 use weft_xds::pb::envoy::config::listener::v3::{FilterChain, Listener};
 use weft_xds::pb::envoy::config::route::v3::virtual_host::TlsRequirementType;
 use weft_xds::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
-use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::{CodecType, RouteSpecifier},
-    HttpConnectionManager, Rds,
-};
 use weft_xds::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType, CertificateValidationContext, CommonTlsContext,
     DownstreamTlsContext, TlsCertificate,
@@ -157,19 +153,7 @@ fn listener(model: &Model, proxy: &ProxyIdentity, first: &Bound, route_name: &st
     let workload = crate::telemetry::Chain::workload_of(model, &proxy.namespace, &proxy.labels);
     // A gateway reports as a client, as Istio's gateways do (`reporter="source"`).
     let client = super::applied(model, &proxy.namespace, workload.as_deref(), true);
-    let mut hcm = hcm_with_telemetry(
-        &model.mesh,
-        &client,
-        HttpConnectionManager {
-            stat_prefix: format!("outbound_0.0.0.0_{port}"),
-            codec_type: CodecType::Auto as i32,
-            route_specifier: Some(RouteSpecifier::Rds(Rds {
-                config_source: Some(ads()),
-                route_config_name: route_name.to_string(),
-            })),
-            ..Default::default()
-        },
-    );
+    let mut hcm = super::outbound_hcm(&model.mesh, &client, port, route_name);
     super::set_path_normalization(&mut hcm, model.mesh.path_normalization());
     // The AuthorizationPolicies and RequestAuthentications that select the gateway's workload (or the
     // mesh, or its namespace) apply to its listeners, as on a sidecar's inbound ones: RBAC first, after
@@ -329,6 +313,7 @@ mod tests {
     use super::*;
     use weft_xds::pb::envoy::config::route::v3::route::Action;
     use weft_xds::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+    use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
     use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager as Hcm;
     use weft_xds::unpack;
 
