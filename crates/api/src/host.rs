@@ -3,21 +3,16 @@
 /// The mesh's DNS suffix for services.
 pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";
 
-/// Qualifies `reviews` (written in namespace `default`) as `reviews.default.svc.cluster.local`.
-/// Names that already contain a dot are left as they are, except `name.ns` and `name.ns.svc`, which are
-/// completed to the FQDN as Kubernetes DNS would.
+/// Qualifies `reviews` (written in namespace `default`) as `reviews.default.svc.cluster.local`. A name
+/// with a dot is taken as fully qualified and kept as written (lowercased), as Istio does: `reviews.prod`
+/// is the host `reviews.prod`, not the service `reviews` of namespace `prod` (write
+/// `reviews.prod.svc.cluster.local` for that), and `httpbin.org` stays `httpbin.org`.
 pub fn qualify(host: &str, namespace: &str) -> String {
     let host = host.trim().to_ascii_lowercase();
-    if host.starts_with('*') {
+    if host.starts_with('*') || host.contains('.') || host.contains(':') {
         return host;
     }
-    let parts: Vec<&str> = host.split('.').collect();
-    match parts.len() {
-        1 => format!("{host}.{namespace}.{CLUSTER_DOMAIN}"),
-        2 => format!("{host}.{CLUSTER_DOMAIN}"),
-        3 if parts[2] == "svc" => format!("{host}.cluster.local"),
-        _ => host,
-    }
+    format!("{host}.{namespace}.{CLUSTER_DOMAIN}")
 }
 
 /// For `reviews.default.svc.cluster.local`, returns `Some(("reviews", "default"))`.
@@ -38,12 +33,11 @@ mod tests {
     fn qualifies_like_istio() {
         let cases = [
             ("reviews", "default", "reviews.default.svc.cluster.local"),
-            ("reviews.prod", "default", "reviews.prod.svc.cluster.local"),
-            (
-                "reviews.prod.svc",
-                "default",
-                "reviews.prod.svc.cluster.local",
-            ),
+            // Istio takes a name with a dot as fully qualified.
+            ("reviews.prod", "default", "reviews.prod"),
+            ("reviews.prod.svc", "default", "reviews.prod.svc"),
+            ("httpbin.org", "default", "httpbin.org"),
+            ("10.0.0.1", "default", "10.0.0.1"),
             ("Reviews", "default", "reviews.default.svc.cluster.local"),
             ("api.example.com", "default", "api.example.com"),
             ("*.example.com", "default", "*.example.com"),
