@@ -1,6 +1,7 @@
 //! Validation: each resource on its own, then the set as a whole (references between resources).
 //! Errors refuse a resource; warnings accept it and tell the user what weft does not enforce yet.
 
+use crate::codes;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::host::qualify;
 use crate::networking::gateway::{qualify_gateway, ServerHost};
@@ -46,6 +47,16 @@ struct Out<'a> {
 
 impl<'a> Out<'a> {
     fn push(&mut self, severity: Severity, field: String, needle: &str, message: String) {
+        self.push_coded(severity, None, field, needle, message);
+    }
+    fn push_coded(
+        &mut self,
+        severity: Severity,
+        code: Option<&'static str>,
+        field: String,
+        needle: &str,
+        message: String,
+    ) {
         self.diags.push(Diagnostic {
             severity,
             file: self.r.file.clone(),
@@ -55,6 +66,7 @@ impl<'a> Out<'a> {
             name: self.r.metadata.name.clone(),
             field,
             message,
+            code,
         });
     }
     fn error(&mut self, field: String, needle: &str, message: impl Into<String>) {
@@ -62,6 +74,26 @@ impl<'a> Out<'a> {
     }
     fn warn(&mut self, field: String, needle: &str, message: impl Into<String>) {
         self.push(Severity::Warning, field, needle, message.into());
+    }
+    /// An error Istio's analyzer reports under `code`.
+    fn error_coded(
+        &mut self,
+        code: &'static str,
+        field: String,
+        needle: &str,
+        message: impl Into<String>,
+    ) {
+        self.push_coded(Severity::Error, Some(code), field, needle, message.into());
+    }
+    /// A warning Istio's analyzer reports under `code`.
+    fn warn_coded(
+        &mut self,
+        code: &'static str,
+        field: String,
+        needle: &str,
+        message: impl Into<String>,
+    ) {
+        self.push_coded(Severity::Warning, Some(code), field, needle, message.into());
     }
 }
 
@@ -101,6 +133,11 @@ pub fn validate(r: &Resource) -> Vec<Diagnostic> {
     out.diags
 }
 
+mod l4;
+mod mesh;
+
+pub use mesh::check as check_mesh;
+
 const NOT_YET: &str = "not supported by weft yet";
 
 fn validate_string_match(out: &mut Out, field: String, m: &StringMatch, allow_empty: bool) {
@@ -131,7 +168,8 @@ fn validate_string_match(out: &mut Out, field: String, m: &StringMatch, allow_em
                 .trim()
                 .to_string();
             let first = last.strip_prefix("error: ").unwrap_or(&last).to_string();
-            out.error(
+            out.error_coded(
+                codes::SCHEMA,
                 format!("{field}.regex"),
                 re,
                 format!("invalid regex {re:?}: {first}"),
@@ -176,10 +214,11 @@ fn validate_percent(out: &mut Out, field: String, value: f64) {
 
 fn validate_vs(out: &mut Out, vs: &VirtualService) {
     if vs.hosts.is_empty() {
-        out.error(
+        // Istio's delegate form: rules another VirtualService includes with `delegate`.
+        out.warn(
             "spec.hosts".into(),
-            "hosts",
-            "at least one host is required",
+            "",
+            "no hosts: this VirtualService applies only where another one delegates to it",
         );
     }
     for (i, h) in vs.hosts.iter().enumerate() {
@@ -211,16 +250,11 @@ fn validate_vs(out: &mut Out, vs: &VirtualService) {
             format!("tls routes are {NOT_YET}"),
         );
     }
-    if !vs.tcp.is_empty() {
-        out.error(
-            "spec.tcp".into(),
-            "tcp:",
-            format!("tcp routes are {NOT_YET}"),
-        );
-    }
+    l4::validate_tcp(out, vs);
     for (i, route) in vs.http.iter().enumerate() {
         validate_http_route(out, &format!("spec.http[{i}]"), route);
     }
+    mesh::unreachable_rules(out, &vs.http);
 }
 
 fn validate_http_route(out: &mut Out, f: &str, route: &HttpRoute) {
@@ -472,6 +506,13 @@ fn validate_dr(out: &mut Out, dr: &DestinationRule) {
     if dr.host.is_empty() {
         out.error("spec.host".into(), "", "host is required");
     }
+    if dr.workload_selector.is_some() {
+        out.warn(
+            "spec.workloadSelector".into(),
+            "workloadSelector",
+            "not enforced by weft yet: this rule applies to every client workload",
+        );
+    }
     let mut seen = BTreeSet::new();
     for (i, s) in dr.subsets.iter().enumerate() {
         if s.name.is_empty() {
@@ -540,10 +581,11 @@ fn validate_se(out: &mut Out, se: &ServiceEntry) {
         }
     }
     if se.ports.is_empty() {
-        out.error(
+        // Istio accepts it; with no port there is nothing to listen on or route to.
+        out.warn(
             "spec.ports".into(),
-            "ports",
-            "at least one port is required",
+            "",
+            "no ports: weft serves a ServiceEntry on its ports only, so these hosts get no cluster or listener",
         );
     }
     let mut names = BTreeSet::new();
@@ -1058,43 +1100,60 @@ pub fn check_references_in(r: &Resource, idx: &Index) -> Vec<Diagnostic> {
             for (i, g) in vs.gateways.iter().enumerate() {
                 let q = qualify_gateway(g, &r.metadata.namespace);
                 if q != "mesh" && !idx.gateways.contains(&q) {
-                    out.warn(
+                    out.warn_coded(
+                        codes::REFERENCED_NOT_FOUND,
                         format!("spec.gateways[{i}]"),
                         g,
                         format!("gateway {q} is not defined: no gateway serves these rules"),
                     );
                 }
             }
-            for (i, route) in vs.http.iter().enumerate() {
-                for (j, d) in route.route.iter().enumerate() {
-                    let host = qualify(&d.destination.host, &r.metadata.namespace);
-                    let df = format!("spec.http[{i}].route[{j}].destination");
-                    let Some(ports) = idx.services.get(&host) else {
-                        out.error(
-                            format!("{df}.host"),
-                            &format!("host: {}", d.destination.host),
-                            format!("host {host} is not in the service registry (no ServiceEntry declares it)"),
+            let http = vs.http.iter().enumerate().flat_map(|(i, rule)| {
+                rule.route.iter().enumerate().map(move |(j, d)| {
+                    (
+                        format!("spec.http[{i}].route[{j}].destination"),
+                        &d.destination,
+                    )
+                })
+            });
+            let tcp = vs.tcp.iter().enumerate().flat_map(|(i, rule)| {
+                rule.route.iter().enumerate().map(move |(j, d)| {
+                    (
+                        format!("spec.tcp[{i}].route[{j}].destination"),
+                        &d.destination,
+                    )
+                })
+            });
+            for (df, destination) in http.chain(tcp) {
+                let host = qualify(&destination.host, &r.metadata.namespace);
+                let Some(ports) = idx.services.get(&host) else {
+                    out.error_coded(
+                        codes::REFERENCED_NOT_FOUND,
+                        format!("{df}.host"),
+                        &format!("host: {}", destination.host),
+                        format!("host {host} is not in the service registry (no ServiceEntry declares it)"),
+                    );
+                    continue;
+                };
+                if let Some(p) = destination.port {
+                    if !ports.contains(&p.number) {
+                        out.error_coded(
+                            codes::REFERENCED_NOT_FOUND,
+                            format!("{df}.port.number"),
+                            &format!("number: {}", p.number),
+                            format!("service {host} has no port {}", p.number),
                         );
-                        continue;
-                    };
-                    if let Some(p) = d.destination.port {
-                        if !ports.contains(&p.number) {
-                            out.error(
-                                format!("{df}.port.number"),
-                                &format!("number: {}", p.number),
-                                format!("service {host} has no port {}", p.number),
-                            );
-                        }
                     }
-                    if let Some(subset) = &d.destination.subset {
-                        let defined = idx.subsets.get(&host).is_some_and(|s| s.contains(subset));
-                        if !defined {
-                            out.error(
-                                format!("{df}.subset"),
-                                &format!("subset: {subset}"),
-                                format!("subset {subset:?} is not defined by any DestinationRule for host {host}"),
-                            );
-                        }
+                }
+                if let Some(subset) = &destination.subset {
+                    let defined = idx.subsets.get(&host).is_some_and(|s| s.contains(subset));
+                    if !defined {
+                        out.error_coded(
+                            codes::REFERENCED_NOT_FOUND,
+                            format!("{df}.subset"),
+                            &format!("subset: {subset}"),
+                            format!("subset {subset:?} is not defined by any DestinationRule for host {host}"),
+                        );
                     }
                 }
             }
@@ -1102,7 +1161,8 @@ pub fn check_references_in(r: &Resource, idx: &Index) -> Vec<Diagnostic> {
         Spec::DestinationRule(dr) => {
             let host = qualify(&dr.host, &r.metadata.namespace);
             if !host.starts_with('*') && !idx.services.contains_key(&host) {
-                out.warn(
+                out.warn_coded(
+                    codes::UNKNOWN_DR_HOST,
                     "spec.host".into(),
                     "host",
                     format!("host {host} is not in the service registry: this rule has no effect"),
@@ -1136,6 +1196,7 @@ pub fn analyze(resources: &[Resource]) -> Vec<Diagnostic> {
                 name: r.metadata.name.clone(),
                 field: "metadata.name".into(),
                 message: format!("already defined at {}:{}", first.file, first.line),
+                code: None,
             });
             continue;
         }
@@ -1151,6 +1212,7 @@ pub fn analyze(resources: &[Resource]) -> Vec<Diagnostic> {
     for r in &valid {
         diags.extend(check_references_in(r, &idx));
     }
+    diags.extend(mesh::check(&valid));
     diags.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     diags
 }
@@ -1251,22 +1313,22 @@ mod tests {
             (
                 "undefined subset",
                 "  - route:\n    - destination:\n        host: reviews\n        subset: v4\n",
-                "vs.yaml:11: VirtualService default/reviews: spec.http[0].route[0].destination.subset: subset \"v4\" is not defined by any DestinationRule for host reviews.default.svc.cluster.local",
+                "vs.yaml:11: VirtualService default/reviews: spec.http[0].route[0].destination.subset: [IST0101] subset \"v4\" is not defined by any DestinationRule for host reviews.default.svc.cluster.local",
             ),
             (
                 "unknown host",
                 "  - route:\n    - destination:\n        host: nope\n",
-                "vs.yaml:10: VirtualService default/reviews: spec.http[0].route[0].destination.host: host nope.default.svc.cluster.local is not in the service registry (no ServiceEntry declares it)",
+                "vs.yaml:10: VirtualService default/reviews: spec.http[0].route[0].destination.host: [IST0101] host nope.default.svc.cluster.local is not in the service registry (no ServiceEntry declares it)",
             ),
             (
                 "bad regex",
                 "  - match:\n    - uri:\n        regex: \"/a(\"\n    route:\n    - destination: {host: reviews}\n",
-                "vs.yaml:10: VirtualService default/reviews: spec.http[0].match[0].uri.regex: invalid regex \"/a(\": unclosed group",
+                "vs.yaml:10: VirtualService default/reviews: spec.http[0].match[0].uri.regex: [IST0106] invalid regex \"/a(\": unclosed group",
             ),
             (
                 "regex over the size limit",
                 "  - match:\n    - uri:\n        regex: '\\w{1,100}'\n    route:\n    - destination: {host: reviews}\n",
-                "vs.yaml:10: VirtualService default/reviews: spec.http[0].match[0].uri.regex: invalid regex \"\\\\w{1,100}\": Compiled regex exceeds size limit of 1048576 bytes.",
+                "vs.yaml:10: VirtualService default/reviews: spec.http[0].match[0].uri.regex: [IST0106] invalid regex \"\\\\w{1,100}\": Compiled regex exceeds size limit of 1048576 bytes.",
             ),
             (
                 "two string matchers",
@@ -1410,7 +1472,7 @@ mod tests {
         };
         assert_eq!(
             run(&vs("[mesh, istio-system/gw]")),
-            ["vs.yaml:7: VirtualService default/ingress: spec.gateways[1]: warning: gateway istio-system/gw is not defined: no gateway serves these rules"]
+            ["vs.yaml:7: VirtualService default/ingress: spec.gateways[1]: warning: [IST0101] gateway istio-system/gw is not defined: no gateway serves these rules"]
         );
         assert_eq!(
             run(&vs("[a/b/c]")),
@@ -1421,7 +1483,7 @@ mod tests {
         let got = run(&format!("{GATEWAY}  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n---\n{bad}"));
         assert_eq!(
             got,
-            ["vs.yaml:20: VirtualService default/ingress: spec.http[0].route[0].destination.host: host nowhere.default.svc.cluster.local is not in the service registry (no ServiceEntry declares it)"]
+            ["vs.yaml:20: VirtualService default/ingress: spec.http[0].route[0].destination.host: [IST0101] host nowhere.default.svc.cluster.local is not in the service registry (no ServiceEntry declares it)"]
         );
     }
 
@@ -1503,12 +1565,12 @@ mod tests {
             (
                 "unknown field inside port",
                 "  - port: {number: 9000, protocol: TCP, targetPort: 9001}\n    hosts: [./*]\n",
-                "vs.yaml:7: Sidecar default/default: spec.egress[0].port.targetPort: unknown field (known fields: number, protocol, name)",
+                "vs.yaml:7: Sidecar default/default: spec.egress[0].port.targetPort: [IST0106] unknown field (known fields: number, protocol, name)",
             ),
             (
                 "unknown capture mode",
                 "  - port: {number: 9000, protocol: TCP}\n    captureMode: EBPF\n    hosts: [./*]\n",
-                "vs.yaml:8: Sidecar default/default: spec.egress[0].captureMode: unknown variant `EBPF`, expected one of `DEFAULT`, `IPTABLES`, `NONE`",
+                "vs.yaml:8: Sidecar default/default: spec.egress[0].captureMode: [IST0106] unknown variant `EBPF`, expected one of `DEFAULT`, `IPTABLES`, `NONE`",
             ),
         ] {
             let p = parse_file("vs.yaml", &sc(egress));
@@ -1521,14 +1583,21 @@ mod tests {
     #[test]
     fn service_entry_port_protocols() {
         let se = |ports: &str| {
-            format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: db\nspec:\n  hosts: [db.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n{ports}  endpoints: [{{address: 127.0.50.2}}]\n")
+            format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: db\nspec:\n  hosts: [db.default.svc.cluster.local]\n  addresses: [10.0.0.9]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n{ports}  endpoints: [{{address: 127.0.50.2}}]\n")
         };
         // TCP is served (clusters and endpoints): no warning, by protocol or by name.
         assert!(run(&se("  - {number: 9000, name: tcp, protocol: TCP}\n")).is_empty());
         assert!(run(&se("  - {number: 9000, name: tcp-db}\n")).is_empty());
+        // Without addresses, only the port tells a TCP service apart (IST0134).
+        let bare =
+            se("  - {number: 9000, name: tcp-db}\n").replace("  addresses: [10.0.0.9]\n", "");
+        assert_eq!(
+            run(&bare),
+            ["vs.yaml:10: ServiceEntry default/db: spec.ports[0]: warning: [IST0134] TCP port 9000 without spec.addresses: only the port tells this service apart, so it takes every TCP connection to port 9000; add the service's addresses"]
+        );
         assert_eq!(
             run(&se("  - {number: 9443, name: tls, protocol: TLS}\n")),
-            ["vs.yaml:10: ServiceEntry default/db: spec.ports[0].protocol: warning: only HTTP and TCP ports are served by weft yet; port 9443 (TLS) gets no cluster or listener"]
+            ["vs.yaml:11: ServiceEntry default/db: spec.ports[0].protocol: warning: only HTTP and TCP ports are served by weft yet; port 9443 (TLS) gets no cluster or listener"]
         );
     }
 

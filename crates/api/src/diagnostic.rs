@@ -32,6 +32,9 @@ pub struct Diagnostic {
     pub field: String,
     /// What is wrong.
     pub message: String,
+    /// Istio's analyzer message code for the same problem (`IST0101`), when Istio has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
 }
 
 impl Diagnostic {
@@ -50,15 +53,12 @@ impl fmt::Display for Diagnostic {
         };
         write!(
             f,
-            "{}:{}: {} {}/{}: {}: {}{}",
-            self.file,
-            self.line,
-            self.kind,
-            self.namespace,
-            self.name,
-            self.field,
-            warn,
-            self.message
-        )
+            "{}:{}: {} {}/{}: {}: {}",
+            self.file, self.line, self.kind, self.namespace, self.name, self.field, warn,
+        )?;
+        if let Some(code) = self.code {
+            write!(f, "[{code}] ")?;
+        }
+        f.write_str(&self.message)
     }
 }

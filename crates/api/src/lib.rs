@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod analyze;
+pub mod codes;
 pub mod diagnostic;
 pub mod duration;
 pub mod host;

@@ -139,18 +139,35 @@ fn guess_identity(doc: &str) -> (String, String, String) {
     let mut ns = "default".to_string();
     for line in doc.lines() {
         if let Some(v) = line.strip_prefix("kind:") {
-            kind = v.trim().to_string();
+            kind = plain_scalar(v);
         } else if let Some(v) = line.trim_start().strip_prefix("name:") {
             if name == "-" && line.starts_with("  ") && !line.starts_with("    ") {
-                name = v.trim().trim_matches('"').to_string();
+                name = plain_scalar(v);
             }
         } else if let Some(v) = line.trim_start().strip_prefix("namespace:") {
             if line.starts_with("  ") && !line.starts_with("    ") {
-                ns = v.trim().trim_matches('"').to_string();
+                ns = plain_scalar(v);
             }
         }
     }
     (kind, ns, name)
+}
+
+/// A one-line YAML scalar as written after `key:`: without a trailing comment (` # ...`) or quotes.
+fn plain_scalar(v: &str) -> String {
+    let v = v.trim();
+    let quoted = |q: char| {
+        v.strip_prefix(q)
+            .and_then(|rest| rest.find(q).map(|end| rest[..end].to_string()))
+    };
+    if let Some(s) = quoted('"').or_else(|| quoted('\'')) {
+        return s;
+    }
+    let bare = match v.find(" #") {
+        Some(i) => &v[..i],
+        None => v,
+    };
+    bare.trim().to_string()
 }
 
 /// Removes every " at line N column M" (the line is reported separately) and the comma it leaves behind.
@@ -228,6 +245,7 @@ pub fn parse_file(file: &str, text: &str) -> Parsed {
                     namespace: ns.to_string(),
                     name: name.to_string(),
                     field: field.to_string(),
+                    code: (!msg.contains("by weft yet")).then_some(crate::codes::SCHEMA),
                     message: msg,
                 });
             };
@@ -410,22 +428,22 @@ mod tests {
             (
                 "unknown field",
                 "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination:\n        host: reviews\n      wieght: 50\n",
-                "f.yaml:11: VirtualService default/reviews: spec.http[0].route[0].wieght: unknown field (known fields: destination, weight, headers)",
+                "f.yaml:11: VirtualService default/reviews: spec.http[0].route[0].wieght: [IST0106] unknown field (known fields: destination, weight, headers)",
             ),
             (
                 "bad duration",
                 "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\n  namespace: prod\nspec:\n  hosts: [reviews]\n  http:\n  - timeout: 7x\n    route:\n    - destination:\n        host: reviews\n",
-                "f.yaml:9: VirtualService prod/r: spec.http[0]: bad duration \"7x\": unknown unit \"x\"",
+                "f.yaml:9: VirtualService prod/r: spec.http[0]: [IST0106] bad duration \"7x\": unknown unit \"x\"",
             ),
             (
                 "malformed yaml",
                 "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews\n",
-                "f.yaml:7: VirtualService default/reviews: yaml: did not find expected ',' or ']' while parsing a flow sequence",
+                "f.yaml:7: VirtualService default/reviews: yaml: [IST0106] did not find expected ',' or ']' while parsing a flow sequence",
             ),
             (
                 "unknown kind",
                 "apiVersion: v1\nkind: Deployment\nmetadata:\n  name: x\n",
-                "f.yaml:2: Deployment default/x: kind: unknown kind Deployment (weft reads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, Telemetry, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)",
+                "f.yaml:2: Deployment default/x: kind: [IST0106] unknown kind Deployment (weft reads VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, Telemetry, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)",
             ),
             (
                 "later kind",
@@ -435,12 +453,12 @@ mod tests {
             (
                 "wrong group",
                 "apiVersion: security.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: x\nspec: {}\n",
-                "f.yaml:1: VirtualService default/x: apiVersion: apiVersion \"security.istio.io/v1\" does not serve VirtualService (use one of networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3)",
+                "f.yaml:1: VirtualService default/x: apiVersion: [IST0106] apiVersion \"security.istio.io/v1\" does not serve VirtualService (use one of networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3)",
             ),
             (
                 "missing name",
                 "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {}\nspec:\n  host: reviews\n",
-                "f.yaml:1: DestinationRule default/-: metadata.name: name is required",
+                "f.yaml:1: DestinationRule default/-: metadata.name: [IST0106] name is required",
             ),
         ];
         for (name, text, want) in cases {
@@ -463,7 +481,7 @@ mod tests {
         let got: Vec<String> = p.diagnostics.iter().map(|d| d.to_string()).collect();
         assert_eq!(
             got,
-            ["f.yaml:6: VirtualService default/r: yaml: flow collections ([...], {...}) nested deeper than 128 levels"]
+            ["f.yaml:6: VirtualService default/r: yaml: [IST0106] flow collections ([...], {...}) nested deeper than 128 levels"]
         );
         assert!(p.resources.is_empty());
     }
@@ -562,9 +580,9 @@ mod tests {
         assert_eq!(m.trust_domain, "cluster.local");
         let p = parse_file("dir/mesh.yaml", "rootNamespac: x\n");
         assert!(
-            p.diagnostics[0]
-                .to_string()
-                .starts_with("dir/mesh.yaml:1: MeshConfig -/mesh: rootNamespac: unknown field"),
+            p.diagnostics[0].to_string().starts_with(
+                "dir/mesh.yaml:1: MeshConfig -/mesh: rootNamespac: [IST0106] unknown field"
+            ),
             "{}",
             p.diagnostics[0]
         );

@@ -577,22 +577,22 @@ mod tests {
             (
                 "unknown field",
                 "  tracing:\n  - randomSampling: 5\n",
-                "t.yaml:8: Telemetry istio-system/t: spec.tracing[0].randomSampling: unknown field (known fields: match, providers, randomSamplingPercentage, disableSpanReporting, customTags, useRequestIdForTraceSampling, enableIstioTags, disableContextPropagation)",
+                "t.yaml:8: Telemetry istio-system/t: spec.tracing[0].randomSampling: [IST0106] unknown field (known fields: match, providers, randomSamplingPercentage, disableSpanReporting, customTags, useRequestIdForTraceSampling, enableIstioTags, disableContextPropagation)",
             ),
             (
                 "unknown metric",
                 "  metrics:\n  - overrides:\n    - match: {metric: REQUEST_BYTES}\n",
-                "t.yaml:9: Telemetry istio-system/t: spec.metrics[0].overrides[0].match.metric: unknown variant `REQUEST_BYTES`, expected one of `ALL_METRICS`, `REQUEST_COUNT`, `REQUEST_DURATION`, `REQUEST_SIZE`, `RESPONSE_SIZE`, `TCP_OPENED_CONNECTIONS`, `TCP_CLOSED_CONNECTIONS`, `TCP_SENT_BYTES`, `TCP_RECEIVED_BYTES`, `GRPC_REQUEST_MESSAGES`, `GRPC_RESPONSE_MESSAGES`",
+                "t.yaml:9: Telemetry istio-system/t: spec.metrics[0].overrides[0].match.metric: [IST0106] unknown variant `REQUEST_BYTES`, expected one of `ALL_METRICS`, `REQUEST_COUNT`, `REQUEST_DURATION`, `REQUEST_SIZE`, `RESPONSE_SIZE`, `TCP_OPENED_CONNECTIONS`, `TCP_CLOSED_CONNECTIONS`, `TCP_SENT_BYTES`, `TCP_RECEIVED_BYTES`, `GRPC_REQUEST_MESSAGES`, `GRPC_RESPONSE_MESSAGES`",
             ),
             (
                 "bad mode",
                 "  accessLogging:\n  - match: {mode: BOTH}\n",
-                "t.yaml:8: Telemetry istio-system/t: spec.accessLogging[0].match.mode: unknown variant `BOTH`, expected one of `CLIENT_AND_SERVER`, `CLIENT`, `SERVER`",
+                "t.yaml:8: Telemetry istio-system/t: spec.accessLogging[0].match.mode: [IST0106] unknown variant `BOTH`, expected one of `CLIENT_AND_SERVER`, `CLIENT`, `SERVER`",
             ),
             (
                 "bad operation",
                 "  metrics:\n  - overrides:\n    - tagOverrides:\n        a: {operation: DELETE}\n",
-                "t.yaml:10: Telemetry istio-system/t: spec.metrics[0].overrides[0].tagOverrides.a.operation: unknown variant `DELETE`, expected `UPSERT` or `REMOVE`",
+                "t.yaml:10: Telemetry istio-system/t: spec.metrics[0].overrides[0].tagOverrides.a.operation: [IST0106] unknown variant `DELETE`, expected `UPSERT` or `REMOVE`",
             ),
             (
                 "sampling out of range",
@@ -662,7 +662,7 @@ mod tests {
         let p = parse_file("t.yaml", &text);
         assert_eq!(
             p.diagnostics[0].to_string(),
-            "t.yaml:1: Telemetry istio-system/t: apiVersion: apiVersion \"networking.istio.io/v1\" does not serve Telemetry (use one of telemetry.istio.io/v1, telemetry.istio.io/v1beta1, telemetry.istio.io/v1alpha1)"
+            "t.yaml:1: Telemetry istio-system/t: apiVersion: [IST0106] apiVersion \"networking.istio.io/v1\" does not serve Telemetry (use one of telemetry.istio.io/v1, telemetry.istio.io/v1beta1, telemetry.istio.io/v1alpha1)"
         );
     }
 }

@@ -1,7 +1,6 @@
 //! DestinationRule: subsets and traffic policy for a host.
 
 use crate::duration::Duration;
-use crate::networking::WorkloadSelector;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -22,8 +21,8 @@ pub struct DestinationRule {
     /// Namespaces this is visible to.
     #[serde(default)]
     pub export_to: Vec<String>,
-    /// Which client workloads get this rule.
-    pub workload_selector: Option<WorkloadSelector>,
+    /// Which client workloads get this rule (Istio's `type.v1beta1.WorkloadSelector`: `matchLabels`).
+    pub workload_selector: Option<crate::telemetry::Selector>,
 }
 
 /// A named group of endpoints.

@@ -5,6 +5,8 @@ use crate::networking::Percent;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod l4;
+
 type Loose = serde_yaml_ng::Value;
 
 /// `spec` of a VirtualService.
@@ -20,12 +22,12 @@ pub struct VirtualService {
     /// HTTP rules, first match wins.
     #[serde(default)]
     pub http: Vec<HttpRoute>,
-    /// TLS passthrough rules (not supported yet).
+    /// TLS passthrough rules, by SNI (parsed; refused by the analyzer until the proxy reads SNI).
     #[serde(default)]
-    pub tls: Vec<Loose>,
-    /// TCP rules (not supported yet).
+    pub tls: Vec<l4::TlsRoute>,
+    /// Opaque TCP rules, first match wins.
     #[serde(default)]
-    pub tcp: Vec<Loose>,
+    pub tcp: Vec<l4::TcpRoute>,
     /// Namespaces this is visible to.
     #[serde(default)]
     pub export_to: Vec<String>,

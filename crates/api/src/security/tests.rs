@@ -338,17 +338,17 @@ fn each_problem_names_the_field() {
         (
             "unknown mode",
             pa("  mtls: {mode: STRICTER}\n"),
-            "s.yaml:7: PeerAuthentication foo/p: spec.mtls.mode: unknown variant `STRICTER`, expected one of `UNSET`, `DISABLE`, `PERMISSIVE`, `STRICT`",
+            "s.yaml:7: PeerAuthentication foo/p: spec.mtls.mode: [IST0106] unknown variant `STRICTER`, expected one of `UNSET`, `DISABLE`, `PERMISSIVE`, `STRICT`",
         ),
         (
             "port-level mode",
             pa("  selector: {matchLabels: {app: a}}\n  portLevelMtls:\n    8080: {mode: OFF}\n"),
-            "s.yaml:9: PeerAuthentication foo/p: spec.portLevelMtls.8080.mode: unknown variant `OFF`, expected one of `UNSET`, `DISABLE`, `PERMISSIVE`, `STRICT`",
+            "s.yaml:9: PeerAuthentication foo/p: spec.portLevelMtls.8080.mode: [IST0106] unknown variant `OFF`, expected one of `UNSET`, `DISABLE`, `PERMISSIVE`, `STRICT`",
         ),
         (
             "port-level key",
             pa("  selector: {matchLabels: {app: a}}\n  portLevelMtls:\n    http: {mode: STRICT}\n"),
-            "s.yaml:9: PeerAuthentication foo/p: spec.portLevelMtls: port \"http\" is not a port number",
+            "s.yaml:9: PeerAuthentication foo/p: spec.portLevelMtls: [IST0106] port \"http\" is not a port number",
         ),
         (
             "port-level without a selector",
@@ -363,12 +363,12 @@ fn each_problem_names_the_field() {
         (
             "unknown action",
             ap("  action: REJECT\n"),
-            "s.yaml:7: AuthorizationPolicy foo/p: spec.action: unknown variant `REJECT`, expected one of `ALLOW`, `DENY`, `AUDIT`, `CUSTOM`",
+            "s.yaml:7: AuthorizationPolicy foo/p: spec.action: [IST0106] unknown variant `REJECT`, expected one of `ALLOW`, `DENY`, `AUDIT`, `CUSTOM`",
         ),
         (
             "unknown field in a source",
             ap("  rules:\n  - from:\n    - source:\n        principal: [a]\n"),
-            "s.yaml:10: AuthorizationPolicy foo/p: spec.rules[0].from[0].source.principal: unknown field (known fields: principals, notPrincipals, requestPrincipals, notRequestPrincipals, namespaces, notNamespaces, serviceAccounts, notServiceAccounts, ipBlocks, notIpBlocks, remoteIpBlocks, notRemoteIpBlocks, trustDomains, notTrustDomains)",
+            "s.yaml:10: AuthorizationPolicy foo/p: spec.rules[0].from[0].source.principal: [IST0106] unknown field (known fields: principals, notPrincipals, requestPrincipals, notRequestPrincipals, namespaces, notNamespaces, serviceAccounts, notServiceAccounts, ipBlocks, notIpBlocks, remoteIpBlocks, notRemoteIpBlocks, trustDomains, notTrustDomains)",
         ),
         (
             "serviceAccounts with principals",

@@ -132,6 +132,7 @@ impl DirSource {
                     name: "-".into(),
                     field: "-".into(),
                     message: format!("cannot list config directory: {e}"),
+                    code: None,
                 });
                 return Reload {
                     diagnostics,
@@ -164,6 +165,7 @@ impl DirSource {
                         name: "-".into(),
                         field: "-".into(),
                         message: format!("cannot read: {e}"),
+                        code: None,
                     });
                     continue;
                 }
@@ -253,6 +255,20 @@ impl DirSource {
             }
             diagnostics.extend(problems);
         }
+        // Conflicts across the config (Istio's IST01xx analyzers): warnings here, as nothing is refused
+        // for them (istiod refuses none either) and the model resolves each one (first by name);
+        // `weft analyze` reports them at Istio's level.
+        {
+            let kept: Vec<&Resource> = next.values().map(|r| r.as_ref()).collect();
+            diagnostics.extend(
+                weft_api::analyze::check_mesh(&kept)
+                    .into_iter()
+                    .map(|mut d| {
+                        d.severity = weft_api::Severity::Warning;
+                        d
+                    }),
+            );
+        }
         let next_mesh = match (mesh, mesh_broken) {
             (Some(m), _) => m,
             (None, true) => self.mesh.clone(),
@@ -290,6 +306,7 @@ fn diag(r: &Resource, field: &str, message: String) -> Diagnostic {
         name: r.metadata.name.clone(),
         field: field.into(),
         message,
+        code: None,
     }
 }
 
@@ -378,7 +395,7 @@ mod tests {
             (
                 "unknown field",
                 vs("v1", "4s").replace("timeout", "timeoutt"),
-                "spec.http[0].timeoutt: unknown field",
+                "spec.http[0].timeoutt: [IST0106] unknown field",
             ),
             ("bad duration", vs("v1", "4x"), "bad duration \"4x\""),
             (
