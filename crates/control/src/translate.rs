@@ -3,6 +3,7 @@
 mod gateway;
 pub mod mtls;
 mod route;
+mod tcp;
 pub mod telemetry;
 
 use crate::model::Model;
@@ -13,6 +14,7 @@ use tracing::warn;
 use weft_api::mesh::PathNormalizationMode;
 use weft_api::networking::service_entry::ServicePort;
 use weft_api::networking::sidecar::EgressHost;
+use weft_api::networking::virtual_service::l4::Connection;
 use weft_xds::node::ProxyIdentity;
 use weft_xds::pb::envoy::config::accesslog::v3::AccessLog as XAccessLog;
 use weft_xds::pb::envoy::config::cluster::v3::cluster::{
@@ -343,6 +345,8 @@ pub struct EgressPort {
     pub bind: Option<IpAddr>,
     /// `outbound|<port>||<fqdn>` of the service the entry's hosts select with that port.
     pub cluster: String,
+    /// That service's FQDN (its VirtualService's `tcp` rules say where connections go).
+    pub host: String,
 }
 
 /// The TCP egress listeners of `scope`'s Sidecar: for each `egress` entry with a TCP `port`, the
@@ -415,6 +419,7 @@ pub fn egress_ports(model: &Model, scope: &Scope) -> Vec<EgressPort> {
             port: port.number,
             bind,
             cluster: outbound_cluster_name(port.number, "", &svc.hostname),
+            host: svc.hostname.clone(),
         });
     }
     out
@@ -790,11 +795,12 @@ fn hcm_filter(hcm: &HttpConnectionManager) -> Filter {
     }
 }
 
-/// `tcp_proxy` to `cluster`, with the cluster name as stat prefix (as Istio names TCP stats).
-fn tcp_proxy_filter(cluster: &str) -> Filter {
+/// `tcp_proxy` to `to`, with the service's own cluster name `stat` as stat prefix (as Istio names TCP
+/// stats).
+fn tcp_proxy_filter(stat: &str, to: TcpClusterSpecifier) -> Filter {
     let tcp = TcpProxy {
-        stat_prefix: cluster.to_string(),
-        cluster_specifier: Some(TcpClusterSpecifier::Cluster(cluster.to_string())),
+        stat_prefix: stat.to_string(),
+        cluster_specifier: Some(to),
         ..Default::default()
     };
     Filter {
@@ -889,7 +895,10 @@ fn inbound_listeners(model: &Model, proxy: &ProxyIdentity) -> Vec<Listener> {
             crate::security::rbac_network_filters(model, &proxy.namespace, &proxy.labels, port)
                 .into_iter()
                 .chain(telemetry::stats_network_filter(&server))
-                .chain([tcp_proxy_filter(&inbound_cluster_name(port))])
+                .chain([{
+                    let c = inbound_cluster_name(port);
+                    tcp_proxy_filter(&c, TcpClusterSpecifier::Cluster(c.clone()))
+                }])
                 .collect()
         } else {
             let mut hcm = hcm_with_telemetry(
@@ -972,6 +981,8 @@ fn egress_listeners(model: &Model, proxy: &ProxyIdentity, egress: &[EgressPort])
             );
             continue;
         }
+        // The address the application connects to: a `tcp` rule's destinationSubnets match it.
+        let destination = ip.parse::<IpAddr>().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         out.push(listener(
             format!("{ip}_{}", e.port),
             socket_address(&ip, e.port),
@@ -979,7 +990,19 @@ fn egress_listeners(model: &Model, proxy: &ProxyIdentity, egress: &[EgressPort])
             true,
             telemetry::stats_network_filter(&client)
                 .into_iter()
-                .chain([tcp_proxy_filter(&e.cluster)])
+                .chain([tcp_proxy_filter(
+                    &e.cluster,
+                    tcp::clusters_for(
+                        model,
+                        &e.host,
+                        &Connection {
+                            destination,
+                            port: e.port,
+                            namespace: &proxy.namespace,
+                            labels: &proxy.labels,
+                        },
+                    ),
+                )])
                 .collect(),
         ));
     }

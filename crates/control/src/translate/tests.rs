@@ -585,6 +585,53 @@ fn egress_tcp_port_is_a_listener_on_the_workload_ip() {
 }
 
 #[test]
+fn tcp_rules_of_a_virtual_service_pick_the_egress_listeners_clusters() {
+    let egress = "  - port: {number: 9000, protocol: TCP, name: tcp}\n    hosts: [./db.default.svc.cluster.local]\n";
+    let tcp_of = |rules: &str| -> TcpProxy {
+        let vs = format!("---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: db}}\nspec:\n  hosts: [db]\n  tcp:\n{rules}");
+        let m = model(&(bench_client_sidecar(egress) + &vs));
+        let res = for_proxy(&m, &bench_client());
+        let l = listener_of(&res, "127.0.50.1_9000");
+        let (_, any) = only_filter(&l);
+        unpack(any).expect("decodes")
+    };
+    let v1 = outbound_cluster_name(9000, "v1", "db.default.svc.cluster.local");
+    // Istio's TCP traffic shifting: 80% to v1, 20% to the rest of the service.
+    let split = tcp_of("  - match: [{port: 9000}]\n    route:\n    - {destination: {host: db, subset: v1}, weight: 80}\n    - {destination: {host: db}, weight: 20}\n");
+    assert_eq!(split.stat_prefix, DB_9000, "stats keep the service's name");
+    let Some(TcpClusterSpecifier::WeightedClusters(w)) = split.cluster_specifier else {
+        panic!("not weighted: {split:?}");
+    };
+    let got: Vec<(&str, u32)> = w
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight))
+        .collect();
+    assert_eq!(got, [(v1.as_str(), 80), (DB_9000, 20)]);
+    // One destination: a plain cluster.
+    let all_v1 = tcp_of("  - route: [{destination: {host: db, subset: v1}}]\n");
+    assert_eq!(
+        all_v1.cluster_specifier,
+        Some(TcpClusterSpecifier::Cluster(v1.clone()))
+    );
+    // Rules whose match does not admit the connection leave the service's own cluster.
+    for rules in [
+        "  - match: [{port: 9001}]\n    route: [{destination: {host: db, subset: v1}}]\n",
+        "  - match: [{sourceLabels: {app: other}}]\n    route: [{destination: {host: db, subset: v1}}]\n",
+        "  - match: [{destinationSubnets: [10.0.0.0/8]}]\n    route: [{destination: {host: db, subset: v1}}]\n",
+        "  - match: [{sourceNamespace: prod}]\n    route: [{destination: {host: db, subset: v1}}]\n",
+    ] {
+        assert_eq!(tcp_of(rules), tcp_proxy_to(DB_9000), "{rules}");
+    }
+    // The listener's own address is the connection's destination.
+    let by_subnet = tcp_of("  - match: [{destinationSubnets: [127.0.50.0/24], sourceLabels: {app: bench-client}}]\n    route: [{destination: {host: db, subset: v1}}]\n");
+    assert_eq!(
+        by_subnet.cluster_specifier,
+        Some(TcpClusterSpecifier::Cluster(v1))
+    );
+}
+
+#[test]
 fn egress_bind_sets_the_address_and_the_name() {
     let m = model(&bench_client_sidecar(
         "  - port: {number: 9000, name: tcp-db}\n    bind: 127.0.50.9\n    captureMode: NONE\n    hosts: [./*]\n",

@@ -25,7 +25,8 @@ use weft_xds::pb::envoy::extensions::filters::network::http_connection_manager::
     http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager,
 };
 use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-    tcp_proxy::ClusterSpecifier, TcpProxy,
+    tcp_proxy::{ClusterSpecifier, WeightedCluster as TcpWeighted},
+    TcpProxy,
 };
 
 /// Why a listener was rejected.
@@ -64,8 +65,8 @@ pub enum ListenerError {
         #[source]
         source: weft_xds::DecodeError,
     },
-    /// The TCP proxy names no single cluster.
-    #[error("filter {filter:?}: TcpProxy needs `cluster` (weighted_clusters is not supported)")]
+    /// The TCP proxy names no cluster, or weighted clusters with no name or no positive weight.
+    #[error("filter {filter:?}: TcpProxy needs `cluster`, or `weighted_clusters` with named clusters and a positive weight")]
     TcpProxyCluster {
         /// The filter's name.
         filter: String,
@@ -151,10 +152,48 @@ pub enum RouteSource {
     Rds(String),
     /// An inline table.
     Inline(Arc<RouteConfig>),
-    /// Not HTTP: opaque TCP to this cluster (`tcp_proxy`).
-    Tcp(Arc<str>),
+    /// Not HTTP: opaque TCP to this cluster, or these weighted ones (`tcp_proxy`).
+    Tcp(TcpClusters),
     /// Neither HTTP nor TCP: nothing the proxy serves.
     None,
+}
+
+/// Where a TCP listener's connections go: one cluster, or one of several picked by weight per
+/// connection (a VirtualService `tcp` rule's weighted destinations).
+#[derive(Debug, Clone)]
+pub enum TcpClusters {
+    /// Every connection to this cluster.
+    One(Arc<str>),
+    /// Each connection to one of these, with probability proportional to its weight.
+    Weighted {
+        /// The clusters and their weights (some positive).
+        clusters: Arc<[(Arc<str>, u32)]>,
+        /// The sum of the weights (> 0).
+        total: u64,
+    },
+}
+
+impl TcpClusters {
+    /// The cluster for a connection whose roll (`0..u64::MAX`, uniform) is `roll`.
+    pub fn pick(&self, roll: u64) -> &Arc<str> {
+        match self {
+            TcpClusters::One(c) => c,
+            TcpClusters::Weighted { clusters, total } => {
+                let i =
+                    crate::balance::pick_weighted(clusters, |(_, w)| *w, roll % total).unwrap_or(0);
+                &clusters[i].0
+            }
+        }
+    }
+
+    /// Every cluster it may send to.
+    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        let (one, many) = match self {
+            TcpClusters::One(c) => (Some(c), &[][..]),
+            TcpClusters::Weighted { clusters, .. } => (None, &clusters[..]),
+        };
+        one.into_iter().chain(many.iter().map(|(c, _)| c))
+    }
 }
 
 /// A listener.
@@ -222,6 +261,20 @@ impl Listener {
     pub fn is_virtual_outbound(&self) -> bool {
         !self.bind && self.direction != Direction::Inbound && self.address.is_some()
     }
+}
+
+/// `weighted_clusters` of a `tcp_proxy`; `None` when a cluster has no name or no weight is positive.
+fn weighted_tcp(w: &TcpWeighted) -> Option<TcpClusters> {
+    if w.clusters.iter().any(|c| c.name.is_empty()) {
+        return None;
+    }
+    let clusters: Arc<[(Arc<str>, u32)]> = w
+        .clusters
+        .iter()
+        .map(|c| (Arc::from(c.name.as_str()), c.weight))
+        .collect();
+    let total = crate::balance::total_weight(&clusters, |(_, w)| *w);
+    (total > 0).then_some(TcpClusters::Weighted { clusters, total })
 }
 
 impl TryFrom<&xlistener::Listener> for Listener {
@@ -307,7 +360,14 @@ impl TryFrom<&xlistener::Listener> for Listener {
                     })?;
                 routes = match tcp.cluster_specifier {
                     Some(ClusterSpecifier::Cluster(c)) if !c.is_empty() => {
-                        RouteSource::Tcp(Arc::from(c))
+                        RouteSource::Tcp(TcpClusters::One(Arc::from(c)))
+                    }
+                    Some(ClusterSpecifier::WeightedClusters(w)) => {
+                        RouteSource::Tcp(weighted_tcp(&w).ok_or_else(|| {
+                            ListenerError::TcpProxyCluster {
+                                filter: f.name.clone(),
+                            }
+                        })?)
                     }
                     _ => {
                         return Err(ListenerError::TcpProxyCluster {
@@ -615,7 +675,9 @@ mod tests {
         for direction in [1, 2] {
             let l = Listener::try_from(&tcp(c(), direction)).expect("valid");
             assert!(l.is_tcp() && l.binds(), "{l:?}");
-            assert!(matches!(&l.routes, RouteSource::Tcp(n) if &**n == "outbound|9000||sink"));
+            assert!(
+                matches!(&l.routes, RouteSource::Tcp(TcpClusters::One(n)) if &**n == "outbound|9000||sink")
+            );
             assert_eq!(l.address, Some("127.0.0.1:9000".parse().expect("addr")));
         }
         // A virtual (unbound) TCP listener is not bound.
@@ -625,12 +687,67 @@ mod tests {
     }
 
     #[test]
+    fn tcp_proxy_weighted_clusters_split_connections_by_weight() {
+        use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::weighted_cluster::ClusterWeight;
+        let w = |name: &str, weight: u32| ClusterWeight {
+            name: name.into(),
+            weight,
+            ..Default::default()
+        };
+        let spec = ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: vec![
+                w("outbound|9000|v1|echo", 80),
+                w("outbound|9000|v2|echo", 20),
+                w("outbound|9000|v3|echo", 0),
+            ],
+        });
+        let l = Listener::try_from(&tcp(Some(spec), 2)).expect("valid");
+        let RouteSource::Tcp(c) = &l.routes else {
+            panic!("not TCP: {l:?}");
+        };
+        // Rolls 0..80 go to v1, 80..100 to v2, never v3 (weight 0).
+        assert_eq!(&**c.pick(0), "outbound|9000|v1|echo");
+        assert_eq!(&**c.pick(79), "outbound|9000|v1|echo");
+        assert_eq!(&**c.pick(80), "outbound|9000|v2|echo");
+        assert_eq!(&**c.pick(99), "outbound|9000|v2|echo");
+        assert_eq!(&**c.pick(100), "outbound|9000|v1|echo");
+        let mut counts = [0u32; 3];
+        for roll in 0..1000u64 {
+            let name = c.pick(roll.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let i = ["v1", "v2", "v3"]
+                .iter()
+                .position(|v| name.contains(v))
+                .expect("known");
+            counts[i] += 1;
+        }
+        assert_eq!(counts[2], 0, "{counts:?}");
+        assert!((700..=900).contains(&counts[0]), "{counts:?}");
+        assert_eq!(c.names().count(), 3);
+    }
+
+    #[test]
     fn tcp_proxy_without_one_cluster_is_refused() {
+        use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::weighted_cluster::ClusterWeight;
         let weighted = ClusterSpecifier::WeightedClusters(WeightedCluster::default());
+        let zero = ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: vec![ClusterWeight {
+                name: "c".into(),
+                weight: 0,
+                ..Default::default()
+            }],
+        });
+        let unnamed = ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: vec![ClusterWeight {
+                weight: 1,
+                ..Default::default()
+            }],
+        });
         for spec in [
             None,
             Some(ClusterSpecifier::Cluster(String::new())),
             Some(weighted),
+            Some(zero),
+            Some(unnamed),
         ] {
             let e = Listener::try_from(&tcp(spec, 2)).expect_err("refused");
             assert!(matches!(e, ListenerError::TcpProxyCluster { .. }), "{e}");

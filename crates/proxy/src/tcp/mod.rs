@@ -117,7 +117,7 @@ struct Nowhere {
 fn destination(shared: &Shared, listener: &str) -> Result<Destination, Nowhere> {
     let snap = shared.snapshot.load();
     let cluster = match snap.listeners.get(listener).map(|l| &l.value.routes) {
-        Some(RouteSource::Tcp(c)) => c.clone(),
+        Some(RouteSource::Tcp(c)) => c.pick(fastrand::u64(..)).clone(),
         _ => {
             return Err(Nowhere {
                 cluster: None,
