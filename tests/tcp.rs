@@ -147,9 +147,9 @@ async fn naming(addr: &str, name: &'static str) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Istio's TCP traffic shifting task (tcp-echo-all-v1.yaml, then tcp-echo-20-v2.yaml), through a
-/// Sidecar egress port instead of the task's ingress gateway: every connection goes to v1, then one in
-/// five to v2.
+/// Istio's TCP traffic shifting task (tcp-echo-all-v1.yaml, then tcp-echo-20-v2.yaml), first through a
+/// Sidecar egress port (every connection to v1, then one in five to v2), then through the ingress
+/// gateway's TCP server on 31400 as the task does it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_rules_shift_connections_between_subsets() {
     let mesh = Mesh::start(36).await.expect("mesh starts");
@@ -220,14 +220,15 @@ spec:
     apply("tcp-echo-base.yaml", &base);
     apply("tcp-echo-vs.yaml", &vs(100, 0));
     let listener = format!("{subnet}.10:9000");
-    let answer = || async {
-        let mut s = tokio::net::TcpStream::connect(&listener).await?;
+    let answer_at = |to: String| async move {
+        let mut s = tokio::net::TcpStream::connect(&to).await?;
         let mut back = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut back))
             .await
             .map_err(|_| std::io::Error::other("no answer in 10 s"))??;
         Ok::<_, std::io::Error>(String::from_utf8_lossy(&back).into_owned())
     };
+    let answer = || answer_at(listener.clone());
     // All to v1: 20 connections in a row once the rule is in force.
     eventually(
         "20 connections in a row to v1",
@@ -271,4 +272,44 @@ spec:
         (10..=80).contains(&v2) && v1 + v2 == 200,
         "v1 {v1}, v2 {v2}"
     );
+
+    // The task as Istio writes it: a TCP server on the ingress gateway, port 31400, and a
+    // VirtualService bound to that Gateway (tcp-echo-all-v1.yaml's routing).
+    let gateway = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tcp-echo-gateway, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: [\"*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo-gateway, namespace: default}
+spec:
+  hosts: [\"*\"]
+  gateways: [tcp-echo-gateway]
+  tcp:
+  - match: [{port: 31400}]
+    route:
+    - destination: {host: tcp-echo, port: {number: 9000}, subset: v1}
+";
+    apply("tcp-echo-gateway.yaml", gateway);
+    let at_gateway = format!("{subnet}.20:31400");
+    eventually(
+        "20 connections in a row through the gateway to v1",
+        Duration::from_secs(20),
+        || async {
+            for _ in 0..20 {
+                let got = answer_at(at_gateway.clone()).await?;
+                if got != "v1" {
+                    bail!("answered by {got:?}");
+                }
+            }
+            Ok(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", mesh.logs()));
 }

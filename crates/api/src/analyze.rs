@@ -727,10 +727,12 @@ fn validate_gateway(out: &mut Out, gw: &Gateway) {
                         "protocol is required",
                     ),
                     p if GATEWAY_HTTP.contains(&p) || p == "HTTPS" => {}
-                    "TCP" | "TLS" | "MONGO" => out.error(
+                    // Opaque TCP, routed by VirtualService tcp rules.
+                    "TCP" | "MONGO" => {}
+                    "TLS" => out.error(
                         format!("{f}.port.protocol"),
                         "protocol",
-                        format!("gateway servers with protocol {proto} are {NOT_YET} (HTTP and HTTPS only)"),
+                        format!("gateway servers with protocol TLS are {NOT_YET} (HTTP, HTTPS and TCP are)"),
                     ),
                     _ => out.error(
                         format!("{f}.port.protocol"),
@@ -1401,9 +1403,9 @@ mod tests {
                 "vs.yaml:11: Gateway default/gw: spec.servers[0].tls.mode: mode ISTIO_MUTUAL is not supported by weft yet (SIMPLE and MUTUAL are)",
             ),
             (
-                "tcp server",
-                "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n".into(),
-                "vs.yaml:8: Gateway default/gw: spec.servers[0].port.protocol: gateway servers with protocol TCP are not supported by weft yet (HTTP and HTTPS only)",
+                "tls server",
+                "  - port: {number: 31400, name: tls, protocol: TLS}\n    hosts: [\"*\"]\n".into(),
+                "vs.yaml:8: Gateway default/gw: spec.servers[0].port.protocol: gateway servers with protocol TLS are not supported by weft yet (HTTP, HTTPS and TCP are)",
             ),
             (
                 "credentialName",

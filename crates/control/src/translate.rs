@@ -996,6 +996,7 @@ fn egress_listeners(model: &Model, proxy: &ProxyIdentity, egress: &[EgressPort])
                         model,
                         &e.host,
                         &Connection {
+                            gateway: None,
                             destination,
                             port: e.port,
                             namespace: &proxy.namespace,

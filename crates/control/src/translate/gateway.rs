@@ -24,6 +24,7 @@ use weft_api::networking::gateway::{
     hosts_intersect, virtual_service_host, Gateway, Server, ServerHost, TlsMode,
 };
 use weft_api::networking::labels_match;
+use weft_api::networking::virtual_service::l4::Connection;
 use weft_api::Resource;
 use weft_xds::node::ProxyIdentity;
 use weft_xds::pb::envoy::config::core::v3::{
@@ -32,6 +33,7 @@ use weft_xds::pb::envoy::config::core::v3::{
 use weft_xds::pb::envoy::config::listener::v3::{FilterChain, Listener};
 use weft_xds::pb::envoy::config::route::v3::virtual_host::TlsRequirementType;
 use weft_xds::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier as TcpClusterSpecifier;
 use weft_xds::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType, CertificateValidationContext, CommonTlsContext,
     DownstreamTlsContext, TlsCertificate,
@@ -89,8 +91,9 @@ fn selecting<'a>(model: &'a Model, proxy: &ProxyIdentity) -> Vec<(&'a Resource, 
 
 /// The listeners and route tables of a gateway proxy.
 pub fn translate(model: &Model, proxy: &ProxyIdentity) -> (Vec<Listener>, Vec<RouteConfiguration>) {
-    // Servers by port, the first deciding plaintext or TLS.
+    // Servers by port, the first deciding plaintext or TLS; TCP servers apart.
     let mut by_port: BTreeMap<u32, Vec<Bound>> = BTreeMap::new();
+    let mut tcp_ports: BTreeMap<u32, Vec<Bound>> = BTreeMap::new();
     for (r, gw) in selecting(model, proxy) {
         for s in &gw.servers {
             let Some(port) = s.port.as_ref() else {
@@ -104,6 +107,16 @@ pub fn translate(model: &Model, proxy: &ProxyIdentity) -> (Vec<Listener>, Vec<Ro
                     // The analyzer refuses it; skip rather than guess.
                     None => continue,
                 },
+                // Opaque TCP (MONGO included: Weft has no Mongo filter, as Istio's is stats only).
+                "TCP" | "MONGO" => {
+                    tcp_ports.entry(port.number).or_default().push(Bound {
+                        gateway: r,
+                        server: s,
+                        port: port.number,
+                        tls: None,
+                    });
+                    continue;
+                }
                 _ => continue,
             };
             let b = Bound {
@@ -138,18 +151,113 @@ pub fn translate(model: &Model, proxy: &ProxyIdentity) -> (Vec<Listener>, Vec<Ro
         listeners.push(listener(model, proxy, first, &route_name));
         routes.push(route_table(model, *port, &route_name, servers));
     }
+    for (port, servers) in &tcp_ports {
+        if by_port.contains_key(port) {
+            warn!(
+                proxy = %proxy.node_id(),
+                port,
+                "a TCP gateway server shares its port with an HTTP one; left out"
+            );
+            continue;
+        }
+        listeners.extend(tcp_listener(model, proxy, servers));
+    }
     (listeners, routes)
+}
+
+/// The address a server listens on: its `bind`, else the proxy's own.
+fn server_ip<'a>(b: &'a Bound, proxy: &'a ProxyIdentity) -> &'a str {
+    b.server
+        .bind
+        .as_deref()
+        .filter(|b| b.parse::<std::net::IpAddr>().is_ok())
+        .unwrap_or(&proxy.ip)
+}
+
+/// The listener of the TCP servers on one port: a `tcp_proxy` to the destinations of the first `tcp`
+/// rule that takes the connection, among the VirtualServices bound to those servers' Gateways whose
+/// hosts the servers admit (as Istio's TCP traffic shifting task routes `tcp-echo` through its
+/// gateway). `None`, with a warning, when no rule takes it: nothing would carry its connections.
+fn tcp_listener(model: &Model, proxy: &ProxyIdentity, servers: &[Bound]) -> Option<Listener> {
+    let first = servers.first()?;
+    let port = first.port;
+    let ip = server_ip(first, proxy);
+    let destination = ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let spec = servers.iter().find_map(|b| {
+        let key = b.key();
+        let gw_ns = &b.gateway.metadata.namespace;
+        let server_hosts: Vec<ServerHost> = b
+            .server
+            .hosts
+            .iter()
+            .filter_map(|h| ServerHost::parse(h))
+            .collect();
+        let c = Connection {
+            gateway: Some(&key),
+            destination,
+            port,
+            namespace: &proxy.namespace,
+            labels: &proxy.labels,
+        };
+        model
+            .gateway_virtual_services
+            .get(&key)?
+            .iter()
+            .find_map(|vs_res| {
+                let vs = vs_res.as_virtual_service()?;
+                let vs_ns = &vs_res.metadata.namespace;
+                let admitted = vs.hosts.iter().any(|h| {
+                    let host = virtual_service_host(h, vs_ns);
+                    server_hosts.iter().any(|sh| {
+                        sh.allows_namespace(gw_ns, vs_ns) && hosts_intersect(&sh.host, &host)
+                    })
+                });
+                if !admitted {
+                    return None;
+                }
+                let rule = vs.tcp.iter().find(|r| r.admits(&c, vs_ns))?;
+                super::tcp::specifier(model, vs_ns, rule, port)
+            })
+    });
+    let Some(spec) = spec else {
+        warn!(
+            proxy = %proxy.node_id(),
+            port,
+            gateway = %first.key(),
+            "no VirtualService tcp rule takes this TCP server's connections; no listener"
+        );
+        return None;
+    };
+    let stat = match &spec {
+        TcpClusterSpecifier::Cluster(c) => c.clone(),
+        TcpClusterSpecifier::WeightedClusters(w) => w
+            .clusters
+            .first()
+            .map(|c| c.name.clone())
+            .unwrap_or_default(),
+    };
+    let workload = crate::telemetry::Chain::workload_of(model, &proxy.namespace, &proxy.labels);
+    let client = super::applied(model, &proxy.namespace, workload.as_deref(), true);
+    // AuthorizationPolicies that select the gateway hold on its TCP servers too, before any byte moves.
+    let filters =
+        crate::security::rbac_network_filters(model, &proxy.namespace, &proxy.labels, port)
+            .into_iter()
+            .chain(super::telemetry::stats_network_filter(&client))
+            .chain([super::tcp_proxy_filter(&stat, spec)])
+            .collect();
+    Some(super::listener(
+        format!("0.0.0.0_{port}"),
+        socket_address(ip, port),
+        TrafficDirection::Outbound,
+        true,
+        filters,
+    ))
 }
 
 /// The listener of the servers on one port, shaped by the first of them.
 fn listener(model: &Model, proxy: &ProxyIdentity, first: &Bound, route_name: &str) -> Listener {
     let port = first.port;
-    let ip = first
-        .server
-        .bind
-        .as_deref()
-        .filter(|b| b.parse::<std::net::IpAddr>().is_ok())
-        .unwrap_or(&proxy.ip);
+    let ip = server_ip(first, proxy);
     let workload = crate::telemetry::Chain::workload_of(model, &proxy.namespace, &proxy.labels);
     // A gateway reports as a client, as Istio's gateways do (`reporter="source"`).
     let client = super::applied(model, &proxy.namespace, workload.as_deref(), true);
@@ -360,6 +468,105 @@ spec:
   http:
   - route: [{destination: {host: reviews, subset: v1}}]
 ";
+
+    /// Istio's TCP traffic shifting task, as written: tcp-echo behind a TCP server on 31400.
+    const TCP_ECHO: &str = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  hosts: [tcp-echo.default.svc.cluster.local]
+  addresses: [10.0.0.7]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  endpoints:
+  - {address: 127.0.60.1, labels: {version: v1}}
+  - {address: 127.0.60.2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo-destination, namespace: default}
+spec:
+  host: tcp-echo
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tcp-echo-gateway, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: [\"*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  hosts: [\"*\"]
+  gateways: [tcp-echo-gateway]
+  tcp:
+  - match: [{port: 31400}]
+    route:
+    - destination: {host: tcp-echo, port: {number: 9000}, subset: v1}
+      weight: 80
+    - destination: {host: tcp-echo, port: {number: 9000}, subset: v2}
+      weight: 20
+";
+
+    #[test]
+    fn tcp_servers_carry_connections_to_the_tcp_rules_destinations() {
+        use weft_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+        let tcp_of = |yaml: &str| -> Option<TcpProxy> {
+            let m = model(yaml);
+            let (listeners, _) = translate(&m, &gateway_proxy(&[("istio", "ingressgateway")]));
+            let l = listeners.iter().find(|l| l.name == "0.0.0.0_31400")?;
+            assert!(l.bind_to_port.is_none(), "bound");
+            let f = l.filter_chains[0].filters.last().expect("a filter");
+            assert_eq!(f.name, weft_xds::filter_name::TCP_PROXY);
+            match &f.config_type {
+                Some(
+                    weft_xds::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(a),
+                ) => Some(unpack(a).expect("tcp_proxy")),
+                other => panic!("{other:?}"),
+            }
+        };
+        let tcp = tcp_of(TCP_ECHO).expect("a listener for the TCP server");
+        let Some(TcpClusterSpecifier::WeightedClusters(w)) = tcp.cluster_specifier else {
+            panic!("not weighted: {tcp:?}");
+        };
+        let got: Vec<(&str, u32)> = w
+            .clusters
+            .iter()
+            .map(|c| (c.name.as_str(), c.weight))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("outbound|9000|v1|tcp-echo.default.svc.cluster.local", 80),
+                ("outbound|9000|v2|tcp-echo.default.svc.cluster.local", 20),
+            ]
+        );
+        // A rule for another port takes nothing: no listener (and a warning).
+        assert!(
+            tcp_of(&TCP_ECHO.replace("match: [{port: 31400}]", "match: [{port: 31401}]")).is_none()
+        );
+        // A match for another gateway does not apply here.
+        assert!(tcp_of(
+            &TCP_ECHO.replace("match: [{port: 31400}]", "match: [{gateways: [other]}]")
+        )
+        .is_none());
+        // The VirtualService bound to the mesh only: nothing for the gateway.
+        assert!(tcp_of(
+            &TCP_ECHO
+                .replace("gateways: [tcp-echo-gateway]", "gateways: [mesh]")
+                .replace(
+                    "hosts: [\"*\"]\n  gateways",
+                    "hosts: [tcp-echo]\n  gateways"
+                )
+        )
+        .is_none());
+    }
 
     fn gateway_proxy(labels: &[(&str, &str)]) -> ProxyIdentity {
         ProxyIdentity {

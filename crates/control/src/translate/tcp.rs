@@ -20,7 +20,8 @@ pub fn clusters_for(model: &Model, host: &str, c: &Connection) -> ClusterSpecifi
     let Some(vs) = vs_res.as_virtual_service() else {
         return own();
     };
-    let Some(rule) = vs.tcp.iter().find(|r| r.admits(c)) else {
+    let ns = &vs_res.metadata.namespace;
+    let Some(rule) = vs.tcp.iter().find(|r| r.admits(c, ns)) else {
         return own();
     };
     specifier(model, &vs_res.metadata.namespace, rule, port).unwrap_or_else(own)
@@ -29,7 +30,12 @@ pub fn clusters_for(model: &Model, host: &str, c: &Connection) -> ClusterSpecifi
 /// A rule's destinations as a cluster or weighted clusters; `None` when none is in the registry.
 /// Weights as Istio reads them: without any, each destination counts once; with some, a missing one is
 /// 0; a single destination takes everything whatever its weight.
-fn specifier(model: &Model, ns: &str, rule: &TcpRoute, port: u32) -> Option<ClusterSpecifier> {
+pub(super) fn specifier(
+    model: &Model,
+    ns: &str,
+    rule: &TcpRoute,
+    port: u32,
+) -> Option<ClusterSpecifier> {
     let weights_given = rule.route.iter().any(|d| d.weight.is_some());
     let mut clusters: Vec<(String, u32)> = rule
         .route

@@ -84,24 +84,34 @@ pub struct RouteDestination {
     pub weight: Option<i64>,
 }
 
-/// A TCP connection as a sidecar's listener sees it, for matching `tcp` rules.
+/// A TCP connection as a listener sees it, for matching `tcp` rules.
 #[derive(Debug, Clone, Copy)]
 pub struct Connection<'a> {
+    /// The gateway (`namespace/name`) whose server took it; `None` on a sidecar.
+    pub gateway: Option<&'a str>,
     /// The address it was made to (an explicit listener's own address).
     pub destination: IpAddr,
     /// The port it was made to.
     pub port: u32,
-    /// The client workload's namespace.
+    /// The client workload's namespace (a gateway's own, on a gateway).
     pub namespace: &'a str,
-    /// The client workload's labels.
+    /// The client workload's labels (a gateway's own, on a gateway).
     pub labels: &'a BTreeMap<String, String>,
 }
 
 impl L4MatchAttributes {
-    /// Whether a connection from a sidecar matches (a match naming gateways without `mesh` applies to
-    /// those gateways only).
-    pub fn admits(&self, c: &Connection) -> bool {
-        (self.gateways.is_empty() || self.gateways.iter().any(|g| g == "mesh"))
+    /// Whether a connection matches. A match naming `gateways` applies to those only (`mesh`: sidecars);
+    /// its names are qualified with `vs_namespace`, the VirtualService's.
+    pub fn admits(&self, c: &Connection, vs_namespace: &str) -> bool {
+        let here = match c.gateway {
+            None => "mesh".to_string(),
+            Some(g) => g.to_string(),
+        };
+        (self.gateways.is_empty()
+            || self
+                .gateways
+                .iter()
+                .any(|g| crate::networking::gateway::qualify_gateway(g, vs_namespace) == here))
             && self.port.is_none_or(|p| p == c.port)
             && self
                 .source_namespace
@@ -117,9 +127,9 @@ impl L4MatchAttributes {
 }
 
 impl TcpRoute {
-    /// Whether the rule takes a connection from a sidecar.
-    pub fn admits(&self, c: &Connection) -> bool {
-        self.matches.is_empty() || self.matches.iter().any(|m| m.admits(c))
+    /// Whether the rule, of a VirtualService in `vs_namespace`, takes the connection.
+    pub fn admits(&self, c: &Connection, vs_namespace: &str) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(|m| m.admits(c, vs_namespace))
     }
 }
 
@@ -181,28 +191,42 @@ mod tests {
         let labels: BTreeMap<String, String> =
             [("app".to_string(), "productpage".to_string())].into();
         let c = Connection {
+            gateway: None,
             destination: "127.0.1.10".parse().expect("ip"),
             port: 9000,
             namespace: "default",
             labels: &labels,
         };
-        assert!(rule.admits(&c));
-        assert!(!rule.admits(&Connection { port: 9001, ..c }));
-        assert!(!rule.admits(&Connection {
-            destination: "127.0.2.1".parse().expect("ip"),
-            ..c
-        }));
-        assert!(!rule.admits(&Connection {
-            labels: &BTreeMap::new(),
-            ..c
-        }));
+        assert!(rule.admits(&c, "default"));
+        assert!(!rule.admits(&Connection { port: 9001, ..c }, "default"));
+        assert!(!rule.admits(
+            &Connection {
+                destination: "127.0.2.1".parse().expect("ip"),
+                ..c
+            },
+            "default"
+        ));
+        assert!(!rule.admits(
+            &Connection {
+                labels: &BTreeMap::new(),
+                ..c
+            },
+            "default"
+        ));
         let any: TcpRoute =
             serde_yaml_ng::from_str("route: [{destination: {host: echo}}]").expect("parses");
-        assert!(any.admits(&Connection { port: 1, ..c }));
+        assert!(any.admits(&Connection { port: 1, ..c }, "default"));
         let gateway_only: TcpRoute = serde_yaml_ng::from_str(
             "match: [{gateways: [gw]}]\nroute: [{destination: {host: echo}}]",
         )
         .expect("parses");
-        assert!(!gateway_only.admits(&c));
+        assert!(!gateway_only.admits(&c, "default"));
+        // On the gateway it names (qualified with the VirtualService's namespace), it applies.
+        let at_gw = Connection {
+            gateway: Some("default/gw"),
+            ..c
+        };
+        assert!(gateway_only.admits(&at_gw, "default"));
+        assert!(!gateway_only.admits(&at_gw, "other"));
     }
 }
