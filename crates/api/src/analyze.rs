@@ -6,7 +6,10 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::host::qualify;
 use crate::networking::gateway::{qualify_gateway, ServerHost};
 use crate::networking::sidecar::CaptureMode;
-use crate::networking::virtual_service::{HeaderOperations, HttpRoute, StringMatch};
+use crate::networking::virtual_service::{
+    grpc_status_code, CorsPolicy, Destination, HeaderOperations, HttpDirectResponse, HttpRedirect,
+    HttpRewrite, HttpRoute, StringMatch,
+};
 use crate::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
@@ -160,14 +163,7 @@ fn validate_string_match(out: &mut Out, field: String, m: &StringMatch, allow_em
             .size_limit(REGEX_SIZE_LIMIT)
             .build();
         if let Err(e) = compiled {
-            let last = e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            let first = last.strip_prefix("error: ").unwrap_or(&last).to_string();
+            let first = regex_reason(&e);
             out.error_coded(
                 codes::SCHEMA,
                 format!("{field}.regex"),
@@ -176,6 +172,13 @@ fn validate_string_match(out: &mut Out, field: String, m: &StringMatch, allow_em
             );
         }
     }
+}
+
+/// The last line of the regex crate's error, without its `error: ` prefix.
+fn regex_reason(e: &regex::Error) -> String {
+    let s = e.to_string();
+    let last = s.lines().last().unwrap_or_default().trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 fn validate_header_ops(out: &mut Out, field: &str, ops: &HeaderOperations) {
@@ -212,6 +215,265 @@ fn validate_percent(out: &mut Out, field: String, value: f64) {
     }
 }
 
+fn gateway_name_invalid(g: &str) -> bool {
+    g.is_empty()
+        || g.split('/').count() > 2
+        || g.split('/').any(str::is_empty)
+        || g.split_once('/').is_some_and(|(_, n)| n == "mesh")
+}
+
+/// Redirect codes Envoy's `RedirectAction` can send.
+pub const REDIRECT_CODES: [u32; 5] = [301, 302, 303, 307, 308];
+
+/// The largest `directResponse` body weft accepts (Envoy's own default limit is 4 KiB unless the route
+/// table raises it; weftd raises it to this).
+pub const DIRECT_RESPONSE_BODY_LIMIT: usize = 1 << 20;
+
+fn validate_redirect(out: &mut Out, f: &str, r: &HttpRedirect) {
+    if r.uri.is_some() && r.prefix_rewrite.is_some() {
+        out.error(
+            format!("{f}.prefixRewrite"),
+            "prefixRewrite",
+            "only one of uri, prefixRewrite may be set",
+        );
+    }
+    if let Some(u) = &r.uri {
+        if !u.starts_with('/') {
+            out.error(
+                format!("{f}.uri"),
+                "uri:",
+                format!("uri {u:?} must start with /"),
+            );
+        }
+    }
+    if let Some(a) = &r.authority {
+        if a.is_empty() || a.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
+            out.error(
+                format!("{f}.authority"),
+                "authority:",
+                format!("authority {a:?} is not a host[:port]"),
+            );
+        }
+    }
+    if let Some(p) = r.port {
+        if p == 0 || p > 65535 {
+            out.error(
+                format!("{f}.port"),
+                "port:",
+                format!("port {p} out of range"),
+            );
+        }
+        if r.derive_port.is_some() {
+            out.error(
+                format!("{f}.derivePort"),
+                "derivePort",
+                "only one of port, derivePort may be set",
+            );
+        }
+    }
+    if let Some(d) = &r.derive_port {
+        if !matches!(d.as_str(), "FROM_PROTOCOL_DEFAULT" | "FROM_REQUEST_PORT") {
+            out.error(
+                format!("{f}.derivePort"),
+                "derivePort",
+                format!("{d:?} is not FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT"),
+            );
+        }
+    }
+    if let Some(s) = &r.scheme {
+        let ok = s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+        if !ok {
+            out.error(
+                format!("{f}.scheme"),
+                "scheme:",
+                format!("{s:?} is not a URI scheme"),
+            );
+        }
+    }
+    if let Some(c) = r.redirect_code {
+        if !REDIRECT_CODES.contains(&c) {
+            out.error(
+                format!("{f}.redirectCode"),
+                "redirectCode",
+                format!("redirectCode {c} is not 301, 302, 303, 307 or 308"),
+            );
+        }
+    }
+}
+
+fn validate_direct_response(out: &mut Out, f: &str, d: &HttpDirectResponse) {
+    if !(200..=599).contains(&d.status) {
+        out.error(
+            format!("{f}.status"),
+            "status",
+            format!("status {} is not between 200 and 599", d.status),
+        );
+    }
+    let Some(b) = &d.body else {
+        return;
+    };
+    if b.string.is_some() && b.bytes.is_some() {
+        out.error(
+            format!("{f}.body"),
+            "body",
+            "only one of string, bytes may be set",
+        );
+        return;
+    }
+    match b.decoded() {
+        None => out.error(
+            format!("{f}.body.bytes"),
+            "bytes",
+            "bytes is not valid base64",
+        ),
+        Some(v) if v.len() > DIRECT_RESPONSE_BODY_LIMIT => out.error(
+            format!("{f}.body"),
+            "body",
+            format!(
+                "body is {} bytes, more than the {DIRECT_RESPONSE_BODY_LIMIT} allowed",
+                v.len()
+            ),
+        ),
+        Some(_) => {}
+    }
+}
+
+fn validate_rewrite(out: &mut Out, f: &str, rw: &HttpRewrite) {
+    if rw.uri.is_none() && rw.authority.is_none() && rw.uri_regex_rewrite.is_none() {
+        out.error(
+            f.to_string(),
+            "rewrite",
+            "rewrite needs uri, authority or uriRegexRewrite",
+        );
+    }
+    if let Some(re) = &rw.uri_regex_rewrite {
+        if rw.uri.is_some() {
+            out.error(
+                format!("{f}.uriRegexRewrite"),
+                "uriRegexRewrite",
+                "only one of uri, uriRegexRewrite may be set",
+            );
+        }
+        if re.pattern.is_empty() {
+            out.error(
+                format!("{f}.uriRegexRewrite.match"),
+                "uriRegexRewrite",
+                "match is required",
+            );
+        } else if let Err(e) = regex::RegexBuilder::new(&re.pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+        {
+            let last = regex_reason(&e);
+            out.error(
+                format!("{f}.uriRegexRewrite.match"),
+                "match:",
+                format!("invalid regex {:?}: {last}", re.pattern),
+            );
+        }
+    }
+    if let Some(a) = &rw.authority {
+        if a.is_empty() || a.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
+            out.error(
+                format!("{f}.authority"),
+                "authority:",
+                format!("authority {a:?} is not a host[:port]"),
+            );
+        }
+    }
+}
+
+fn validate_mirrors(out: &mut Out, f: &str, route: &HttpRoute) {
+    if route.mirror.is_some() && !route.mirrors.is_empty() {
+        out.error(
+            format!("{f}.mirrors"),
+            "mirrors:",
+            "only one of mirror, mirrors may be set",
+        );
+    }
+    if route.mirror.is_none()
+        && (route.mirror_percentage.is_some() || route.mirror_percent.is_some())
+    {
+        out.warn(
+            format!("{f}.mirrorPercentage"),
+            "mirrorPercent",
+            "has no effect without mirror",
+        );
+    }
+    if let Some(d) = &route.mirror {
+        if d.host.is_empty() {
+            out.error(format!("{f}.mirror.host"), "mirror:", "host is required");
+        }
+    }
+    if let Some(p) = route.mirror_percentage {
+        validate_percent(out, format!("{f}.mirrorPercentage.value"), p.value);
+    }
+    if let Some(p) = route.mirror_percent {
+        validate_percent(out, format!("{f}.mirrorPercent"), p as f64);
+    }
+    for (k, m) in route.mirrors.iter().enumerate() {
+        if m.destination.host.is_empty() {
+            out.error(
+                format!("{f}.mirrors[{k}].destination.host"),
+                "mirrors:",
+                "host is required",
+            );
+        }
+        if let Some(p) = m.percentage {
+            validate_percent(out, format!("{f}.mirrors[{k}].percentage.value"), p.value);
+        }
+    }
+}
+
+fn validate_cors(out: &mut Out, f: &str, c: &CorsPolicy) {
+    for (k, o) in c.allow_origins.iter().enumerate() {
+        validate_string_match(out, format!("{f}.allowOrigins[{k}]"), o, false);
+    }
+    for (k, m) in c.allow_methods.iter().enumerate() {
+        if http_header_name_invalid(m) {
+            out.error(
+                format!("{f}.allowMethods[{k}]"),
+                "allowMethods",
+                format!("{m:?} is not an HTTP method"),
+            );
+        }
+    }
+    for (list, name) in [
+        (&c.allow_headers, "allowHeaders"),
+        (&c.expose_headers, "exposeHeaders"),
+    ] {
+        for (k, h) in list.iter().enumerate() {
+            if http_header_name_invalid(h) {
+                out.error(
+                    format!("{f}.{name}[{k}]"),
+                    name,
+                    format!("invalid header name {h:?}"),
+                );
+            }
+        }
+    }
+    if let Some(d) = c.max_age {
+        if d.get().subsec_nanos() != 0 {
+            out.error(
+                format!("{f}.maxAge"),
+                "maxAge",
+                "maxAge must be whole seconds",
+            );
+        }
+    }
+    if let Some(u) = &c.unmatched_preflights {
+        if !matches!(u.as_str(), "UNSPECIFIED" | "FORWARD" | "IGNORE") {
+            out.error(
+                format!("{f}.unmatchedPreflights"),
+                "unmatchedPreflights",
+                format!("{u:?} is not UNSPECIFIED, FORWARD or IGNORE"),
+            );
+        }
+    }
+}
+
 fn validate_vs(out: &mut Out, vs: &VirtualService) {
     if vs.hosts.is_empty() {
         // Istio's delegate form: rules another VirtualService includes with `delegate`.
@@ -231,11 +493,7 @@ fn validate_vs(out: &mut Out, vs: &VirtualService) {
         }
     }
     for (i, g) in vs.gateways.iter().enumerate() {
-        let bad = g.is_empty()
-            || g.split('/').count() > 2
-            || g.split('/').any(str::is_empty)
-            || g.split_once('/').is_some_and(|(_, n)| n == "mesh");
-        if bad {
+        if gateway_name_invalid(g) {
             out.error(
                 format!("spec.gateways[{i}]"),
                 "gateways",
@@ -258,21 +516,8 @@ fn validate_vs(out: &mut Out, vs: &VirtualService) {
 }
 
 fn validate_http_route(out: &mut Out, f: &str, route: &HttpRoute) {
-    let unsupported: [(&str, bool); 9] = [
-        ("redirect", route.redirect.is_some()),
-        ("directResponse", route.direct_response.is_some()),
-        ("delegate", route.delegate.is_some()),
-        ("rewrite", route.rewrite.is_some()),
-        ("mirror", route.mirror.is_some()),
-        ("mirrors", !route.mirrors.is_empty()),
-        ("mirrorPercentage", route.mirror_percentage.is_some()),
-        ("mirrorPercent", route.mirror_percent.is_some()),
-        ("corsPolicy", route.cors_policy.is_some()),
-    ];
-    for (name, present) in unsupported {
-        if present {
-            out.error(format!("{f}.{name}"), &format!("{name}:"), NOT_YET);
-        }
+    if route.delegate.is_some() {
+        out.error(format!("{f}.delegate"), "delegate:", NOT_YET);
     }
     if route.route.is_empty()
         && route.redirect.is_none()
@@ -285,6 +530,41 @@ fn validate_http_route(out: &mut Out, f: &str, route: &HttpRoute) {
             "a rule needs route, redirect, directResponse or delegate",
         );
     }
+    // Istio: one action per rule.
+    let actions = [
+        ("route", !route.route.is_empty()),
+        ("redirect", route.redirect.is_some()),
+        ("directResponse", route.direct_response.is_some()),
+        ("delegate", route.delegate.is_some()),
+    ];
+    let set: Vec<&str> = actions.iter().filter(|a| a.1).map(|a| a.0).collect();
+    if set.len() > 1 {
+        out.error(
+            format!("{f}.{}", set[1]),
+            &format!("{}:", set[1]),
+            format!("only one of {} may be set", set.join(", ")),
+        );
+    }
+    if let Some(r) = &route.redirect {
+        validate_redirect(out, &format!("{f}.redirect"), r);
+        if route.rewrite.is_some() {
+            out.error(
+                format!("{f}.rewrite"),
+                "rewrite:",
+                "rewrite cannot be used with redirect",
+            );
+        }
+    }
+    if let Some(d) = &route.direct_response {
+        validate_direct_response(out, &format!("{f}.directResponse"), d);
+    }
+    if let Some(rw) = &route.rewrite {
+        validate_rewrite(out, &format!("{f}.rewrite"), rw);
+    }
+    validate_mirrors(out, f, route);
+    if let Some(c) = &route.cors_policy {
+        validate_cors(out, &format!("{f}.corsPolicy"), c);
+    }
     for (j, m) in route.matches.iter().enumerate() {
         let mf = format!("{f}.match[{j}]");
         for (name, sm) in [
@@ -296,11 +576,18 @@ fn validate_http_route(out: &mut Out, f: &str, route: &HttpRoute) {
                 validate_string_match(out, format!("{mf}.{name}"), sm, false);
             }
         }
-        if m.scheme.is_some() {
-            out.error(format!("{mf}.scheme"), "scheme:", NOT_YET);
+        if let Some(sm) = &m.scheme {
+            validate_string_match(out, format!("{mf}.scheme"), sm, false);
         }
-        if !m.query_params.is_empty() {
-            out.error(format!("{mf}.queryParams"), "queryParams:", NOT_YET);
+        for (name, sm) in &m.query_params {
+            if name.is_empty() {
+                out.error(
+                    format!("{mf}.queryParams"),
+                    "queryParams:",
+                    "query parameter names must not be empty",
+                );
+            }
+            validate_string_match(out, format!("{mf}.queryParams.{name}"), sm, true);
         }
         if !m.source_labels.is_empty() {
             out.error(format!("{mf}.sourceLabels"), "sourceLabels:", NOT_YET);
@@ -308,8 +595,14 @@ fn validate_http_route(out: &mut Out, f: &str, route: &HttpRoute) {
         if m.source_namespace.is_some() {
             out.error(format!("{mf}.sourceNamespace"), "sourceNamespace:", NOT_YET);
         }
-        if !m.gateways.is_empty() {
-            out.error(format!("{mf}.gateways"), "gateways:", NOT_YET);
+        for (k, g) in m.gateways.iter().enumerate() {
+            if gateway_name_invalid(g) {
+                out.error(
+                    format!("{mf}.gateways[{k}]"),
+                    "gateways",
+                    format!("{g:?} is not `mesh`, a Gateway name or namespace/name"),
+                );
+            }
         }
         for (map_name, map) in [
             ("headers", &m.headers),
@@ -374,12 +667,13 @@ fn validate_http_route(out: &mut Out, f: &str, route: &HttpRoute) {
             }
             total_weight += w.max(0);
         }
-        if d.headers.is_some() {
-            out.error(
-                format!("{df}.headers"),
-                "headers:",
-                format!("per-destination headers are {NOT_YET}"),
-            );
+        if let Some(h) = &d.headers {
+            if let Some(ops) = &h.request {
+                validate_header_ops(out, &format!("{df}.headers.request"), ops);
+            }
+            if let Some(ops) = &h.response {
+                validate_header_ops(out, &format!("{df}.headers.response"), ops);
+            }
         }
     }
     if route.route.len() > 1 && route.route.iter().all(|d| d.weight.is_some()) && total_weight == 0
@@ -468,8 +762,21 @@ fn validate_http_route(out: &mut Out, f: &str, route: &HttpRoute) {
             }
         }
         if let Some(a) = &fault.abort {
-            if a.grpc_status.is_some() {
-                out.error(format!("{ff}.abort.grpcStatus"), "grpcStatus", NOT_YET);
+            if let Some(g) = &a.grpc_status {
+                if grpc_status_code(g).is_none() {
+                    out.error(
+                        format!("{ff}.abort.grpcStatus"),
+                        "grpcStatus",
+                        format!("{g:?} is not a gRPC status name (UNAVAILABLE) or code (0 to 16)"),
+                    );
+                }
+                if a.http_status.is_some() {
+                    out.error(
+                        format!("{ff}.abort.grpcStatus"),
+                        "grpcStatus",
+                        "only one of httpStatus, grpcStatus may be set",
+                    );
+                }
             }
             if a.http2_error.is_some() {
                 out.error(format!("{ff}.abort.http2Error"), "http2Error", NOT_YET);
@@ -1091,6 +1398,43 @@ pub fn check_references(r: &Resource, set: &[&Resource]) -> Vec<Diagnostic> {
     check_references_in(r, &index(set))
 }
 
+fn check_destination(out: &mut Out, idx: &Index, ns: &str, df: &str, d: &Destination) {
+    if d.host.is_empty() {
+        return;
+    }
+    let host = qualify(&d.host, ns);
+    let Some(ports) = idx.services.get(&host) else {
+        out.error_coded(
+            codes::REFERENCED_NOT_FOUND,
+            format!("{df}.host"),
+            &format!("host: {}", d.host),
+            format!("host {host} is not in the service registry (no ServiceEntry declares it)"),
+        );
+        return;
+    };
+    if let Some(p) = d.port {
+        if !ports.contains(&p.number) {
+            out.error_coded(
+                codes::REFERENCED_NOT_FOUND,
+                format!("{df}.port.number"),
+                &format!("number: {}", p.number),
+                format!("service {host} has no port {}", p.number),
+            );
+        }
+    }
+    if let Some(subset) = &d.subset {
+        let defined = idx.subsets.get(&host).is_some_and(|s| s.contains(subset));
+        if !defined {
+            out.error_coded(
+                codes::REFERENCED_NOT_FOUND,
+                format!("{df}.subset"),
+                &format!("subset: {subset}"),
+                format!("subset {subset:?} is not defined by any DestinationRule for host {host}"),
+            );
+        }
+    }
+}
+
 /// [`check_references`] against a prebuilt index (linear, not quadratic, over a whole config).
 pub fn check_references_in(r: &Resource, idx: &Index) -> Vec<Diagnostic> {
     let mut out = Out { r, diags: vec![] };
@@ -1110,53 +1454,37 @@ pub fn check_references_in(r: &Resource, idx: &Index) -> Vec<Diagnostic> {
                     );
                 }
             }
-            let http = vs.http.iter().enumerate().flat_map(|(i, rule)| {
-                rule.route.iter().enumerate().map(move |(j, d)| {
-                    (
-                        format!("spec.http[{i}].route[{j}].destination"),
-                        &d.destination,
+            for (i, route) in vs.http.iter().enumerate() {
+                let dests = route
+                    .route
+                    .iter()
+                    .enumerate()
+                    .map(|(j, d)| {
+                        (
+                            format!("spec.http[{i}].route[{j}].destination"),
+                            &d.destination,
+                        )
+                    })
+                    .chain(
+                        route
+                            .mirror
+                            .iter()
+                            .map(|d| (format!("spec.http[{i}].mirror"), d)),
                     )
-                })
-            });
-            let tcp = vs.tcp.iter().enumerate().flat_map(|(i, rule)| {
-                rule.route.iter().enumerate().map(move |(j, d)| {
-                    (
-                        format!("spec.tcp[{i}].route[{j}].destination"),
-                        &d.destination,
-                    )
-                })
-            });
-            for (df, destination) in http.chain(tcp) {
-                let host = qualify(&destination.host, &r.metadata.namespace);
-                let Some(ports) = idx.services.get(&host) else {
-                    out.error_coded(
-                        codes::REFERENCED_NOT_FOUND,
-                        format!("{df}.host"),
-                        &format!("host: {}", destination.host),
-                        format!("host {host} is not in the service registry (no ServiceEntry declares it)"),
-                    );
-                    continue;
-                };
-                if let Some(p) = destination.port {
-                    if !ports.contains(&p.number) {
-                        out.error_coded(
-                            codes::REFERENCED_NOT_FOUND,
-                            format!("{df}.port.number"),
-                            &format!("number: {}", p.number),
-                            format!("service {host} has no port {}", p.number),
-                        );
-                    }
+                    .chain(route.mirrors.iter().enumerate().map(|(k, m)| {
+                        (
+                            format!("spec.http[{i}].mirrors[{k}].destination"),
+                            &m.destination,
+                        )
+                    }));
+                for (df, d) in dests {
+                    check_destination(&mut out, idx, &r.metadata.namespace, &df, d);
                 }
-                if let Some(subset) = &destination.subset {
-                    let defined = idx.subsets.get(&host).is_some_and(|s| s.contains(subset));
-                    if !defined {
-                        out.error_coded(
-                            codes::REFERENCED_NOT_FOUND,
-                            format!("{df}.subset"),
-                            &format!("subset: {subset}"),
-                            format!("subset {subset:?} is not defined by any DestinationRule for host {host}"),
-                        );
-                    }
+            }
+            for (i, rule) in vs.tcp.iter().enumerate() {
+                for (j, d) in rule.route.iter().enumerate() {
+                    let df = format!("spec.tcp[{i}].route[{j}].destination");
+                    check_destination(&mut out, idx, &r.metadata.namespace, &df, &d.destination);
                 }
             }
         }
@@ -1310,6 +1638,24 @@ mod tests {
     }
 
     #[test]
+    fn http_features_weft_serves_have_no_problems() {
+        let cases: &[(&str, &str)] = &[
+            ("redirect", "  - redirect: {uri: /b, authority: x.example, scheme: https, derivePort: FROM_PROTOCOL_DEFAULT, redirectCode: 308}\n"),
+            ("direct response", "  - directResponse: {status: 503, body: {bytes: aGk=}}\n"),
+            ("rewrite", "  - match: [{uri: {prefix: /a}}]\n    rewrite: {uri: /b, authority: r:9080}\n    route:\n    - destination: {host: reviews}\n"),
+            ("regex rewrite", "  - rewrite: {uriRegexRewrite: {match: \"^/a/(.*)\", rewrite: \"/\\\\1\"}}\n    route:\n    - destination: {host: reviews}\n"),
+            ("mirrors", "  - mirrors: [{destination: {host: reviews, subset: v1}, percentage: {value: 50}}]\n    route:\n    - destination: {host: reviews}\n"),
+            ("mirror", "  - mirror: {host: reviews}\n    mirrorPercentage: {value: 10}\n    route:\n    - destination: {host: reviews}\n"),
+            ("cors", "  - corsPolicy: {allowOrigins: [{exact: https://a.example}, {regex: \"https://.*\\\\.b\\\\.example\"}], allowMethods: [GET, POST], allowHeaders: [x-a], exposeHeaders: [x-b], maxAge: 24h, allowCredentials: true, unmatchedPreflights: IGNORE}\n    route:\n    - destination: {host: reviews}\n"),
+            ("match fields", "  - match:\n    - scheme: {exact: https}\n      queryParams: {v: {exact: \"1\"}, debug: {}}\n      gateways: [mesh]\n    route:\n    - destination: {host: reviews, subset: v1}\n      headers: {request: {set: {x-v: \"1\"}}}\n"),
+            ("grpc abort", "  - fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}\n    route:\n    - destination: {host: reviews}\n"),
+        ];
+        for (name, http) in cases {
+            assert_eq!(run(&vs(http)), Vec::<String>::new(), "case {name}");
+        }
+    }
+
+    #[test]
     fn table_of_problems() {
         let cases: &[(&str, &str, &str)] = &[
             (
@@ -1353,9 +1699,114 @@ mod tests {
                 "vs.yaml:8: VirtualService default/reviews: spec.http[0].fault.delay.percentage.value: percentage 150 is not between 0 and 100",
             ),
             (
-                "mirror not yet",
-                "  - mirror: {host: reviews}\n    route:\n    - destination: {host: reviews}\n",
-                "vs.yaml:8: VirtualService default/reviews: spec.http[0].mirror: not supported by weft yet",
+                "redirect code",
+                "  - redirect: {uri: /b, redirectCode: 304}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].redirect.redirectCode: redirectCode 304 is not 301, 302, 303, 307 or 308",
+            ),
+            (
+                "redirect port and derivePort",
+                "  - redirect: {port: 8080, derivePort: FROM_REQUEST_PORT}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].redirect.derivePort: only one of port, derivePort may be set",
+            ),
+            (
+                "redirect unknown derivePort",
+                "  - redirect: {derivePort: FROM_NOWHERE}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].redirect.derivePort: \"FROM_NOWHERE\" is not FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT",
+            ),
+            (
+                "redirect and route",
+                "  - redirect: {uri: /b}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].redirect: only one of route, redirect may be set",
+            ),
+            (
+                "redirect with rewrite",
+                "  - redirect: {uri: /b}\n    rewrite: {uri: /c}\n",
+                "vs.yaml:9: VirtualService default/reviews: spec.http[0].rewrite: rewrite cannot be used with redirect",
+            ),
+            (
+                "direct response status",
+                "  - directResponse: {status: 150}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].directResponse.status: status 150 is not between 200 and 599",
+            ),
+            (
+                "direct response bad base64",
+                "  - directResponse: {status: 200, body: {bytes: \"!!\"}}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].directResponse.body.bytes: bytes is not valid base64",
+            ),
+            (
+                "direct response two bodies",
+                "  - directResponse: {status: 200, body: {string: a, bytes: YQ==}}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].directResponse.body: only one of string, bytes may be set",
+            ),
+            (
+                "rewrite regex",
+                "  - rewrite: {uriRegexRewrite: {match: \"/a(\", rewrite: /b}}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].rewrite.uriRegexRewrite.match: invalid regex \"/a(\": unclosed group",
+            ),
+            (
+                "rewrite uri and regex",
+                "  - rewrite: {uri: /x, uriRegexRewrite: {match: /a, rewrite: /b}}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].rewrite.uriRegexRewrite: only one of uri, uriRegexRewrite may be set",
+            ),
+            (
+                "mirror to unknown host",
+                "  - mirror: {host: nope}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].mirror.host: host nope.default.svc.cluster.local is not in the service registry (no ServiceEntry declares it)",
+            ),
+            (
+                "mirror and mirrors",
+                "  - mirror: {host: reviews}\n    mirrors: [{destination: {host: reviews}}]\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:9: VirtualService default/reviews: spec.http[0].mirrors: only one of mirror, mirrors may be set",
+            ),
+            (
+                "mirror percentage over 100",
+                "  - mirrors: [{destination: {host: reviews}, percentage: {value: 101}}]\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].mirrors[0].percentage.value: percentage 101 is not between 0 and 100",
+            ),
+            (
+                "cors origin without matcher",
+                "  - corsPolicy: {allowOrigins: [{}]}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:1: VirtualService default/reviews: spec.http[0].corsPolicy.allowOrigins[0]: one of exact, prefix, regex is required",
+            ),
+            (
+                "cors bad header",
+                "  - corsPolicy: {allowHeaders: [\"a b\"]}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].corsPolicy.allowHeaders[0]: invalid header name \"a b\"",
+            ),
+            (
+                "cors unmatched preflights",
+                "  - corsPolicy: {unmatchedPreflights: DROP}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].corsPolicy.unmatchedPreflights: \"DROP\" is not UNSPECIFIED, FORWARD or IGNORE",
+            ),
+            (
+                "query param regex",
+                "  - match:\n    - queryParams: {v: {regex: \"(\"}}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:9: VirtualService default/reviews: spec.http[0].match[0].queryParams.v.regex: invalid regex \"(\": unclosed group",
+            ),
+            (
+                "match gateway name",
+                "  - match:\n    - gateways: [a/b/c]\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:9: VirtualService default/reviews: spec.http[0].match[0].gateways[0]: \"a/b/c\" is not `mesh`, a Gateway name or namespace/name",
+            ),
+            (
+                "source labels not yet",
+                "  - match:\n    - sourceLabels: {app: x}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:9: VirtualService default/reviews: spec.http[0].match[0].sourceLabels: not supported by weft yet",
+            ),
+            (
+                "unknown grpc status",
+                "  - fault: {abort: {grpcStatus: SOMETIMES, percentage: {value: 100}}}\n    route:\n    - destination: {host: reviews}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].fault.abort.grpcStatus: \"SOMETIMES\" is not a gRPC status name (UNAVAILABLE) or code (0 to 16)",
+            ),
+            (
+                "delegate not yet",
+                "  - delegate: {name: other}\n",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].delegate: not supported by weft yet",
+            ),
+            (
+                "destination header name",
+                "  - route:\n    - destination: {host: reviews}\n      headers: {request: {set: {\"a b\": x}}}\n",
+                "vs.yaml:10: VirtualService default/reviews: spec.http[0].route[0].headers.request: invalid header name \"a b\"",
             ),
             (
                 "no route",

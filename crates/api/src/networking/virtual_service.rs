@@ -52,31 +52,31 @@ pub struct HttpRoute {
     /// Weighted destinations.
     #[serde(default)]
     pub route: Vec<HttpRouteDestination>,
-    /// Redirect (not supported yet).
-    pub redirect: Option<Loose>,
-    /// Direct response (not supported yet).
-    pub direct_response: Option<Loose>,
+    /// Answer with a redirect instead of forwarding.
+    pub redirect: Option<HttpRedirect>,
+    /// Answer with a fixed response instead of forwarding.
+    pub direct_response: Option<HttpDirectResponse>,
     /// Delegate (not supported yet).
     pub delegate: Option<Loose>,
-    /// Rewrite (not supported yet).
-    pub rewrite: Option<Loose>,
+    /// Path and authority rewrites before forwarding.
+    pub rewrite: Option<HttpRewrite>,
     /// Timeout for the whole request, all retries included; absent means none.
     pub timeout: Option<Duration>,
     /// Retry policy.
     pub retries: Option<HttpRetry>,
     /// Fault injection.
     pub fault: Option<HttpFaultInjection>,
-    /// Mirror (not supported yet).
-    pub mirror: Option<Loose>,
-    /// Mirrors (not supported yet).
+    /// Send a copy of each request here too (its response is discarded).
+    pub mirror: Option<Destination>,
+    /// Several mirrors, each with its own percentage.
     #[serde(default)]
-    pub mirrors: Vec<Loose>,
-    /// Mirror percentage (not supported yet).
-    pub mirror_percentage: Option<Loose>,
-    /// Deprecated mirror percent (not supported yet).
-    pub mirror_percent: Option<Loose>,
-    /// CORS (not supported yet).
-    pub cors_policy: Option<Loose>,
+    pub mirrors: Vec<HttpMirrorPolicy>,
+    /// Share of requests `mirror` copies; absent means all.
+    pub mirror_percentage: Option<Percent>,
+    /// Deprecated integer form of `mirrorPercentage`.
+    pub mirror_percent: Option<i64>,
+    /// Cross-origin resource sharing.
+    pub cors_policy: Option<CorsPolicy>,
     /// Header edits.
     pub headers: Option<Headers>,
 }
@@ -89,7 +89,7 @@ pub struct HttpMatchRequest {
     pub name: Option<String>,
     /// Path.
     pub uri: Option<StringMatch>,
-    /// Scheme (not supported yet).
+    /// Scheme (`http` or `https`).
     pub scheme: Option<StringMatch>,
     /// Method.
     pub method: Option<StringMatch>,
@@ -101,7 +101,7 @@ pub struct HttpMatchRequest {
     /// Headers that must not match.
     #[serde(default)]
     pub without_headers: BTreeMap<String, StringMatch>,
-    /// Query parameters (not supported yet).
+    /// Query parameters by name; `{}` (or an empty `exact`) tests presence.
     #[serde(default)]
     pub query_params: BTreeMap<String, StringMatch>,
     /// Destination port.
@@ -140,7 +140,7 @@ pub struct HttpRouteDestination {
     pub destination: Destination,
     /// Relative weight.
     pub weight: Option<i64>,
-    /// Per-destination header edits (not supported yet).
+    /// Per-destination header edits (applied before the rule's).
     pub headers: Option<Headers>,
 }
 
@@ -213,7 +213,7 @@ pub struct FaultDelay {
 pub struct FaultAbort {
     /// HTTP status to answer with.
     pub http_status: Option<i64>,
-    /// gRPC status (not supported yet).
+    /// gRPC status name (`UNAVAILABLE`) or number, answered as HTTP 200 with `grpc-status`.
     pub grpc_status: Option<String>,
     /// HTTP/2 error (not supported).
     pub http2_error: Option<String>,
@@ -244,4 +244,151 @@ pub struct HeaderOperations {
     /// Remove.
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+/// `redirect` (Istio's HTTPRedirect): the proxy answers with a 3xx and a `Location`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRedirect {
+    /// Replaces the whole path (the query is kept).
+    pub uri: Option<String>,
+    /// Replaces the matched prefix of the path.
+    pub prefix_rewrite: Option<String>,
+    /// Replaces the authority.
+    pub authority: Option<String>,
+    /// Replaces the port.
+    pub port: Option<u32>,
+    /// `FROM_PROTOCOL_DEFAULT` (80 or 443) or `FROM_REQUEST_PORT`.
+    pub derive_port: Option<String>,
+    /// Replaces the scheme.
+    pub scheme: Option<String>,
+    /// The status, default 301.
+    pub redirect_code: Option<u32>,
+}
+
+/// `directResponse`: a fixed status and body.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpDirectResponse {
+    /// The status (200 to 599).
+    #[serde(default)]
+    pub status: u32,
+    /// The body.
+    pub body: Option<HttpBody>,
+}
+
+/// A direct response's body: text or base64 bytes.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpBody {
+    /// Text.
+    pub string: Option<String>,
+    /// Base64-encoded bytes.
+    pub bytes: Option<String>,
+}
+
+impl HttpBody {
+    /// The body's bytes; `None` when `bytes` is not base64.
+    pub fn decoded(&self) -> Option<Vec<u8>> {
+        use base64::Engine;
+        match (&self.string, &self.bytes) {
+            (_, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
+            (Some(s), None) => Some(s.clone().into_bytes()),
+            (None, None) => Some(Vec::new()),
+        }
+    }
+}
+
+/// `rewrite`: what the upstream request gets instead.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpRewrite {
+    /// Replaces the matched prefix (the whole path for an exact match).
+    pub uri: Option<String>,
+    /// Replaces the authority (`Host`).
+    pub authority: Option<String>,
+    /// Rewrites the path with a regex.
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+/// `uriRegexRewrite`: every match of `match` in the path is replaced by `rewrite` (`\1` for groups).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    /// RE2 pattern.
+    #[serde(default, rename = "match")]
+    pub pattern: String,
+    /// Replacement.
+    #[serde(default)]
+    pub rewrite: String,
+}
+
+/// One entry of `mirrors`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMirrorPolicy {
+    /// Where the copy goes.
+    #[serde(default)]
+    pub destination: Destination,
+    /// Share of requests copied; absent means all.
+    pub percentage: Option<Percent>,
+}
+
+/// `corsPolicy`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CorsPolicy {
+    /// Origins allowed; the matching origin is echoed back.
+    #[serde(default)]
+    pub allow_origins: Vec<StringMatch>,
+    /// Deprecated exact origins.
+    #[serde(default)]
+    pub allow_origin: Vec<String>,
+    /// `Access-Control-Allow-Methods`.
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    /// `Access-Control-Allow-Headers`.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// `Access-Control-Expose-Headers`.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// `Access-Control-Max-Age`.
+    pub max_age: Option<Duration>,
+    /// `Access-Control-Allow-Credentials`.
+    pub allow_credentials: Option<bool>,
+    /// `UNSPECIFIED` or `FORWARD` (default: forward preflights from origins that do not match) or `IGNORE`.
+    pub unmatched_preflights: Option<String>,
+}
+
+/// gRPC status codes by name, as `fault.abort.grpcStatus` may give them.
+pub const GRPC_STATUS: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The code of a gRPC status given by name (`UNAVAILABLE`) or number (`14`).
+pub fn grpc_status_code(s: &str) -> Option<u32> {
+    if let Ok(n) = s.parse::<u32>() {
+        return (n < GRPC_STATUS.len() as u32).then_some(n);
+    }
+    GRPC_STATUS
+        .iter()
+        .position(|n| *n == s)
+        .and_then(|i| u32::try_from(i).ok())
 }
