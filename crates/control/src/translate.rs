@@ -735,11 +735,19 @@ pub(crate) fn tracing_provider(
     }
 }
 
-/// The connection manager's HTTP filters: fault, then Istio's stats filter when the side has metric
-/// overrides, then the router.
+/// The connection manager's HTTP filters: CORS and fault (configured per route, as Istio orders them),
+/// then Istio's stats filter when the side has metric overrides, then the router.
 fn http_filters(applied: &crate::telemetry::Applied) -> Vec<HttpFilter> {
     let stats = telemetry::stats_http_filter(applied);
     [
+        Some(HttpFilter {
+            name: filter_name::CORS.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack(
+                type_url::CORS,
+                &weft_xds::pb::envoy::extensions::filters::http::cors::v3::Cors::default(),
+            ))),
+            ..Default::default()
+        }),
         Some(HttpFilter {
             name: filter_name::FAULT.into(),
             config_type: Some(http_filter::ConfigType::TypedConfig(pack(

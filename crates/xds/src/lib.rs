@@ -33,6 +33,11 @@ pub mod type_url {
     /// Fault injection, in a route's `typed_per_filter_config`.
     pub const HTTP_FAULT: &str =
         "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+    /// Envoy's CORS policy, in a route's `typed_per_filter_config`.
+    pub const CORS_POLICY: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
+    /// The CORS filter's own (empty) config, in a connection manager's filter list.
+    pub const CORS: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors";
     /// The router filter.
     pub const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
     /// The TLS transport socket's settings on a cluster.
@@ -89,6 +94,8 @@ pub mod filter_name {
     pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
     /// Fault injection.
     pub const FAULT: &str = "envoy.filters.http.fault";
+    /// Cross-origin resource sharing.
+    pub const CORS: &str = "envoy.filters.http.cors";
     /// The terminal router filter.
     pub const ROUTER: &str = "envoy.filters.http.router";
     /// The network filter that proxies opaque TCP.

@@ -11,6 +11,7 @@ const FILES: &[&str] = &[
     "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
     "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
     "envoy/extensions/filters/http/fault/v3/fault.proto",
+    "envoy/extensions/filters/http/cors/v3/cors.proto",
     "envoy/extensions/filters/http/router/v3/router.proto",
     "envoy/service/discovery/v3/discovery.proto",
     // Issue 23 (security): TLS transport sockets and SDS secrets, the TLS inspector, RBAC and JWT.

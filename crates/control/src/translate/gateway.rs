@@ -372,7 +372,7 @@ fn route_table(model: &Model, port: u32, name: &str, servers: &[Bound]) -> Route
                     VirtualHost {
                         name: format!("{host}:{port}"),
                         domains: domains(&host, port),
-                        routes: virtual_service_routes(model, vs_res, port),
+                        routes: virtual_service_routes(model, vs_res, port, Some(&b.key())),
                         require_tls: require_tls as i32,
                         ..Default::default()
                     },

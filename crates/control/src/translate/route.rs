@@ -4,28 +4,42 @@ use super::{duration, inbound_cluster_name, outbound_cluster_name};
 use crate::model::Model;
 use crate::registry::Service;
 use weft_api::host::qualify;
+use weft_api::networking::gateway::qualify_gateway;
 use weft_api::networking::virtual_service::{
-    HeaderOperations, HttpMatchRequest, HttpRetry, HttpRoute, StringMatch,
+    grpc_status_code, CorsPolicy, Destination, HeaderOperations, Headers, HttpMatchRequest,
+    HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, StringMatch,
 };
 use weft_api::networking::Percent;
 use weft_api::Resource;
+use weft_xds::pb::envoy::config::core::v3::data_source::Specifier as DataSourceSpecifier;
 use weft_xds::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
-use weft_xds::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use weft_xds::pb::envoy::config::core::v3::{
+    DataSource, HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
+};
 use weft_xds::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
+use weft_xds::pb::envoy::config::route::v3::query_parameter_matcher::QueryParameterMatchSpecifier;
+use weft_xds::pb::envoy::config::route::v3::redirect_action::{
+    PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier,
+};
 use weft_xds::pb::envoy::config::route::v3::route::Action;
-use weft_xds::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use weft_xds::pb::envoy::config::route::v3::route_action::{
+    ClusterSpecifier, HostRewriteSpecifier, RequestMirrorPolicy,
+};
 use weft_xds::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use weft_xds::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight;
 use weft_xds::pb::envoy::config::route::v3::{
-    HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
-    WeightedCluster,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 };
 use weft_xds::pb::envoy::extensions::filters::common::fault::v3::fault_delay::FaultDelaySecifier;
 use weft_xds::pb::envoy::extensions::filters::common::fault::v3::FaultDelay;
+use weft_xds::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy as XdsCorsPolicy;
 use weft_xds::pb::envoy::extensions::filters::http::fault::v3::fault_abort::ErrorType;
 use weft_xds::pb::envoy::extensions::filters::http::fault::v3::{FaultAbort, HttpFault};
 use weft_xds::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
-use weft_xds::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher};
+use weft_xds::pb::envoy::r#type::matcher::v3::{
+    RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
+};
 use weft_xds::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use weft_xds::pb::envoy::r#type::v3::FractionalPercent;
 use weft_xds::pb::google::protobuf::{BoolValue, UInt32Value};
@@ -145,55 +159,273 @@ fn prefix_match(prefix: &str) -> RouteMatch {
 fn routes_for(model: &Model, svc: &Service, port: u32) -> Vec<Route> {
     match model.virtual_services.get(&svc.hostname) {
         Some(vs_res) if vs_res.as_virtual_service().is_some() => {
-            virtual_service_routes(model, vs_res, port)
+            virtual_service_routes(model, vs_res, port, None)
         }
         _ => vec![default_route(model, svc, port)],
     }
 }
 
 /// The routes of one VirtualService's HTTP rules, for requests that came to `port` (a sidecar's
-/// service port, or a gateway server's port): what sidecars and gateways share.
-pub fn virtual_service_routes(model: &Model, vs_res: &Resource, port: u32) -> Vec<Route> {
+/// service port, or a gateway server's port): what sidecars and gateways share. `gateway` is the
+/// `namespace/name` of the gateway the routes are for, `None` for sidecars (`mesh`): a match that names
+/// `gateways` applies only to those.
+pub fn virtual_service_routes(
+    model: &Model,
+    vs_res: &Resource,
+    port: u32,
+    gateway: Option<&str>,
+) -> Vec<Route> {
     let Some(vs) = vs_res.as_virtual_service() else {
         return Vec::new();
     };
     let ns = &vs_res.metadata.namespace;
     let mut out = Vec::new();
     for rule in &vs.http {
-        let action = route_action(model, ns, rule, port);
-        let matches: Vec<RouteMatch> = if rule.matches.is_empty() {
-            vec![prefix_match("/")]
+        let action = rule_action(model, ns, rule, port);
+        let dest_headers = single_destination_headers(rule);
+        let matches: Vec<(Option<&HttpMatchRequest>, RouteMatch)> = if rule.matches.is_empty() {
+            vec![(None, prefix_match("/"))]
         } else {
             rule.matches
                 .iter()
                 .filter(|m| m.port.is_none_or(|p| p == port))
-                .map(route_match)
+                .filter(|m| match_applies_to(m, ns, gateway))
+                .map(|m| (Some(m), route_match(m)))
                 .collect()
         };
-        for (i, m) in matches.into_iter().enumerate() {
-            let name = rule
-                .matches
-                .get(i)
+        for (m, rm) in matches {
+            let name = m
                 .and_then(|m| m.name.clone())
                 .or_else(|| rule.name.clone())
                 .unwrap_or_default();
+            let mut action = action.clone();
+            if let (Action::Route(a), Some(rw)) = (&mut action, &rule.rewrite) {
+                rewrite(a, rw, m);
+            }
             let mut route = Route {
                 name,
-                r#match: Some(m),
-                action: Some(Action::Route(action.clone())),
+                r#match: Some(rm),
+                action: Some(action),
                 ..Default::default()
             };
-            header_edits(&mut route, rule);
+            if let Some(h) = dest_headers {
+                header_edits(&mut route, h);
+            }
+            if let Some(h) = &rule.headers {
+                header_edits(&mut route, h);
+            }
             if let Some(fault) = &rule.fault {
                 route.typed_per_filter_config.insert(
                     filter_name::FAULT.into(),
                     pack(type_url::HTTP_FAULT, &http_fault(fault)),
                 );
             }
+            if let Some(c) = &rule.cors_policy {
+                route.typed_per_filter_config.insert(
+                    filter_name::CORS.into(),
+                    pack(type_url::CORS_POLICY, &cors_policy(c)),
+                );
+            }
             out.push(route);
         }
     }
     out
+}
+
+/// Whether a match applies where the routes go: its `gateways` (when it names any) must include this
+/// gateway, or `mesh` for sidecars. Without `gateways`, the VirtualService's own binding decides.
+fn match_applies_to(m: &HttpMatchRequest, ns: &str, gateway: Option<&str>) -> bool {
+    if m.gateways.is_empty() {
+        return true;
+    }
+    m.gateways.iter().any(|g| match gateway {
+        None => g == "mesh",
+        Some(key) => g != "mesh" && qualify_gateway(g, ns) == key,
+    })
+}
+
+/// Istio's `rewrite`: `uri` replaces the matched prefix (the whole path after an exact match; after a
+/// regex match, the whole path too), `authority` the `Host`, `uriRegexRewrite` every match of a regex.
+fn rewrite(a: &mut RouteAction, rw: &HttpRewrite, m: Option<&HttpMatchRequest>) {
+    if let Some(uri) = &rw.uri {
+        let regex_matched = m.is_some_and(|m| m.uri.as_ref().is_some_and(|u| u.regex.is_some()));
+        if regex_matched {
+            a.regex_rewrite = Some(RegexMatchAndSubstitute {
+                pattern: Some(RegexMatcher {
+                    regex: "^.*$".into(),
+                    ..Default::default()
+                }),
+                substitution: uri.clone(),
+            });
+        } else {
+            a.prefix_rewrite = uri.clone();
+        }
+    }
+    if let Some(re) = &rw.uri_regex_rewrite {
+        a.regex_rewrite = Some(RegexMatchAndSubstitute {
+            pattern: Some(RegexMatcher {
+                regex: re.pattern.clone(),
+                ..Default::default()
+            }),
+            substitution: re.rewrite.clone(),
+        });
+    }
+    if let Some(host) = &rw.authority {
+        a.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(host.clone()));
+    }
+}
+
+/// The route's action: forward (with mirrors), redirect or answer directly.
+fn rule_action(model: &Model, ns: &str, rule: &HttpRoute, port: u32) -> Action {
+    if let Some(r) = &rule.redirect {
+        return Action::Redirect(redirect_action(r, port));
+    }
+    if let Some(d) = &rule.direct_response {
+        return Action::DirectResponse(DirectResponseAction {
+            status: d.status,
+            body: d.body.as_ref().and_then(|b| {
+                let bytes = b.decoded()?;
+                Some(DataSource {
+                    specifier: Some(match (&b.string, bytes) {
+                        (Some(s), _) if b.bytes.is_none() => {
+                            DataSourceSpecifier::InlineString(s.clone())
+                        }
+                        (_, bytes) => DataSourceSpecifier::InlineBytes(bytes),
+                    }),
+                    ..Default::default()
+                })
+            }),
+            ..Default::default()
+        });
+    }
+    let mut a = route_action(model, ns, rule, port);
+    a.request_mirror_policies = mirror_policies(model, ns, rule, port);
+    Action::Route(a)
+}
+
+fn redirect_action(r: &HttpRedirect, port: u32) -> RedirectAction {
+    let code = match r.redirect_code.unwrap_or(301) {
+        302 => RedirectResponseCode::Found,
+        303 => RedirectResponseCode::SeeOther,
+        307 => RedirectResponseCode::TemporaryRedirect,
+        308 => RedirectResponseCode::PermanentRedirect,
+        _ => RedirectResponseCode::MovedPermanently,
+    };
+    // Istio resolves FROM_REQUEST_PORT when it translates: the port the request came to is the
+    // route's. FROM_PROTOCOL_DEFAULT (the default) leaves the port to the scheme.
+    let port_redirect = match (r.port, r.derive_port.as_deref()) {
+        (Some(p), _) => p,
+        (None, Some("FROM_REQUEST_PORT")) => port,
+        _ => 0,
+    };
+    RedirectAction {
+        host_redirect: r.authority.clone().unwrap_or_default(),
+        port_redirect,
+        response_code: code as i32,
+        scheme_rewrite_specifier: r.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
+        path_rewrite_specifier: match (&r.uri, &r.prefix_rewrite) {
+            (Some(u), _) => Some(PathRewriteSpecifier::PathRedirect(u.clone())),
+            (None, Some(p)) => Some(PathRewriteSpecifier::PrefixRewrite(p.clone())),
+            (None, None) => None,
+        },
+        ..Default::default()
+    }
+}
+
+/// `mirror` (with `mirrorPercentage`, or the deprecated `mirrorPercent`; 100% when neither) and
+/// `mirrors` (each with its own percentage), to mirror policies on known services.
+fn mirror_policies(
+    model: &Model,
+    ns: &str,
+    rule: &HttpRoute,
+    port: u32,
+) -> Vec<RequestMirrorPolicy> {
+    let single = rule.mirror.as_ref().map(|d| {
+        let pct = match (rule.mirror_percentage, rule.mirror_percent) {
+            (None, None) => 100.0,
+            (p, legacy) => p
+                .map(|p| p.value)
+                .or(legacy.map(|v| v as f64))
+                .unwrap_or(0.0),
+        };
+        (d, pct)
+    });
+    let many = rule
+        .mirrors
+        .iter()
+        .map(|m| (&m.destination, m.percentage.map_or(100.0, |p| p.value)));
+    single
+        .into_iter()
+        .chain(many)
+        .filter_map(|(d, pct)| {
+            let cluster = destination_cluster(model, ns, d, port)?;
+            Some(RequestMirrorPolicy {
+                cluster,
+                runtime_fraction: Some(RuntimeFractionalPercent {
+                    default_value: Some(fraction(Some(Percent { value: pct }), None)),
+                    ..Default::default()
+                }),
+                trace_sampled: Some(BoolValue { value: false }),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// The outbound cluster of a destination, when its service is known.
+fn destination_cluster(model: &Model, ns: &str, d: &Destination, port: u32) -> Option<String> {
+    let host = qualify(&d.host, ns);
+    let svc = model.services.get(&host)?;
+    let p = svc.port_for(d.port.map(|p| p.number), port);
+    Some(outbound_cluster_name(
+        p,
+        d.subset.as_deref().unwrap_or(""),
+        &host,
+    ))
+}
+
+/// Istio's CORS policy as Envoy's cors filter takes it per route.
+fn cors_policy(c: &CorsPolicy) -> XdsCorsPolicy {
+    let exact = c.allow_origin.iter().map(|o| StringMatch {
+        exact: Some(o.clone()),
+        ..Default::default()
+    });
+    let origins = c
+        .allow_origins
+        .iter()
+        .cloned()
+        .chain(exact)
+        .filter_map(|m| {
+            Some(StringMatcher {
+                match_pattern: Some(string_matcher(&m)?),
+                ignore_case: false,
+            })
+        })
+        .collect();
+    XdsCorsPolicy {
+        allow_origin_string_match: origins,
+        allow_methods: c.allow_methods.join(","),
+        allow_headers: c.allow_headers.join(","),
+        expose_headers: c.expose_headers.join(","),
+        max_age: c
+            .max_age
+            .map(|d| d.get().as_secs().to_string())
+            .unwrap_or_default(),
+        allow_credentials: c.allow_credentials.map(|value| BoolValue { value }),
+        forward_not_matching_preflights: Some(BoolValue {
+            value: c.unmatched_preflights.as_deref() != Some("IGNORE"),
+        }),
+        ..Default::default()
+    }
+}
+
+/// With one destination, its header edits go on the route (before the rule's own, so they apply
+/// first, as a weighted cluster's do); several destinations carry theirs on each weighted cluster.
+fn single_destination_headers(rule: &HttpRoute) -> Option<&Headers> {
+    match rule.route.as_slice() {
+        [d] => d.headers.as_ref(),
+        _ => None,
+    }
 }
 
 fn default_route(model: &Model, svc: &Service, port: u32) -> Route {
@@ -264,6 +496,24 @@ fn route_match(m: &HttpMatchRequest) -> RouteMatch {
     if let Some(authority) = &m.authority {
         headers.push(header_matcher(":authority", authority, false));
     }
+    if let Some(scheme) = &m.scheme {
+        headers.push(header_matcher(":scheme", scheme, false));
+    }
+    // `{}` tests presence; an empty `exact` matches `?name` and `?name=` (Envoy's empty value).
+    let query_parameters = m
+        .query_params
+        .iter()
+        .map(|(name, sm)| QueryParameterMatcher {
+            name: name.clone(),
+            query_parameter_match_specifier: Some(match string_matcher(sm) {
+                Some(p) => QueryParameterMatchSpecifier::StringMatch(StringMatcher {
+                    match_pattern: Some(p),
+                    ignore_case: false,
+                }),
+                None => QueryParameterMatchSpecifier::PresentMatch(true),
+            }),
+        })
+        .collect();
     headers.extend(m.headers.iter().map(|(n, sm)| header_matcher(n, sm, false)));
     headers.extend(
         m.without_headers
@@ -277,13 +527,14 @@ fn route_match(m: &HttpMatchRequest) -> RouteMatch {
             .filter(|&i| i)
             .map(|_| BoolValue { value: false }),
         headers,
+        query_parameters,
         ..Default::default()
     }
 }
 
 fn route_action(model: &Model, ns: &str, rule: &HttpRoute, port: u32) -> RouteAction {
     let weights_given = rule.route.iter().any(|d| d.weight.is_some());
-    let mut clusters: Vec<(String, u32)> = rule
+    let mut clusters: Vec<(String, u32, Option<&Headers>)> = rule
         .route
         .iter()
         .filter_map(|d| {
@@ -297,20 +548,32 @@ fn route_action(model: &Model, ns: &str, rule: &HttpRoute, port: u32) -> RouteAc
                 (true, Some(w)) => u32::try_from(w).unwrap_or(0),
                 (true, None) => 0,
             };
-            Some((name, weight))
+            Some((name, weight, d.headers.as_ref()))
         })
-        .filter(|(_, w)| *w > 0 || rule.route.len() == 1)
+        .filter(|(_, w, _)| *w > 0 || rule.route.len() == 1)
         .collect();
+    // One destination's header edits go on the route (`single_destination_headers`).
     let cluster_specifier = if clusters.len() == 1 {
-        clusters.pop().map(|(n, _)| ClusterSpecifier::Cluster(n))
+        clusters.pop().map(|(n, _, _)| ClusterSpecifier::Cluster(n))
     } else {
         Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: clusters
                 .into_iter()
-                .map(|(name, w)| ClusterWeight {
-                    name,
-                    weight: Some(UInt32Value { value: w }),
-                    ..Default::default()
+                .map(|(name, w, h)| {
+                    let mut cw = ClusterWeight {
+                        name,
+                        weight: Some(UInt32Value { value: w }),
+                        ..Default::default()
+                    };
+                    if let Some(req) = h.and_then(|h| h.request.as_ref()) {
+                        cw.request_headers_to_add = header_options(req);
+                        cw.request_headers_to_remove = req.remove.clone();
+                    }
+                    if let Some(resp) = h.and_then(|h| h.response.as_ref()) {
+                        cw.response_headers_to_add = header_options(resp);
+                        cw.response_headers_to_remove = resp.remove.clone();
+                    }
+                    cw
                 })
                 .collect(),
             ..Default::default()
@@ -397,8 +660,13 @@ fn http_fault(f: &weft_api::networking::virtual_service::HttpFaultInjection) -> 
             })
         }),
         abort: f.abort.as_ref().and_then(|a| {
+            let error_type = match (&a.grpc_status, a.http_status) {
+                (Some(g), _) => ErrorType::GrpcStatus(grpc_status_code(g)?),
+                (None, Some(h)) => ErrorType::HttpStatus(u32::try_from(h).ok()?),
+                (None, None) => return None,
+            };
             Some(FaultAbort {
-                error_type: Some(ErrorType::HttpStatus(u32::try_from(a.http_status?).ok()?)),
+                error_type: Some(error_type),
                 percentage: Some(fraction(a.percentage, None)),
                 ..Default::default()
             })
@@ -429,16 +697,17 @@ fn header_options(ops: &HeaderOperations) -> Vec<HeaderValueOption> {
         .collect()
 }
 
-fn header_edits(route: &mut Route, rule: &HttpRoute) {
-    let Some(h) = &rule.headers else {
-        return;
-    };
+fn header_edits(route: &mut Route, h: &Headers) {
     if let Some(req) = &h.request {
-        route.request_headers_to_add = header_options(req);
-        route.request_headers_to_remove = req.remove.clone();
+        route.request_headers_to_add.extend(header_options(req));
+        route
+            .request_headers_to_remove
+            .extend(req.remove.iter().cloned());
     }
     if let Some(resp) = &h.response {
-        route.response_headers_to_add = header_options(resp);
-        route.response_headers_to_remove = resp.remove.clone();
+        route.response_headers_to_add.extend(header_options(resp));
+        route
+            .response_headers_to_remove
+            .extend(resp.remove.iter().cloned());
     }
 }

@@ -4,8 +4,15 @@
 use super::*;
 use std::sync::Arc;
 use weft_api::parse_file;
+use weft_xds::pb::envoy::config::core::v3::data_source::Specifier as DataSourceSpecifier;
+use weft_xds::pb::envoy::config::route::v3::query_parameter_matcher::QueryParameterMatchSpecifier;
+use weft_xds::pb::envoy::config::route::v3::redirect_action::{
+    PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier,
+};
 use weft_xds::pb::envoy::config::route::v3::route::Action;
-use weft_xds::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use weft_xds::pb::envoy::config::route::v3::route_action::{
+    ClusterSpecifier, HostRewriteSpecifier,
+};
 use weft_xds::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use weft_xds::pb::envoy::config::route::v3::{Route, RouteConfiguration};
 use weft_xds::unpack;
@@ -236,6 +243,112 @@ fn table_of_rules() {
                 let d = f.delay.expect("delay");
                 assert_eq!(d.percentage.map(|p| p.numerator), Some(500_000));
                 assert_eq!(f.abort.and_then(|a| a.percentage).map(|p| p.numerator), Some(1_000_000));
+            },
+        },
+        Case {
+            name: "redirect",
+            http: "  - match: [{uri: {prefix: /old}}]\n    redirect: {uri: /new, authority: web.example, scheme: https, redirectCode: 308}\n  - redirect: {prefixRewrite: /v2, derivePort: FROM_REQUEST_PORT}\n",
+            check: |r| {
+                let Some(Action::Redirect(a)) = &r[0].action else { panic!("{:?}", r[0].action) };
+                assert_eq!(a.host_redirect, "web.example");
+                assert_eq!(a.response_code, RedirectResponseCode::PermanentRedirect as i32);
+                assert_eq!(a.scheme_rewrite_specifier, Some(SchemeRewriteSpecifier::SchemeRedirect("https".into())));
+                assert_eq!(a.path_rewrite_specifier, Some(PathRewriteSpecifier::PathRedirect("/new".into())));
+                assert_eq!(a.port_redirect, 0);
+                let Some(Action::Redirect(b)) = &r[1].action else { panic!("{:?}", r[1].action) };
+                assert_eq!(b.port_redirect, 9080, "FROM_REQUEST_PORT is the route's port");
+                assert_eq!(b.response_code, RedirectResponseCode::MovedPermanently as i32);
+                assert_eq!(b.path_rewrite_specifier, Some(PathRewriteSpecifier::PrefixRewrite("/v2".into())));
+            },
+        },
+        Case {
+            name: "direct response",
+            http: "  - match: [{uri: {exact: /t}}]\n    directResponse: {status: 418, body: {string: teapot}}\n  - directResponse: {status: 200, body: {bytes: aGk=}}\n",
+            check: |r| {
+                let Some(Action::DirectResponse(a)) = &r[0].action else { panic!("{:?}", r[0].action) };
+                assert_eq!(a.status, 418);
+                assert_eq!(a.body.as_ref().and_then(|b| b.specifier.clone()), Some(DataSourceSpecifier::InlineString("teapot".into())));
+                let Some(Action::DirectResponse(b)) = &r[1].action else { panic!("{:?}", r[1].action) };
+                assert_eq!(b.body.as_ref().and_then(|b| b.specifier.clone()), Some(DataSourceSpecifier::InlineBytes(b"hi".to_vec())));
+            },
+        },
+        Case {
+            name: "rewrite: prefix, exact, regex match, authority, regex rewrite",
+            http: "  - match: [{uri: {prefix: /a}}, {uri: {exact: /b}}, {uri: {regex: \"/c.*\"}}]\n    rewrite: {uri: /z, authority: r:9080}\n    route: [{destination: {host: reviews}}]\n  - rewrite: {uriRegexRewrite: {match: \"^/x/(.*)$\", rewrite: \"/\\\\1\"}}\n    route: [{destination: {host: reviews}}]\n",
+            check: |r| {
+                assert_eq!(action(&r[0]).prefix_rewrite, "/z");
+                assert_eq!(action(&r[1]).prefix_rewrite, "/z", "an exact match's whole path is its prefix");
+                let re = action(&r[2]).regex_rewrite.clone().expect("regex match rewrites the whole path");
+                assert_eq!(re.pattern.map(|p| p.regex), Some("^.*$".into()));
+                assert_eq!(re.substitution, "/z");
+                assert_eq!(action(&r[0]).host_rewrite_specifier, Some(HostRewriteSpecifier::HostRewriteLiteral("r:9080".into())));
+                let re = action(&r[3]).regex_rewrite.clone().expect("regex rewrite");
+                assert_eq!(re.pattern.map(|p| p.regex), Some("^/x/(.*)$".into()));
+                assert_eq!(re.substitution, "/\\1");
+            },
+        },
+        Case {
+            name: "destination headers: one on the route, several on each cluster",
+            http: "  - headers: {request: {set: {x-rule: \"1\"}}}\n    route: [{destination: {host: reviews}, headers: {request: {set: {x-dest: \"1\"}}, response: {remove: [x-r]}}}]\n  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 50, headers: {request: {set: {x-v: \"1\"}}}}\n    - {destination: {host: reviews, subset: v2}, weight: 50}\n",
+            check: |r| {
+                let keys: Vec<String> = r[0].request_headers_to_add.iter().filter_map(|h| Some(h.header.as_ref()?.key.clone())).collect();
+                assert_eq!(keys, vec!["x-dest", "x-rule"], "destination's first");
+                assert_eq!(r[0].response_headers_to_remove, vec!["x-r".to_string()]);
+                let Some(ClusterSpecifier::WeightedClusters(w)) = &action(&r[1]).cluster_specifier else { panic!() };
+                assert_eq!(w.clusters[0].request_headers_to_add[0].header.as_ref().map(|h| h.key.as_str()), Some("x-v"));
+                assert!(w.clusters[1].request_headers_to_add.is_empty());
+            },
+        },
+        Case {
+            name: "mirrors and their percentages",
+            http: "  - mirror: {host: reviews, subset: v2}\n    mirrorPercentage: {value: 25}\n    route: [{destination: {host: reviews, subset: v1}}]\n  - mirror: {host: reviews}\n    mirrorPercent: 5\n    route: [{destination: {host: reviews}}]\n  - mirrors: [{destination: {host: reviews, subset: v1}}, {destination: {host: reviews, subset: v2}, percentage: {value: 50}}]\n    route: [{destination: {host: reviews}}]\n",
+            check: |r| {
+                let mp = |i: usize| -> Vec<(String, u32)> {
+                    action(&r[i]).request_mirror_policies.iter().map(|m| {
+                        (m.cluster.clone(), m.runtime_fraction.as_ref().and_then(|f| f.default_value.as_ref()).map_or(0, |p| p.numerator))
+                    }).collect()
+                };
+                assert_eq!(mp(0), vec![("outbound|9080|v2|reviews.default.svc.cluster.local".to_string(), 250_000)]);
+                assert_eq!(mp(1), vec![("outbound|9080||reviews.default.svc.cluster.local".to_string(), 50_000)]);
+                assert_eq!(mp(2), vec![
+                    ("outbound|9080|v1|reviews.default.svc.cluster.local".to_string(), 1_000_000),
+                    ("outbound|9080|v2|reviews.default.svc.cluster.local".to_string(), 500_000),
+                ]);
+            },
+        },
+        Case {
+            name: "cors policy per route",
+            http: "  - corsPolicy: {allowOrigins: [{exact: \"https://a.example\"}, {prefix: \"https://b.\"}], allowMethods: [GET, POST], allowHeaders: [x-a, x-b], exposeHeaders: [x-c], maxAge: 24h, allowCredentials: true, unmatchedPreflights: IGNORE}\n    route: [{destination: {host: reviews}}]\n",
+            check: |r| {
+                let c: weft_xds::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy =
+                    unpack(&r[0].typed_per_filter_config[filter_name::CORS]).expect("cors");
+                assert_eq!(c.allow_origin_string_match.len(), 2);
+                assert_eq!(c.allow_methods, "GET,POST");
+                assert_eq!(c.allow_headers, "x-a,x-b");
+                assert_eq!(c.expose_headers, "x-c");
+                assert_eq!(c.max_age, "86400");
+                assert_eq!(c.allow_credentials.map(|b| b.value), Some(true));
+                assert_eq!(c.forward_not_matching_preflights.map(|b| b.value), Some(false));
+            },
+        },
+        Case {
+            name: "scheme, query parameters, match gateways",
+            http: "  - match: [{scheme: {exact: https}, queryParams: {v: {exact: \"2\"}, debug: {}}}, {gateways: [gw]}, {gateways: [mesh], uri: {prefix: /m}}]\n    route: [{destination: {host: reviews}}]\n",
+            check: |r| {
+                assert_eq!(r.len(), 2, "the match bound to gateway gw is not for sidecars");
+                let m = r[0].r#match.as_ref().expect("match");
+                assert_eq!(m.headers[0].name, ":scheme");
+                let q: Vec<(String, bool)> = m.query_parameters.iter().map(|q| (q.name.clone(), matches!(q.query_parameter_match_specifier, Some(QueryParameterMatchSpecifier::PresentMatch(true))))).collect();
+                assert_eq!(q, vec![("debug".to_string(), true), ("v".to_string(), false)]);
+                assert_eq!(r[1].r#match.as_ref().and_then(|m| m.path_specifier.clone()), Some(PathSpecifier::Prefix("/m".into())));
+            },
+        },
+        Case {
+            name: "grpc abort",
+            http: "  - fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}\n    route: [{destination: {host: reviews}}]\n",
+            check: |r| {
+                let f: HttpFault = unpack(&r[0].typed_per_filter_config[filter_name::FAULT]).expect("fault");
+                assert_eq!(f.abort.and_then(|a| a.error_type), Some(weft_xds::pb::envoy::extensions::filters::http::fault::v3::fault_abort::ErrorType::GrpcStatus(14)));
             },
         },
         Case {
@@ -1014,10 +1127,15 @@ spec:
         let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(
             names,
-            [filter_name::FAULT, "istio.stats", filter_name::ROUTER],
+            [
+                filter_name::CORS,
+                filter_name::FAULT,
+                "istio.stats",
+                filter_name::ROUTER
+            ],
             "{name}"
         );
-        let Some(http_filter::ConfigType::TypedConfig(any)) = &hcm.http_filters[1].config_type
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &hcm.http_filters[2].config_type
         else {
             panic!("{name}");
         };
@@ -1075,14 +1193,14 @@ spec:
     let elsewhere = for_proxy(&m, &proxy("prod"));
     let hcm = hcm_of(&listener_of(&elsewhere, "0.0.0.0_9080"));
     assert!(hcm.access_log.is_empty());
-    assert_eq!(hcm.http_filters.len(), 3);
+    assert_eq!(hcm.http_filters.len(), 4);
     // Without Telemetry resources, no stats filter at all.
     let plain = model("");
     let hcm = hcm_of(&listener_of(
         &for_proxy(&plain, &proxy("default")),
         "0.0.0.0_9080",
     ));
-    assert_eq!(hcm.http_filters.len(), 2);
+    assert_eq!(hcm.http_filters.len(), 3);
     assert!(hcm.request_id_extension.is_none());
 }
 
@@ -1121,11 +1239,12 @@ spec:
         let hcm = hcm_of(&one);
         let n = names(&hcm);
         assert_eq!(
-            &n[..4],
+            &n[..5],
             [
                 "envoy.filters.http.jwt_authn",
                 "envoy.filters.http.rbac",
                 "envoy.filters.http.rbac",
+                filter_name::CORS,
                 filter_name::FAULT
             ],
             "{n:?}"
