@@ -167,6 +167,17 @@ pub enum ProxyError {
         /// The configured status.
         status: http::StatusCode,
     },
+    /// The fault filter aborted a request with a gRPC status: HTTP 200, `grpc-status` in the head (a
+    /// trailers-only response).
+    #[error("fault filter abort with grpc-status {code}")]
+    FaultAbortGrpc {
+        /// The configured gRPC status code.
+        code: u32,
+    },
+    /// The route answers the request itself (a redirect, a direct response, a CORS preflight):
+    /// not a failure, but a response made here, with no response flag (as Envoy's router).
+    #[error("answered by the route with {}", .0.status)]
+    RouteAnswer(Box<RouteAnswer>),
     /// The request has no usable authority.
     #[error("request has no valid authority")]
     BadAuthority,
@@ -223,6 +234,17 @@ pub enum ProxyError {
     },
 }
 
+/// A response the route makes itself.
+#[derive(Debug)]
+pub struct RouteAnswer {
+    /// Its status.
+    pub status: http::StatusCode,
+    /// Its headers (`Location`, CORS headers, the route's response header edits).
+    pub headers: http::HeaderMap,
+    /// Its body.
+    pub body: bytes::Bytes,
+}
+
 /// How a failed try counts against a route's `retry_on`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryClass {
@@ -262,6 +284,10 @@ impl ProxyError {
                 (S::GATEWAY_TIMEOUT, Flags::UT, "upstream request timeout")
             }
             ProxyError::FaultAbort { status } => (*status, Flags::FI, "fault filter abort"),
+            // The gRPC status and message go in the head (`http::local_response`).
+            ProxyError::FaultAbortGrpc { .. } => (S::OK, Flags::FI, ""),
+            // Status, headers and body come with it (`http::local_response`).
+            ProxyError::RouteAnswer(a) => (a.status, Flags::default(), ""),
             ProxyError::BadAuthority => (S::BAD_REQUEST, Flags::DPE, "bad authority"),
             ProxyError::DownstreamBody { .. } => (S::BAD_REQUEST, Flags::DPE, "bad request body"),
             ProxyError::BadUpstreamRequest { .. } => (S::BAD_REQUEST, Flags::DPE, "bad request"),
@@ -288,6 +314,8 @@ impl ProxyError {
             | ProxyError::ClusterNotFound { .. }
             | ProxyError::NoHealthyUpstream { .. }
             | ProxyError::FaultAbort { .. }
+            | ProxyError::FaultAbortGrpc { .. }
+            | ProxyError::RouteAnswer(_)
             | ProxyError::HttpsRedirect { .. }
             | ProxyError::Denied { .. }
             | ProxyError::ExtAuthzDenied(_) => Side::Config,

@@ -4,9 +4,9 @@
 
 use crate::config::cluster::Cluster;
 use crate::config::headers::HeaderEdits;
-use crate::config::route::{RequestView, Route, RouteConfig, Target, VirtualHost};
+use crate::config::route::{Abort, Action, RequestView, Route, RouteConfig, Target, VirtualHost};
 use crate::config::Snapshot;
-use crate::error::{Flags, ProxyError, RESPONSE_FLAGS_HEADER};
+use crate::error::{Flags, ProxyError, RouteAnswer, RESPONSE_FLAGS_HEADER};
 use crate::telemetry::metrics::{Protocol, Reporter};
 use crate::telemetry::{self, Pending, Telemetry};
 use crate::Shared;
@@ -35,6 +35,12 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(250);
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static NO_FIELDS: upstream::EncodedFields = upstream::EncodedFields::EMPTY;
 static X_UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+static X_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// How long a mirrored request may take when its route sets no timeout. Nobody waits for it; the limit
+/// only bounds how long its task and connection live.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone)]
@@ -469,8 +475,28 @@ fn local_response(e: &ProxyError, flags: &mut Flags) -> Response<Body> {
         *r.headers_mut() = d.headers.clone();
         return r;
     }
+    // A redirect, direct response or CORS preflight: made whole by the route.
+    if let ProxyError::RouteAnswer(a) = e {
+        let mut r = Response::new(full(a.body.clone()));
+        *r.status_mut() = a.status;
+        *r.headers_mut() = a.headers.clone();
+        return r;
+    }
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
+    // Envoy's fault filter answers a gRPC abort as a trailers-only response.
+    if let ProxyError::FaultAbortGrpc { code } = e {
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(GRPC_STATUS.clone(), HeaderValue::from(*code));
+        h.insert(
+            GRPC_MESSAGE.clone(),
+            HeaderValue::from_static("fault filter abort"),
+        );
+    }
     if let ProxyError::HttpsRedirect { location } = e {
         r.headers_mut().insert(header::LOCATION, location.clone());
     }
@@ -742,8 +768,10 @@ impl Routed {
     /// Header edits, most specific first, as Envoy applies them by default.
     fn levels(&self) -> [Option<&HeaderEdits>; 4] {
         let route = self.route();
-        let dest = match (&route.action.target, self.weighted) {
-            (Target::Weighted { clusters, .. }, Some(i)) => clusters.get(i).map(|c| &c.headers),
+        let dest = match (route.forward().map(|a| &a.target), self.weighted) {
+            (Some(Target::Weighted { clusters, .. }), Some(i)) => {
+                clusters.get(i).map(|c| &c.headers)
+            }
             _ => None,
         };
         [
@@ -762,11 +790,29 @@ struct Plan {
     routed: Routed,
     /// `None` when the snapshot has no cluster of the picked name.
     cluster: Option<Arc<Cluster>>,
+    /// What only some requests need (a fault that hit, CORS, mirrors): boxed, so the request future
+    /// of every other request does not carry it.
+    extras: Option<Box<Extras>>,
+    prepared: Prepared,
+}
+
+/// The rarely used part of a plan.
+#[derive(Default)]
+struct Extras {
     /// The fault delay to inject, when its percentage hit.
     delay: Option<Duration>,
     /// The fault abort to inject, when its percentage hit.
-    abort: Option<StatusCode>,
-    prepared: Prepared,
+    abort: Option<Abort>,
+    /// The request's `Origin`, when the route's CORS policy allows it (echoed on the response).
+    cors_origin: Option<HeaderValue>,
+    /// Copies of the request to send once its body is read.
+    mirrors: Vec<Mirrored>,
+}
+
+/// A mirror copy of the request, ready but for its body.
+struct Mirrored {
+    cluster: Arc<Cluster>,
+    upstream: Outgoing,
 }
 
 /// The phases that do not wait: snapshot, authority, route table, virtual host, route, fault rolls,
@@ -793,12 +839,20 @@ fn prepare(
     };
     let table = route_table(&snap, entry, authority).ok_or_else(no_route)?;
 
-    // Phase: virtual host and route.
+    // Phase: virtual host and route. A gateway's TLS server is the one place requests come in over
+    // `https`.
+    let scheme = match entry {
+        Entry::Gateway(name) => match snap.listeners.get(&**name) {
+            Some(l) if l.value.server_tls.is_some() => "https",
+            _ => "http",
+        },
+        Entry::Outbound | Entry::Inbound(_) => "http",
+    };
     let view = RequestView {
         method: &parts.method,
         authority,
         path_and_query: path_and_query.as_str(),
-        scheme: "http",
+        scheme,
         headers: &parts.headers,
     };
     let vhost = table
@@ -825,18 +879,76 @@ fn prepare(
         route,
         weighted: None,
     };
+    let mut extras: Option<Box<Extras>> = None;
+
+    // Phase: CORS (Envoy's cors filter, before the router): a preflight is answered here; an allowed
+    // origin is echoed on the response.
+    if let Some(cors) = &routed.route().cors {
+        if let Some(origin) = parts.headers.get(header::ORIGIN) {
+            let allowed = origin.to_str().is_ok_and(|o| cors.allows(o));
+            let preflight = parts.method == http::Method::OPTIONS
+                && parts
+                    .headers
+                    .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+                    .is_some_and(|v| !v.is_empty());
+            if preflight && (allowed || !cors.forward_unmatched_preflights) {
+                let mut headers = HeaderMap::new();
+                if allowed {
+                    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                    if cors.allow_credentials {
+                        headers.insert(
+                            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                            HeaderValue::from_static("true"),
+                        );
+                    }
+                    for (name, v) in [
+                        (header::ACCESS_CONTROL_ALLOW_METHODS, &cors.allow_methods),
+                        (header::ACCESS_CONTROL_ALLOW_HEADERS, &cors.allow_headers),
+                        (header::ACCESS_CONTROL_MAX_AGE, &cors.max_age),
+                    ] {
+                        if let Some(v) = v {
+                            headers.insert(name, v.clone());
+                        }
+                    }
+                }
+                return Err(route_answer(&routed, StatusCode::OK, headers, Bytes::new()));
+            }
+            if allowed && !preflight {
+                extras.get_or_insert_with(Box::default).cors_origin = Some(origin.clone());
+            }
+        }
+    }
+
+    // Phase: the route's own answers (Envoy's router): a redirect or a direct response.
+    match &routed.route().action {
+        Action::Forward(_) => {}
+        Action::Redirect(r) => {
+            let matched = &routed.route().matcher.path;
+            let location = r.location(matched, scheme, authority, path_and_query.as_str());
+            let mut headers = HeaderMap::new();
+            let v = HeaderValue::from_str(&location).map_err(|_| no_route())?;
+            headers.insert(header::LOCATION, v);
+            return Err(route_answer(&routed, r.status, headers, Bytes::new()));
+        }
+        Action::Direct(d) => {
+            let mut headers = HeaderMap::new();
+            if !d.body.is_empty() {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            }
+            return Err(route_answer(&routed, d.status, headers, d.body.clone()));
+        }
+    }
 
     // Phase: fault injection rolls (the delay is waited for, then the abort answered, in `run`).
-    let (mut delay, mut abort) = (None, None);
     if let Some(fault) = &routed.route().fault {
         if let Some((d, pct)) = fault.delay {
             if pct.hits(fastrand::u32(0..1_000_000)) {
-                delay = Some(d);
+                extras.get_or_insert_with(Box::default).delay = Some(d);
             }
         }
-        if let Some((status, pct)) = fault.abort {
+        if let Some((abort, pct)) = fault.abort {
             if pct.hits(fastrand::u32(0..1_000_000)) {
-                abort = Some(status);
+                extras.get_or_insert_with(Box::default).abort = Some(abort);
             }
         }
     }
@@ -894,6 +1006,74 @@ fn prepare(
     for e in routed.levels().iter().flatten() {
         e.request.apply(&mut headers);
     }
+    // Phase: rewrites (after the edits, as Envoy's router rewrites the request it sends). The path
+    // the client asked for goes along in `x-envoy-original-path`.
+    let mut path_and_query = path_and_query;
+    if let Some(rw) = routed.route().forward().and_then(|a| a.rewrite.as_deref()) {
+        if let Some(p) = rw
+            .path
+            .apply(&routed.route().matcher.path, path_and_query.as_str())
+        {
+            let new = PathAndQuery::try_from(p)
+                .map_err(|e| ProxyError::BadUpstreamRequest { source: e.into() })?;
+            if let Ok(v) = HeaderValue::from_str(path_and_query.as_str()) {
+                headers.insert(X_ORIGINAL_PATH.clone(), v);
+            }
+            path_and_query = new;
+        }
+        if let Some(h) = &rw.host {
+            headers.insert(header::HOST, h.clone());
+        }
+    }
+    // Phase: mirrors, made now from the request as it goes upstream, with `-shadow` on the host.
+    if let Some(a) = routed.route().forward().filter(|a| !a.mirrors.is_empty()) {
+        let own = announce.map_or(&[][..], |t| t.own_lines());
+        for m in &a.mirrors {
+            if !m.percent.hits(fastrand::u32(0..1_000_000)) {
+                continue;
+            }
+            let Some(cluster) = snap.clusters.get(&m.cluster).cloned() else {
+                tracing::debug!(cluster = %m.cluster, "mirror cluster not found");
+                continue;
+            };
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .or(uri_authority.as_ref().map(Authority::as_str))
+                .unwrap_or_default();
+            let shadow = shadow_host(host);
+            let mut copy = headers.clone();
+            let upstream = if h2 {
+                copy.remove(header::HOST);
+                let Ok(a) = Authority::try_from(shadow) else {
+                    continue;
+                };
+                Outgoing::H2 {
+                    method: parts.method.clone(),
+                    path_and_query: path_and_query.clone(),
+                    headers: copy,
+                    authority: a,
+                    announce: announce.is_some(),
+                }
+            } else {
+                let Ok(v) = HeaderValue::from_str(&shadow) else {
+                    continue;
+                };
+                copy.insert(header::HOST, v);
+                Outgoing::H1(h1::Head::encode_with(
+                    &parts.method,
+                    path_and_query.as_str(),
+                    None,
+                    copy,
+                    own,
+                ))
+            };
+            extras
+                .get_or_insert_with(Box::default)
+                .mirrors
+                .push(Mirrored { cluster, upstream });
+        }
+    }
     let upstream = if h2 {
         // The one TE an HTTP/2 request may carry (RFC 9113, 8.2.2).
         if kept.te_trailers {
@@ -923,8 +1103,7 @@ fn prepare(
         request_len: 0,
         routed,
         cluster,
-        delay,
-        abort,
+        extras,
         prepared: Prepared {
             upstream,
             body: PreparedBody::Buffered(Bytes::new()),
@@ -935,18 +1114,22 @@ fn prepare(
 
 /// The phases that wait: fault delay and abort, the body, forwarding, response header edits.
 async fn run(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     plan: &mut Plan,
     body: Body,
     flags: &mut Flags,
 ) -> Result<Response<Body>, ProxyError> {
     // Phase: fault injection (delay, then abort).
-    if let Some(d) = plan.delay {
-        flags.insert(Flags::DI);
-        tokio::time::sleep(d).await;
-    }
-    if let Some(status) = plan.abort {
-        return Err(ProxyError::FaultAbort { status });
+    if let Some(x) = &plan.extras {
+        if let Some(d) = x.delay {
+            flags.insert(Flags::DI);
+            tokio::time::sleep(d).await;
+        }
+        match x.abort {
+            Some(Abort::Http(status)) => return Err(ProxyError::FaultAbort { status }),
+            Some(Abort::Grpc(code)) => return Err(ProxyError::FaultAbortGrpc { code }),
+            None => {}
+        }
     }
     let Some(cluster) = &plan.cluster else {
         return Err(ProxyError::ClusterNotFound {
@@ -981,6 +1164,26 @@ async fn run(
         PreparedBody::Streaming(Some(body))
     };
 
+    // Phase: mirrors, sent off with a copy of the body: only a body read whole (up to
+    // `RETRY_BUFFER_LIMIT`) can be copied; a streamed one is not mirrored.
+    let route = plan.routed.route();
+    if let Some(x) = plan.extras.as_mut().filter(|x| !x.mirrors.is_empty()) {
+        match &plan.prepared.body {
+            PreparedBody::Buffered(b) => {
+                let timeout = route
+                    .forward()
+                    .and_then(|a| a.timeout)
+                    .unwrap_or(MIRROR_TIMEOUT);
+                for m in x.mirrors.drain(..) {
+                    spawn_mirror(shared, m, b.clone(), timeout);
+                }
+            }
+            PreparedBody::Streaming(_) => {
+                tracing::debug!("request body streamed: not mirrored");
+            }
+        }
+    }
+
     // Phase: forward with timeout and retries.
     let started = Instant::now();
     let route = plan.routed.route();
@@ -994,23 +1197,106 @@ async fn run(
     for e in plan.routed.levels().iter().flatten() {
         e.response.apply(resp.headers_mut());
     }
+    // CORS: an allowed origin is echoed, with the policy's credentials and exposed headers.
+    if let (Some(origin), Some(cors)) = (
+        plan.extras.as_ref().and_then(|x| x.cors_origin.clone()),
+        &plan.routed.route().cors,
+    ) {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        if cors.allow_credentials {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        if let Some(v) = &cors.expose_headers {
+            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
+        }
+    }
     Ok(resp)
+}
+
+/// A response the route makes itself, with the route's, virtual host's and table's response header
+/// edits (Envoy applies them to its router's local responses too).
+fn route_answer(
+    routed: &Routed,
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> ProxyError {
+    for e in routed.levels().iter().flatten() {
+        e.response.apply(&mut headers);
+    }
+    ProxyError::RouteAnswer(Box::new(RouteAnswer {
+        status,
+        headers,
+        body,
+    }))
+}
+
+/// Envoy's shadow host: `-shadow` after the host name, before any port (`reviews:9080` →
+/// `reviews-shadow:9080`).
+fn shadow_host(authority: &str) -> String {
+    let host = crate::config::route::strip_port(authority);
+    format!("{host}-shadow{}", &authority[host.len()..])
+}
+
+/// Sends a mirror copy on its own task: its response is dropped and its failure only logged, so the
+/// request it copies never waits for it or sees it fail (Envoy's shadowing). Bounded by `timeout`.
+fn spawn_mirror(shared: &Arc<Shared>, m: Mirrored, body: Bytes, timeout: Duration) {
+    use tracing::Instrument;
+    let shared = shared.clone();
+    let span = tracing::debug_span!("mirror", cluster = %m.cluster.name);
+    tokio::spawn(
+        async move {
+            let Some((addr, sidecar)) = m.cluster.endpoints.pick_with_sidecar() else {
+                tracing::debug!("no endpoint to mirror to");
+                return;
+            };
+            let tls = match &m.cluster.tls {
+                Some((tls, always)) if *always || sidecar => Some(tls),
+                _ => None,
+            };
+            let mut req = Prepared {
+                upstream: m.upstream,
+                body: PreparedBody::Buffered(body),
+                endpoint: None,
+            };
+            let t = Try {
+                addr,
+                tls,
+                connect_timeout: m.cluster.connect_timeout,
+                per_try: Some(timeout),
+                last: true,
+            };
+            match try_once(&shared, &mut req, t).await {
+                Ok(resp) => tracing::debug!(status = resp.status().as_u16(), "mirrored"),
+                Err(e) => tracing::debug!(error = %e, "mirror failed"),
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// The name of the cluster `pick_cluster` picked.
 fn pick_cluster_name(route: &Route, weighted: Option<usize>) -> &str {
-    match (&route.action.target, weighted) {
-        (Target::Cluster(c), _) => c.as_str(),
-        (Target::Weighted { clusters, .. }, Some(i)) => {
+    match (route.forward().map(|a| &a.target), weighted) {
+        (Some(Target::Cluster(c)), _) => c.as_str(),
+        (Some(Target::Weighted { clusters, .. }), Some(i)) => {
             clusters.get(i).map_or("", |c| c.name.as_str())
         }
-        (Target::Weighted { .. }, None) => "",
+        (Some(Target::Weighted { .. }), None) | (None, _) => "",
     }
 }
 
 /// The cluster a route sends to, and which of its weighted clusters that was.
 fn pick_cluster(route: &Route) -> (&str, Option<usize>) {
-    match &route.action.target {
+    let Some(action) = route.forward() else {
+        // Routes that answer themselves never get here (`prepare`).
+        return ("", None);
+    };
+    match &action.target {
         Target::Cluster(c) => (c.as_str(), None),
         Target::Weighted { clusters, total } => {
             let roll = fastrand::u64(0..*total);
@@ -1037,7 +1323,7 @@ async fn forward(
     flags: &mut Flags,
 ) -> Result<Response<Body>, ProxyError> {
     let tries = async {
-        let policy = route.action.retry.as_ref();
+        let policy = route.forward().and_then(|a| a.retry.as_ref());
         let retryable_body = matches!(req.body, PreparedBody::Buffered(_));
         let max_tries = 1 + match policy {
             Some(p) if retryable_body => p.num_retries,
@@ -1086,7 +1372,7 @@ async fn forward(
             return result;
         }
     };
-    match route.action.timeout {
+    match route.forward().and_then(|a| a.timeout) {
         None => tries.await,
         Some(t) => match tokio::time::timeout(t, tries).await {
             Ok(r) => r,

@@ -265,6 +265,7 @@ fn route_match(m: Option<&xroute::RouteMatch>, at: &str) -> Result<RouteMatch, C
         path,
         case_sensitive: m.case_sensitive.as_ref().is_none_or(|b| b.value),
         headers: Vec::new(),
+        query: Vec::new(),
     })
 }
 

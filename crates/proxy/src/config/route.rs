@@ -99,6 +99,41 @@ pub enum RouteError {
     /// A fractional percentage has an unknown denominator.
     #[error("percentage has unknown denominator {0}")]
     Denominator(i32),
+    /// A redirect's part is not valid.
+    #[error("redirect: {field}: {why}")]
+    Redirect {
+        /// The field (`host_redirect`, `response_code`, …).
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// A direct response's status or body is not valid.
+    #[error("direct_response: {0}")]
+    DirectResponse(String),
+    /// A rewrite is not valid.
+    #[error("{field}: {why}")]
+    Rewrite {
+        /// The field (`prefix_rewrite`, `regex_rewrite`, `host_rewrite_literal`).
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// A mirror policy is not valid.
+    #[error("request_mirror_policies[{index}]: {why}")]
+    Mirror {
+        /// Its position.
+        index: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// The CORS policy does not decode or is not valid.
+    #[error("typed_per_filter_config[{filter:?}]: {why}")]
+    Cors {
+        /// The filter name.
+        filter: String,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 /// A route table, by name.
@@ -153,12 +188,113 @@ pub struct Route {
     pub name: String,
     /// When it applies.
     pub matcher: RouteMatch,
-    /// Where it sends the request.
-    pub action: RouteAction,
+    /// Where it sends the request, or how it answers itself.
+    pub action: Action,
     /// Fault injection, if configured.
     pub fault: Option<Fault>,
     /// Route-level header edits.
     pub headers: HeaderEdits,
+    /// The CORS policy (Envoy's cors filter, configured per route), boxed: most routes have none.
+    pub cors: Option<Box<Cors>>,
+}
+
+/// What a route does with a request.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Forward it upstream.
+    Forward(RouteAction),
+    /// Answer with a redirect (Istio `redirect`).
+    Redirect(Box<Redirect>),
+    /// Answer with a fixed status and body (Istio `directResponse`).
+    Direct(Box<DirectResponse>),
+}
+
+impl Route {
+    /// The forwarding action, unless the route answers itself.
+    pub fn forward(&self) -> Option<&RouteAction> {
+        match &self.action {
+            Action::Forward(a) => Some(a),
+            Action::Redirect(_) | Action::Direct(_) => None,
+        }
+    }
+}
+
+/// Envoy's `RedirectAction`: each part replaces the request's own, unset parts are kept.
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    /// `scheme_redirect` (or `https` for `https_redirect`).
+    pub scheme: Option<String>,
+    /// `host_redirect` (may carry a port).
+    pub host: Option<String>,
+    /// `port_redirect`; 0 keeps the port, or drops it when the scheme changes (its default port).
+    pub port: u16,
+    /// How the path changes.
+    pub path: PathRewrite,
+    /// `strip_query`.
+    pub strip_query: bool,
+    /// 301, 302, 303, 307 or 308.
+    pub status: http::StatusCode,
+}
+
+/// How a redirect or a rewrite changes the path.
+#[derive(Debug, Clone)]
+pub enum PathRewrite {
+    /// Unchanged.
+    Keep,
+    /// The whole path (a query in it replaces the request's).
+    Path(String),
+    /// The part the route matched: its prefix, or the whole path after an exact or regex match.
+    Prefix(String),
+    /// Every match of the regex in the path (query excluded) replaced, `$1` style.
+    Regex(Regex, String),
+}
+
+/// Envoy's `DirectResponseAction`.
+#[derive(Debug, Clone)]
+pub struct DirectResponse {
+    /// The status.
+    pub status: http::StatusCode,
+    /// The body (may be empty).
+    pub body: bytes::Bytes,
+}
+
+/// Rewrites applied to the upstream request.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    /// `prefix_rewrite` or `regex_rewrite`.
+    pub path: PathRewrite,
+    /// `host_rewrite_literal`.
+    pub host: Option<http::HeaderValue>,
+}
+
+/// One `request_mirror_policies` entry: a copy of the request goes to this cluster.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    /// The cluster.
+    pub cluster: String,
+    /// Share of requests copied.
+    pub percent: Percent,
+}
+
+/// A route's CORS policy (Envoy's `envoy.extensions.filters.http.cors.v3.CorsPolicy`), with its header
+/// values made once.
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// Origins allowed; the request's `Origin` is echoed back when one matches.
+    pub origins: Vec<StringMatch>,
+    /// `Access-Control-Allow-Methods`, on preflights.
+    pub allow_methods: Option<http::HeaderValue>,
+    /// `Access-Control-Allow-Headers`, on preflights.
+    pub allow_headers: Option<http::HeaderValue>,
+    /// `Access-Control-Expose-Headers`, on other responses.
+    pub expose_headers: Option<http::HeaderValue>,
+    /// `Access-Control-Max-Age`, on preflights.
+    pub max_age: Option<http::HeaderValue>,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub allow_credentials: bool,
+    /// Preflights from origins that do not match go upstream (Envoy's default); otherwise they are
+    /// answered with no CORS headers (Istio `unmatchedPreflights: IGNORE`).
+    pub forward_unmatched_preflights: bool,
 }
 
 /// The conditions of a route.
@@ -170,6 +306,17 @@ pub struct RouteMatch {
     pub case_sensitive: bool,
     /// Header conditions, all of which must hold.
     pub headers: Vec<HeaderMatch>,
+    /// Query parameter conditions, all of which must hold.
+    pub query: Vec<QueryMatch>,
+}
+
+/// A query parameter condition (the first parameter of the name is tested, its value as sent).
+#[derive(Debug, Clone)]
+pub struct QueryMatch {
+    /// The parameter's name.
+    pub name: String,
+    /// `None`: present; otherwise its value (empty for `?name`) must match.
+    pub test: Option<StringMatch>,
 }
 
 /// A path condition.
@@ -251,6 +398,10 @@ pub struct RouteAction {
     pub timeout: Option<Duration>,
     /// Retries, if configured.
     pub retry: Option<RetryPolicy>,
+    /// Path and host rewrites, boxed: most routes have none.
+    pub rewrite: Option<Box<Rewrite>>,
+    /// Copies of the request to send, fire and forget.
+    pub mirrors: Vec<Mirror>,
 }
 
 /// A route's destination.
@@ -409,7 +560,16 @@ pub struct Fault {
     /// Delay some requests by a fixed duration.
     pub delay: Option<(Duration, Percent)>,
     /// Answer some requests with this status.
-    pub abort: Option<(http::StatusCode, Percent)>,
+    pub abort: Option<(Abort, Percent)>,
+}
+
+/// How a fault abort answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abort {
+    /// With this HTTP status.
+    Http(http::StatusCode),
+    /// With HTTP 200 and this `grpc-status` (a gRPC trailers-only response).
+    Grpc(u32),
 }
 
 // === conversion ===
@@ -540,13 +700,18 @@ fn convert_route(r: &xroute::Route) -> Result<Route, RouteError> {
         .iter()
         .map(convert_header_match)
         .collect::<Result<_, _>>()?;
+    let query = m
+        .query_parameters
+        .iter()
+        .map(convert_query_match)
+        .collect::<Result<_, _>>()?;
     let action = match &r.action {
-        Some(xroute::route::Action::Route(a)) => convert_action(a)?,
-        Some(xroute::route::Action::Redirect(_)) => {
-            return Err(RouteError::UnsupportedAction("redirect"))
+        Some(xroute::route::Action::Route(a)) => Action::Forward(convert_action(a)?),
+        Some(xroute::route::Action::Redirect(a)) => {
+            Action::Redirect(Box::new(convert_redirect(a)?))
         }
-        Some(xroute::route::Action::DirectResponse(_)) => {
-            return Err(RouteError::UnsupportedAction("direct_response"))
+        Some(xroute::route::Action::DirectResponse(a)) => {
+            Action::Direct(Box::new(convert_direct(a)?))
         }
         Some(_) => return Err(RouteError::UnsupportedAction("non-forwarding")),
         None => return Err(RouteError::UnsupportedAction("(none)")),
@@ -561,12 +726,18 @@ fn convert_route(r: &xroute::Route) -> Result<Route, RouteError> {
             Some(convert_fault(&f)?)
         }
     };
+    let cors = match r.typed_per_filter_config.get(weft_xds::filter_name::CORS) {
+        None => None,
+        Some(any) => Some(Box::new(convert_cors(any)?)),
+    };
     Ok(Route {
         name: r.name.clone(),
+        cors,
         matcher: RouteMatch {
             path,
             case_sensitive,
             headers,
+            query,
         },
         action,
         fault,
@@ -701,10 +872,296 @@ fn convert_action(a: &xroute::RouteAction) -> Result<RouteAction, RouteError> {
             })
         }
     };
+    let rewrite = convert_rewrite(a)?.map(Box::new);
+    let mirrors = a
+        .request_mirror_policies
+        .iter()
+        .enumerate()
+        .map(|(index, m)| {
+            if m.cluster.is_empty() {
+                return Err(RouteError::Mirror {
+                    index,
+                    why: "cluster is required (cluster_header is not supported)".into(),
+                });
+            }
+            let percent = match m
+                .runtime_fraction
+                .as_ref()
+                .and_then(|f| f.default_value.as_ref())
+            {
+                Some(p) => Percent::from_fractional(p)?,
+                None => Percent {
+                    per_million: 1_000_000,
+                },
+            };
+            Ok(Mirror {
+                cluster: m.cluster.clone(),
+                percent,
+            })
+        })
+        .collect::<Result<_, _>>()?;
     Ok(RouteAction {
         target,
         timeout: duration(a.timeout.as_ref(), "timeout")?,
         retry,
+        rewrite,
+        mirrors,
+    })
+}
+
+fn convert_query_match(q: &xroute::QueryParameterMatcher) -> Result<QueryMatch, RouteError> {
+    use xroute::query_parameter_matcher::QueryParameterMatchSpecifier as Q;
+    if q.name.is_empty() {
+        return Err(RouteError::UnsupportedHeaderMatch {
+            name: String::new(),
+            what: "query parameter without a name",
+        });
+    }
+    let test = match &q.query_parameter_match_specifier {
+        None | Some(Q::PresentMatch(true)) => None,
+        Some(Q::PresentMatch(false)) => {
+            return Err(RouteError::UnsupportedHeaderMatch {
+                name: q.name.clone(),
+                what: "present_match false",
+            })
+        }
+        Some(Q::StringMatch(s)) => Some(convert_string_matcher(s, &q.name)?),
+    };
+    Ok(QueryMatch {
+        name: q.name.clone(),
+        test,
+    })
+}
+
+/// Envoy's `\1` references become the regex crate's `${1}`; a literal `$` is escaped.
+fn substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => out.push_str("$$"),
+            '\\' => match chars.peek().copied() {
+                Some(d) if d.is_ascii_digit() => {
+                    chars.next();
+                    out.push_str("${");
+                    out.push(d);
+                    out.push('}');
+                }
+                Some('\\') => {
+                    chars.next();
+                    out.push('\\');
+                }
+                _ => out.push('\\'),
+            },
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn compile_rewrite_regex(
+    m: &weft_xds::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute,
+    field: &'static str,
+) -> Result<PathRewrite, RouteError> {
+    let Some(p) = &m.pattern else {
+        return Err(RouteError::Rewrite {
+            field,
+            why: "pattern is required".into(),
+        });
+    };
+    let re = regex::RegexBuilder::new(&p.regex)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|source| RouteError::Regex {
+            regex: p.regex.clone(),
+            source,
+        })?;
+    Ok(PathRewrite::Regex(re, substitution(&m.substitution)))
+}
+
+fn convert_rewrite(a: &xroute::RouteAction) -> Result<Option<Rewrite>, RouteError> {
+    use xroute::route_action::HostRewriteSpecifier as H;
+    let path = match (&a.prefix_rewrite, &a.regex_rewrite) {
+        (p, Some(_)) if !p.is_empty() => {
+            return Err(RouteError::Rewrite {
+                field: "prefix_rewrite",
+                why: "only one of prefix_rewrite, regex_rewrite may be set".into(),
+            })
+        }
+        (_, Some(r)) => compile_rewrite_regex(r, "regex_rewrite")?,
+        (p, None) if !p.is_empty() => PathRewrite::Prefix(p.clone()),
+        _ => PathRewrite::Keep,
+    };
+    let host = match &a.host_rewrite_specifier {
+        None => None,
+        Some(H::HostRewriteLiteral(h)) => Some(
+            http::HeaderValue::from_str(h)
+                .ok()
+                .filter(|_| http::uri::Authority::try_from(h.as_str()).is_ok())
+                .ok_or_else(|| RouteError::Rewrite {
+                    field: "host_rewrite_literal",
+                    why: format!("{h:?} is not an authority"),
+                })?,
+        ),
+        Some(_) => {
+            return Err(RouteError::Rewrite {
+                field: "host_rewrite_specifier",
+                why: "only host_rewrite_literal is supported".into(),
+            })
+        }
+    };
+    if matches!(path, PathRewrite::Keep) && host.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Rewrite { path, host }))
+}
+
+fn convert_redirect(a: &xroute::RedirectAction) -> Result<Redirect, RouteError> {
+    use xroute::redirect_action::{PathRewriteSpecifier as P, SchemeRewriteSpecifier as S};
+    let bad = |field: &'static str, why: String| RouteError::Redirect { field, why };
+    let status = match a.response_code {
+        0 => 301,
+        1 => 302,
+        2 => 303,
+        3 => 307,
+        4 => 308,
+        other => {
+            return Err(bad(
+                "response_code",
+                format!("{other} is not a redirect code"),
+            ))
+        }
+    };
+    let status = http::StatusCode::from_u16(status)
+        .map_err(|_| bad("response_code", "not a status".into()))?;
+    let scheme = match &a.scheme_rewrite_specifier {
+        None => None,
+        Some(S::HttpsRedirect(false)) => None,
+        Some(S::HttpsRedirect(true)) => Some("https".to_string()),
+        Some(S::SchemeRedirect(s)) => {
+            if http::uri::Scheme::try_from(s.as_str()).is_err() {
+                return Err(bad("scheme_redirect", format!("{s:?} is not a scheme")));
+            }
+            Some(s.to_ascii_lowercase())
+        }
+    };
+    let host = if a.host_redirect.is_empty() {
+        None
+    } else {
+        if http::uri::Authority::try_from(a.host_redirect.as_str()).is_err() {
+            return Err(bad(
+                "host_redirect",
+                format!("{:?} is not a host", a.host_redirect),
+            ));
+        }
+        Some(a.host_redirect.clone())
+    };
+    let port = u16::try_from(a.port_redirect).map_err(|_| {
+        bad(
+            "port_redirect",
+            format!("{} is not a port", a.port_redirect),
+        )
+    })?;
+    let path = match &a.path_rewrite_specifier {
+        None => PathRewrite::Keep,
+        Some(P::PathRedirect(p)) => {
+            if !p.starts_with('/') || http::uri::PathAndQuery::try_from(p.as_str()).is_err() {
+                return Err(bad("path_redirect", format!("{p:?} is not a path")));
+            }
+            PathRewrite::Path(p.clone())
+        }
+        Some(P::PrefixRewrite(p)) => PathRewrite::Prefix(p.clone()),
+        Some(P::RegexRewrite(r)) => compile_rewrite_regex(r, "regex_rewrite")?,
+        Some(P::PathRewrite(_)) => {
+            return Err(bad(
+                "path_rewrite",
+                "path templates are not supported".into(),
+            ))
+        }
+    };
+    Ok(Redirect {
+        scheme,
+        host,
+        port,
+        path,
+        strip_query: a.strip_query,
+        status,
+    })
+}
+
+fn convert_direct(a: &xroute::DirectResponseAction) -> Result<DirectResponse, RouteError> {
+    use weft_xds::pb::envoy::config::core::v3::data_source::Specifier as D;
+    let status = u16::try_from(a.status)
+        .ok()
+        .filter(|s| (200..600).contains(s))
+        .and_then(|s| http::StatusCode::from_u16(s).ok())
+        .ok_or_else(|| {
+            RouteError::DirectResponse(format!("status {} is not 200 to 599", a.status))
+        })?;
+    if a.body_format.is_some() {
+        return Err(RouteError::DirectResponse(
+            "body_format is not supported".into(),
+        ));
+    }
+    let body = match a.body.as_ref().and_then(|b| b.specifier.as_ref()) {
+        None => bytes::Bytes::new(),
+        Some(D::InlineBytes(b)) => bytes::Bytes::from(b.clone()),
+        Some(D::InlineString(s)) => bytes::Bytes::from(s.clone()),
+        Some(D::Filename(_)) => {
+            return Err(RouteError::DirectResponse(
+                "a body from a file is not supported".into(),
+            ))
+        }
+        Some(D::EnvironmentVariable(_)) => {
+            return Err(RouteError::DirectResponse(
+                "a body from an environment variable is not supported".into(),
+            ))
+        }
+    };
+    Ok(DirectResponse { status, body })
+}
+
+fn convert_cors(any: &weft_xds::Any) -> Result<Cors, RouteError> {
+    use weft_xds::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+    let filter = weft_xds::filter_name::CORS;
+    let bad = |why: String| RouteError::Cors {
+        filter: filter.to_string(),
+        why,
+    };
+    let c: CorsPolicy =
+        weft_xds::unpack(any).map_err(|e| bad(format!("does not decode as CorsPolicy: {e}")))?;
+    if c.filter_enabled.is_some() || c.shadow_enabled.is_some() {
+        return Err(bad(
+            "filter_enabled and shadow_enabled are not supported".into()
+        ));
+    }
+    let origins = c
+        .allow_origin_string_match
+        .iter()
+        .map(|m| convert_string_matcher(m, "origin"))
+        .collect::<Result<_, _>>()?;
+    let value = |field: &str, v: &str| -> Result<Option<http::HeaderValue>, RouteError> {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        http::HeaderValue::from_str(v)
+            .map(Some)
+            .map_err(|_| bad(format!("{field}: {v:?} is not a header value")))
+    };
+    if !c.max_age.is_empty() && c.max_age.parse::<u64>().is_err() {
+        return Err(bad(format!(
+            "max_age: {:?} is not a number of seconds",
+            c.max_age
+        )));
+    }
+    Ok(Cors {
+        origins,
+        allow_methods: value("allow_methods", &c.allow_methods)?,
+        allow_headers: value("allow_headers", &c.allow_headers)?,
+        expose_headers: value("expose_headers", &c.expose_headers)?,
+        max_age: value("max_age", &c.max_age)?,
+        allow_credentials: c.allow_credentials.is_some_and(|b| b.value),
+        forward_unmatched_preflights: c.forward_not_matching_preflights.is_none_or(|b| b.value),
     })
 }
 
@@ -744,10 +1201,20 @@ fn convert_fault(f: &HttpFault) -> Result<Fault, RouteError> {
                         per_million: 1_000_000,
                     },
                 };
-                Some((status, pct))
+                Some((Abort::Http(status), pct))
             }
-            Some(fault_abort::ErrorType::GrpcStatus(_)) => {
-                return Err(RouteError::UnsupportedFault("grpc_status abort"))
+            Some(fault_abort::ErrorType::GrpcStatus(code)) => {
+                // Codes are 0 to 16; anything beyond is not a status a client knows.
+                if *code > 16 {
+                    return Err(RouteError::UnsupportedFault("grpc_status above 16"));
+                }
+                let pct = match &a.percentage {
+                    Some(p) => Percent::from_fractional(p)?,
+                    None => Percent {
+                        per_million: 1_000_000,
+                    },
+                };
+                Some((Abort::Grpc(*code), pct))
             }
             Some(fault_abort::ErrorType::HeaderAbort(_)) => {
                 return Err(RouteError::UnsupportedFault("header_abort"))
@@ -878,6 +1345,81 @@ pub fn strip_port(authority: &str) -> &str {
     }
 }
 
+impl PathRewrite {
+    /// The new path and query for a request whose route matched with `matched`; `None` when unchanged.
+    pub fn apply(&self, matched: &PathMatch, path_and_query: &str) -> Option<String> {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        let with_query = |mut p: String| {
+            if let Some(q) = query {
+                p.push('?');
+                p.push_str(q);
+            }
+            p
+        };
+        match self {
+            PathRewrite::Keep => None,
+            PathRewrite::Path(p) if p.contains('?') => Some(p.clone()),
+            PathRewrite::Path(p) => Some(with_query(p.clone())),
+            // The matched prefix is replaced; after an exact or regex match, the whole path is.
+            PathRewrite::Prefix(r) => match matched {
+                PathMatch::Prefix(m) => {
+                    let rest = path_and_query.get(m.len()..).unwrap_or_default();
+                    Some(format!("{r}{rest}"))
+                }
+                PathMatch::Exact(_) | PathMatch::Regex(_) => Some(with_query(r.clone())),
+            },
+            PathRewrite::Regex(re, sub) => {
+                Some(with_query(re.replace_all(path, sub.as_str()).into_owned()))
+            }
+        }
+    }
+}
+
+impl Redirect {
+    /// The `Location` for a request (`scheme` it came over, its authority and path) that matched with
+    /// `matched`.
+    pub fn location(
+        &self,
+        matched: &PathMatch,
+        scheme: &str,
+        authority: &str,
+        path_and_query: &str,
+    ) -> String {
+        let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
+        let host = match (&self.host, self.port) {
+            (Some(h), 0) => h.as_str(),
+            (Some(h), _) => strip_port(h),
+            // A new scheme drops the request's port: the default port of the new scheme is meant
+            // (Istio's FROM_PROTOCOL_DEFAULT).
+            (None, 0) if !new_scheme.eq_ignore_ascii_case(scheme) => strip_port(authority),
+            (None, 0) => authority,
+            (None, _) => strip_port(authority),
+        };
+        let rewritten = self.path.apply(matched, path_and_query);
+        let mut path = rewritten.as_deref().unwrap_or(path_and_query);
+        if self.strip_query {
+            path = path.split_once('?').map_or(path, |(p, _)| p);
+        }
+        let mut out = format!("{new_scheme}://{host}");
+        if self.port != 0 {
+            out.push(':');
+            out.push_str(&self.port.to_string());
+        }
+        out.push_str(path);
+        out
+    }
+}
+
+impl Cors {
+    /// Whether `origin` is one of the allowed origins.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.origins.iter().any(|m| m.matches(origin))
+    }
+}
+
 impl VirtualHost {
     /// The first route that matches.
     pub fn find_route(&self, req: &RequestView<'_>) -> Option<&Route> {
@@ -916,7 +1458,25 @@ impl RouteMatch {
             }
             PathMatch::Regex(re) => re.is_match(path_only),
         };
-        path_ok && self.headers.iter().all(|h| h.matches(req))
+        path_ok
+            && self.headers.iter().all(|h| h.matches(req))
+            && (self.query.is_empty() || self.query_matches(req.path_and_query))
+    }
+
+    fn query_matches(&self, path_and_query: &str) -> bool {
+        let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+        self.query.iter().all(|q| {
+            // The first parameter of that name, its value as sent (`?name` has an empty value).
+            let value = query.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k == q.name).then_some(v)
+            });
+            match (&q.test, value) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(sm), Some(v)) => sm.matches(v),
+            }
+        })
     }
 }
 

@@ -304,7 +304,7 @@ fn first_matching_route_wins() {
             headers: &h,
         };
         let route = vh.find_route(&req).expect(name);
-        match &route.action.target {
+        match route.forward().map(|a| &a.target).expect("forwards") {
             Target::Cluster(c) => assert_eq!(c, want, "case {name}"),
             other => panic!("case {name}: {other:?}"),
         }
@@ -624,4 +624,432 @@ fn ports_are_stripped_only_when_they_are_ports() {
     assert_eq!(strip_port("host:"), "host:");
     assert_eq!(strip_port("host:http"), "host:http");
     assert_eq!(strip_port("a:b:80"), "a:b");
+}
+
+fn prefix(p: &str) -> PathMatch {
+    PathMatch::Prefix(p.into())
+}
+
+#[test]
+fn path_rewrites_replace_what_the_route_matched() {
+    let re = |p: &str, s: &str| {
+        PathRewrite::Regex(regex::Regex::new(p).expect("regex"), super::substitution(s))
+    };
+    let cases: Vec<(&str, PathRewrite, PathMatch, &str, Option<&str>)> = vec![
+        ("keep", PathRewrite::Keep, prefix("/"), "/a?x=1", None),
+        (
+            "prefix",
+            PathRewrite::Prefix("/v2".into()),
+            prefix("/v1"),
+            "/v1/users?x=1",
+            Some("/v2/users?x=1"),
+        ),
+        (
+            "prefix to root",
+            PathRewrite::Prefix("/".into()),
+            prefix("/api/"),
+            "/api/x",
+            Some("/x"),
+        ),
+        (
+            "exact: whole path, query kept",
+            PathRewrite::Prefix("/new".into()),
+            PathMatch::Exact("/old".into()),
+            "/old?q",
+            Some("/new?q"),
+        ),
+        (
+            "regex match: whole path",
+            PathRewrite::Prefix("/z".into()),
+            PathMatch::Regex(regex::Regex::new("^/c.*$").expect("re")),
+            "/cat",
+            Some("/z"),
+        ),
+        (
+            "path keeps the query",
+            PathRewrite::Path("/b".into()),
+            prefix("/"),
+            "/a?x=1",
+            Some("/b?x=1"),
+        ),
+        (
+            "path with its own query",
+            PathRewrite::Path("/b?y=2".into()),
+            prefix("/"),
+            "/a?x=1",
+            Some("/b?y=2"),
+        ),
+        (
+            "regex with a group, query kept",
+            re("^/x/(.*)$", "/\\1/y"),
+            prefix("/"),
+            "/x/abc?q=1",
+            Some("/abc/y?q=1"),
+        ),
+        (
+            "regex dollar is literal",
+            re("a", "$b"),
+            prefix("/"),
+            "/a",
+            Some("/$b"),
+        ),
+        (
+            "prefix longer than a case-insensitive path",
+            PathRewrite::Prefix("/n".into()),
+            prefix("/long"),
+            "/lo",
+            Some("/n"),
+        ),
+    ];
+    for (name, rw, matched, pq, want) in cases {
+        assert_eq!(rw.apply(&matched, pq).as_deref(), want, "case {name}");
+    }
+}
+
+#[test]
+fn redirect_locations() {
+    let redirect =
+        |scheme: Option<&str>, host: Option<&str>, port: u16, path: PathRewrite| Redirect {
+            scheme: scheme.map(String::from),
+            host: host.map(String::from),
+            port,
+            path,
+            strip_query: false,
+            status: http::StatusCode::MOVED_PERMANENTLY,
+        };
+    let cases = vec![
+        (
+            "path only",
+            redirect(None, None, 0, PathRewrite::Path("/new".into())),
+            "reviews:9080",
+            "/old?a=1",
+            "http://reviews:9080/new?a=1",
+        ),
+        (
+            "host and https drop the port",
+            redirect(Some("https"), Some("web.example"), 0, PathRewrite::Keep),
+            "reviews:9080",
+            "/p",
+            "https://web.example/p",
+        ),
+        (
+            "new scheme drops the request's port",
+            redirect(Some("https"), None, 0, PathRewrite::Keep),
+            "reviews:9080",
+            "/p",
+            "https://reviews/p",
+        ),
+        (
+            "explicit port",
+            redirect(None, Some("web.example:1"), 8443, PathRewrite::Keep),
+            "reviews:9080",
+            "/p",
+            "http://web.example:8443/p",
+        ),
+        (
+            "prefix rewrite",
+            redirect(None, None, 0, PathRewrite::Prefix("/v2".into())),
+            "reviews",
+            "/v1/x",
+            "http://reviews/v2/x",
+        ),
+    ];
+    for (name, r, authority, pq, want) in cases {
+        assert_eq!(
+            r.location(&prefix("/v1"), "http", authority, pq),
+            want,
+            "case {name}"
+        );
+    }
+    let mut strip = redirect(None, None, 0, PathRewrite::Keep);
+    strip.strip_query = true;
+    assert_eq!(
+        strip.location(&prefix("/"), "http", "a", "/p?q"),
+        "http://a/p"
+    );
+}
+
+#[test]
+fn query_parameters_match_their_first_value() {
+    use xroute::query_parameter_matcher::QueryParameterMatchSpecifier as Q;
+    let q = |name: &str, spec: Option<Q>| xroute::QueryParameterMatcher {
+        name: name.into(),
+        query_parameter_match_specifier: spec,
+    };
+    let exact = |v: &str| {
+        Some(Q::StringMatch(StringMatcher {
+            match_pattern: Some(MatchPattern::Exact(v.into())),
+            ignore_case: false,
+        }))
+    };
+    let cases: Vec<(&str, xroute::QueryParameterMatcher, &str, bool)> = vec![
+        ("exact", q("v", exact("2")), "/a?x=1&v=2", true),
+        ("exact, other value", q("v", exact("2")), "/a?v=3", false),
+        (
+            "first value counts",
+            q("v", exact("2")),
+            "/a?v=3&v=2",
+            false,
+        ),
+        ("absent", q("v", exact("2")), "/a", false),
+        (
+            "present",
+            q("debug", Some(Q::PresentMatch(true))),
+            "/a?debug",
+            true,
+        ),
+        (
+            "present with a value",
+            q("debug", None),
+            "/a?x&debug=1",
+            true,
+        ),
+        (
+            "present, absent",
+            q("debug", Some(Q::PresentMatch(true))),
+            "/a?debugx=1",
+            false,
+        ),
+        (
+            "empty exact matches a bare name",
+            q("k", exact("")),
+            "/a?k",
+            true,
+        ),
+        (
+            "regex",
+            q(
+                "id",
+                Some(Q::StringMatch(StringMatcher {
+                    match_pattern: Some(MatchPattern::SafeRegex(regex("[0-9]+"))),
+                    ignore_case: false,
+                })),
+            ),
+            "/a?id=42",
+            true,
+        ),
+    ];
+    let h = http::HeaderMap::new();
+    for (name, qm, pq, want) in cases {
+        let mut r = xroute(PathSpecifier::Prefix("/".into()), vec![], "c");
+        if let Some(m) = r.r#match.as_mut() {
+            m.query_parameters = vec![qm];
+        }
+        let route = convert_route(&r).expect(name);
+        let req = RequestView {
+            method: &http::Method::GET,
+            authority: "a",
+            path_and_query: pq,
+            scheme: "http",
+            headers: &h,
+        };
+        assert_eq!(route.matcher.matches(&req), want, "case {name}");
+    }
+}
+
+#[test]
+fn answering_actions_convert_and_bad_ones_are_named() {
+    use weft_xds::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
+    use xroute::redirect_action::{PathRewriteSpecifier, SchemeRewriteSpecifier};
+    let with = |action: Action| XRoute {
+        r#match: Some(XRouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(action),
+        ..Default::default()
+    };
+    let redirect = with(Action::Redirect(xroute::RedirectAction {
+        host_redirect: "web.example".into(),
+        response_code: 4,
+        scheme_rewrite_specifier: Some(SchemeRewriteSpecifier::SchemeRedirect("https".into())),
+        path_rewrite_specifier: Some(PathRewriteSpecifier::PathRedirect("/n".into())),
+        ..Default::default()
+    }));
+    let r = convert_route(&redirect).expect("redirect");
+    let super::Action::Redirect(rd) = &r.action else {
+        panic!("{:?}", r.action)
+    };
+    assert_eq!(rd.status, http::StatusCode::PERMANENT_REDIRECT);
+    assert!(r.forward().is_none());
+
+    let direct = with(Action::DirectResponse(xroute::DirectResponseAction {
+        status: 418,
+        body: Some(DataSource {
+            specifier: Some(Specifier::InlineString("teapot".into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }));
+    let r = convert_route(&direct).expect("direct");
+    let super::Action::Direct(d) = &r.action else {
+        panic!("{:?}", r.action)
+    };
+    assert_eq!((d.status.as_u16(), &d.body[..]), (418, &b"teapot"[..]));
+
+    let bad: Vec<(&str, XRoute, &str)> = vec![
+        (
+            "redirect code",
+            with(Action::Redirect(xroute::RedirectAction {
+                response_code: 9,
+                ..Default::default()
+            })),
+            "redirect: response_code: 9 is not a redirect code",
+        ),
+        (
+            "redirect host",
+            with(Action::Redirect(xroute::RedirectAction {
+                host_redirect: "a b".into(),
+                ..Default::default()
+            })),
+            "redirect: host_redirect: \"a b\" is not a host",
+        ),
+        (
+            "redirect port",
+            with(Action::Redirect(xroute::RedirectAction {
+                port_redirect: 70000,
+                ..Default::default()
+            })),
+            "redirect: port_redirect: 70000 is not a port",
+        ),
+        (
+            "direct status",
+            with(Action::DirectResponse(xroute::DirectResponseAction {
+                status: 100,
+                ..Default::default()
+            })),
+            "direct_response: status 100 is not 200 to 599",
+        ),
+        (
+            "direct body from a file",
+            with(Action::DirectResponse(xroute::DirectResponseAction {
+                status: 200,
+                body: Some(DataSource {
+                    specifier: Some(Specifier::Filename("/etc/passwd".into())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            "direct_response: a body from a file is not supported",
+        ),
+    ];
+    for (name, r, want) in bad {
+        assert_eq!(
+            convert_route(&r).expect_err(name).to_string(),
+            want,
+            "case {name}"
+        );
+    }
+}
+
+#[test]
+fn forward_extras_convert_and_bad_ones_are_named() {
+    use weft_xds::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+    use weft_xds::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+    use weft_xds::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute;
+    use xroute::route_action::{HostRewriteSpecifier, RequestMirrorPolicy};
+    let edit = |f: &dyn Fn(&mut XRouteAction)| {
+        let mut r = xroute(PathSpecifier::Prefix("/".into()), vec![], "c");
+        if let Some(Action::Route(a)) = r.action.as_mut() {
+            f(a);
+        }
+        r
+    };
+    let good = edit(&|a| {
+        a.prefix_rewrite = "/v2".into();
+        a.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral("r:9080".into()));
+        a.request_mirror_policies = vec![RequestMirrorPolicy {
+            cluster: "shadow".into(),
+            runtime_fraction: Some(RuntimeFractionalPercent {
+                default_value: Some(FractionalPercent {
+                    numerator: 25,
+                    denominator: 0,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+    });
+    let r = convert_route(&good).expect("good");
+    let a = r.forward().expect("forwards");
+    assert!(
+        matches!(a.rewrite.as_ref().map(|r| &r.path), Some(PathRewrite::Prefix(p)) if p == "/v2")
+    );
+    assert_eq!(a.mirrors[0].percent.per_million, 250_000);
+    assert_eq!(a.mirrors[0].cluster, "shadow");
+
+    let cors = |c: CorsPolicy| {
+        let mut r = xroute(PathSpecifier::Prefix("/".into()), vec![], "c");
+        r.typed_per_filter_config.insert(
+            weft_xds::filter_name::CORS.into(),
+            weft_xds::pack(weft_xds::type_url::CORS_POLICY, &c),
+        );
+        r
+    };
+    let ok = convert_route(&cors(CorsPolicy {
+        allow_origin_string_match: vec![StringMatcher {
+            match_pattern: Some(MatchPattern::Exact("https://a.example".into())),
+            ignore_case: false,
+        }],
+        allow_methods: "GET,POST".into(),
+        max_age: "60".into(),
+        ..Default::default()
+    }))
+    .expect("cors");
+    let c = ok.cors.expect("cors policy");
+    assert!(c.allows("https://a.example") && !c.allows("https://b.example"));
+    assert!(c.forward_unmatched_preflights, "Envoy's default");
+
+    let regex_rewrite = |re: &str| {
+        edit(&|a| {
+            a.regex_rewrite = Some(RegexMatchAndSubstitute {
+                pattern: Some(regex(re)),
+                substitution: "/".into(),
+            })
+        })
+    };
+    let bad: Vec<(&str, XRoute, &str)> = vec![
+        ("regex rewrite", regex_rewrite("("), "invalid regex \"(\""),
+        ("both rewrites", edit(&|a| {
+            a.prefix_rewrite = "/a".into();
+            a.regex_rewrite = Some(RegexMatchAndSubstitute { pattern: Some(regex("a")), substitution: "b".into() });
+        }), "prefix_rewrite: only one of prefix_rewrite, regex_rewrite may be set"),
+        ("host rewrite", edit(&|a| a.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral("a b".into()))), "host_rewrite_literal: \"a b\" is not an authority"),
+        ("mirror without cluster", edit(&|a| a.request_mirror_policies = vec![RequestMirrorPolicy::default()]), "request_mirror_policies[0]: cluster is required (cluster_header is not supported)"),
+        ("cors max age", cors(CorsPolicy { max_age: "1h".into(), ..Default::default() }), "typed_per_filter_config[\"envoy.filters.http.cors\"]: max_age: \"1h\" is not a number of seconds"),
+    ];
+    for (name, r, want) in bad {
+        let err = convert_route(&r).expect_err(name).to_string();
+        assert!(err.starts_with(want), "case {name}: {err}");
+    }
+
+    // A gRPC abort is a status 0 to 16.
+    let fault = |code: u32| {
+        let mut r = xroute(PathSpecifier::Prefix("/".into()), vec![], "c");
+        r.typed_per_filter_config.insert(
+            weft_xds::filter_name::FAULT.into(),
+            weft_xds::pack(
+                weft_xds::type_url::HTTP_FAULT,
+                &HttpFault {
+                    abort: Some(
+                        weft_xds::pb::envoy::extensions::filters::http::fault::v3::FaultAbort {
+                            error_type: Some(fault_abort::ErrorType::GrpcStatus(code)),
+                            ..Default::default()
+                        },
+                    ),
+                    ..Default::default()
+                },
+            ),
+        );
+        r
+    };
+    let r = convert_route(&fault(14)).expect("grpc abort");
+    assert_eq!(
+        r.fault.and_then(|f| f.abort).map(|a| a.0),
+        Some(Abort::Grpc(14))
+    );
+    assert_eq!(
+        convert_route(&fault(17)).expect_err("17").to_string(),
+        "unsupported fault grpc_status above 16"
+    );
 }
