@@ -592,8 +592,12 @@ fn validate_http_route(out: &mut Out, f: &str, route: &HttpRoute) {
         if !m.source_labels.is_empty() {
             out.error(format!("{mf}.sourceLabels"), "sourceLabels:", NOT_YET);
         }
-        if m.source_namespace.is_some() {
-            out.error(format!("{mf}.sourceNamespace"), "sourceNamespace:", NOT_YET);
+        if m.source_namespace.as_deref() == Some("") {
+            out.error(
+                format!("{mf}.sourceNamespace"),
+                "sourceNamespace:",
+                "sourceNamespace must not be empty",
+            );
         }
         for (k, g) in m.gateways.iter().enumerate() {
             if gateway_name_invalid(g) {
@@ -1647,7 +1651,7 @@ mod tests {
             ("mirrors", "  - mirrors: [{destination: {host: reviews, subset: v1}, percentage: {value: 50}}]\n    route:\n    - destination: {host: reviews}\n"),
             ("mirror", "  - mirror: {host: reviews}\n    mirrorPercentage: {value: 10}\n    route:\n    - destination: {host: reviews}\n"),
             ("cors", "  - corsPolicy: {allowOrigins: [{exact: https://a.example}, {regex: \"https://.*\\\\.b\\\\.example\"}], allowMethods: [GET, POST], allowHeaders: [x-a], exposeHeaders: [x-b], maxAge: 24h, allowCredentials: true, unmatchedPreflights: IGNORE}\n    route:\n    - destination: {host: reviews}\n"),
-            ("match fields", "  - match:\n    - scheme: {exact: https}\n      queryParams: {v: {exact: \"1\"}, debug: {}}\n      gateways: [mesh]\n    route:\n    - destination: {host: reviews, subset: v1}\n      headers: {request: {set: {x-v: \"1\"}}}\n"),
+            ("match fields", "  - match:\n    - scheme: {exact: https}\n      queryParams: {v: {exact: \"1\"}, debug: {}}\n      gateways: [mesh]\n      sourceNamespace: default\n    route:\n    - destination: {host: reviews, subset: v1}\n      headers: {request: {set: {x-v: \"1\"}}}\n"),
             ("grpc abort", "  - fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}\n    route:\n    - destination: {host: reviews}\n"),
         ];
         for (name, http) in cases {

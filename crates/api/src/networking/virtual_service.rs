@@ -111,7 +111,7 @@ pub struct HttpMatchRequest {
     /// Source workload labels (not supported yet).
     #[serde(default)]
     pub source_labels: BTreeMap<String, String>,
-    /// Source namespace (not supported yet).
+    /// Only requests from proxies in this namespace.
     pub source_namespace: Option<String>,
     /// Gateways (not supported yet).
     #[serde(default)]

@@ -149,7 +149,7 @@ pub fn translate(model: &Model, proxy: &ProxyIdentity) -> (Vec<Listener>, Vec<Ro
         };
         let route_name = first.route_name();
         listeners.push(listener(model, proxy, first, &route_name));
-        routes.push(route_table(model, *port, &route_name, servers));
+        routes.push(route_table(model, proxy, *port, &route_name, servers));
     }
     for (port, servers) in &tcp_ports {
         if by_port.contains_key(port) {
@@ -333,7 +333,13 @@ fn tls_socket(server: &Server, mode: TlsMode) -> Option<TransportSocket> {
 
 /// The route table of the servers on one port: a virtual host per VirtualService host each server
 /// admits, the first VirtualService (by namespace/name) for a host winning, as for sidecars.
-fn route_table(model: &Model, port: u32, name: &str, servers: &[Bound]) -> RouteConfiguration {
+fn route_table(
+    model: &Model,
+    proxy: &ProxyIdentity,
+    port: u32,
+    name: &str,
+    servers: &[Bound],
+) -> RouteConfiguration {
     let mut vhosts: BTreeMap<String, VirtualHost> = BTreeMap::new();
     for b in servers {
         let gw_ns = &b.gateway.metadata.namespace;
@@ -372,7 +378,13 @@ fn route_table(model: &Model, port: u32, name: &str, servers: &[Bound]) -> Route
                     VirtualHost {
                         name: format!("{host}:{port}"),
                         domains: domains(&host, port),
-                        routes: virtual_service_routes(model, vs_res, port, Some(&b.key())),
+                        routes: virtual_service_routes(
+                            model,
+                            vs_res,
+                            port,
+                            Some(&b.key()),
+                            &proxy.namespace,
+                        ),
                         require_tls: require_tls as i32,
                         ..Default::default()
                     },

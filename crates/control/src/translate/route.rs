@@ -61,7 +61,7 @@ pub fn virtual_host(model: &Model, svc: &Service, proxy_ns: &str, port: u32) -> 
     VirtualHost {
         name: format!("{}:{port}", svc.hostname),
         domains: domains(svc, proxy_ns, port),
-        routes: routes_for(model, svc, port),
+        routes: routes_for(model, svc, proxy_ns, port),
         ..Default::default()
     }
 }
@@ -156,10 +156,10 @@ fn prefix_match(prefix: &str) -> RouteMatch {
     }
 }
 
-fn routes_for(model: &Model, svc: &Service, port: u32) -> Vec<Route> {
+fn routes_for(model: &Model, svc: &Service, proxy_ns: &str, port: u32) -> Vec<Route> {
     match model.virtual_services.get(&svc.hostname) {
         Some(vs_res) if vs_res.as_virtual_service().is_some() => {
-            virtual_service_routes(model, vs_res, port, None)
+            virtual_service_routes(model, vs_res, port, None, proxy_ns)
         }
         _ => vec![default_route(model, svc, port)],
     }
@@ -168,12 +168,15 @@ fn routes_for(model: &Model, svc: &Service, port: u32) -> Vec<Route> {
 /// The routes of one VirtualService's HTTP rules, for requests that came to `port` (a sidecar's
 /// service port, or a gateway server's port): what sidecars and gateways share. `gateway` is the
 /// `namespace/name` of the gateway the routes are for, `None` for sidecars (`mesh`): a match that names
-/// `gateways` applies only to those.
+/// `gateways` applies only to those. `proxy_ns` is the namespace of the proxies the routes are for: on
+/// sidecars, a match with a `sourceNamespace` applies only there (Istio decides this when it
+/// translates, too).
 pub fn virtual_service_routes(
     model: &Model,
     vs_res: &Resource,
     port: u32,
     gateway: Option<&str>,
+    proxy_ns: &str,
 ) -> Vec<Route> {
     let Some(vs) = vs_res.as_virtual_service() else {
         return Vec::new();
@@ -190,6 +193,7 @@ pub fn virtual_service_routes(
                 .iter()
                 .filter(|m| m.port.is_none_or(|p| p == port))
                 .filter(|m| match_applies_to(m, ns, gateway))
+                .filter(|m| source_namespace_applies(m, gateway, proxy_ns))
                 .map(|m| (Some(m), route_match(m)))
                 .collect()
         };
@@ -230,6 +234,12 @@ pub fn virtual_service_routes(
         }
     }
     out
+}
+
+/// Whether a match's `sourceNamespace` admits the proxies the routes are for. Istio applies it to
+/// sidecars only (a rule bound to gateways must include `mesh` for it to apply), so gateways ignore it.
+fn source_namespace_applies(m: &HttpMatchRequest, gateway: Option<&str>, proxy_ns: &str) -> bool {
+    gateway.is_some() || m.source_namespace.as_deref().is_none_or(|s| s == proxy_ns)
 }
 
 /// Whether a match applies where the routes go: its `gateways` (when it names any) must include this

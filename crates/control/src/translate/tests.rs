@@ -344,6 +344,14 @@ fn table_of_rules() {
             },
         },
         Case {
+            name: "sourceNamespace: only for proxies of that namespace",
+            http: "  - match: [{sourceNamespace: other, uri: {prefix: /o}}, {sourceNamespace: default, uri: {prefix: /d}}]\n    route: [{destination: {host: reviews}}]\n",
+            check: |r| {
+                assert_eq!(r.len(), 1, "the proxy is in default");
+                assert_eq!(r[0].r#match.as_ref().and_then(|m| m.path_specifier.clone()), Some(PathSpecifier::Prefix("/d".into())));
+            },
+        },
+        Case {
             name: "grpc abort",
             http: "  - fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}\n    route: [{destination: {host: reviews}}]\n",
             check: |r| {
