@@ -1755,7 +1755,7 @@ mod tests {
             (
                 "mirror to unknown host",
                 "  - mirror: {host: nope}\n    route:\n    - destination: {host: reviews}\n",
-                "vs.yaml:8: VirtualService default/reviews: spec.http[0].mirror.host: host nope.default.svc.cluster.local is not in the service registry (no ServiceEntry declares it)",
+                "vs.yaml:8: VirtualService default/reviews: spec.http[0].mirror.host: [IST0101] host nope.default.svc.cluster.local is not in the service registry (no ServiceEntry declares it)",
             ),
             (
                 "mirror and mirrors",
