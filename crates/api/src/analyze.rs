@@ -839,42 +839,450 @@ fn validate_dr(out: &mut Out, dr: &DestinationRule) {
                 format!("duplicate subset {:?}", s.name),
             );
         }
-        if s.traffic_policy.is_some() {
-            out.warn(
-                format!("spec.subsets[{i}].trafficPolicy"),
-                "trafficPolicy",
-                "subset traffic policies are not enforced by weft yet",
-            );
+        if let Some(tp) = &s.traffic_policy {
+            validate_traffic_policy(out, &format!("spec.subsets[{i}].trafficPolicy"), tp);
         }
     }
     if let Some(tp) = &dr.traffic_policy {
-        if let Some(lb) = &tp.load_balancer {
-            let simple = lb.simple.as_deref().unwrap_or("");
-            if !matches!(simple, "ROUND_ROBIN" | "") || lb.consistent_hash.is_some() {
+        validate_traffic_policy(out, "spec.trafficPolicy", tp);
+    }
+}
+
+/// The most entries `portLevelSettings` may have (Istio's limit).
+const MAX_PORT_LEVEL_SETTINGS: usize = 4096;
+
+/// A `trafficPolicy` of a DestinationRule or one of its subsets, at field path `at`.
+fn validate_traffic_policy(
+    out: &mut Out,
+    at: &str,
+    tp: &crate::networking::destination_rule::TrafficPolicy,
+) {
+    validate_policy_parts(
+        out,
+        at,
+        tp.load_balancer.as_ref(),
+        tp.connection_pool.as_ref(),
+        tp.outlier_detection.as_ref(),
+    );
+    if tp.port_level_settings.len() > MAX_PORT_LEVEL_SETTINGS {
+        out.error(
+            format!("{at}.portLevelSettings"),
+            "portLevelSettings",
+            format!("at most {MAX_PORT_LEVEL_SETTINGS} entries are allowed"),
+        );
+    }
+    let mut ports = BTreeSet::new();
+    for (i, pl) in tp.port_level_settings.iter().enumerate() {
+        let f = format!("{at}.portLevelSettings[{i}]");
+        match pl.port.map(|p| p.number) {
+            None | Some(0) => out.error(format!("{f}.port.number"), "port", "port is required"),
+            Some(n) if n > 65535 => out.error(
+                format!("{f}.port.number"),
+                &format!("number: {n}"),
+                format!("port {n} out of range"),
+            ),
+            Some(n) => {
+                if !ports.insert(n) {
+                    out.error(
+                        format!("{f}.port.number"),
+                        &format!("number: {n}"),
+                        format!("duplicate settings for port {n}"),
+                    );
+                }
+            }
+        }
+        validate_policy_parts(
+            out,
+            &f,
+            pl.load_balancer.as_ref(),
+            pl.connection_pool.as_ref(),
+            pl.outlier_detection.as_ref(),
+        );
+    }
+    for (name, present) in [
+        ("tunnel", tp.tunnel.is_some()),
+        ("proxyProtocol", tp.proxy_protocol.is_some()),
+        ("retryBudget", tp.retry_budget.is_some()),
+    ] {
+        if present {
+            out.warn(
+                format!("{at}.{name}"),
+                &format!("{name}:"),
+                "not enforced by weft yet",
+            );
+        }
+    }
+}
+
+fn validate_policy_parts(
+    out: &mut Out,
+    at: &str,
+    lb: Option<&crate::networking::destination_rule::LoadBalancerSettings>,
+    cp: Option<&crate::networking::destination_rule::ConnectionPoolSettings>,
+    od: Option<&crate::networking::destination_rule::OutlierDetection>,
+) {
+    if let Some(lb) = lb {
+        validate_load_balancer(out, &format!("{at}.loadBalancer"), lb);
+    }
+    if let Some(cp) = cp {
+        validate_connection_pool(out, &format!("{at}.connectionPool"), cp);
+    }
+    if let Some(od) = od {
+        validate_outlier_detection(out, &format!("{at}.outlierDetection"), od);
+    }
+}
+
+/// An integer field that Envoy carries as a `uint32` (0 is "unset" in Istio's protobuf).
+fn validate_u32(out: &mut Out, field: String, key: &str, v: Option<i64>) {
+    if let Some(v) = v {
+        if !(0..=i64::from(u32::MAX)).contains(&v) {
+            out.error(
+                field,
+                key,
+                format!("{v} is out of range (0 to {})", u32::MAX),
+            );
+        }
+    }
+}
+
+/// A duration field that must be at least `min` when set.
+fn validate_min_duration(
+    out: &mut Out,
+    field: String,
+    key: &str,
+    v: Option<crate::duration::Duration>,
+    min: std::time::Duration,
+) {
+    if let Some(d) = v {
+        if d.0 < min {
+            out.error(field, key, format!("must be at least {min:?}"));
+        }
+    }
+}
+
+/// A percentage field (0 to 100).
+fn validate_whole_percent(out: &mut Out, field: String, key: &str, v: Option<i64>) {
+    if let Some(v) = v {
+        if !(0..=100).contains(&v) {
+            out.error(field, key, format!("{v} is not a percentage (0 to 100)"));
+        }
+    }
+}
+
+/// The simple load balancers weft implements (`UNSPECIFIED` is weft's default, round robin; `LEAST_CONN`
+/// is Istio's deprecated name for `LEAST_REQUEST`).
+const SIMPLE_LB: [&str; 5] = [
+    "UNSPECIFIED",
+    "ROUND_ROBIN",
+    "LEAST_REQUEST",
+    "LEAST_CONN",
+    "RANDOM",
+];
+
+/// Envoy's largest ring (`ring_hash_lb_config.maximum_ring_size` caps it at 8M).
+const MAX_RING_SIZE: i64 = 8 * 1024 * 1024;
+/// Envoy's largest Maglev table.
+const MAX_MAGLEV_TABLE: i64 = 5_000_011;
+
+/// An HTTP token (RFC 9110): what header and cookie names are made of.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn is_prime(n: i64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+fn validate_load_balancer(
+    out: &mut Out,
+    at: &str,
+    lb: &crate::networking::destination_rule::LoadBalancerSettings,
+) {
+    if lb.simple.is_some() && lb.consistent_hash.is_some() {
+        out.error(
+            at.to_string(),
+            "consistentHash",
+            "only one of simple, consistentHash may be set",
+        );
+    }
+    if let Some(simple) = &lb.simple {
+        if simple == "PASSTHROUGH" {
+            out.error(
+                format!("{at}.simple"),
+                "simple",
+                format!("PASSTHROUGH is {NOT_YET}"),
+            );
+        } else if !SIMPLE_LB.contains(&simple.as_str()) {
+            out.error(
+                format!("{at}.simple"),
+                "simple",
+                format!("unknown load balancer {simple:?}"),
+            );
+        }
+    }
+    if let Some(ch) = &lb.consistent_hash {
+        let f = format!("{at}.consistentHash");
+        let keys = [
+            ch.http_header_name.is_some(),
+            ch.http_cookie.is_some(),
+            ch.use_source_ip == Some(true),
+            ch.http_query_parameter_name.is_some(),
+        ]
+        .iter()
+        .filter(|k| **k)
+        .count();
+        if keys != 1 {
+            out.error(
+                f.clone(),
+                "consistentHash",
+                "exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName is required",
+            );
+        }
+        if let Some(h) = &ch.http_header_name {
+            if !is_token(h) {
+                out.error(
+                    format!("{f}.httpHeaderName"),
+                    "httpHeaderName",
+                    format!("invalid header name {h:?}"),
+                );
+            }
+        }
+        if let Some(q) = &ch.http_query_parameter_name {
+            if q.is_empty() {
+                out.error(
+                    format!("{f}.httpQueryParameterName"),
+                    "httpQueryParameterName",
+                    "must not be empty",
+                );
+            }
+        }
+        if let Some(c) = &ch.http_cookie {
+            if c.name.is_empty() {
+                out.error(
+                    format!("{f}.httpCookie.name"),
+                    "httpCookie",
+                    "cookie name is required",
+                );
+            } else if !is_token(&c.name) {
+                out.error(
+                    format!("{f}.httpCookie.name"),
+                    "name:",
+                    format!("invalid cookie name {:?}", c.name),
+                );
+            }
+            if c.path
+                .as_deref()
+                .is_some_and(|p| p.chars().any(|ch| ch == ';' || !(' '..='~').contains(&ch)))
+            {
+                out.error(
+                    format!("{f}.httpCookie.path"),
+                    "path:",
+                    "invalid cookie path",
+                );
+            }
+            if !c.attributes.is_empty() {
                 out.warn(
-                    "spec.trafficPolicy.loadBalancer".into(),
-                    "loadBalancer",
-                    "weft balances round robin for now; this load balancer setting is not enforced yet",
+                    format!("{f}.httpCookie.attributes"),
+                    "attributes",
+                    "not enforced by weft yet",
+                );
+            }
+        }
+        if ch.ring_hash.is_some() && ch.maglev.is_some() {
+            out.error(
+                f.clone(),
+                "maglev",
+                "only one of ringHash, maglev may be set",
+            );
+        }
+        if ch.minimum_ring_size.is_some() && (ch.ring_hash.is_some() || ch.maglev.is_some()) {
+            out.error(
+                format!("{f}.minimumRingSize"),
+                "minimumRingSize",
+                "the deprecated minimumRingSize cannot be set with ringHash or maglev",
+            );
+        }
+        let ring = ch
+            .ring_hash
+            .as_ref()
+            .and_then(|r| r.minimum_ring_size)
+            .map(|v| (format!("{f}.ringHash.minimumRingSize"), v))
+            .or(ch
+                .minimum_ring_size
+                .map(|v| (format!("{f}.minimumRingSize"), v)));
+        if let Some((field, v)) = ring {
+            if !(1..=MAX_RING_SIZE).contains(&v) {
+                out.error(
+                    field,
+                    "minimumRingSize",
+                    format!("{v} is out of range (1 to {MAX_RING_SIZE})"),
+                );
+            }
+        }
+        if let Some(t) = ch.maglev.as_ref().and_then(|m| m.table_size) {
+            if !(1..=MAX_MAGLEV_TABLE).contains(&t) || !is_prime(t) {
+                out.error(
+                    format!("{f}.maglev.tableSize"),
+                    "tableSize",
+                    format!("{t} is not a prime number up to {MAX_MAGLEV_TABLE}"),
+                );
+            }
+        }
+    }
+    for (name, present) in [
+        ("localityLbSetting", lb.locality_lb_setting.is_some()),
+        ("zoneAwareLbSetting", lb.zone_aware_lb_setting.is_some()),
+        ("warmupDurationSecs", lb.warmup_duration_secs.is_some()),
+        ("warmup", lb.warmup.is_some()),
+    ] {
+        if present {
+            out.warn(
+                format!("{at}.{name}"),
+                &format!("{name}:"),
+                "not enforced by weft yet",
+            );
+        }
+    }
+}
+
+fn validate_connection_pool(
+    out: &mut Out,
+    at: &str,
+    cp: &crate::networking::destination_rule::ConnectionPoolSettings,
+) {
+    const MS: std::time::Duration = std::time::Duration::from_millis(1);
+    if let Some(tcp) = &cp.tcp {
+        let f = format!("{at}.tcp");
+        validate_u32(
+            out,
+            format!("{f}.maxConnections"),
+            "maxConnections",
+            tcp.max_connections,
+        );
+        validate_min_duration(
+            out,
+            format!("{f}.connectTimeout"),
+            "connectTimeout",
+            tcp.connect_timeout,
+            MS,
+        );
+        validate_min_duration(
+            out,
+            format!("{f}.maxConnectionDuration"),
+            "maxConnectionDuration",
+            tcp.max_connection_duration,
+            MS,
+        );
+        if let Some(k) = &tcp.tcp_keepalive {
+            let kf = format!("{f}.tcpKeepalive");
+            validate_u32(out, format!("{kf}.probes"), "probes", k.probes);
+            let s = std::time::Duration::from_secs(1);
+            validate_min_duration(out, format!("{kf}.time"), "time:", k.time, s);
+            validate_min_duration(out, format!("{kf}.interval"), "interval", k.interval, s);
+        }
+        if tcp.idle_timeout.is_some() {
+            out.warn(
+                format!("{f}.idleTimeout"),
+                "idleTimeout",
+                "not enforced by weft yet",
+            );
+        }
+    }
+    if let Some(h) = &cp.http {
+        let f = format!("{at}.http");
+        for (key, v) in [
+            ("http1MaxPendingRequests", h.http1_max_pending_requests),
+            ("http2MaxRequests", h.http2_max_requests),
+            ("maxRequestsPerConnection", h.max_requests_per_connection),
+            ("maxRetries", h.max_retries),
+        ] {
+            validate_u32(out, format!("{f}.{key}"), key, v);
+        }
+        if let Some(p) = &h.h2_upgrade_policy {
+            if !matches!(p.as_str(), "DEFAULT" | "DO_NOT_UPGRADE" | "UPGRADE") {
+                out.error(
+                    format!("{f}.h2UpgradePolicy"),
+                    "h2UpgradePolicy",
+                    format!("unknown policy {p:?} (DEFAULT, DO_NOT_UPGRADE, UPGRADE)"),
                 );
             }
         }
         for (name, present) in [
-            ("connectionPool", tp.connection_pool.is_some()),
-            ("outlierDetection", tp.outlier_detection.is_some()),
-            ("tls", tp.tls.is_some()),
-            ("portLevelSettings", !tp.port_level_settings.is_empty()),
-            ("tunnel", tp.tunnel.is_some()),
-            ("proxyProtocol", tp.proxy_protocol.is_some()),
-            ("retryBudget", tp.retry_budget.is_some()),
+            ("maxConcurrentStreams", h.max_concurrent_streams.is_some()),
+            ("http2KeepAlive", h.http2_keep_alive.is_some()),
         ] {
             if present {
                 out.warn(
-                    format!("spec.trafficPolicy.{name}"),
+                    format!("{f}.{name}"),
                     &format!("{name}:"),
                     "not enforced by weft yet",
                 );
             }
         }
+    }
+}
+
+fn validate_outlier_detection(
+    out: &mut Out,
+    at: &str,
+    od: &crate::networking::destination_rule::OutlierDetection,
+) {
+    const MS: std::time::Duration = std::time::Duration::from_millis(1);
+    for (key, v) in [
+        ("consecutive5xxErrors", od.consecutive_5xx_errors),
+        ("consecutiveGatewayErrors", od.consecutive_gateway_errors),
+        (
+            "consecutiveLocalOriginFailures",
+            od.consecutive_local_origin_failures,
+        ),
+    ] {
+        validate_u32(out, format!("{at}.{key}"), key, v);
+    }
+    validate_min_duration(out, format!("{at}.interval"), "interval", od.interval, MS);
+    validate_min_duration(
+        out,
+        format!("{at}.baseEjectionTime"),
+        "baseEjectionTime",
+        od.base_ejection_time,
+        MS,
+    );
+    validate_whole_percent(
+        out,
+        format!("{at}.maxEjectionPercent"),
+        "maxEjectionPercent",
+        od.max_ejection_percent,
+    );
+    validate_whole_percent(
+        out,
+        format!("{at}.minHealthPercent"),
+        "minHealthPercent",
+        od.min_health_percent,
+    );
+    if od.consecutive_errors.is_some() {
+        out.warn(
+            format!("{at}.consecutiveErrors"),
+            "consecutiveErrors",
+            "deprecated and not enforced by weft; use consecutive5xxErrors",
+        );
+    }
+    if !od.outlier_detection_http_error_codes.is_empty() {
+        out.warn(
+            format!("{at}.outlierDetectionHttpErrorCodes"),
+            "outlierDetectionHttpErrorCodes",
+            "not enforced by weft yet",
+        );
     }
 }
 
@@ -2073,14 +2481,142 @@ mod tests {
 
     #[test]
     fn unenforced_policy_is_a_warning() {
-        let text = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: ratings\nspec:\n  host: reviews\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n";
+        let text = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: ratings\nspec:\n  host: reviews\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n    tunnel: {}\n";
         let p = parse_file("dr.yaml", text);
         let d = validate(&p.resources[0]);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].severity, Severity::Warning);
         assert_eq!(
             d[0].to_string(),
-            "dr.yaml:8: DestinationRule default/ratings: spec.trafficPolicy.tls: warning: not enforced by weft yet"
+            "dr.yaml:10: DestinationRule default/ratings: spec.trafficPolicy.tunnel: warning: not enforced by weft yet"
+        );
+    }
+
+    /// A DestinationRule with `policy` (YAML indented under `trafficPolicy:`) as its host's policy.
+    fn dr_with(policy: &str) -> Vec<String> {
+        let text = format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: r\nspec:\n  host: reviews\n  trafficPolicy:\n{policy}");
+        let p = parse_file("dr.yaml", &text);
+        assert!(p.diagnostics.is_empty(), "parse: {:?}", p.diagnostics);
+        validate(&p.resources[0])
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn traffic_policies_are_validated_naming_the_field() {
+        const P: &str = "dr.yaml:";
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "circuit breaking as Istio's task writes it",
+                "    connectionPool:\n      tcp: {maxConnections: 1, connectTimeout: 1s, maxConnectionDuration: 1h, tcpKeepalive: {probes: 3, time: 10s, interval: 5s}}\n      http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1, http2MaxRequests: 10, maxRetries: 3, idleTimeout: 30s, h2UpgradePolicy: UPGRADE, useClientProtocol: false}\n    outlierDetection:\n      consecutive5xxErrors: 1\n      consecutiveGatewayErrors: 2\n      consecutiveLocalOriginFailures: 2\n      splitExternalLocalOriginErrors: true\n      interval: 1s\n      baseEjectionTime: 3m\n      maxEjectionPercent: 100\n      minHealthPercent: 50\n",
+                &[],
+            ),
+            ("least request", "    loadBalancer: {simple: LEAST_REQUEST}\n", &[]),
+            ("random", "    loadBalancer: {simple: RANDOM}\n", &[]),
+            (
+                "ring hash on a header",
+                "    loadBalancer:\n      consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 4096}}\n",
+                &[],
+            ),
+            (
+                "maglev on a cookie",
+                "    loadBalancer:\n      consistentHash:\n        httpCookie: {name: user, path: /, ttl: 0s}\n        maglev: {tableSize: 65537}\n",
+                &[],
+            ),
+            (
+                "source ip and query parameter",
+                "    loadBalancer:\n      consistentHash: {useSourceIp: true}\n    portLevelSettings:\n    - port: {number: 9080}\n      loadBalancer:\n        consistentHash: {httpQueryParameterName: u}\n",
+                &[],
+            ),
+            (
+                "unknown simple",
+                "    loadBalancer:\n      simple: FASTEST\n",
+                &["9: DestinationRule default/r: spec.trafficPolicy.loadBalancer.simple: unknown load balancer \"FASTEST\""],
+            ),
+            (
+                "passthrough is refused",
+                "    loadBalancer:\n      simple: PASSTHROUGH\n",
+                &["9: DestinationRule default/r: spec.trafficPolicy.loadBalancer.simple: PASSTHROUGH is not supported by weft yet"],
+            ),
+            (
+                "two hash keys",
+                "    loadBalancer:\n      consistentHash:\n        httpHeaderName: x\n        useSourceIp: true\n",
+                &["9: DestinationRule default/r: spec.trafficPolicy.loadBalancer.consistentHash: exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName is required"],
+            ),
+            (
+                "no hash key",
+                "    loadBalancer:\n      consistentHash:\n        maglev: {}\n",
+                &["9: DestinationRule default/r: spec.trafficPolicy.loadBalancer.consistentHash: exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName is required"],
+            ),
+            (
+                "cookie without a name, both algorithms",
+                "    loadBalancer:\n      consistentHash:\n        httpCookie: {ttl: 10s}\n        ringHash: {}\n        maglev: {}\n",
+                &[
+                    "10: DestinationRule default/r: spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.name: cookie name is required",
+                    "12: DestinationRule default/r: spec.trafficPolicy.loadBalancer.consistentHash: only one of ringHash, maglev may be set",
+                ],
+            ),
+            (
+                "bad header name, ring too large, table not prime",
+                "    loadBalancer:\n      consistentHash: {httpHeaderName: \"a b\", ringHash: {minimumRingSize: 0}}\n    portLevelSettings:\n    - port: {number: 80}\n      loadBalancer:\n        consistentHash: {useSourceIp: true, maglev: {tableSize: 65536}}\n",
+                &[
+                    "9: DestinationRule default/r: spec.trafficPolicy.loadBalancer.consistentHash.httpHeaderName: invalid header name \"a b\"",
+                    "9: DestinationRule default/r: spec.trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize: 0 is out of range (1 to 8388608)",
+                    "13: DestinationRule default/r: spec.trafficPolicy.portLevelSettings[0].loadBalancer.consistentHash.maglev.tableSize: 65536 is not a prime number up to 5000011",
+                ],
+            ),
+            (
+                "negative limits and a short timeout",
+                "    connectionPool:\n      tcp:\n        maxConnections: -1\n        connectTimeout: 0s\n      http:\n        http1MaxPendingRequests: 4294967296\n        h2UpgradePolicy: SOMETIMES\n",
+                &[
+                    "10: DestinationRule default/r: spec.trafficPolicy.connectionPool.tcp.maxConnections: -1 is out of range (0 to 4294967295)",
+                    "11: DestinationRule default/r: spec.trafficPolicy.connectionPool.tcp.connectTimeout: must be at least 1ms",
+                    "13: DestinationRule default/r: spec.trafficPolicy.connectionPool.http.http1MaxPendingRequests: 4294967296 is out of range (0 to 4294967295)",
+                    "14: DestinationRule default/r: spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: unknown policy \"SOMETIMES\" (DEFAULT, DO_NOT_UPGRADE, UPGRADE)",
+                ],
+            ),
+            (
+                "outlier percentages and times",
+                "    outlierDetection:\n      consecutive5xxErrors: -2\n      baseEjectionTime: 0s\n      maxEjectionPercent: 101\n      minHealthPercent: -1\n",
+                &[
+                    "9: DestinationRule default/r: spec.trafficPolicy.outlierDetection.consecutive5xxErrors: -2 is out of range (0 to 4294967295)",
+                    "10: DestinationRule default/r: spec.trafficPolicy.outlierDetection.baseEjectionTime: must be at least 1ms",
+                    "11: DestinationRule default/r: spec.trafficPolicy.outlierDetection.maxEjectionPercent: 101 is not a percentage (0 to 100)",
+                    "12: DestinationRule default/r: spec.trafficPolicy.outlierDetection.minHealthPercent: -1 is not a percentage (0 to 100)",
+                ],
+            ),
+            (
+                "port level without a port, twice the same port",
+                "    portLevelSettings:\n    - loadBalancer: {simple: RANDOM}\n    - port: {number: 81}\n    - port: {number: 81}\n",
+                &[
+                    "8: DestinationRule default/r: spec.trafficPolicy.portLevelSettings[0].port.number: port is required",
+                    "10: DestinationRule default/r: spec.trafficPolicy.portLevelSettings[2].port.number: duplicate settings for port 81",
+                ],
+            ),
+            (
+                "locality is not enforced yet",
+                "    loadBalancer:\n      localityLbSetting: {enabled: true}\n",
+                &["9: DestinationRule default/r: spec.trafficPolicy.loadBalancer.localityLbSetting: warning: not enforced by weft yet"],
+            ),
+        ];
+        for (name, policy, want) in cases {
+            let want: Vec<String> = want.iter().map(|w| format!("{P}{w}")).collect();
+            assert_eq!(dr_with(policy), want, "case {name}");
+        }
+    }
+
+    #[test]
+    fn subset_policies_are_validated_at_their_path() {
+        let text = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: r\nspec:\n  host: reviews\n  subsets:\n  - name: v1\n    labels: {version: v1}\n    trafficPolicy:\n      loadBalancer: {simple: NEAREST}\n";
+        let p = parse_file("dr.yaml", text);
+        let got: Vec<String> = validate(&p.resources[0])
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            ["dr.yaml:11: DestinationRule default/r: spec.subsets[0].trafficPolicy.loadBalancer.simple: unknown load balancer \"NEAREST\""]
         );
     }
 }

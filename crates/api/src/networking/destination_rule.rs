@@ -84,8 +84,8 @@ pub struct PortTrafficPolicy {
 pub struct LoadBalancerSettings {
     /// `ROUND_ROBIN`, `LEAST_REQUEST`, `RANDOM`, `PASSTHROUGH`, `LEAST_CONN`, `UNSPECIFIED`.
     pub simple: Option<String>,
-    /// Consistent hashing.
-    pub consistent_hash: Option<Loose>,
+    /// Consistent hashing (session affinity).
+    pub consistent_hash: Option<ConsistentHashLb>,
     /// Locality load balancing.
     pub locality_lb_setting: Option<Loose>,
     /// Zone-aware load balancing.
@@ -114,12 +114,77 @@ pub struct TcpSettings {
     pub max_connections: Option<i64>,
     /// Connect timeout.
     pub connect_timeout: Option<Duration>,
-    /// Keepalive.
-    pub tcp_keepalive: Option<Loose>,
+    /// TCP keepalive probes on upstream connections.
+    pub tcp_keepalive: Option<TcpKeepalive>,
     /// Max connection duration.
     pub max_connection_duration: Option<Duration>,
     /// Idle timeout.
     pub idle_timeout: Option<Duration>,
+}
+
+/// `connectionPool.tcp.tcpKeepalive`: SO_KEEPALIVE and its timers (OS defaults when unset).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TcpKeepalive {
+    /// Unanswered probes before the connection is dropped.
+    pub probes: Option<i64>,
+    /// Idle time before the first probe.
+    pub time: Option<Duration>,
+    /// Time between probes.
+    pub interval: Option<Duration>,
+}
+
+/// `loadBalancer.consistentHash`: one hash key (`httpHeaderName`, `httpCookie`, `useSourceIp`,
+/// `httpQueryParameterName`) and one algorithm (`ringHash`, the default, or `maglev`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConsistentHashLb {
+    /// Hash on this request header.
+    pub http_header_name: Option<String>,
+    /// Hash on this cookie, generated when absent.
+    pub http_cookie: Option<HttpCookie>,
+    /// Hash on the client's IP address.
+    pub use_source_ip: Option<bool>,
+    /// Hash on this query parameter.
+    pub http_query_parameter_name: Option<String>,
+    /// Ketama-style ring.
+    pub ring_hash: Option<RingHash>,
+    /// Maglev table.
+    pub maglev: Option<MagLev>,
+    /// Deprecated form of `ringHash.minimumRingSize`.
+    pub minimum_ring_size: Option<i64>,
+}
+
+/// The cookie of `consistentHash.httpCookie`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpCookie {
+    /// Cookie name (required).
+    #[serde(default)]
+    pub name: String,
+    /// Path set on a generated cookie.
+    pub path: Option<String>,
+    /// Lifetime of a generated cookie (0s: a session cookie).
+    pub ttl: Option<Duration>,
+    /// Further attributes of a generated cookie.
+    #[serde(default)]
+    pub attributes: Vec<Loose>,
+}
+
+/// `consistentHash.ringHash`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RingHash {
+    /// Minimum number of virtual nodes on the ring (default 1024).
+    pub minimum_ring_size: Option<i64>,
+}
+
+/// `consistentHash.maglev`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MagLev {
+    /// Lookup table size, a prime (default 65537).
+    pub table_size: Option<i64>,
 }
 
 /// HTTP connection pool limits.

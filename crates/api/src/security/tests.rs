@@ -627,7 +627,6 @@ fn analyze_flags_what_istios_analyzer_flags() {
             "DISABLE towards STRICT workloads",
             format!("{strict}{}", dr("  trafficPolicy:\n    tls:\n      mode: DISABLE\n")),
             vec![
-                "s.yaml:13: DestinationRule default/reviews: spec.trafficPolicy.tls: warning: not enforced by weft yet",
                 "s.yaml:14: DestinationRule default/reviews: spec.trafficPolicy.tls.mode: warning: tls mode DISABLE sends plaintext to reviews.default.svc.cluster.local port 9080, whose workloads require mTLS (PeerAuthentication default/strict is STRICT): its requests will be refused (use ISTIO_MUTUAL, or leave tls out for automatic mTLS)",
             ],
         ),
@@ -638,19 +637,18 @@ fn analyze_flags_what_istios_analyzer_flags() {
                 dr("  subsets:\n  - name: v2\n    labels: {version: v2}\n    trafficPolicy:\n      tls: {mode: SIMPLE}\n")
             ),
             vec![
-                "s.yaml:17: DestinationRule default/reviews: spec.subsets[0].trafficPolicy: warning: subset traffic policies are not enforced by weft yet",
                 "s.yaml:18: DestinationRule default/reviews: spec.subsets[0].trafficPolicy.tls.mode: warning: tls mode SIMPLE presents no client certificate to reviews.default.svc.cluster.local port 9080, whose workloads require mTLS (PeerAuthentication default/v2 is STRICT): its requests will be refused (use ISTIO_MUTUAL, or leave tls out for automatic mTLS)",
             ],
         ),
         (
             "ISTIO_MUTUAL towards STRICT workloads",
             format!("{strict}{}", dr("  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n")),
-            vec!["s.yaml:13: DestinationRule default/reviews: spec.trafficPolicy.tls: warning: not enforced by weft yet"],
+            Vec::<&str>::new(),
         ),
         (
             "DISABLE towards PERMISSIVE workloads",
             dr("  trafficPolicy:\n    tls:\n      mode: DISABLE\n"),
-            vec!["s.yaml:7: DestinationRule default/reviews: spec.trafficPolicy.tls: warning: not enforced by weft yet"],
+            Vec::<&str>::new(),
         ),
     ];
     for (name, text, want) in cases {
