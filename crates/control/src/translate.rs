@@ -2,6 +2,7 @@
 
 mod gateway;
 pub mod mtls;
+pub mod policy;
 mod route;
 mod tcp;
 pub mod telemetry;
@@ -443,27 +444,20 @@ fn subsets(model: &Model, svc: &Service) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn connect_timeout(model: &Model, svc: &Service) -> std::time::Duration {
-    model
-        .destination_rules
-        .get(&svc.hostname)
-        .and_then(|r| r.as_destination_rule())
-        .and_then(|dr| dr.traffic_policy.as_ref())
-        .and_then(|tp| tp.connection_pool.as_ref())
-        .and_then(|cp| cp.tcp.as_ref())
-        .and_then(|tcp| tcp.connect_timeout)
-        .unwrap_or(model.mesh.connect_timeout)
-        .get()
-}
-
 fn outbound_clusters(model: &Model, services: &[&Service]) -> Vec<(String, Cluster)> {
     let mut out = Vec::new();
     let peers = mtls::PeerPolicies::of(model);
     for &svc in services {
-        let timeout = connect_timeout(model, svc);
         for port in svc.ports.iter().filter(|p| has_clusters(p)) {
             for subset in std::iter::once(String::new()).chain(subsets(model, svc)) {
                 let name = outbound_cluster_name(port.number, &subset, &svc.hostname);
+                let policy = policy::of_model(model, &svc.hostname, port.number, &subset);
+                let timeout = policy
+                    .pool
+                    .and_then(|cp| cp.tcp.as_ref())
+                    .and_then(|tcp| tcp.connect_timeout)
+                    .unwrap_or(model.mesh.connect_timeout)
+                    .get();
                 let mut c = Cluster {
                     name: name.clone(),
                     cluster_discovery_type: Some(ClusterDiscoveryType::Type(
@@ -477,6 +471,7 @@ fn outbound_clusters(model: &Model, services: &[&Service]) -> Vec<(String, Clust
                     lb_policy: LbPolicy::RoundRobin as i32,
                     ..Default::default()
                 };
+                policy::apply(&policy, port.is_http(), &mut c);
                 if !mtls::secure_cluster(model, &peers, svc, port, &subset, &mut c) {
                     continue;
                 }

@@ -439,15 +439,13 @@ fn single_destination_headers(rule: &HttpRoute) -> Option<&Headers> {
 }
 
 fn default_route(model: &Model, svc: &Service, port: u32) -> Route {
+    let cluster = outbound_cluster_name(port, "", &svc.hostname);
     Route {
         name: "default".into(),
         r#match: Some(prefix_match("/")),
         action: Some(Action::Route(RouteAction {
-            cluster_specifier: Some(ClusterSpecifier::Cluster(outbound_cluster_name(
-                port,
-                "",
-                &svc.hostname,
-            ))),
+            hash_policy: super::policy::hash_policy_of_cluster(model, &cluster),
+            cluster_specifier: Some(ClusterSpecifier::Cluster(cluster)),
             timeout: Some(duration(std::time::Duration::ZERO)),
             retry_policy: retry_policy(model.mesh.default_http_retry_policy.as_ref()),
             ..Default::default()
@@ -605,11 +603,22 @@ fn route_action(model: &Model, ns: &str, rule: &HttpRoute, port: u32) -> RouteAc
         )
     };
     RouteAction {
+        hash_policy: super::policy::route_hash_policy(model, cluster_names(&cluster_specifier)),
         cluster_specifier,
         timeout: Some(duration(timeout)),
         retry_policy: retry,
         ..Default::default()
     }
+}
+
+/// The clusters a route action sends to.
+fn cluster_names(spec: &Option<ClusterSpecifier>) -> impl Iterator<Item = &str> {
+    let (one, many) = match spec {
+        Some(ClusterSpecifier::Cluster(c)) => (Some(c.as_str()), &[][..]),
+        Some(ClusterSpecifier::WeightedClusters(w)) => (None, &w.clusters[..]),
+        _ => (None, &[][..]),
+    };
+    one.into_iter().chain(many.iter().map(|c| c.name.as_str()))
 }
 
 /// Envoy's retry policy from Istio's; `None` input means Istio's default (2 attempts on connect failures
