@@ -203,6 +203,8 @@ struct State {
     replay_body: Bytes,
     /// Writing the request failed: nothing more is written in this exchange.
     send_failed: bool,
+    /// Requests sent on it so far.
+    served: u32,
 }
 
 impl Conn {
@@ -222,7 +224,18 @@ impl Conn {
             replayable: false,
             replay_body: Bytes::new(),
             send_failed: false,
+            served: 0,
         }))
+    }
+
+    /// Counts a request about to be sent; with `max` requests (0: no limit) sent, the connection is not
+    /// reused after this exchange (Envoy's `max_requests_per_connection`).
+    pub fn count_request(&mut self, max: u32) {
+        let s = &mut *self.0;
+        s.served = s.served.saturating_add(1);
+        if max > 0 && s.served >= max {
+            s.reusable = false;
+        }
     }
 
     /// The endpoint it is connected to.

@@ -197,17 +197,22 @@ impl Upstream {
     /// arguments once, where an `async fn` would hold them and their local copies side by side in every
     /// request's future.
     #[allow(clippy::manual_async_fn)] // on purpose, see above
+    ///
+    /// `max_requests`: the requests a connection carries before it is closed (a cluster's
+    /// `max_requests_per_connection`; 0: no limit).
+    #[allow(clippy::too_many_arguments)]
     pub fn send_h1<'a>(
         &'a self,
         addr: SocketAddr,
         tls: Option<&'a ClientTls>,
         connect_timeout: Duration,
+        max_requests: u32,
         head: h1::Head,
         body: Body,
     ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + Send + 'a {
         async move {
             let key = Key::of(addr, tls);
-            let (conn, reused) = match self.h1.checkout(key) {
+            let (mut conn, reused) = match self.h1.checkout(key) {
                 Some(c) => (c, true),
                 // Boxed: the connect's state is large and rarely needed, and every request's future
                 // would otherwise carry (and copy) its size.
@@ -216,6 +221,7 @@ impl Upstream {
                     false,
                 ),
             };
+            conn.count_request(max_requests);
             match conn.send_head(&head, body, reused).await {
                 Ok(resp) => Ok(resp),
                 // The upstream closed a pooled connection (say, on its idle timeout) as the request
@@ -774,7 +780,7 @@ mod tests {
         req: Request<Body>,
     ) -> impl std::future::Future<Output = Result<Response<Body>, Failure>> + '_ {
         let (head, body) = h1::Head::of(req);
-        up.send_h1(addr, None, connect_timeout, head, body)
+        up.send_h1(addr, None, connect_timeout, 0, head, body)
     }
 
     /// `GET /` through the pool; the body read to its end.

@@ -376,12 +376,19 @@ impl Snapshot {
                     (crate::tls::Upstream::Files(f), _) => Some((f.tls.clone(), true)),
                     _ => None,
                 };
+                let policy = c.value.policy.clone();
+                let table = match policy.lb {
+                    crate::balance::Lb::Hash(kind) => Some(endpoints.table(kind)),
+                    _ => None,
+                };
                 let cluster = Cluster {
                     name: name.clone(),
                     endpoints,
                     connect_timeout: c.value.connect_timeout,
                     service: crate::telemetry::Service::of_cluster(name).map(Arc::new),
                     tls,
+                    policy,
+                    table,
                 };
                 (name.clone(), Arc::new(cluster))
             })

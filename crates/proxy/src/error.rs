@@ -42,8 +42,10 @@ impl Flags {
     /// Denied by the external authorizer (`UAEX`): a CUSTOM AuthorizationPolicy's denial, or the
     /// authorizer could not be asked and the filter does not fail open.
     pub const UAEX: Flags = Flags(1 << 13);
+    /// Upstream overflow (`UO`): a circuit breaker of the cluster tripped.
+    pub const UO: Flags = Flags(1 << 14);
 
-    const NAMES: [(Flags, &'static str); 14] = [
+    const NAMES: [(Flags, &'static str); 15] = [
         (Flags::UH, "UH"),
         (Flags::UF, "UF"),
         (Flags::NR, "NR"),
@@ -58,6 +60,7 @@ impl Flags {
         (Flags::DC, "DC"),
         (Flags::RBAC, "RBAC"),
         (Flags::UAEX, "UAEX"),
+        (Flags::UO, "UO"),
     ];
 
     /// Adds the flags of `other`.
@@ -131,6 +134,13 @@ pub enum ProxyError {
     /// The cluster has no endpoints.
     #[error("no healthy upstream in cluster {cluster}")]
     NoHealthyUpstream {
+        /// The cluster.
+        cluster: String,
+    },
+    /// A circuit breaker of the cluster tripped (`max_requests`, or `max_connections` with
+    /// `max_pending_requests` waiting already).
+    #[error("circuit breaker of cluster {cluster} tripped")]
+    Overflow {
         /// The cluster.
         cluster: String,
     },
@@ -270,6 +280,11 @@ impl ProxyError {
             ProxyError::NoHealthyUpstream { .. } => {
                 (S::SERVICE_UNAVAILABLE, Flags::UH, "no healthy upstream")
             }
+            ProxyError::Overflow { .. } => (
+                S::SERVICE_UNAVAILABLE,
+                Flags::UO,
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            ),
             ProxyError::UpstreamConnect { .. } => (
                 S::SERVICE_UNAVAILABLE,
                 Flags::UF,
@@ -320,6 +335,7 @@ impl ProxyError {
             | ProxyError::Denied { .. }
             | ProxyError::ExtAuthzDenied(_) => Side::Config,
             ProxyError::UpstreamConnect { .. }
+            | ProxyError::Overflow { .. }
             | ProxyError::ExtAuthzError { .. }
             | ProxyError::UpstreamReset { .. }
             | ProxyError::PerTryTimeout { .. }
@@ -383,6 +399,14 @@ mod tests {
                 "UH",
             ),
             ("route timeout", ProxyError::RouteTimeout, 504, "UT"),
+            (
+                "circuit breaker",
+                ProxyError::Overflow {
+                    cluster: "c".into(),
+                },
+                503,
+                "UO",
+            ),
             (
                 "fault",
                 ProxyError::FaultAbort {

@@ -896,7 +896,14 @@ impl ExtAuthz {
         let head = h1::Head::encode_with(&parts.method, &path, None, headers, &[]);
         let resp = shared
             .upstream
-            .send_h1(addr, tls, cluster.connect_timeout, head, Body::full(body))
+            .send_h1(
+                addr,
+                tls,
+                cluster.connect_timeout,
+                0,
+                head,
+                Body::full(body),
+            )
             .await
             .map_err(|f| upstream_error(addr, f))?;
         let (rparts, rbody) = resp.into_parts();

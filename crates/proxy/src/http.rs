@@ -77,6 +77,7 @@ pub(crate) fn handle(
         )
     });
     let (mut parts, mut body) = req.into_parts();
+    let source = down.map(|d| d.peer.ip());
     // Path normalization (the inbound listener's connection manager), before anything reads the path:
     // telemetry, request authentication, RBAC and routing see the path the application will get.
     let normalized = normalize(&shared, &entry, &mut parts);
@@ -102,7 +103,7 @@ pub(crate) fn handle(
             Some(
                 authenticated
                     .and_then(|auth| authorize(&shared, &entry, down, &parts, auth.as_ref()))
-                    .and_then(|()| prepare(&shared, &entry, parts)),
+                    .and_then(|()| prepare(&shared, &entry, source, parts)),
             ),
             None,
         ),
@@ -111,6 +112,7 @@ pub(crate) fn handle(
             Some(Box::new(Deferred {
                 ext,
                 peer,
+                source,
                 parts,
                 auth: authenticated.ok().flatten(),
             })),
@@ -308,6 +310,8 @@ fn normalize(
 struct Deferred {
     ext: Arc<crate::ext_authz::ExtAuthz>,
     peer: crate::ext_authz::Peer,
+    /// The client's address (a hashing load balancer's `source_ip`).
+    source: Option<std::net::IpAddr>,
     parts: http::request::Parts,
     auth: Option<serde_json::Value>,
 }
@@ -332,7 +336,7 @@ impl Deferred {
         allowed.apply(&mut self.parts.headers);
         let subject = self.peer.subject(self.auth.as_ref());
         authorize_subject(shared, entry, &subject, &self.parts)?;
-        let plan = prepare(shared, entry, self.parts)?;
+        let plan = prepare(shared, entry, self.source, self.parts)?;
         Ok((
             plan,
             (!allowed.response.is_empty()).then(|| Box::new(allowed)),
@@ -793,6 +797,9 @@ struct Plan {
     /// What only some requests need (a fault that hit, CORS, mirrors): boxed, so the request future
     /// of every other request does not carry it.
     extras: Option<Box<Extras>>,
+    /// The request's hash, for a cluster that balances by consistent hashing (boxed: every request's
+    /// future would carry it otherwise).
+    affinity: Option<Box<Affinity>>,
     prepared: Prepared,
 }
 
@@ -815,11 +822,19 @@ struct Mirrored {
     upstream: Outgoing,
 }
 
+/// A request's consistent hash.
+struct Affinity {
+    hash: std::num::NonZeroU64,
+    /// The cookie generated for it, to set on the response.
+    set_cookie: Option<HeaderValue>,
+}
+
 /// The phases that do not wait: snapshot, authority, route table, virtual host, route, fault rolls,
 /// cluster pick, request header edits.
 fn prepare(
     shared: &Shared,
     entry: &Entry,
+    source: Option<std::net::IpAddr>,
     parts: http::request::Parts,
 ) -> Result<Plan, ProxyError> {
     // Phase: snapshot, once for the whole request.
@@ -958,6 +973,25 @@ fn prepare(
     // A missing cluster is answered after the fault phases, as Envoy's fault filter runs before its router.
     let cluster = snap.clusters.get(cluster_name).cloned();
     routed.weighted = weighted;
+
+    // Phase: the request's hash, when the cluster balances by consistent hashing.
+    let affinity = match &cluster {
+        Some(c) if matches!(c.policy.lb, crate::balance::Lb::Hash(_)) => {
+            let (hash, set_cookie) = request_hash(
+                routed.route().forward().map_or(&[][..], |a| &a.hash),
+                &parts.headers,
+                path_and_query.query(),
+                source,
+            );
+            hash.map(|h| {
+                Box::new(Affinity {
+                    hash: std::num::NonZeroU64::new(h).unwrap_or(std::num::NonZeroU64::MIN),
+                    set_cookie,
+                })
+            })
+        }
+        _ => None,
+    };
 
     // Phase: request header edits (most specific first, as Envoy applies them by default).
     // HTTP/1.1 upstreams get `Host` from the authority the request was routed by: a request in absolute
@@ -1104,6 +1138,7 @@ fn prepare(
         routed,
         cluster,
         extras,
+        affinity,
         prepared: Prepared {
             upstream,
             body: PreparedBody::Buffered(Bytes::new()),
@@ -1187,7 +1222,8 @@ async fn run(
     // Phase: forward with timeout and retries.
     let started = Instant::now();
     let route = plan.routed.route();
-    let mut resp = forward(shared, cluster, route, &mut plan.prepared, flags).await?;
+    let hash = plan.affinity.as_ref().map(|a| a.hash);
+    let mut resp = forward(shared, cluster, route, hash, &mut plan.prepared, flags).await?;
     let upstream_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
 
     // Phase: response header edits.
@@ -1213,6 +1249,9 @@ async fn run(
         if let Some(v) = &cors.expose_headers {
             h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
         }
+    }
+    if let Some(cookie) = plan.affinity.as_mut().and_then(|a| a.set_cookie.take()) {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(resp)
 }
@@ -1267,6 +1306,7 @@ fn spawn_mirror(shared: &Arc<Shared>, m: Mirrored, body: Bytes, timeout: Duratio
                 addr,
                 tls,
                 connect_timeout: m.cluster.connect_timeout,
+                max_requests: m.cluster.policy.max_requests_per_connection,
                 per_try: Some(timeout),
                 last: true,
             };
@@ -1277,6 +1317,71 @@ fn spawn_mirror(shared: &Arc<Shared>, m: Mirrored, body: Bytes, timeout: Duratio
         }
         .instrument(span),
     );
+}
+
+/// The hash of a request under a route's `hash_policy`: the first key the request has. A cookie key
+/// the request lacks, with a `ttl`, is generated (random) and comes back to be set on the response, as
+/// Envoy does; without a key the balancer picks at random.
+fn request_hash(
+    keys: &[crate::config::route::HashKey],
+    headers: &HeaderMap,
+    query: Option<&str>,
+    source: Option<std::net::IpAddr>,
+) -> (Option<u64>, Option<HeaderValue>) {
+    use crate::balance::hash::hash_bytes;
+    use crate::config::route::HashKey;
+    for key in keys {
+        match key {
+            HashKey::Header(name) => {
+                if let Some(v) = headers.get(name) {
+                    return (Some(hash_bytes(v.as_bytes())), None);
+                }
+            }
+            HashKey::SourceIp => {
+                // Outbound the client is the application, the same for every request: hash on the
+                // unspecified address then, so they all go to one endpoint, as Envoy's would.
+                let ip = source.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+                return (Some(hash_bytes(ip.to_string().as_bytes())), None);
+            }
+            HashKey::Query(name) => {
+                let found = query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k == &**name).then_some(v)
+                });
+                if let Some(v) = found {
+                    return (Some(hash_bytes(v.as_bytes())), None);
+                }
+            }
+            HashKey::Cookie { name, path, ttl } => {
+                let found = headers
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'))
+                    .find_map(|c| {
+                        let (k, v) = c.trim().split_once('=')?;
+                        (k == &**name).then(|| v.trim_matches('"'))
+                    });
+                if let Some(v) = found {
+                    return (Some(hash_bytes(v.as_bytes())), None);
+                }
+                if let Some(ttl) = ttl {
+                    let value = format!("{:016x}", fastrand::u64(..));
+                    let mut cookie = format!("{name}=\"{value}\"");
+                    if !ttl.is_zero() {
+                        cookie.push_str(&format!("; Max-Age={}", ttl.as_secs()));
+                    }
+                    if !path.is_empty() {
+                        cookie.push_str(&format!("; Path={path}"));
+                    }
+                    cookie.push_str("; HttpOnly");
+                    let set = HeaderValue::from_str(&cookie).ok();
+                    return (Some(hash_bytes(value.as_bytes())), set);
+                }
+            }
+        }
+    }
+    (None, None)
 }
 
 /// The name of the cluster `pick_cluster` picked.
@@ -1319,6 +1424,7 @@ async fn forward(
     shared: &Shared,
     cluster: &Cluster,
     route: &Route,
+    hash: Option<std::num::NonZeroU64>,
     req: &mut Prepared,
     flags: &mut Flags,
 ) -> Result<Response<Body>, ProxyError> {
@@ -1329,14 +1435,41 @@ async fn forward(
             Some(p) if retryable_body => p.num_retries,
             _ => 0,
         };
+        // What the request holds against the cluster's policy, boxed and only for a cluster with
+        // limits or least request: the default path carries a null pointer, allocates nothing.
+        let mut held: Option<Box<Held<'_>>> = None;
+        // Circuit breakers: the request's slots, held over every try (given back on return).
+        if let Some(l) = cluster.policy.limits.as_deref() {
+            let admitted = match l.admit(matches!(req.upstream, Outgoing::H1(_))) {
+                Ok(a) => a,
+                // Boxed: waiting is rare, and every request's future would carry its size.
+                Err(Some(a)) => Box::pin(l.wait_for_connection(a))
+                    .await
+                    .map_err(|_| overflow(cluster))?,
+                Err(None) => return Err(overflow(cluster)),
+            };
+            held.get_or_insert_with(Box::default).admitted = Some(admitted);
+        }
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (addr, sidecar) = cluster.endpoints.pick_with_sidecar().ok_or_else(|| {
-                ProxyError::NoHealthyUpstream {
+            let p = &cluster.policy;
+            let picked = cluster
+                .endpoints
+                .choose(
+                    p.lb,
+                    cluster.table.as_deref(),
+                    hash.map(u64::from),
+                    p.outlier.as_deref(),
+                )
+                .ok_or_else(|| ProxyError::NoHealthyUpstream {
                     cluster: cluster.name.clone(),
-                }
-            })?;
+                })?;
+            let (index, addr, sidecar) = (picked.index, picked.addr, picked.sidecar);
+            if p.lb == crate::balance::Lb::LeastRequest {
+                held.get_or_insert_with(Box::default).in_flight =
+                    cluster.endpoints.in_flight(index);
+            }
             req.endpoint = Some(addr);
             // Mutual TLS to every endpoint, or (auto mTLS) to those with a sidecar.
             let tls = match &cluster.tls {
@@ -1347,16 +1480,44 @@ async fn forward(
                 addr,
                 tls,
                 connect_timeout: cluster.connect_timeout,
+                max_requests: cluster.policy.max_requests_per_connection,
                 per_try: policy.and_then(|p| p.per_try_timeout),
                 last: attempt >= max_tries,
             };
             let result = try_once(shared, req, try_).await;
+            if let Some(h) = held.as_mut() {
+                h.in_flight = None;
+            }
+            if let Some(cfg) = cluster.policy.outlier.as_deref() {
+                use crate::balance::outlier::Outcome;
+                let outcome = match &result {
+                    Ok(resp) => Some(Outcome::Response(resp.status().as_u16())),
+                    Err(ProxyError::DownstreamBody { .. }) => None,
+                    Err(_) => Some(Outcome::LocalFailure),
+                };
+                if let Some(o) = outcome {
+                    cluster.endpoints.report(index, o, cfg);
+                }
+            }
             let may_retry = attempt < max_tries;
             let retry = match (&result, policy) {
                 (Ok(resp), Some(p)) => p.retries_status(resp.status().as_u16()),
                 (Err(e), Some(p)) => p.retries_failure(e.retry_class()),
                 (_, None) => false,
             };
+            // `max_retries`: a retry takes a slot for as long as it runs; none left, no retry (`UO`).
+            if retry && may_retry {
+                if let (Some(l), Some(h)) = (cluster.policy.limits.as_deref(), held.as_mut()) {
+                    h.retry = None;
+                    match l.retry() {
+                        Some(slot) => h.retry = Some(slot),
+                        None => {
+                            flags.insert(Flags::UO);
+                            return result;
+                        }
+                    }
+                }
+            }
             if retry && may_retry {
                 tracing::debug!(attempt, endpoint = %addr, "retrying");
                 let cap = RETRY_BACKOFF_BASE
@@ -1381,6 +1542,24 @@ async fn forward(
     }
 }
 
+/// What a request holds against its cluster's policy while it runs; each gives back its count on drop.
+#[derive(Default)]
+struct Held<'a> {
+    /// Its circuit breaker slots.
+    admitted: Option<crate::balance::limits::Admitted<'a>>,
+    /// The retry slot of the retry under way.
+    retry: Option<crate::balance::limits::Slot<'a>>,
+    /// Its mark on the endpoint of the try under way (least request).
+    in_flight: Option<crate::balance::InFlight<'a>>,
+}
+
+/// The error of a request a circuit breaker turned away.
+fn overflow(cluster: &Cluster) -> ProxyError {
+    ProxyError::Overflow {
+        cluster: cluster.name.clone(),
+    }
+}
+
 /// One try's endpoint and limits.
 #[derive(Clone, Copy)]
 struct Try<'a> {
@@ -1388,6 +1567,8 @@ struct Try<'a> {
     /// Its TLS settings, when the cluster speaks mutual TLS to it.
     tls: Option<&'a weft_http::tls::ClientTls>,
     connect_timeout: Duration,
+    /// Requests an HTTP/1.1 connection carries before it is closed (0: no limit).
+    max_requests: u32,
     per_try: Option<Duration>,
     /// No try follows: the request's headers move into it instead of being copied.
     last: bool,
@@ -1408,9 +1589,14 @@ fn try_once<'a>(
     };
     let upstream = &shared.upstream;
     let send = match &mut req.upstream {
-        Outgoing::H1(head) => {
-            Either::Right(upstream.send_h1(addr, t.tls, t.connect_timeout, head.clone(), body))
-        }
+        Outgoing::H1(head) => Either::Right(upstream.send_h1(
+            addr,
+            t.tls,
+            t.connect_timeout,
+            t.max_requests,
+            head.clone(),
+            body,
+        )),
         Outgoing::H2 {
             method,
             path_and_query,
@@ -1540,11 +1726,14 @@ mod tests {
     /// access log, the body's observer slot); mutual TLS and authorization 72 more (the peer's principal
     /// for the access line, the upstream TLS settings each attempt carries, the wider error); external
     /// authorization 16 more (the boxed deferred check and the boxed response edits it allows); the
-    /// gateway entry 8 more (`Entry` has two variants with a listener name now, so a tag of its own).
+    /// gateway entry 8 more (`Entry` has two variants with a listener name now, so a tag of its own);
+    /// DestinationRule traffic policy 48 more (the boxed policy state and boxed hash, each a pointer
+    /// that stays null by default, the picked endpoint's index for outlier reports, the hash handed to
+    /// the tries, the HTTP/1.1 connection's request limit).
     #[test]
     fn a_request_future_stays_small() {
         let size = future_size(&handle);
-        assert!(size <= 2240, "handle's future is {size} bytes");
+        assert!(size <= 2288, "handle's future is {size} bytes");
     }
 
     #[test]

@@ -168,6 +168,7 @@ async fn http1_over_mutual_tls_pools_by_settings_and_carries_large_bodies() {
                 s.addr,
                 Some(&tls),
                 Duration::from_secs(5),
+                0,
                 get(&format!("/{n}")),
                 Body::empty(),
             )
@@ -193,6 +194,7 @@ async fn http1_over_mutual_tls_pools_by_settings_and_carries_large_bodies() {
             s.addr,
             Some(&other),
             Duration::from_secs(5),
+            0,
             get("/1"),
             Body::empty(),
         )
@@ -253,6 +255,7 @@ async fn a_listener_requiring_tls_closes_plaintext_and_a_permissive_one_serves_b
             permissive.addr,
             None,
             Duration::from_secs(5),
+            0,
             get("/2"),
             Body::empty(),
         )
@@ -266,6 +269,7 @@ async fn a_listener_requiring_tls_closes_plaintext_and_a_permissive_one_serves_b
             permissive.addr,
             Some(&tls),
             Duration::from_secs(5),
+            0,
             get("/3"),
             Body::empty(),
         )
@@ -287,6 +291,7 @@ async fn a_server_whose_certificate_is_not_trusted_is_a_connect_failure() {
                 s.addr,
                 Some(&tls),
                 Duration::from_secs(5),
+                0,
                 get("/1"),
                 Body::empty(),
             )

@@ -402,6 +402,29 @@ pub struct RouteAction {
     pub rewrite: Option<Box<Rewrite>>,
     /// Copies of the request to send, fire and forget.
     pub mirrors: Vec<Mirror>,
+    /// What a hashing load balancer hashes (`hash_policy`): the first key the request has.
+    pub hash: Box<[HashKey]>,
+}
+
+/// One entry of a route's `hash_policy`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashKey {
+    /// A request header's value.
+    Header(http::HeaderName),
+    /// A cookie's value; when the request has none and `ttl` is set, one is generated and set on the
+    /// response (with `path`; `ttl` 0: a session cookie).
+    Cookie {
+        /// The cookie's name.
+        name: Box<str>,
+        /// Its path attribute.
+        path: Box<str>,
+        /// Its lifetime, when one is generated.
+        ttl: Option<Duration>,
+    },
+    /// The client's IP address.
+    SourceIp,
+    /// A query parameter's value.
+    Query(Box<str>),
 }
 
 /// A route's destination.
@@ -906,6 +929,7 @@ fn convert_action(a: &xroute::RouteAction) -> Result<RouteAction, RouteError> {
         retry,
         rewrite,
         mirrors,
+        hash: hash_keys(&a.hash_policy)?,
     })
 }
 
@@ -1163,6 +1187,33 @@ fn convert_cors(any: &weft_xds::Any) -> Result<Cors, RouteError> {
         allow_credentials: c.allow_credentials.is_some_and(|b| b.value),
         forward_unmatched_preflights: c.forward_not_matching_preflights.is_none_or(|b| b.value),
     })
+}
+
+fn hash_keys(policies: &[xroute::route_action::HashPolicy]) -> Result<Box<[HashKey]>, RouteError> {
+    use xroute::route_action::hash_policy::PolicySpecifier as P;
+    policies
+        .iter()
+        .filter_map(|p| p.policy_specifier.as_ref())
+        .map(|spec| match spec {
+            P::Header(h) => http::HeaderName::from_bytes(h.header_name.as_bytes())
+                .map(HashKey::Header)
+                .map_err(|_| RouteError::HeaderName {
+                    name: h.header_name.clone(),
+                }),
+            P::Cookie(c) => Ok(HashKey::Cookie {
+                name: c.name.as_str().into(),
+                path: c.path.as_str().into(),
+                ttl: duration(c.ttl.as_ref(), "hash_policy.cookie.ttl")?
+                    .or(c.ttl.as_ref().map(|_| Duration::ZERO)),
+            }),
+            P::ConnectionProperties(c) if c.source_ip => Ok(HashKey::SourceIp),
+            P::ConnectionProperties(_) => Err(RouteError::UnsupportedAction(
+                "hash_policy.connection_properties without source_ip",
+            )),
+            P::QueryParameter(q) => Ok(HashKey::Query(q.name.as_str().into())),
+            P::FilterState(_) => Err(RouteError::UnsupportedAction("hash_policy.filter_state")),
+        })
+        .collect()
 }
 
 fn convert_fault(f: &HttpFault) -> Result<Fault, RouteError> {

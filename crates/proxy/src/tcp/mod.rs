@@ -100,6 +100,8 @@ enum Stream {
 struct Destination {
     cluster: Arc<str>,
     addr: SocketAddr,
+    /// The endpoint's index in the cluster's set (outlier reports).
+    index: usize,
     /// The cluster as the snapshot has it (its connect timeout, service and TLS settings).
     config: Arc<Cluster>,
     /// Whether the connection to `addr` is mutual TLS (the cluster's settings): to every endpoint, or
@@ -131,10 +133,16 @@ fn destination(shared: &Shared, listener: &str) -> Result<Destination, Nowhere> 
             flag: Flags::NC,
         });
     };
-    match c.endpoints.pick_with_sidecar() {
-        Some((addr, sidecar)) => Ok(Destination {
-            addr,
-            tls: matches!(&c.tls, Some((_, always)) if *always || sidecar),
+    let p = &c.policy;
+    // No request to hash on: a hashing balancer picks at random, as Envoy's does without a hash.
+    match c
+        .endpoints
+        .choose(p.lb, c.table.as_deref(), None, p.outlier.as_deref())
+    {
+        Some(picked) => Ok(Destination {
+            addr: picked.addr,
+            index: picked.index,
+            tls: matches!(&c.tls, Some((_, always)) if *always || picked.sidecar),
             config: c.clone(),
             cluster,
         }),
@@ -280,6 +288,7 @@ async fn forward(
     let Destination {
         cluster,
         addr,
+        index,
         config,
         tls: upstream_tls,
     } = match destination(&shared, &listener) {
@@ -296,6 +305,18 @@ async fn forward(
             Tally::open(&shared, conn, None, n.cluster.as_deref(), None).close(n.flag, (0, 0));
             return;
         }
+    };
+    // Phase: the cluster's circuit breaker (`max_connections`); over it, closed at once (`UO`).
+    let _slot = match config.policy.limits.as_deref() {
+        None => None,
+        Some(l) => match l.tcp_connection() {
+            Some(slot) => Some(slot),
+            None => {
+                access(&listener, &client, Some(&cluster), None, (0, 0), Flags::UO);
+                Tally::open(&shared, conn, None, Some(&cluster), None).close(Flags::UO, (0, 0));
+                return;
+            }
+        },
     };
     let connect_timeout = config.connect_timeout;
     let service = config.service.clone();
@@ -327,6 +348,15 @@ async fn forward(
             Stream::Plain(s)
         }),
     };
+    // Outlier detection: a failed connect (or handshake) is a local-origin failure, a connect a success.
+    if let Some(cfg) = config.policy.outlier.as_deref() {
+        use crate::balance::outlier::Outcome;
+        let outcome = match &upstream {
+            Ok(_) => Outcome::Response(200),
+            Err(_) => Outcome::LocalFailure,
+        };
+        config.endpoints.report(index, outcome, cfg);
+    }
     let mut up = match upstream {
         Ok(s) => s,
         Err(e) => {

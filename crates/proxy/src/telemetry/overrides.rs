@@ -1166,6 +1166,8 @@ mod tests {
             connect_timeout: std::time::Duration::from_secs(1),
             service: None,
             tls: None,
+            policy: Default::default(),
+            table: None,
         };
         let mut h = HeaderMap::new();
         h.insert("server", HeaderValue::from_static("envoy"));

@@ -102,6 +102,7 @@ async fn call(
             addr,
             Some(tls),
             Duration::from_secs(5),
+            0,
             get(),
             Body::empty(),
         )
