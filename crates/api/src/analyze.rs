@@ -1192,12 +1192,22 @@ fn validate_connection_pool(
             validate_min_duration(out, format!("{kf}.time"), "time:", k.time, s);
             validate_min_duration(out, format!("{kf}.interval"), "interval", k.interval, s);
         }
-        if tcp.idle_timeout.is_some() {
-            out.warn(
-                format!("{f}.idleTimeout"),
-                "idleTimeout",
-                "not enforced by weft yet",
-            );
+        // weftd translates these for Envoy; weft-proxy does not apply them yet.
+        for (name, present) in [
+            ("idleTimeout", tcp.idle_timeout.is_some()),
+            (
+                "maxConnectionDuration",
+                tcp.max_connection_duration.is_some(),
+            ),
+            ("tcpKeepalive", tcp.tcp_keepalive.is_some()),
+        ] {
+            if present {
+                out.warn(
+                    format!("{f}.{name}"),
+                    &format!("{name}:"),
+                    "not enforced by weft yet",
+                );
+            }
         }
     }
     if let Some(h) = &cp.http {
@@ -1219,7 +1229,12 @@ fn validate_connection_pool(
                 );
             }
         }
+        // weft-proxy speaks the client's protocol upstream (as `useClientProtocol: true`): an upgrade
+        // to HTTP/2 is not made.
+        let upgrade = h.h2_upgrade_policy.as_deref() == Some("UPGRADE");
         for (name, present) in [
+            ("idleTimeout", h.idle_timeout.is_some()),
+            ("h2UpgradePolicy", upgrade),
             ("maxConcurrentStreams", h.max_concurrent_streams.is_some()),
             ("http2KeepAlive", h.http2_keep_alive.is_some()),
         ] {
@@ -2509,8 +2524,18 @@ mod tests {
         let cases: &[(&str, &str, &[&str])] = &[
             (
                 "circuit breaking as Istio's task writes it",
-                "    connectionPool:\n      tcp: {maxConnections: 1, connectTimeout: 1s, maxConnectionDuration: 1h, tcpKeepalive: {probes: 3, time: 10s, interval: 5s}}\n      http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1, http2MaxRequests: 10, maxRetries: 3, idleTimeout: 30s, h2UpgradePolicy: UPGRADE, useClientProtocol: false}\n    outlierDetection:\n      consecutive5xxErrors: 1\n      consecutiveGatewayErrors: 2\n      consecutiveLocalOriginFailures: 2\n      splitExternalLocalOriginErrors: true\n      interval: 1s\n      baseEjectionTime: 3m\n      maxEjectionPercent: 100\n      minHealthPercent: 50\n",
+                "    connectionPool:\n      tcp: {maxConnections: 1, connectTimeout: 1s}\n      http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1, http2MaxRequests: 10, maxRetries: 3, h2UpgradePolicy: DO_NOT_UPGRADE, useClientProtocol: true}\n    outlierDetection:\n      consecutive5xxErrors: 1\n      consecutiveGatewayErrors: 2\n      consecutiveLocalOriginFailures: 2\n      splitExternalLocalOriginErrors: true\n      interval: 1s\n      baseEjectionTime: 3m\n      maxEjectionPercent: 100\n      minHealthPercent: 50\n",
                 &[],
+            ),
+            (
+                "pool settings weftd translates but weft-proxy does not apply",
+                "    connectionPool:\n      tcp: {maxConnectionDuration: 1h, tcpKeepalive: {probes: 3, time: 10s, interval: 5s}}\n      http: {idleTimeout: 30s, h2UpgradePolicy: UPGRADE}\n",
+                &[
+                    "9: DestinationRule default/r: spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration: warning: not enforced by weft yet",
+                    "9: DestinationRule default/r: spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: warning: not enforced by weft yet",
+                    "10: DestinationRule default/r: spec.trafficPolicy.connectionPool.http.idleTimeout: warning: not enforced by weft yet",
+                    "10: DestinationRule default/r: spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: warning: not enforced by weft yet",
+                ],
             ),
             ("least request", "    loadBalancer: {simple: LEAST_REQUEST}\n", &[]),
             ("random", "    loadBalancer: {simple: RANDOM}\n", &[]),
