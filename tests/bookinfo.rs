@@ -280,17 +280,17 @@ async fn bad_config_is_refused_and_the_last_good_stays() {
         (
             "malformed yaml",
             good.replace("  hosts:\n  - reviews\n", "  hosts: [reviews\n"),
-            "VirtualService default/reviews: yaml: did not find expected",
+            "VirtualService default/reviews: yaml: [IST0106] did not find expected",
         ),
         (
             "unknown field",
             good.replace("subset: v1", "subset: v1\n      wieght: 50"),
-            "VirtualService default/reviews: spec.http[0].route[0].wieght: unknown field",
+            "VirtualService default/reviews: spec.http[0].route[0].wieght: [IST0106] unknown field",
         ),
         (
             "undefined subset",
             good.replace("subset: v1", "subset: v4"),
-            "VirtualService default/reviews: spec.http[0].route[0].destination.subset: subset \"v4\" is not defined by any DestinationRule for host reviews.default.svc.cluster.local",
+            "VirtualService default/reviews: spec.http[0].route[0].destination.subset: [IST0101] subset \"v4\" is not defined by any DestinationRule for host reviews.default.svc.cluster.local",
         ),
     ];
     for (name, text, want) in cases {

@@ -2208,7 +2208,7 @@ mod tests {
             (
                 "query param regex",
                 "  - match:\n    - queryParams: {v: {regex: \"(\"}}\n    route:\n    - destination: {host: reviews}\n",
-                "vs.yaml:9: VirtualService default/reviews: spec.http[0].match[0].queryParams.v.regex: invalid regex \"(\": unclosed group",
+                "vs.yaml:9: VirtualService default/reviews: spec.http[0].match[0].queryParams.v.regex: [IST0106] invalid regex \"(\": unclosed group",
             ),
             (
                 "match gateway name",

@@ -582,7 +582,7 @@ mod tests {
         };
         let one = ratings(&format!(
             "{dr}{}",
-            vs("    - destination: {host: ratings, subset: v1}\n")
+            vs("    - destination: {host: ratings, port: {number: 9080}, subset: v1}\n")
         ));
         assert_eq!(
             default_route_hash(&one).len(),
@@ -591,7 +591,7 @@ mod tests {
         );
         let split = ratings(&format!(
             "{dr}{}",
-            vs("    - destination: {host: ratings, subset: v1}\n      weight: 50\n    - destination: {host: ratings, subset: v2}\n      weight: 50\n")
+            vs("    - destination: {host: ratings, port: {number: 9080}, subset: v1}\n      weight: 50\n    - destination: {host: ratings, port: {number: 9080}, subset: v2}\n      weight: 50\n")
         ));
         assert!(default_route_hash(&split).is_empty(), "v2 does not hash");
     }
