@@ -633,44 +633,13 @@ fn validate_http_route(out: &mut Out, f: &str, route: &HttpRoute) {
             }
         }
     }
-    let mut total_weight = 0i64;
+    validate_destinations(
+        out,
+        f,
+        route.route.iter().map(|d| (&d.destination, d.weight)),
+    );
     for (j, d) in route.route.iter().enumerate() {
         let df = format!("{f}.route[{j}]");
-        if d.destination.host.is_empty() {
-            out.error(
-                format!("{df}.destination.host"),
-                "destination",
-                "host is required",
-            );
-        }
-        if let Some(s) = &d.destination.subset {
-            if s.is_empty() {
-                out.error(
-                    format!("{df}.destination.subset"),
-                    "subset",
-                    "subset must not be empty",
-                );
-            }
-        }
-        if let Some(p) = d.destination.port {
-            if p.number == 0 || p.number > 65535 {
-                out.error(
-                    format!("{df}.destination.port.number"),
-                    "number",
-                    "port out of range",
-                );
-            }
-        }
-        if let Some(w) = d.weight {
-            if w < 0 {
-                out.error(
-                    format!("{df}.weight"),
-                    "weight",
-                    "weight must not be negative",
-                );
-            }
-            total_weight += w.max(0);
-        }
         if let Some(h) = &d.headers {
             if let Some(ops) = &h.request {
                 validate_header_ops(out, &format!("{df}.headers.request"), ops);
@@ -679,14 +648,6 @@ fn validate_http_route(out: &mut Out, f: &str, route: &HttpRoute) {
                 validate_header_ops(out, &format!("{df}.headers.response"), ops);
             }
         }
-    }
-    if route.route.len() > 1 && route.route.iter().all(|d| d.weight.is_some()) && total_weight == 0
-    {
-        out.error(
-            format!("{f}.route"),
-            "weight",
-            "weights add up to 0: no destination would get traffic",
-        );
     }
     if let Some(t) = route.timeout {
         if t.get() > std::time::Duration::ZERO && t.get() < std::time::Duration::from_millis(1) {
@@ -810,6 +771,65 @@ fn validate_http_route(out: &mut Out, f: &str, route: &HttpRoute) {
         if let Some(ops) = &h.response {
             validate_header_ops(out, &format!("{f}.headers.response"), ops);
         }
+    }
+}
+
+/// The weighted destinations of rule `f` (`route[]` of an HTTP or TCP rule): each needs a host, a
+/// non-empty subset if any, a port in range, a weight that is not negative; several with weights that
+/// all add up to 0 would get no traffic.
+fn validate_destinations<'a>(
+    out: &mut Out,
+    f: &str,
+    dests: impl ExactSizeIterator<
+        Item = (
+            &'a crate::networking::virtual_service::Destination,
+            Option<i64>,
+        ),
+    >,
+) {
+    let several = dests.len() > 1;
+    let (mut total, mut all_weighted) = (0i64, true);
+    for (j, (d, weight)) in dests.enumerate() {
+        let df = format!("{f}.route[{j}]");
+        if d.host.is_empty() {
+            out.error(
+                format!("{df}.destination.host"),
+                "destination",
+                "host is required",
+            );
+        }
+        if d.subset.as_deref() == Some("") {
+            out.error(
+                format!("{df}.destination.subset"),
+                "subset",
+                "subset must not be empty",
+            );
+        }
+        if let Some(p) = d.port {
+            if p.number == 0 || p.number > 65535 {
+                out.error(
+                    format!("{df}.destination.port.number"),
+                    "number",
+                    "port out of range",
+                );
+            }
+        }
+        match weight {
+            Some(w) if w < 0 => out.error(
+                format!("{df}.weight"),
+                "weight",
+                "weight must not be negative",
+            ),
+            Some(w) => total += w,
+            None => all_weighted = false,
+        }
+    }
+    if several && all_weighted && total == 0 {
+        out.error(
+            format!("{f}.route"),
+            "weight",
+            "weights add up to 0: no destination would get traffic",
+        );
     }
 }
 

@@ -39,50 +39,11 @@ pub(super) fn validate_tcp(out: &mut Out, vs: &VirtualService) {
                 );
             }
         }
-        let mut total = 0i64;
-        for (j, d) in rule.route.iter().enumerate() {
-            let df = format!("{f}.route[{j}]");
-            if d.destination.host.is_empty() {
-                out.error(
-                    format!("{df}.destination.host"),
-                    "destination",
-                    "host is required",
-                );
-            }
-            if d.destination.subset.as_deref() == Some("") {
-                out.error(
-                    format!("{df}.destination.subset"),
-                    "subset",
-                    "subset must not be empty",
-                );
-            }
-            if let Some(p) = d.destination.port {
-                if p.number == 0 || p.number > 65535 {
-                    out.error(
-                        format!("{df}.destination.port.number"),
-                        "number",
-                        "port out of range",
-                    );
-                }
-            }
-            if let Some(w) = d.weight {
-                if w < 0 {
-                    out.error(
-                        format!("{df}.weight"),
-                        "weight",
-                        "weight must not be negative",
-                    );
-                }
-                total += w.max(0);
-            }
-        }
-        if rule.route.len() > 1 && rule.route.iter().all(|d| d.weight.is_some()) && total == 0 {
-            out.error(
-                format!("{f}.route"),
-                "weight",
-                "weights add up to 0: no destination would get traffic",
-            );
-        }
+        super::validate_destinations(
+            out,
+            &f,
+            rule.route.iter().map(|d| (&d.destination, d.weight)),
+        );
     }
 }
 
